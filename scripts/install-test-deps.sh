@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs (Debian 12, as root): the real host
+# parts the integration tests run, and a venv at .venv with podrt and test tools.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq runc crun conmon containernetworking-plugins catatonit \
+    iproute2 iptables util-linux python3 python3-venv >/dev/null
+
+python3 -m venv "$here/.venv"
+"$here/.venv/bin/pip" install -q --upgrade pip
+"$here/.venv/bin/pip" install -q -e "$here[test]"

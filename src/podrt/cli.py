@@ -1,0 +1,98 @@
+"""The `podrt` command: serve, config, check, version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from podrt import __version__
+from podrt.config import Config, ConfigError, dump_config, load_config
+from podrt.errors import PodrtError
+
+# flag -> dotted config key (CLI flags override the files)
+_FLAG_KEYS = {
+    "root": "podrt.root",
+    "runroot": "podrt.runroot",
+    "listen": "podrt.api.listen",
+    "log_level": "podrt.log_level",
+    "cni_config_dir": "podrt.network.network_dir",
+    "cni_plugin_dir": "podrt.network.plugin_dirs",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="config file (default /etc/podrt/podrt.toml; drop-ins from its podrt.d/)")
+    common.add_argument("--root", help="persistent state dir (default /var/lib/podrt)")
+    common.add_argument("--runroot", help="volatile state dir (default /run/podrt)")
+    common.add_argument("--listen", help="CRI unix socket path (default /run/podrt/podrt.sock)")
+    common.add_argument("--log-level", help="debug, info, warning or error")
+    common.add_argument("--cni-config-dir", help="CNI config dir (default /etc/cni/net.d)")
+    common.add_argument("--cni-plugin-dir", action="append", help="CNI plugin dir; repeat for several")
+
+    parser = argparse.ArgumentParser(prog="podrt", description="Kubernetes CRI runtime daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", parents=[common], help="run the CRI daemon")
+    sub.add_parser("config", parents=[common], help="print the effective config as TOML")
+    sub.add_parser("check", parents=[common], help="check that this host can run pods")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items() if getattr(args, flag, None) is not None}
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("hpack", "h2", "asyncio"):  # per-frame debug lines drown ours
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+
+
+def _serve(cfg: Config) -> int:
+    from podrt.daemon import Daemon  # imported late: `podrt config` stays light
+
+    async def serve() -> None:
+        await Daemon(cfg).serve_until_signal()  # built inside the loop it serves on
+
+    try:
+        asyncio.run(serve())
+    except PodrtError as exc:
+        print(f"podrt: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"podrt {__version__} (CRI v1)")
+        return 0
+    try:
+        cfg = load_config(args.config, overrides=_overrides(args))
+    except ConfigError as exc:
+        print(f"podrt: config error: {exc}", file=sys.stderr)
+        return 1
+    if args.command == "config":
+        sys.stdout.write(dump_config(cfg))
+        return 0
+    if args.command == "check":
+        from podrt.hostcheck import format_results, run_checks
+
+        report, healthy = format_results(run_checks(cfg))
+        print(report)
+        return 0 if healthy else 1
+    _setup_logging(cfg.log_level)
+    return _serve(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Domain error -> gRPC status. The one place that knows both."""
+
+from __future__ import annotations
+
+import logging
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from podrt import errors
+
+log = logging.getLogger(__name__)
+
+_STATUS: dict[type[errors.PodrtError], Status] = {
+    errors.InvalidArgument: Status.INVALID_ARGUMENT,
+    errors.NotFound: Status.NOT_FOUND,
+    errors.AlreadyExists: Status.ALREADY_EXISTS,
+    errors.FailedPrecondition: Status.FAILED_PRECONDITION,
+    errors.Unavailable: Status.UNAVAILABLE,
+    errors.DeadlineExceeded: Status.DEADLINE_EXCEEDED,
+}
+
+
+def to_grpc_error(exc: Exception, operation: str) -> GRPCError:
+    """Turn any exception from a handler into a GRPCError with a readable message.
+
+    Unexpected exceptions are logged with their traceback here, on the server;
+    the client gets INTERNAL and one line, never a traceback.
+    """
+    if isinstance(exc, GRPCError):
+        return exc
+    for cls in type(exc).__mro__:
+        status = _STATUS.get(cls)  # type: ignore[arg-type]
+        if status is not None:
+            return GRPCError(status, str(exc))
+    log.error("%s failed unexpectedly", operation, exc_info=exc)
+    return GRPCError(Status.INTERNAL, f"{operation}: internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,58 @@
+"""grpclib event hooks: per-RPC metrics and error mapping for every method.
+
+One RecvRequest hook wraps each handler, so no handler needs a decorator and
+methods added later are covered automatically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+from grpclib.events import RecvRequest, listen
+from grpclib.exceptions import GRPCError
+from grpclib.server import Server
+
+from podrt.cri.errors import to_grpc_error
+from podrt.metrics import Metrics
+
+KNOWN_PREFIXES = ("/runtime.v1.RuntimeService/", "/runtime.v1.ImageService/")
+
+
+def operation_name(method_name: str) -> str:
+    """'/runtime.v1.RuntimeService/Version' -> 'Version'; other paths -> 'unknown'
+    (bounded label cardinality whatever a client sends)."""
+    for prefix in KNOWN_PREFIXES:
+        if method_name.startswith(prefix):
+            return method_name[len(prefix):]
+    return "unknown"
+
+
+def _wrap(func: Callable[[Any], Any], operation: str, metrics: Metrics) -> Callable[[Any], Any]:
+    async def handler(stream: Any) -> None:
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            await func(stream)
+        except GRPCError as exc:
+            code = exc.status.name
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # client deadline passed or stream reset
+            raise
+        except Exception as exc:
+            error = to_grpc_error(exc, operation)
+            code = error.status.name
+            raise error from None
+        finally:
+            metrics.observe_operation(operation, time.perf_counter() - start, code)
+
+    return handler
+
+
+def install(server: Server, metrics: Metrics) -> None:
+    async def on_request(event: RecvRequest) -> None:
+        event.method_func = _wrap(event.method_func, operation_name(event.method_name), metrics)
+
+    listen(server, RecvRequest, on_request)

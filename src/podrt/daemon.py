@@ -1,0 +1,111 @@
+"""Wiring: config -> managers -> gRPC server; start-up recovery and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import IO
+
+from podrt.config import Config
+from podrt.cri import hooks
+from podrt.cri.image import ImageService
+from podrt.cri.runtime import RuntimeService
+from podrt.errors import FailedPrecondition
+from podrt.metrics import Metrics
+from podrt.rollback import FaultPlan, Journal, StepRegistry
+from podrt.runtime_status import RuntimeStatusManager
+from podrt.server import CriServer, listen_unix, remove_socket
+from podrt.tasks import TaskOwner
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.tasks = TaskOwner()
+        self.root = Path(config.root)
+        self.runroot = Path(config.runroot)
+        self.journal = Journal(self.root / "journal")
+        self.steps = StepRegistry()
+        self.faults = FaultPlan.parse(list(config.debug.fault_points))
+        if config.debug.fault_points:
+            log.warning("debug fault points armed: %s", ", ".join(config.debug.fault_points))
+        self.status = RuntimeStatusManager(config)
+        self.server = CriServer(
+            [RuntimeService(self.status), ImageService()],
+        )
+        hooks.install(self.server, self.metrics)
+        self._lock: IO[str] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.config.api.listen)
+
+    def _take_lock(self) -> None:
+        """One daemon per root: two would unwind each other's journals."""
+        lock_path = self.root / "podrt.lock"
+        handle = open(lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise FailedPrecondition(f"another podrt is running with root {self.config.root} (lock {lock_path} is held)") from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        for directory in (self.root, self.runroot):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self._take_lock()
+        try:
+            report = await self.journal.replay(self.steps, log)
+            if report.transactions:
+                log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
+            await listen_unix(self.server, self.socket_path, self.config.api.socket_mode_int)
+            if self.config.metrics.enable_metrics:
+                self.metrics.serve(self.config.metrics.metrics_host, self.config.metrics.metrics_port)
+        except BaseException:
+            self._release_lock()
+            raise
+        log.info("podrt serving on %s (ready in %.0f ms)", self.socket_path, (time.perf_counter() - started) * 1000)
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop taking requests, let in-flight transactions finish or unwind."""
+        log.info("shutting down")
+        self.server.close()
+        await self.tasks.drain(grace)
+        await self.server.wait_closed()
+        remove_socket(self.socket_path)
+        self.metrics.close()
+        self._release_lock()
+        log.info("stopped")
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    async def serve_until_signal(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()

@@ -1,0 +1,159 @@
+"""`podrt check`: is this host able to run pods? Says what is missing and how to fix it.
+
+Each check does the real thing where it is cheap (mount an overlay and a tmpfs,
+enter a new network namespace) rather than guessing from files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import attrs
+
+from podrt.config import Config
+from podrt.network.cniconf import find_network
+
+APT_HINT = "apt-get install -y runc conmon containernetworking-plugins catatonit iproute2 iptables"
+BASE_CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
+
+
+@attrs.frozen
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _executable(name: str, path: Path, fix: str) -> CheckResult:
+    ok = path.is_file() and os.access(path, os.X_OK)
+    return CheckResult(name, ok, str(path) if ok else f"{path} not found or not executable", "" if ok else fix)
+
+
+def _binaries(cfg: Config) -> list[CheckResult]:
+    results = [
+        _executable(f"runtime {name}", Path(handler.runtime_path), f"{APT_HINT} (or set runtime_path of [podrt.runtime.runtimes.{name}])")
+        for name, handler in cfg.runtime.runtimes.items()
+    ]
+    results.append(_executable("conmon", Path(cfg.runtime.conmon), "apt-get install -y conmon"))
+    results.append(_executable("catatonit", Path(cfg.image.catatonit_path), "apt-get install -y catatonit"))
+    return results
+
+
+def _cni(cfg: Config) -> list[CheckResult]:
+    lookup = find_network(Path(cfg.network.network_dir))
+    plugin_dirs = [Path(d) for d in cfg.network.plugin_dirs]
+    wanted = lookup.network.plugin_types if lookup.network else list(BASE_CNI_PLUGINS)
+    results = [
+        CheckResult(
+            "CNI network config",
+            lookup.network is not None,
+            f"{lookup.network.name} from {lookup.network.path}" if lookup.network else lookup.message,
+            "" if lookup.network else f"write a .conflist into {cfg.network.network_dir} (pods with host network work without it)",
+            required=False,
+        )
+    ]
+    for plugin in wanted:
+        found = next((d / plugin for d in plugin_dirs if (d / plugin).is_file()), None)
+        dirs = ":".join(cfg.network.plugin_dirs)
+        results.append(
+            CheckResult(
+                f"CNI plugin {plugin}",
+                found is not None,
+                str(found) if found else f"not in {dirs}",
+                "" if found else "apt-get install -y containernetworking-plugins",
+            )
+        )
+    return results
+
+
+def _run(argv: list[str]) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    return proc.returncode == 0, (proc.stderr or proc.stdout).strip()
+
+
+def _mount_check(name: str, fstype: str, make_opts: Callable[[Path], str], fix: str) -> CheckResult:
+    with tempfile.TemporaryDirectory(prefix="podrt-check-") as tmp:
+        base = Path(tmp)
+        target = base / "mnt"
+        target.mkdir()
+        ok, err = _run(["mount", "-t", fstype, "-o", make_opts(base), fstype, str(target)])
+        if ok:
+            _run(["umount", str(target)])
+    return CheckResult(name, ok, "mountable" if ok else err, "" if ok else fix)
+
+
+def _overlay_opts(base: Path) -> str:
+    for sub in ("lower", "upper", "work"):
+        (base / sub).mkdir()
+    return f"lowerdir={base}/lower,upperdir={base}/upper,workdir={base}/work"
+
+
+def _cgroups() -> CheckResult:
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        return CheckResult("cgroups", True, "v2 (unified)")
+    controllers = [c for c in ("cpu", "memory", "pids") if (root / c).is_dir()]
+    missing = {"cpu", "memory", "pids"} - set(controllers)
+    mode = "hybrid" if (root / "unified").is_dir() else "legacy"
+    ok = not missing
+    return CheckResult(
+        "cgroups",
+        ok,
+        f"v1 ({mode}) with {', '.join(controllers)}" if ok else f"v1 controllers missing: {', '.join(sorted(missing))}",
+        "" if ok else "mount the cgroup controllers (cpu, memory, pids) under /sys/fs/cgroup",
+    )
+
+
+def _netns() -> CheckResult:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return CheckResult("network namespaces", False, "unshare not found", "apt-get install -y util-linux")
+    ok, err = _run([unshare, "--net", "true"])
+    return CheckResult("network namespaces", ok, "can create" if ok else err, "" if ok else "run as root on a kernel with CONFIG_NET_NS")
+
+
+def _oom_score_adj() -> CheckResult:
+    """Negative OOM scores need CAP_SYS_RESOURCE; without it podrt clamps them."""
+    ok, err = _run(["sh", "-c", "echo -998 > /proc/self/oom_score_adj"])
+    return CheckResult(
+        "negative oom_score_adj",
+        ok,
+        "allowed" if ok else "not allowed (no CAP_SYS_RESOURCE): infra OOM score will be clamped",
+        required=False,
+    )
+
+
+def run_checks(cfg: Config) -> list[CheckResult]:
+    results = _binaries(cfg) + _cni(cfg)
+    if os.geteuid() != 0:
+        results.append(CheckResult("root", False, "podrt must run as root", "run podrt as root"))
+        return results
+    results.append(_mount_check("overlayfs", "overlay", _overlay_opts, "a kernel with overlayfs (modprobe overlay)"))
+    results.append(_mount_check("tmpfs", "tmpfs", lambda _base: "size=1m", "a kernel with tmpfs"))
+    results.append(_cgroups())
+    results.append(_netns())
+    results.append(_oom_score_adj())
+    return results
+
+
+def format_results(results: list[CheckResult]) -> tuple[str, bool]:
+    """Human-readable report, and whether every required check passed."""
+    lines = []
+    for r in results:
+        mark = "ok  " if r.ok else ("FAIL" if r.required else "warn")
+        lines.append(f"[{mark}] {r.name}: {r.detail}")
+        if not r.ok and r.fix:
+            lines.append(f"       fix: {r.fix}")
+    healthy = all(r.ok for r in results if r.required)
+    lines.append("host is ready for podrt" if healthy else "host is NOT ready for podrt")
+    return "\n".join(lines), healthy

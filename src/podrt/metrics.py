@@ -1,0 +1,86 @@
+"""Prometheus metrics: per CRI operation (like CRI-O's operations metrics) and
+per transaction step.
+
+Each daemon owns a CollectorRegistry, so several daemons (tests) can live in one
+process without clashing on the global registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from podrt.rollback import TxReport
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The daemon's metric families."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.operations = Counter(
+            "podrt_operations_total",
+            "CRI operations handled, by operation.",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.operation_errors = Counter(
+            "podrt_operations_errors_total",
+            "CRI operations that ended with a non-OK gRPC status.",
+            ["operation", "code"],
+            registry=self.registry,
+        )
+        self.operation_latency = Histogram(
+            "podrt_operations_latency_seconds",
+            "Latency of CRI operations, by operation.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.step_duration = Histogram(
+            "podrt_step_duration_seconds",
+            "Duration of transaction steps (do and undo), by transaction kind and step.",
+            ["transaction", "step", "phase", "ok"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.transactions = Counter(
+            "podrt_transactions_total",
+            "Transactions run, by kind and outcome.",
+            ["transaction", "outcome"],
+            registry=self.registry,
+        )
+        self._http: Any = None
+
+    def observe_operation(self, operation: str, seconds: float, code: str) -> None:
+        self.operations.labels(operation).inc()
+        self.operation_latency.labels(operation).observe(seconds)
+        if code != "OK":
+            self.operation_errors.labels(operation, code).inc()
+
+    # rollback.TxObserver
+    def step_finished(self, tx_kind: str, step: str, phase: str, seconds: float, ok: bool) -> None:
+        self.step_duration.labels(tx_kind, step, phase, str(ok).lower()).observe(seconds)
+
+    def tx_finished(self, report: "TxReport") -> None:
+        self.transactions.labels(report.kind, report.outcome).inc()
+
+    def serve(self, host: str, port: int) -> None:
+        """Expose Prometheus text on host:port (a thread of prometheus_client's)."""
+        self._http = start_http_server(port, addr=host, registry=self.registry)
+        log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._http = None

@@ -1,0 +1,1 @@
+"""CNI configuration discovery and plugin invocation, network namespaces."""

@@ -1,0 +1,469 @@
+"""Transactions of undoable steps with a durable rollback stack.
+
+Each phase of e.g. RunPodSandbox is a `Step` with a paired undo. `Transaction.run` runs them
+in order and, on failure or cancellation, undoes the completed ones newest first (CRI-O's
+defer chain, made explicit). A `Journal` records each step *before* it runs, so that the next
+process start can finish a rollback a crash interrupted (`Journal.replay`).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
+
+import attrs
+
+logger = logging.getLogger(__name__)
+
+When = Literal["before", "after"]
+
+
+class Step(abc.ABC):
+    """One phase of a transaction; `kind` is the registry key used for crash replay."""
+
+    kind: ClassVar[str]
+    _name: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Unique within a transaction; defaults to `kind` for steps used once."""
+        return self._name or self.kind
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    def record(self, ctx: Any) -> dict[str, Any]:
+        """JSON data the undo needs; journaled before do() so a crash mid-do is undoable."""
+        return {}
+
+    @abc.abstractmethod
+    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
+        """Complete, or clean up own partial work and raise. May add keys to `data`."""
+
+    @abc.abstractmethod
+    async def undo(self, data: dict[str, Any]) -> None:
+        """Idempotent; uses only `data` and constructor dependencies (runs after a restart)."""
+
+
+class StepRecord(NamedTuple):
+    """A completed step; a committed transaction's records are its teardown plan."""
+
+    name: str
+    kind: str
+    data: dict[str, Any]
+
+
+@attrs.frozen
+class UndoFailure:
+    step: str
+    error: BaseException
+
+
+@attrs.frozen
+class StepTiming:
+    name: str
+    phase: Literal["do", "undo"]
+    seconds: float
+    ok: bool
+
+
+@attrs.define
+class TxReport:
+    tx_id: str
+    kind: str
+    outcome: Literal["committed", "rolled_back", "rollback_incomplete"]
+    seconds: float
+    failed_step: str | None
+    timings: list[StepTiming]
+    undos_run: list[str]
+    undo_failures: list[UndoFailure]
+    records: list[StepRecord]
+
+
+@attrs.define
+class ReplayReport:
+    transactions: list[str] = attrs.Factory(list)
+    undos_run: list[tuple[str, str]] = attrs.Factory(list)  # (tx_id, step)
+    failures: list[tuple[str, UndoFailure]] = attrs.Factory(list)
+    kept: list[str] = attrs.Factory(list)  # tx_ids whose journal stays for the next start
+
+
+class TxObserver(Protocol):
+    def step_finished(self, tx_kind: str, step: str, phase: str, seconds: float, ok: bool) -> None: ...
+    def tx_finished(self, report: TxReport) -> None: ...
+
+
+class UnknownStepKind(LookupError):
+    """A journal names a step kind this build does not know."""
+
+
+class StepRegistry:
+    """kind -> zero-arg factory of a step able to undo from recorded data (crash replay)."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, Callable[[], Step]] = {}
+
+    def register(self, kind: str, factory: Callable[[], Step]) -> None:
+        if kind in self._factories:
+            raise ValueError(f"step kind {kind!r} is already registered")
+        self._factories[kind] = factory
+
+    def get(self, kind: str) -> Callable[[], Step]:
+        if kind not in self._factories:
+            raise UnknownStepKind(f"no step registered for kind {kind!r}")
+        return self._factories[kind]
+
+
+class InjectedFault(Exception):
+    """Raised by an armed fault point."""
+
+
+class FaultPlan:
+    """Debug-only fault points; built from daemon config, never from a request."""
+
+    def __init__(self) -> None:
+        self._armed: dict[tuple[str, str], tuple[BaseException | None, int]] = {}
+
+    def arm(self, step_name: str, when: When, exc: BaseException | None = None, times: int = 1) -> None:
+        if when not in ("before", "after"):
+            raise ValueError(f"fault point {when!r} must be 'before' or 'after'")
+        if times < 1:
+            raise ValueError(f"times must be >= 1, got {times}")
+        self._armed[(step_name, when)] = (exc, times)
+
+    def check(self, step_name: str, when: When) -> None:
+        if (slot := self._armed.pop((step_name, when), None)) is None:
+            return
+        exc, times = slot
+        if times > 1:
+            self._armed[(step_name, when)] = (exc, times - 1)
+        raise exc or InjectedFault(f"injected fault {when} {step_name}")
+
+    @classmethod
+    def parse(cls, specs: Iterable[str]) -> FaultPlan:
+        """Parse "<step>:before" / "<step>:after" specs."""
+        plan = cls()
+        for spec in specs:
+            name, _, when = spec.strip().rpartition(":")
+            if not name or when not in ("before", "after"):
+                raise ValueError(f"bad fault spec {spec!r}: expected '<step>:before' or '<step>:after'")
+            plan.arm(name, when)  # type: ignore[arg-type]
+        return plan
+
+
+def _quietly(log: logging.Logger, what: str, fn: Callable[..., Any], *args: Any) -> None:
+    """Bookkeeping (journal, metrics) must never abort a rollback."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("%s failed", what)
+
+
+def _resolver(source: StepRegistry | Mapping[str, Step] | Sequence[Step]) -> Callable[[StepRecord], Step]:
+    if isinstance(source, StepRegistry):
+        return lambda rec: source.get(rec.kind)()
+    steps = source if isinstance(source, Mapping) else {s.name: s for s in source}
+    return lambda rec: steps[rec.name]
+
+
+UndoHook = Callable[[StepRecord, float, "BaseException | None"], None]
+
+
+async def _undo_all(records: Sequence[StepRecord], resolve: Callable[[StepRecord], Step],
+                    log: logging.Logger, on_undo: UndoHook | None = None) -> list[UndoFailure]:
+    """THE undo loop (rollback, teardown, replay): newest first, keep going past failures."""
+    failures: list[UndoFailure] = []
+    for rec in reversed(records):
+        start, error = time.monotonic(), None
+        try:
+            await resolve(rec).undo(rec.data)
+        except Exception as exc:
+            error = exc
+            failures.append(UndoFailure(rec.name, exc))
+            log.warning("undo of step %s (%s) failed: %r", rec.name, rec.kind, exc, exc_info=exc)
+        if on_undo is not None:
+            _quietly(log, f"bookkeeping after undo of {rec.name}", on_undo, rec, time.monotonic() - start, error)
+    return failures
+
+
+async def teardown(records: Iterable[Sequence[Any]],
+                   registry_or_steps: StepRegistry | Mapping[str, Step] | Sequence[Step],
+                   *, log: logging.Logger | None = None) -> list[UndoFailure]:
+    """Undo a committed transaction from its records (also as JSON lists); not shielded."""
+    plan = [StepRecord(*r) for r in records]
+    return await _undo_all(plan, _resolver(registry_or_steps), log or logger)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    """Temp file in the same dir, fsync, rename over, fsync dir: the file is always whole."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _json_copy(data: dict[str, Any]) -> dict[str, Any]:
+    """Deep copy that also proves the data is JSON-serialisable before anything runs."""
+    return json.loads(json.dumps(data))
+
+
+_is_str = attrs.validators.instance_of(str)
+
+
+@attrs.define
+class JournalEntry:
+    """Validated, so a hand-edited or truncated-but-parseable journal is reported as corrupt."""
+
+    name: str = attrs.field(validator=_is_str)
+    kind: str = attrs.field(validator=_is_str)
+    data: dict[str, Any] = attrs.field(validator=attrs.validators.instance_of(dict))
+    state: Literal["intent", "done"] = attrs.field(validator=attrs.validators.in_(("intent", "done")))
+
+
+class JournalFile:
+    """The on-disk undo stack of one transaction."""
+
+    def __init__(self, path: Path, tx_id: str, tx_kind: str,
+                 entries: list[JournalEntry] | None = None, created: float | None = None) -> None:
+        self.path, self.tx_id, self.tx_kind = path, tx_id, tx_kind
+        self.created = time.time() if created is None else created
+        self._entries, self._dirty = entries or [], False
+
+    def entries(self) -> list[JournalEntry]:
+        return list(self._entries)
+
+    def intent(self, step_name: str, kind: str, data: dict[str, Any]) -> None:
+        if any(e.name == step_name for e in self._entries):
+            raise ValueError(f"step {step_name!r} is already in journal {self.tx_id}")
+        self._write([*self._entries, JournalEntry(step_name, kind, _json_copy(data), "intent")])
+
+    def done(self, step_name: str, data: dict[str, Any]) -> None:
+        """Lazy (no fsync of its own): folded into the next write; intent data suffices till then."""
+        entry = next(e for e in self._entries if e.name == step_name)
+        entry.data, entry.state, self._dirty = _json_copy(data), "done", True
+
+    def remove_entry(self, step_name: str) -> None:
+        remaining = [e for e in self._entries if e.name != step_name]
+        if len(remaining) != len(self._entries):
+            self._write(remaining)
+
+    def flush(self) -> None:
+        if self._dirty:
+            self._write(self._entries)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)  # durable, or a crash could "undo" a committed tx
+        self._entries, self._dirty = [], False
+
+    def _write(self, entries: list[JournalEntry]) -> None:
+        doc = {"version": 1, "tx_id": self.tx_id, "tx_kind": self.tx_kind, "created": self.created,
+               "entries": [attrs.asdict(e) for e in entries]}
+        _atomic_write(self.path, json.dumps(doc).encode())
+        self._entries, self._dirty = entries, False
+
+    @classmethod
+    def load(cls, path: Path) -> JournalFile:
+        """Raises ValueError on anything malformed (JSON and Unicode errors are ValueErrors too)."""
+        try:
+            doc = json.loads(path.read_bytes())
+            entries = [JournalEntry(**e) for e in doc["entries"]]
+            return cls(path, str(doc["tx_id"]), str(doc["tx_kind"]), entries, float(doc["created"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed journal: {exc!r}") from exc
+
+
+class Journal:
+    """Directory of per-transaction journals; leftovers at startup are replayed."""
+
+    _TX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+    def __init__(self, directory: Path, *, log: logging.Logger | None = None) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._log = log or logger
+
+    def open(self, tx_id: str, tx_kind: str) -> JournalFile:
+        if not self._TX_ID.fullmatch(tx_id):
+            raise ValueError(f"tx_id {tx_id!r} is not a safe file name")
+        path = self.directory / f"{tx_id}.json"
+        if path.exists():
+            raise FileExistsError(f"journal for transaction {tx_id} already exists")
+        jf = JournalFile(path, tx_id, tx_kind)
+        jf._write([])
+        return jf
+
+    def pending(self) -> list[JournalFile]:
+        """Leftover journals, newest first; corrupt ones moved aside. Call only at startup."""
+        for tmp in self.directory.glob(".*.tmp"):  # writes a crash interrupted
+            tmp.unlink(missing_ok=True)
+        found: list[JournalFile] = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                found.append(JournalFile.load(path))
+            except ValueError as exc:
+                aside = path.with_name(path.name + ".corrupt")
+                self._log.error("unparsable journal %s (%s); moved to %s", path, exc, aside)
+                _quietly(self._log, f"moving {path} aside", os.rename, path, aside)
+            except OSError:
+                self._log.exception("cannot read journal %s; skipped", path)
+        return sorted(found, key=lambda jf: jf.created, reverse=True)
+
+    async def replay(self, registry: StepRegistry, log: logging.Logger | None = None) -> ReplayReport:
+        """Undo every leftover entry (intent too: a crash may have hit mid-do), newest first."""
+        log, report = log or self._log, ReplayReport()
+        for jf in self.pending():
+            report.transactions.append(jf.tx_id)
+
+            def on_undo(rec: StepRecord, seconds: float, error: BaseException | None, jf: JournalFile = jf) -> None:
+                report.undos_run.append((jf.tx_id, rec.name))
+                if error is None:
+                    jf.remove_entry(rec.name)
+
+            records = [StepRecord(e.name, e.kind, e.data) for e in jf.entries()]
+            failures = await _undo_all(records, _resolver(registry), log, on_undo)
+            report.failures.extend((jf.tx_id, f) for f in failures)
+            if failures:
+                report.kept.append(jf.tx_id)
+            else:
+                _quietly(log, f"discarding journal {jf.tx_id}", jf.discard)
+            log.info("replayed %s tx %s: %d undos, %d failed", jf.tx_kind, jf.tx_id, len(records), len(failures))
+        return report
+
+
+async def _await_shielded(task: asyncio.Future[Any]) -> bool:
+    """Wait for `task` however often we are cancelled meanwhile; return whether we were."""
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(task)
+            return cancelled
+        except asyncio.CancelledError:
+            if task.cancelled():  # the task itself was cancelled (e.g. loop shutdown)
+                raise
+            cancelled = True
+
+
+class Transaction:
+    """Run steps in order; on failure or cancellation undo the completed ones, newest first."""
+
+    def __init__(self, kind: str, steps: Sequence[Step], *, tx_id: str | None = None,
+                 journal: Journal | None = None, faults: FaultPlan | None = None,
+                 observer: TxObserver | None = None, log: logging.Logger | None = None) -> None:
+        names = [s.name for s in steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"step names must be unique within a transaction: {names}")
+        self.kind, self.steps, self.tx_id = kind, list(steps), tx_id or uuid.uuid4().hex
+        self._journal, self._faults, self._observer = journal, faults, observer
+        self._log = log or logger
+        self._timings: list[StepTiming] = []
+        self._started = False
+
+    async def run(self, ctx: Any) -> TxReport:
+        """Commit and return the report, or roll back and re-raise the original exception."""
+        if self._started:
+            raise RuntimeError(f"transaction {self.tx_id} can only run once")
+        self._started, start = True, time.monotonic()
+        jf = self._journal.open(self.tx_id, self.kind) if self._journal else None
+        records: list[StepRecord] = []
+        current = in_flight = None
+        try:
+            for step in self.steps:
+                current = step.name
+                data = step.record(ctx)
+                if jf:
+                    jf.intent(step.name, step.kind, data)
+                in_flight = step.name
+                if self._faults:
+                    self._faults.check(step.name, "before")
+                t0, ok = time.monotonic(), False
+                try:
+                    await step.do(ctx, data)
+                    ok = True
+                finally:
+                    self._timed(step.name, "do", time.monotonic() - t0, ok)
+                in_flight = None
+                records.append(StepRecord(step.name, step.kind, data))
+                if jf:
+                    jf.done(step.name, data)
+                if self._faults:
+                    self._faults.check(step.name, "after")
+            if jf:  # inside the try: if the commit cannot be made durable, roll back instead
+                jf.discard()
+        except BaseException as exc:
+            task = asyncio.ensure_future(self._rollback(records, jf, in_flight))
+            cancelled = await _await_shielded(task)  # a cancelled RPC must not interrupt rollback
+            undos_run, failures = task.result()
+            report = self._finish(start, current, records, undos_run, failures)
+            for f in failures:
+                exc.add_note(f"undo of step {f.step!r} failed: {f.error!r}")
+            exc.undo_failures, exc.tx_report = failures, report  # type: ignore[attr-defined]
+            if cancelled and not isinstance(exc, asyncio.CancelledError):
+                # A task cancelled during rollback must still end cancelled (asyncio.timeout etc.).
+                cancel = asyncio.CancelledError(f"cancelled while rolling back {self.kind} tx {self.tx_id}")
+                cancel.undo_failures, cancel.tx_report = failures, report  # type: ignore[attr-defined]
+                raise cancel from exc
+            raise
+        return self._finish(start, None, records, [], [])
+
+    async def _rollback(self, records: list[StepRecord], jf: JournalFile | None,
+                        in_flight: str | None) -> tuple[list[str], list[UndoFailure]]:
+        undos_run: list[str] = []
+
+        def on_undo(rec: StepRecord, seconds: float, error: BaseException | None) -> None:
+            undos_run.append(rec.name)
+            self._timed(rec.name, "undo", seconds, error is None)
+            if jf and error is None:
+                jf.remove_entry(rec.name)
+
+        if jf and in_flight:  # its do() never started, or cleaned up after itself
+            _quietly(self._log, f"journal removal of {in_flight}", jf.remove_entry, in_flight)
+        failures = await _undo_all(records, _resolver(self.steps), self._log, on_undo)
+        if jf:  # keep exactly the failed entries for the next start
+            _quietly(self._log, f"journal update of tx {self.tx_id}", jf.flush if failures else jf.discard)
+        return undos_run, failures
+
+    def _timed(self, name: str, phase: Literal["do", "undo"], seconds: float, ok: bool) -> None:
+        self._timings.append(StepTiming(name, phase, seconds, ok))
+        self._log.debug("tx %s %s: %s %s %.4fs ok=%s", self.kind, self.tx_id, phase, name, seconds, ok)
+        if self._observer:
+            _quietly(self._log, "observer", self._observer.step_finished, self.kind, name, phase, seconds, ok)
+
+    def _finish(self, start: float, failed_step: str | None, records: list[StepRecord],
+                undos_run: list[str], failures: list[UndoFailure]) -> TxReport:
+        outcome = "committed" if failed_step is None else "rollback_incomplete" if failures else "rolled_back"
+        report = TxReport(self.tx_id, self.kind, outcome, time.monotonic() - start, failed_step,
+                          list(self._timings), undos_run, failures, list(records))
+        self._log.info("tx %s %s %s in %.3fs failed_step=%s undos_run=%s undo_failures=%s", self.kind,
+                       self.tx_id, outcome, report.seconds, failed_step, undos_run, [f.step for f in failures])
+        if self._observer:
+            _quietly(self._log, "observer", self._observer.tx_finished, report)
+        return report

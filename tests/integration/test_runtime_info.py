@@ -1,0 +1,108 @@
+"""Version, Status, RuntimeConfig, UpdateRuntimeConfig and unimplemented RPCs,
+over the real socket of a real `podrt serve`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from podrt.api.runtime import v1 as cri
+from tests.integration.conftest import write_test_conflist
+from tests.support.client import connect
+from tests.support.daemon import DaemonProcess
+from tests.support.h2raw import raw_unary
+
+
+async def test_version(shared_daemon: DaemonProcess) -> None:
+    async with connect(shared_daemon.dirs.socket) as c:
+        resp = await c.runtime.version(cri.VersionRequest(version="v1"))
+    assert resp.runtime_name == "podrt"
+    assert resp.runtime_api_version == "v1"
+    assert resp.runtime_version == "0.1.0"
+
+
+async def test_status_network_not_ready_without_cni_config(shared_daemon: DaemonProcess) -> None:
+    async with connect(shared_daemon.dirs.socket) as c:
+        resp = await c.runtime.status(cri.StatusRequest())
+    conditions = {cond.type: cond for cond in resp.status.conditions}
+    assert conditions["RuntimeReady"].status is True
+    assert conditions["NetworkReady"].status is False
+    assert conditions["NetworkReady"].reason == "NetworkPluginNotReady"
+    assert str(shared_daemon.dirs.cni_dir) in conditions["NetworkReady"].message
+    assert resp.info == {}
+    assert [h.name for h in resp.runtime_handlers] == ["runc"]
+
+
+async def test_status_network_ready_with_cni_config_and_verbose_info(daemon: DaemonProcess) -> None:
+    conf = write_test_conflist(daemon.dirs.cni_dir)
+    async with connect(daemon.dirs.socket) as c:
+        resp = await c.runtime.status(cri.StatusRequest(verbose=True))
+    conditions = {cond.type: cond for cond in resp.status.conditions}
+    assert conditions["NetworkReady"].status is True
+    cni = json.loads(resp.info["cniconfig"])
+    assert cni["path"] == str(conf)
+    assert cni["config"]["name"] == "podrt-test"
+    assert f'root = "{daemon.dirs.root}"' in resp.info["config"]
+
+
+async def test_runtime_config_reports_cgroup_driver(shared_daemon: DaemonProcess) -> None:
+    async with connect(shared_daemon.dirs.socket) as c:
+        resp = await c.runtime.runtime_config(cri.RuntimeConfigRequest())
+    assert resp.linux.cgroup_driver == cri.CgroupDriver.CGROUPFS
+
+
+async def test_update_runtime_config_remembers_pod_cidr(daemon: DaemonProcess) -> None:
+    async with connect(daemon.dirs.socket) as c:
+        await c.runtime.update_runtime_config(
+            cri.UpdateRuntimeConfigRequest(
+                runtime_config=cri.RuntimeConfig(network_config=cri.NetworkConfig(pod_cidr="10.244.1.0/24,fd00:1::/64"))
+            )
+        )
+        resp = await c.runtime.status(cri.StatusRequest(verbose=True))
+    assert json.loads(resp.info["podCIDRs"]) == ["10.244.1.0/24", "fd00:1::/64"]
+
+
+async def test_update_runtime_config_rejects_bad_cidr(shared_daemon: DaemonProcess) -> None:
+    async with connect(shared_daemon.dirs.socket) as c:
+        with pytest.raises(GRPCError) as err:
+            await c.runtime.update_runtime_config(
+                cri.UpdateRuntimeConfigRequest(
+                    runtime_config=cri.RuntimeConfig(network_config=cri.NetworkConfig(pod_cidr="10.244.1.0/33"))
+                )
+            )
+    assert err.value.status == Status.INVALID_ARGUMENT
+    assert "10.244.1.0/33" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.runtime.list_containers(cri.ListContainersRequest()),
+        lambda c: c.runtime.exec_sync(cri.ExecSyncRequest(container_id="x", cmd=["true"])),
+        lambda c: c.image.list_images(cri.ListImagesRequest()),
+    ],
+    ids=["ListContainers", "ExecSync", "ListImages"],
+)
+async def test_other_rpcs_answer_unimplemented(shared_daemon: DaemonProcess, call) -> None:  # type: ignore[no-untyped-def]
+    async with connect(shared_daemon.dirs.socket) as c:
+        with pytest.raises(GRPCError) as err:
+            await call(c)
+    assert err.value.status == Status.UNIMPLEMENTED
+
+
+def test_unknown_path_answers_unimplemented_with_content_type(shared_daemon: DaemonProcess) -> None:
+    headers = raw_unary(shared_daemon.dirs.socket, "/runtime.v1.RuntimeService/SomeFutureRpc")
+    assert headers.get(":status") == "200"
+    assert headers.get("content-type", "").startswith("application/grpc"), headers
+    assert headers.get("grpc-status") == str(Status.UNIMPLEMENTED.value)
+    assert "SomeFutureRpc" in headers.get("grpc-message", "")
+
+
+def test_known_path_over_raw_h2_is_ok(shared_daemon: DaemonProcess) -> None:
+    """The raw client itself works (so the test above can tell a real difference)."""
+    headers = raw_unary(shared_daemon.dirs.socket, "/runtime.v1.RuntimeService/Version", bytes(cri.VersionRequest()))
+    assert headers.get("grpc-status") == "0"
+    assert headers.get("content-type", "").startswith("application/grpc")

@@ -1,0 +1,95 @@
+"""The `podrt` command: config printing, config errors, flags over files."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from pathlib import Path
+
+from tests.support.daemon import podrt_command
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(podrt_command(*args), capture_output=True, text=True, timeout=60)
+
+
+def test_config_prints_defaults_as_toml(tmp_path: Path) -> None:
+    missing_dropins = tmp_path / "podrt.toml"
+    missing_dropins.write_text("")
+    out = run("config", "--config", str(missing_dropins))
+    assert out.returncode == 0, out.stderr
+    cfg = tomllib.loads(out.stdout)["podrt"]
+    assert cfg["root"] == "/var/lib/podrt"
+    assert cfg["runroot"] == "/run/podrt"
+    assert cfg["api"]["listen"] == "/run/podrt/podrt.sock"
+    assert cfg["api"]["socket_mode"] == "0660"
+    assert cfg["network"]["network_dir"] == "/etc/cni/net.d"
+    assert cfg["network"]["plugin_dirs"] == ["/usr/lib/cni", "/opt/cni/bin"]
+    assert cfg["runtime"]["cgroup_manager"] == "cgroupfs"
+    assert cfg["runtime"]["infra_oom_score_adj"] == -998
+    assert cfg["runtime"]["shm_size"] == "64Mi"
+    assert cfg["metrics"]["enable_metrics"] is False
+    assert cfg["metrics"]["metrics_host"] == "127.0.0.1"
+
+
+def test_flags_override_file(tmp_path: Path) -> None:
+    conf = tmp_path / "podrt.toml"
+    conf.write_text('[podrt]\nroot = "/srv/a"\n[podrt.network]\nnetwork_dir = "/srv/cni"\n')
+    out = run(
+        "config", "--config", str(conf), "--root", "/srv/b", "--listen", "/srv/s.sock",
+        "--cni-plugin-dir", "/p1", "--cni-plugin-dir", "/p2", "--log-level", "debug",
+    )
+    assert out.returncode == 0, out.stderr
+    cfg = tomllib.loads(out.stdout)["podrt"]
+    assert cfg["root"] == "/srv/b"
+    assert cfg["network"]["network_dir"] == "/srv/cni"
+    assert cfg["network"]["plugin_dirs"] == ["/p1", "/p2"]
+    assert cfg["api"]["listen"] == "/srv/s.sock"
+    assert cfg["log_level"] == "debug"
+
+
+def _one_error_line(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    return lines[0]
+
+
+def test_unknown_key_is_one_line_error(tmp_path: Path) -> None:
+    conf = tmp_path / "podrt.toml"
+    conf.write_text("[podrt.api]\nlisten_typo = '/x'\n")
+    line = _one_error_line(run("serve", "--config", str(conf)))
+    assert "podrt.api.listen_typo" in line and "unknown key" in line and str(conf) in line
+
+
+def test_wrong_type_is_one_line_error(tmp_path: Path) -> None:
+    conf = tmp_path / "podrt.toml"
+    conf.write_text("[podrt.metrics]\nmetrics_port = 'abc'\n")
+    line = _one_error_line(run("serve", "--config", str(conf)))
+    assert "podrt.metrics.metrics_port" in line
+
+
+def test_relative_path_flag_is_one_line_error(tmp_path: Path) -> None:
+    conf = tmp_path / "podrt.toml"
+    conf.write_text("")
+    line = _one_error_line(run("serve", "--config", str(conf), "--root", "var/lib/podrt"))
+    assert "podrt.root" in line and "absolute" in line
+
+
+def test_missing_config_file_is_one_line_error(tmp_path: Path) -> None:
+    line = _one_error_line(run("serve", "--config", str(tmp_path / "nope.toml")))
+    assert "nope.toml" in line
+
+
+def test_check_reports_each_part(tmp_path: Path) -> None:
+    conf = tmp_path / "podrt.toml"
+    conf.write_text(f'[podrt.network]\nnetwork_dir = "{tmp_path}/cni"\n[podrt.runtime.runtimes.runc]\nruntime_path = "{tmp_path}/no-runc"\nruntime_root = "/run/podrt/runc"\n')
+    out = run("check", "--config", str(conf))
+    assert out.returncode == 1  # runc is missing at that path
+    assert f"[FAIL] runtime runc: {tmp_path}/no-runc not found" in out.stdout
+    assert "fix: " in out.stdout
+    assert "[ok  ] conmon" in out.stdout
+    assert "[warn] CNI network config" in out.stdout
+    assert "[ok  ] CNI plugin bridge" in out.stdout
+    assert out.stdout.strip().endswith("host is NOT ready for podrt")

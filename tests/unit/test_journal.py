@@ -1,0 +1,213 @@
+"""Journal: atomic persistence, lazy done, crash replay, corrupt and unknown entries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podrt.rollback import Journal, Step, StepRegistry, Transaction, UnknownStepKind
+from tests.unit.test_rollback import Recorder, RecStep, rec_registry
+
+
+def on_disk(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def assert_clean(directory: Path) -> None:
+    """Only whole journal files: every *.json parses and no temp file is left behind."""
+    for p in directory.iterdir():
+        assert p.suffix == ".json", f"stray file {p.name}"
+        json.loads(p.read_text())
+
+
+def test_journal_file_lifecycle(tmp_path: Path) -> None:
+    jf = Journal(tmp_path).open("tx1", "sandbox")
+    path = tmp_path / "tx1.json"
+    assert on_disk(path)["entries"] == [] and on_disk(path)["tx_kind"] == "sandbox"
+    assert_clean(tmp_path)
+
+    jf.intent("a", "rec", {"step": "a"})
+    assert_clean(tmp_path)
+    jf.done("a", {"step": "a", "pid": 1})
+    # done() is lazy: the disk still holds the intent until the next write.
+    assert on_disk(path)["entries"] == [{"name": "a", "kind": "rec", "data": {"step": "a"}, "state": "intent"}]
+    jf.intent("b", "rec", {"step": "b"})
+    assert [(e["name"], e["state"], e["data"]) for e in on_disk(path)["entries"]] == [
+        ("a", "done", {"step": "a", "pid": 1}), ("b", "intent", {"step": "b"})]
+    assert_clean(tmp_path)
+
+    jf.done("b", {"step": "b", "pid": 2})
+    jf.flush()
+    assert on_disk(path)["entries"][1]["state"] == "done"
+    jf.remove_entry("a")
+    assert [e["name"] for e in on_disk(path)["entries"]] == ["b"]
+    assert [e.name for e in jf.entries()] == ["b"]
+    jf.remove_entry("missing")  # no-op
+    assert_clean(tmp_path)
+    jf.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_intent_copies_data_and_rejects_duplicates(tmp_path: Path) -> None:
+    jf = Journal(tmp_path).open("tx1", "t")
+    data = {"step": "a"}
+    jf.intent("a", "rec", data)
+    data["later"] = True  # do() mutating its dict must not leak into the intent
+    assert jf.entries()[0].data == {"step": "a"}
+    with pytest.raises(ValueError, match="already"):
+        jf.intent("a", "rec", {})
+
+
+def test_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    jf = Journal(tmp_path).open("tx1", "t")
+    jf.intent("a", "rec", {"step": "a"})
+    before = (tmp_path / "tx1.json").read_bytes()
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        jf.intent("b", "rec", {"step": "b"})
+    monkeypatch.undo()
+    assert (tmp_path / "tx1.json").read_bytes() == before
+    assert [e.name for e in jf.entries()] == ["a"]
+    assert_clean(tmp_path)
+
+
+def test_open_rejects_unsafe_ids_and_existing(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "sub")  # created on demand
+    for bad in ["../x", "a/b", ".hidden", ""]:
+        with pytest.raises(ValueError, match="safe file name"):
+            journal.open(bad, "t")
+    journal.open("tx1", "t")
+    with pytest.raises(FileExistsError):
+        journal.open("tx1", "t")
+
+
+async def test_crash_mid_transaction_is_replayed(tmp_path: Path) -> None:
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    rec, gate = Recorder(), asyncio.Event()
+    blocker = RecStep(rec, "c", block_do=gate, enrich={"pid": 3})
+    steps = [RecStep(rec, "a", enrich={"pid": 1}), RecStep(rec, "b", enrich={"pid": 2}), blocker, RecStep(rec, "d")]
+    task = asyncio.create_task(Transaction("sandbox", steps, journal=Journal(live), tx_id="tx1").run("ctx"))
+    await blocker.do_started.wait()
+
+    # The "crash": the journal as it is on disk while c's do() is in flight.
+    shutil.copytree(live, crashed)
+    entries = on_disk(crashed / "tx1.json")["entries"]
+    assert [(e["name"], e["state"]) for e in entries] == [("a", "done"), ("b", "done"), ("c", "intent")]
+
+    later = Recorder()
+    report = await Journal(crashed).replay(rec_registry(later))
+    assert later.events == [("undo", "c"), ("undo", "b"), ("undo", "a")]
+    assert later.undo_data == {
+        "c": {"step": "c", "ctx": "ctx"},  # pid 3 was added in do() and never persisted
+        "b": {"step": "b", "ctx": "ctx", "pid": 2},  # folded into c's intent write
+        "a": {"step": "a", "ctx": "ctx", "pid": 1},
+    }
+    assert report.transactions == ["tx1"] and report.failures == [] and report.kept == []
+    assert report.undos_run == [("tx1", "c"), ("tx1", "b"), ("tx1", "a")]
+    assert list(crashed.iterdir()) == []
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert list(live.iterdir()) == []
+
+
+async def test_abandoned_journal_undoes_from_intent_data(tmp_path: Path) -> None:
+    jf = Journal(tmp_path).open("tx1", "t")
+    jf.intent("a", "rec", {"step": "a"})
+    jf.done("a", {"step": "a", "pid": 9})  # crash before any further write
+    del jf
+    later = Recorder()
+    await Journal(tmp_path).replay(rec_registry(later))
+    assert later.undo_data == {"a": {"step": "a"}}
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_unknown_kind_is_kept_and_reported(tmp_path: Path) -> None:
+    jf = Journal(tmp_path).open("tx1", "t")
+    jf.intent("a", "rec", {"step": "a"})
+    jf.intent("m", "mystery", {"step": "m"})
+    jf.intent("b", "rec", {"step": "b"})
+
+    later = Recorder()
+    report = await Journal(tmp_path).replay(rec_registry(later))
+    assert later.events == [("undo", "b"), ("undo", "a")]
+    assert [(tx, f.step) for tx, f in report.failures] == [("tx1", "m")]
+    assert isinstance(report.failures[0][1].error, UnknownStepKind)
+    assert report.kept == ["tx1"]
+    assert [e["name"] for e in on_disk(tmp_path / "tx1.json")["entries"]] == ["m"]
+
+    # A later version knows the kind: the next start finishes the job.
+    class Mystery(Step):
+        kind = "mystery"
+        undone: list[dict[str, Any]] = []
+
+        async def do(self, ctx: Any, data: dict[str, Any]) -> None: ...
+
+        async def undo(self, data: dict[str, Any]) -> None:
+            self.undone.append(data)
+
+    registry = rec_registry(later)
+    registry.register("mystery", Mystery)
+    report = await Journal(tmp_path).replay(registry)
+    assert Mystery.undone == [{"step": "m"}] and report.kept == []
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_corrupt_journals_are_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "garbage.json").write_text("{not json")
+    (tmp_path / "shape.json").write_text(json.dumps({"tx_id": "x", "entries": "nope"}))
+    for name, entry in [("badstate", {"name": "a", "kind": "rec", "data": {}, "state": "maybe"}),
+                        ("baddata", {"name": "a", "kind": "rec", "data": [], "state": "intent"})]:
+        doc = {"tx_id": "y", "tx_kind": "t", "created": 1, "entries": [entry]}
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    jf = Journal(tmp_path).open("good", "t")
+    jf.intent("a", "rec", {"step": "a"})
+
+    later = Recorder()
+    report = await Journal(tmp_path).replay(rec_registry(later))
+    assert report.transactions == ["good"] and later.events == [("undo", "a")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "baddata.json.corrupt", "badstate.json.corrupt", "binary.json.corrupt", "garbage.json.corrupt",
+        "shape.json.corrupt"]
+    assert sum("unparsable journal" in r.getMessage() for r in caplog.records) == 5
+
+
+def test_pending_removes_stale_temp_files_and_orders_newest_first(tmp_path: Path) -> None:
+    (tmp_path / ".old.json.abc123.tmp").write_text("{half")  # a write interrupted by a crash
+    for tx_id, created in [("aaa", 200.0), ("bbb", 100.0), ("ccc", 300.0)]:
+        doc = {"version": 1, "tx_id": tx_id, "tx_kind": "t", "created": created, "entries": []}
+        (tmp_path / f"{tx_id}.json").write_text(json.dumps(doc))
+    assert [jf.tx_id for jf in Journal(tmp_path).pending()] == ["ccc", "aaa", "bbb"]
+    assert_clean(tmp_path)
+
+
+async def test_empty_journal_replays_to_nothing(tmp_path: Path) -> None:
+    Journal(tmp_path).open("tx1", "t")  # crash right after open
+    report = await Journal(tmp_path).replay(StepRegistry())
+    assert report.transactions == ["tx1"] and report.undos_run == [] and report.failures == []
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_replay_failure_keeps_only_failed_entries(tmp_path: Path) -> None:
+    jf = Journal(tmp_path).open("tx1", "t")
+    for n in "abc":
+        jf.intent(n, "rec", {"step": n})
+    later = Recorder()
+    later.fail_undo["b"] = OSError("still busy")
+    report = await Journal(tmp_path).replay(rec_registry(later))
+    assert later.events == [("undo", "c"), ("undo", "b"), ("undo", "a")]
+    assert report.kept == ["tx1"]
+    assert [e["name"] for e in on_disk(tmp_path / "tx1.json")["entries"]] == ["b"]
+    assert_clean(tmp_path)

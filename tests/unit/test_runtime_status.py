@@ -1,0 +1,60 @@
+"""Node-level runtime state and the error -> gRPC status mapping."""
+
+from __future__ import annotations
+
+import pytest
+from grpclib.const import Status
+
+from podrt import errors
+from podrt.config import Config
+from podrt.cri.errors import to_grpc_error
+from podrt.cri.hooks import operation_name
+from podrt.runtime_status import RuntimeStatusManager
+from podrt.server import _MethodTable
+
+
+def test_pod_cidr_normalised_and_dual_stack() -> None:
+    m = RuntimeStatusManager(Config())
+    m.update_pod_cidr("10.244.1.7/24, fd00:1::/64")
+    assert m.pod_cidrs == ("10.244.1.0/24", "fd00:1::/64")
+    m.update_pod_cidr("")  # kubelet's empty update keeps what we have
+    assert m.pod_cidrs == ("10.244.1.0/24", "fd00:1::/64")
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.0/33", "banana", "10.0.0.0/8,"])
+def test_bad_pod_cidr_is_invalid_argument(bad: str) -> None:
+    with pytest.raises(errors.InvalidArgument):
+        RuntimeStatusManager(Config()).update_pod_cidr(bad)
+
+
+@pytest.mark.parametrize(
+    "exc,status",
+    [
+        (errors.InvalidArgument("x"), Status.INVALID_ARGUMENT),
+        (errors.NotFound("x"), Status.NOT_FOUND),
+        (errors.AlreadyExists("x"), Status.ALREADY_EXISTS),
+        (errors.FailedPrecondition("x"), Status.FAILED_PRECONDITION),
+        (errors.Unavailable("x"), Status.UNAVAILABLE),
+        (errors.DeadlineExceeded("x"), Status.DEADLINE_EXCEEDED),
+        (ValueError("boom"), Status.INTERNAL),
+    ],
+)
+def test_error_mapping(exc: Exception, status: Status) -> None:
+    err = to_grpc_error(exc, "Op")
+    assert err.status == status
+    assert "\n" not in (err.message or "")
+    assert ("boom" in (err.message or "")) == isinstance(exc, ValueError) or err.message == "x"
+
+
+def test_operation_names_are_bounded() -> None:
+    assert operation_name("/runtime.v1.RuntimeService/Version") == "Version"
+    assert operation_name("/runtime.v1.ImageService/PullImage") == "PullImage"
+    assert operation_name("/evil.Service/" + "x" * 100) == "unknown"
+
+
+def test_method_table_routes_unknown_paths_to_unimplemented() -> None:
+    known = object()
+    table = _MethodTable({"/a/B": known})
+    assert table.get("/a/B") is known
+    fallback = table.get("/a/C")
+    assert fallback is not None and fallback is not known
