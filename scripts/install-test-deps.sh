@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq runc crun conmon containernetworking-plugins catatonit \
-    iproute2 iptables util-linux python3 python3-venv >/dev/null
+    iproute2 iptables util-linux iputils-ping python3 python3-venv >/dev/null
 
 python3 -m venv "$here/.venv"
 "$here/.venv/bin/pip" install -q --upgrade pip

@@ -157,6 +157,8 @@ class RuntimeConfig:
                                          'must be "" or an absolute path'))
     default_sysctls: tuple[str, ...] = _f((), _each(_matches(
         r"[A-Za-z0-9_][A-Za-z0-9_./-]*=.+", 'must be "key=value"')))
+    allowed_unsafe_sysctls: tuple[str, ...] = _f((), _each(_matches(
+        r"[a-z0-9_][a-z0-9_./-]*\*?", 'must be a sysctl name, or a prefix ending in "*"')))
     sandbox_claim_timeout: float = _f(240.0, _positive)
     create_wait_timeout: float = _f(240.0, _positive)
     runtimes: dict[str, RuntimeHandler] = _f({"runc": _RUNC})

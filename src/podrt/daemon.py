@@ -16,10 +16,19 @@ from podrt.cri import hooks
 from podrt.cri.image import ImageService
 from podrt.cri.runtime import RuntimeService
 from podrt.errors import FailedPrecondition
+from podrt.images.pause import ensure_builtin
 from podrt.metrics import Metrics
+from podrt.network.cni import CniInvoker
+from podrt.network.cniconf import find_network
+from podrt.oci.runtime import OciRuntime
+from podrt.oom import effective_oom_score_adj
 from podrt.rollback import FaultPlan, Journal, StepRegistry
 from podrt.runtime_status import RuntimeStatusManager
+from podrt.sandbox.context import SandboxDeps
+from podrt.sandbox.manager import SandboxManager
 from podrt.server import CriServer, listen_unix, remove_socket
+from podrt.state.idindex import IdIndex
+from podrt.state.names import NameRegistry
 from podrt.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -40,8 +49,25 @@ class Daemon:
         if config.debug.fault_points:
             log.warning("debug fault points armed: %s", ", ".join(config.debug.fault_points))
         self.status = RuntimeStatusManager(config)
+        network_dir = Path(config.network.network_dir)
+        rt = config.runtime
+        self.deps = SandboxDeps(
+            config=config,
+            names=NameRegistry(),
+            ids=IdIndex(),
+            cni=CniInvoker(list(config.network.plugin_dirs), self.root / "cni-cache"),
+            find_network=lambda: find_network(network_dir),
+            runtimes={
+                name: OciRuntime(h.runtime_path, h.runtime_root, rt.conmon, handler_name=name)
+                for name, h in rt.runtimes.items()
+            },
+            pause=ensure_builtin(self.root / "images", Path(config.image.catatonit_path)),
+            oom_score_adj=effective_oom_score_adj(rt.infra_oom_score_adj),
+        )
+        self.sandboxes = SandboxManager(self.deps, journal=self.journal, faults=self.faults, observer=self.metrics, tasks=self.tasks)
+        self.sandboxes.register_steps(self.steps)
         self.server = CriServer(
-            [RuntimeService(self.status), ImageService()],
+            [RuntimeService(self.status, self.sandboxes), ImageService()],
         )
         hooks.install(self.server, self.metrics)
         self._lock: IO[str] | None = None
@@ -73,6 +99,7 @@ class Daemon:
             report = await self.journal.replay(self.steps, log)
             if report.transactions:
                 log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
+            await self.sandboxes.restore()
             await listen_unix(self.server, self.socket_path, self.config.api.socket_mode_int)
             if self.config.metrics.enable_metrics:
                 self.metrics.serve(self.config.metrics.metrics_host, self.config.metrics.metrics_port)

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +21,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
 import attrs
+
+from podrt.fsutil import atomic_write, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -206,30 +206,6 @@ async def teardown(records: Iterable[Sequence[Any]],
     return await _undo_all(plan, _resolver(registry_or_steps), log or logger)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    """Temp file in the same dir, fsync, rename over, fsync dir: the file is always whole."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _json_copy(data: dict[str, Any]) -> dict[str, Any]:
     """Deep copy that also proves the data is JSON-serialisable before anything runs."""
     return json.loads(json.dumps(data))
@@ -281,13 +257,13 @@ class JournalFile:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
-        _fsync_dir(self.path.parent)  # durable, or a crash could "undo" a committed tx
+        fsync_dir(self.path.parent)  # durable, or a crash could "undo" a committed tx
         self._entries, self._dirty = [], False
 
     def _write(self, entries: list[JournalEntry]) -> None:
         doc = {"version": 1, "tx_id": self.tx_id, "tx_kind": self.tx_kind, "created": self.created,
                "entries": [attrs.asdict(e) for e in entries]}
-        _atomic_write(self.path, json.dumps(doc).encode())
+        atomic_write(self.path, json.dumps(doc).encode())
         self._entries, self._dirty = entries, False
 
     @classmethod
@@ -385,6 +361,7 @@ class Transaction:
         self._journal, self._faults, self._observer = journal, faults, observer
         self._log = log or logger
         self._timings: list[StepTiming] = []
+        self.completed: list[StepRecord] = []  # live: a last 'state' step persists it with the object
         self._started = False
 
     async def run(self, ctx: Any) -> TxReport:
@@ -393,7 +370,7 @@ class Transaction:
             raise RuntimeError(f"transaction {self.tx_id} can only run once")
         self._started, start = True, time.monotonic()
         jf = self._journal.open(self.tx_id, self.kind) if self._journal else None
-        records: list[StepRecord] = []
+        records = self.completed
         current = in_flight = None
         try:
             for step in self.steps:

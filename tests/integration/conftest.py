@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -13,8 +15,15 @@ import pytest
 from tests.support.daemon import DaemonDirs, DaemonProcess
 
 
-def write_test_conflist(cni_dir: Path, name: str = "podrt-test") -> Path:
-    """A network for test namespaces only: own bridge name, unused private subnet."""
+TEST_BRIDGE = "podrttest0"
+TEST_SUBNET = "10.233.64.0/24"
+
+
+def write_test_conflist(cni_dir: Path, name: str = "podrt-test", data_dir: Path | None = None) -> Path:
+    """A network for test namespaces only: own bridge name, unused private subnet.
+    host-local's leases go to data_dir (default: beside the conflist), so a
+    test can see every lease it caused."""
+    ipam = {"type": "host-local", "ranges": [[{"subnet": TEST_SUBNET}]], "dataDir": str(data_dir or cni_dir.parent / "ipam")}
     path = cni_dir / "10-podrt-test.conflist"
     path.write_text(
         json.dumps(
@@ -24,10 +33,10 @@ def write_test_conflist(cni_dir: Path, name: str = "podrt-test") -> Path:
                 "plugins": [
                     {
                         "type": "bridge",
-                        "bridge": "podrttest0",
+                        "bridge": TEST_BRIDGE,
                         "isGateway": True,
                         "ipMasq": False,
-                        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.233.64.0/24"}]]},
+                        "ipam": ipam,
                     },
                     {"type": "portmap", "capabilities": {"portMappings": True}},
                     {"type": "loopback"},
@@ -64,3 +73,61 @@ def shared_daemon() -> Iterator[DaemonProcess]:
     yield proc
     proc.kill()
     shutil.rmtree(base, ignore_errors=True)
+
+
+def remove_test_bridge() -> None:
+    """The bridge plugin creates the bridge and never deletes it; it is ours."""
+    subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pod_daemon() -> Iterator[DaemonProcess]:
+    """A daemon with the test CNI network, shared by a module's pod tests.
+
+    At the end every pod must be gone and nothing of theirs left on the host."""
+    if os.geteuid() != 0:
+        pytest.skip("pod tests need root (runc, conmon, netns, CNI)")
+    base = Path(tempfile.mkdtemp(prefix="podrt-test-"))
+    d = DaemonDirs(base)
+    d.write_config()
+    write_test_conflist(d.cni_dir)
+    proc = DaemonProcess(d).start()
+    yield proc
+    proc.stop()
+    leftovers = audit_daemon_dirs(d)
+    remove_test_bridge()
+    shutil.rmtree(base, ignore_errors=True)
+    assert not leftovers, f"pods left resources behind: {leftovers}"
+
+
+def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
+    """What a daemon's pods may leave: mounts, netns pins, IP leases, runc state,
+    sandbox dirs, conmon processes, cgroups. Empty when all pods are removed."""
+    found: dict[str, list[str]] = {}
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if str(d.base) in line.split()[4]]
+    if mounts:
+        found["mounts"] = mounts
+    leases = [p.name for p in (d.base / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()] if (d.base / "ipam").exists() else []
+    if leases:
+        found["ip leases"] = leases
+    for label, directory in (("netns", d.runroot / "netns"), ("runc state", d.runroot / "runc"),
+                             ("sandbox dirs", d.root / "sandboxes"), ("run dirs", d.runroot / "sandboxes"),
+                             ("journal", d.root / "journal"), ("cni cache", d.root / "cni-cache")):
+        if directory.exists() and any(directory.iterdir()):
+            found[label] = [p.name for p in directory.iterdir()]
+    conmons = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"conmon" in cmdline.split(b"\0")[0] and str(d.base).encode() in cmdline:
+                conmons.append(pid)
+    if conmons:
+        found["conmon processes"] = conmons
+    cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob("*/podrt/podrt-*")]
+    if cgroups:
+        found["cgroups"] = cgroups
+    return found

@@ -68,9 +68,10 @@ def _processes(names: tuple[str, ...]) -> frozenset[str]:
             continue
         try:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if comm in names:
+        if comm in names and state != "Z":  # zombies are dead; init reaps them late here
             found.add(f"{pid}:{comm}")
     return frozenset(found)
 

@@ -41,6 +41,7 @@ EXPECTED_DEFAULTS = {
             "seccomp_enabled": True,
             "seccomp_profile": "",
             "default_sysctls": [],
+            "allowed_unsafe_sysctls": [],
             "sandbox_claim_timeout": 240.0,
             "create_wait_timeout": 240.0,
             "runtimes": {

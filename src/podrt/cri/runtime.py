@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import attrs
 
 from podrt.api.runtime import v1 as cri
+from podrt.cri import sandbox_convert as conv
 from podrt.runtime_status import RuntimeStatusManager
+from podrt.sandbox.manager import SandboxManager, SandboxView
 
 _CGROUP_DRIVERS = {"systemd": cri.CgroupDriver.SYSTEMD, "cgroupfs": cri.CgroupDriver.CGROUPFS}
 
@@ -13,8 +18,54 @@ _CGROUP_DRIVERS = {"systemd": cri.CgroupDriver.SYSTEMD, "cgroupfs": cri.CgroupDr
 class RuntimeService(cri.RuntimeServiceBase):
     """Every RPC not overridden here answers UNIMPLEMENTED (the generated base)."""
 
-    def __init__(self, status: RuntimeStatusManager) -> None:
+    def __init__(self, status: RuntimeStatusManager, sandboxes: SandboxManager) -> None:
         self._status = status
+        self._sandboxes = sandboxes
+
+    async def run_pod_sandbox(self, run_pod_sandbox_request: cri.RunPodSandboxRequest) -> cri.RunPodSandboxResponse:
+        sandbox_id = await self._sandboxes.run(conv.sandbox_config(run_pod_sandbox_request))
+        return cri.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
+
+    async def stop_pod_sandbox(self, stop_pod_sandbox_request: cri.StopPodSandboxRequest) -> cri.StopPodSandboxResponse:
+        await self._sandboxes.stop(stop_pod_sandbox_request.pod_sandbox_id)
+        return cri.StopPodSandboxResponse()
+
+    async def remove_pod_sandbox(self, remove_pod_sandbox_request: cri.RemovePodSandboxRequest) -> cri.RemovePodSandboxResponse:
+        await self._sandboxes.remove(remove_pod_sandbox_request.pod_sandbox_id)
+        return cri.RemovePodSandboxResponse()
+
+    async def pod_sandbox_status(self, pod_sandbox_status_request: cri.PodSandboxStatusRequest) -> cri.PodSandboxStatusResponse:
+        req = pod_sandbox_status_request
+        view = self._sandboxes.view(self._sandboxes.resolve(req.pod_sandbox_id))
+        info = await self._verbose(view) if req.verbose else None
+        return conv.pod_sandbox_status(view, info)
+
+    async def _verbose(self, view: SandboxView) -> dict[str, object]:
+        spec_path = self._sandboxes.deps.sandbox_dir(view.state.id) / "config.json"
+        runtime = self._sandboxes.deps.runtimes.get(view.state.runtime_handler)
+        return {
+            "runtimeSpec": json.loads(spec_path.read_text()) if spec_path.exists() else None,
+            "runtimeState": await runtime.state(view.state.id) if runtime else None,
+            "pid": view.state.infra_pid,
+            "netnsPath": view.state.netns_path,
+            "ips": view.state.ips,
+        }
+
+    async def list_pod_sandbox(self, list_pod_sandbox_request: cri.ListPodSandboxRequest) -> cri.ListPodSandboxResponse:
+        f = list_pod_sandbox_request.filter
+        ids = None
+        if f.id:
+            ids = self._sandboxes.deps.ids.matching(f.id)
+        want_state = f.state.state if f.is_set("state") else None
+        selector = dict(f.label_selector)
+
+        def match(view: SandboxView) -> bool:
+            if want_state is not None and (want_state == cri.PodSandboxState.SANDBOX_READY) != view.ready:
+                return False
+            labels = view.state.config.labels
+            return all(labels.get(k) == v for k, v in selector.items())
+
+        return cri.ListPodSandboxResponse(items=[conv.pod_sandbox(v) for v in self._sandboxes.list(match, ids)])
 
     async def version(self, version_request: cri.VersionRequest) -> cri.VersionResponse:
         return cri.VersionResponse(**attrs.asdict(self._status.version()))

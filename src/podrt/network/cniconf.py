@@ -41,7 +41,11 @@ class CniLookup:
 
 
 def _parse(path: Path) -> CniNetwork:
-    raw = json.loads(path.read_text())
+    return network_from_raw(json.loads(path.read_text()), path)
+
+
+def network_from_raw(raw: Any, path: Path) -> CniNetwork:
+    """Also used to rebuild the exact network a pod was added to (for its DEL)."""
     if not isinstance(raw, dict):
         raise ValueError("top level is not a JSON object")
     if "plugins" in raw:

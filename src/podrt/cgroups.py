@@ -1,0 +1,91 @@
+"""Cgroup paths for pods, as CRI-O names them, and removal of what podrt made.
+
+cgroupfs: `<parent>/podrt-<id>` (parent must not be a systemd slice);
+systemd:  `<parent>.slice:podrt:<id>` (parent must be a slice). runc creates the
+container's cgroup; podrt creates conmon's (`podrt-conmon-<id>`) and removes both,
+plus the default parent when it is left empty.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+from pathlib import Path
+
+from podrt.errors import InvalidArgument
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+DEFAULT_CGROUPFS_PARENT = "/podrt"
+DEFAULT_SYSTEMD_PARENT = "system.slice"
+CONMON_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+
+
+def _clean_parent(parent: str) -> str:
+    if any(part == ".." for part in parent.split("/")):
+        raise InvalidArgument(f"cgroup parent {parent!r} must not contain '..'")
+    return parent
+
+
+def sandbox_cgroup(manager: str, parent: str, sandbox_id: str) -> tuple[str, str]:
+    """(parent used, runc cgroupsPath) for a sandbox, with CRI-O's refusals."""
+    parent = _clean_parent(parent)
+    if manager == "systemd":
+        parent = parent or DEFAULT_SYSTEMD_PARENT
+        if not posixpath.basename(parent).endswith(".slice"):
+            raise InvalidArgument(f"podrt configured with systemd cgroup manager, but did not receive slice as parent: {parent}")
+        return parent, f"{posixpath.basename(parent)}:podrt:{sandbox_id}"
+    parent = parent or DEFAULT_CGROUPFS_PARENT
+    if posixpath.basename(parent).endswith(".slice"):
+        raise InvalidArgument(f"podrt configured with cgroupfs cgroup manager, but received systemd slice as parent: {parent}")
+    if not parent.startswith("/"):
+        parent = "/" + parent
+    return parent, posixpath.join(parent, f"podrt-{sandbox_id}")
+
+
+def conmon_cgroup(parent: str, sandbox_id: str) -> str:
+    return posixpath.join(parent, f"podrt-conmon-{sandbox_id}")
+
+
+def controllers() -> list[Path]:
+    """Every hierarchy runc may create the pod's cgroup in (v1 controllers, the
+    named systemd one and the hybrid v2 'unified' one), or the v2 root."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return [CGROUP_ROOT]
+    return sorted(p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink())
+
+
+def create(path: str, names: tuple[str, ...] = CONMON_CONTROLLERS) -> list[str]:
+    """Create `path` in the given v1 controllers; returns the cgroup.procs files."""
+    procs = []
+    for ctl in controllers():
+        if ctl != CGROUP_ROOT and ctl.name not in names:
+            continue
+        d = ctl / path.lstrip("/")
+        d.mkdir(parents=True, exist_ok=True)
+        procs.append(str(d / "cgroup.procs"))
+    return procs
+
+
+def remove(path: str, *, prune_parent: str | None = None) -> None:
+    """rmdir `path` in every hierarchy (idempotent), then `prune_parent` if empty.
+
+    A cgroup that still has processes cannot be removed (EBUSY): raised, so the
+    undo is retried later; a non-empty shared parent is simply kept.
+    """
+    busy = []
+    for ctl in controllers():
+        for target, must in ((path, True), (prune_parent, False)):
+            if not target:
+                continue
+            try:
+                os.rmdir(ctl / target.lstrip("/"))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if must and exc.errno == errno.EBUSY:
+                    busy.append(str(ctl / target.lstrip("/")))
+                elif exc.errno not in (errno.ENOTEMPTY, errno.EBUSY):
+                    raise
+    if busy:
+        raise OSError(errno.EBUSY, f"cgroup still in use: {', '.join(busy)}")

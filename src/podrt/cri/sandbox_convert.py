@@ -1,0 +1,124 @@
+"""CRI sandbox messages <-> podrt's sandbox model."""
+
+from __future__ import annotations
+
+import json
+
+from podrt.api.runtime import v1 as cri
+from podrt.errors import InvalidArgument
+from podrt.sandbox.annotations import CONTAINER_NAME_LABEL
+from podrt.sandbox.manager import SandboxView
+from podrt.sandbox.model import (
+    DnsConfig,
+    NamespaceOptions,
+    NsMode,
+    PortMapping,
+    ProfileType,
+    SandboxConfig,
+    SeccompProfile,
+    SelinuxOptions,
+)
+
+_NS = {cri.NamespaceMode.POD: NsMode.POD, cri.NamespaceMode.CONTAINER: NsMode.CONTAINER,
+       cri.NamespaceMode.NODE: NsMode.NODE, cri.NamespaceMode.TARGET: NsMode.TARGET}
+_NS_BACK = {v: k for k, v in _NS.items()}
+_PROTO = {cri.Protocol.TCP: "tcp", cri.Protocol.UDP: "udp", cri.Protocol.SCTP: "sctp"}
+_PROFILE = {
+    cri.SecurityProfileProfileType.RuntimeDefault: ProfileType.RUNTIME_DEFAULT,
+    cri.SecurityProfileProfileType.Unconfined: ProfileType.UNCONFINED,
+    cri.SecurityProfileProfileType.Localhost: ProfileType.LOCALHOST,
+}
+
+
+def _seccomp(sc: cri.LinuxSandboxSecurityContext) -> SeccompProfile:
+    if sc.is_set("seccomp") and sc.seccomp is not None:
+        return SeccompProfile(_PROFILE[sc.seccomp.profile_type], sc.seccomp.localhost_ref)
+    path = sc.seccomp_profile_path  # deprecated field, still sent by old kubelets
+    if path in ("runtime/default", "docker/default"):
+        return SeccompProfile(ProfileType.RUNTIME_DEFAULT)
+    if path.startswith("localhost/"):
+        return SeccompProfile(ProfileType.LOCALHOST, path[len("localhost/"):])
+    return SeccompProfile(ProfileType.UNCONFINED)
+
+
+def sandbox_config(req: cri.RunPodSandboxRequest) -> SandboxConfig:
+    c = req.config
+    if not req.is_set("config") or not c.is_set("metadata") or not c.metadata.name:
+        raise InvalidArgument("PodSandboxConfig.metadata.name must not be empty")
+    linux = c.linux
+    sc = linux.security_context
+    ns = sc.namespace_options
+    dns = c.dns_config if c.is_set("dns_config") else None
+    se = sc.selinux_options if sc.is_set("selinux_options") else None
+    try:
+        port_mappings = tuple(
+            PortMapping(_PROTO[p.protocol], p.container_port, p.host_port, p.host_ip) for p in c.port_mappings
+        )
+        namespaces = NamespaceOptions(_NS[ns.network], _NS[ns.pid], _NS[ns.ipc])
+    except KeyError as exc:
+        raise InvalidArgument(f"unknown enum value {exc}") from None
+    return SandboxConfig(
+        name=c.metadata.name,
+        uid=c.metadata.uid,
+        namespace=c.metadata.namespace,
+        attempt=c.metadata.attempt,
+        hostname=c.hostname,
+        log_directory=c.log_directory,
+        dns=DnsConfig(tuple(dns.servers), tuple(dns.searches), tuple(dns.options)) if dns else None,
+        port_mappings=port_mappings,
+        labels=dict(c.labels),
+        annotations=dict(c.annotations),
+        cgroup_parent=linux.cgroup_parent,
+        sysctls=dict(linux.sysctls),
+        namespaces=namespaces,
+        privileged=sc.privileged,
+        seccomp=_seccomp(sc),
+        selinux=SelinuxOptions(se.user, se.role, se.type, se.level) if se else None,
+        run_as_user=sc.run_as_user.value if sc.is_set("run_as_user") else None,
+        run_as_group=sc.run_as_group.value if sc.is_set("run_as_group") else None,
+        supplemental_groups=tuple(sc.supplemental_groups),
+        runtime_handler=req.runtime_handler,
+    )
+
+
+def _metadata(cfg: SandboxConfig) -> cri.PodSandboxMetadata:
+    return cri.PodSandboxMetadata(name=cfg.name, uid=cfg.uid, namespace=cfg.namespace, attempt=cfg.attempt)
+
+
+def _state(view: SandboxView) -> cri.PodSandboxState:
+    return cri.PodSandboxState.SANDBOX_READY if view.ready else cri.PodSandboxState.SANDBOX_NOTREADY
+
+
+def labels(view: SandboxView) -> dict[str, str]:
+    return {**view.state.config.labels, CONTAINER_NAME_LABEL: "POD"}
+
+
+def pod_sandbox(view: SandboxView) -> cri.PodSandbox:
+    s = view.state
+    return cri.PodSandbox(
+        id=s.id, metadata=_metadata(s.config), state=_state(view), created_at=s.created_at,
+        labels=labels(view), annotations=dict(s.config.annotations), runtime_handler=s.runtime_handler,
+    )
+
+
+def pod_sandbox_status(view: SandboxView, verbose_info: dict[str, object] | None) -> cri.PodSandboxStatusResponse:
+    s = view.state
+    ns = s.config.namespaces
+    network = cri.PodSandboxNetworkStatus()
+    if s.ips and not s.config.host_network:
+        network = cri.PodSandboxNetworkStatus(ip=s.ips[0], additional_ips=[cri.PodIp(ip=i) for i in s.ips[1:]])
+    status = cri.PodSandboxStatus(
+        id=s.id,
+        metadata=_metadata(s.config),
+        state=_state(view),
+        created_at=s.created_at,
+        network=network,
+        linux=cri.LinuxPodSandboxStatus(
+            namespaces=cri.Namespace(options=cri.NamespaceOption(network=_NS_BACK[ns.network], pid=_NS_BACK[ns.pid], ipc=_NS_BACK[ns.ipc]))
+        ),
+        labels=labels(view),
+        annotations=dict(s.config.annotations),
+        runtime_handler=s.runtime_handler,
+    )
+    info = {"info": json.dumps(verbose_info)} if verbose_info is not None else {}
+    return cri.PodSandboxStatusResponse(status=status, info=info)

@@ -1,0 +1,34 @@
+"""mount(2)/umount(2) through libc: no fork+exec of mount(8) on the hot path."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MNT_DETACH = 2
+EINVAL, ENOENT = 22, 2
+
+
+def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
+    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode() or None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def umount(target: str) -> None:
+    """Lazy unmount; idempotent (not mounted or gone is fine)."""
+    if _libc.umount2(target.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (EINVAL, ENOENT):
+            raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def is_mounted(target: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)

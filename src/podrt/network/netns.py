@@ -1,0 +1,134 @@
+"""Persistent network namespaces, pinned as bind-mounted files in podrt's own dir.
+
+A pod's netns must outlive every process in it (CNI runs before the infra
+container starts and after it dies), so it is pinned by bind-mounting its nsfs
+inode onto a file, like `ip netns add` does, but under podrt's directory
+(default /run/podrt/netns) rather than /var/run/netns, which belongs to the admin.
+
+Why a child process (`unshare --net=FILE true`, util-linux) and not pyroute2
+or an in-process unshare(2):
+- pyroute2.netns.create forks the asyncio daemon via multiprocessing (unsafe
+  with threads), makes the directory a shared bind mount of itself (one more
+  mount to manage) and leaves the file behind when the mount fails;
+- unshare(CLONE_NEWNET) in one of our threads would move that thread into the
+  new netns; if moving it back failed, a pooled thread would keep serving the
+  daemon from the wrong namespace.
+A short-lived child can't change any state of the daemon; the kernel drops the
+namespace when it exits unless the bind mount holds it. It costs one fork+exec
+(a few ms, see the integration tests), small next to the CNI plugins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import os
+import re
+import shutil
+from pathlib import Path
+
+DEFAULT_NETNS_DIR = Path("/run/podrt/netns")
+CREATE_TIMEOUT = 10.0
+_MNT_DETACH = 2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+
+
+class NetnsError(OSError):
+    """A namespace could not be created or removed."""
+
+
+def is_netns_mounted(path: str | os.PathLike[str]) -> bool:
+    """Whether an nsfs (namespace) mount sits on `path`, per /proc/self/mountinfo."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            try:
+                sep = fields.index("-")
+            except ValueError:
+                continue
+            if fields[sep + 1] == "nsfs" and _unescape(fields[4]) == target:
+                return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise ValueError(f"invalid netns name {name!r}")
+
+
+def _unpin(path: Path) -> None:
+    """Detach every mount on path (stacked ones too), then unlink it. Idempotent."""
+    raw = os.fsencode(path)
+    for _ in range(16):
+        if _libc.umount2(raw, _MNT_DETACH) == 0:
+            continue
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOENT):  # not a mount point / gone
+            break
+        raise NetnsError(err, f"umount {path}: {os.strerror(err)}")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+async def create_netns(directory: Path, name: str) -> Path:
+    """Create a new netns pinned at directory/name and return that path.
+
+    All or nothing: on any failure (or cancellation) the file and any mount made
+    are removed before the error propagates. An existing file is never touched
+    (FileExistsError), so two sandboxes can't share a name by accident.
+    """
+    _check_name(name)
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise NetnsError(errno.ENOENT, "unshare (util-linux) not found in PATH")
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path = directory / name
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+    try:
+        await _pin_new_netns(unshare, path)
+    except BaseException:
+        _unpin(path)  # synchronous on purpose: a second cancellation must not skip it
+        raise
+    return path
+
+
+async def _pin_new_netns(unshare: str, path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        unshare, f"--net={path}", "true",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(), CREATE_TIMEOUT)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()  # our own child, by its pid
+            await proc.wait()
+        raise
+    if proc.returncode != 0:
+        msg = stderr.decode(errors="replace").strip().replace("\n", "; ")
+        raise NetnsError(errno.EIO, f"creating netns {path}: unshare exited {proc.returncode}: {msg}")
+    if not is_netns_mounted(path):
+        raise NetnsError(errno.EIO, f"creating netns {path}: unshare succeeded but no nsfs mount is there")
+
+
+async def remove_netns(path: Path) -> None:
+    """Unmount (lazily) and delete a pinned netns; no error if it is already gone.
+
+    The namespace itself dies once nothing else (a process, another mount, an
+    open fd) holds it.
+    """
+    await asyncio.to_thread(_unpin, Path(path))

@@ -1,0 +1,298 @@
+"""The OCI runtime client: runc driven through conmon, the way CRI-O does it.
+
+``create`` hands ``runc create`` to conmon, which stays as the container's
+monitor (stdio, log, exit file); every other operation is a short ``runc``
+call. Every runc call goes through ``OciRuntime._runc``: asyncio subprocess,
+time budget, child killed on timeout, stderr kept for the error message.
+
+runc runs with ``--log-format json`` so its error lines (relayed by conmon on a
+failed create, or read from its stderr) decode reliably into one-line
+``OciRuntimeError`` messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal as signal_mod
+from pathlib import Path
+from typing import Any, Sequence
+
+import attrs
+
+from podrt.oci import conmon
+from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
+
+RUNC_TIMEOUT = 30.0
+KILL_WAIT = 10.0       # how long a SIGKILLed container may take to be reaped
+EXIT_FILE_WAIT = 5.0   # conmon writes the exit file after draining and syncing the log
+MAX_MESSAGE = 1000
+
+_NOT_FOUND = ("does not exist",)
+_ALREADY_STOPPED = ("not running", "process already finished", "no such process", "container not running")
+_LOGRUS_LINE = re.compile(r'level=(\w+)\s+msg="((?:[^"\\]|\\.)*)"')
+
+
+class OciRuntimeError(Exception):
+    """runc or conmon failed; the message is one line with their own error text."""
+
+
+@attrs.frozen
+class ContainerProcess:
+    """The container's init pid and the pid of the conmon monitoring it."""
+
+    pid: int
+    conmon_pid: int
+
+
+@attrs.frozen
+class RuncResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def error(self) -> str:
+        return runc_error_text(self.stderr) or f"exit status {self.returncode}"
+
+
+def runc_error_text(stderr: bytes | str) -> str:
+    """runc's error messages from its stderr, as one line.
+
+    Lines are JSON (``--log-format json``) or logrus text; error and fatal
+    messages are preferred, any other non-empty line is the fallback.
+    """
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    errors, others = [], []
+    for line in text.splitlines():
+        level, msg = _decode_log_line(line.strip())
+        if msg:
+            (errors if level in ("error", "fatal", "panic") else others).append(msg)
+    joined = "; ".join(errors or others)
+    joined = " ".join(joined.split())
+    return joined if len(joined) <= MAX_MESSAGE else joined[: MAX_MESSAGE - 3] + "..."
+
+
+def _decode_log_line(line: str) -> tuple[str, str]:
+    if line.startswith("{"):
+        try:
+            doc = json.loads(line)
+            return str(doc.get("level", "")), str(doc.get("msg", ""))
+        except (ValueError, AttributeError):
+            pass
+    match = _LOGRUS_LINE.search(line)
+    if match:
+        return match.group(1), match.group(2).encode().decode("unicode_escape", errors="replace")
+    return "", line
+
+
+def _any_in(text: str, needles: Sequence[str]) -> bool:
+    return any(n in text for n in needles)
+
+
+class OciRuntime:
+    """One runtime handler (runc binary + its --root) plus the conmon that monitors containers."""
+
+    def __init__(self, runtime_path: str, runtime_root: str, conmon_path: str, *,
+                 handler_name: str = "runc", log: logging.Logger | None = None) -> None:
+        self.runtime_path = runtime_path
+        self.runtime_root = runtime_root
+        self.conmon_path = conmon_path
+        self.handler_name = handler_name
+        self.log = log or logging.getLogger("podrt.oci")
+
+    # ------------------------------------------------------------------ runc
+
+    async def _runc(self, *args: str, timeout: float = RUNC_TIMEOUT) -> RuncResult:
+        """Run one runc command; on timeout or cancellation the runc child is killed."""
+        argv = [self.runtime_path, "--root", self.runtime_root, "--log-format", "json", *args]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env={"PATH": conmon.CLEAN_PATH},
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate()
+        except BaseException as exc:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            if isinstance(exc, TimeoutError):
+                raise OciRuntimeError(f"{self.handler_name} {' '.join(args)}: timed out after {timeout:g}s") from None
+            raise
+        return RuncResult(proc.returncode or 0, out, err)
+
+    async def _runc_checked(self, *args: str, tolerate: Sequence[str] = ()) -> RuncResult | None:
+        """runc that raises OciRuntimeError on failure, or returns None for a tolerated error."""
+        result = await self._runc(*args)
+        if result.returncode == 0:
+            return result
+        if _any_in(result.error, tolerate):
+            self.log.debug("%s %s: %s (ignored)", self.handler_name, " ".join(args), result.error)
+            return None
+        raise OciRuntimeError(f"{self.handler_name} {args[0]} {args[-1]}: {result.error}")
+
+    # ---------------------------------------------------------------- create
+
+    async def create(self, container_id: str, bundle: Path, *, log_path: Path, exit_dir: Path,
+                     persist_dir: Path, socket_dir: Path, conmon_cgroup_procs: Sequence[Path] = (),
+                     timeout: float = 60.0) -> ContainerProcess:
+        """Create the container under a new conmon; all or nothing.
+
+        On any failure (runc error, conmon error, timeout, cancellation) conmon
+        is killed, ``runc delete --force`` runs and the attach symlink is
+        removed before the error propagates. Files in persist_dir stay for the
+        caller, who owns that dir.
+        """
+        spec = ConmonSpec(
+            conmon_path=self.conmon_path, runtime_path=self.runtime_path,
+            runtime_root=self.runtime_root, container_id=container_id, bundle=Path(bundle),
+            log_path=Path(log_path), exit_dir=Path(exit_dir), persist_dir=Path(persist_dir),
+            socket_dir=Path(socket_dir), runtime_args=("--log-format=json",),
+        )
+        for d in (spec.exit_dir, spec.persist_dir, spec.socket_dir, spec.log_path.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        started: ConmonLaunch | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                started = await conmon.launch(spec, conmon_cgroup_procs)
+                return await self._finish_create(spec, started)
+        except BaseException as exc:
+            await self._undo_create(spec, started)
+            if isinstance(exc, TimeoutError):
+                raise OciRuntimeError(f"create container {container_id}: timed out after {timeout:g}s") from None
+            if isinstance(exc, ConmonError):
+                raise OciRuntimeError(f"create container {container_id}: {exc}") from None
+            raise
+        finally:
+            if started is not None:
+                started.close()
+
+    async def _finish_create(self, spec: ConmonSpec, started: ConmonLaunch) -> ContainerProcess:
+        """Wait for conmon's launcher, then for its report on the sync pipe."""
+        await conmon.wait_launcher(started)
+        reply = await conmon.read_sync_reply(started)
+        if reply is None:
+            raise OciRuntimeError(f"create container {spec.container_id}: conmon exited without "
+                                  f"reporting a pid (see {spec.log_path})")
+        if reply.pid <= 0:
+            text = runc_error_text(reply.message) or f"runtime failed with {reply.pid}"
+            raise OciRuntimeError(f"create container {spec.container_id}: {text}")
+        conmon_pid = conmon.read_pidfile(spec.conmon_pidfile)
+        if conmon_pid is None:
+            raise OciRuntimeError(f"create container {spec.container_id}: conmon wrote no pidfile "
+                                  f"{spec.conmon_pidfile}")
+        return ContainerProcess(pid=reply.pid, conmon_pid=conmon_pid)
+
+    async def _undo_create(self, spec: ConmonSpec, started: ConmonLaunch | None) -> None:
+        """Leave nothing of a failed create: launcher, conmon (and its runc), runc state, symlink."""
+        if started is not None and started.proc.returncode is None:
+            started.proc.kill()
+            await started.proc.wait()
+        pids = set(conmon.find_conmon_pids(spec.container_id))
+        pidfile_pid = conmon.read_pidfile(spec.conmon_pidfile)
+        if pidfile_pid is not None and conmon.pid_running(pidfile_pid):
+            pids.add(pidfile_pid)
+        for pid in pids:
+            if not await conmon.kill_and_wait(pid):
+                self.log.warning("conmon %d of container %s did not exit after SIGKILL", pid, spec.container_id)
+        try:
+            await self.delete(spec.container_id, socket_dir=spec.socket_dir)
+        except OciRuntimeError as exc:
+            self.log.warning("cleanup of failed create: %s", exc)
+
+    # ------------------------------------------------------- other commands
+
+    async def start(self, container_id: str) -> None:
+        """runc start: run the process of a created container."""
+        await self._runc_checked("start", container_id)
+
+    async def state(self, container_id: str) -> dict[str, Any] | None:
+        """runc state as a dict; None when runc does not know the id."""
+        result = await self._runc_checked("state", container_id, tolerate=_NOT_FOUND)
+        if result is None:
+            return None
+        try:
+            return json.loads(result.stdout)
+        except ValueError as exc:
+            raise OciRuntimeError(f"{self.handler_name} state {container_id}: unreadable output: {exc}") from None
+
+    async def kill(self, container_id: str, signal: int | str, *, all_processes: bool = False) -> None:
+        """runc kill; a stopped or unknown container is not an error (the goal is reached)."""
+        args = ["kill", *(["--all"] if all_processes else []), container_id, str(_signal_arg(signal))]
+        result = await self._runc(*args)
+        if result.returncode == 0 or _any_in(result.error, _NOT_FOUND + _ALREADY_STOPPED):
+            return
+        raise OciRuntimeError(f"{self.handler_name} kill {container_id}: {result.error}")
+
+    async def stop(self, container_id: str, *, timeout: float, stop_signal: str = "SIGTERM",
+                   exit_dir: Path | None = None) -> None:
+        """Stop signal, up to `timeout` seconds of grace, then SIGKILL; idempotent.
+
+        Waits on the init pid with a pidfd (no polling). With `exit_dir`, also
+        waits briefly for conmon's exit file so the exit code is readable on return.
+        """
+        pid = await self._running_pid(container_id)
+        if pid is None:
+            return
+        if timeout > 0:
+            await self.kill(container_id, stop_signal)
+            if await conmon.wait_pid_exit(pid, timeout):
+                return await self._after_exit(container_id, exit_dir)
+            self.log.info("container %s ignored %s for %gs, killing", container_id, stop_signal, timeout)
+        await self.kill(container_id, signal_mod.SIGKILL)
+        if not await conmon.wait_pid_exit(pid, KILL_WAIT):
+            raise OciRuntimeError(f"stop container {container_id}: process {pid} still alive "
+                                  f"{KILL_WAIT:g}s after SIGKILL")
+        await self._after_exit(container_id, exit_dir)
+
+    async def _running_pid(self, container_id: str) -> int | None:
+        """The init pid of a created/running/paused container, None when there is nothing to stop."""
+        st = await self.state(container_id)
+        if st is None or st.get("status") == "stopped":
+            return None
+        pid = int(st.get("pid") or 0)
+        return pid if pid > 0 and conmon.pid_running(pid) else None
+
+    async def _after_exit(self, container_id: str, exit_dir: Path | None) -> None:
+        if exit_dir is None:
+            return
+        exit_file = Path(exit_dir) / container_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXIT_FILE_WAIT
+        while not exit_file.exists():
+            if loop.time() >= deadline:
+                self.log.warning("container %s exited but conmon wrote no %s", container_id, exit_file)
+                return
+            await asyncio.sleep(0.01)
+
+    async def delete(self, container_id: str, *, socket_dir: Path | None = None) -> None:
+        """runc delete --force (kills a live container); no error when runc does not know it.
+
+        With `socket_dir`, also removes the attach symlink conmon left there.
+        """
+        await self._runc_checked("delete", "--force", container_id, tolerate=_NOT_FOUND)
+        if socket_dir is not None:
+            link = conmon.attach_socket_link(Path(socket_dir), container_id)
+            if link.is_symlink():
+                link.unlink(missing_ok=True)
+
+    def exit_code(self, exit_dir: Path, container_id: str) -> int | None:
+        """The exit code conmon wrote (-1 when it killed on timeout); None before the exit."""
+        try:
+            text = (Path(exit_dir) / container_id).read_text().strip()
+        except FileNotFoundError:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            self.log.warning("exit file of %s holds %r, not a number", container_id, text[:50])
+            return None
+
+
+def _signal_arg(sig: int | str) -> int | str:
+    """runc accepts numbers and names with or without SIG; normalize enum members to ints."""
+    return int(sig) if isinstance(sig, int) else sig.strip()

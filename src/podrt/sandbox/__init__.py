@@ -1,0 +1,1 @@
+"""Pod sandboxes: the request model, the manager, persisted state."""

@@ -1,0 +1,75 @@
+"""What RunPodSandbox's steps share: daemon-level dependencies and the pod being built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+
+from podrt.config import Config
+from podrt.images.pause import PauseImage
+from podrt.network.cni import CniInvoker
+from podrt.network.cniconf import CniLookup
+from podrt.oci.runtime import OciRuntime
+from podrt.sandbox.model import SandboxConfig
+from podrt.state.idindex import IdIndex
+from podrt.state.names import NameRegistry
+
+
+@attrs.define
+class SandboxDeps:
+    """Daemon-level services; steps are built with these, so undo works after a restart."""
+
+    config: Config
+    names: NameRegistry
+    ids: IdIndex
+    cni: CniInvoker
+    find_network: Callable[[], CniLookup]
+    runtimes: dict[str, OciRuntime]
+    pause: PauseImage
+    oom_score_adj: int | None  # None when this host cannot set a negative value
+
+    @property
+    def root(self) -> Path:
+        return Path(self.config.root)
+
+    @property
+    def runroot(self) -> Path:
+        return Path(self.config.runroot)
+
+    def sandbox_dir(self, sandbox_id: str) -> Path:
+        return self.root / "sandboxes" / sandbox_id
+
+    def run_dir(self, sandbox_id: str) -> Path:
+        return self.runroot / "sandboxes" / sandbox_id
+
+
+@attrs.define
+class SandboxContext:
+    """The pod under construction; each step reads what earlier ones decided."""
+
+    id: str
+    config: SandboxConfig
+    runtime_handler: str
+    created_at: int  # ns since the epoch
+    pod_name: str
+    infra_name: str
+    log_directory: str = ""
+    hostname: str = ""
+    shm_path: str | None = None
+    resolv_conf: str | None = None
+    hostname_file: str = ""
+    cgroup_parent: str = ""
+    cgroups_path: str = ""
+    conmon_cgroup: str = ""
+    netns_path: str | None = None
+    ips: list[str] = attrs.field(factory=list)
+    spec: dict[str, Any] = attrs.field(factory=dict)
+    infra_pid: int = 0
+    conmon_pid: int = 0
+    completed: list[Any] = attrs.field(factory=list)  # the transaction's live records
+
+    @property
+    def infra_log_path(self) -> str:
+        return str(Path(self.log_directory) / f"{self.id}.log")

@@ -1,0 +1,259 @@
+"""Pod sandboxes: create (a transaction of steps), stop, remove, look up, restore.
+
+RunPodSandbox runs in a task the daemon owns; the RPC only waits on it. If the
+client gives up (deadline, reset), the creation still finishes and the pod is
+kept for the kubelet's retry with the same name; unclaimed, it is removed after
+`sandbox_claim_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import attrs
+
+from podrt.errors import DeadlineExceeded, NotFound
+from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
+from podrt.sandbox import naming
+from podrt.sandbox.context import SandboxContext, SandboxDeps
+from podrt.sandbox.model import SandboxConfig
+from podrt.sandbox.store import SandboxState, load_all
+from podrt.sandbox.validate import check_request
+from podrt.steps.base import SandboxStep
+from podrt.steps.cgroups import CgroupParent
+from podrt.steps.cni import CniAdd
+from podrt.steps.files import HostFiles
+from podrt.steps.names import IndexId, ReserveNames
+from podrt.steps.netns import NetNamespace
+from podrt.steps.runtime import InfraStart
+from podrt.steps.shm import ShmMount
+from podrt.steps.spec import InfraSpec
+from podrt.steps.state import SaveState
+from podrt.steps.storage import Storage
+from podrt.tasks import TaskOwner
+
+log = logging.getLogger(__name__)
+
+STEP_CLASSES: tuple[type[SandboxStep], ...] = (
+    ReserveNames, IndexId, Storage, ShmMount, HostFiles, CgroupParent, NetNamespace, CniAdd, InfraSpec, InfraStart, SaveState,
+)
+
+
+@attrs.define
+class Creation:
+    """One in-flight RunPodSandbox, shared by the request and its retries."""
+
+    task: asyncio.Task[str]
+    delivered: bool = False
+    waiters: int = 0
+
+
+@attrs.frozen
+class SandboxView:
+    state: SandboxState
+    ready: bool
+
+
+class SandboxManager:
+    def __init__(self, deps: SandboxDeps, *, journal: Journal, faults: FaultPlan | None,
+                 observer: TxObserver | None, tasks: TaskOwner) -> None:
+        self.deps = deps
+        self._journal, self._faults, self._observer, self._tasks = journal, faults, observer, tasks
+        self._sandboxes: dict[str, SandboxState] = {}
+        self._alive: dict[str, bool] = {}
+        self._creating: dict[str, Creation] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._claim_timers: dict[str, asyncio.TimerHandle] = {}
+
+    def register_steps(self, registry: StepRegistry) -> None:
+        for cls in STEP_CLASSES:
+            registry.register(cls.kind, lambda cls=cls: cls(self.deps))
+
+    # ---- create -------------------------------------------------------------
+
+    async def run(self, cfg: SandboxConfig) -> str:
+        check_request(cfg, self.deps.config)
+        name = naming.pod_name(cfg)
+        existing = self._creating.get(name)
+        if existing is None:
+            owner = self.deps.names.owner(name)
+            if owner is not None and owner in self._sandboxes:
+                view = self.view(owner)
+                if view.ready:
+                    self._claim(owner)
+                    return owner  # the kubelet's retry of a request that already succeeded
+                log.info("removing stale sandbox %s (not ready) to reuse name %s", owner, name)
+                await self.remove(owner)
+            existing = self._creating[name] = Creation(self._tasks.spawn(self._create(cfg, name), name=f"RunPodSandbox {name}"))
+            existing.task.add_done_callback(lambda t, name=name: self._created(name))
+        return await self._wait(existing)
+
+    async def _wait(self, creation: Creation) -> str:
+        creation.waiters += 1
+        try:
+            timeout = self.deps.config.runtime.create_wait_timeout
+            done, _ = await asyncio.wait({creation.task}, timeout=timeout)
+            if not done:
+                raise DeadlineExceeded(f"pod sandbox creation still running after {timeout:.0f}s; retry later")
+            sandbox_id = creation.task.result()
+            creation.delivered = True
+            return sandbox_id
+        finally:
+            creation.waiters -= 1
+
+    def _created(self, name: str) -> None:
+        creation = self._creating.pop(name)
+        if creation.task.cancelled() or creation.task.exception() is not None:
+            return
+        sandbox_id = creation.task.result()
+        if not creation.delivered and creation.waiters == 0:
+            # Every caller went away: keep the pod for a retry, for a while.
+            timeout = self.deps.config.runtime.sandbox_claim_timeout
+            log.info("sandbox %s created for a client that left; kept %.0fs for a retry", sandbox_id, timeout)
+            loop = asyncio.get_running_loop()
+            self._claim_timers[sandbox_id] = loop.call_later(timeout, self._expire, sandbox_id)
+
+    def _claim(self, sandbox_id: str) -> None:
+        timer = self._claim_timers.pop(sandbox_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, sandbox_id: str) -> None:
+        self._claim_timers.pop(sandbox_id, None)
+        log.warning("sandbox %s was never claimed by a retry; removing it", sandbox_id)
+        self._tasks.spawn(self.remove(sandbox_id), name=f"expire {sandbox_id}")
+
+    def _steps(self, cfg: SandboxConfig) -> list[SandboxStep]:
+        skip: set[type[SandboxStep]] = set()
+        if cfg.host_ipc:
+            skip.add(ShmMount)
+        if cfg.host_network:
+            skip |= {NetNamespace, CniAdd}
+        return [cls(self.deps) for cls in STEP_CLASSES if cls not in skip]
+
+    async def _create(self, cfg: SandboxConfig, name: str) -> str:
+        sandbox_id = naming.new_id()
+        ctx = SandboxContext(
+            id=sandbox_id,
+            config=cfg,
+            runtime_handler=cfg.runtime_handler or self.deps.config.runtime.default_runtime,
+            created_at=time.time_ns(),
+            pod_name=name,
+            infra_name=naming.infra_name(cfg),
+            log_directory=cfg.log_directory or str(Path(self.deps.config.log_dir) / sandbox_id),
+        )
+        tx = Transaction("RunPodSandbox", self._steps(cfg), tx_id=sandbox_id, journal=self._journal,
+                         faults=self._faults, observer=self._observer, log=log)
+        ctx.completed = tx.completed
+        await tx.run(ctx)
+        state = SandboxState.from_json(Path(self.deps.sandbox_dir(sandbox_id), "state.json").read_bytes(),
+                                       str(self.deps.sandbox_dir(sandbox_id) / "state.json"))
+        self._sandboxes[sandbox_id] = state
+        self._alive[sandbox_id] = True
+        return sandbox_id
+
+    # ---- look up -------------------------------------------------------------
+
+    def resolve(self, id_prefix: str) -> str:
+        return self.deps.ids.get(id_prefix)
+
+    def _exit_file(self, sandbox_id: str) -> Path:
+        return self.deps.run_dir(sandbox_id) / "exits" / sandbox_id
+
+    def view(self, sandbox_id: str) -> SandboxView:
+        state = self._sandboxes.get(sandbox_id)
+        if state is None:
+            raise NotFound(f"pod sandbox {sandbox_id} not found")
+        ready = not state.stopped and self._alive.get(sandbox_id, False) and not self._exit_file(sandbox_id).exists()
+        return SandboxView(state, ready)
+
+    def list(self, match: Callable[[SandboxView], bool] = lambda _v: True, ids: Iterable[str] | None = None) -> list[SandboxView]:
+        chosen = self._sandboxes if ids is None else [i for i in ids if i in self._sandboxes]
+        views = (self.view(i) for i in chosen)
+        return [v for v in views if match(v)]
+
+    # ---- stop / remove -------------------------------------------------------------
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    def _records(self, state: SandboxState, *, stop_phase: bool | None) -> list[list[object]]:
+        kinds = {cls.kind: cls.stop_phase for cls in STEP_CLASSES}
+        return [r for r in state.records if stop_phase is None or kinds.get(str(r[1])) == stop_phase]
+
+    async def _teardown(self, sandbox_id: str, records: list[list[object]], what: str) -> None:
+        registry = StepRegistry()
+        self.register_steps(registry)
+        failures = await teardown(records, registry, log=log)
+        if failures:
+            detail = "; ".join(f"{f.step}: {f.error}" for f in failures)
+            raise RuntimeError(f"{what} of pod sandbox {sandbox_id} incomplete: {detail}")
+
+    async def stop(self, id_prefix: str) -> None:
+        """Idempotent; an unknown ID succeeds (the kubelet relies on it)."""
+        try:
+            sandbox_id = self.resolve(id_prefix)
+        except NotFound:
+            return
+        async with self._lock(sandbox_id):
+            state = self._sandboxes.get(sandbox_id)
+            if state is None or state.stopped:
+                return
+            await self._teardown(sandbox_id, self._records(state, stop_phase=True), "stop")
+            state.stopped = True
+            self._alive[sandbox_id] = False
+            state.save()
+
+    async def remove(self, id_prefix: str) -> None:
+        try:
+            sandbox_id = self.resolve(id_prefix)
+        except NotFound:
+            return
+        self._claim(sandbox_id)
+        await self.stop(sandbox_id)
+        async with self._lock(sandbox_id):
+            state = self._sandboxes.get(sandbox_id)
+            if state is None:
+                return
+            await self._teardown(sandbox_id, self._records(state, stop_phase=False), "remove")
+            self._sandboxes.pop(sandbox_id, None)
+            self._alive.pop(sandbox_id, None)
+        self._locks.pop(sandbox_id, None)
+
+    # ---- restart -------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Rebuild names, IDs and sandboxes from disk; check which infras still run."""
+        sandboxes, bad = load_all(self.deps.root / "sandboxes")
+        for path, problem in bad:
+            log.error("cannot restore sandbox from %s: %s", path, problem)
+        for state in sandboxes:
+            for name in (state.pod_name, state.infra_name):
+                self.deps.names.reserve(name, state.id)
+            self.deps.ids.add(state.id)
+            self._sandboxes[state.id] = state
+            alive = False
+            if not state.stopped:
+                runtime = self.deps.runtimes.get(state.runtime_handler)
+                info = await runtime.state(state.id) if runtime else None
+                alive = bool(info) and info.get("status") == "running"
+            self._alive[state.id] = alive
+            log.info("restored sandbox %s (%s)", state.id, "ready" if alive else "not ready")
+
+    def __len__(self) -> int:
+        return len(self._sandboxes)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

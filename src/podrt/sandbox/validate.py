@@ -1,0 +1,145 @@
+"""Checks on a RunPodSandbox request, made before anything is created.
+
+Each refusal is an InvalidArgument whose message names the field, so the
+person reading the kubelet event knows what to change.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Iterable, Mapping
+
+from podrt.config import Config
+from podrt.errors import InvalidArgument
+from podrt.sandbox.model import ProfileType, SandboxConfig
+
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?")
+_NAME_PART = re.compile(r"[^\s_/]+")  # goes into k8s_<name>_<ns>_<uid>_<attempt>
+_SYSCTL = re.compile(r"[a-z0-9_][a-z0-9_./-]*")
+_DNS_TOKEN = re.compile(r"[^\s#;]+")
+
+# The kubelet's safe set: namespaced and harmless to other pods.
+SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
+)
+_IPC_SYSCTLS = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
+MAX_DNS_SEARCHES = 32
+MAX_DNS_SERVERS = 3
+
+
+def _label_key(key: str) -> str | None:
+    """Kubernetes qualified name rules; returns what is wrong, or None."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return "prefix must be a DNS subdomain"
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        return "name must be 1-63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric"
+    return None
+
+
+def check_labels(labels: Mapping[str, str]) -> None:
+    for key, value in labels.items():
+        problem = _label_key(key)
+        if problem:
+            raise InvalidArgument(f"invalid label key {key!r}: {problem}")
+        if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
+            raise InvalidArgument(f"invalid value {value!r} of label {key!r}: must be empty or 1-63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric")
+
+
+def _check_tokens(field: str, values: Iterable[str]) -> None:
+    for v in values:
+        if not _DNS_TOKEN.fullmatch(v):
+            raise InvalidArgument(f"invalid dns_config.{field} entry {v!r}: must be one word without spaces, '#' or ';'")
+
+
+def check_dns(cfg: SandboxConfig) -> None:
+    if cfg.dns is None:
+        return
+    if len(cfg.dns.servers) > MAX_DNS_SERVERS:
+        raise InvalidArgument(f"dns_config.servers: at most {MAX_DNS_SERVERS} name servers, got {len(cfg.dns.servers)}")
+    for server in cfg.dns.servers:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise InvalidArgument(f"invalid dns_config.servers entry {server!r}: must be an IP address") from None
+    if len(cfg.dns.searches) > MAX_DNS_SEARCHES:
+        raise InvalidArgument(f"dns_config.searches: at most {MAX_DNS_SEARCHES} domains, got {len(cfg.dns.searches)}")
+    _check_tokens("searches", cfg.dns.searches)
+    _check_tokens("options", cfg.dns.options)
+
+
+def check_sysctls(cfg: SandboxConfig, allowed_unsafe: Iterable[str]) -> None:
+    allowed = tuple(allowed_unsafe)
+    for key, value in cfg.sysctls.items():
+        if not _SYSCTL.fullmatch(key) or ".." in key:
+            raise InvalidArgument(f"invalid sysctl name {key!r}")
+        if not value or "\n" in value or "\x00" in value:
+            raise InvalidArgument(f"invalid value {value!r} for sysctl {key}")
+        is_net, is_ipc = key.startswith("net."), key.startswith(_IPC_SYSCTLS)
+        if not (is_net or is_ipc):
+            raise InvalidArgument(f"sysctl {key} is not namespaced: it would change the whole node")
+        if is_net and cfg.host_network:
+            raise InvalidArgument(f"sysctl {key} cannot be set for a pod on the host network")
+        if is_ipc and cfg.host_ipc:
+            raise InvalidArgument(f"sysctl {key} cannot be set for a pod sharing the host IPC namespace")
+        permitted = key in SAFE_SYSCTLS or any(
+            key == p or (p.endswith("*") and key.startswith(p[:-1])) for p in allowed
+        )
+        if not permitted:
+            raise InvalidArgument(f"sysctl {key} is unsafe; allow it in podrt.runtime.allowed_unsafe_sysctls")
+
+
+def check_hostname(cfg: SandboxConfig) -> None:
+    h = cfg.hostname
+    if h and (len(h) > 64 or not _HOSTNAME.fullmatch(h)):
+        raise InvalidArgument(f"invalid hostname {h!r}: at most 64 characters of [A-Za-z0-9-.]")
+
+
+def check_metadata(cfg: SandboxConfig) -> None:
+    if not cfg.name:
+        raise InvalidArgument("PodSandboxConfig.metadata.name must not be empty")
+    for field in ("name", "namespace", "uid"):
+        value = getattr(cfg, field)
+        if value and not _NAME_PART.fullmatch(value):
+            raise InvalidArgument(f"invalid metadata.{field} {value!r}: no whitespace, '_' or '/'")
+
+
+def check_request(cfg: SandboxConfig, config: Config) -> None:
+    """Every check that needs no host state, in the order a person would fix them."""
+    check_metadata(cfg)
+    if cfg.log_directory and not os.path.isabs(cfg.log_directory):
+        raise InvalidArgument(f"log_directory {cfg.log_directory!r} must be an absolute path")
+    if cfg.runtime_handler and cfg.runtime_handler not in config.runtime.runtimes:
+        known = ", ".join(sorted(config.runtime.runtimes))
+        raise InvalidArgument(f"unknown runtime handler {cfg.runtime_handler!r} (known: {known})")
+    if cfg.privileged and not config.runtime.allow_privileged:
+        raise InvalidArgument("privileged pod sandboxes are not allowed (podrt.runtime.allow_privileged is false)")
+    check_labels(cfg.labels)
+    check_hostname(cfg)
+    check_dns(cfg)
+    check_sysctls(cfg, config.runtime.allowed_unsafe_sysctls)
+    for pm in cfg.port_mappings:
+        if not 0 < pm.container_port < 65536 or not 0 <= pm.host_port < 65536:
+            raise InvalidArgument(f"invalid port mapping {pm.container_port}->{pm.host_port}: ports must be within 1-65535")
+        if pm.host_ip:
+            try:
+                ipaddress.ip_address(pm.host_ip)
+            except ValueError:
+                raise InvalidArgument(f"invalid port mapping host_ip {pm.host_ip!r}") from None
+    if cfg.seccomp.type == ProfileType.LOCALHOST and not os.path.isabs(cfg.seccomp.localhost_ref):
+        raise InvalidArgument(f"seccomp localhost profile {cfg.seccomp.localhost_ref!r} must be an absolute path")

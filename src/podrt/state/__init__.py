@@ -1,0 +1,1 @@
+"""In-memory registries rebuilt from disk at start, and on-disk records."""

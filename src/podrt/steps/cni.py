@@ -1,0 +1,52 @@
+"""CNI ADD of the pod into the default network, with its port mappings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from podrt.errors import FailedPrecondition
+from podrt.network.cni import CniPodInfo
+from podrt.network.cniconf import network_from_raw
+from podrt.sandbox.context import SandboxContext
+from podrt.steps.base import SandboxStep
+
+IFNAME = "eth0"
+
+
+def port_mapping_args(ctx: SandboxContext) -> list[dict[str, Any]]:
+    """CNI's portMappings capability format."""
+    return [
+        {"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol, "hostIP": p.host_ip}
+        for p in ctx.config.port_mappings
+        if p.host_port
+    ]
+
+
+class CniAdd(SandboxStep):
+    kind = "cni"
+    stop_phase = True
+
+    def record(self, ctx: SandboxContext) -> dict[str, Any]:
+        lookup = self.deps.find_network()
+        if lookup.network is None:
+            raise FailedPrecondition(f"network plugin not ready: {lookup.message}")
+        cfg = ctx.config
+        return {  # the exact network used, so DEL works even if the config dir changes
+            "network": lookup.network.raw,
+            "path": str(lookup.network.path),
+            "pod": [cfg.namespace, cfg.name, cfg.uid, ctx.id],
+            "netns": ctx.netns_path,
+            "ports": port_mapping_args(ctx),
+        }
+
+    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+        network = network_from_raw(data["network"], Path(data["path"]))
+        result = await self.deps.cni.add(network, CniPodInfo(*data["pod"]), data["netns"], IFNAME, data["ports"])
+        ctx.ips = list(result.ip_addresses)
+        data["ips"] = ctx.ips
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        network = network_from_raw(data["network"], Path(data["path"]))
+        netns = data["netns"] if Path(data["netns"]).exists() else None
+        await self.deps.cni.delete(network, CniPodInfo(*data["pod"]), netns, IFNAME, data["ports"])

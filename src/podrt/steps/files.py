@@ -1,0 +1,51 @@
+"""/etc/hostname and /etc/resolv.conf for the pod, written into its run dir."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from podrt.sandbox.context import SandboxContext
+from podrt.sandbox.model import DnsConfig
+from podrt.steps.base import SandboxStep
+
+
+def render_resolv_conf(dns: DnsConfig) -> str:
+    lines = [f"nameserver {s}" for s in dns.servers]
+    if dns.searches:
+        lines.append("search " + " ".join(dns.searches))
+    if dns.options:
+        lines.append("options " + " ".join(dns.options))
+    return "\n".join(lines) + "\n"
+
+
+def pod_hostname(ctx: SandboxContext) -> str:
+    """CRI-O's rule: host network takes the host's name, else the requested one or the ID's first 12."""
+    if ctx.config.host_network:
+        return socket.gethostname()
+    return ctx.config.hostname or ctx.id[:12]
+
+
+class HostFiles(SandboxStep):
+    kind = "files"
+
+    def record(self, ctx: SandboxContext) -> dict[str, Any]:
+        run = self.deps.run_dir(ctx.id)
+        return {"hostname": str(run / "hostname"), "resolv_conf": str(run / "resolv.conf")}
+
+    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+        ctx.hostname = pod_hostname(ctx)
+        Path(data["hostname"]).write_text(ctx.hostname + "\n")
+        ctx.hostname_file = data["hostname"]
+        if ctx.config.dns is not None:
+            Path(data["resolv_conf"]).write_text(render_resolv_conf(ctx.config.dns))
+            ctx.resolv_conf = data["resolv_conf"]
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        for key in ("hostname", "resolv_conf"):
+            try:
+                os.unlink(data[key])
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,45 @@
+"""Name reservation (pod and infra container) and the ID index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from podrt.errors import AlreadyExists
+from podrt.sandbox.context import SandboxContext
+from podrt.state.names import NameTaken
+from podrt.steps.base import SandboxStep
+
+
+class ReserveNames(SandboxStep):
+    kind = "names"
+
+    def record(self, ctx: SandboxContext) -> dict[str, Any]:
+        return {"id": ctx.id, "names": [ctx.pod_name, ctx.infra_name]}
+
+    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+        reserved = []
+        try:
+            for name in data["names"]:
+                self.deps.names.reserve(name, ctx.id)
+                reserved.append(name)
+        except NameTaken as exc:
+            for name in reserved:
+                self.deps.names.release(name, ctx.id)
+            raise AlreadyExists(f"{exc}; remove it first") from None
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        for name in data["names"]:
+            self.deps.names.release(name, data["id"])
+
+
+class IndexId(SandboxStep):
+    kind = "id"
+
+    def record(self, ctx: SandboxContext) -> dict[str, Any]:
+        return {"id": ctx.id}
+
+    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+        self.deps.ids.add(ctx.id)
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        self.deps.ids.remove(data["id"])

@@ -1,0 +1,70 @@
+"""The infra container's OCI spec, written to the bundle (run dir) and the state dir."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from podrt.errors import InvalidArgument
+from podrt.fsutil import atomic_write
+from podrt.oci.seccomp import profile_for
+from podrt.oci.spec import build_infra_spec
+from podrt.sandbox.annotations import sandbox_annotations
+from podrt.sandbox.context import SandboxContext
+from podrt.sandbox.model import InfraPlan
+from podrt.steps.base import SandboxStep
+
+
+class InfraSpec(SandboxStep):
+    kind = "spec"
+
+    def record(self, ctx: SandboxContext) -> dict[str, Any]:
+        return {
+            "files": [
+                str(self.deps.run_dir(ctx.id) / "config.json"),
+                str(self.deps.sandbox_dir(ctx.id) / "config.json"),
+            ]
+        }
+
+    def plan(self, ctx: SandboxContext) -> InfraPlan:
+        cfg, rt = ctx.config, self.deps.config.runtime
+        try:
+            seccomp = profile_for(cfg.seccomp.type, cfg.seccomp.localhost_ref, privileged=cfg.privileged, enabled=rt.seccomp_enabled)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        return InfraPlan(
+            sandbox_id=ctx.id,
+            config=cfg,
+            rootfs=str(self.deps.pause.rootfs),
+            process_args=tuple(self.deps.config.image.pause_command),
+            hostname="" if cfg.host_network else ctx.hostname,
+            hostname_file=ctx.hostname_file,
+            resolv_conf=ctx.resolv_conf,
+            shm_path=ctx.shm_path,
+            netns_path=ctx.netns_path,
+            cgroups_path=ctx.cgroups_path,
+            oom_score_adj=self.deps.oom_score_adj,
+            cpu_shares=rt.infra_cpu_shares,
+            sysctls=dict(cfg.sysctls),
+            seccomp=seccomp,
+            annotations=sandbox_annotations(ctx, self.deps.pause.stop_signal),
+        )
+
+    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+        ctx.spec = build_infra_spec(self.plan(ctx))
+        payload = json.dumps(ctx.spec, indent=1).encode()
+        try:
+            for f in data["files"]:
+                atomic_write(Path(f), payload)
+        except BaseException:
+            await self.undo(data)
+            raise
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        for f in data["files"]:
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,26 @@
+"""Persist the sandbox (and its teardown plan) last: from here on it survives restarts."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from podrt.sandbox.context import SandboxContext
+from podrt.sandbox.store import STATE_FILE, save_state
+from podrt.steps.base import SandboxStep
+
+
+class SaveState(SandboxStep):
+    kind = "state"
+
+    def record(self, ctx: SandboxContext) -> dict[str, Any]:
+        return {"path": str(self.deps.sandbox_dir(ctx.id) / STATE_FILE)}
+
+    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+        save_state(ctx, data["path"])
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        try:
+            os.unlink(data["path"])
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,57 @@
+"""The sandbox's dirs: state dir under root, run dir (bundle) under runroot, log dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from podrt.errors import InvalidArgument
+from podrt.sandbox.context import SandboxContext
+from podrt.steps.base import SandboxStep
+
+
+def ensure_sane_log_path(log_path: Path) -> None:
+    """conmon opens the log path and would follow a symlink anywhere: a symlink
+    there is removed (replaced by conmon's new file); a directory is refused."""
+    try:
+        st = log_path.lstat()
+    except FileNotFoundError:
+        return
+    if log_path.is_symlink():
+        log_path.unlink()
+    elif not os.path.isfile(log_path) or st.st_nlink > 1:
+        raise InvalidArgument(f"log path {log_path} exists and is not a regular file")
+
+
+class Storage(SandboxStep):
+    kind = "storage"
+
+    def record(self, ctx: SandboxContext) -> dict[str, Any]:
+        log_dir = Path(ctx.log_directory)
+        return {
+            "dirs": [str(self.deps.sandbox_dir(ctx.id)), str(self.deps.run_dir(ctx.id))],
+            "log_dir": str(log_dir),
+            "log_dir_created": not log_dir.exists(),  # decided before do(): undo may run after a crash
+        }
+
+    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+        try:
+            for d in data["dirs"]:
+                Path(d).mkdir(parents=True, mode=0o700)
+            log_dir = Path(data["log_dir"])
+            if log_dir.is_symlink():
+                raise InvalidArgument(f"log directory {log_dir} is a symlink")
+            log_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+            ensure_sane_log_path(Path(ctx.infra_log_path))
+        except BaseException:
+            await self.undo(data)
+            raise
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        for d in data["dirs"]:
+            if os.path.lexists(d):
+                shutil.rmtree(d)
+        if data["log_dir_created"] and os.path.lexists(data["log_dir"]):
+            shutil.rmtree(data["log_dir"])
