@@ -7,6 +7,7 @@ chains it caused and restores ip_forward (the bridge plugin enables it) at the e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -250,6 +251,22 @@ async def test_netns_failure_leaves_nothing(base: Path, monkeypatch: pytest.Monk
     assert not (base / "netns" / "broken").exists()
     with pytest.raises(ValueError):
         await create_netns(base / "netns", "../escape")
+
+
+async def test_netns_cancelled_create_leaves_nothing(base: Path) -> None:
+    for delay in (0, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01):
+        task = asyncio.ensure_future(create_netns(base / "netns", "cancelled"))
+        await asyncio.sleep(delay)
+        task.cancel()
+        try:
+            path = await task
+        except asyncio.CancelledError:
+            assert not (base / "netns" / "cancelled").exists()
+            assert not is_netns_mounted(base / "netns" / "cancelled")
+        else:  # finished before the cancel landed
+            await remove_netns(path)
+    await asyncio.sleep(0.05)  # an orphaned unshare helper would have mounted by now
+    assert not is_netns_mounted(base / "netns" / "cancelled")
 
 
 # --- CNI -----------------------------------------------------------------------------------

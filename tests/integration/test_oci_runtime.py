@@ -342,7 +342,7 @@ async def _create_with(host: Host, rt: OciRuntime, cid: str, **kw) -> ContainerP
                            persist_dir=host.persist_dir(cid), socket_dir=host.socket_dir, **kw)
 
 
-def _assert_nothing_left(host: Host, cid: str, hung_pidfile: Path) -> None:
+async def _assert_nothing_left(host: Host, cid: str, hung_pidfile: Path) -> None:
     conmon_pid = conmon_mod.read_pidfile(host.persist_dir(cid) / conmon_mod.CONMON_PIDFILE)
     assert conmon_pid is not None, "conmon had started"
     host.pids.add(conmon_pid)
@@ -350,7 +350,7 @@ def _assert_nothing_left(host: Host, cid: str, hung_pidfile: Path) -> None:
     hung = conmon_mod.read_pidfile(hung_pidfile)
     assert hung is not None, "the hanging create had started"
     host.pids.add(hung)
-    assert not _wait_vanished({hung}, timeout=5) or not conmon_mod.pid_running(hung)
+    assert await _wait_for(lambda: not conmon_mod.pid_running(hung), timeout=5), "hung runc create survived"
     assert not (host.socket_dir / cid).exists()
 
 
@@ -360,7 +360,7 @@ async def test_create_timeout_kills_conmon_and_runc(host: Host) -> None:
     cid = host.new_id()
     with pytest.raises(OciRuntimeError, match="timed out after 1.5s"):
         await _create_with(host, rt, cid, timeout=1.5)
-    _assert_nothing_left(host, cid, hung_pidfile)
+    await _assert_nothing_left(host, cid, hung_pidfile)
     assert await rt.state(cid) is None
 
 
@@ -373,4 +373,4 @@ async def test_cancelled_create_cleans_up(host: Host) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    _assert_nothing_left(host, cid, hung_pidfile)
+    await _assert_nothing_left(host, cid, hung_pidfile)

@@ -72,6 +72,7 @@ class DaemonProcess:
 
     def start(self, timeout: float = 15.0) -> "DaemonProcess":
         log = open(self.log_path, "ab")
+        offset = log.tell()  # a restart appends: only its own lines count
         self.proc = subprocess.Popen(
             podrt_command("serve", "--config", str(self.dirs.config_file), *self.extra_args),
             stdout=log,
@@ -83,7 +84,7 @@ class DaemonProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"podrt exited with {self.proc.returncode}:\n{self.log()}")
-            if self.dirs.socket.exists() and b"podrt serving on" in self.log_path.read_bytes():
+            if self.dirs.socket.exists() and b"podrt serving on" in self.log_path.read_bytes()[offset:]:
                 return self
             time.sleep(0.02)
         self.kill()

@@ -11,7 +11,7 @@ from podrt.api.runtime import v1 as cri
 
 def pod_config(name: str | None = None, **kw: Any) -> cri.PodSandboxConfig:
     """A PodSandboxConfig like the kubelet's; keyword args set fields of it."""
-    name = name or f"pod-{uuid.uuid4().hex[:8]}"
+    name = f"pod-{uuid.uuid4().hex[:8]}" if name is None else name
     linux = kw.pop("linux", None) or cri.LinuxPodSandboxConfig(
         security_context=cri.LinuxSandboxSecurityContext(namespace_options=cri.NamespaceOption())
     )

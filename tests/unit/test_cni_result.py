@@ -3,6 +3,7 @@ the ADD/DEL protocol against fake plugins (scripts that record what they got).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -258,17 +259,35 @@ async def test_timeout_kills_plugin(fake: tuple[CniInvoker, Path], tmp_path: Pat
     with pytest.raises(CniError, match="plugin slow on network fakenet: timed out after 1s, killed"):
         await invoker.add(net, POD, "/run/netns/x")
     assert [c["env"]["CNI_COMMAND"] for c in calls(log)] == ["ADD", "DEL"]
-    # the killed plugin is gone (reaped): no process of ours still runs it
-    mine = [p for p in os.listdir("/proc") if p.isdigit() and _ppid(p) == os.getpid()]
-    assert mine == []
+    assert _running(str(tmp_path / "plugins" / "slow")) == []  # killed and reaped, not left running
 
 
-def _ppid(pid: str) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return -1
-    return int(stat.rsplit(")", 1)[1].split()[1])
+async def test_cancelled_add_rolls_back(fake: tuple[CniInvoker, Path]) -> None:
+    invoker, log = fake
+    net = fake_network(log, {"type": "a", "ip": "10.233.96.9/24"}, {"type": "slow", "sleep_on": "ADD"})
+    task = asyncio.ensure_future(invoker.add(net, POD, "/run/netns/x"))
+    for _ in range(200):
+        if len(calls(log)) == 2:
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(c["type"], c["env"]["CNI_COMMAND"]) for c in calls(log)] == [
+        ("a", "ADD"), ("slow", "ADD"), ("slow", "DEL"), ("a", "DEL"),
+    ]
+    assert calls(log)[2]["conf"]["prevResult"]["ips"][0]["address"] == "10.233.96.9/24"
+
+
+def _running(marker: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 async def test_invalid_ids_are_rejected(fake: tuple[CniInvoker, Path]) -> None:

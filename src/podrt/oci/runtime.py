@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import signal as signal_mod
 from pathlib import Path
@@ -161,7 +160,8 @@ class OciRuntime:
                 started = await conmon.launch(spec, conmon_cgroup_procs)
                 return await self._finish_create(spec, started)
         except BaseException as exc:
-            await self._undo_create(spec, started)
+            # shielded: a second cancellation must not interrupt the clean-up
+            await asyncio.shield(self._undo_create(spec, started))
             if isinstance(exc, TimeoutError):
                 raise OciRuntimeError(f"create container {container_id}: timed out after {timeout:g}s") from None
             if isinstance(exc, ConmonError):

@@ -1,0 +1,102 @@
+"""Refusals: each bad RunPodSandbox answers InvalidArgument with a message, and
+random configs never crash the daemon or leak."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from podrt.api.runtime import v1 as cri
+from tests.integration.conftest import audit_daemon_dirs
+from tests.support.client import connect
+from tests.support.daemon import DaemonProcess
+from tests.support.pods import host_ns, pod_config
+
+pytestmark = pytest.mark.root
+
+
+def _linux(**kw: object) -> cri.LinuxPodSandboxConfig:
+    sc = kw.pop("security_context", None) or cri.LinuxSandboxSecurityContext(namespace_options=cri.NamespaceOption())
+    return cri.LinuxPodSandboxConfig(security_context=sc, **kw)  # type: ignore[arg-type]
+
+
+BAD = {
+    "no metadata": (cri.RunPodSandboxRequest(config=cri.PodSandboxConfig()), "metadata.name"),
+    "empty name": (cri.RunPodSandboxRequest(config=pod_config(name="")), "metadata.name"),
+    "relative log dir": (cri.RunPodSandboxRequest(config=pod_config(log_directory="var/log/x")), "log_directory"),
+    "bad label": (cri.RunPodSandboxRequest(config=pod_config(labels={"bad key!": "v"})), "label key"),
+    "bad label value": (cri.RunPodSandboxRequest(config=pod_config(labels={"k": "v" * 70})), "label"),
+    "bad dns server": (cri.RunPodSandboxRequest(config=pod_config(dns_config=cri.DnsConfig(servers=["not-an-ip"]))), "dns_config.servers"),
+    "dns injection": (cri.RunPodSandboxRequest(config=pod_config(dns_config=cri.DnsConfig(searches=["a\nnameserver 1.2.3.4"]))), "dns_config.searches"),
+    "unsafe sysctl": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(sysctls={"net.core.somaxconn": "1024"}))), "unsafe"),
+    "node sysctl": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(sysctls={"vm.swappiness": "1"}))), "not namespaced"),
+    "malformed sysctl": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(sysctls={"net..x": "1"}))), "sysctl"),
+    "escaping cgroup parent": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(cgroup_parent="/kubepods/../../etc"))), ".."),
+    "slice with cgroupfs": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(cgroup_parent="kubepods.slice"))), "systemd slice"),
+    "bad hostname": (cri.RunPodSandboxRequest(config=pod_config(hostname="bad host")), "hostname"),
+    "unknown handler": (cri.RunPodSandboxRequest(config=pod_config(), runtime_handler="kata"), "known: runc"),
+    "bad port": (cri.RunPodSandboxRequest(config=pod_config(port_mappings=[cri.PortMapping(container_port=0, host_port=80)])), "port"),
+    "relative seccomp": (
+        cri.RunPodSandboxRequest(config=pod_config(linux=_linux(security_context=cri.LinuxSandboxSecurityContext(
+            namespace_options=cri.NamespaceOption(),
+            seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfileProfileType.Localhost, localhost_ref="prof.json"))))),
+        "absolute",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+async def test_refusals(pod_daemon: DaemonProcess, case: str) -> None:
+    req, fragment = BAD[case]
+    async with connect(pod_daemon.dirs.socket) as c:
+        with pytest.raises(GRPCError) as err:
+            resp = await c.runtime.run_pod_sandbox(req)
+            await c.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=resp.pod_sandbox_id))
+    assert err.value.status == Status.INVALID_ARGUMENT, err.value.message
+    assert fragment in (err.value.message or "")
+    assert "Traceback" not in (err.value.message or "")
+    assert audit_daemon_dirs(pod_daemon.dirs) == {}
+
+
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+_configs = st.builds(
+    lambda name, labels, host, servers, sysctls, hostname: cri.RunPodSandboxRequest(
+        config=pod_config(
+            name=name, labels=labels, hostname=hostname,
+            dns_config=cri.DnsConfig(servers=servers),
+            linux=_linux(sysctls=sysctls, security_context=host_ns(network=host).security_context),
+        )
+    ),
+    name=_text,
+    labels=st.dictionaries(_text, _text, max_size=3),
+    host=st.booleans(),
+    servers=st.lists(st.sampled_from(["10.0.0.10", "x", "::1", ""]), max_size=4),
+    sysctls=st.dictionaries(st.sampled_from(["net.ipv4.tcp_syncookies", "kernel.shm_rmid_forced", "kernel.foo", "x"]), st.sampled_from(["1", "", "a b"]), max_size=2),
+    hostname=st.sampled_from(["", "ok-name", "Bad_Name", "-x"]),
+)
+
+
+def test_random_configs_keep_the_daemon_up_and_leak_nothing(pod_daemon: DaemonProcess) -> None:
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(req=_configs)
+    def one(req: cri.RunPodSandboxRequest) -> None:
+        async def go() -> None:
+            async with connect(pod_daemon.dirs.socket) as c:
+                try:
+                    resp = await c.runtime.run_pod_sandbox(req)
+                except GRPCError as err:
+                    assert err.status in (Status.INVALID_ARGUMENT, Status.ALREADY_EXISTS), err.message
+                    return
+                await c.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=resp.pod_sandbox_id))
+                await c.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=resp.pod_sandbox_id))
+
+        asyncio.run(go())
+
+    one()
+    assert pod_daemon.proc is not None and pod_daemon.proc.poll() is None
+    assert audit_daemon_dirs(pod_daemon.dirs) == {}
