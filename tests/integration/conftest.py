@@ -34,7 +34,7 @@ def write_test_conflist(cni_dir: Path, name: str = "podrt-test", data_dir: Path 
                     {
                         "type": "bridge",
                         "bridge": TEST_BRIDGE,
-                        "isGateway": True,
+                        "isGateway": False,  # True would set the host's ip_forward
                         "ipMasq": False,
                         "ipam": ipam,
                     },

@@ -168,7 +168,7 @@ async def launch(spec: ConmonSpec, cgroup_procs: Sequence[Path] = ()) -> ConmonL
         _join_cgroups(proc.pid, cgroup_procs)
         os.write(start_w, b"0")
     except BaseException:
-        await _kill_child(proc)
+        await kill_launcher(proc)
         started.close()
         raise
     finally:
@@ -184,7 +184,8 @@ def _join_cgroups(pid: int, cgroup_procs: Sequence[Path]) -> None:
             raise ConmonError(f"cannot move conmon into {procs}: {exc.strerror or exc}") from None
 
 
-async def _kill_child(proc: asyncio.subprocess.Process) -> None:
+async def kill_launcher(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL our own launcher child (if still there) and reap it."""
     if proc.returncode is None:
         try:
             proc.kill()

@@ -152,8 +152,11 @@ class OciRuntime:
             log_path=Path(log_path), exit_dir=Path(exit_dir), persist_dir=Path(persist_dir),
             socket_dir=Path(socket_dir), runtime_args=("--log-format=json",),
         )
-        for d in (spec.exit_dir, spec.persist_dir, spec.socket_dir, spec.log_path.parent):
-            d.mkdir(parents=True, exist_ok=True)
+        try:
+            for d in (spec.exit_dir, spec.persist_dir, spec.socket_dir, spec.log_path.parent):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OciRuntimeError(f"create container {container_id}: {exc}") from None
         started: ConmonLaunch | None = None
         try:
             async with asyncio.timeout(timeout):
@@ -189,9 +192,8 @@ class OciRuntime:
 
     async def _undo_create(self, spec: ConmonSpec, started: ConmonLaunch | None) -> None:
         """Leave nothing of a failed create: launcher, conmon (and its runc), runc state, symlink."""
-        if started is not None and started.proc.returncode is None:
-            started.proc.kill()
-            await started.proc.wait()
+        if started is not None:
+            await conmon.kill_launcher(started.proc)
         pids = set(conmon.find_conmon_pids(spec.container_id))
         pidfile_pid = conmon.read_pidfile(spec.conmon_pidfile)
         if pidfile_pid is not None and conmon.pid_running(pidfile_pid):

@@ -1,0 +1,127 @@
+"""RunPodSandbox / StopPodSandbox / RemovePodSandbox latency over the socket,
+concurrent creation wall time, and ListPodSandbox with many pods.
+
+Run as root: .venv/bin/python benchmarks/bench_sandbox.py [--cycles 50] [--list-pods 1000]
+Uses its own CNI network (bridge podrtbench0, 10.233.128.0/22) for the pods it makes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import tomli_w
+from grpclib.client import Channel
+
+from podrt.api.runtime import v1 as cri
+
+
+def setup(base: Path) -> Path:
+    (base / "cni").mkdir(parents=True)
+    (base / "cni" / "10-bench.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "podrt-bench",
+        "plugins": [
+            {"type": "bridge", "bridge": "podrtbench0", "isGateway": False, "ipMasq": False,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.233.128.0/22"}]], "dataDir": str(base / "ipam")}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "loopback"},
+        ],
+    }))
+    cfg = {"podrt": {
+        "root": str(base / "root"), "runroot": str(base / "run"), "log_dir": str(base / "logs"),
+        "api": {"listen": str(base / "run" / "podrt.sock")},
+        "network": {"network_dir": str(base / "cni"), "netns_dir": str(base / "run" / "netns")},
+        "runtime": {"runtimes": {"runc": {"runtime_path": "/usr/sbin/runc", "runtime_root": str(base / "run" / "runc")}}},
+    }}
+    (base / "podrt.toml").write_text(tomli_w.dumps(cfg))
+    return base / "podrt.toml"
+
+
+def config(host_network: bool = False) -> cri.PodSandboxConfig:
+    mode = cri.NamespaceMode.NODE if host_network else cri.NamespaceMode.POD
+    return cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=f"b-{uuid.uuid4().hex[:8]}", uid=uuid.uuid4().hex, namespace="bench"),
+        linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
+            namespace_options=cri.NamespaceOption(network=mode))),
+    )
+
+
+def pct(v: list[float], q: float) -> float:
+    s = sorted(v)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1000
+
+
+async def timed(coro) -> float:  # type: ignore[no-untyped-def]
+    t = time.perf_counter()
+    await coro
+    return time.perf_counter() - t
+
+
+async def bench(sock: Path, cycles: int, list_pods: int) -> None:
+    ch = Channel(path=str(sock))
+    rt = cri.RuntimeServiceStub(ch)
+    try:
+        run, stop, rm = [], [], []
+        for _ in range(cycles):
+            t = time.perf_counter()
+            pid = (await rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=config()))).pod_sandbox_id
+            run.append(time.perf_counter() - t)
+            stop.append(await timed(rt.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pid))))
+            rm.append(await timed(rt.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pid))))
+        for name, v in (("RunPodSandbox", run), ("StopPodSandbox", stop), ("RemovePodSandbox", rm)):
+            print(f"{name}: p50 {pct(v, .5):.1f} ms, p90 {pct(v, .9):.1f} ms over {cycles} sequential cycles")
+        for n in (10, 50):
+            t = time.perf_counter()
+            ids = await asyncio.gather(*(rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=config())) for _ in range(n)))
+            print(f"{n} concurrent RunPodSandbox: {(time.perf_counter() - t) * 1000:.0f} ms wall")
+            for r in ids:
+                await rt.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=r.pod_sandbox_id))
+                await rt.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=r.pod_sandbox_id))
+        if list_pods:
+            ids = []
+            for i in range(0, list_pods, 10):
+                batch = await asyncio.gather(*(rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=config(True))) for _ in range(min(10, list_pods - i))))
+                ids += [r.pod_sandbox_id for r in batch]
+            lat = []
+            for _ in range(20):
+                lat.append(await timed(rt.list_pod_sandbox(cri.ListPodSandboxRequest())))
+            print(f"ListPodSandbox with {len(ids)} pods: p50 {pct(lat, .5):.1f} ms, p90 {pct(lat, .9):.1f} ms (client side)")
+            for i in range(0, len(ids), 10):
+                await asyncio.gather(*(rt.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=p)) for p in ids[i:i + 10]))
+    finally:
+        ch.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cycles", type=int, default=50)
+    ap.add_argument("--list-pods", type=int, default=1000)
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="podrt-bench-"))
+    proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(setup(base))],
+                            stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
+    try:
+        sock = base / "run" / "podrt.sock"
+        for _ in range(300):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        asyncio.run(bench(sock, args.cycles, args.list_pods))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        subprocess.run(["ip", "link", "del", "podrtbench0"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
