@@ -7,11 +7,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from podrt.api.runtime import v1 as cri
+from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
 
 
@@ -80,24 +83,48 @@ def remove_test_bridge() -> None:
     subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def pod_daemon() -> Iterator[DaemonProcess]:
-    """A daemon with the test CNI network, shared by a module's pod tests.
-
-    At the end every pod must be gone and nothing of theirs left on the host."""
+@contextmanager
+def _network_dirs() -> Iterator[DaemonDirs]:
+    """Temporary daemon dirs with the test CNI network; the bridge goes at the end."""
     if os.geteuid() != 0:
         pytest.skip("pod tests need root (runc, conmon, netns, CNI)")
     base = Path(tempfile.mkdtemp(prefix="podrt-test-"))
     d = DaemonDirs(base)
     d.write_config()
     write_test_conflist(d.cni_dir)
-    proc = DaemonProcess(d).start()
-    yield proc
-    proc.stop()
-    leftovers = audit_daemon_dirs(d)
-    remove_test_bridge()
-    shutil.rmtree(base, ignore_errors=True)
-    assert not leftovers, f"pods left resources behind: {leftovers}"
+    try:
+        yield d
+    finally:
+        remove_test_bridge()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def net_dirs() -> Iterator[DaemonDirs]:
+    """Per-test dirs with the test network, for tests that start daemons themselves."""
+    with _network_dirs() as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def pod_daemon() -> Iterator[DaemonProcess]:
+    """A daemon with the test CNI network, shared by a module's pod tests.
+
+    At the end every pod must be gone and nothing of theirs left on the host."""
+    with _network_dirs() as d:
+        proc = DaemonProcess(d).start()
+        yield proc
+        proc.stop()
+        leftovers = audit_daemon_dirs(d)
+        assert not leftovers, f"pods left resources behind: {leftovers}"
+
+
+async def remove_all_pods(sock: Path) -> None:
+    """What the kubelet does for pods it no longer wants: stop, then remove."""
+    async with connect(sock) as c:
+        for p in (await c.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items:
+            await c.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=p.id))
+            await c.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=p.id))
 
 
 def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import stat
-import tempfile
 import urllib.request
 from pathlib import Path
 

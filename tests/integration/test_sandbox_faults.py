@@ -8,12 +8,7 @@ restart, and a client that gives up before the pod is ready.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
-import tempfile
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 from grpclib.const import Status
@@ -21,33 +16,13 @@ from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
 from podrt.sandbox.manager import STEP_CLASSES
-from tests.integration.conftest import audit_daemon_dirs, remove_test_bridge, write_test_conflist
+from tests.integration.conftest import audit_daemon_dirs, remove_all_pods, write_test_conflist
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
 from tests.support.pods import pod_config
 
 pytestmark = pytest.mark.root
 STEPS = [cls.kind for cls in STEP_CLASSES]
-
-
-@pytest.fixture
-def net_dirs() -> Iterator[DaemonDirs]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (runc, conmon, netns, CNI)")
-    base = Path(tempfile.mkdtemp(prefix="podrt-test-"))
-    d = DaemonDirs(base)
-    d.write_config()
-    write_test_conflist(d.cni_dir)
-    yield d
-    remove_test_bridge()
-    shutil.rmtree(base, ignore_errors=True)
-
-
-async def _remove_all(sock: Path) -> None:
-    async with connect(sock) as c:
-        for p in (await c.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items:
-            await c.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=p.id))
-            await c.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=p.id))
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -87,7 +62,7 @@ async def test_sigkill_mid_creation_then_restart_leaks_nothing(net_dirs: DaemonD
         daemon.kill()
     restarted = DaemonProcess(net_dirs).start()
     try:
-        await _remove_all(net_dirs.socket)  # a pod that finished before the kill is restored, then removed
+        await remove_all_pods(net_dirs.socket)  # a pod that finished before the kill is restored, then removed
         assert audit_daemon_dirs(net_dirs) == {}
         assert list((net_dirs.root / "journal").iterdir()) == []
     finally:
@@ -107,7 +82,7 @@ async def test_client_deadline_then_retry_gets_the_pod(net_dirs: DaemonDirs) -> 
             items = (await c.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items
             assert [p.id for p in items] == [pod_id]
             assert items[0].state == cri.PodSandboxState.SANDBOX_READY
-        await _remove_all(net_dirs.socket)
+        await remove_all_pods(net_dirs.socket)
         assert audit_daemon_dirs(net_dirs) == {}
     finally:
         daemon.kill()

@@ -17,14 +17,14 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from podrt.network.cniconf import CniNetwork
+from podrt.fsutil import atomic_write
+from podrt.network.cniconf import CniNetwork, network_from_raw
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +276,24 @@ class CniInvoker:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(os.unlink, path)
 
+    def cached_sandbox_ids(self) -> dict[str, Path]:
+        """Sandbox ID -> cache file of every pod ADD left on record (for orphan release)."""
+        out = {}
+        for path in self.cache_dir.glob("*.json"):
+            record = _read_cache(path)
+            if isinstance(record.get("containerId"), str):
+                out[record["containerId"]] = path
+        return out
+
+    async def delete_cached(self, path: Path) -> None:
+        """DEL a pod from its cache record alone: its pod is gone, its IP must be freed."""
+        record = await asyncio.to_thread(_read_cache, path)
+        args = dict(kv.split("=", 1) for kv in str(record.get("cniArgs", "")).split(";") if "=" in kv)
+        pod = CniPodInfo(args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", ""),
+                         args.get("K8S_POD_UID", ""), str(record["containerId"]))
+        network = network_from_raw(record["config"], path)
+        await self.delete(network, pod, None, str(record.get("ifName", "eth0")))
+
     async def _del_plugins(
         self,
         network: CniNetwork,
@@ -388,19 +406,9 @@ def _validate(network: CniNetwork, pod: CniPodInfo, ifname: str) -> None:
 
 
 def _atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Temp file, fsync, rename: DEL never reads a half-written cache."""
+    """DEL never reads a half-written cache."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(payload).encode())
 
 
 def _read_cache(path: Path) -> dict[str, Any]:

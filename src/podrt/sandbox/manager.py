@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -22,6 +21,7 @@ from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObse
 from podrt.sandbox import naming
 from podrt.sandbox.context import SandboxContext, SandboxDeps
 from podrt.sandbox.model import SandboxConfig
+from podrt.sandbox.orphans import release_orphans
 from podrt.sandbox.store import SandboxState, load_all
 from podrt.sandbox.validate import check_request
 from podrt.steps.base import SandboxStep
@@ -244,16 +244,8 @@ class SandboxManager:
                 alive = bool(info) and info.get("status") == "running"
             self._alive[state.id] = alive
             log.info("restored sandbox %s (%s)", state.id, "ready" if alive else "not ready")
+        await release_orphans(self.deps, set(self._sandboxes))
 
     def __len__(self) -> int:
         return len(self._sandboxes)
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
