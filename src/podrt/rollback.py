@@ -351,13 +351,17 @@ async def _await_shielded(task: asyncio.Future[Any]) -> bool:
 class Transaction:
     """Run steps in order; on failure or cancellation undo the completed ones, newest first."""
 
-    def __init__(self, kind: str, steps: Sequence[Step], *, tx_id: str | None = None,
+    def __init__(self, kind: str, steps: Sequence[Step | Sequence[Step]], *, tx_id: str | None = None,
                  journal: Journal | None = None, faults: FaultPlan | None = None,
                  observer: TxObserver | None = None, log: logging.Logger | None = None) -> None:
-        names = [s.name for s in steps]
+        """`steps` in order; an inner sequence is a group whose steps need nothing from
+        each other and run concurrently (e.g. CNI ADD beside the infra start)."""
+        self.groups = [list(g) if isinstance(g, Sequence) else [g] for g in steps]
+        self.steps = [step for group in self.groups for step in group]
+        names = [s.name for s in self.steps]
         if len(set(names)) != len(names):
             raise ValueError(f"step names must be unique within a transaction: {names}")
-        self.kind, self.steps, self.tx_id = kind, list(steps), tx_id or uuid.uuid4().hex
+        self.kind, self.tx_id = kind, tx_id or uuid.uuid4().hex
         self._journal, self._faults, self._observer = journal, faults, observer
         self._log = log or logger
         self._timings: list[StepTiming] = []
@@ -371,28 +375,30 @@ class Transaction:
         self._started, start = True, time.monotonic()
         jf = self._journal.open(self.tx_id, self.kind) if self._journal else None
         records = self.completed
-        current = in_flight = None
+        current: str | None = None
+        in_flight: list[str] = []
         try:
-            for step in self.steps:
-                current = step.name
-                data = step.record(ctx)
+            for group in self.groups:
+                current = "+".join(step.name for step in group)
+                datas = [step.record(ctx) for step in group]
                 if jf:
-                    jf.intent(step.name, step.kind, data)
-                in_flight = step.name
+                    for step, data in zip(group, datas):
+                        jf.intent(step.name, step.kind, data)
+                in_flight[:] = [step.name for step in group]
                 if self._faults:
-                    self._faults.check(step.name, "before")
-                t0, ok = time.monotonic(), False
-                try:
-                    await step.do(ctx, data)
-                    ok = True
-                finally:
-                    self._timed(step.name, "do", time.monotonic() - t0, ok)
-                in_flight = None
-                records.append(StepRecord(step.name, step.kind, data))
-                if jf:
-                    jf.done(step.name, data)
+                    for step in group:
+                        self._faults.check(step.name, "before")
+                if len(group) == 1:
+                    await self._do_one(group[0], ctx, datas[0])
+                    records.append(StepRecord(group[0].name, group[0].kind, datas[0]))
+                    if jf:
+                        jf.done(group[0].name, datas[0])
+                else:
+                    current = await self._do_group(group, ctx, datas, jf)
+                in_flight.clear()
                 if self._faults:
-                    self._faults.check(step.name, "after")
+                    for step in group:
+                        self._faults.check(step.name, "after")
             if jf:  # inside the try: if the commit cannot be made durable, roll back instead
                 jf.discard()
         except BaseException as exc:
@@ -411,8 +417,41 @@ class Transaction:
             raise
         return self._finish(start, None, records, [], [])
 
+    async def _do_one(self, step: Step, ctx: Any, data: dict[str, Any]) -> None:
+        t0, ok = time.monotonic(), False
+        try:
+            await step.do(ctx, data)
+            ok = True
+        finally:
+            self._timed(step.name, "do", time.monotonic() - t0, ok)
+
+    async def _do_group(self, group: list[Step], ctx: Any, datas: list[dict[str, Any]],
+                        jf: JournalFile | None) -> str:
+        """Run a group's do()s at once; every one that completed is recorded for undo,
+        even when a sibling fails or we are cancelled (all are settled first).
+        Raises the first failure; returns the group's name otherwise."""
+        tasks = [asyncio.ensure_future(self._do_one(step, ctx, data)) for step, data in zip(group, datas)]
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await _await_shielded(asyncio.gather(*tasks, return_exceptions=True))
+            raise
+        finally:
+            for step, data, task in zip(group, datas, tasks):
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    self.completed.append(StepRecord(step.name, step.kind, data))
+                    if jf:
+                        jf.done(step.name, data)
+        for task in tasks:
+            error = task.exception()
+            if error is not None:
+                raise error
+        return "+".join(step.name for step in group)
+
     async def _rollback(self, records: list[StepRecord], jf: JournalFile | None,
-                        in_flight: str | None) -> tuple[list[str], list[UndoFailure]]:
+                        in_flight: list[str]) -> tuple[list[str], list[UndoFailure]]:
         undos_run: list[str] = []
 
         def on_undo(rec: StepRecord, seconds: float, error: BaseException | None) -> None:
@@ -421,8 +460,10 @@ class Transaction:
             if jf and error is None:
                 jf.remove_entry(rec.name)
 
-        if jf and in_flight:  # its do() never started, or cleaned up after itself
-            _quietly(self._log, f"journal removal of {in_flight}", jf.remove_entry, in_flight)
+        done = {rec.name for rec in records}
+        for name in in_flight:  # do() never started, or cleaned up after itself
+            if jf and name not in done:
+                _quietly(self._log, f"journal removal of {name}", jf.remove_entry, name)
         failures = await _undo_all(records, _resolver(self.steps), self._log, on_undo)
         if jf:  # keep exactly the failed entries for the next start
             _quietly(self._log, f"journal update of tx {self.tx_id}", jf.flush if failures else jf.discard)

@@ -8,6 +8,7 @@ import attrs
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri import sandbox_convert as conv
+from podrt.cri.listcache import PodListCache
 from podrt.runtime_status import RuntimeStatusManager
 from podrt.sandbox.manager import SandboxManager, SandboxView
 
@@ -20,6 +21,7 @@ class RuntimeService(cri.RuntimeServiceBase):
     def __init__(self, status: RuntimeStatusManager, sandboxes: SandboxManager) -> None:
         self._status = status
         self._sandboxes = sandboxes
+        self._list_cache = PodListCache(conv.pod_sandbox)
 
     async def run_pod_sandbox(self, run_pod_sandbox_request: cri.RunPodSandboxRequest) -> cri.RunPodSandboxResponse:
         sandbox_id = await self._sandboxes.run(conv.sandbox_config(run_pod_sandbox_request))
@@ -64,7 +66,8 @@ class RuntimeService(cri.RuntimeServiceBase):
             labels = view.state.config.labels
             return all(labels.get(k) == v for k, v in selector.items())
 
-        return cri.ListPodSandboxResponse(items=[conv.pod_sandbox(v) for v in self._sandboxes.list(match, ids)])
+        unfiltered = ids is None and want_state is None and not selector
+        return self._list_cache.response(self._sandboxes.list(match, ids), full=unfiltered)
 
     async def version(self, version_request: cri.VersionRequest) -> cri.VersionResponse:
         return cri.VersionResponse(**attrs.asdict(self._status.version()))

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
 PREFIX = "io.podrt."
+IP_ANNOTATION = PREFIX + "ip"  # set once CNI has answered (see steps/state.py)
 
 
 def sandbox_annotations(ctx: "SandboxContext", stop_signal: str) -> dict[str, str]:
@@ -39,7 +40,7 @@ def sandbox_annotations(ctx: "SandboxContext", stop_signal: str) -> dict[str, st
             PREFIX + "hostname-path": ctx.hostname_file,
             PREFIX + "resolv-path": ctx.resolv_conf or "",
             PREFIX + "netns-path": ctx.netns_path or "",
-            PREFIX + "ip": ",".join(ctx.ips),
+            IP_ANNOTATION: ",".join(ctx.ips),
             PREFIX + "namespace-options": json.dumps({k: v.value for k, v in attrs.asdict(cfg.namespaces, recurse=False).items()}),
             PREFIX + "cgroup-parent": ctx.cgroup_parent,
             PREFIX + "privileged": json.dumps(cfg.privileged),

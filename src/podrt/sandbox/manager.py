@@ -39,8 +39,13 @@ from podrt.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
-STEP_CLASSES: tuple[type[SandboxStep], ...] = (
-    ReserveNames, IndexId, Storage, ShmMount, HostFiles, CgroupParent, NetNamespace, CniAdd, InfraSpec, InfraStart, SaveState,
+# In order; CNI ADD and the infra start need only the netns and the spec, so they
+# run side by side (each ~20-40 ms), like CRI-O's network setup beside the infra.
+STEP_ORDER: tuple[type[SandboxStep] | tuple[type[SandboxStep], ...], ...] = (
+    ReserveNames, IndexId, Storage, ShmMount, HostFiles, CgroupParent, NetNamespace, InfraSpec, (CniAdd, InfraStart), SaveState,
+)
+STEP_CLASSES: tuple[type[SandboxStep], ...] = tuple(
+    cls for entry in STEP_ORDER for cls in (entry if isinstance(entry, tuple) else (entry,))
 )
 
 
@@ -128,13 +133,18 @@ class SandboxManager:
         log.warning("sandbox %s was never claimed by a retry; removing it", sandbox_id)
         self._tasks.spawn(self.remove(sandbox_id), name=f"expire {sandbox_id}")
 
-    def _steps(self, cfg: SandboxConfig) -> list[SandboxStep]:
+    def _steps(self, cfg: SandboxConfig) -> list[SandboxStep | list[SandboxStep]]:
         skip: set[type[SandboxStep]] = set()
         if cfg.host_ipc:
             skip.add(ShmMount)
         if cfg.host_network:
             skip |= {NetNamespace, CniAdd}
-        return [cls(self.deps) for cls in STEP_CLASSES if cls not in skip]
+        plan: list[SandboxStep | list[SandboxStep]] = []
+        for entry in STEP_ORDER:
+            group = [cls(self.deps) for cls in (entry if isinstance(entry, tuple) else (entry,)) if cls not in skip]
+            if group:
+                plan.append(group if len(group) > 1 else group[0])
+        return plan
 
     async def _create(self, cfg: SandboxConfig, name: str) -> str:
         sandbox_id = naming.new_id()

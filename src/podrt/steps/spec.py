@@ -17,6 +17,12 @@ from podrt.sandbox.model import InfraPlan
 from podrt.steps.base import SandboxStep
 
 
+def write_spec(files: list[str], spec: dict[str, Any]) -> None:
+    payload = json.dumps(spec, indent=1).encode()
+    for f in files:
+        atomic_write(Path(f), payload)
+
+
 class InfraSpec(SandboxStep):
     kind = "spec"
 
@@ -54,10 +60,8 @@ class InfraSpec(SandboxStep):
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         ctx.spec = build_infra_spec(self.plan(ctx))
-        payload = json.dumps(ctx.spec, indent=1).encode()
         try:
-            for f in data["files"]:
-                atomic_write(Path(f), payload)
+            write_spec(data["files"], ctx.spec)
         except BaseException:
             await self.undo(data)
             raise

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from podrt.sandbox.annotations import IP_ANNOTATION
 from podrt.sandbox.context import SandboxContext
 from podrt.sandbox.store import STATE_FILE, save_state
 from podrt.steps.base import SandboxStep
+from podrt.steps.spec import InfraSpec, write_spec
 
 
 class SaveState(SandboxStep):
@@ -17,6 +19,9 @@ class SaveState(SandboxStep):
         return {"path": str(self.deps.sandbox_dir(ctx.id) / STATE_FILE)}
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+        if ctx.ips:  # CNI ran beside the infra start, after the spec was written
+            ctx.spec["annotations"][IP_ANNOTATION] = ",".join(ctx.ips)
+            write_spec(InfraSpec(self.deps).record(ctx)["files"], ctx.spec)
         save_state(ctx, data["path"])
 
     async def undo(self, data: dict[str, Any]) -> None:
