@@ -67,3 +67,23 @@ async def test_fault_points_reach_group_members(tmp_path: Path, when: str) -> No
     undos = [name for kind, name in rec.events if kind == "undo"]
     assert undos == (["c", "b", "a"] if when == "after" else ["a"])
     assert journal_files(tmp_path) == []
+
+
+class Unjournaled(RecStep):
+    journaled = False
+
+
+async def test_unjournaled_steps_never_reach_the_journal(tmp_path: Path) -> None:
+    rec = Recorder()
+    gate = asyncio.Event()
+    blocked = RecStep(rec, "c", block_do=gate)
+    tx = Transaction("t", [RecStep(rec, "a"), Unjournaled(rec, "b"), blocked], journal=Journal(tmp_path))
+    run = asyncio.ensure_future(tx.run("ctx"))
+    await blocked.do_started.wait()
+    (pending,) = Journal(tmp_path).pending()
+    assert [e.name for e in pending.entries()] == ["a", "c"]
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert [name for kind, name in rec.events if kind == "undo"] == ["b", "a"]  # in-process rollback still undoes b
+    assert journal_files(tmp_path) == []

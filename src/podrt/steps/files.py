@@ -30,6 +30,7 @@ def pod_hostname(ctx: SandboxContext) -> str:
 
 class HostFiles(SandboxStep):
     kind = "files"
+    journaled = False  # files in the run dir: the storage undo removes them
 
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
         run = self.deps.run_dir(ctx.id)

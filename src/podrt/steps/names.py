@@ -12,6 +12,7 @@ from podrt.steps.base import SandboxStep
 
 class ReserveNames(SandboxStep):
     kind = "names"
+    journaled = False  # in memory: a crash releases it; restore rebuilds it from disk
 
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
         return {"id": ctx.id, "names": [ctx.pod_name, ctx.infra_name]}
@@ -34,6 +35,7 @@ class ReserveNames(SandboxStep):
 
 class IndexId(SandboxStep):
     kind = "id"
+    journaled = False  # in memory, like the names
 
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
         return {"id": ctx.id}

@@ -25,6 +25,7 @@ def write_spec(files: list[str], spec: dict[str, Any]) -> None:
 
 class InfraSpec(SandboxStep):
     kind = "spec"
+    journaled = False  # files in the sandbox dirs: the storage undo removes them
 
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
         return {

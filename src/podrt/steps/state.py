@@ -14,6 +14,7 @@ from podrt.steps.spec import InfraSpec, write_spec
 
 class SaveState(SandboxStep):
     kind = "state"
+    journaled = False  # a file in the sandbox dir: the storage undo removes it
 
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
         return {"path": str(self.deps.sandbox_dir(ctx.id) / STATE_FILE)}
