@@ -16,6 +16,7 @@ import pytest
 from podrt.api.runtime import v1 as cri
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
+from tests.support.leaks import audit_daemon_dirs
 
 
 TEST_BRIDGE = "podrttest0"
@@ -125,36 +126,3 @@ async def remove_all_pods(sock: Path) -> None:
         for p in (await c.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items:
             await c.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=p.id))
             await c.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=p.id))
-
-
-def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
-    """What a daemon's pods may leave: mounts, netns pins, IP leases, runc state,
-    sandbox dirs, conmon processes, cgroups. Empty when all pods are removed."""
-    found: dict[str, list[str]] = {}
-    with open("/proc/self/mountinfo") as f:
-        mounts = [line.split()[4] for line in f if str(d.base) in line.split()[4]]
-    if mounts:
-        found["mounts"] = mounts
-    leases = [p.name for p in (d.base / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()] if (d.base / "ipam").exists() else []
-    if leases:
-        found["ip leases"] = leases
-    for label, directory in (("netns", d.runroot / "netns"), ("runc state", d.runroot / "runc"),
-                             ("sandbox dirs", d.root / "sandboxes"), ("run dirs", d.runroot / "sandboxes"),
-                             ("journal", d.root / "journal"), ("cni cache", d.root / "cni-cache")):
-        if directory.exists() and any(directory.iterdir()):
-            found[label] = [p.name for p in directory.iterdir()]
-    conmons = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"conmon" in cmdline.split(b"\0")[0] and str(d.base).encode() in cmdline:
-                conmons.append(pid)
-    if conmons:
-        found["conmon processes"] = conmons
-    cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob("*/podrt/podrt-*")]
-    if cgroups:
-        found["cgroups"] = cgroups
-    return found

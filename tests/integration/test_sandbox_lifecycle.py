@@ -193,3 +193,41 @@ async def test_twenty_concurrent_pods(pod_daemon: DaemonProcess) -> None:
             assert len(ips) == 20 and all(ip.startswith(TEST_SUBNET.rsplit(".", 1)[0]) for ip in ips)
         finally:
             await asyncio.gather(*(remove_pod(c, i) for i in ids))
+
+
+async def test_privileged_pod_runs_with_the_hosts_capabilities(pod_daemon: DaemonProcess) -> None:
+    async with connect(pod_daemon.dirs.socket) as c:
+        linux = host_ns(network=True)
+        linux.security_context.privileged = True
+        pod_id = await run_pod(c, pod_config(linux=linux))
+        try:
+            pid = infra_pid(await status(c, pod_id, verbose=True))
+            status_lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            caps = {line.split(":")[0]: line.split()[1] for line in status_lines if line.startswith("Cap")}
+            own = {line.split(":")[0]: line.split()[1] for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("Cap")}
+            assert caps["CapBnd"] == own["CapBnd"]
+        finally:
+            await remove_pod(c, pod_id)
+
+
+async def test_dead_pods_name_is_taken_over_by_a_new_pod(pod_daemon: DaemonProcess) -> None:
+    """The kubelet recreates a pod whose sandbox died (attempt unchanged here): the
+    stale sandbox holding the name is stopped and removed, and a new one made."""
+    async with connect(pod_daemon.dirs.socket) as c:
+        config = pod_config()
+        old = await run_pod(c, config)
+        pid = infra_pid(await status(c, old, verbose=True))
+        os.kill(pid, 9)  # the infra process our daemon started
+        for _ in range(100):
+            if (await status(c, old)).status.state == cri.PodSandboxState.SANDBOX_NOTREADY:
+                break
+            await asyncio.sleep(0.05)
+        new = await run_pod(c, config)
+        try:
+            assert new != old
+            with pytest.raises(GRPCError) as err:
+                await status(c, old)
+            assert err.value.status == Status.NOT_FOUND
+            assert (await status(c, new)).status.state == cri.PodSandboxState.SANDBOX_READY
+        finally:
+            await remove_pod(c, new)

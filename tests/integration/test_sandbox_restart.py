@@ -10,7 +10,8 @@ import time
 import pytest
 
 from podrt.api.runtime import v1 as cri
-from tests.integration.conftest import audit_daemon_dirs, remove_all_pods
+from tests.integration.conftest import remove_all_pods
+from tests.support.leaks import audit_daemon_dirs
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
 from tests.support.pods import host_ns, pod_config

@@ -1,9 +1,6 @@
-"""The leak audit: host resources that podrt tests may create, before vs after.
-
-Written once; the session fixture and any test that wants a stricter check use
-it. A resource counts if its name or path says podrt, or it is under a test's
-own base dir.
-"""
+"""The leak audit, written once: the session fixture compares host snapshots
+before and after the whole run (anything named podrt), and `audit_daemon_dirs`
+checks everything one test daemon's pods can leave."""
 
 from __future__ import annotations
 
@@ -11,6 +8,8 @@ import os
 from pathlib import Path
 
 import attrs
+
+from tests.support.daemon import DaemonDirs
 
 
 @attrs.frozen
@@ -84,3 +83,36 @@ def snapshot(marker: str = "podrt") -> HostSnapshot:
         cgroups=_cgroups(marker),
         processes=_processes(("conmon", "runc", "catatonit")),
     )
+
+
+def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
+    """What a daemon's pods may leave: mounts, netns pins, IP leases, runc state,
+    sandbox dirs, conmon processes, cgroups. Empty when all pods are removed."""
+    found: dict[str, list[str]] = {}
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if str(d.base) in line.split()[4]]
+    if mounts:
+        found["mounts"] = mounts
+    leases = [p.name for p in (d.base / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()] if (d.base / "ipam").exists() else []
+    if leases:
+        found["ip leases"] = leases
+    for label, directory in (("netns", d.runroot / "netns"), ("runc state", d.runroot / "runc"),
+                             ("sandbox dirs", d.root / "sandboxes"), ("run dirs", d.runroot / "sandboxes"),
+                             ("journal", d.root / "journal"), ("cni cache", d.root / "cni-cache")):
+        if directory.exists() and any(directory.iterdir()):
+            found[label] = [p.name for p in directory.iterdir()]
+    conmons = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"conmon" in cmdline.split(b"\0")[0] and str(d.base).encode() in cmdline:
+                conmons.append(pid)
+    if conmons:
+        found["conmon processes"] = conmons
+    cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob("*/podrt/podrt-*")]
+    if cgroups:
+        found["cgroups"] = cgroups
+    return found

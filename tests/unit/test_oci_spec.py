@@ -16,6 +16,7 @@ from podrt.oci.seccomp import (
     load_localhost_profile,
     profile_for,
 )
+import podrt.oci.spec as spec_module
 from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, build_infra_spec
 from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, ProfileType, SandboxConfig
 
@@ -226,18 +227,27 @@ def test_seccomp_and_paths_for_unprivileged() -> None:
     assert "seccomp" not in build_infra_spec(make_plan(seccomp=None))["linux"]
 
 
-def test_privileged() -> None:
+def test_privileged(monkeypatch: pytest.MonkeyPatch) -> None:
+    held = frozenset(ALL_CAPABILITIES) - {"CAP_SYS_RESOURCE"}  # as on this host
+    monkeypatch.setattr(spec_module, "host_capabilities", lambda: held)
     spec = build_infra_spec(make_plan(privileged=True))
     caps = spec["process"]["capabilities"]
     assert len(ALL_CAPABILITIES) == 41 and len(set(ALL_CAPABILITIES)) == 41
     assert ALL_CAPABILITIES[0] == "CAP_CHOWN" and ALL_CAPABILITIES[21] == "CAP_SYS_ADMIN"
     assert ALL_CAPABILITIES[-1] == "CAP_CHECKPOINT_RESTORE"
     for s in caps.values():
-        assert s == list(ALL_CAPABILITIES)
+        assert s == [c for c in ALL_CAPABILITIES if c != "CAP_SYS_RESOURCE"]
     assert spec["process"]["noNewPrivileges"] is False
     assert "seccomp" not in spec["linux"]  # even though the plan carries one
     assert "maskedPaths" not in spec["linux"] and "readonlyPaths" not in spec["linux"]
     assert spec["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+
+
+def test_host_capabilities_read_from_bounding_set() -> None:
+    held = spec_module.host_capabilities()
+    mask = int(next(line for line in open("/proc/self/status") if line.startswith("CapBnd:")).split()[1], 16)
+    assert ("CAP_SYS_RESOURCE" in held) == bool(mask >> 24 & 1)
+    assert ("CAP_CHOWN" in held) == bool(mask & 1)
 
 
 def test_spec_is_json() -> None:

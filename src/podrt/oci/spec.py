@@ -4,12 +4,14 @@ Modelled on what CRI-O generates for its infra container and on runc's
 `runc spec` defaults, for runc 1.1: a read-only rootfs, a small capability
 set, the pod's namespaces (the network one joined by path, since podrt
 creates the netns before the infra container), and nothing the pause process
-does not need. A pure function of the InfraPlan: no I/O, so it is testable
-without root.
+does not need. A function of the InfraPlan (and, for privileged pods, of the
+host's capability bounding set), testable without root.
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 from podrt.sandbox.model import InfraPlan
@@ -151,10 +153,26 @@ def _process(plan: InfraPlan) -> dict[str, Any]:
     return process
 
 
+@functools.cache
+def host_capabilities() -> frozenset[str]:
+    """The capabilities in podrt's own bounding set. A privileged pod gets these, not
+    all: runc fails ("unable to apply caps") on one the host withholds (this host
+    lacks CAP_SYS_RESOURCE), as containerd also limits privileged to what it has."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            mask = int(line.split()[1], 16)
+            return frozenset(c for bit, c in enumerate(ALL_CAPABILITIES) if mask >> bit & 1)
+    return frozenset(ALL_CAPABILITIES)
+
+
 def _capabilities(privileged: bool) -> dict[str, list[str]]:
     """No inheritable/ambient sets: exec'd programs must not keep capabilities
     they were not given by file capabilities."""
-    caps = list(ALL_CAPABILITIES if privileged else DEFAULT_CAPABILITIES)
+    if privileged:
+        held = host_capabilities()
+        caps = [c for c in ALL_CAPABILITIES if c in held]
+    else:
+        caps = list(DEFAULT_CAPABILITIES)
     return {"bounding": caps, "effective": list(caps), "permitted": list(caps)}
 
 
