@@ -16,6 +16,7 @@ from podrt.cri import hooks
 from podrt.cri.image import ImageService
 from podrt.cri.runtime import RuntimeService
 from podrt.errors import FailedPrecondition
+from podrt.hostcheck import required_binaries
 from podrt.images.pause import ensure_builtin
 from podrt.metrics import Metrics
 from podrt.network.cni import CniInvoker
@@ -61,11 +62,11 @@ class Daemon:
                 name: OciRuntime(h.runtime_path, h.runtime_root, rt.conmon, handler_name=name)
                 for name, h in rt.runtimes.items()
             },
-            pause=ensure_builtin(self.root / "images", Path(config.image.catatonit_path)),
+            pause=None,
             oom_score_adj=effective_oom_score_adj(rt.infra_oom_score_adj),
         )
-        self.sandboxes = SandboxManager(self.deps, journal=self.journal, faults=self.faults, observer=self.metrics, tasks=self.tasks)
-        self.sandboxes.register_steps(self.steps)
+        self.sandboxes = SandboxManager(self.deps, registry=self.steps, journal=self.journal, faults=self.faults,
+                                        observer=self.metrics, tasks=self.tasks)
         self.server = CriServer(
             [RuntimeService(self.status, self.sandboxes), ImageService()],
         )
@@ -94,8 +95,12 @@ class Daemon:
         started = time.perf_counter()
         for directory in (self.root, self.runroot):
             directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+        missing = [f"{r.name}: {r.detail}" for r in required_binaries(self.config) if not r.ok]
+        if missing:
+            raise FailedPrecondition(f"host not ready ({'; '.join(missing)}); `podrt check` says how to fix it")
         self._take_lock()
         try:
+            self.deps.pause = ensure_builtin(self.root / "images", Path(self.config.image.catatonit_path))
             report = await self.journal.replay(self.steps, log)
             if report.transactions:
                 log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
@@ -112,6 +117,7 @@ class Daemon:
         """Stop taking requests, let in-flight transactions finish or unwind."""
         log.info("shutting down")
         self.server.close()
+        self.sandboxes.close()
         await self.tasks.drain(grace)
         await self.server.wait_closed()
         remove_socket(self.socket_path)

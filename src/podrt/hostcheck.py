@@ -36,7 +36,8 @@ def _executable(name: str, path: Path, fix: str) -> CheckResult:
     return CheckResult(name, ok, str(path) if ok else f"{path} not found or not executable", "" if ok else fix)
 
 
-def _binaries(cfg: Config) -> list[CheckResult]:
+def required_binaries(cfg: Config) -> list[CheckResult]:
+    """Also checked by the daemon at start: without these no pod can run."""
     results = [
         _executable(f"runtime {name}", Path(handler.runtime_path), f"{APT_HINT} (or set runtime_path of [podrt.runtime.runtimes.{name}])")
         for name, handler in cfg.runtime.runtimes.items()
@@ -134,7 +135,7 @@ def _oom_score_adj() -> CheckResult:
 
 
 def run_checks(cfg: Config) -> list[CheckResult]:
-    results = _binaries(cfg) + _cni(cfg)
+    results = required_binaries(cfg) + _cni(cfg)
     if os.geteuid() != 0:
         results.append(CheckResult("root", False, "podrt must run as root", "run podrt as root"))
         return results

@@ -27,7 +27,7 @@ class SandboxDeps:
     cni: CniInvoker
     find_network: Callable[[], CniLookup]
     runtimes: dict[str, OciRuntime]
-    pause: PauseImage
+    pause: PauseImage | None  # built at daemon start, after the host check
     oom_score_adj: int | None  # None when this host cannot set a negative value
 
     @property
@@ -63,12 +63,14 @@ class SandboxContext:
     cgroup_parent: str = ""
     cgroups_path: str = ""
     conmon_cgroup: str = ""
+    conmon_cgroup_procs: list[str] = attrs.field(factory=list)
     netns_path: str | None = None
     ips: list[str] = attrs.field(factory=list)
     spec: dict[str, Any] = attrs.field(factory=dict)
     infra_pid: int = 0
     conmon_pid: int = 0
     completed: list[Any] = attrs.field(factory=list)  # the transaction's live records
+    state: Any = None  # the SandboxState the last step saved
 
     @property
     def infra_log_path(self) -> str:

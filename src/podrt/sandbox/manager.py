@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 import attrs
 
-from podrt.errors import DeadlineExceeded, NotFound
+from podrt.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
 from podrt.sandbox.context import SandboxContext, SandboxDeps
@@ -49,6 +49,11 @@ STEP_CLASSES: tuple[type[SandboxStep], ...] = tuple(
 )
 
 
+# Undone last by RemovePodSandbox, and only once all else is gone: while they
+# stand, a failed removal can be retried by ID and the name stays taken.
+RELEASED_LAST = frozenset({Storage.kind, IndexId.kind, ReserveNames.kind})
+
+
 @attrs.define
 class Creation:
     """One in-flight RunPodSandbox, shared by the request and its retries."""
@@ -56,6 +61,7 @@ class Creation:
     task: asyncio.Task[str]
     delivered: bool = False
     waiters: int = 0
+    kept_for_retry: bool = False
 
 
 @attrs.frozen
@@ -65,38 +71,38 @@ class SandboxView:
 
 
 class SandboxManager:
-    def __init__(self, deps: SandboxDeps, *, journal: Journal, faults: FaultPlan | None,
+    def __init__(self, deps: SandboxDeps, *, registry: StepRegistry, journal: Journal, faults: FaultPlan | None,
                  observer: TxObserver | None, tasks: TaskOwner) -> None:
         self.deps = deps
+        self._registry = registry
         self._journal, self._faults, self._observer, self._tasks = journal, faults, observer, tasks
         self._sandboxes: dict[str, SandboxState] = {}
         self._alive: dict[str, bool] = {}
         self._creating: dict[str, Creation] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._claim_timers: dict[str, asyncio.TimerHandle] = {}
-
-    def register_steps(self, registry: StepRegistry) -> None:
-        for cls in STEP_CLASSES:
+        self._expiring: set[str] = set()
+        for cls in STEP_CLASSES:  # the undos a crash replay or a teardown may need
             registry.register(cls.kind, lambda cls=cls: cls(self.deps))
 
     # ---- create -------------------------------------------------------------
 
     async def run(self, cfg: SandboxConfig) -> str:
         check_request(cfg, self.deps.config)
+        if not cfg.host_network and self.deps.find_network().network is None:
+            raise FailedPrecondition(f"network plugin not ready: {self.deps.find_network().message}")
         name = naming.pod_name(cfg)
-        existing = self._creating.get(name)
-        if existing is None:
+        creation = self._creating.get(name)
+        if creation is None:  # from here to the registration below: no await
             owner = self.deps.names.owner(name)
-            if owner is not None and owner in self._sandboxes:
-                view = self.view(owner)
-                if view.ready:
-                    self._claim(owner)
-                    return owner  # the kubelet's retry of a request that already succeeded
-                log.info("removing stale sandbox %s (not ready) to reuse name %s", owner, name)
-                await self.remove(owner)
-            existing = self._creating[name] = Creation(self._tasks.spawn(self._create(cfg, name), name=f"RunPodSandbox {name}"))
-            existing.task.add_done_callback(lambda t, name=name: self._created(name))
-        return await self._wait(existing)
+            known = owner is not None and owner in self._sandboxes
+            if known and owner not in self._expiring and self.view(owner).ready:
+                self._claim(owner)
+                return owner  # the kubelet's retry of a request that already succeeded
+            task = self._tasks.spawn(self._create(cfg, name, stale=owner if known else None), name=f"RunPodSandbox {name}")
+            creation = self._creating[name] = Creation(task)
+            task.add_done_callback(lambda _t, name=name: self._created(name))
+        return await self._wait(creation)
 
     async def _wait(self, creation: Creation) -> str:
         creation.waiters += 1
@@ -110,18 +116,23 @@ class SandboxManager:
             return sandbox_id
         finally:
             creation.waiters -= 1
+            self._keep_if_unclaimed(creation)
 
     def _created(self, name: str) -> None:
-        creation = self._creating.pop(name)
-        if creation.task.cancelled() or creation.task.exception() is not None:
+        self._keep_if_unclaimed(self._creating.pop(name))
+
+    def _keep_if_unclaimed(self, creation: Creation) -> None:
+        """A pod made for callers that all went away is kept a while for their retry."""
+        task = creation.task
+        if not task.done() or task.cancelled() or task.exception() is not None:
             return
-        sandbox_id = creation.task.result()
-        if not creation.delivered and creation.waiters == 0:
-            # Every caller went away: keep the pod for a retry, for a while.
-            timeout = self.deps.config.runtime.sandbox_claim_timeout
-            log.info("sandbox %s created for a client that left; kept %.0fs for a retry", sandbox_id, timeout)
-            loop = asyncio.get_running_loop()
-            self._claim_timers[sandbox_id] = loop.call_later(timeout, self._expire, sandbox_id)
+        if creation.delivered or creation.waiters or creation.kept_for_retry:
+            return
+        creation.kept_for_retry = True
+        sandbox_id = task.result()
+        timeout = self.deps.config.runtime.sandbox_claim_timeout
+        log.info("sandbox %s created for a client that left; kept %.0fs for a retry", sandbox_id, timeout)
+        self._claim_timers[sandbox_id] = asyncio.get_running_loop().call_later(timeout, self._expire, sandbox_id)
 
     def _claim(self, sandbox_id: str) -> None:
         timer = self._claim_timers.pop(sandbox_id, None)
@@ -131,7 +142,25 @@ class SandboxManager:
     def _expire(self, sandbox_id: str) -> None:
         self._claim_timers.pop(sandbox_id, None)
         log.warning("sandbox %s was never claimed by a retry; removing it", sandbox_id)
-        self._tasks.spawn(self.remove(sandbox_id), name=f"expire {sandbox_id}")
+        self._expiring.add(sandbox_id)  # from now on a retry gets a new pod
+        try:
+            self._tasks.spawn(self._remove_expired(sandbox_id), name=f"expire {sandbox_id}")
+        except Unavailable:
+            self._expiring.discard(sandbox_id)  # shutting down: restored (and judged) at next start
+
+    async def _remove_expired(self, sandbox_id: str) -> None:
+        try:
+            await self.remove(sandbox_id)
+        except Exception:
+            log.exception("removing unclaimed sandbox %s failed; the kubelet or a restart will retry", sandbox_id)
+        finally:
+            self._expiring.discard(sandbox_id)
+
+    def close(self) -> None:
+        """At shutdown: unclaimed pods are kept (restored at the next start)."""
+        for timer in self._claim_timers.values():
+            timer.cancel()
+        self._claim_timers.clear()
 
     def _steps(self, cfg: SandboxConfig) -> list[SandboxStep | list[SandboxStep]]:
         skip: set[type[SandboxStep]] = set()
@@ -146,7 +175,10 @@ class SandboxManager:
                 plan.append(group if len(group) > 1 else group[0])
         return plan
 
-    async def _create(self, cfg: SandboxConfig, name: str) -> str:
+    async def _create(self, cfg: SandboxConfig, name: str, stale: str | None) -> str:
+        if stale is not None:  # a dead pod holds the name (CRI-O: stop and remove it, then go on)
+            log.info("removing sandbox %s (not ready) to reuse its name %s", stale, name)
+            await self.remove(stale)
         sandbox_id = naming.new_id()
         ctx = SandboxContext(
             id=sandbox_id,
@@ -161,9 +193,8 @@ class SandboxManager:
                          faults=self._faults, observer=self._observer, log=log)
         ctx.completed = tx.completed
         await tx.run(ctx)
-        state = SandboxState.from_json(Path(self.deps.sandbox_dir(sandbox_id), "state.json").read_bytes(),
-                                       str(self.deps.sandbox_dir(sandbox_id) / "state.json"))
-        self._sandboxes[sandbox_id] = state
+        assert ctx.state is not None  # the last step saved it
+        self._sandboxes[sandbox_id] = ctx.state
         self._alive[sandbox_id] = True
         return sandbox_id
 
@@ -192,14 +223,12 @@ class SandboxManager:
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
 
-    def _records(self, state: SandboxState, *, stop_phase: bool | None) -> list[list[object]]:
+    def _records(self, state: SandboxState, *, stop_phase: bool) -> list[list[object]]:
         kinds = {cls.kind: cls.stop_phase for cls in STEP_CLASSES}
-        return [r for r in state.records if stop_phase is None or kinds.get(str(r[1])) == stop_phase]
+        return [r for r in state.records if kinds.get(str(r[1])) == stop_phase]
 
     async def _teardown(self, sandbox_id: str, records: list[list[object]], what: str) -> None:
-        registry = StepRegistry()
-        self.register_steps(registry)
-        failures = await teardown(records, registry, log=log)
+        failures = await teardown(records, self._registry, log=log)
         if failures:
             detail = "; ".join(f"{f.step}: {f.error}" for f in failures)
             raise RuntimeError(f"{what} of pod sandbox {sandbox_id} incomplete: {detail}")
@@ -230,7 +259,9 @@ class SandboxManager:
             state = self._sandboxes.get(sandbox_id)
             if state is None:
                 return
-            await self._teardown(sandbox_id, self._records(state, stop_phase=False), "remove")
+            records = self._records(state, stop_phase=False)
+            await self._teardown(sandbox_id, [r for r in records if r[1] not in RELEASED_LAST], "remove")
+            await self._teardown(sandbox_id, [r for r in records if r[1] in RELEASED_LAST], "remove")
             self._sandboxes.pop(sandbox_id, None)
             self._alive.pop(sandbox_id, None)
         self._locks.pop(sandbox_id, None)

@@ -43,6 +43,8 @@ async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
     for sandbox_id, cache in deps.cni.cached_sandbox_ids().items():
         if sandbox_id not in known:
             await attempt(f"CNI attachment of {sandbox_id}", deps.cni.delete_cached(cache))
+    for tmp in deps.cni.cache_dir.glob(".*.tmp"):  # a write a crash cut short
+        tmp.unlink(missing_ok=True)
     for pin in _children(Path(deps.config.network.netns_dir)):
         if pin.name not in known:
             await attempt(f"netns {pin}", remove_netns(pin))

@@ -11,7 +11,9 @@ import os
 import re
 from typing import Iterable, Mapping
 
+from podrt import cgroups
 from podrt.config import Config
+from podrt.oci.seccomp import profile_for
 from podrt.errors import InvalidArgument
 from podrt.sandbox.model import ProfileType, SandboxConfig
 
@@ -141,5 +143,10 @@ def check_request(cfg: SandboxConfig, config: Config) -> None:
                 ipaddress.ip_address(pm.host_ip)
             except ValueError:
                 raise InvalidArgument(f"invalid port mapping host_ip {pm.host_ip!r}") from None
+    cgroups.sandbox_cgroup(config.runtime.cgroup_manager, cfg.cgroup_parent, "0" * 64)  # raises on a bad parent
     if cfg.seccomp.type == ProfileType.LOCALHOST and not os.path.isabs(cfg.seccomp.localhost_ref):
         raise InvalidArgument(f"seccomp localhost profile {cfg.seccomp.localhost_ref!r} must be an absolute path")
+    try:  # read the profile now, before anything is created for the pod
+        profile_for(cfg.seccomp.type, cfg.seccomp.localhost_ref, privileged=cfg.privileged, enabled=config.runtime.seccomp_enabled)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None

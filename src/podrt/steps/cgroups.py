@@ -21,17 +21,18 @@ class CgroupParent(SandboxStep):
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
         manager = self.deps.config.runtime.cgroup_manager
         parent, path = cgroups.sandbox_cgroup(manager, ctx.config.cgroup_parent, ctx.id)
-        ctx.cgroup_parent, ctx.cgroups_path = parent, path
-        if manager == "systemd":  # systemd owns the tree; nothing for podrt to make or remove
-            return {"manager": manager, "remove": []}
-        ctx.conmon_cgroup = cgroups.conmon_cgroup(parent, ctx.id)
-        prune = parent if parent == cgroups.DEFAULT_CGROUPFS_PARENT else None
-        return {"manager": manager, "remove": [path, ctx.conmon_cgroup], "prune_parent": prune}
+        data: dict[str, Any] = {"parent": parent, "path": path, "conmon": "", "remove": []}
+        if manager == "cgroupfs":  # with systemd, systemd owns the tree: nothing to make or remove
+            conmon = cgroups.conmon_cgroup(parent, ctx.id)
+            prune = parent if parent == cgroups.DEFAULT_CGROUPFS_PARENT else None
+            data.update(conmon=conmon, remove=[path, conmon], prune_parent=prune)
+        return data
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+        ctx.cgroup_parent, ctx.cgroups_path, ctx.conmon_cgroup = data["parent"], data["path"], data["conmon"]
         if ctx.conmon_cgroup:
             try:
-                cgroups.create(ctx.conmon_cgroup)
+                ctx.conmon_cgroup_procs = cgroups.create(ctx.conmon_cgroup)
             except BaseException:
                 await self.undo(data)
                 raise

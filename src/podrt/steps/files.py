@@ -22,10 +22,10 @@ def render_resolv_conf(dns: DnsConfig) -> str:
 
 
 def pod_hostname(ctx: SandboxContext) -> str:
-    """CRI-O's rule: host network takes the host's name, else the requested one or the ID's first 12."""
-    if ctx.config.host_network:
-        return socket.gethostname()
-    return ctx.config.hostname or ctx.id[:12]
+    """CRI-O's rule: the requested name, else the host's (host network) or the ID's first 12."""
+    if ctx.config.hostname:
+        return ctx.config.hostname
+    return socket.gethostname() if ctx.config.host_network else ctx.id[:12]
 
 
 class HostFiles(SandboxStep):

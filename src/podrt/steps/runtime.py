@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podrt import cgroups
+from podrt.errors import FailedPrecondition, InvalidArgument
+from podrt.oci.runtime import OciRuntime, OciRuntimeError
 from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
 
+SYSCTL_REFUSED = "write /proc/sys/"  # runc's words when the kernel rejects a sysctl
 STOP_TIMEOUT = 10.0
 CREATE_TIMEOUT = 60.0
 
@@ -21,19 +23,23 @@ class InfraStart(SandboxStep):
         return {"id": ctx.id, "handler": ctx.runtime_handler, "stop_signal": self.deps.pause.stop_signal}
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
-        runtime = self.deps.runtimes[ctx.runtime_handler]
+        runtime = self._runtime(ctx.runtime_handler)
         run = self.deps.run_dir(ctx.id)
-        procs = cgroups.create(ctx.conmon_cgroup) if ctx.conmon_cgroup else []
-        proc = await runtime.create(
-            ctx.id,
-            run,
-            log_path=Path(ctx.infra_log_path),
-            exit_dir=run / "exits",
-            persist_dir=run / "conmon",
-            socket_dir=run,
-            conmon_cgroup_procs=[Path(p) for p in procs],
-            timeout=CREATE_TIMEOUT,
-        )
+        try:
+            proc = await runtime.create(
+                ctx.id,
+                run,
+                log_path=Path(ctx.infra_log_path),
+                exit_dir=run / "exits",
+                persist_dir=run / "conmon",
+                socket_dir=run,
+                conmon_cgroup_procs=[Path(p) for p in ctx.conmon_cgroup_procs],
+                timeout=CREATE_TIMEOUT,
+            )
+        except OciRuntimeError as exc:
+            if SYSCTL_REFUSED in str(exc):  # the request's value, which only the kernel can judge
+                raise InvalidArgument(f"a sysctl value was refused by the kernel: {exc}") from None
+            raise
         try:
             await runtime.start(ctx.id)
         except BaseException:
@@ -42,7 +48,13 @@ class InfraStart(SandboxStep):
         ctx.infra_pid, ctx.conmon_pid = proc.pid, proc.conmon_pid
         data.update(pid=proc.pid, conmon_pid=proc.conmon_pid)
 
+    def _runtime(self, handler: str) -> OciRuntime:
+        try:
+            return self.deps.runtimes[handler]
+        except KeyError:
+            raise FailedPrecondition(f"runtime handler {handler!r} is no longer configured; add it back to stop its pods") from None
+
     async def undo(self, data: dict[str, Any]) -> None:
-        runtime = self.deps.runtimes[data["handler"]]
+        runtime = self._runtime(data["handler"])
         await runtime.stop(data["id"], timeout=STOP_TIMEOUT, stop_signal=data["stop_signal"])
         await runtime.delete(data["id"])

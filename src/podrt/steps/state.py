@@ -23,7 +23,7 @@ class SaveState(SandboxStep):
         if ctx.ips:  # CNI ran beside the infra start, after the spec was written
             ctx.spec["annotations"][IP_ANNOTATION] = ",".join(ctx.ips)
             write_spec(InfraSpec(self.deps).record(ctx)["files"], ctx.spec)
-        save_state(ctx, data["path"])
+        ctx.state = save_state(ctx, data["path"])
 
     async def undo(self, data: dict[str, Any]) -> None:
         try:

@@ -33,6 +33,7 @@ class Storage(SandboxStep):
         return {
             "dirs": [str(self.deps.sandbox_dir(ctx.id)), str(self.deps.run_dir(ctx.id))],
             "log_dir": str(log_dir),
+            "log_file": ctx.infra_log_path,
             "log_dir_created": not log_dir.exists(),  # decided before do(): undo may run after a crash
         }
 
@@ -53,5 +54,12 @@ class Storage(SandboxStep):
         for d in data["dirs"]:
             if os.path.lexists(d):
                 shutil.rmtree(d)
-        if data["log_dir_created"] and os.path.lexists(data["log_dir"]):
-            shutil.rmtree(data["log_dir"])
+        try:
+            os.unlink(data["log_file"])  # the infra's own log; the kubelet owns the rest
+        except FileNotFoundError:
+            pass
+        if data["log_dir_created"]:
+            try:
+                os.rmdir(data["log_dir"])  # only if empty: another attempt of the pod may log there
+            except OSError:
+                pass
