@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
 import attrs
 
+from podrt.aio import await_shielded, finish_in_thread
 from podrt.fsutil import atomic_write, fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -339,19 +340,6 @@ class Journal:
         return report
 
 
-async def _await_shielded(task: asyncio.Future[Any]) -> bool:
-    """Wait for `task` however often we are cancelled meanwhile; return whether we were."""
-    cancelled = False
-    while True:
-        try:
-            await asyncio.shield(task)
-            return cancelled
-        except asyncio.CancelledError:
-            if task.cancelled():  # the task itself was cancelled (e.g. loop shutdown)
-                raise
-            cancelled = True
-
-
 class Transaction:
     """Run steps in order; on failure or cancellation undo the completed ones, newest first."""
 
@@ -388,7 +376,7 @@ class Transaction:
                 if jf:
                     for step, data in zip(group, datas):
                         if step.journaled:
-                            jf.intent(step.name, step.kind, data)
+                            await finish_in_thread(jf.intent, step.name, step.kind, data)
                 in_flight[:] = [step.name for step in group]
                 if self._faults:
                     for step in group:
@@ -405,10 +393,10 @@ class Transaction:
                     for step in group:
                         self._faults.check(step.name, "after")
             if jf:  # inside the try: if the commit cannot be made durable, roll back instead
-                jf.discard()
+                await finish_in_thread(jf.discard)
         except BaseException as exc:
             task = asyncio.ensure_future(self._rollback(records, jf, in_flight))
-            cancelled = await _await_shielded(task)  # a cancelled RPC must not interrupt rollback
+            cancelled = await await_shielded(task)  # a cancelled RPC must not interrupt rollback
             undos_run, failures = task.result()
             report = self._finish(start, current, records, undos_run, failures)
             for f in failures:
@@ -441,7 +429,7 @@ class Transaction:
         except asyncio.CancelledError:
             for task in tasks:
                 task.cancel()
-            await _await_shielded(asyncio.gather(*tasks, return_exceptions=True))
+            await await_shielded(asyncio.gather(*tasks, return_exceptions=True))
             raise
         finally:
             for step, data, task in zip(group, datas, tasks):

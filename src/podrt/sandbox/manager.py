@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 import attrs
 
+from podrt.aio import finish_in_thread
 from podrt.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
@@ -246,7 +247,7 @@ class SandboxManager:
             await self._teardown(sandbox_id, self._records(state, stop_phase=True), "stop")
             state.stopped = True
             self._alive[sandbox_id] = False
-            state.save()
+            await finish_in_thread(state.save)
 
     async def remove(self, id_prefix: str) -> None:
         try:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from podrt.aio import finish_in_thread
 from podrt.errors import InvalidArgument
 from podrt.fsutil import atomic_write
 from podrt.oci.seccomp import profile_for
@@ -62,7 +63,7 @@ class InfraSpec(SandboxStep):
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         ctx.spec = build_infra_spec(self.plan(ctx))
         try:
-            write_spec(data["files"], ctx.spec)
+            await finish_in_thread(write_spec, data["files"], ctx.spec)
         except BaseException:
             await self.undo(data)
             raise

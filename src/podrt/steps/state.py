@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from podrt.aio import finish_in_thread
 from podrt.sandbox.annotations import IP_ANNOTATION
 from podrt.sandbox.context import SandboxContext
 from podrt.sandbox.store import STATE_FILE, save_state
@@ -22,8 +23,8 @@ class SaveState(SandboxStep):
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         if ctx.ips:  # CNI ran beside the infra start, after the spec was written
             ctx.spec["annotations"][IP_ANNOTATION] = ",".join(ctx.ips)
-            write_spec(InfraSpec(self.deps).record(ctx)["files"], ctx.spec)
-        ctx.state = save_state(ctx, data["path"])
+            await finish_in_thread(write_spec, InfraSpec(self.deps).record(ctx)["files"], ctx.spec)
+        ctx.state = await finish_in_thread(save_state, ctx, data["path"])
 
     async def undo(self, data: dict[str, Any]) -> None:
         try:
