@@ -28,7 +28,3 @@ def umount(target: str) -> None:
         if err not in (EINVAL, ENOENT):
             raise OSError(err, f"umount {target}: {os.strerror(err)}")
 
-
-def is_mounted(target: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)

@@ -12,8 +12,8 @@ from podrt import cgroups
 from podrt.config import Config, RuntimeConfig
 from podrt.errors import InvalidArgument
 from podrt.sandbox import naming
-from podrt.sandbox.model import DnsConfig, NamespaceOptions, NsMode, PortMapping, SandboxConfig
-from podrt.sandbox.validate import check_request
+from podrt.sandbox.model import DnsConfig, NamespaceOptions, NsMode, PortMapping, ProfileType, SandboxConfig, SeccompProfile
+from podrt.sandbox.validate import check_request, pod_sysctls, seccomp_profile
 from podrt.steps.files import render_resolv_conf
 from podrt.steps.storage import ensure_sane_log_path
 
@@ -132,3 +132,22 @@ def test_log_path_symlink_is_replaced_and_directory_refused(tmp_path: Path) -> N
     regular.write_text("x")
     ensure_sane_log_path(regular)  # an existing log file is kept
     assert regular.read_text() == "x"
+
+
+def test_default_sysctls_under_the_requests_and_skipped_for_host_namespaces() -> None:
+    config = Config(runtime=RuntimeConfig(default_sysctls=("net.ipv4.ping_group_range=0 1", "kernel.shm_rmid_forced=1")))
+    assert pod_sysctls(_cfg(sysctls={"kernel.shm_rmid_forced": "0"}), config) == {
+        "net.ipv4.ping_group_range": "0 1", "kernel.shm_rmid_forced": "0"}
+    host = _cfg(namespaces=NamespaceOptions(network=NsMode.NODE, ipc=NsMode.NODE))
+    assert pod_sysctls(host, config) == {}
+
+
+def test_runtime_default_seccomp_from_the_configured_file(tmp_path: Path) -> None:
+    profile = tmp_path / "seccomp.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_LOG", "syscalls": []}')
+    cfg = _cfg(seccomp=SeccompProfile(ProfileType.RUNTIME_DEFAULT))
+    assert seccomp_profile(cfg, Config(runtime=RuntimeConfig(seccomp_profile=str(profile))))["defaultAction"] == "SCMP_ACT_LOG"
+    assert seccomp_profile(cfg, Config())["defaultAction"] == "SCMP_ACT_ERRNO"  # the builtin one
+    assert seccomp_profile(cfg, Config(runtime=RuntimeConfig(seccomp_enabled=False))) is None
+    with pytest.raises(InvalidArgument, match="seccomp"):
+        check_request(cfg, Config(runtime=RuntimeConfig(seccomp_profile=str(tmp_path / "missing.json"))))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import attrs
 
 from podrt.api.runtime import v1 as cri
@@ -38,25 +36,12 @@ class RuntimeService(cri.RuntimeServiceBase):
     async def pod_sandbox_status(self, pod_sandbox_status_request: cri.PodSandboxStatusRequest) -> cri.PodSandboxStatusResponse:
         req = pod_sandbox_status_request
         view = self._sandboxes.view(self._sandboxes.resolve(req.pod_sandbox_id))
-        info = await self._verbose(view) if req.verbose else None
+        info = await self._sandboxes.inspect(view) if req.verbose else None
         return conv.pod_sandbox_status(view, info)
-
-    async def _verbose(self, view: SandboxView) -> dict[str, object]:
-        spec_path = self._sandboxes.deps.sandbox_dir(view.state.id) / "config.json"
-        runtime = self._sandboxes.deps.runtimes.get(view.state.runtime_handler)
-        return {
-            "runtimeSpec": json.loads(spec_path.read_text()) if spec_path.exists() else None,
-            "runtimeState": await runtime.state(view.state.id) if runtime else None,
-            "pid": view.state.infra_pid,
-            "netnsPath": view.state.netns_path,
-            "ips": view.state.ips,
-        }
 
     async def list_pod_sandbox(self, list_pod_sandbox_request: cri.ListPodSandboxRequest) -> cri.ListPodSandboxResponse:
         f = list_pod_sandbox_request.filter
-        ids = None
-        if f.id:
-            ids = self._sandboxes.deps.ids.matching(f.id)
+        ids = self._sandboxes.matching_ids(f.id) if f.id else None
         want_state = f.state.state if f.is_set("state") else None
         selector = dict(f.label_selector)
 

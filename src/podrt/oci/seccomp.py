@@ -173,9 +173,11 @@ def load_localhost_profile(path: str) -> dict[str, Any]:
 
 
 def profile_for(
-    profile_type: ProfileType, localhost_ref: str, *, privileged: bool, enabled: bool
+    profile_type: ProfileType, localhost_ref: str, *, privileged: bool, enabled: bool, default_path: str = ""
 ) -> dict[str, Any] | None:
     """The linux.seccomp object for a pod's infra container, None for none.
+    RuntimeDefault is the builtin profile, or the file `default_path` names
+    (podrt.runtime.seccomp_profile, like CRI-O's seccomp_profile).
 
     Raises ValueError for a Localhost reference that is not an absolute path
     or does not load.
@@ -183,7 +185,7 @@ def profile_for(
     if privileged or not enabled or profile_type == ProfileType.UNCONFINED:
         return None
     if profile_type == ProfileType.RUNTIME_DEFAULT:
-        return default_profile()
+        return load_localhost_profile(default_path) if default_path else default_profile()
     if profile_type == ProfileType.LOCALHOST:
         if not os.path.isabs(localhost_ref):
             raise ValueError(f"seccomp localhost profile must be an absolute path, got {localhost_ref!r}")

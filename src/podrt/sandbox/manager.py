@@ -9,6 +9,7 @@ kept for the kubelet's retry with the same name; unclaimed, it is removed after
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -213,6 +214,22 @@ class SandboxManager:
             raise NotFound(f"pod sandbox {sandbox_id} not found")
         ready = not state.stopped and self._alive.get(sandbox_id, False) and not self._exit_file(sandbox_id).exists()
         return SandboxView(state, ready)
+
+    def matching_ids(self, prefix: str) -> list[str]:
+        return self.deps.ids.matching(prefix)
+
+    async def inspect(self, view: SandboxView) -> dict[str, object]:
+        """PodSandboxStatus' verbose info: the OCI spec and runc's view of the infra."""
+        spec_path = self.deps.sandbox_dir(view.state.id) / "config.json"
+        runtime = self.deps.runtimes.get(view.state.runtime_handler)
+        spec = await asyncio.to_thread(spec_path.read_text) if spec_path.exists() else None
+        return {
+            "runtimeSpec": json.loads(spec) if spec else None,
+            "runtimeState": await runtime.state(view.state.id) if runtime else None,
+            "pid": view.state.infra_pid,
+            "netnsPath": view.state.netns_path,
+            "ips": view.state.ips,
+        }
 
     def list(self, match: Callable[[SandboxView], bool] = lambda _v: True, ids: Iterable[str] | None = None) -> list[SandboxView]:
         chosen = self._sandboxes if ids is None else [i for i in ids if i in self._sandboxes]

@@ -121,6 +121,26 @@ def check_metadata(cfg: SandboxConfig) -> None:
             raise InvalidArgument(f"invalid metadata.{field} {value!r}: no whitespace, '_' or '/'")
 
 
+def seccomp_profile(cfg: SandboxConfig, config: Config) -> dict | None:
+    """The pod's seccomp profile; ValueError when a profile file does not load."""
+    rt = config.runtime
+    return profile_for(cfg.seccomp.type, cfg.seccomp.localhost_ref, privileged=cfg.privileged,
+                       enabled=rt.seccomp_enabled, default_path=rt.seccomp_profile)
+
+
+def pod_sysctls(cfg: SandboxConfig, config: Config) -> dict[str, str]:
+    """podrt.runtime.default_sysctls under the request's own; defaults that a host
+    namespace makes moot (net.* on the host network, IPC ones with host IPC) are left out."""
+    out = {}
+    for item in config.runtime.default_sysctls:
+        key, value = item.split("=", 1)
+        if (cfg.host_network and key.startswith("net.")) or (cfg.host_ipc and key.startswith(_IPC_SYSCTLS)):
+            continue
+        out[key] = value
+    out.update(cfg.sysctls)
+    return out
+
+
 def check_request(cfg: SandboxConfig, config: Config) -> None:
     """Every check that needs no host state, in the order a person would fix them."""
     check_metadata(cfg)
@@ -147,6 +167,6 @@ def check_request(cfg: SandboxConfig, config: Config) -> None:
     if cfg.seccomp.type == ProfileType.LOCALHOST and not os.path.isabs(cfg.seccomp.localhost_ref):
         raise InvalidArgument(f"seccomp localhost profile {cfg.seccomp.localhost_ref!r} must be an absolute path")
     try:  # read the profile now, before anything is created for the pod
-        profile_for(cfg.seccomp.type, cfg.seccomp.localhost_ref, privileged=cfg.privileged, enabled=config.runtime.seccomp_enabled)
+        seccomp_profile(cfg, config)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None

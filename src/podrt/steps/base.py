@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from podrt.rollback import Step
-from podrt.sandbox.context import SandboxContext, SandboxDeps
+from podrt.sandbox.context import SandboxDeps
 
 
 class SandboxStep(Step):
@@ -16,5 +16,3 @@ class SandboxStep(Step):
     def __init__(self, deps: SandboxDeps) -> None:
         self.deps = deps
 
-    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:  # type: ignore[override]
-        raise NotImplementedError

@@ -10,11 +10,11 @@ from typing import Any
 from podrt.aio import finish_in_thread
 from podrt.errors import InvalidArgument
 from podrt.fsutil import atomic_write
-from podrt.oci.seccomp import profile_for
 from podrt.oci.spec import build_infra_spec
 from podrt.sandbox.annotations import sandbox_annotations
 from podrt.sandbox.context import SandboxContext
 from podrt.sandbox.model import InfraPlan
+from podrt.sandbox.validate import pod_sysctls, seccomp_profile
 from podrt.steps.base import SandboxStep
 
 
@@ -39,7 +39,7 @@ class InfraSpec(SandboxStep):
     def plan(self, ctx: SandboxContext) -> InfraPlan:
         cfg, rt = ctx.config, self.deps.config.runtime
         try:
-            seccomp = profile_for(cfg.seccomp.type, cfg.seccomp.localhost_ref, privileged=cfg.privileged, enabled=rt.seccomp_enabled)
+            seccomp = seccomp_profile(cfg, self.deps.config)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
         return InfraPlan(
@@ -55,7 +55,7 @@ class InfraSpec(SandboxStep):
             cgroups_path=ctx.cgroups_path,
             oom_score_adj=self.deps.oom_score_adj,
             cpu_shares=rt.infra_cpu_shares,
-            sysctls=dict(cfg.sysctls),
+            sysctls=pod_sysctls(cfg, self.deps.config),
             seccomp=seccomp,
             annotations=sandbox_annotations(ctx, self.deps.pause.stop_signal),
         )
