@@ -98,7 +98,8 @@ def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
         found["ip leases"] = leases
     for label, directory in (("netns", d.runroot / "netns"), ("runc state", d.runroot / "runc"),
                              ("sandbox dirs", d.root / "sandboxes"), ("run dirs", d.runroot / "sandboxes"),
-                             ("journal", d.root / "journal"), ("cni cache", d.root / "cni-cache")):
+                             ("journal", d.root / "journal"), ("cni cache", d.root / "cni-cache"),
+                             ("pod log dirs", d.base / "logs")):
         if directory.exists() and any(directory.iterdir()):
             found[label] = [p.name for p in directory.iterdir()]
     conmons = []

@@ -12,8 +12,9 @@ from podrt import cgroups
 from podrt.config import Config, RuntimeConfig
 from podrt.errors import InvalidArgument
 from podrt.sandbox import naming
-from podrt.sandbox.model import DnsConfig, NamespaceOptions, NsMode, PortMapping, ProfileType, SandboxConfig, SeccompProfile
+from podrt.sandbox.model import DnsConfig, NamespaceOptions, NsMode, PortMapping, ProfileType, SandboxConfig, SeccompProfile, SelinuxOptions
 from podrt.sandbox.validate import check_request, pod_sysctls, seccomp_profile
+from podrt.selinux import process_label
 from podrt.steps.files import render_resolv_conf
 from podrt.steps.storage import ensure_sane_log_path
 
@@ -151,3 +152,13 @@ def test_runtime_default_seccomp_from_the_configured_file(tmp_path: Path) -> Non
     assert seccomp_profile(cfg, Config(runtime=RuntimeConfig(seccomp_enabled=False))) is None
     with pytest.raises(InvalidArgument, match="seccomp"):
         check_request(cfg, Config(runtime=RuntimeConfig(seccomp_profile=str(tmp_path / "missing.json"))))
+
+
+def test_selinux_label_only_when_on_and_not_for_host_pid_or_ipc() -> None:
+    opts = SelinuxOptions(user="u", role="r", type="t", level="s0:c1,c2")
+    assert process_label(_cfg(selinux=opts), selinux_on=True) == "u:r:t:s0:c1,c2"
+    assert process_label(_cfg(selinux=SelinuxOptions(level="s0")), selinux_on=True) == "system_u:system_r:container_t:s0"
+    assert process_label(_cfg(selinux=opts), selinux_on=False) == ""
+    assert process_label(_cfg(selinux=opts, namespaces=NamespaceOptions(pid=NsMode.NODE)), selinux_on=True) == ""
+    assert process_label(_cfg(selinux=opts, namespaces=NamespaceOptions(ipc=NsMode.NODE)), selinux_on=True) == ""
+    assert process_label(_cfg(), selinux_on=True) == ""

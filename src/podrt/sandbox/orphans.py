@@ -55,6 +55,7 @@ async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
     for run_dir in _children(deps.runroot / "sandboxes"):
         if run_dir.name not in known:
             await attempt(f"run dir {run_dir}", _remove_dir(run_dir))
+            await attempt(f"default log dir of {run_dir.name}", _remove_default_log(deps, run_dir.name))
     for state_dir in _children(deps.root / "sandboxes"):
         if state_dir.name not in known:
             await attempt(f"state dir {state_dir}", _remove_dir(state_dir))
@@ -82,6 +83,16 @@ def _orphan_cgroups(deps: SandboxDeps, known: set[str]) -> dict[str, str]:
 async def _stop_delete(runtime, container_id: str) -> None:  # type: ignore[no-untyped-def]
     await runtime.stop(container_id, timeout=5.0)
     await runtime.delete(container_id)
+
+
+async def _remove_default_log(deps: SandboxDeps, sandbox_id: str) -> None:
+    """The infra log in `<log_dir>/<id>` (a kubelet-given log dir is unknown without state)."""
+    log_dir = Path(deps.config.log_dir) / sandbox_id
+    (log_dir / f"{sandbox_id}.log").unlink(missing_ok=True)
+    try:
+        log_dir.rmdir()
+    except FileNotFoundError:
+        pass
 
 
 async def _remove_dir(directory: Path) -> None:

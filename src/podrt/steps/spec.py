@@ -15,6 +15,7 @@ from podrt.sandbox.annotations import sandbox_annotations
 from podrt.sandbox.context import SandboxContext
 from podrt.sandbox.model import InfraPlan
 from podrt.sandbox.validate import pod_sysctls, seccomp_profile
+from podrt.selinux import process_label
 from podrt.steps.base import SandboxStep
 
 
@@ -58,6 +59,7 @@ class InfraSpec(SandboxStep):
             sysctls=pod_sysctls(cfg, self.deps.config),
             seccomp=seccomp,
             annotations=sandbox_annotations(ctx, self.deps.pause.stop_signal),
+            selinux_label=process_label(cfg),
         )
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
