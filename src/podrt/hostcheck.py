@@ -17,6 +17,7 @@ import attrs
 
 from podrt.config import Config
 from podrt.network.cniconf import find_network
+from podrt.oom import can_set
 
 APT_HINT = "apt-get install -y runc conmon containernetworking-plugins catatonit iproute2 iptables"
 BASE_CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
@@ -125,7 +126,7 @@ def _netns() -> CheckResult:
 
 def _oom_score_adj() -> CheckResult:
     """Negative OOM scores need CAP_SYS_RESOURCE; without it podrt clamps them."""
-    ok, err = _run(["sh", "-c", "echo -998 > /proc/self/oom_score_adj"])
+    ok = can_set(-998)
     return CheckResult(
         "negative oom_score_adj",
         ok,

@@ -21,10 +21,13 @@ def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "")
         raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
 
 
-def umount(target: str) -> None:
-    """Lazy unmount; idempotent (not mounted or gone is fine)."""
-    if _libc.umount2(target.encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (EINVAL, ENOENT):
-            raise OSError(err, f"umount {target}: {os.strerror(err)}")
+def umount(target: str) -> bool:
+    """Lazy unmount; idempotent (not mounted or gone is fine). Returns whether a
+    mount was detached (call again for stacked mounts)."""
+    if _libc.umount2(os.fsencode(target), MNT_DETACH) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err not in (EINVAL, ENOENT):
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+    return False
 

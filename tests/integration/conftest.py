@@ -16,7 +16,7 @@ import pytest
 from podrt.api.runtime import v1 as cri
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
-from tests.support.leaks import audit_daemon_dirs
+from tests.support.leaks import audit_daemon_dirs, scrub_daemon_dirs
 
 
 TEST_BRIDGE = "podrttest0"
@@ -96,6 +96,7 @@ def _network_dirs() -> Iterator[DaemonDirs]:
     try:
         yield d
     finally:
+        scrub_daemon_dirs(d)
         remove_test_bridge()
         shutil.rmtree(base, ignore_errors=True)
 

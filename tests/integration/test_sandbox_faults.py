@@ -8,6 +8,7 @@ restart, and a client that gives up before the pod is ready.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 import pytest
@@ -51,13 +52,14 @@ async def test_fault_at_every_step_leaks_nothing(net_dirs: DaemonDirs, step: str
 
 @pytest.mark.parametrize("delay_ms", [5, 15, 30, 45, 60, 80])
 async def test_sigkill_mid_creation_then_restart_leaks_nothing(net_dirs: DaemonDirs, delay_ms: int) -> None:
+    """Killed somewhere in the creation (or just after it: both must end clean)."""
     daemon = DaemonProcess(net_dirs).start()
     try:
         async with connect(net_dirs.socket) as c:
             call = asyncio.ensure_future(c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod_config())))
             await asyncio.sleep(delay_ms / 1000)
             daemon.stop(signal.SIGKILL)
-            with pytest.raises(Exception):
+            with contextlib.suppress(Exception):
                 await call
     finally:
         daemon.kill()

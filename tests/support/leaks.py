@@ -4,7 +4,9 @@ checks everything one test daemon's pods can leave."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import attrs
@@ -117,3 +119,21 @@ def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
     if cgroups:
         found["cgroups"] = cgroups
     return found
+
+
+def scrub_daemon_dirs(d: DaemonDirs) -> None:
+    """Safety net after a failed test, before its dirs go: force away its pods'
+    containers, mounts and cgroups so one failure does not poison later tests.
+    (The failing test has already reported the leak.)"""
+    runc_root = d.runroot / "runc"
+    ids = [p.name for p in runc_root.iterdir()] if runc_root.is_dir() else []
+    for cid in ids:
+        subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", cid], capture_output=True)
+    with open("/proc/self/mountinfo") as f:
+        targets = [line.split()[4] for line in f if line.split()[4].startswith(str(d.base))]
+    for target in sorted(targets, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True)
+    for sandbox in (d.root / "sandboxes").iterdir() if (d.root / "sandboxes").is_dir() else []:
+        for cg in Path("/sys/fs/cgroup").glob(f"*/*/podrt*-{sandbox.name}"):
+            with contextlib.suppress(OSError):
+                cg.rmdir()

@@ -74,6 +74,7 @@ def _cfg(**kw: object) -> SandboxConfig:
         (_cfg(name=""), "metadata.name"),
         (_cfg(name="a b"), "metadata.name"),
         (_cfg(namespace="x_y"), "metadata.namespace"),
+        (_cfg(name="a;K8S_POD_NAME=b"), "metadata.name"),  # would break CNI_ARGS
         (_cfg(log_directory="rel/dir"), "log_directory"),
         (_cfg(runtime_handler="kata"), "known: runc"),
         (_cfg(labels={"-bad": "v"}), "label key"),

@@ -6,7 +6,7 @@ import json
 
 from podrt.api.runtime import v1 as cri
 from podrt.errors import InvalidArgument
-from podrt.sandbox.annotations import CONTAINER_NAME_LABEL
+from podrt.sandbox.annotations import infra_labels
 from podrt.sandbox.manager import SandboxView
 from podrt.sandbox.model import (
     DnsConfig,
@@ -43,8 +43,6 @@ def _seccomp(sc: cri.LinuxSandboxSecurityContext) -> SeccompProfile:
 
 def sandbox_config(req: cri.RunPodSandboxRequest) -> SandboxConfig:
     c = req.config
-    if not req.is_set("config") or not c.is_set("metadata") or not c.metadata.name:
-        raise InvalidArgument("PodSandboxConfig.metadata.name must not be empty")
     linux = c.linux
     sc = linux.security_context
     ns = sc.namespace_options
@@ -90,7 +88,7 @@ def _state(view: SandboxView) -> cri.PodSandboxState:
 
 
 def labels(view: SandboxView) -> dict[str, str]:
-    return {**view.state.config.labels, CONTAINER_NAME_LABEL: "POD"}
+    return infra_labels(view.state.config.labels)
 
 
 def pod_sandbox(view: SandboxView) -> cri.PodSandbox:

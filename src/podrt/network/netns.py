@@ -23,8 +23,6 @@ about 4-5 ms per create and under 1 ms per remove, small next to CNI ADD
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import errno
 import os
 import re
@@ -32,12 +30,9 @@ import shutil
 import time
 from pathlib import Path
 
-DEFAULT_NETNS_DIR = Path("/run/podrt/netns")
-CREATE_TIMEOUT = 10.0
-_MNT_DETACH = 2
+from podrt import mounts
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+CREATE_TIMEOUT = 10.0
 
 
 class NetnsError(OSError):
@@ -75,15 +70,13 @@ def _unpin(path: Path) -> None:
     Unlink is retried on EBUSY: after a cancelled create, unshare's helper child
     may still land its mount a moment after our umount.
     """
-    raw = os.fsencode(path)
     for attempt in range(20):
         for _ in range(16):
-            if _libc.umount2(raw, _MNT_DETACH) == 0:
-                continue
-            err = ctypes.get_errno()
-            if err in (errno.EINVAL, errno.ENOENT):  # not a mount point / gone
-                break
-            raise NetnsError(err, f"umount {path}: {os.strerror(err)}")
+            try:
+                if not mounts.umount(str(path)):
+                    break  # not a mount point (any more), or gone
+            except OSError as exc:
+                raise NetnsError(exc.errno, str(exc)) from None
         try:
             os.unlink(path)
             return

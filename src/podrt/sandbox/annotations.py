@@ -7,9 +7,11 @@ them; podrt's own keys are io.podrt.*.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import attrs
+
+from podrt.sandbox.naming import INFRA_CONTAINER_NAME
 
 if TYPE_CHECKING:
     from podrt.sandbox.context import SandboxContext
@@ -17,6 +19,11 @@ if TYPE_CHECKING:
 CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
 PREFIX = "io.podrt."
 IP_ANNOTATION = PREFIX + "ip"  # set once CNI has answered (see steps/state.py)
+
+
+def infra_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """The pod's labels plus the one that marks its infra container."""
+    return {**labels, CONTAINER_NAME_LABEL: INFRA_CONTAINER_NAME}
 
 
 def sandbox_annotations(ctx: "SandboxContext", stop_signal: str) -> dict[str, str]:
@@ -31,7 +38,7 @@ def sandbox_annotations(ctx: "SandboxContext", stop_signal: str) -> dict[str, st
             "io.kubernetes.cri.sandbox-uid": cfg.uid,
             "io.kubernetes.cri.sandbox-log-directory": ctx.log_directory,
             PREFIX + "metadata": json.dumps({"name": cfg.name, "uid": cfg.uid, "namespace": cfg.namespace, "attempt": cfg.attempt}),
-            PREFIX + "labels": json.dumps({**cfg.labels, CONTAINER_NAME_LABEL: "POD"}),
+            PREFIX + "labels": json.dumps(infra_labels(cfg.labels)),
             PREFIX + "annotations": json.dumps(dict(cfg.annotations)),
             PREFIX + "created": str(ctx.created_at),
             PREFIX + "log-path": ctx.infra_log_path,

@@ -15,12 +15,14 @@ from podrt import cgroups
 from podrt.config import Config
 from podrt.oci.seccomp import profile_for
 from podrt.errors import InvalidArgument
-from podrt.sandbox.model import ProfileType, SandboxConfig
+from podrt.sandbox.model import SandboxConfig
 
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?")
-_NAME_PART = re.compile(r"[^\s_/]+")  # goes into k8s_<name>_<ns>_<uid>_<attempt>
+# Kubernetes object names (DNS subdomains; any case for UIDs): they go into
+# k8s_<name>_<ns>_<uid>_<attempt> and into CNI_ARGS, where ';' or '=' would break it.
+_NAME_PART = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _SYSCTL = re.compile(r"[a-z0-9_][a-z0-9_./-]*")
 _DNS_TOKEN = re.compile(r"[^\s#;]+")
 
@@ -118,7 +120,7 @@ def check_metadata(cfg: SandboxConfig) -> None:
     for field in ("name", "namespace", "uid"):
         value = getattr(cfg, field)
         if value and not _NAME_PART.fullmatch(value):
-            raise InvalidArgument(f"invalid metadata.{field} {value!r}: no whitespace, '_' or '/'")
+            raise InvalidArgument(f"invalid metadata.{field} {value!r}: must be a Kubernetes name (letters, digits, '-' and '.', at most 253)")
 
 
 def seccomp_profile(cfg: SandboxConfig, config: Config) -> dict | None:
@@ -164,8 +166,6 @@ def check_request(cfg: SandboxConfig, config: Config) -> None:
             except ValueError:
                 raise InvalidArgument(f"invalid port mapping host_ip {pm.host_ip!r}") from None
     cgroups.sandbox_cgroup(config.runtime.cgroup_manager, cfg.cgroup_parent, "0" * 64)  # raises on a bad parent
-    if cfg.seccomp.type == ProfileType.LOCALHOST and not os.path.isabs(cfg.seccomp.localhost_ref):
-        raise InvalidArgument(f"seccomp localhost profile {cfg.seccomp.localhost_ref!r} must be an absolute path")
     try:  # read the profile now, before anything is created for the pod
         seccomp_profile(cfg, config)
     except ValueError as exc:
