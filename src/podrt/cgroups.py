@@ -55,6 +55,10 @@ def controllers() -> list[Path]:
     return sorted(p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink())
 
 
+def exists(path: str) -> bool:
+    return any((ctl / path.lstrip("/")).is_dir() for ctl in controllers())
+
+
 def create(path: str, names: tuple[str, ...] = CONMON_CONTROLLERS) -> list[str]:
     """Create `path` in the given v1 controllers; returns the cgroup.procs files."""
     procs = []

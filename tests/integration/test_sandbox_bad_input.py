@@ -65,25 +65,41 @@ async def test_refusals(pod_daemon: DaemonProcess, case: str) -> None:
 
 
 _text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+_word = st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,10}[a-z0-9])?", fullmatch=True)
+
+
+def _random_request(name: str, labels: dict[str, str], ns: tuple[bool, bool, bool], servers: list[str],
+                    searches: list[str], sysctls: dict[str, str], hostname: str, ports: list[tuple[int, int, int]],
+                    privileged: bool, cgroup_parent: str) -> cri.RunPodSandboxRequest:
+    linux = host_ns(*ns)
+    linux.sysctls = sysctls
+    linux.cgroup_parent = cgroup_parent
+    linux.security_context.privileged = privileged
+    return cri.RunPodSandboxRequest(config=pod_config(
+        name=name, labels=labels, hostname=hostname, linux=linux,
+        dns_config=cri.DnsConfig(servers=servers, searches=searches),
+        port_mappings=[cri.PortMapping(protocol=cri.Protocol(p), container_port=c, host_port=h) for p, c, h in ports],
+    ))
+
+
 _configs = st.builds(
-    lambda name, labels, host, servers, sysctls, hostname: cri.RunPodSandboxRequest(
-        config=pod_config(
-            name=name, labels=labels, hostname=hostname,
-            dns_config=cri.DnsConfig(servers=servers),
-            linux=_linux(sysctls=sysctls, security_context=host_ns(network=host).security_context),
-        )
-    ),
-    name=_text,
-    labels=st.dictionaries(_text, _text, max_size=3),
-    host=st.booleans(),
+    _random_request,
+    name=st.one_of(_word, _text),
+    labels=st.dictionaries(st.one_of(_word, _text), st.one_of(_word, _text), max_size=3),
+    ns=st.tuples(st.booleans(), st.booleans(), st.booleans()),
     servers=st.lists(st.sampled_from(["10.0.0.10", "x", "::1", ""]), max_size=4),
-    sysctls=st.dictionaries(st.sampled_from(["net.ipv4.tcp_syncookies", "kernel.shm_rmid_forced", "kernel.foo", "x"]), st.sampled_from(["1", "", "a b"]), max_size=2),
+    searches=st.lists(st.one_of(_word, _text), max_size=3),
+    sysctls=st.dictionaries(st.sampled_from(["net.ipv4.tcp_syncookies", "kernel.shm_rmid_forced", "kernel.foo", "x"]),
+                            st.sampled_from(["1", "", "a b"]), max_size=2),
     hostname=st.sampled_from(["", "ok-name", "Bad_Name", "-x"]),
+    ports=st.lists(st.tuples(st.sampled_from([0, 1, 2]), st.integers(-1, 70000), st.sampled_from([0, 18081, 70000])), max_size=2),
+    privileged=st.booleans(),
+    cgroup_parent=st.sampled_from(["", "/podrt-fuzz", "x.slice", "/a/../b"]),
 )
 
 
 def test_random_configs_keep_the_daemon_up_and_leak_nothing(pod_daemon: DaemonProcess) -> None:
-    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
     @given(req=_configs)
     def one(req: cri.RunPodSandboxRequest) -> None:
         async def go() -> None:

@@ -24,7 +24,10 @@ class CgroupParent(SandboxStep):
         data: dict[str, Any] = {"parent": parent, "path": path, "conmon": "", "remove": []}
         if manager == "cgroupfs":  # with systemd, systemd owns the tree: nothing to make or remove
             conmon = cgroups.conmon_cgroup(parent, ctx.id)
-            prune = parent if parent == cgroups.DEFAULT_CGROUPFS_PARENT else None
+            # podrt's default parent, or one runc is about to create for us: removed when
+            # empty. A parent that exists already (the kubelet's) is left alone.
+            ours = parent == cgroups.DEFAULT_CGROUPFS_PARENT or not cgroups.exists(parent)
+            prune = parent if ours else None
             data.update(conmon=conmon, remove=[path, conmon], prune_parent=prune)
         return data
 
