@@ -20,7 +20,7 @@ from podrt.hostcheck import required_binaries
 from podrt.images.pause import ensure_builtin
 from podrt.metrics import Metrics
 from podrt.network.cni import CniInvoker
-from podrt.network.cniconf import find_network
+from podrt.network.cniconf import network_finder
 from podrt.oci.runtime import OciRuntime
 from podrt.oom import effective_oom_score_adj
 from podrt.rollback import FaultPlan, Journal, StepRegistry
@@ -49,15 +49,15 @@ class Daemon:
         self.faults = FaultPlan.parse(list(config.debug.fault_points))
         if config.debug.fault_points:
             log.warning("debug fault points armed: %s", ", ".join(config.debug.fault_points))
-        self.status = RuntimeStatusManager(config)
-        network_dir = Path(config.network.network_dir)
+        find_network = network_finder(config)
+        self.status = RuntimeStatusManager(config, find_network)
         rt = config.runtime
         self.deps = SandboxDeps(
             config=config,
             names=NameRegistry(),
             ids=IdIndex(),
             cni=CniInvoker(list(config.network.plugin_dirs), self.root / "cni-cache"),
-            find_network=lambda: find_network(network_dir),
+            find_network=find_network,
             runtimes={
                 name: OciRuntime(h.runtime_path, h.runtime_root, rt.conmon, handler_name=name)
                 for name, h in rt.runtimes.items()

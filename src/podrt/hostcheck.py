@@ -16,6 +16,7 @@ from typing import Callable
 import attrs
 
 from podrt.config import Config
+from podrt.network.cni import find_plugin
 from podrt.network.cniconf import find_network
 from podrt.oom import can_set
 
@@ -50,7 +51,6 @@ def required_binaries(cfg: Config) -> list[CheckResult]:
 
 def _cni(cfg: Config) -> list[CheckResult]:
     lookup = find_network(Path(cfg.network.network_dir))
-    plugin_dirs = [Path(d) for d in cfg.network.plugin_dirs]
     wanted = lookup.network.plugin_types if lookup.network else list(BASE_CNI_PLUGINS)
     results = [
         CheckResult(
@@ -62,13 +62,13 @@ def _cni(cfg: Config) -> list[CheckResult]:
         )
     ]
     for plugin in wanted:
-        found = next((d / plugin for d in plugin_dirs if (d / plugin).is_file()), None)
+        found = find_plugin(cfg.network.plugin_dirs, plugin)
         dirs = ":".join(cfg.network.plugin_dirs)
         results.append(
             CheckResult(
                 f"CNI plugin {plugin}",
                 found is not None,
-                str(found) if found else f"not in {dirs}",
+                found or f"not in {dirs}",
                 "" if found else "apt-get install -y containernetworking-plugins",
             )
         )

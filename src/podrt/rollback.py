@@ -383,11 +383,9 @@ class Transaction:
                         self._faults.check(step.name, "before")
                 if len(group) == 1:
                     await self._do_one(group[0], ctx, datas[0])
-                    records.append(StepRecord(group[0].name, group[0].kind, datas[0]))
-                    if jf and group[0].journaled:
-                        jf.done(group[0].name, datas[0])
+                    self._completed(group[0], datas[0], jf)
                 else:
-                    current = await self._do_group(group, ctx, datas, jf)
+                    await self._do_group(group, ctx, datas, jf)
                 in_flight.clear()
                 if self._faults:
                     for step in group:
@@ -418,11 +416,17 @@ class Transaction:
         finally:
             self._timed(step.name, "do", time.monotonic() - t0, ok)
 
+    def _completed(self, step: Step, data: dict[str, Any], jf: JournalFile | None) -> None:
+        """Push the step's undo on the stack (and mark it done in the journal)."""
+        self.completed.append(StepRecord(step.name, step.kind, data))
+        if jf and step.journaled:
+            jf.done(step.name, data)
+
     async def _do_group(self, group: list[Step], ctx: Any, datas: list[dict[str, Any]],
-                        jf: JournalFile | None) -> str:
+                        jf: JournalFile | None) -> None:
         """Run a group's do()s at once; every one that completed is recorded for undo,
         even when a sibling fails or we are cancelled (all are settled first).
-        Raises the first failure; returns the group's name otherwise."""
+        Raises the first failure."""
         tasks = [asyncio.ensure_future(self._do_one(step, ctx, data)) for step, data in zip(group, datas)]
         try:
             await asyncio.wait(tasks)
@@ -434,14 +438,11 @@ class Transaction:
         finally:
             for step, data, task in zip(group, datas, tasks):
                 if task.done() and not task.cancelled() and task.exception() is None:
-                    self.completed.append(StepRecord(step.name, step.kind, data))
-                    if jf and step.journaled:
-                        jf.done(step.name, data)
+                    self._completed(step, data, jf)
         for task in tasks:
             error = task.exception()
             if error is not None:
                 raise error
-        return "+".join(step.name for step in group)
 
     async def _rollback(self, records: list[StepRecord], jf: JournalFile | None,
                         in_flight: list[str]) -> tuple[list[str], list[UndoFailure]]:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 
 from podrt import __version__
 from podrt.config import Config, dump_config
 from podrt.errors import InvalidArgument
-from podrt.network.cniconf import find_network
+from podrt.network.cniconf import CniLookup, network_finder
 
 RUNTIME_NAME = "podrt"
 RUNTIME_API_VERSION = "v1"
@@ -44,19 +43,22 @@ class RuntimeStatusManager:
     """Holds the node-level runtime state the kubelet reads and sets."""
 
     config: Config
+    find_network: Callable[[], CniLookup] = attrs.field(
+        default=attrs.Factory(lambda self: network_finder(self.config), takes_self=True)
+    )
     pod_cidrs: tuple[str, ...] = ()
 
     def version(self) -> VersionInfo:
         return VersionInfo(KUBELET_API_VERSION, RUNTIME_NAME, __version__, RUNTIME_API_VERSION)
 
     def conditions(self) -> list[Condition]:
-        lookup = find_network(Path(self.config.network.network_dir))
+        lookup = self.find_network()
         network = Condition("NetworkReady", lookup.network is not None, lookup.reason, lookup.message)
         return [Condition("RuntimeReady", True), network]
 
     def verbose_info(self) -> dict[str, str]:
         """Debug info for `crictl info`: effective config and the CNI network in use."""
-        lookup = find_network(Path(self.config.network.network_dir))
+        lookup = self.find_network()
         cni: dict[str, Any] = {"network_dir": str(self.config.network.network_dir)}
         if lookup.network is not None:
             cni.update(path=str(lookup.network.path), config=lookup.network.raw)

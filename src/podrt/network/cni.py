@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from podrt import proc
 from podrt.fsutil import atomic_write
 from podrt.network.cniconf import CniNetwork, network_from_raw
 
@@ -191,6 +192,17 @@ def netns_for_del(netns_path: str | None) -> str:
     return netns_path if st.st_dev == os.stat("/proc/self/ns/net").st_dev else ""
 
 
+def find_plugin(plugin_dirs: Sequence[str], plugin_type: str) -> str | None:
+    """The first executable named plugin_type in plugin_dirs (libcni's FindInPath)."""
+    if "/" in plugin_type or plugin_type in ("", ".", ".."):
+        return None
+    for directory in plugin_dirs:
+        candidate = os.path.join(directory, plugin_type)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 class CniInvoker:
     """Runs plugins from plugin_dirs; caches ADD results in cache_dir for DEL."""
 
@@ -317,13 +329,7 @@ class CniInvoker:
         return failures
 
     def _find(self, plugin_type: str) -> str | None:
-        if "/" in plugin_type or plugin_type in ("", ".", ".."):
-            return None
-        for directory in self.plugin_dirs:
-            candidate = os.path.join(directory, plugin_type)
-            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-                return candidate
-        return None
+        return find_plugin(self.plugin_dirs, plugin_type)
 
     def _env(self, command: str, pod: CniPodInfo, netns: str, ifname: str) -> dict[str, str]:
         return {
@@ -356,28 +362,19 @@ class CniInvoker:
                            command=command, plugin=ptype, network=network.name)
         stdin = json.dumps(plugin_config(network, plugin, prev, caps)).encode()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                binary, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self._env(command, pod, netns, ifname), cwd="/",
-            )
-        except OSError as exc:
+            code, stdout, stderr = await proc.run([binary], stdin=stdin, env=self._env(command, pod, netns, ifname),
+                                                  cwd="/", timeout=self.timeout)
+        except TimeoutError:  # before OSError, of which it is a subclass
+            raise CniError(f"CNI {command} failed: plugin {ptype} on network {network.name}: "
+                           f"timed out after {self.timeout:g}s, killed",
+                           command=command, plugin=ptype, network=network.name) from None
+        except OSError as exc:  # the plugin could not be started
             raise CniError(f"CNI {command} failed: plugin {ptype} on network {network.name}: {exc}",
                            command=command, plugin=ptype, network=network.name) from exc
-        try:
-            stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), self.timeout)
-        except BaseException as exc:
-            if proc.returncode is None:
-                proc.kill()  # the plugin we started, by its pid
-                await proc.wait()
-            if isinstance(exc, TimeoutError):
-                raise CniError(f"CNI {command} failed: plugin {ptype} on network {network.name}: "
-                               f"timed out after {self.timeout:g}s, killed",
-                               command=command, plugin=ptype, network=network.name) from None
-            raise
         if stderr:
             logger.debug("CNI %s %s stderr: %s", command, ptype, stderr.decode(errors="replace").strip())
-        if proc.returncode != 0:
-            raise plugin_error(command, ptype, network.name, proc.returncode or 0, stdout, stderr)
+        if code != 0:
+            raise plugin_error(command, ptype, network.name, code, stdout, stderr)
         if command != "ADD" or not stdout.strip():
             return None
         try:

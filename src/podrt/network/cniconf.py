@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 
@@ -69,6 +69,12 @@ def network_from_raw(raw: Any, path: Path) -> CniNetwork:
         path=path,
         raw=raw,
     )
+
+
+def network_finder(config: Any) -> Callable[[], CniLookup]:
+    """find_network bound to a podrt Config's network_dir (what the daemon's parts share)."""
+    conf_dir = Path(config.network.network_dir)
+    return lambda: find_network(conf_dir)
 
 
 def find_network(conf_dir: Path) -> CniLookup:

@@ -30,7 +30,7 @@ import shutil
 import time
 from pathlib import Path
 
-from podrt import mounts
+from podrt import mounts, proc
 
 CREATE_TIMEOUT = 10.0
 
@@ -111,22 +111,10 @@ async def create_netns(directory: Path, name: str) -> Path:
 
 
 async def _pin_new_netns(unshare: str, path: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        unshare, f"--net={path}", "true",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, stderr = await asyncio.wait_for(proc.communicate(), CREATE_TIMEOUT)
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()  # our own child, by its pid
-            await proc.wait()
-        raise
-    if proc.returncode != 0:
+    code, _, stderr = await proc.run([unshare, f"--net={path}", "true"], timeout=CREATE_TIMEOUT)
+    if code != 0:
         msg = stderr.decode(errors="replace").strip().replace("\n", "; ")
-        raise NetnsError(errno.EIO, f"creating netns {path}: unshare exited {proc.returncode}: {msg}")
+        raise NetnsError(errno.EIO, f"creating netns {path}: unshare exited {code}: {msg}")
     if not is_netns_mounted(path):
         raise NetnsError(errno.EIO, f"creating netns {path}: unshare succeeded but no nsfs mount is there")
 

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import attrs
 
+from podrt import proc
 from podrt.oci import conmon
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 
@@ -108,21 +109,11 @@ class OciRuntime:
     async def _runc(self, *args: str, timeout: float = RUNC_TIMEOUT) -> RuncResult:
         """Run one runc command; on timeout or cancellation the runc child is killed."""
         argv = [self.runtime_path, "--root", self.runtime_root, "--log-format", "json", *args]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={"PATH": conmon.CLEAN_PATH},
-        )
         try:
-            async with asyncio.timeout(timeout):
-                out, err = await proc.communicate()
-        except BaseException as exc:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            if isinstance(exc, TimeoutError):
-                raise OciRuntimeError(f"{self.handler_name} {' '.join(args)}: timed out after {timeout:g}s") from None
-            raise
-        return RuncResult(proc.returncode or 0, out, err)
+            code, out, err = await proc.run(argv, timeout=timeout, env={"PATH": conmon.CLEAN_PATH})
+        except TimeoutError:
+            raise OciRuntimeError(f"{self.handler_name} {' '.join(args)}: timed out after {timeout:g}s") from None
+        return RuncResult(code, out, err)
 
     async def _runc_checked(self, *args: str, tolerate: Sequence[str] = ()) -> RuncResult | None:
         """runc that raises OciRuntimeError on failure, or returns None for a tolerated error."""

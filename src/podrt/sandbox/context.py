@@ -10,7 +10,7 @@ import attrs
 from podrt.config import Config
 from podrt.images.pause import PauseImage
 from podrt.network.cni import CniInvoker
-from podrt.network.cniconf import CniLookup
+from podrt.network.cniconf import CniLookup, CniNetwork
 from podrt.oci.runtime import OciRuntime
 from podrt.sandbox.model import SandboxConfig
 from podrt.state.idindex import IdIndex
@@ -28,7 +28,7 @@ class SandboxDeps:
     find_network: Callable[[], CniLookup]
     runtimes: dict[str, OciRuntime]
     pause: PauseImage | None  # built at daemon start, after the host check
-    oom_score_adj: int | None  # None when this host cannot set a negative value
+    oom_score_adj: int  # the configured value, clamped where the host cannot lower it
 
     @property
     def root(self) -> Path:
@@ -65,6 +65,8 @@ class SandboxContext:
     conmon_cgroup: str = ""
     conmon_cgroup_procs: list[str] = attrs.field(factory=list)
     netns_path: str | None = None
+    network: CniNetwork | None = None  # looked up once, before the transaction
+    spec_files: list[str] = attrs.field(factory=list)
     ips: list[str] = attrs.field(factory=list)
     spec: dict[str, Any] = attrs.field(factory=dict)
     infra_pid: int = 0

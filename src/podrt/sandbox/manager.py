@@ -19,6 +19,7 @@ import attrs
 
 from podrt.aio import finish_in_thread
 from podrt.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from podrt.network.cniconf import CniNetwork
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
 from podrt.sandbox.context import SandboxContext, SandboxDeps
@@ -46,9 +47,14 @@ log = logging.getLogger(__name__)
 STEP_ORDER: tuple[type[SandboxStep] | tuple[type[SandboxStep], ...], ...] = (
     ReserveNames, IndexId, Storage, ShmMount, HostFiles, CgroupParent, NetNamespace, InfraSpec, (CniAdd, InfraStart), SaveState,
 )
-STEP_CLASSES: tuple[type[SandboxStep], ...] = tuple(
-    cls for entry in STEP_ORDER for cls in (entry if isinstance(entry, tuple) else (entry,))
-)
+
+
+def _group(entry: type[SandboxStep] | tuple[type[SandboxStep], ...]) -> tuple[type[SandboxStep], ...]:
+    return entry if isinstance(entry, tuple) else (entry,)
+
+
+STEP_CLASSES: tuple[type[SandboxStep], ...] = tuple(cls for entry in STEP_ORDER for cls in _group(entry))
+_STOP_PHASE = {cls.kind: cls.stop_phase for cls in STEP_CLASSES}
 
 
 # Undone last by RemovePodSandbox, and only once all else is gone: while they
@@ -91,8 +97,12 @@ class SandboxManager:
 
     async def run(self, cfg: SandboxConfig) -> str:
         check_request(cfg, self.deps.config)
-        if not cfg.host_network and self.deps.find_network().network is None:
-            raise FailedPrecondition(f"network plugin not ready: {self.deps.find_network().message}")
+        network = None
+        if not cfg.host_network:
+            lookup = self.deps.find_network()
+            if lookup.network is None:
+                raise FailedPrecondition(f"network plugin not ready: {lookup.message}")
+            network = lookup.network
         name = naming.pod_name(cfg)
         creation = self._creating.get(name)
         if creation is None:  # from here to the registration below: no await
@@ -101,7 +111,8 @@ class SandboxManager:
             if known and owner not in self._expiring and self.view(owner).ready:
                 self._claim(owner)
                 return owner  # the kubelet's retry of a request that already succeeded
-            task = self._tasks.spawn(self._create(cfg, name, stale=owner if known else None), name=f"RunPodSandbox {name}")
+            task = self._tasks.spawn(self._create(cfg, name, network, stale=owner if known else None),
+                                     name=f"RunPodSandbox {name}")
             creation = self._creating[name] = Creation(task)
             task.add_done_callback(lambda _t, name=name: self._created(name))
         return await self._wait(creation)
@@ -172,12 +183,12 @@ class SandboxManager:
             skip |= {NetNamespace, CniAdd}
         plan: list[SandboxStep | list[SandboxStep]] = []
         for entry in STEP_ORDER:
-            group = [cls(self.deps) for cls in (entry if isinstance(entry, tuple) else (entry,)) if cls not in skip]
+            group = [cls(self.deps) for cls in _group(entry) if cls not in skip]
             if group:
                 plan.append(group if len(group) > 1 else group[0])
         return plan
 
-    async def _create(self, cfg: SandboxConfig, name: str, stale: str | None) -> str:
+    async def _create(self, cfg: SandboxConfig, name: str, network: CniNetwork | None, stale: str | None) -> str:
         if stale is not None:  # a dead pod holds the name (CRI-O: stop and remove it, then go on)
             log.info("removing sandbox %s (not ready) to reuse its name %s", stale, name)
             await self.remove(stale)
@@ -190,6 +201,7 @@ class SandboxManager:
             pod_name=name,
             infra_name=naming.infra_name(cfg),
             log_directory=cfg.log_directory or str(Path(self.deps.config.log_dir) / sandbox_id),
+            network=network,
         )
         tx = Transaction("RunPodSandbox", self._steps(cfg), tx_id=sandbox_id, journal=self._journal,
                          faults=self._faults, observer=self._observer, log=log)
@@ -242,8 +254,7 @@ class SandboxManager:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
 
     def _records(self, state: SandboxState, *, stop_phase: bool) -> list[list[object]]:
-        kinds = {cls.kind: cls.stop_phase for cls in STEP_CLASSES}
-        return [r for r in state.records if kinds.get(str(r[1])) == stop_phase]
+        return [r for r in state.records if _STOP_PHASE.get(str(r[1])) == stop_phase]
 
     async def _teardown(self, sandbox_id: str, records: list[list[object]], what: str) -> None:
         failures = await teardown(records, self._registry, log=log)

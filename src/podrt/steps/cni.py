@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podrt.errors import FailedPrecondition
 from podrt.network.cni import CniPodInfo
 from podrt.network.cniconf import network_from_raw
 from podrt.sandbox.context import SandboxContext
@@ -28,13 +27,11 @@ class CniAdd(SandboxStep):
     stop_phase = True
 
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
-        lookup = self.deps.find_network()
-        if lookup.network is None:
-            raise FailedPrecondition(f"network plugin not ready: {lookup.message}")
+        assert ctx.network is not None, "the manager looks the network up before the transaction"
         cfg = ctx.config
         return {  # the exact network used, so DEL works even if the config dir changes
-            "network": lookup.network.raw,
-            "path": str(lookup.network.path),
+            "network": ctx.network.raw,
+            "path": str(ctx.network.path),
             "pod": [cfg.namespace, cfg.name, cfg.uid, ctx.id],
             "netns": ctx.netns_path,
             "ports": port_mapping_args(ctx),
@@ -48,5 +45,4 @@ class CniAdd(SandboxStep):
 
     async def undo(self, data: dict[str, Any]) -> None:
         network = network_from_raw(data["network"], Path(data["path"]))
-        netns = data["netns"] if Path(data["netns"]).exists() else None
-        await self.deps.cni.delete(network, CniPodInfo(*data["pod"]), netns, IFNAME, data["ports"])
+        await self.deps.cni.delete(network, CniPodInfo(*data["pod"]), data["netns"], IFNAME, data["ports"])

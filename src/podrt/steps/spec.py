@@ -64,6 +64,7 @@ class InfraSpec(SandboxStep):
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         ctx.spec = build_infra_spec(self.plan(ctx))
+        ctx.spec_files = data["files"]
         try:
             await finish_in_thread(write_spec, data["files"], ctx.spec)
         except BaseException:

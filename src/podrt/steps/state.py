@@ -10,7 +10,7 @@ from podrt.sandbox.annotations import IP_ANNOTATION
 from podrt.sandbox.context import SandboxContext
 from podrt.sandbox.store import STATE_FILE, save_state
 from podrt.steps.base import SandboxStep
-from podrt.steps.spec import InfraSpec, write_spec
+from podrt.steps.spec import write_spec
 
 
 class SaveState(SandboxStep):
@@ -23,7 +23,7 @@ class SaveState(SandboxStep):
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         if ctx.ips:  # CNI ran beside the infra start, after the spec was written
             ctx.spec["annotations"][IP_ANNOTATION] = ",".join(ctx.ips)
-            await finish_in_thread(write_spec, InfraSpec(self.deps).record(ctx)["files"], ctx.spec)
+            await finish_in_thread(write_spec, ctx.spec_files, ctx.spec)
         ctx.state = await finish_in_thread(save_state, ctx, data["path"])
 
     async def undo(self, data: dict[str, Any]) -> None:
