@@ -16,42 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import tomli_w
 from grpclib.client import Channel
 
 from podrt.api.runtime import v1 as cri
 
-
-def write_config(base: Path) -> Path:
-    cfg = {
-        "podrt": {
-            "root": str(base / "root"),
-            "runroot": str(base / "run"),
-            "log_dir": str(base / "logs"),
-            "api": {"listen": str(base / "run" / "podrt.sock")},
-            "network": {"network_dir": str(base / "cni")},
-        }
-    }
-    path = base / "podrt.toml"
-    path.write_text(tomli_w.dumps(cfg))
-    return path
-
-
-async def wait_ready(sock: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if sock.exists():
-            channel = Channel(path=str(sock))
-            try:
-                await cri.RuntimeServiceStub(channel).version(cri.VersionRequest())
-                return
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                channel.close()
-        if time.monotonic() > deadline:
-            raise TimeoutError("daemon did not answer")
-        await asyncio.sleep(0.005)
+from common import pct, socket_path, wait_ready, write_config  # beside this script
 
 
 def rss_kib(pid: int) -> int:
@@ -59,11 +28,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def latency(sock: Path, calls: int) -> list[float]:
@@ -96,12 +60,12 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            asyncio.run(wait_ready(base / "run" / "podrt.sock"))
+            asyncio.run(wait_ready(socket_path(base)))
             starts.append(time.perf_counter() - t0)
             time.sleep(1.0)
             rss.append(rss_kib(proc.pid))
             if i == 0:
-                lat = asyncio.run(latency(base / "run" / "podrt.sock", args.calls))
+                lat = asyncio.run(latency(socket_path(base), args.calls))
         finally:
             proc.terminate()
             proc.wait(timeout=30)

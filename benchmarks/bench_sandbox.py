@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,11 +18,12 @@ import time
 import uuid
 from pathlib import Path
 
-import tomli_w
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 
 from podrt.api.runtime import v1 as cri
+
+from common import pct, socket_path, wait_ready, write_config  # beside this script
 
 
 def setup(base: Path) -> Path:
@@ -37,14 +37,7 @@ def setup(base: Path) -> Path:
             {"type": "loopback"},
         ],
     }))
-    cfg = {"podrt": {
-        "root": str(base / "root"), "runroot": str(base / "run"), "log_dir": str(base / "logs"),
-        "api": {"listen": str(base / "run" / "podrt.sock")},
-        "network": {"network_dir": str(base / "cni"), "netns_dir": str(base / "run" / "netns")},
-        "runtime": {"runtimes": {"runc": {"runtime_path": "/usr/sbin/runc", "runtime_root": str(base / "run" / "runc")}}},
-    }}
-    (base / "podrt.toml").write_text(tomli_w.dumps(cfg))
-    return base / "podrt.toml"
+    return write_config(base)
 
 
 def config(host_network: bool = False) -> cri.PodSandboxConfig:
@@ -54,11 +47,6 @@ def config(host_network: bool = False) -> cri.PodSandboxConfig:
         linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
             namespace_options=cri.NamespaceOption(network=mode))),
     )
-
-
-def pct(v: list[float], q: float) -> float:
-    s = sorted(v)
-    return s[min(len(s) - 1, int(q * len(s)))] * 1000
 
 
 class RawReply:
@@ -94,7 +82,7 @@ async def bench(sock: Path, cycles: int, list_pods: int) -> None:
             stop.append(await timed(rt.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pid))))
             rm.append(await timed(rt.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pid))))
         for name, v in (("RunPodSandbox", run), ("StopPodSandbox", stop), ("RemovePodSandbox", rm)):
-            print(f"{name}: p50 {pct(v, .5):.1f} ms, p90 {pct(v, .9):.1f} ms over {cycles} sequential cycles")
+            print(f"{name}: p50 {pct(v, .5) * 1000:.1f} ms, p90 {pct(v, .9) * 1000:.1f} ms over {cycles} sequential cycles")
         for n in (10, 50):
             t = time.perf_counter()
             ids = await asyncio.gather(*(rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=config())) for _ in range(n)))
@@ -113,10 +101,10 @@ async def bench(sock: Path, cycles: int, list_pods: int) -> None:
                 data = await list_raw(ch)
                 raw.append(time.perf_counter() - t)
             assert len(cri.ListPodSandboxResponse().parse(data).items) >= len(ids)
-            print(f"ListPodSandbox with {len(ids)} pods: p50 {pct(raw, .5):.1f} ms, p90 {pct(raw, .9):.1f} ms"
+            print(f"ListPodSandbox with {len(ids)} pods: p50 {pct(raw, .5) * 1000:.1f} ms, p90 {pct(raw, .9) * 1000:.1f} ms"
                   f" ({len(data)} bytes; round trip without client-side decoding)")
             dec = [await timed(rt.list_pod_sandbox(cri.ListPodSandboxRequest())) for _ in range(5)]
-            print(f"  the same decoded by a betterproto client: p50 {pct(dec, .5):.1f} ms")
+            print(f"  the same decoded by a betterproto client: p50 {pct(dec, .5) * 1000:.1f} ms")
             for i in range(0, len(ids), 10):
                 await asyncio.gather(*(rt.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=p)) for p in ids[i:i + 10]))
     finally:
@@ -132,12 +120,8 @@ def main() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(setup(base))],
                             stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
     try:
-        sock = base / "run" / "podrt.sock"
-        for _ in range(300):
-            if sock.exists():
-                break
-            time.sleep(0.05)
-        asyncio.run(bench(sock, args.cycles, args.list_pods))
+        asyncio.run(wait_ready(socket_path(base)))
+        asyncio.run(bench(socket_path(base), args.cycles, args.list_pods))
     finally:
         proc.terminate()
         proc.wait(timeout=60)

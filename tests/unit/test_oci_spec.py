@@ -23,6 +23,8 @@ from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, ProfileType
 NETNS = "/var/run/netns/podrt-abc"
 
 
+ARCHITECTURES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+
 def make_plan(
     *,
     network: NsMode = NsMode.POD,
@@ -289,13 +291,7 @@ def allowed_names(profile: dict) -> set[str]:
 def test_default_profile_contents() -> None:
     p = default_profile()
     assert p["defaultAction"] == "SCMP_ACT_ERRNO" and p["defaultErrnoRet"] == 1
-    assert p["architectures"] == [
-        "SCMP_ARCH_X86_64",
-        "SCMP_ARCH_X86",
-        "SCMP_ARCH_X32",
-        "SCMP_ARCH_AARCH64",
-        "SCMP_ARCH_ARM",
-    ]
+    assert p["architectures"] == ARCHITECTURES
     allowed = allowed_names(p)
     assert {"read", "write", "openat", "execve", "exit_group", "rt_sigreturn", "arch_prctl"} <= allowed
     for denied in ("reboot", "kexec_load", "mount", "umount2", "unshare", "setns", "bpf", "init_module", "ptrace"):
@@ -353,13 +349,7 @@ def test_load_docker_form(tmp_path: Path) -> None:
     path = tmp_path / "docker.json"
     path.write_text(json.dumps(docker))
     p = load_localhost_profile(str(path))
-    assert p["architectures"] == [
-        "SCMP_ARCH_X86_64",
-        "SCMP_ARCH_X86",
-        "SCMP_ARCH_X32",
-        "SCMP_ARCH_AARCH64",
-        "SCMP_ARCH_ARM",
-    ]
+    assert p["architectures"] == ARCHITECTURES
     assert "archMap" not in p
     assert p["syscalls"] == [
         {"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": []},
