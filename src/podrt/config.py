@@ -123,6 +123,9 @@ class ApiConfig:
     stream_address: str = _f("127.0.0.1", _nonempty)
     stream_port: int = _f(0, _in_range(0, 65535))
     max_msg_size: int = _f(16 * 1024 * 1024, _in_range(1))
+    # SIGTERM: calls already running get this long to finish and answer
+    # (grpc-go's GracefulStop); whatever still runs then is cut and unwound.
+    shutdown_grace: float = _f(30.0, _positive)
 
     @property
     def socket_mode_int(self) -> int:
@@ -191,6 +194,7 @@ class NetworkConfig:
     plugin_dirs: tuple[str, ...] = _f(("/usr/lib/cni", "/opt/cni/bin"),
                                       _nonempty, _each(_absolute))
     netns_dir: str = _f("/run/podrt/netns", _absolute)
+    plugin_timeout: float = _f(60.0, _positive)  # per plugin call; then its process group is killed
 
 
 @attrs.frozen

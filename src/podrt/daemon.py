@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import signal
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 from podrt.config import Config
 from podrt.cri import hooks
 from podrt.cri.image import ImageService
 from podrt.cri.runtime import RuntimeService
-from podrt.errors import FailedPrecondition
+from podrt.errors import FailedPrecondition, StartError
 from podrt.hostcheck import required_binaries
 from podrt.images.pause import ensure_builtin
 from podrt.metrics import Metrics
@@ -34,7 +35,15 @@ from podrt.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 30.0
+@contextlib.contextmanager
+def start_phase(what: str) -> Iterator[None]:
+    """A host error while starting ends the daemon with one line saying what and
+    where (cli prints PodrtError messages), not with a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in what else ""
+        raise StartError(f"{what}: {exc.strerror or exc}{where}") from None
 
 
 class Daemon:
@@ -56,7 +65,8 @@ class Daemon:
             config=config,
             names=NameRegistry(),
             ids=IdIndex(),
-            cni=CniInvoker(list(config.network.plugin_dirs), self.root / "cni-cache"),
+            cni=CniInvoker(list(config.network.plugin_dirs), self.root / "cni-cache",
+                           timeout=config.network.plugin_timeout),
             find_network=find_network,
             runtimes={
                 name: OciRuntime(h.runtime_path, h.runtime_root, rt.conmon, handler_name=name)
@@ -94,31 +104,44 @@ class Daemon:
     async def start(self) -> None:
         started = time.perf_counter()
         for directory in (self.root, self.runroot):
-            directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+            with start_phase(f"cannot create the state directory {directory}"):
+                directory.mkdir(parents=True, exist_ok=True, mode=0o711)
         missing = [f"{r.name}: {r.detail}" for r in required_binaries(self.config) if not r.ok]
         if missing:
             raise FailedPrecondition(f"host not ready ({'; '.join(missing)}); `podrt check` says how to fix it")
-        self._take_lock()
+        with start_phase(f"cannot take the lock in {self.root}"):
+            self._take_lock()
         try:
-            self.deps.pause = ensure_builtin(self.root / "images", Path(self.config.image.catatonit_path))
-            report = await self.journal.replay(self.steps, log)
-            if report.transactions:
-                log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
-            await self.sandboxes.restore()
-            await listen_unix(self.server, self.socket_path, self.config.api.socket_mode_int)
+            with start_phase(f"cannot build the builtin pause image in {self.root / 'images'}"):
+                self.deps.pause = ensure_builtin(self.root / "images", Path(self.config.image.catatonit_path))
+            with start_phase("cannot recover the state left by the previous run"):
+                report = await self.journal.replay(self.steps, log)
+                if report.transactions:
+                    log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
+                await self.sandboxes.restore()
+            with start_phase(f"cannot listen on {self.socket_path}"):
+                await listen_unix(self.server, self.socket_path, self.config.api.socket_mode_int)
             if self.config.metrics.enable_metrics:
-                self.metrics.serve(self.config.metrics.metrics_host, self.config.metrics.metrics_port)
+                with start_phase("cannot serve metrics"):
+                    self.metrics.serve(self.config.metrics.metrics_host, self.config.metrics.metrics_port)
         except BaseException:
             self._release_lock()
             raise
         log.info("podrt serving on %s (ready in %.0f ms)", self.socket_path, (time.perf_counter() - started) * 1000)
 
-    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Stop taking requests, let in-flight transactions finish or unwind."""
-        log.info("shutting down")
-        self.server.close()
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful: no new calls; running ones answer within the grace period;
+        then owned work gets what is left of it, and the rest is cut and unwound."""
+        grace = self.config.api.shutdown_grace if grace is None else grace
+        deadline = asyncio.get_running_loop().time() + grace
+        log.info("shutting down: no new calls; running calls get up to %.0fs to answer", grace)
+        self.server.stop_accepting()
         self.sandboxes.close()
-        await self.tasks.drain(grace)
+        cut = await self.server.wait_idle(grace)
+        if cut:
+            log.warning("%d call(s) still running after the %.0fs grace period are cut", cut, grace)
+        await self.tasks.drain(max(0.0, deadline - asyncio.get_running_loop().time()))
+        self.server.close()
         await self.server.wait_closed()
         remove_socket(self.socket_path)
         self.metrics.close()

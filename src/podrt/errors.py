@@ -31,3 +31,11 @@ class Unavailable(PodrtError):
 
 class DeadlineExceeded(PodrtError):
     """An operation did not finish in its time budget."""
+
+
+class ResourceExhausted(PodrtError):
+    """The host ran out of something (disk space, inodes); says what could not be written."""
+
+
+class StartError(PodrtError):
+    """The daemon cannot start; the message is the one line it exits with."""

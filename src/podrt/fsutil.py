@@ -26,8 +26,10 @@ def atomic_write(path: Path, payload: bytes, mode: int = 0o600) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not exc.filename:  # a failed write() names no file
+            exc.filename = str(path)
         raise
     fsync_dir(path.parent)

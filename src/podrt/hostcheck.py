@@ -15,6 +15,7 @@ from typing import Callable
 
 import attrs
 
+from podrt import proc
 from podrt.config import Config
 from podrt.network.cni import find_plugin
 from podrt.network.cniconf import find_network
@@ -77,10 +78,10 @@ def _cni(cfg: Config) -> list[CheckResult]:
 
 def _run(argv: list[str]) -> tuple[bool, str]:
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        code, out, err = proc.run_sync(argv, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
-    return proc.returncode == 0, (proc.stderr or proc.stdout).strip()
+    return code == 0, (err or out).strip()
 
 
 def _mount_check(name: str, fstype: str, make_opts: Callable[[Path], str], fix: str) -> CheckResult:

@@ -8,6 +8,8 @@ import logging
 import subprocess
 from pathlib import Path
 
+from podrt import proc
+
 log = logging.getLogger(__name__)
 
 
@@ -17,8 +19,11 @@ def current_oom_score_adj() -> int:
 
 def can_set(value: int) -> bool:
     """Try it in a throwaway child, so the daemon's own score never changes."""
-    proc = subprocess.run(["sh", "-c", f"echo {value} > /proc/self/oom_score_adj"], capture_output=True)
-    return proc.returncode == 0
+    try:
+        code, _, _ = proc.run_sync(["sh", "-c", f"echo {value} > /proc/self/oom_score_adj"], timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return code == 0
 
 
 def effective_oom_score_adj(wanted: int) -> int:

@@ -9,8 +9,10 @@ UNIMPLEMENTED through the normal response path (with content-type).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
 import stat
@@ -21,9 +23,26 @@ from typing import Any, Collection
 import betterproto
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
+from grpclib.encoding.proto import ProtoCodec
 from grpclib.server import Server
 
 from podrt.errors import FailedPrecondition
+from podrt.logutil import RateLimited
+
+_decode_log = RateLimited(logging.getLogger(__name__))
+
+
+class CriCodec(ProtoCodec):
+    """grpclib's protobuf codec; a request body that does not parse is the
+    client's error: InvalidArgument, one rate-limited log line, no traceback."""
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        try:
+            return super().decode(data, message_type)
+        except Exception as exc:  # betterproto's codec raises RuntimeError for bad bytes
+            name = getattr(message_type, "__name__", "message")
+            _decode_log.warning("request body (%d bytes) is not a valid %s: %s", len(data), name, exc)
+            raise GRPCError(Status.INVALID_ARGUMENT, f"the request could not be decoded as {name}: {exc}") from None
 
 
 @dataclass(eq=False, repr=False)
@@ -47,9 +66,39 @@ class _MethodTable(dict):  # type: ignore[type-arg]
 
 
 class CriServer(Server):
+    """grpclib's Server plus a graceful stop (grpc-go's GracefulStop).
+
+    grpclib's close() cancels every running call, so clients of calls that
+    would have finished get "EOF". Here the listener closes first, calls that
+    arrive meanwhile on open connections are refused (`draining`, checked by
+    the hooks), and running calls get a grace period to answer. No HTTP/2
+    GOAWAY is sent: grpclib (server and client) tears a connection down on
+    GOAWAY, in-flight streams included, so it would cut Python clients.
+    """
+
     def __init__(self, handlers: Collection[Any], **kwargs: Any) -> None:
-        super().__init__(handlers, **kwargs)
+        super().__init__(handlers, codec=CriCodec(), **kwargs)
         self._mapping = _MethodTable(self._mapping)
+        self.draining = False
+
+    def stop_accepting(self) -> None:
+        self.draining = True
+        if self._server is not None:
+            self._server.close()  # the listener only; accepted connections stay open
+
+    def _calls(self) -> set[asyncio.Task[None]]:
+        # grpclib keeps one task per call in each connection's Handler (0.4.x);
+        # the task ends after the trailers are written, so waiting on it waits
+        # for the whole answer, not just the method.
+        return {t for h in self._handlers for t in h._tasks.values() if not t.done()}
+
+    async def wait_idle(self, timeout: float) -> int:
+        """Wait until no call runs, at most `timeout` s; the number still running."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (calls := self._calls()) and loop.time() < deadline:
+            await asyncio.wait(calls, timeout=deadline - loop.time())
+        return len(self._calls())
 
 
 def prepare_socket_path(path: Path) -> None:

@@ -8,11 +8,13 @@ import json
 import os
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from podrt.oci.conmon import pid_running
 from podrt.network.cni import (
     CniError,
     CniInvoker,
@@ -136,8 +138,15 @@ def test_plugin_error_without_json_uses_stderr() -> None:
 FAKE_PLUGIN = textwrap.dedent(
     """\
     #!{python}
-    import json, os, sys, time
+    import json, os, signal, sys, time
     conf = json.load(sys.stdin)
+    if conf.get("ignore_term"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if conf.get("holder_pidfile") and os.fork() == 0:  # a helper that keeps our stdout open
+        with open(conf["holder_pidfile"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(300)
+        os._exit(0)
     env = {{k: v for k, v in os.environ.items() if k.startswith("CNI_") or k == "PATH"}}
     with open(conf["log"], "a") as f:
         f.write(json.dumps({{"type": conf["type"], "env": env, "conf": conf}}) + "\\n")
@@ -260,6 +269,52 @@ async def test_timeout_kills_plugin(fake: tuple[CniInvoker, Path], tmp_path: Pat
         await invoker.add(net, POD, "/run/netns/x")
     assert [c["env"]["CNI_COMMAND"] for c in calls(log)] == ["ADD", "DEL"]
     assert _running(str(tmp_path / "plugins" / "slow")) == []  # killed and reaped, not left running
+
+
+def _holder(pidfile: Path) -> int:
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text():
+            return int(pidfile.read_text())
+        time.sleep(0.02)
+    raise AssertionError("the helper never started")
+
+
+async def test_helper_holding_stdout_does_not_hang_a_finished_plugin(fake: tuple[CniInvoker, Path], tmp_path: Path) -> None:
+    """The plugin answered and exited; its helper keeps stdout open for 300 s.
+    The ADD returns after the bounded pipe wait and the helper is killed."""
+    invoker, log = fake
+    pidfile = tmp_path / "holder.pid"
+    net = fake_network(log, {"type": "a", "ip": "10.233.96.9/24", "holder_pidfile": str(pidfile)})
+    started = time.monotonic()
+    result = await invoker.add(net, POD, "/run/netns/x")
+    assert result.primary_ip == "10.233.96.9"
+    assert time.monotonic() - started < 30  # not the helper's 300 s
+    assert not pid_running(_holder(pidfile))
+
+
+async def test_timeout_kills_the_plugins_whole_group(fake: tuple[CniInvoker, Path], tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    invoker, log = fake
+    invoker.timeout = 1.0
+    pidfile = tmp_path / "holder.pid"
+    net = fake_network(log, {"type": "slow", "sleep_on": "ADD", "holder_pidfile": str(pidfile)})
+    started = time.monotonic()
+    with pytest.raises(CniError, match="timed out after 1s"):
+        await invoker.add(net, POD, "/run/netns/x")
+    assert time.monotonic() - started < 30
+    assert not pid_running(_holder(pidfile))
+    assert _running(str(tmp_path / "plugins" / "slow")) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(tmp_path / "plugins" / "slow") in w and "1s timeout" in w for w in warnings), warnings
+
+
+async def test_timeout_kills_a_plugin_that_ignores_sigterm(fake: tuple[CniInvoker, Path], tmp_path: Path) -> None:
+    invoker, log = fake
+    invoker.timeout = 1.0
+    net = fake_network(log, {"type": "slow", "sleep_on": "ADD", "ignore_term": True})
+    with pytest.raises(CniError, match="timed out after 1s"):
+        await invoker.add(net, POD, "/run/netns/x")
+    assert _running(str(tmp_path / "plugins" / "slow")) == []
 
 
 async def test_cancelled_add_rolls_back(fake: tuple[CniInvoker, Path]) -> None:

@@ -28,6 +28,7 @@ EXPECTED_DEFAULTS = {
             "stream_address": "127.0.0.1",
             "stream_port": 0,
             "max_msg_size": 16777216,
+            "shutdown_grace": 30.0,
         },
         "runtime": {
             "default_runtime": "runc",
@@ -61,6 +62,7 @@ EXPECTED_DEFAULTS = {
             "network_dir": "/etc/cni/net.d",
             "plugin_dirs": ["/usr/lib/cni", "/opt/cni/bin"],
             "netns_dir": "/run/podrt/netns",
+            "plugin_timeout": 60.0,
         },
         "metrics": {
             "enable_metrics": False,

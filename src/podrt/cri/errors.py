@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from grpclib.const import Status
@@ -18,7 +19,18 @@ _STATUS: dict[type[errors.PodrtError], Status] = {
     errors.FailedPrecondition: Status.FAILED_PRECONDITION,
     errors.Unavailable: Status.UNAVAILABLE,
     errors.DeadlineExceeded: Status.DEADLINE_EXCEEDED,
+    errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
 }
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _exhausted(exc: Exception) -> errors.ResourceExhausted | None:
+    """A full disk anywhere below (state, journal, host files) is the host's
+    condition, not a bug: ResourceExhausted naming what could not be written."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        what = f"cannot write {exc.filename}" if exc.filename else "cannot write"
+        return errors.ResourceExhausted(f"{what}: {exc.strerror}")
+    return None
 
 
 def to_grpc_error(exc: Exception, operation: str) -> GRPCError:
@@ -29,6 +41,7 @@ def to_grpc_error(exc: Exception, operation: str) -> GRPCError:
     """
     if isinstance(exc, GRPCError):
         return exc
+    exc = _exhausted(exc) or exc
     for cls in type(exc).__mro__:
         status = _STATUS.get(cls)  # type: ignore[arg-type]
         if status is not None:

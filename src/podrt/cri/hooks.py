@@ -12,10 +12,11 @@ from typing import Any, Callable
 
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError
-from grpclib.server import Server
+from grpclib.const import Status
 
 from podrt.cri.errors import to_grpc_error
 from podrt.metrics import Metrics
+from podrt.server import CriServer
 
 KNOWN_PREFIXES = ("/runtime.v1.RuntimeService/", "/runtime.v1.ImageService/")
 
@@ -29,11 +30,16 @@ def operation_name(method_name: str) -> str:
     return "unknown"
 
 
-def _wrap(func: Callable[[Any], Any], operation: str, metrics: Metrics) -> Callable[[Any], Any]:
+SHUTTING_DOWN = "podrt is shutting down; retry against the restarted daemon"
+
+
+def _wrap(func: Callable[[Any], Any], operation: str, metrics: Metrics, server: CriServer) -> Callable[[Any], Any]:
     async def handler(stream: Any) -> None:
         start = time.perf_counter()
         code = "OK"
         try:
+            if server.draining:  # arrived on an open connection after SIGTERM
+                raise GRPCError(Status.UNAVAILABLE, SHUTTING_DOWN)
             await func(stream)
         except GRPCError as exc:
             code = exc.status.name
@@ -51,8 +57,8 @@ def _wrap(func: Callable[[Any], Any], operation: str, metrics: Metrics) -> Calla
     return handler
 
 
-def install(server: Server, metrics: Metrics) -> None:
+def install(server: CriServer, metrics: Metrics) -> None:
     async def on_request(event: RecvRequest) -> None:
-        event.method_func = _wrap(event.method_func, operation_name(event.method_name), metrics)
+        event.method_func = _wrap(event.method_func, operation_name(event.method_name), metrics, server)
 
     listen(server, RecvRequest, on_request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from podrt.api.runtime import v1 as cri
-from podrt.errors import InvalidArgument
+from podrt.cri.fields import enum_value, id_value, in_range
 from podrt.sandbox.annotations import infra_labels
 from podrt.sandbox.manager import SandboxView
 from podrt.sandbox.model import (
@@ -30,9 +30,13 @@ _PROFILE = {
 }
 
 
+_SC = "config.linux.security_context"
+
+
 def _seccomp(sc: cri.LinuxSandboxSecurityContext) -> SeccompProfile:
     if sc.is_set("seccomp") and sc.seccomp is not None:
-        return SeccompProfile(_PROFILE[sc.seccomp.profile_type], sc.seccomp.localhost_ref)
+        kind = enum_value(f"{_SC}.seccomp.profile_type", _PROFILE, sc.seccomp.profile_type)
+        return SeccompProfile(kind, sc.seccomp.localhost_ref)
     path = sc.seccomp_profile_path  # deprecated field, still sent by old kubelets
     if path in ("runtime/default", "docker/default"):
         return SeccompProfile(ProfileType.RUNTIME_DEFAULT)
@@ -48,13 +52,14 @@ def sandbox_config(req: cri.RunPodSandboxRequest) -> SandboxConfig:
     ns = sc.namespace_options
     dns = c.dns_config if c.is_set("dns_config") else None
     se = sc.selinux_options if sc.is_set("selinux_options") else None
-    try:
-        port_mappings = tuple(
-            PortMapping(_PROTO[p.protocol], p.container_port, p.host_port, p.host_ip) for p in c.port_mappings
-        )
-        namespaces = NamespaceOptions(_NS[ns.network], _NS[ns.pid], _NS[ns.ipc])
-    except KeyError as exc:
-        raise InvalidArgument(f"unknown enum value {exc}") from None
+    port_mappings = tuple(
+        PortMapping(enum_value(f"config.port_mappings[{i}].protocol", _PROTO, p.protocol),
+                    in_range(f"config.port_mappings[{i}].container_port", p.container_port, 1, 65535),
+                    in_range(f"config.port_mappings[{i}].host_port", p.host_port, 0, 65535), p.host_ip)
+        for i, p in enumerate(c.port_mappings)
+    )
+    nso = f"{_SC}.namespace_options"
+    namespaces = NamespaceOptions(*(enum_value(f"{nso}.{kind}", _NS, getattr(ns, kind)) for kind in ("network", "pid", "ipc")))
     return SandboxConfig(
         name=c.metadata.name,
         uid=c.metadata.uid,
@@ -72,9 +77,10 @@ def sandbox_config(req: cri.RunPodSandboxRequest) -> SandboxConfig:
         privileged=sc.privileged,
         seccomp=_seccomp(sc),
         selinux=SelinuxOptions(se.user, se.role, se.type, se.level) if se else None,
-        run_as_user=sc.run_as_user.value if sc.is_set("run_as_user") else None,
-        run_as_group=sc.run_as_group.value if sc.is_set("run_as_group") else None,
-        supplemental_groups=tuple(sc.supplemental_groups),
+        run_as_user=id_value(f"{_SC}.run_as_user", sc.run_as_user.value) if sc.is_set("run_as_user") else None,
+        run_as_group=id_value(f"{_SC}.run_as_group", sc.run_as_group.value) if sc.is_set("run_as_group") else None,
+        supplemental_groups=tuple(id_value(f"{_SC}.supplemental_groups[{i}]", g)
+                                  for i, g in enumerate(sc.supplemental_groups)),
         runtime_handler=req.runtime_handler,
     )
 

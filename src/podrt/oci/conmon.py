@@ -28,6 +28,8 @@ from typing import IO, Sequence
 
 import attrs
 
+from podrt.proc import kill_group
+
 CONMON_PIDFILE = "conmon.pid"
 CONTAINER_PIDFILE = "pidfile"
 # conmon and runc get this instead of the daemon's environment: a stray
@@ -153,7 +155,7 @@ async def launch(spec: ConmonSpec, cgroup_procs: Sequence[Path] = ()) -> ConmonL
     try:
         proc = await asyncio.create_subprocess_exec(
             *conmon_argv(spec), stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
-            pass_fds=(sync_w, start_r), env=env,
+            pass_fds=(sync_w, start_r), env=env, start_new_session=True,  # no terminal signals; killable as a group
         )
     except BaseException:
         for fd in (sync_r, start_w):
@@ -185,12 +187,9 @@ def _join_cgroups(pid: int, cgroup_procs: Sequence[Path]) -> None:
 
 
 async def kill_launcher(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL our own launcher child (if still there) and reap it."""
+    """SIGKILL our own launcher child and its group (if still there) and reap it."""
     if proc.returncode is None:
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
+        kill_group(proc.pid, signal.SIGKILL)
         await proc.wait()
 
 

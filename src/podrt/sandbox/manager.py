@@ -143,14 +143,37 @@ class SandboxManager:
             return
         creation.kept_for_retry = True
         sandbox_id = task.result()
+        self._mark_unclaimed(sandbox_id, True)
+        log.info("sandbox %s created for a client that left; kept %.0fs for a retry",
+                 sandbox_id, self.deps.config.runtime.sandbox_claim_timeout)
+        self._arm_claim_timer(sandbox_id)
+
+    def _mark_unclaimed(self, sandbox_id: str, unclaimed: bool) -> None:
+        """Persisted, so a restart re-arms the claim timer. Written inline (a few
+        ms, only for abandoned creations): this also runs while the daemon shuts
+        down, when no new task may be started to do it."""
+        state = self._sandboxes.get(sandbox_id)
+        if state is None or state.unclaimed == unclaimed:
+            return
+        state.unclaimed = unclaimed
+        try:
+            state.save()
+        except OSError as exc:
+            log.warning("cannot record the claim state of sandbox %s: %s", sandbox_id, exc)
+
+    def _arm_claim_timer(self, sandbox_id: str) -> None:
         timeout = self.deps.config.runtime.sandbox_claim_timeout
-        log.info("sandbox %s created for a client that left; kept %.0fs for a retry", sandbox_id, timeout)
         self._claim_timers[sandbox_id] = asyncio.get_running_loop().call_later(timeout, self._expire, sandbox_id)
 
-    def _claim(self, sandbox_id: str) -> None:
+    def _disarm(self, sandbox_id: str) -> None:
         timer = self._claim_timers.pop(sandbox_id, None)
         if timer is not None:
             timer.cancel()
+
+    def _claim(self, sandbox_id: str) -> None:
+        """A retry took the pod: it is the kubelet's now."""
+        self._disarm(sandbox_id)
+        self._mark_unclaimed(sandbox_id, False)
 
     def _expire(self, sandbox_id: str) -> None:
         self._claim_timers.pop(sandbox_id, None)
@@ -170,7 +193,7 @@ class SandboxManager:
             self._expiring.discard(sandbox_id)
 
     def close(self) -> None:
-        """At shutdown: unclaimed pods are kept (restored at the next start)."""
+        """At shutdown: unclaimed pods stay marked so; the next start re-arms their timers."""
         for timer in self._claim_timers.values():
             timer.cancel()
         self._claim_timers.clear()
@@ -282,7 +305,7 @@ class SandboxManager:
             sandbox_id = self.resolve(id_prefix)
         except NotFound:
             return
-        self._claim(sandbox_id)
+        self._disarm(sandbox_id)
         await self.stop(sandbox_id)
         async with self._lock(sandbox_id):
             state = self._sandboxes.get(sandbox_id)
@@ -313,7 +336,10 @@ class SandboxManager:
                 info = await runtime.state(state.id) if runtime else None
                 alive = bool(info) and info.get("status") == "running"
             self._alive[state.id] = alive
-            log.info("restored sandbox %s (%s)", state.id, "ready" if alive else "not ready")
+            if state.unclaimed:
+                self._arm_claim_timer(state.id)
+            log.info("restored sandbox %s (%s%s)", state.id, "ready" if alive else "not ready",
+                     ", unclaimed" if state.unclaimed else "")
         await release_orphans(self.deps, set(self._sandboxes))
 
     def __len__(self) -> int:

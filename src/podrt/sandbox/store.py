@@ -77,11 +77,13 @@ class SandboxState:
     conmon_pid: int
     records: list[list[Any]]  # [name, kind, data] of each committed step, in order
     stopped: bool = False
+    unclaimed: bool = False  # made for a client that left; removed unless a retry claims it
     path: str = ""
 
     def to_json(self) -> bytes:
         doc = {f: getattr(self, f) for f in _CTX_FIELDS}
-        doc.update(version=FORMAT_VERSION, config=config_to_dict(self.config), records=self.records, stopped=self.stopped)
+        doc.update(version=FORMAT_VERSION, config=config_to_dict(self.config), records=self.records, stopped=self.stopped,
+                   unclaimed=self.unclaimed)
         return json.dumps(doc).encode()
 
     @classmethod
@@ -90,7 +92,8 @@ class SandboxState:
         if doc.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported state version {doc.get('version')!r}")
         fields = {f: doc[f] for f in _CTX_FIELDS}
-        return cls(config=config_from_dict(doc["config"]), records=doc["records"], stopped=doc["stopped"], path=path, **fields)
+        return cls(config=config_from_dict(doc["config"]), records=doc["records"], stopped=doc["stopped"],
+                   unclaimed=bool(doc.get("unclaimed", False)), path=path, **fields)
 
     def save(self) -> None:
         atomic_write(Path(self.path), self.to_json())

@@ -157,9 +157,7 @@ def check_request(cfg: SandboxConfig, config: Config) -> None:
     check_hostname(cfg)
     check_dns(cfg)
     check_sysctls(cfg, config.runtime.allowed_unsafe_sysctls)
-    for pm in cfg.port_mappings:
-        if not 0 < pm.container_port < 65536 or not 0 <= pm.host_port < 65536:
-            raise InvalidArgument(f"invalid port mapping {pm.container_port}->{pm.host_port}: ports must be within 1-65535")
+    for pm in cfg.port_mappings:  # port numbers were range-checked by the converter
         if pm.host_ip:
             try:
                 ipaddress.ip_address(pm.host_ip)
