@@ -53,7 +53,8 @@ class Daemon:
         self.tasks = TaskOwner()
         self.root = Path(config.root)
         self.runroot = Path(config.runroot)
-        self.journal = Journal(self.root / "journal")
+        with start_phase(f"cannot create the state directory {self.root}"):
+            self.journal = Journal(self.root / "journal")
         self.steps = StepRegistry()
         self.faults = FaultPlan.parse(list(config.debug.fault_points))
         if config.debug.fault_points:
