@@ -81,7 +81,7 @@ class Daemon:
         self.server = CriServer(
             [RuntimeService(self.status, self.sandboxes), ImageService()],
         )
-        hooks.install(self.server, self.metrics)
+        hooks.install(self.server, self.metrics, config.api.max_msg_size)
         self._lock: IO[str] | None = None
 
     @property

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import socket
 import stat
+import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection
@@ -43,6 +46,40 @@ class CriCodec(ProtoCodec):
             name = getattr(message_type, "__name__", "message")
             _decode_log.warning("request body (%d bytes) is not a valid %s: %s", len(data), name, exc)
             raise GRPCError(Status.INVALID_ARGUMENT, f"the request could not be decoded as {name}: {exc}") from None
+
+
+async def _recv_request(stream: Any, max_size: int) -> Any:
+    """grpclib's Stream.recv_message with the checks it lacks (0.4.x): a size
+    limit read from the length prefix before the body is buffered, and clear
+    statuses for a compressed flag (NotImplementedError there) or a body
+    shorter than its prefix (AssertionError there)."""
+    h2 = stream._stream
+    try:
+        meta = await h2.recv_data(5)
+    except AssertionError:  # grpclib's buffer: the stream ended short of 5 bytes
+        raise GRPCError(Status.INVALID_ARGUMENT, "the request ended inside a message header") from None
+    if not meta:
+        return None
+    compressed, length = struct.unpack(">?I", meta)
+    if compressed:
+        raise GRPCError(Status.UNIMPLEMENTED, "compressed requests are not supported; send them uncompressed")
+    if length > max_size:
+        raise GRPCError(Status.RESOURCE_EXHAUSTED,
+                        f"request of {length} bytes is larger than the limit of {max_size} (podrt.api.max_msg_size)")
+    try:
+        body = await h2.recv_data(length)
+    except AssertionError:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"the request ended before its {length} bytes") from None
+    message = stream._codec.decode(body, stream._recv_type)
+    message, = await stream._dispatch.recv_message(message)
+    h2.connection.messages_received += 1
+    h2.connection.last_message_received = time.monotonic()
+    return message
+
+
+def guard_requests(stream: Any, max_size: int) -> None:
+    """Route this call's request reads through _recv_request."""
+    stream.recv_message = functools.partial(_recv_request, stream, max_size)
 
 
 @dataclass(eq=False, repr=False)

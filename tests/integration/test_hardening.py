@@ -22,6 +22,7 @@ from tests.integration.conftest import remove_all_pods
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess, podrt_command
 from tests.support.fuzz import RawCodec
+from tests.support.h2raw import grpc_frame, raw_unary
 from tests.support.leaks import audit_daemon_dirs
 from tests.support.pods import pod_config
 
@@ -211,6 +212,21 @@ async def test_undecodable_bodies_are_invalid_argument_and_logged_briefly(daemon
     assert written.count("is not a valid RunPodSandboxRequest") <= 5, written[-2000:]
     async with connect(daemon.dirs.socket) as c:
         assert (await c.runtime.version(cri.VersionRequest())).runtime_name == "podrt"
+
+
+@pytest.mark.parametrize("body,status,fragment", [
+    (grpc_frame(b"", compressed=True), "12", "compressed requests are not supported"),
+    (grpc_frame(b"\x0a\x00", length=100), "3", "the request ended before its 100 bytes"),
+    (b"\x00\x00", "3", "inside a message header"),
+    (grpc_frame(b"", length=2**31), "8", "larger than the limit of 16777216 (podrt.api.max_msg_size)"),
+], ids=["compressed flag", "short body", "short header", "huge length prefix"])
+def test_malformed_grpc_framing_gets_a_clear_status(shared_daemon: DaemonProcess, body: bytes, status: str,
+                                                    fragment: str) -> None:
+    before = len(shared_daemon.log())
+    answer = raw_unary(shared_daemon.dirs.socket, "/runtime.v1.RuntimeService/Version", body=body)
+    assert answer.get("grpc-status") == status, answer
+    assert fragment in answer.get("grpc-message", ""), answer
+    assert "Traceback" not in shared_daemon.log()[before:]
 
 
 # ---- 5. values out of range -------------------------------------------------------

@@ -10,8 +10,13 @@ import h2.connection
 import h2.events
 
 
-def raw_unary(socket_path: Path, rpc_path: str, payload: bytes = b"") -> dict[str, str]:
-    """POST one gRPC frame to rpc_path; return all response headers and trailers."""
+def grpc_frame(payload: bytes, *, compressed: bool = False, length: int | None = None) -> bytes:
+    """A gRPC length-prefixed message; `length` may lie about the payload."""
+    return bytes([compressed]) + (len(payload) if length is None else length).to_bytes(4, "big") + payload
+
+
+def raw_unary(socket_path: Path, rpc_path: str, payload: bytes = b"", *, body: bytes | None = None) -> dict[str, str]:
+    """POST one gRPC frame (or `body` as it is) to rpc_path; return all response headers and trailers."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(5)
     sock.connect(str(socket_path))
@@ -29,7 +34,7 @@ def raw_unary(socket_path: Path, rpc_path: str, payload: bytes = b"") -> dict[st
             ("te", "trailers"),
         ],
     )
-    conn.send_data(stream_id, b"\x00" + len(payload).to_bytes(4, "big") + payload, end_stream=True)
+    conn.send_data(stream_id, grpc_frame(payload) if body is None else body, end_stream=True)
     sock.sendall(conn.data_to_send())
     headers: dict[str, str] = {}
     try:

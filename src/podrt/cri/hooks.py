@@ -16,7 +16,7 @@ from grpclib.const import Status
 
 from podrt.cri.errors import to_grpc_error
 from podrt.metrics import Metrics
-from podrt.server import CriServer
+from podrt.server import CriServer, guard_requests
 
 KNOWN_PREFIXES = ("/runtime.v1.RuntimeService/", "/runtime.v1.ImageService/")
 
@@ -33,13 +33,15 @@ def operation_name(method_name: str) -> str:
 SHUTTING_DOWN = "podrt is shutting down; retry against the restarted daemon"
 
 
-def _wrap(func: Callable[[Any], Any], operation: str, metrics: Metrics, server: CriServer) -> Callable[[Any], Any]:
+def _wrap(func: Callable[[Any], Any], operation: str, metrics: Metrics, server: CriServer,
+          max_msg_size: int) -> Callable[[Any], Any]:
     async def handler(stream: Any) -> None:
         start = time.perf_counter()
         code = "OK"
         try:
             if server.draining:  # arrived on an open connection after SIGTERM
                 raise GRPCError(Status.UNAVAILABLE, SHUTTING_DOWN)
+            guard_requests(stream, max_msg_size)
             await func(stream)
         except GRPCError as exc:
             code = exc.status.name
@@ -57,8 +59,8 @@ def _wrap(func: Callable[[Any], Any], operation: str, metrics: Metrics, server: 
     return handler
 
 
-def install(server: CriServer, metrics: Metrics) -> None:
+def install(server: CriServer, metrics: Metrics, max_msg_size: int) -> None:
     async def on_request(event: RecvRequest) -> None:
-        event.method_func = _wrap(event.method_func, operation_name(event.method_name), metrics, server)
+        event.method_func = _wrap(event.method_func, operation_name(event.method_name), metrics, server, max_msg_size)
 
     listen(server, RecvRequest, on_request)
