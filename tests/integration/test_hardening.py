@@ -229,6 +229,21 @@ def test_malformed_grpc_framing_gets_a_clear_status(shared_daemon: DaemonProcess
     assert "Traceback" not in shared_daemon.log()[before:]
 
 
+async def test_huge_echoed_values_get_a_short_message_and_the_connection_lives(shared_daemon: DaemonProcess) -> None:
+    """A 90 KB value echoed in an error used to stall the loop for seconds and
+    overflow the client's header limit, dropping every call on the connection."""
+    async with connect(shared_daemon.dirs.socket) as c:
+        with pytest.raises(GRPCError) as err:
+            await c.runtime.pod_sandbox_status(cri.PodSandboxStatusRequest(pod_sandbox_id="/.." * 30000), timeout=10)
+        assert err.value.status == Status.NOT_FOUND
+        assert len(err.value.message or "") < 1200 and "more characters" in (err.value.message or "")
+        with pytest.raises(GRPCError) as err:
+            await c.runtime.update_runtime_config(cri.UpdateRuntimeConfigRequest(runtime_config=cri.RuntimeConfig(
+                network_config=cri.NetworkConfig(pod_cidr="ü" * 20000))), timeout=10)
+        assert err.value.status == Status.INVALID_ARGUMENT
+        assert (await c.runtime.version(cri.VersionRequest(), timeout=10)).runtime_name == "podrt"
+
+
 # ---- 5. values out of range -------------------------------------------------------
 
 def _with_context(**kw: object) -> cri.PodSandboxConfig:

@@ -40,6 +40,9 @@ BAD = {
     "escaping cgroup parent": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(cgroup_parent="/kubepods/../../etc"))), ".."),
     "slice with cgroupfs": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(cgroup_parent="kubepods.slice"))), "systemd slice"),
     "bad hostname": (cri.RunPodSandboxRequest(config=pod_config(hostname="bad host")), "hostname"),
+    "NUL in cgroup parent": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(cgroup_parent="/\x00"))), "cgroup_parent must not contain a NUL"),
+    "NUL in log dir": (cri.RunPodSandboxRequest(config=pod_config(log_directory="/tmp/x\x00y")), "log_directory must not contain a NUL"),
+    "NUL in dns search": (cri.RunPodSandboxRequest(config=pod_config(dns_config=cri.DnsConfig(searches=["a\x00b"]))), "NUL"),
     "unknown handler": (cri.RunPodSandboxRequest(config=pod_config(), runtime_handler="kata"), "known: runc"),
     "bad port": (cri.RunPodSandboxRequest(config=pod_config(port_mappings=[cri.PortMapping(container_port=0, host_port=80)])), "port"),
     "relative seccomp": (

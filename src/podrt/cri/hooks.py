@@ -31,6 +31,18 @@ def operation_name(method_name: str) -> str:
 
 
 SHUTTING_DOWN = "podrt is shutting down; retry against the restarted daemon"
+MAX_MESSAGE = 1024  # characters of an error message sent back
+
+
+def bounded(error: GRPCError) -> GRPCError:
+    """Messages echo request values: a 90 KB one would block the loop while
+    grpclib percent-encodes it, and overflow the client's header limit (the
+    connection drops, with every other call on it)."""
+    message = error.message or ""
+    if len(message) <= MAX_MESSAGE:
+        return error
+    cut = f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE} more characters)"
+    return GRPCError(error.status, cut, error.details)
 
 
 def _wrap(func: Callable[[Any], Any], operation: str, metrics: Metrics, server: CriServer,
@@ -45,14 +57,14 @@ def _wrap(func: Callable[[Any], Any], operation: str, metrics: Metrics, server: 
             await func(stream)
         except GRPCError as exc:
             code = exc.status.name
-            raise
+            raise bounded(exc) from None
         except asyncio.CancelledError:
             code = "CANCELLED"  # client deadline passed or stream reset
             raise
         except Exception as exc:
             error = to_grpc_error(exc, operation)
             code = error.status.name
-            raise error from None
+            raise bounded(error) from None
         finally:
             metrics.observe_operation(operation, time.perf_counter() - start, code)
 

@@ -143,9 +143,30 @@ def pod_sysctls(cfg: SandboxConfig, config: Config) -> dict[str, str]:
     return out
 
 
+def _host_strings(cfg: SandboxConfig) -> Iterable[tuple[str, str]]:
+    """(field, value) of every string that ends up in a path, a file or a label."""
+    yield "log_directory", cfg.log_directory
+    yield "linux.cgroup_parent", cfg.cgroup_parent
+    yield "seccomp.localhost_ref", cfg.seccomp.localhost_ref
+    if cfg.dns:
+        for field in ("servers", "searches", "options"):
+            yield from ((f"dns_config.{field}", v) for v in getattr(cfg.dns, field))
+    if cfg.selinux:
+        for field in ("user", "role", "type", "level"):
+            yield f"selinux_options.{field}", getattr(cfg.selinux, field)
+
+
+def check_no_nul(cfg: SandboxConfig) -> None:
+    """A NUL cannot be in a path or a file line: the OS call would fail mid-creation."""
+    for field, value in _host_strings(cfg):
+        if "\x00" in value:
+            raise InvalidArgument(f"{field} must not contain a NUL character")
+
+
 def check_request(cfg: SandboxConfig, config: Config) -> None:
     """Every check that needs no host state, in the order a person would fix them."""
     check_metadata(cfg)
+    check_no_nul(cfg)
     if cfg.log_directory and not os.path.isabs(cfg.log_directory):
         raise InvalidArgument(f"log_directory {cfg.log_directory!r} must be an absolute path")
     if cfg.runtime_handler and cfg.runtime_handler not in config.runtime.runtimes:
