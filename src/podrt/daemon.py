@@ -35,6 +35,9 @@ from podrt.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
+CUT_ANSWER_WAIT = 2.0
+
+
 @contextlib.contextmanager
 def start_phase(what: str) -> Iterator[None]:
     """A host error while starting ends the daemon with one line saying what and
@@ -142,6 +145,8 @@ class Daemon:
         if cut:
             log.warning("%d call(s) still running after the %.0fs grace period are cut", cut, grace)
         await self.tasks.drain(max(0.0, deadline - asyncio.get_running_loop().time()))
+        if cut:  # calls whose work was cut now answer UNAVAILABLE; give them a moment to send it
+            await self.server.wait_idle(CUT_ANSWER_WAIT)
         self.server.close()
         await self.server.wait_closed()
         remove_socket(self.socket_path)

@@ -86,8 +86,9 @@ async def test_calls_past_the_grace_period_are_cut_and_unwound(net_dirs: DaemonD
             call = asyncio.ensure_future(c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod_config())))
             await asyncio.sleep(0.5)  # inside the slow CNI ADD
             os.kill(daemon.proc.pid, signal.SIGTERM)
-            with pytest.raises(Exception):  # cut: no answer, or an error
+            with pytest.raises(GRPCError) as err:
                 await call
+            assert err.value.status == Status.UNAVAILABLE and "cut and rolled back" in (err.value.message or "")
         assert daemon.proc.wait(timeout=60) == 0
         assert "still running after the 0s grace period are cut" in daemon.log()
     finally:

@@ -124,6 +124,8 @@ class SandboxManager:
             done, _ = await asyncio.wait({creation.task}, timeout=timeout)
             if not done:
                 raise DeadlineExceeded(f"pod sandbox creation still running after {timeout:.0f}s; retry later")
+            if creation.task.cancelled():  # cut at shutdown, and rolled back
+                raise Unavailable("pod sandbox creation was cut and rolled back: podrt is shutting down; retry")
             sandbox_id = creation.task.result()
             creation.delivered = True
             return sandbox_id
