@@ -255,14 +255,26 @@ def _with_context(**kw: object) -> cri.PodSandboxConfig:
 @pytest.mark.parametrize("config,fragment", [
     (_with_context(namespace_options=cri.NamespaceOption(network=99)), "namespace_options.network: unknown value 99"),
     (_with_context(run_as_user=cri.Int64Value(2**32)), "run_as_user: 4294967296 is out of range"),
+    (_with_context(run_as_user=cri.Int64Value(2**31)), "run_as_user: 2147483648 is out of range"),
     (_with_context(run_as_group=cri.Int64Value(2**63 - 1)), "run_as_group"),
-], ids=["namespace mode 99", "uid 2^32", "gid 2^63-1"])
+], ids=["namespace mode 99", "uid 2^32", "uid 2^31", "gid 2^63-1"])
 async def test_out_of_range_values_name_the_field(pod_daemon: DaemonProcess, config: cri.PodSandboxConfig, fragment: str) -> None:
     async with connect(pod_daemon.dirs.socket) as c:
         with pytest.raises(GRPCError) as err:
             await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=config))
     assert err.value.status == Status.INVALID_ARGUMENT
     assert fragment in (err.value.message or "")
+    assert audit_daemon_dirs(pod_daemon.dirs) == {}
+
+
+async def test_non_ascii_log_directory_works(pod_daemon: DaemonProcess) -> None:
+    """conmon parses paths in its locale; in the C locale a UTF-8 path made it
+    exit at once (found by the fuzzer as INTERNAL "cannot move conmon")."""
+    log_dir = pod_daemon.dirs.base / "logs-ü" / "pod"
+    async with connect(pod_daemon.dirs.socket) as c:
+        pod = (await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod_config(log_directory=str(log_dir))))).pod_sandbox_id
+        await c.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod))
+        await c.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod))
     assert audit_daemon_dirs(pod_daemon.dirs) == {}
 
 

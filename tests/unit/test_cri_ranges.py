@@ -30,6 +30,7 @@ CASES = {
     "pid mode -1": (_sc(namespace_options=cri.NamespaceOption(pid=-1)), {}, "namespace_options.pid: unknown value -1"),
     "seccomp type 7": (_sc(seccomp=cri.SecurityProfile(profile_type=7)), {}, "seccomp.profile_type: unknown value 7"),
     "uid 2^32": (_sc(run_as_user=cri.Int64Value(2**32)), {}, "run_as_user: 4294967296 is out of range"),
+    "uid 2^31 (runc's limit)": (_sc(run_as_user=cri.Int64Value(2**31)), {}, "run_as_user: 2147483648 is out of range (0 to 2147483647)"),
     "uid -1": (_sc(run_as_user=cri.Int64Value(-1)), {}, "run_as_user: -1 is out of range"),
     "gid 2^40": (_sc(run_as_group=cri.Int64Value(2**40)), {}, "run_as_group: 1099511627776 is out of range"),
     "supplemental gid": (_sc(supplemental_groups=[5, 2**33]), {}, "supplemental_groups[1]: 8589934592 is out of range"),
@@ -50,10 +51,10 @@ def test_out_of_range_is_invalid_argument(case: str) -> None:
 
 
 def test_largest_valid_values_pass() -> None:
-    linux = _sc(run_as_user=cri.Int64Value(2**32 - 2), run_as_group=cri.Int64Value(0), supplemental_groups=[2**32 - 2])
+    linux = _sc(run_as_user=cri.Int64Value(2**31 - 1), run_as_group=cri.Int64Value(0), supplemental_groups=[2**31 - 1])
     ports = [cri.PortMapping(protocol=cri.Protocol.SCTP, container_port=65535, host_port=65535)]
     cfg = conv.sandbox_config(_wire(cri.RunPodSandboxRequest(config=pod_config(linux=linux, port_mappings=ports))))
-    assert cfg.run_as_user == 2**32 - 2 and cfg.supplemental_groups == (2**32 - 2,)
+    assert cfg.run_as_user == 2**31 - 1 and cfg.supplemental_groups == (2**31 - 1,)
     assert cfg.port_mappings[0].protocol == "sctp" and cfg.port_mappings[0].host_port == 65535
 
 

@@ -14,7 +14,7 @@ from podrt.errors import InvalidArgument
 
 T = TypeVar("T")
 
-MAX_ID = 2**32 - 2  # uids and gids are 32 bits; 2^32-1 is (uid_t)-1, "no change"
+MAX_ID = 2**31 - 1  # runc (and Kubernetes' validation) take uids and gids up to 2^31-1
 
 
 def enum_value(field: str, table: Mapping[int, T], value: int) -> T:

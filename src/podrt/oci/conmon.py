@@ -151,7 +151,9 @@ async def launch(spec: ConmonSpec, cgroup_procs: Sequence[Path] = ()) -> ConmonL
     sync_r, sync_w = os.pipe()
     start_r, start_w = os.pipe()
     output = tempfile.TemporaryFile()
-    env = {"PATH": CLEAN_PATH, "_OCI_SYNCPIPE": str(sync_w), "_OCI_STARTPIPE": str(start_r)}
+    # LC_ALL: conmon's option parser converts paths from the locale's charset;
+    # in the C locale a UTF-8 log path makes it exit before it starts.
+    env = {"PATH": CLEAN_PATH, "LC_ALL": "C.UTF-8", "_OCI_SYNCPIPE": str(sync_w), "_OCI_STARTPIPE": str(start_r)}
     try:
         proc = await asyncio.create_subprocess_exec(
             *conmon_argv(spec), stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
@@ -169,9 +171,12 @@ async def launch(spec: ConmonSpec, cgroup_procs: Sequence[Path] = ()) -> ConmonL
     try:
         _join_cgroups(proc.pid, cgroup_procs)
         os.write(start_w, b"0")
-    except BaseException:
+    except BaseException as exc:
         await kill_launcher(proc)
+        said = started.output_text().replace("\n", " ")
         started.close()
+        if isinstance(exc, ConmonError) and said:  # it exited before the start pipe: say why
+            raise ConmonError(f"conmon exited before it started: {said}") from None
         raise
     finally:
         os.close(start_w)
