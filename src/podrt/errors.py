@@ -5,6 +5,9 @@ domain stays testable without gRPC.
 """
 
 
+SHUTTING_DOWN = "podrt is shutting down; retry against the restarted daemon"
+
+
 class PodrtError(Exception):
     """Base of every error podrt reports to a client on purpose."""
 

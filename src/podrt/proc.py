@@ -3,12 +3,13 @@
 Every child starts in a session of its own, so whatever it forks (a shell
 wrapper's commands, a helper daemon) shares its process group. On timeout or
 cancellation the whole group gets SIGTERM, then SIGKILL after ``KILL_GRACE``,
-and a warning names the command and the timeout. Output pipes are then read
-for at most ``PIPE_GRACE``: a helper that keeps the child's stdout open can
-no longer hang the caller for its whole life (Python 3.11's Process.wait()
-waits for the pipes too, so the exit is watched through the protocol). If the
-child exits on its own but something it left still holds its pipes, that
-group is killed as well: no orphan outlives the call.
+with a warning naming the command (and the timeout). Output pipes are then
+read for at most ``PIPE_GRACE``: a helper that keeps the child's stdout open
+can no longer hang the caller for its whole life (Python 3.11's
+Process.wait() waits for the pipes too, so the exit is watched through the
+protocol). If the child exits on its own but members of its group still hold
+its pipes, they are killed; one that left the group (setsid) is logged and
+left alone, since its group is not ours to signal, and its pipes are closed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import logging
 import os
 import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from podrt.aio import await_shielded
@@ -38,8 +41,23 @@ def kill_group(pgid: int, sig: int) -> bool:
         return False
 
 
+def group_has_members(pgid: int) -> bool:
+    """Whether any process is still in group `pgid`. Checked before signalling
+    a group whose leader is already reaped: an empty group's ID is free for
+    reuse, and then it is not ours."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid:
+                return True
+    return False
+
+
 def _describe(argv: Sequence[str]) -> str:
-    return " ".join(argv)[:200]
+    return " ".join(argv).replace("\n", " ")[:200]
 
 
 class _ExitWatch(asyncio.subprocess.SubprocessStreamProtocol):
@@ -61,35 +79,34 @@ async def _bounded(fut: asyncio.Future[Any], seconds: float) -> bool:
     return bool(done)
 
 
-async def _stop(proc: asyncio.subprocess.Process, watch: _ExitWatch, io: asyncio.Future[Any],
-                argv: Sequence[str], why: str) -> None:
-    """Terminate the child's group (TERM, then KILL), then let the pipes drain, bounded."""
-    if not watch.exited.done():
+async def _finish(proc: asyncio.subprocess.Process, watch: _ExitWatch, io: asyncio.Future[Any],
+                  argv: Sequence[str], why: str | None) -> None:
+    """End the call: terminate the group if the child still runs (`why` says
+    why), then bound the wait for its pipes, killing what holds them."""
+    if why is not None and not watch.exited.done():
         log.warning("%s: %s; killing its process group", _describe(argv), why)
         kill_group(proc.pid, signal.SIGTERM)
         if not await _bounded(watch.exited, KILL_GRACE):
             kill_group(proc.pid, signal.SIGKILL)
             await _bounded(watch.exited, KILL_GRACE)
-    await _drain(proc, io, argv)
-
-
-async def _drain(proc: asyncio.subprocess.Process, io: asyncio.Future[Any], argv: Sequence[str]) -> None:
-    """The child is gone; whatever it left that still holds its pipes is killed."""
     if await _bounded(io, PIPE_GRACE):
         return
-    log.warning("%s: exited, but processes it left hold its output open; killing them", _describe(argv))
-    kill_group(proc.pid, signal.SIGKILL)
-    if not await _bounded(io, PIPE_GRACE):  # it escaped the group (setsid): stop reading
-        transport = proc._transport  # type: ignore[attr-defined]
-        transport.close()
-        io.cancel()
-        await asyncio.wait({io})
+    if group_has_members(proc.pid):
+        log.warning("%s: processes it left hold its output open; killing them", _describe(argv))
+        kill_group(proc.pid, signal.SIGKILL)
+        if await _bounded(io, PIPE_GRACE):
+            return
+    log.warning("%s: a process outside its group holds its output open; not ours to kill, closing the pipes",
+                _describe(argv))
+    proc._transport.close()  # type: ignore[attr-defined]  # EOF to both readers: what was read is kept
+    await asyncio.wait({io})
 
 
 async def run(argv: Sequence[str], *, timeout: float, stdin: bytes | None = None,
               env: Mapping[str, str] | None = None, cwd: str | None = None) -> tuple[int, bytes, bytes]:
     """(exit code, stdout, stderr) of a child. TimeoutError after `timeout` s,
-    CancelledError on cancellation, each only once the child's group is dead."""
+    CancelledError on cancellation; either only once the child has exited and
+    its group was signalled."""
     loop = asyncio.get_running_loop()
     transport, watch = await loop.subprocess_exec(
         lambda: _ExitWatch(loop), *argv,
@@ -99,47 +116,26 @@ async def run(argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
     )
     proc = asyncio.subprocess.Process(transport, watch, loop)
     io = asyncio.ensure_future(proc.communicate(stdin))
+    why: str | None = None
+    cancelled = False
     try:
-        done = await _bounded(watch.exited, timeout)
+        if not await _bounded(watch.exited, timeout):
+            why = f"still running after its {timeout:g}s timeout"
     except asyncio.CancelledError:
-        await await_shielded(asyncio.ensure_future(_stop(proc, watch, io, argv, "cancelled")))
-        raise
-    if not done:
-        cleanup = asyncio.ensure_future(_stop(proc, watch, io, argv, f"still running after its {timeout:g}s timeout"))
-        if await await_shielded(cleanup):
-            raise asyncio.CancelledError
-        raise TimeoutError(f"{argv[0]} timed out after {timeout:g}s")
-    cleanup = asyncio.ensure_future(_drain(proc, io, argv))
-    if await await_shielded(cleanup):
+        why, cancelled = "cancelled", True
+    cancelled |= await await_shielded(asyncio.ensure_future(_finish(proc, watch, io, argv, why)))
+    if cancelled:
         raise asyncio.CancelledError
-    if io.cancelled():
-        return transport.get_returncode() or 0, b"", b""
+    if why is not None:
+        raise TimeoutError(f"{argv[0]} timed out after {timeout:g}s")
     out, err = io.result()
     return transport.get_returncode() or 0, out, err
 
 
 def run_sync(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
-    """The same rules for the few blocking callers (`podrt check`, start-up probes)."""
-    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=dict(env) if env is not None else None, start_new_session=True, text=True,
-                             errors="replace")
-    try:
-        out, err = child.communicate(timeout=timeout)
-        return child.returncode, out, err
-    except subprocess.TimeoutExpired:
-        log.warning("%s: did not finish within %gs; killing its process group", _describe(argv), timeout)
-    kill_group(child.pid, signal.SIGTERM)
-    try:
-        child.wait(KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        pass
-    kill_group(child.pid, signal.SIGKILL)
-    try:
-        out, err = child.communicate(timeout=PIPE_GRACE)
-    except subprocess.TimeoutExpired:
-        for pipe in (child.stdout, child.stderr):
-            if pipe is not None:
-                pipe.close()
-        child.wait()
-        out = err = ""
-    raise subprocess.TimeoutExpired(argv, timeout, out, err)
+    """`run` for the few blocking callers (`podrt check`, the start-up probe of
+    oom.py, which runs inside the daemon's loop): on a private loop in a worker
+    thread, so the same rules hold. Output is decoded text."""
+    with ThreadPoolExecutor(1, thread_name_prefix="podrt-proc") as pool:
+        code, out, err = pool.submit(asyncio.run, run(argv, timeout=timeout, env=env)).result()
+    return code, out.decode(errors="replace"), err.decode(errors="replace")

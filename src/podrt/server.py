@@ -52,7 +52,8 @@ async def _recv_request(stream: Any, max_size: int) -> Any:
     """grpclib's Stream.recv_message with the checks it lacks (0.4.x): a size
     limit read from the length prefix before the body is buffered, and clear
     statuses for a compressed flag (NotImplementedError there) or a body
-    shorter than its prefix (AssertionError there)."""
+    shorter than its prefix (AssertionError there, or nothing at all when
+    no byte of it came)."""
     h2 = stream._stream
     try:
         meta = await h2.recv_data(5)
@@ -68,8 +69,10 @@ async def _recv_request(stream: Any, max_size: int) -> Any:
                         f"request of {length} bytes is larger than the limit of {max_size} (podrt.api.max_msg_size)")
     try:
         body = await h2.recv_data(length)
-    except AssertionError:
-        raise GRPCError(Status.INVALID_ARGUMENT, f"the request ended before its {length} bytes") from None
+    except AssertionError:  # some bytes came, not all
+        body = b""
+    if len(body) != length:  # none came: grpclib returns b""
+        raise GRPCError(Status.INVALID_ARGUMENT, f"the request ended before its {length} bytes")
     message = stream._codec.decode(body, stream._recv_type)
     message, = await stream._dispatch.recv_message(message)
     h2.connection.messages_received += 1

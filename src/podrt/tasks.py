@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any, Coroutine, TypeVar
 
-from podrt.errors import Unavailable
+from podrt.errors import SHUTTING_DOWN, Unavailable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class TaskOwner:
     def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         if self.closed:
             coro.close()
-            raise Unavailable("podrt is shutting down; retry against the restarted daemon")
+            raise Unavailable(SHUTTING_DOWN)
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -218,9 +218,10 @@ async def test_undecodable_bodies_are_invalid_argument_and_logged_briefly(daemon
 @pytest.mark.parametrize("body,status,fragment", [
     (grpc_frame(b"", compressed=True), "12", "compressed requests are not supported"),
     (grpc_frame(b"\x0a\x00", length=100), "3", "the request ended before its 100 bytes"),
+    (grpc_frame(b"", length=10), "3", "the request ended before its 10 bytes"),
     (b"\x00\x00", "3", "inside a message header"),
     (grpc_frame(b"", length=2**31), "8", "larger than the limit of 16777216 (podrt.api.max_msg_size)"),
-], ids=["compressed flag", "short body", "short header", "huge length prefix"])
+], ids=["compressed flag", "short body", "no body", "short header", "huge length prefix"])
 def test_malformed_grpc_framing_gets_a_clear_status(shared_daemon: DaemonProcess, body: bytes, status: str,
                                                     fragment: str) -> None:
     before = len(shared_daemon.log())

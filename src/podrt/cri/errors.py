@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -28,8 +29,8 @@ def _exhausted(exc: Exception) -> errors.ResourceExhausted | None:
     """A full disk anywhere below (state, journal, host files) is the host's
     condition, not a bug: ResourceExhausted naming what could not be written."""
     if isinstance(exc, OSError) and exc.errno in _FULL:
-        what = f"cannot write {exc.filename}" if exc.filename else "cannot write"
-        return errors.ResourceExhausted(f"{what}: {exc.strerror}")
+        reason = exc.strerror or os.strerror(exc.errno)
+        return errors.ResourceExhausted(f"cannot write {exc.filename}: {reason}" if exc.filename else str(exc) or reason)
     return None
 
 

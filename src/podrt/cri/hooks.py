@@ -15,6 +15,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.const import Status
 
 from podrt.cri.errors import to_grpc_error
+from podrt.errors import SHUTTING_DOWN
 from podrt.metrics import Metrics
 from podrt.server import CriServer, guard_requests
 
@@ -30,7 +31,6 @@ def operation_name(method_name: str) -> str:
     return "unknown"
 
 
-SHUTTING_DOWN = "podrt is shutting down; retry against the restarted daemon"
 MAX_MESSAGE = 1024  # characters of an error message sent back
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import attrs
 
 from podrt.aio import finish_in_thread
-from podrt.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from podrt.errors import SHUTTING_DOWN, DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from podrt.network.cniconf import CniNetwork
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
@@ -90,6 +90,7 @@ class SandboxManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._claim_timers: dict[str, asyncio.TimerHandle] = {}
         self._expiring: set[str] = set()
+        self._closed = False
         for cls in STEP_CLASSES:  # the undos a crash replay or a teardown may need
             registry.register(cls.kind, lambda cls=cls: cls(self.deps))
 
@@ -125,7 +126,7 @@ class SandboxManager:
             if not done:
                 raise DeadlineExceeded(f"pod sandbox creation still running after {timeout:.0f}s; retry later")
             if creation.task.cancelled():  # cut at shutdown, and rolled back
-                raise Unavailable("pod sandbox creation was cut and rolled back: podrt is shutting down; retry")
+                raise Unavailable(f"pod sandbox creation was cut and rolled back: {SHUTTING_DOWN}")
             sandbox_id = creation.task.result()
             creation.delivered = True
             return sandbox_id
@@ -152,8 +153,8 @@ class SandboxManager:
 
     def _mark_unclaimed(self, sandbox_id: str, unclaimed: bool) -> None:
         """Persisted, so a restart re-arms the claim timer. Written inline (a few
-        ms, only for abandoned creations): this also runs while the daemon shuts
-        down, when no new task may be started to do it."""
+        ms, only for abandoned creations and their claims): this also runs while
+        the daemon shuts down, when no new task may be started to do it."""
         state = self._sandboxes.get(sandbox_id)
         if state is None or state.unclaimed == unclaimed:
             return
@@ -164,6 +165,8 @@ class SandboxManager:
             log.warning("cannot record the claim state of sandbox %s: %s", sandbox_id, exc)
 
     def _arm_claim_timer(self, sandbox_id: str) -> None:
+        if self._closed:  # shutting down: the flag on disk re-arms it at the next start
+            return
         timeout = self.deps.config.runtime.sandbox_claim_timeout
         self._claim_timers[sandbox_id] = asyncio.get_running_loop().call_later(timeout, self._expire, sandbox_id)
 
@@ -196,6 +199,7 @@ class SandboxManager:
 
     def close(self) -> None:
         """At shutdown: unclaimed pods stay marked so; the next start re-arms their timers."""
+        self._closed = True
         for timer in self._claim_timers.values():
             timer.cancel()
         self._claim_timers.clear()
