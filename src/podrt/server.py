@@ -33,6 +33,7 @@ from podrt.errors import FailedPrecondition
 from podrt.logutil import RateLimited
 
 _decode_log = RateLimited(logging.getLogger(__name__))
+IDLE_SETTLE = 0.05
 
 
 class CriCodec(ProtoCodec):
@@ -133,11 +134,18 @@ class CriServer(Server):
         return {t for h in self._handlers for t in h._tasks.values() if not t.done()}
 
     async def wait_idle(self, timeout: float) -> int:
-        """Wait until no call runs, at most `timeout` s; the number still running."""
+        """Wait until no call runs, at most `timeout` s; the number still running.
+        Idle means idle after a short settle, so requests already in the
+        sockets are read (and refused) rather than lost when the daemon exits."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (calls := self._calls()) and loop.time() < deadline:
-            await asyncio.wait(calls, timeout=deadline - loop.time())
+        while loop.time() < deadline:
+            if calls := self._calls():
+                await asyncio.wait(calls, timeout=deadline - loop.time())
+                continue
+            await asyncio.sleep(min(IDLE_SETTLE, max(0.0, deadline - loop.time())))
+            if not self._calls():
+                break
         return len(self._calls())
 
 
