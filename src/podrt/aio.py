@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Coroutine, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -29,3 +29,29 @@ async def finish_in_thread(fn: Callable[..., T], *args: Any) -> T:
     if await await_shielded(fut):
         raise asyncio.CancelledError
     return fut.result()
+
+
+class SharedTask(Generic[T]):
+    """One piece of work awaited by several callers (two pulls of one layer).
+    It is cancelled only when its last waiter leaves, and that waiter returns
+    only once the work has unwound (no partial file outlives the call)."""
+
+    def __init__(self, coro: Coroutine[Any, Any, T], name: str) -> None:
+        self._task: asyncio.Task[T] = asyncio.get_running_loop().create_task(coro, name=name)
+        self._waiters = 0
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def add_done_callback(self, callback: Callable[[asyncio.Task[T]], object]) -> None:
+        self._task.add_done_callback(callback)
+
+    async def wait(self) -> T:
+        self._waiters += 1
+        try:
+            return await asyncio.shield(self._task)
+        finally:
+            self._waiters -= 1
+            if self._waiters == 0 and not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task})
