@@ -21,9 +21,13 @@ from pathlib import Path
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 
-from podrt.api.runtime import v1 as cri
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
-from common import pct, socket_path, wait_ready, write_config  # beside this script
+from podrt.api.runtime import v1 as cri  # noqa: E402
+from tests.support.daemon import DaemonDirs  # noqa: E402
+from tests.support.leaks import scrub_daemon_dirs  # noqa: E402
+
+from common import pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
 
 
 def setup(base: Path) -> Path:
@@ -125,6 +129,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        scrub_daemon_dirs(DaemonDirs(base))  # pods a failed run left: they outlive the daemon
         subprocess.run(["ip", "link", "del", "podrtbench0"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
