@@ -15,6 +15,8 @@ python3 -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install -q "$here"
 ln -sf "$prefix/venv/bin/podrt" /usr/local/bin/podrt
 
+# A node with no CNI network gets podrt's default bridge network (never over an existing config).
+podrt install-network
 podrt check || echo "podrt check found problems (above); the daemon starts anyway"
 
 if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then

@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", parents=[common], help="run the CRI daemon")
     sub.add_parser("config", parents=[common], help="print the effective config as TOML")
     sub.add_parser("check", parents=[common], help="check that this host can run pods")
+    sub.add_parser("install-network", parents=[common],
+                   help="write a default bridge pod network into the CNI config dir, unless it holds one")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -90,6 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         report, healthy = format_results(run_checks(cfg))
         print(report)
         return 0 if healthy else 1
+    if args.command == "install-network":
+        from podrt.network import default
+
+        try:
+            print(default.install(Path(cfg.network.network_dir)))
+        except (OSError, RuntimeError) as exc:
+            print(f"podrt: cannot install the default network: {exc}", file=sys.stderr)
+            return 1
+        return 0
     _setup_logging(cfg.log_level)
     return _serve(cfg)
 

@@ -16,6 +16,7 @@ import attrs
 
 from podrt import proc
 from podrt.config import Config
+from podrt.network import default as default_network
 from podrt.network.cni import find_plugin
 from podrt.network.cniconf import find_network
 from podrt.oom import can_set
@@ -61,6 +62,11 @@ def _cni(cfg: Config) -> list[CheckResult]:
             required=False,
         )
     ]
+    own = default_network.check(Path(cfg.network.network_dir))
+    if own is not None:
+        ok, detail = own
+        results.append(CheckResult("default pod network subnet", ok, detail,
+                                   "" if ok else f"edit the subnet in {cfg.network.network_dir}/{default_network.FILE_NAME}"))
     for plugin in wanted:
         found = find_plugin(cfg.network.plugin_dirs, plugin)
         dirs = ":".join(cfg.network.plugin_dirs)
