@@ -7,7 +7,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq runc crun conmon containernetworking-plugins catatonit \
-    iproute2 iptables util-linux iputils-ping python3 python3-venv >/dev/null
+    iproute2 iptables util-linux iputils-ping python3 python3-venv \
+    docker-registry apache2-utils >/dev/null
+# docker-registry: the tests' loopback registry (not started as a service here;
+# the fixtures run their own); apache2-utils: htpasswd for its basic auth.
 
 python3 -m venv "$here/.venv"
 "$here/.venv/bin/pip" install -q --upgrade pip

@@ -32,6 +32,10 @@ class Unavailable(PodrtError):
     """The host is not ready (missing binary, daemon shutting down); retry later."""
 
 
+class PermissionDenied(PodrtError):
+    """The caller (or the credentials it gave) may not do this."""
+
+
 class DeadlineExceeded(PodrtError):
     """An operation did not finish in its time budget."""
 

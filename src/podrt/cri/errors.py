@@ -21,6 +21,7 @@ _STATUS: dict[type[errors.PodrtError], Status] = {
     errors.Unavailable: Status.UNAVAILABLE,
     errors.DeadlineExceeded: Status.DEADLINE_EXCEEDED,
     errors.ResourceExhausted: Status.RESOURCE_EXHAUSTED,
+    errors.PermissionDenied: Status.PERMISSION_DENIED,
 }
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 

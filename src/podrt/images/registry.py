@@ -1,0 +1,197 @@
+"""A client for one registry (Distribution HTTP API v2) on asyncio, over aiohttp.
+
+It fetches manifests and streams blobs; it decides nothing about where to
+pull from (registries.py) or what to store (the puller and blobs.py). Auth
+follows the registry's challenge: a request goes out anonymously or with what
+worked before; a 401 names the scheme: Basic (credentials sent as they are)
+or Bearer (a token fetched from the realm for that scope, cached per scope
+until it expires). PullImage's AuthConfig maps onto `Credentials`:
+username/password (or `auth`, their base64), an identity token (an OAuth2
+refresh token, exchanged at the realm) or a registry token (a bearer token
+used as it is).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import ssl
+import time
+from typing import AsyncIterator
+from urllib.parse import urlencode
+
+import aiohttp
+import attrs
+
+from podrt import errors
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+INDEX_TYPES = frozenset(MANIFEST_TYPES[:2])
+MAX_MANIFEST = 4 * 1024 * 1024  # like containerd: a manifest is small; refuse a flood
+CHUNK = 1 << 16
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryError(errors.Unavailable):
+    """The registry could not be reached or answered with an error."""
+
+
+class AuthError(errors.PermissionDenied):
+    """The registry refused the credentials (or asked for some and had none)."""
+
+
+@attrs.frozen
+class Credentials:
+    username: str = ""
+    password: str = ""
+    identity_token: str = ""
+    registry_token: str = ""
+
+    @classmethod
+    def from_auth(cls, auth: str) -> "Credentials":
+        """docker config.json's `auth`: base64 of "user:password"."""
+        try:
+            user, _, password = base64.b64decode(auth, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise errors.InvalidArgument("auth: not base64 of user:password") from None
+        return cls(user, password)
+
+    @property
+    def basic(self) -> dict[str, str]:
+        """The Basic Authorization header, or none without a username."""
+        return {"Authorization": aiohttp.encode_basic_auth(self.username, self.password)} if self.username else {}
+
+
+@attrs.frozen
+class Manifest:
+    media_type: str
+    body: bytes
+    digest: str  # sha256 of body
+
+
+@attrs.define
+class _Token:
+    value: str
+    expires: float
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest))
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class RegistryClient:
+    """One registry host; `insecure` means plain HTTP (registries.conf says so)."""
+
+    def __init__(self, session: aiohttp.ClientSession, host: str, *, insecure: bool = False,
+                 credentials: Credentials = Credentials(), ssl_context: ssl.SSLContext | None = None) -> None:
+        self.session, self.host = session, host
+        self.base = f"{'http' if insecure else 'https'}://{host}/v2/"
+        self.credentials = credentials
+        self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else not insecure
+        self._tokens: dict[str, _Token] = {}
+        self._basic = False  # the registry asked for Basic once: send it up front
+
+    # ---- auth ---------------------------------------------------------------
+
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        if self.credentials.registry_token:
+            return {"Authorization": f"Bearer {self.credentials.registry_token}"}
+        token = self._tokens.get(scope)
+        if token is not None and token.expires > time.monotonic():
+            return {"Authorization": f"Bearer {token.value}"}
+        return self.credentials.basic if self._basic else {}
+
+    async def _answer_challenge(self, header: str, scope: str) -> None:
+        scheme, params = _challenge(header)
+        if scheme == "basic":
+            if not self.credentials.basic or self._basic:
+                raise AuthError(f"{self.host}: authentication required (basic); no or wrong credentials")
+            self._basic = True
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise AuthError(f"{self.host}: unsupported authentication challenge {header[:200]!r}")
+        self._tokens[scope] = await self._fetch_token(params, scope)
+
+    async def _fetch_token(self, params: dict[str, str], scope: str) -> _Token:
+        query = {"service": params.get("service", ""), "scope": scope}
+        creds = self.credentials
+        try:
+            if creds.identity_token:  # OAuth2 refresh token, as docker login stores it
+                form = {**query, "grant_type": "refresh_token", "refresh_token": creds.identity_token, "client_id": "podrt"}
+                resp = await self.session.post(params["realm"], data=form, ssl=self.ssl)
+            else:
+                resp = await self.session.get(f"{params['realm']}?{urlencode(query)}", headers=creds.basic, ssl=self.ssl)
+            async with resp:
+                if resp.status in (401, 403):
+                    raise AuthError(f"{self.host}: the token service refused the credentials for {scope}")
+                if resp.status != 200:
+                    raise RegistryError(f"{self.host}: token service answered {resp.status}")
+                doc = await resp.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            raise RegistryError(f"{self.host}: token service {params['realm']}: {exc}") from None
+        value = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+        if not isinstance(value, str) or not value:
+            raise RegistryError(f"{self.host}: token service sent no token")
+        lifetime = doc.get("expires_in", 60)
+        return _Token(value, time.monotonic() + max(float(lifetime) if isinstance(lifetime, (int, float)) else 60.0, 10.0) - 5)
+
+    async def _get(self, path: str, repo: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """GET with auth; one retry after answering a challenge. The caller closes the response."""
+        scope = f"repository:{repo}:pull"
+        for attempt in (1, 2):
+            try:
+                resp = await self.session.get(self.base + path, headers={**headers, **self._auth_header(scope)}, ssl=self.ssl)
+            except aiohttp.ClientError as exc:
+                raise RegistryError(f"{self.host}: {exc}") from None
+            if resp.status != 401:
+                return resp
+            challenge = resp.headers.get("WWW-Authenticate", "")
+            resp.release()
+            if attempt == 2:
+                raise AuthError(f"{self.host}: access to {repo} denied: the registry refused the credentials")
+            await self._answer_challenge(challenge, scope)
+        raise AssertionError("unreachable")
+
+    # ---- content ------------------------------------------------------------
+
+    async def manifest(self, repo: str, ref: str) -> Manifest:
+        """The manifest (or index) `ref` (tag or digest) of `repo`; a digest ref is verified."""
+        resp = await self._get(f"{repo}/manifests/{ref}", repo, {"Accept": ", ".join(MANIFEST_TYPES)})
+        async with resp:
+            if resp.status == 404:
+                raise errors.NotFound(f"{self.host}/{repo}:{ref}: manifest unknown to the registry")
+            if resp.status != 200:
+                raise RegistryError(f"{self.host}/{repo}: manifest {ref}: HTTP {resp.status}")
+            body = await resp.content.read(MAX_MANIFEST + 1)
+            if len(body) > MAX_MANIFEST:
+                raise RegistryError(f"{self.host}/{repo}: manifest {ref} is larger than {MAX_MANIFEST} bytes")
+            media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        digest = digest_of(body)
+        if ref.startswith("sha256:") and digest != ref:
+            raise RegistryError(f"{self.host}/{repo}: manifest {ref} has digest {digest}")
+        return Manifest(media_type, body, digest)
+
+    async def blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
+        """The blob's bytes as they arrive (the blob store verifies them)."""
+        resp = await self._get(f"{repo}/blobs/{digest}", repo, {})
+        async with resp:
+            if resp.status == 404:
+                raise errors.NotFound(f"{self.host}/{repo}: blob {digest} unknown to the registry")
+            if resp.status != 200:
+                raise RegistryError(f"{self.host}/{repo}: blob {digest}: HTTP {resp.status}")
+            try:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    yield chunk
+            except aiohttp.ClientError as exc:
+                raise RegistryError(f"{self.host}/{repo}: blob {digest}: {exc}") from None

@@ -1,0 +1,158 @@
+"""A real registry for tests (Debian's docker-registry, Distribution v2) on
+127.0.0.1, and test images built here and pushed over the HTTP API.
+
+Every pull in the tests goes to this loopback registry; nothing names
+another host.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import attrs
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Registry:
+    """`docker-registry serve` on a free loopback port; basic auth when `users` is given."""
+
+    def __init__(self, base: Path, users: dict[str, str] | None = None) -> None:
+        self.base = base
+        self.port = _free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        base.mkdir(parents=True, exist_ok=True)
+        auth = ""
+        if users:
+            lines = [subprocess.run(["htpasswd", "-Bbn", u, p], check=True, capture_output=True, text=True).stdout.strip()
+                     for u, p in users.items()]
+            (base / "htpasswd").write_text("\n".join(lines) + "\n")
+            auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {base / 'htpasswd'}\n"
+        (base / "config.yml").write_text(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n{auth}")
+        self.log = open(base / "registry.log", "wb")
+        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(base / "config.yml")], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+                return
+            except urllib.error.HTTPError:
+                return  # 401 with auth on: it is up
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"docker-registry did not start on {self.host}")
+
+    def stop(self) -> None:
+        """By PID: the registry is our child."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.log.close()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layer(files: dict[str, bytes]) -> tuple[bytes, bytes]:
+    """(gzipped layer, its uncompressed tar) holding `files` (path -> content)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, content in files.items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime = len(content), 0o644, 1_700_000_000
+            tar.addfile(info, io.BytesIO(content))
+    plain = buf.getvalue()
+    return gzip.compress(plain, mtime=0), plain
+
+
+@attrs.frozen
+class BuiltImage:
+    manifest: bytes
+    config: bytes
+    layers: tuple[bytes, ...]  # gzipped
+
+    @property
+    def digest(self) -> str:
+        return digest(self.manifest)
+
+    @property
+    def config_digest(self) -> str:
+        return digest(self.config)
+
+
+def image(*layer_files: dict[str, bytes], arch: str = "amd64", cmd: tuple[str, ...] = ("/bin/sh",)) -> BuiltImage:
+    built = [layer(files) for files in layer_files]
+    config = json.dumps({
+        "architecture": arch, "os": "linux", "config": {"Cmd": list(cmd)},
+        "rootfs": {"type": "layers", "diff_ids": [digest(plain) for _, plain in built]},
+    }).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": digest(config), "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": digest(gz), "size": len(gz)} for gz, _ in built],
+    }).encode()
+    return BuiltImage(manifest, config, tuple(gz for gz, _ in built))
+
+
+def index(*entries: tuple[BuiltImage, str]) -> bytes:
+    """An OCI image index of (image, architecture) entries."""
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": img.digest, "size": len(img.manifest),
+         "platform": {"os": "linux", "architecture": arch}} for img, arch in entries]}).encode()
+
+
+async def push(registry: Registry, repo: str, img: BuiltImage, tag: str, user: tuple[str, str] | None = None) -> None:
+    """Blobs by monolithic upload, then the manifest under `tag`."""
+    base = f"http://{registry.host}/v2/{repo}"
+    headers = {"Authorization": aiohttp.encode_basic_auth(*user)} if user else {}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        for blob in (img.config, *img.layers):
+            async with s.post(f"{base}/blobs/uploads/") as r:
+                assert r.status == 202, await r.text()
+                location = r.headers["Location"]
+            sep = "&" if "?" in location else "?"
+            url = location if location.startswith("http") else f"http://{registry.host}{location}"
+            async with s.put(f"{url}{sep}digest={digest(blob)}", data=blob,
+                             headers={"Content-Type": "application/octet-stream"}) as r:
+                assert r.status == 201, await r.text()
+        await put_manifest(s, registry, repo, tag, img.manifest, OCI_MANIFEST)
+
+
+async def put_manifest(session: aiohttp.ClientSession, registry: Registry, repo: str, ref: str, body: bytes,
+                       media_type: str) -> None:
+    async with session.put(f"http://{registry.host}/v2/{repo}/manifests/{ref}", data=body,
+                           headers={"Content-Type": media_type}) as r:
+        assert r.status == 201, await r.text()
+
+
+def manifest_doc(body: bytes) -> dict[str, Any]:
+    return json.loads(body)  # type: ignore[no-any-return]
