@@ -186,6 +186,13 @@ class ImageConfig:
     pause_image: str = _f("podrt.local/pause:builtin", _nonempty)
     pause_command: tuple[str, ...] = _f(("/catatonit", "-P"), _nonempty)
     catatonit_path: str = _f("/usr/bin/catatonit", _absolute)
+    # containers-registries.conf(5) v2, as CRI-O, Podman and skopeo read it (drop-ins: <file>.d/)
+    registries_conf: str = _f("/etc/containers/registries.conf", _absolute)
+    certs_dirs: tuple[str, ...] = _f(("/etc/containers/certs.d", "/etc/docker/certs.d"), _each(_absolute))
+    global_auth_file: str = _f("", _check(lambda v: v == "" or os.path.isabs(v), 'must be "" or an absolute path'))
+    max_concurrent_downloads: int = _f(3, _in_range(1, 64))
+    # a pull that receives no byte for this long fails (CRI-O's pull_progress_timeout)
+    pull_progress_timeout: float = _f(300.0, _positive)
 
 
 @attrs.frozen

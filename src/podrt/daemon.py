@@ -18,6 +18,7 @@ from podrt.cri.image import ImageService
 from podrt.cri.runtime import RuntimeService
 from podrt.errors import FailedPrecondition, StartError
 from podrt.hostcheck import required_binaries
+from podrt.images.manager import ImageManager
 from podrt.images.pause import ensure_builtin
 from podrt.metrics import Metrics
 from podrt.network.cni import CniInvoker
@@ -81,8 +82,9 @@ class Daemon:
         )
         self.sandboxes = SandboxManager(self.deps, registry=self.steps, journal=self.journal, faults=self.faults,
                                         observer=self.metrics, tasks=self.tasks)
+        self.images = ImageManager(config, self.root / "images")
         self.server = CriServer(
-            [RuntimeService(self.status, self.sandboxes), ImageService()],
+            [RuntimeService(self.status, self.sandboxes), ImageService(self.images)],
         )
         hooks.install(self.server, self.metrics, config.api.max_msg_size)
         self._lock: IO[str] | None = None
@@ -123,6 +125,8 @@ class Daemon:
                 if report.transactions:
                     log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
                 await self.sandboxes.restore()
+            with start_phase(f"cannot open the image store in {self.images.store.dir}"):
+                await self.images.start()
             with start_phase(f"cannot listen on {self.socket_path}"):
                 await listen_unix(self.server, self.socket_path, self.config.api.socket_mode_int)
             if self.config.metrics.enable_metrics:
@@ -150,6 +154,7 @@ class Daemon:
         self.server.close()
         await self.server.wait_closed()
         remove_socket(self.socket_path)
+        await self.images.close()
         self.metrics.close()
         self._release_lock()
         log.info("stopped")

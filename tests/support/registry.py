@@ -109,10 +109,11 @@ class BuiltImage:
         return digest(self.config)
 
 
-def image(*layer_files: dict[str, bytes], arch: str = "amd64", cmd: tuple[str, ...] = ("/bin/sh",)) -> BuiltImage:
+def image(*layer_files: dict[str, bytes], arch: str = "amd64", cmd: tuple[str, ...] = ("/bin/sh",),
+          user: str = "") -> BuiltImage:
     built = [layer(files) for files in layer_files]
     config = json.dumps({
-        "architecture": arch, "os": "linux", "config": {"Cmd": list(cmd)},
+        "architecture": arch, "os": "linux", "config": {"Cmd": list(cmd), "User": user},
         "rootfs": {"type": "layers", "diff_ids": [digest(plain) for _, plain in built]},
     }).encode()
     manifest = json.dumps({

@@ -57,6 +57,11 @@ EXPECTED_DEFAULTS = {
             "pause_image": "podrt.local/pause:builtin",
             "pause_command": ["/catatonit", "-P"],
             "catatonit_path": "/usr/bin/catatonit",
+            "registries_conf": "/etc/containers/registries.conf",
+            "certs_dirs": ["/etc/containers/certs.d", "/etc/docker/certs.d"],
+            "global_auth_file": "",
+            "max_concurrent_downloads": 3,
+            "pull_progress_timeout": 300.0,
         },
         "network": {
             "network_dir": "/etc/cni/net.d",

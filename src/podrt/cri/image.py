@@ -1,9 +1,74 @@
-"""ImageService: every RPC answers UNIMPLEMENTED until the image store lands."""
+"""ImageService: CRI messages <-> the image manager. No business logic here."""
 
 from __future__ import annotations
 
+import json
+import time
+
 from podrt.api.runtime import v1 as cri
+from podrt.images.manager import ImageManager, ImageView
+from podrt.images.registry import Credentials
+
+
+def credentials(auth: cri.AuthConfig | None) -> Credentials:
+    """PullImage's AuthConfig in its four forms; `auth` is docker's base64 user:password."""
+    if auth is None:
+        return Credentials()
+    if auth.auth and not auth.username:
+        base = Credentials.from_auth(auth.auth)
+    else:
+        base = Credentials(auth.username, auth.password)
+    return Credentials(base.username, base.password, auth.identity_token, auth.registry_token)
+
+
+def _user(view: ImageView) -> tuple[cri.Int64Value | None, str]:
+    """The config's User as CRI reports it: a numeric user as uid, a name as username."""
+    user = view.user.split(":", 1)[0]
+    if user.isdigit():
+        return cri.Int64Value(int(user)), ""
+    return None, user
+
+
+def image_message(view: ImageView) -> cri.Image:
+    r = view.record
+    uid, username = _user(view)
+    msg = cri.Image(id=r.id, repo_tags=list(r.repo_tags), repo_digests=list(r.repo_digests), size=r.size,
+                    username=username, spec=cri.ImageSpec(image=r.id), pinned=r.pinned)
+    if uid is not None:
+        msg.uid = uid
+    return msg
 
 
 class ImageService(cri.ImageServiceBase):
-    """The generated base answers UNIMPLEMENTED for each RPC."""
+    def __init__(self, images: ImageManager) -> None:
+        self._images = images
+
+    async def pull_image(self, pull_image_request: cri.PullImageRequest) -> cri.PullImageResponse:
+        req = pull_image_request
+        record = await self._images.pull(req.image.image, credentials(req.auth if req.is_set("auth") else None))
+        return cri.PullImageResponse(image_ref=record.id)
+
+    async def list_images(self, list_images_request: cri.ListImagesRequest) -> cri.ListImagesResponse:
+        f = list_images_request.filter
+        text = f.image.image if f is not None and f.image is not None else ""
+        return cri.ListImagesResponse(images=[image_message(self._images.view(r)) for r in self._images.list(text)])
+
+    async def image_status(self, image_status_request: cri.ImageStatusRequest) -> cri.ImageStatusResponse:
+        req = image_status_request
+        record = self._images.find(req.image.image)
+        if record is None:  # unknown: an empty answer, not an error
+            return cri.ImageStatusResponse()
+        view = self._images.view(record)
+        info = {"info": json.dumps({"imageSpec": view.config})} if req.verbose else {}
+        return cri.ImageStatusResponse(image=image_message(view), info=info)
+
+    async def remove_image(self, remove_image_request: cri.RemoveImageRequest) -> cri.RemoveImageResponse:
+        await self._images.remove(remove_image_request.image.image)
+        return cri.RemoveImageResponse()
+
+    async def image_fs_info(self, image_fs_info_request: cri.ImageFsInfoRequest) -> cri.ImageFsInfoResponse:
+        used, inodes = await self._images.usage()
+        usage = cri.FilesystemUsage(timestamp=time.time_ns(),
+                                    fs_id=cri.FilesystemIdentifier(mountpoint=str(self._images.store.dir)),
+                                    used_bytes=cri.UInt64Value(used), inodes_used=cri.UInt64Value(inodes))
+        return cri.ImageFsInfoResponse(image_filesystems=[usage])

@@ -1,0 +1,148 @@
+"""Images: pull (one shared pull per reference), look up by name or ID, list,
+remove, and the store's usage. cri/image.py calls this; it knows no gRPC.
+
+A tag names one image at a time: pulling `app:v1` again when it moved gives
+the tag to the new image (the old one keeps its digests, as in containerd).
+Garbage (layers and blobs no record needs) is collected after a removal,
+but never while a pull runs: a pull's blobs and layers have no record yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import attrs
+
+from podrt.aio import SharedTask
+from podrt.config import Config
+from podrt.errors import FailedPrecondition
+from podrt.images.pull import Puller, PullSettings
+from podrt.images.reference import Reference, looks_like_image_id, parse, parse_id
+from podrt.images.registry import Credentials
+from podrt.images.store import ImageRecord, ImageStore
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class ImageView:
+    record: ImageRecord
+    config: dict[str, Any]  # the image config blob (OCI image-spec)
+
+    @property
+    def user(self) -> str:
+        return str(self.config.get("config", {}).get("User", "") or "")
+
+
+class ImageManager:
+    def __init__(self, config: Config, images_dir: Path) -> None:
+        self.config = config
+        self.store = ImageStore(images_dir)
+        self._pulls: dict[str, SharedTask[ImageRecord]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._gc_pending = False
+
+    async def start(self) -> None:
+        removed = await asyncio.to_thread(self.store.prepare)
+        if removed:
+            log.info("image store: removed what no image needs: %s", ", ".join(removed[:20]))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # ---- look up -------------------------------------------------------------
+
+    def find(self, text: str) -> ImageRecord | None:
+        """By ID (`sha256:<hex>` or the bare hex) or by any name it has."""
+        if looks_like_image_id(text):
+            return self.store.get(parse_id(text))
+        ref = parse(text)
+        want = str(ref)
+        for record in self.store.records():
+            if want in record.repo_tags or want in record.repo_digests:
+                return record
+        return None
+
+    def view(self, record: ImageRecord) -> ImageView:
+        try:
+            config = json.loads(self.store.blobs.path(record.id).read_bytes())
+        except (OSError, ValueError):
+            config = {}
+        return ImageView(record, config if isinstance(config, dict) else {})
+
+    def list(self, text: str = "") -> list[ImageRecord]:
+        if not text:
+            return self.store.records()
+        found = self.find(text)
+        return [found] if found else []
+
+    # ---- pull -------------------------------------------------------------
+
+    async def pull(self, text: str, creds: Credentials = Credentials()) -> ImageRecord:
+        ref = parse(text)
+        key = str(ref)
+        shared = self._pulls.get(key)
+        if shared is None or shared.done():
+            shared = self._pulls[key] = SharedTask(self._pull(ref, creds), name=f"pull {key}")
+            shared.add_done_callback(lambda _t: self._pulls.pop(key, None) if self._pulls.get(key) is shared else None)
+        return await shared.wait()
+
+    async def _pull(self, ref: Reference, creds: Credentials) -> ImageRecord:
+        assert self._session is not None, "start() first"
+        settings = PullSettings(Path(self.config.image.registries_conf), tuple(Path(d) for d in self.config.image.certs_dirs),
+                                self.config.image.max_concurrent_downloads, self.config.image.pull_progress_timeout)
+        try:
+            pulled = await Puller(self.store, settings, self._session).pull(ref, creds)
+            return self._keep(pulled)
+        finally:
+            if self._gc_pending and not any(not p.done() for p in self._pulls.values() if p is not None):
+                await self._collect_garbage()
+
+    def _keep(self, pulled: ImageRecord) -> ImageRecord:
+        """Save the pulled record, merged with what the store knew of that image;
+        a tag it takes is taken from any other image."""
+        for other in self.store.records():
+            if other.id != pulled.id and set(other.repo_tags) & set(pulled.repo_tags):
+                self.store.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t not in pulled.repo_tags)))
+        known = self.store.get(pulled.id)
+        if known is not None:
+            pulled = attrs.evolve(pulled, repo_tags=_union(known.repo_tags, pulled.repo_tags),
+                                  repo_digests=_union(known.repo_digests, pulled.repo_digests),
+                                  created_at=known.created_at, pinned=known.pinned)
+        self.store.save(pulled)
+        return pulled
+
+    # ---- remove -------------------------------------------------------------
+
+    async def remove(self, text: str) -> None:
+        """Unknown images succeed (the kubelet relies on it); pinned ones are refused."""
+        record = self.find(text)
+        if record is None:
+            return
+        if record.pinned:
+            raise FailedPrecondition(f"image {text} ({record.id}) is pinned and cannot be removed")
+        self.store.delete_record(record.id)
+        if any(not p.done() for p in self._pulls.values()):
+            self._gc_pending = True  # a running pull's blobs have no record yet
+        else:
+            await self._collect_garbage()
+
+    async def _collect_garbage(self) -> None:
+        self._gc_pending = False
+        removed = await asyncio.to_thread(self.store.collect_garbage)
+        if removed:
+            log.info("image store: freed %s", ", ".join(removed[:20]))
+
+    async def usage(self) -> tuple[int, int]:
+        return await asyncio.to_thread(self.store.usage)
+
+
+def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*a, *b)))

@@ -1,0 +1,200 @@
+"""The image store: unpacked layers keyed by chain ID, and image records.
+
+Layout under `<root>/images`:
+  blobs/sha256/<hex>     verified content (blobs.py)
+  layers/<chain hex>/    `diff/` (the unpacked layer, an overlay lower dir) and `layer.json`
+  l/<short>              symlink to a layer's diff: overlay options name lower
+                         dirs by these short links (as containers/storage does), so
+                         an image of 100+ layers stays under the page-size limit
+  records/<id hex>.json  one image: its names, manifest, config and layers
+
+Everything appears by rename only: a layer is unpacked in `layers/.tmp-*` and
+renamed into place when whole, a record is written atomically. A crash leaves
+temp dirs, unreferenced layers or blobs; `prepare` at start removes them, so
+nothing half-made is ever used. Layers are shared: an image's layers are
+those its record names, and a layer goes when no record (and, later, no
+container) names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable
+
+import attrs
+
+from podrt.fsutil import atomic_write
+from podrt.images.blobs import BlobStore, parse_digest
+
+SHORT_LEN = 26  # like containers/storage's link names
+
+
+def chain_ids(diff_ids: Iterable[str]) -> list[str]:
+    """OCI chain IDs: ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        out.append(diff_id if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+    return out
+
+
+@attrs.frozen
+class ImageRecord:
+    id: str  # config digest
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    manifest_digest: str
+    layers: tuple[str, ...]  # chain IDs, bottom first
+    size: int  # compressed bytes of config and layers, as containerd reports
+    created_at: int = 0  # ns, when it was stored
+    pinned: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps(attrs.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "ImageRecord":
+        doc = json.loads(raw)
+        for key in ("repo_tags", "repo_digests", "layers"):
+            doc[key] = tuple(doc[key])
+        return cls(**doc)
+
+
+class ImageStore:
+    def __init__(self, images_dir: Path) -> None:
+        self.dir = images_dir
+        self.blobs = BlobStore(images_dir)
+        self.layers_dir = images_dir / "layers"
+        self.links_dir = images_dir / "l"
+        self.records_dir = images_dir / "records"
+        self._records: dict[str, ImageRecord] = {}
+
+    # ---- start ----------------------------------------------------------------
+
+    def prepare(self) -> list[str]:
+        """Load records; remove what a crash left (temp dirs, ingest files,
+        unreferenced layers, blobs and links). What was removed, for the log."""
+        for d in (self.layers_dir, self.links_dir, self.records_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.blobs.prepare()
+        removed = []
+        for path in self.records_dir.glob("*.json"):
+            try:
+                record = ImageRecord.from_json(path.read_bytes())
+                self._records[record.id] = record
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                removed.append(f"unreadable image record {path.name} ({exc})")
+                path.unlink(missing_ok=True)
+        for path in self.records_dir.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+        return removed + self.collect_garbage()
+
+    # ---- records ----------------------------------------------------------------
+
+    def records(self) -> list[ImageRecord]:
+        return list(self._records.values())
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        return self._records.get(image_id)
+
+    def save(self, record: ImageRecord) -> None:
+        atomic_write(self.records_dir / f"{parse_digest(record.id)}.json", record.to_json(), mode=0o644)
+        self._records[record.id] = record
+
+    def delete_record(self, image_id: str) -> None:
+        (self.records_dir / f"{parse_digest(image_id)}.json").unlink(missing_ok=True)
+        self._records.pop(image_id, None)
+
+    # ---- layers ----------------------------------------------------------------
+
+    def layer_dir(self, chain_id: str) -> Path:
+        return self.layers_dir / parse_digest(chain_id)
+
+    def has_layer(self, chain_id: str) -> bool:
+        return (self.layer_dir(chain_id) / "layer.json").is_file()
+
+    def lower_link(self, chain_id: str) -> str:
+        """`l/<short>` of a stored layer, relative to the images dir."""
+        return f"l/{json.loads((self.layer_dir(chain_id) / 'layer.json').read_text())['link']}"
+
+    def add_layer(self, chain_id: str, diff_id: str, unpack: Callable[[Path], str]) -> None:
+        """Unpack a layer (blocking; `unpack(dir)` returns the diff ID it saw) and
+        put it in place whole; a diff ID other than the config's is refused."""
+        if self.has_layer(chain_id):
+            return
+        tmp = self.layers_dir / f".tmp-{secrets.token_hex(8)}"
+        try:
+            (tmp / "diff").mkdir(parents=True)
+            seen = unpack(tmp / "diff")
+            if seen != diff_id:
+                raise ValueError(f"layer content has diff ID {seen}, the image config says {diff_id}")
+            link = secrets.token_hex(SHORT_LEN)[:SHORT_LEN].upper()
+            (tmp / "layer.json").write_text(json.dumps({"chain_id": chain_id, "diff_id": diff_id, "link": link}))
+            os.symlink(f"../layers/{parse_digest(chain_id)}/diff", self.links_dir / link)
+            try:
+                os.rename(tmp, self.layer_dir(chain_id))
+            except OSError:
+                (self.links_dir / link).unlink(missing_ok=True)
+                if not self.has_layer(chain_id):  # else a concurrent pull put the same layer first
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- garbage ---------------------------------------------------------------
+
+    def referenced(self, extra_layers: Iterable[str] = ()) -> tuple[set[str], set[str]]:
+        """(chain IDs, blob digests) that records (and `extra_layers`) still need."""
+        layers, blobs = set(extra_layers), set()
+        for record in self._records.values():
+            layers.update(record.layers)
+            blobs.add(record.id)
+            blobs.update(self._manifest_blobs(record))
+        return layers, blobs
+
+    def _manifest_blobs(self, record: ImageRecord) -> list[str]:
+        digests = [record.manifest_digest]
+        try:
+            manifest: dict[str, Any] = json.loads(self.blobs.path(record.manifest_digest).read_bytes())
+            digests += [d["digest"] for d in manifest.get("layers", [])]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return digests
+
+    def collect_garbage(self, extra_layers: Iterable[str] = ()) -> list[str]:
+        """Remove layers, links and blobs nothing references; what went."""
+        layers, blobs = self.referenced(extra_layers)
+        keep_layers = {parse_digest(c) for c in layers}
+        removed = []
+        for entry in self.layers_dir.iterdir():
+            if entry.name not in keep_layers:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(f"layer {entry.name[:12]}")
+        for link in self.links_dir.iterdir():
+            if not link.exists():  # dangling: its layer went
+                link.unlink(missing_ok=True)
+        for digest in self.blobs.digests():
+            if digest not in blobs:
+                self.blobs.delete(digest)
+                removed.append(f"blob {digest[7:19]}")
+        return removed
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes, inodes) of the whole image store, for ImageFsInfo."""
+        used = inodes = 0
+        for dirpath, dirnames, filenames in os.walk(self.dir):
+            for name in (*dirnames, *filenames):
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                used += st.st_blocks * 512
+                inodes += 1
+        return used, inodes
+
+
+def open_blob(store: ImageStore, digest: str) -> BinaryIO:
+    return open(store.blobs.path(digest), "rb")

@@ -1,0 +1,136 @@
+"""ImageService on the real daemon, pulling from a registry on 127.0.0.1:
+pull by tag, digest and no tag, through a mirror of a made-up name, status,
+list, remove, ImageFsInfo, bad references."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from podrt.api.runtime import v1 as cri
+from tests.support.client import CriClient, connect
+from tests.support.daemon import DaemonDirs, DaemonProcess
+from tests.support.registry import REGISTRY_BIN, Registry, image, push
+
+pytestmark = pytest.mark.skipif(not os.path.exists(REGISTRY_BIN),
+                                reason="needs Debian's docker-registry (scripts/install-test-deps.sh installs it)")
+
+BASE = {"etc/os-release": b"ID=test\n", "bin/sh": b"\x7fELF" + b"s" * 20000}
+APP = image(BASE, {"app/run": b"#!/bin/sh\necho hi\n"}, user="1000")
+OTHER = image(BASE, {"app/other": b"other"}, user="nobody")
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Registry]:
+    reg = Registry(Path(tempfile.mkdtemp(prefix="podrt-registry-")))
+    asyncio.run(push(reg, "test/app", APP, "v1"))
+    asyncio.run(push(reg, "test/app", APP, "latest"))
+    asyncio.run(push(reg, "test/other", OTHER, "v1"))
+    asyncio.run(push(reg, "team/app", APP, "v1"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def image_daemon(dirs: DaemonDirs, registry: Registry) -> Iterator[DaemonProcess]:
+    conf = dirs.base / "registries.conf"
+    conf.write_text(
+        f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n\n'
+        # a made-up name served only by its mirror on loopback: the upstream is blocked, never dialled
+        '[[registry]]\nprefix = "registry.example/team"\nlocation = "registry.example/team"\nblocked = true\n'
+        f'[[registry.mirror]]\nlocation = "{registry.host}/team"\ninsecure = true\n')
+    dirs.write_config({"image": {"registries_conf": str(conf), "certs_dirs": [str(dirs.base / "certs.d")]}})
+    proc = DaemonProcess(dirs).start()
+    yield proc
+    proc.kill()
+
+
+async def _pull(c: CriClient, ref: str) -> str:
+    return (await c.image.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=ref)))).image_ref
+
+
+async def _status(c: CriClient, ref: str) -> cri.ImageStatusResponse:
+    return await c.image.image_status(cri.ImageStatusRequest(image=cri.ImageSpec(image=ref), verbose=True))
+
+
+async def test_pull_status_list_remove(image_daemon: DaemonProcess, registry: Registry) -> None:
+    host = registry.host
+    async with connect(image_daemon.dirs.socket) as c:
+        empty = (await c.image.image_fs_info(cri.ImageFsInfoRequest())).image_filesystems[0]
+        image_id = await _pull(c, f"{host}/test/app:v1")
+        assert image_id == APP.config_digest
+        st = await _status(c, f"{host}/test/app:v1")
+        assert st.image.id == image_id and st.image.repo_tags == [f"{host}/test/app:v1"]
+        assert st.image.repo_digests == [f"{host}/test/app@{APP.digest}"]
+        assert st.image.uid.value == 1000 and st.image.username == ""
+        assert '"User": "1000"' in st.info["info"]
+        assert (await _status(c, image_id)).image.id == image_id  # by ID
+        assert (await _status(c, image_id[7:])).image.id == image_id  # by bare hex
+        assert (await _status(c, f"{host}/test/app@{APP.digest}")).image.id == image_id  # by digest
+        assert (await _pull(c, f"{host}/test/app")) == image_id  # no tag: :latest, the same image
+        assert sorted((await _status(c, image_id)).image.repo_tags) == [f"{host}/test/app:latest", f"{host}/test/app:v1"]
+        other = await _pull(c, f"{host}/test/other@{(OTHER.digest)}")  # by digest
+        assert (await _status(c, other)).image.username == "nobody"
+        listed = (await c.image.list_images(cri.ListImagesRequest())).images
+        assert {i.id for i in listed} == {image_id, other}
+        only = await c.image.list_images(cri.ListImagesRequest(filter=cri.ImageFilter(image=cri.ImageSpec(image=other))))
+        assert [i.id for i in only.images] == [other]
+        full = (await c.image.image_fs_info(cri.ImageFsInfoRequest())).image_filesystems[0]
+        assert full.used_bytes.value > empty.used_bytes.value and full.inodes_used.value > empty.inodes_used.value
+
+        await c.image.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=f"{host}/test/app:v1")))
+        assert (await _status(c, image_id)).image is None or not (await _status(c, image_id)).image.id
+        await c.image.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=f"{host}/test/app:v1")))  # unknown: fine
+        await c.image.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=other)))
+        after = (await c.image.image_fs_info(cri.ImageFsInfoRequest())).image_filesystems[0]
+        assert after.used_bytes.value < full.used_bytes.value
+    store = image_daemon.dirs.root / "images"
+    assert list((store / "layers").iterdir()) == [] and list((store / "blobs" / "sha256").iterdir()) == []
+    assert list((store / "l").iterdir()) == [] and list((store / "ingest").iterdir()) == []
+
+
+async def test_pull_through_a_mirror_records_the_asked_name(image_daemon: DaemonProcess) -> None:
+    async with connect(image_daemon.dirs.socket) as c:
+        image_id = await _pull(c, "registry.example/team/app:v1")
+        st = await _status(c, "registry.example/team/app:v1")
+    assert image_id == APP.config_digest
+    assert st.image.repo_tags == ["registry.example/team/app:v1"]
+    assert st.image.repo_digests == [f"registry.example/team/app@{APP.digest}"]
+
+
+async def test_layers_are_unpacked_and_shared(image_daemon: DaemonProcess, registry: Registry) -> None:
+    async with connect(image_daemon.dirs.socket) as c:
+        await asyncio.gather(*(_pull(c, f"{registry.host}/test/{name}:v1") for name in ("app", "other") for _ in range(5)))
+    layers = image_daemon.dirs.root / "images" / "layers"
+    diffs = sorted(p / "diff" for p in layers.iterdir())
+    assert len(diffs) == 3  # the shared base once, and one layer of each image
+    contents = sorted(str(f.relative_to(d)) for d in diffs for f in d.rglob("*") if f.is_file())
+    assert contents == ["app/other", "app/run", "bin/sh", "etc/os-release"]
+
+
+@pytest.mark.parametrize("ref,fragment", [
+    ("UPPER/case", "must be lowercase"),
+    ("127.0.0.1:1/x@sha256:abc", "invalid digest"),
+    ("", "invalid image reference"),
+])
+async def test_bad_references(image_daemon: DaemonProcess, ref: str, fragment: str) -> None:
+    async with connect(image_daemon.dirs.socket) as c:
+        with pytest.raises(GRPCError) as err:
+            await _pull(c, ref)
+    assert err.value.status == Status.INVALID_ARGUMENT and fragment in (err.value.message or "")
+
+
+async def test_unknown_image_status_is_empty_and_missing_tag_is_not_found(image_daemon: DaemonProcess, registry: Registry) -> None:
+    async with connect(image_daemon.dirs.socket) as c:
+        st = await _status(c, f"{registry.host}/test/app:nope")
+        assert st.image is None or not st.image.id
+        with pytest.raises(GRPCError) as err:
+            await _pull(c, f"{registry.host}/test/app:nope")
+    assert err.value.status == Status.NOT_FOUND and "manifest unknown" in (err.value.message or "")
