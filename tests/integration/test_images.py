@@ -134,3 +134,29 @@ async def test_unknown_image_status_is_empty_and_missing_tag_is_not_found(image_
         with pytest.raises(GRPCError) as err:
             await _pull(c, f"{registry.host}/test/app:nope")
     assert err.value.status == Status.NOT_FOUND and "manifest unknown" in (err.value.message or "")
+
+
+async def test_credentials_from_the_request_and_the_global_auth_file(dirs: DaemonDirs) -> None:
+    reg = Registry(Path(tempfile.mkdtemp(prefix="podrt-registry-")), users={"alice": "s3cret"})
+    try:
+        await push(reg, "private/app", APP, "v1", user=("alice", "s3cret"))
+        conf = dirs.base / "registries.conf"
+        conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
+        auth_file = dirs.base / "auth.json"
+        auth_file.write_text('{"auths": {"%s": {"auth": "YWxpY2U6czNjcmV0"}}}' % reg.host)  # alice:s3cret
+        dirs.write_config({"image": {"registries_conf": str(conf), "global_auth_file": str(auth_file)}})
+        daemon = DaemonProcess(dirs).start()
+        try:
+            async with connect(dirs.socket) as c:
+                assert await _pull(c, f"{reg.host}/private/app:v1") == APP.config_digest  # the file's credentials
+                with pytest.raises(GRPCError) as err:
+                    await c.image.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=f"{reg.host}/private/app:v1"),
+                                                                  auth=cri.AuthConfig(username="alice", password="wrong")))
+                assert err.value.status == Status.PERMISSION_DENIED
+                resp = await c.image.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=f"{reg.host}/private/app:v1"),
+                                                                     auth=cri.AuthConfig(username="alice", password="s3cret")))
+                assert resp.image_ref == APP.config_digest
+        finally:
+            daemon.kill()
+    finally:
+        reg.stop()

@@ -10,10 +10,11 @@ from podrt.images.manager import ImageManager, ImageView
 from podrt.images.registry import Credentials
 
 
-def credentials(auth: cri.AuthConfig | None) -> Credentials:
-    """PullImage's AuthConfig in its four forms; `auth` is docker's base64 user:password."""
+def credentials(auth: cri.AuthConfig | None) -> Credentials | None:
+    """PullImage's AuthConfig in its four forms (`auth` is docker's base64
+    user:password); None without one (the global auth file applies)."""
     if auth is None:
-        return Credentials()
+        return None
     if auth.auth and not auth.username:
         base = Credentials.from_auth(auth.auth)
     else:

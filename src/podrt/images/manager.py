@@ -19,8 +19,9 @@ import aiohttp
 import attrs
 
 from podrt.aio import SharedTask
-from podrt.config import Config
+from podrt.config import Config, ConfigError
 from podrt.errors import FailedPrecondition
+from podrt.images import auth
 from podrt.images.pull import Puller, PullSettings
 from podrt.images.reference import Reference, looks_like_image_id, parse, parse_id
 from podrt.images.registry import Credentials
@@ -85,9 +86,15 @@ class ImageManager:
 
     # ---- pull -------------------------------------------------------------
 
-    async def pull(self, text: str, creds: Credentials = Credentials()) -> ImageRecord:
+    async def pull(self, text: str, creds: Credentials | None = None) -> ImageRecord:
+        """`creds` None: what the global auth file holds for the image's registry."""
         ref = parse(text)
         key = str(ref)
+        if creds is None:
+            try:
+                creds = auth.for_host(self.config.image.global_auth_file, ref.domain)
+            except ConfigError as exc:
+                raise FailedPrecondition(str(exc)) from None
         shared = self._pulls.get(key)
         if shared is None or shared.done():
             shared = self._pulls[key] = SharedTask(self._pull(ref, creds), name=f"pull {key}")
