@@ -106,8 +106,12 @@ async def test_pull_through_a_mirror_records_the_asked_name(image_daemon: Daemon
 
 
 async def test_layers_are_unpacked_and_shared(image_daemon: DaemonProcess, registry: Registry) -> None:
+    """20 concurrent pulls of two images sharing a layer: each blob downloaded once."""
+    mark = registry.log_size()
     async with connect(image_daemon.dirs.socket) as c:
-        await asyncio.gather(*(_pull(c, f"{registry.host}/test/{name}:v1") for name in ("app", "other") for _ in range(5)))
+        await asyncio.gather(*(_pull(c, f"{registry.host}/test/{name}:v1") for name in ("app", "other") for _ in range(10)))
+    gets = registry.blob_gets(mark)
+    assert len(gets) == len(set(gets)) == 5, gets  # 2 configs + 3 distinct layers
     layers = image_daemon.dirs.root / "images" / "layers"
     diffs = sorted(p / "diff" for p in layers.iterdir())
     assert len(diffs) == 3  # the shared base once, and one layer of each image
@@ -160,3 +164,58 @@ async def test_credentials_from_the_request_and_the_global_auth_file(dirs: Daemo
             daemon.kill()
     finally:
         reg.stop()
+
+
+BIG = image({"big/blob": os.urandom(24 * 1024 * 1024)}, {"small": b"x"})
+
+
+def _store_leftovers(root: Path) -> dict[str, list[str]]:
+    """Half-made things in an image store: ingest files, temp layers, layers and blobs no image needs."""
+    store = root / "images"
+    found = {
+        "ingest": [p.name for p in (store / "ingest").iterdir()],
+        "temp layers": [p.name for p in (store / "layers").glob(".tmp-*")],
+        "layers": [p.name for p in (store / "layers").iterdir()],
+        "blobs": [p.name for p in (store / "blobs" / "sha256").iterdir()],
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+async def test_cancelled_pull_leaves_no_partial_blob(image_daemon: DaemonProcess, registry: Registry) -> None:
+    await push(registry, "test/big", BIG, "v1")
+    async with connect(image_daemon.dirs.socket) as c:
+        pull = asyncio.ensure_future(_pull(c, f"{registry.host}/test/big:v1"))
+        store = image_daemon.dirs.root / "images"
+        for _ in range(500):  # until the big layer is arriving
+            if any((store / "ingest").iterdir()):
+                break
+            await asyncio.sleep(0.005)
+        pull.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pull
+        await asyncio.sleep(0.5)  # the daemon unwinds the download it no longer has a waiter for
+        left = _store_leftovers(image_daemon.dirs.root)
+        assert "ingest" not in left and "temp layers" not in left, left
+        assert (await c.image.list_images(cri.ListImagesRequest())).images == []
+
+
+async def test_kill_mid_pull_leaves_nothing_after_restart(dirs: DaemonDirs, registry: Registry, image_daemon: DaemonProcess) -> None:
+    await push(registry, "test/big", BIG, "v1")
+    async with connect(dirs.socket) as c:
+        pull = asyncio.ensure_future(_pull(c, f"{registry.host}/test/big:v1"))
+        store = dirs.root / "images"
+        for _ in range(500):
+            if any((store / "ingest").iterdir()):
+                break
+            await asyncio.sleep(0.005)
+        image_daemon.kill()  # SIGKILL
+        with pytest.raises(Exception):
+            await pull
+    assert "ingest" in _store_leftovers(dirs.root)  # the crash did leave a partial download
+    restarted = DaemonProcess(dirs).start()
+    try:
+        assert _store_leftovers(dirs.root) == {}
+        async with connect(dirs.socket) as c:  # and the same pull works
+            assert await _pull(c, f"{registry.host}/test/big:v1") == BIG.config_digest
+    finally:
+        restarted.kill()

@@ -104,6 +104,10 @@ def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
                              ("pod log dirs", d.base / "logs")):
         if directory.exists() and any(directory.iterdir()):
             found[label] = [p.name for p in directory.iterdir()]
+    images = d.root / "images"
+    half_made = [p.name for p in (images / "ingest").glob("*")] + [p.name for p in (images / "layers").glob(".tmp-*")]
+    if half_made:
+        found["image store: partial downloads or layers"] = half_made
     conmons = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -52,7 +53,7 @@ class Registry:
             (base / "htpasswd").write_text("\n".join(lines) + "\n")
             auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {base / 'htpasswd'}\n"
         (base / "config.yml").write_text(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            "version: 0.1\nlog:\n  level: error\n"
             f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n{auth}")
         self.log = open(base / "registry.log", "wb")
@@ -68,6 +69,14 @@ class Registry:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"docker-registry did not start on {self.host}")
+
+    def blob_gets(self, since: int = 0) -> list[str]:
+        """Digests of the blob downloads in the access log (from byte offset `since`)."""
+        text = (self.base / "registry.log").read_bytes()[since:].decode(errors="replace")
+        return re.findall(r'"GET /v2/[^ ]+/blobs/(sha256:[0-9a-f]{64}) HTTP', text)
+
+    def log_size(self) -> int:
+        return (self.base / "registry.log").stat().st_size
 
     def stop(self) -> None:
         """By PID: the registry is our child."""
