@@ -5,6 +5,7 @@ list, remove, ImageFsInfo, bad references."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from podrt.api.runtime import v1 as cri
 from tests.support.client import CriClient, connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
 from tests.support.registry import REGISTRY_BIN, Registry, image, push
+from tests.support.registry import digest as digest_of
 
 pytestmark = pytest.mark.skipif(not os.path.exists(REGISTRY_BIN),
                                 reason="needs Debian's docker-registry (scripts/install-test-deps.sh installs it)")
@@ -219,3 +221,52 @@ async def test_kill_mid_pull_leaves_nothing_after_restart(dirs: DaemonDirs, regi
             assert await _pull(c, f"{registry.host}/test/big:v1") == BIG.config_digest
     finally:
         restarted.kill()
+
+
+async def test_a_stalled_blob_fails_the_pull_naming_it(dirs: DaemonDirs) -> None:
+    """A registry of the test's own on loopback that sends the manifest and the
+    config, then sends the layer's first bytes and nothing more."""
+    from aiohttp import web
+
+    img = image({"f": b"x" * 100000})
+    released = asyncio.Event()
+    layer_digest = digest_of(img.layers[0])
+
+    async def manifest(_req: web.Request) -> web.Response:
+        return web.Response(body=img.manifest, content_type="application/vnd.oci.image.manifest.v1+json")
+
+    async def blob(req: web.Request) -> web.StreamResponse:
+        if req.match_info["digest"] == img.config_digest:
+            return web.Response(body=img.config)
+        resp = web.StreamResponse(headers={"Content-Length": str(len(img.layers[0]))})
+        await resp.prepare(req)
+        await resp.write(img.layers[0][:100])
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(released.wait(), 30)  # stalled until the test is done
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v2/stall/app/manifests/{ref}", manifest)
+    app.router.add_get("/v2/stall/app/blobs/{digest}", blob)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host = f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        conf = dirs.base / "registries.conf"
+        conf.write_text(f'[[registry]]\nlocation = "{host}"\ninsecure = true\n')
+        dirs.write_config({"image": {"registries_conf": str(conf), "pull_progress_timeout": 1.0}})
+        daemon = DaemonProcess(dirs).start()
+        try:
+            async with connect(dirs.socket) as c:
+                with pytest.raises(GRPCError) as err:
+                    await _pull(c, f"{host}/stall/app:v1")
+            assert err.value.status == Status.DEADLINE_EXCEEDED
+            assert f"blob {layer_digest}: no progress for 1s" in (err.value.message or "")
+            assert "ingest" not in _store_leftovers(dirs.root)
+        finally:
+            daemon.kill()
+    finally:
+        released.set()
+        await runner.cleanup()

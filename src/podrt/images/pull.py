@@ -132,10 +132,15 @@ class Puller:
 
         async def fetch() -> Path:
             async with self._downloads:
+                started = time.monotonic()
                 try:
-                    return await self.store.blobs.write(digest, size, self._watched(client.blob(repo, digest), digest))
+                    path = await self.store.blobs.write(digest, size, self._watched(client.blob(repo, digest), digest))
                 except BlobMismatch as exc:
                     raise RegistryError(f"{ref}: {exc}") from None
+                seconds = time.monotonic() - started
+                log.info("pull %s: blob %s, %.1f MB in %.2fs (%.0f MB/s)", ref, digest[7:19], size / 1e6, seconds,
+                         size / 1e6 / max(seconds, 1e-6))
+                return path
 
         return await self.store.blobs.fetch_once(digest, fetch)
 
