@@ -270,3 +270,23 @@ async def test_a_stalled_blob_fails_the_pull_naming_it(dirs: DaemonDirs) -> None
     finally:
         released.set()
         await runner.cleanup()
+
+
+async def test_an_index_resolves_to_this_hosts_platform(image_daemon: DaemonProcess, registry: Registry) -> None:
+    from podrt.images.pull import host_platform
+    from tests.support.registry import index, put_manifest
+
+    import aiohttp
+
+    ours = image({"platform": host_platform()[1].encode()}, arch=host_platform()[1])
+    foreign = image({"platform": b"s390x"}, arch="s390x")
+    await push(registry, "test/multi", ours, "ours")
+    await push(registry, "test/multi", foreign, "foreign")
+    body = index((foreign, "s390x"), (ours, host_platform()[1]))
+    async with aiohttp.ClientSession() as s:
+        await put_manifest(s, registry, "test/multi", "v1", body, "application/vnd.oci.image.index.v1+json")
+    async with connect(image_daemon.dirs.socket) as c:
+        assert await _pull(c, f"{registry.host}/test/multi:v1") == ours.config_digest
+        st = await _status(c, ours.config_digest)  # the repo digest is the index's, as in containerd
+        assert st.image.repo_digests == [f"{registry.host}/test/multi@{digest_of(body)}"]
+        assert await _pull(c, f"{registry.host}/test/multi@{digest_of(body)}") == ours.config_digest

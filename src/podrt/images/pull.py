@@ -102,6 +102,7 @@ class Puller:
     async def pull(self, ref: Reference, creds: Credentials = Credentials()) -> ImageRecord:
         started = time.monotonic()
         client, repo, manifest = await self._manifest(ref, creds)
+        named = manifest.digest  # what the name resolved to (an index, for multi-platform images): the repo digest
         if manifest.media_type in INDEX_TYPES:
             manifest = await client.manifest(repo, select_platform(json.loads(manifest.body)))
         doc = json.loads(manifest.body)
@@ -121,7 +122,7 @@ class Puller:
                                for desc, chain, diff_id in zip(layers, chains, diff_ids)))
         size = int(config_desc.get("size", 0)) + sum(int(d.get("size", 0)) for d in layers)
         record = ImageRecord(id=config_desc["digest"], repo_tags=(str(ref),) if ref.tag and not ref.digest else (),
-                             repo_digests=(ref.repo_digest(manifest.digest),), manifest_digest=manifest.digest,
+                             repo_digests=(ref.repo_digest(named),), manifest_digest=manifest.digest,
                              layers=tuple(chains), size=size, created_at=time.time_ns())
         log.info("pulled %s (%s, %d layers, %.1f MB) in %.2fs", ref, record.id[:19], len(layers), size / 1e6,
                  time.monotonic() - started)
