@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="check that this host can run pods")
     sub.add_parser("install-network", parents=[common],
                    help="write a default bridge pod network into the CNI config dir, unless it holds one")
+    image = sub.add_parser("image", help="the image store")
+    image_sub = image.add_subparsers(dest="image_command", required=True)
+    image_sub.add_parser("ls", parents=[common], help="list the images the store holds")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -73,6 +76,23 @@ def _serve(cfg: Config) -> int:
     return 0
 
 
+def _image_ls(cfg: Config) -> int:
+    """Reads the store's records as they are on disk (the daemon may be running)."""
+    from podrt.images.store import ImageStore
+
+    store = ImageStore(Path(cfg.root) / "images")
+    if not store.records_dir.is_dir():
+        print(f"no image store at {store.dir}")
+        return 0
+    for path, problem in store.load_records():
+        print(f"podrt: unreadable image record {path}: {problem}", file=sys.stderr)
+    print(f"{'IMAGE':<60} {'ID':<13} {'SIZE':>10}  PINNED")
+    for r in sorted(store.records(), key=lambda r: (r.repo_tags or r.repo_digests or (r.id,))[0]):
+        name = (r.repo_tags or r.repo_digests or ("<none>",))[0]
+        print(f"{name:<60} {r.id[7:19]:<13} {r.size / 1e6:>8.1f}MB  {'yes' if r.pinned else ''}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
@@ -92,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report, healthy = format_results(run_checks(cfg))
         print(report)
         return 0 if healthy else 1
+    if args.command == "image":
+        return _image_ls(cfg)
     if args.command == "install-network":
         from podrt.network import default
 

@@ -15,7 +15,8 @@ from typing import Callable
 import attrs
 
 from podrt import proc
-from podrt.config import Config
+from podrt.config import Config, ConfigError
+from podrt.images import registries
 from podrt.network import default as default_network
 from podrt.network.cni import find_plugin
 from podrt.network.cniconf import find_network
@@ -89,8 +90,10 @@ def _run(argv: list[str]) -> tuple[bool, str]:
     return code == 0, (err or out).strip()
 
 
-def _mount_check(name: str, fstype: str, make_opts: Callable[[Path], str], fix: str) -> CheckResult:
-    with tempfile.TemporaryDirectory(prefix="podrt-check-") as tmp:
+def _mount_check(name: str, fstype: str, make_opts: Callable[[Path], str], fix: str,
+                 where: Path | None = None) -> CheckResult:
+    """Mount for real in a temp dir (under `where`: that filesystem is the one tested)."""
+    with tempfile.TemporaryDirectory(prefix="podrt-check-", dir=where) as tmp:
         base = Path(tmp)
         target = base / "mnt"
         target.mkdir()
@@ -141,6 +144,30 @@ def _oom_score_adj() -> CheckResult:
     )
 
 
+def _image_store(cfg: Config) -> CheckResult:
+    """Layers are overlay lower dirs on the store's own filesystem: mount one there."""
+    images = Path(cfg.root) / "images"
+    try:
+        images.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return CheckResult("image store", False, f"cannot create {images}: {exc.strerror}", f"make {cfg.root} writable")
+    result = _mount_check("image store", "overlay", _overlay_opts, f"put {cfg.root} on a filesystem overlayfs accepts (ext4, xfs)",
+                          where=images)
+    used = shutil.disk_usage(images)
+    detail = f"{images}: overlay mountable, {used.free / 2**30:.1f} GiB free" if result.ok else f"{images}: {result.detail}"
+    return attrs.evolve(result, detail=detail)
+
+
+def _registries(cfg: Config) -> CheckResult:
+    path = Path(cfg.image.registries_conf)
+    try:
+        conf = registries.load(path)
+    except ConfigError as exc:
+        return CheckResult("registries.conf", False, str(exc), f"fix {path} (containers-registries.conf(5) v2)")
+    read = ", ".join(str(f) for f in conf.files) or f"none ({path} absent: every pull goes to the named registry)"
+    return CheckResult("registries.conf", True, f"{read}; {len(conf.registries)} registry entries", required=False)
+
+
 def run_checks(cfg: Config) -> list[CheckResult]:
     results = required_binaries(cfg) + _cni(cfg)
     if os.geteuid() != 0:
@@ -148,6 +175,8 @@ def run_checks(cfg: Config) -> list[CheckResult]:
         return results
     results.append(_mount_check("overlayfs", "overlay", _overlay_opts, "a kernel with overlayfs (modprobe overlay)"))
     results.append(_mount_check("tmpfs", "tmpfs", lambda _base: "size=1m", "a kernel with tmpfs"))
+    results.append(_image_store(cfg))
+    results.append(_registries(cfg))
     results.append(_cgroups())
     results.append(_netns())
     results.append(_oom_score_adj())

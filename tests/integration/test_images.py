@@ -290,3 +290,16 @@ async def test_an_index_resolves_to_this_hosts_platform(image_daemon: DaemonProc
         st = await _status(c, ours.config_digest)  # the repo digest is the index's, as in containerd
         assert st.image.repo_digests == [f"{registry.host}/test/multi@{digest_of(body)}"]
         assert await _pull(c, f"{registry.host}/test/multi@{digest_of(body)}") == ours.config_digest
+
+
+async def test_podrt_image_ls_lists_the_store(image_daemon: DaemonProcess, registry: Registry) -> None:
+    import subprocess
+
+    from tests.support.daemon import podrt_command
+
+    async with connect(image_daemon.dirs.socket) as c:
+        image_id = await _pull(c, f"{registry.host}/test/app:v1")
+    out = subprocess.run(podrt_command("image", "ls", "--config", str(image_daemon.dirs.config_file)),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"{registry.host}/test/app:v1" in out.stdout and image_id[7:19] in out.stdout

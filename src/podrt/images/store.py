@@ -24,7 +24,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import attrs
 
@@ -82,18 +82,25 @@ class ImageStore:
             d.mkdir(parents=True, exist_ok=True)
         self.blobs.prepare()
         removed = []
-        for path in self.records_dir.glob("*.json"):
-            try:
-                record = ImageRecord.from_json(path.read_bytes())
-                self._records[record.id] = record
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                removed.append(f"unreadable image record {path.name} ({exc})")
-                path.unlink(missing_ok=True)
+        for path, problem in self.load_records():
+            removed.append(f"unreadable image record {path.name} ({problem})")
+            path.unlink(missing_ok=True)
         for path in self.records_dir.glob(".*.tmp"):
             path.unlink(missing_ok=True)
         return removed + self.collect_garbage()
 
     # ---- records ----------------------------------------------------------------
+
+    def load_records(self) -> list[tuple[Path, str]]:
+        """Read every record (changes nothing on disk); (path, problem) of unreadable ones."""
+        bad = []
+        for path in sorted(self.records_dir.glob("*.json")):
+            try:
+                record = ImageRecord.from_json(path.read_bytes())
+                self._records[record.id] = record
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                bad.append((path, str(exc)))
+        return bad
 
     def records(self) -> list[ImageRecord]:
         return list(self._records.values())
@@ -194,7 +201,3 @@ class ImageStore:
                 used += st.st_blocks * 512
                 inodes += 1
         return used, inodes
-
-
-def open_blob(store: ImageStore, digest: str) -> BinaryIO:
-    return open(store.blobs.path(digest), "rb")
