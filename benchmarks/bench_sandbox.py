@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 
 from grpclib.client import Channel
-from grpclib.const import Cardinality
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
@@ -27,7 +26,7 @@ from podrt.api.runtime import v1 as cri  # noqa: E402
 from tests.support.daemon import DaemonDirs  # noqa: E402
 from tests.support.leaks import scrub_daemon_dirs  # noqa: E402
 
-from common import pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
+from common import call_raw, pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
 
 
 def setup(base: Path) -> Path:
@@ -53,19 +52,8 @@ def config(host_network: bool = False) -> cri.PodSandboxConfig:
     )
 
 
-class RawReply:
-    """Keeps the reply's bytes: measures the server, not the client's decoder."""
-
-    @classmethod
-    def FromString(cls, data: bytes) -> bytes:  # noqa: N802 (grpclib's codec calls this name)
-        return data
-
-
 async def list_raw(ch: Channel) -> bytes:
-    async with ch.request("/runtime.v1.RuntimeService/ListPodSandbox", Cardinality.UNARY_UNARY,
-                          cri.ListPodSandboxRequest, RawReply) as stream:  # type: ignore[arg-type]
-        await stream.send_message(cri.ListPodSandboxRequest(), end=True)
-        return await stream.recv_message()  # type: ignore[return-value]
+    return await call_raw(ch, "/runtime.v1.RuntimeService/ListPodSandbox", cri.ListPodSandboxRequest())
 
 
 async def timed(coro) -> float:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from typing import Any
 
 import tomli_w
 from grpclib.client import Channel
+from grpclib.const import Cardinality
 
 from podrt.api.runtime import v1 as cri
 
@@ -50,6 +51,21 @@ async def wait_ready(sock: Path, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("daemon did not answer")
         await asyncio.sleep(0.005)
+
+
+class RawReply:
+    """Keeps the reply's bytes: measures the server, not the client's decoder."""
+
+    @classmethod
+    def FromString(cls, data: bytes) -> bytes:  # noqa: N802 (grpclib's codec calls this name)
+        return data
+
+
+async def call_raw(ch: Channel, path: str, request: Any) -> bytes:
+    """A unary call whose answer is kept as bytes (no client-side decoding)."""
+    async with ch.request(path, Cardinality.UNARY_UNARY, type(request), RawReply) as stream:  # type: ignore[arg-type]
+        await stream.send_message(request, end=True)
+        return await stream.recv_message()  # type: ignore[return-value]
 
 
 def pct(values: list[float], q: float) -> float:

@@ -1,4 +1,4 @@
-"""The cached ListPodSandbox encoding is byte-for-byte what betterproto would send."""
+"""Cached list encodings are byte-for-byte what betterproto would send."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri import sandbox_convert as conv
-from podrt.cri.listcache import PodListCache, _varint
+from podrt.cri.listcache import ListCache, _varint
 from podrt.sandbox.manager import SandboxView
 from podrt.sandbox.model import SandboxConfig
 from podrt.sandbox.store import SandboxState
@@ -23,10 +23,14 @@ def _view(i: int, ready: bool, labels: dict[str, str]) -> SandboxView:
     return SandboxView(state, ready)
 
 
+def _pod_cache() -> ListCache[SandboxView]:
+    return ListCache(cri.ListPodSandboxResponse, conv.pod_sandbox, key=lambda v: (v.state.id, v.ready))
+
+
 @given(st.lists(st.tuples(st.booleans(), st.dictionaries(st.text(max_size=5), st.text(max_size=70), max_size=3)), max_size=20))
 def test_cached_bytes_equal_plain_encoding(pods: list[tuple[bool, dict[str, str]]]) -> None:
     views = [_view(i, ready, labels) for i, (ready, labels) in enumerate(pods)]
-    cache = PodListCache(conv.pod_sandbox)
+    cache = _pod_cache()
     for _ in range(2):  # second time from the cache
         got = bytes(cache.response(views, full=True))
         assert got == bytes(cri.ListPodSandboxResponse(items=[conv.pod_sandbox(v) for v in views]))
@@ -34,7 +38,7 @@ def test_cached_bytes_equal_plain_encoding(pods: list[tuple[bool, dict[str, str]
 
 
 def test_state_change_is_not_served_stale() -> None:
-    cache = PodListCache(conv.pod_sandbox)
+    cache = _pod_cache()
     cache.response([_view(1, True, {})], full=True)
     got = cri.ListPodSandboxResponse().parse(bytes(cache.response([_view(1, False, {})], full=True)))
     assert got.items[0].state == cri.PodSandboxState.SANDBOX_NOTREADY
@@ -42,3 +46,17 @@ def test_state_change_is_not_served_stale() -> None:
 
 def test_varint() -> None:
     assert [_varint(n) for n in (0, 1, 127, 128, 300, 16384)] == [b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02", b"\x80\x80\x01"]
+
+
+def test_image_list_encoding() -> None:
+    from podrt.cri.image import image_message
+    from podrt.images.manager import ImageView
+    from podrt.images.store import ImageRecord
+
+    views = {f"sha256:{i:064x}": ImageView(ImageRecord(f"sha256:{i:064x}", (f"docker.io/library/x:{i}",), (), "sha256:" + "0" * 64,
+                                                        (), 100 * i), {"config": {"User": str(i)}}) for i in range(5)}
+    cache: ListCache[ImageRecord] = ListCache(cri.ListImagesResponse, lambda r: image_message(views[r.id]), key=lambda r: r)
+    records = [v.record for v in views.values()]
+    for _ in range(2):
+        got = bytes(cache.response(records, full=True))
+        assert got == bytes(cri.ListImagesResponse(images=[image_message(v) for v in views.values()]))

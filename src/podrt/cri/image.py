@@ -6,6 +6,7 @@ import json
 import time
 
 from podrt.api.runtime import v1 as cri
+from podrt.cri.listcache import ListCache
 from podrt.images.manager import ImageManager, ImageView
 from podrt.images.registry import Credentials
 
@@ -43,6 +44,8 @@ def image_message(view: ImageView) -> cri.Image:
 class ImageService(cri.ImageServiceBase):
     def __init__(self, images: ImageManager) -> None:
         self._images = images
+        # a record is immutable (a changed one is a new object): it keys its own encoding
+        self._list_cache = ListCache(cri.ListImagesResponse, lambda r: image_message(images.view(r)), key=lambda r: r)
 
     async def pull_image(self, pull_image_request: cri.PullImageRequest) -> cri.PullImageResponse:
         req = pull_image_request
@@ -52,7 +55,7 @@ class ImageService(cri.ImageServiceBase):
     async def list_images(self, list_images_request: cri.ListImagesRequest) -> cri.ListImagesResponse:
         f = list_images_request.filter
         text = f.image.image if f is not None and f.image is not None else ""
-        return cri.ListImagesResponse(images=[image_message(self._images.view(r)) for r in self._images.list(text)])
+        return self._list_cache.response(self._images.list(text), full=not text)
 
     async def image_status(self, image_status_request: cri.ImageStatusRequest) -> cri.ImageStatusResponse:
         req = image_status_request

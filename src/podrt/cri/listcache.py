@@ -1,19 +1,20 @@
-"""ListPodSandbox without re-encoding every pod each time.
+"""List answers without re-encoding every item each time (ListPodSandbox, ListImages).
 
 A repeated message field on the wire is the concatenation of each element's
-tag, length and bytes, so the response is built from per-pod encodings cached
-by (id, ready): a pod's listed fields change only with its state. Encoding
-1000 pods with betterproto costs hundreds of ms; joining cached bytes, ~1 ms.
+tag, length and bytes, so a response whose only field is the list can be
+built from per-item encodings cached by a key that changes whenever the
+item's listed fields do. Encoding 1000 pods with betterproto costs hundreds
+of ms; joining cached bytes, ~1 ms.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Generic, Hashable, Iterable, TypeVar
 
-from podrt.api.runtime import v1 as cri
-from podrt.sandbox.manager import SandboxView
+import betterproto
 
-_ITEMS_TAG = b"\x0a"  # field 1 (items), wire type 2 (length-delimited)
+V = TypeVar("V")
+_LIST_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited): the list of both responses
 
 
 def _varint(n: int) -> bytes:
@@ -28,37 +29,45 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-class EncodedListPodSandboxResponse(cri.ListPodSandboxResponse):
-    """A ListPodSandboxResponse whose wire bytes are already made (grpclib sends bytes(msg))."""
+def encoded(response_cls: type[betterproto.Message], data: bytes) -> Any:
+    """An instance of `response_cls` whose wire bytes are `data` (grpclib sends bytes(msg))."""
+    msg = response_cls()
+    object.__setattr__(msg, "_encoded", data)  # not a proto field
+    return msg
 
-    __module__ = cri.ListPodSandboxResponse.__module__  # betterproto resolves field types there
 
-    def __init__(self, encoded: bytes) -> None:
-        super().__init__()
-        object.__setattr__(self, "_encoded", encoded)  # not a proto field
-
+class _Encoded:
     def __bytes__(self) -> bytes:
-        return self._encoded  # type: ignore[no-any-return]
+        return self._encoded  # type: ignore[attr-defined,no-any-return]
 
 
-class PodListCache:
-    def __init__(self, to_message: Callable[[SandboxView], cri.PodSandbox]) -> None:
-        self._to_message = to_message
-        self._items: dict[tuple[str, bool], bytes] = {}
+def _encoded_class(response_cls: type[betterproto.Message]) -> type[betterproto.Message]:
+    return type(f"Encoded{response_cls.__name__}", (_Encoded, response_cls),
+                {"__module__": response_cls.__module__})  # betterproto resolves field types there
 
-    def _item(self, view: SandboxView) -> bytes:
-        key = (view.state.id, view.ready)
-        item = self._items.get(key)
-        if item is None:
-            body = bytes(self._to_message(view))
-            item = self._items[key] = _ITEMS_TAG + _varint(len(body)) + body
-        return item
 
-    def response(self, views: Iterable[SandboxView], *, full: bool) -> EncodedListPodSandboxResponse:
-        """`full` (an unfiltered list) also drops entries of pods that are gone."""
-        views = list(views)
-        encoded = b"".join(self._item(v) for v in views)
+class ListCache(Generic[V]):
+    """Per-item encodings of field 1 of `response_cls`, keyed by `key(item)`."""
+
+    def __init__(self, response_cls: type[betterproto.Message], to_message: Callable[[V], betterproto.Message],
+                 key: Callable[[V], Hashable]) -> None:
+        self._cls = _encoded_class(response_cls)
+        self._to_message, self._key = to_message, key
+        self._items: dict[Hashable, bytes] = {}
+
+    def _item(self, item: V) -> bytes:
+        key = self._key(item)
+        found = self._items.get(key)
+        if found is None:
+            body = bytes(self._to_message(item))
+            found = self._items[key] = _LIST_TAG + _varint(len(body)) + body
+        return found
+
+    def response(self, items: Iterable[V], *, full: bool) -> Any:
+        """`full` (an unfiltered list) also drops entries of items that are gone."""
+        items = list(items)
+        data = b"".join(self._item(i) for i in items)
         if full:
-            live = {(v.state.id, v.ready) for v in views}
+            live = {self._key(i) for i in items}
             self._items = {k: b for k, b in self._items.items() if k in live}
-        return EncodedListPodSandboxResponse(encoded=encoded)
+        return encoded(self._cls, data)

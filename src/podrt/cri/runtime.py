@@ -6,7 +6,7 @@ import attrs
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri import sandbox_convert as conv
-from podrt.cri.listcache import PodListCache
+from podrt.cri.listcache import ListCache
 from podrt.runtime_status import RuntimeStatusManager
 from podrt.sandbox.manager import SandboxManager, SandboxView
 
@@ -19,7 +19,8 @@ class RuntimeService(cri.RuntimeServiceBase):
     def __init__(self, status: RuntimeStatusManager, sandboxes: SandboxManager) -> None:
         self._status = status
         self._sandboxes = sandboxes
-        self._list_cache = PodListCache(conv.pod_sandbox)
+        self._list_cache = ListCache(cri.ListPodSandboxResponse, conv.pod_sandbox,
+                                     key=lambda v: (v.state.id, v.ready))  # listed fields change only with readiness
 
     async def run_pod_sandbox(self, run_pod_sandbox_request: cri.RunPodSandboxRequest) -> cri.RunPodSandboxResponse:
         sandbox_id = await self._sandboxes.run(conv.sandbox_config(run_pod_sandbox_request))

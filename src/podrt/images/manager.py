@@ -47,6 +47,7 @@ class ImageManager:
         self._pulls: dict[str, SharedTask[ImageRecord]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._gc_pending = False
+        self._configs: dict[str, dict[str, Any]] = {}
 
     async def start(self) -> None:
         removed = await asyncio.to_thread(self.store.prepare)
@@ -72,11 +73,15 @@ class ImageManager:
         return None
 
     def view(self, record: ImageRecord) -> ImageView:
-        try:
-            config = json.loads(self.store.blobs.path(record.id).read_bytes())
-        except (OSError, ValueError):
-            config = {}
-        return ImageView(record, config if isinstance(config, dict) else {})
+        """The record with its config; a config never changes for an ID, so it is read once."""
+        config = self._configs.get(record.id)
+        if config is None:
+            try:
+                doc = json.loads(self.store.blobs.path(record.id).read_bytes())
+            except (OSError, ValueError):
+                doc = {}
+            config = self._configs[record.id] = doc if isinstance(doc, dict) else {}
+        return ImageView(record, config)
 
     def list(self, text: str = "") -> list[ImageRecord]:
         if not text:
@@ -90,6 +95,8 @@ class ImageManager:
         """`creds` None: what the global auth file holds for the image's registry."""
         ref = parse(text)
         key = str(ref)
+        if ref.digest is not None and (present := self.find(key)) is not None:
+            return present  # a digest names fixed content: nothing to ask the registry
         if creds is None:
             try:
                 creds = auth.for_host(self.config.image.global_auth_file, ref.domain)
@@ -136,6 +143,7 @@ class ImageManager:
         if record.pinned:
             raise FailedPrecondition(f"image {text} ({record.id}) is pinned and cannot be removed")
         self.store.delete_record(record.id)
+        self._configs.pop(record.id, None)
         if any(not p.done() for p in self._pulls.values()):
             self._gc_pending = True  # a running pull's blobs have no record yet
         else:
