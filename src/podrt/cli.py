@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     image = sub.add_parser("image", help="the image store")
     image_sub = image.add_subparsers(dest="image_command", required=True)
     image_sub.add_parser("ls", parents=[common], help="list the images the store holds")
+    image_import = image_sub.add_parser("import", parents=[common],
+                                        help="load an image archive (OCI image layout or docker save; tar, tar.gz or dir)")
+    image_import.add_argument("file", type=Path, help="the archive: a tar file (optionally gzip-compressed) or a directory")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -93,6 +96,26 @@ def _image_ls(cfg: Config) -> int:
     return 0
 
 
+def _image_import(cfg: Config, archive: Path) -> int:
+    """Imports beside a running daemon: no garbage collection here (the daemon owns it)."""
+    from podrt.images.archive import import_archive
+    from podrt.images.store import ImageStore
+
+    store = ImageStore(Path(cfg.root) / "images")
+    try:
+        store.ensure_dirs()
+        with store.exclusive(wait=True):  # the daemon collects no garbage meanwhile
+            for path, problem in store.load_records():
+                print(f"podrt: unreadable image record {path}: {problem}", file=sys.stderr)
+            records = asyncio.run(import_archive(store, archive))
+    except (PodrtError, OSError) as exc:
+        print(f"podrt: cannot import {archive}: {exc}" if isinstance(exc, OSError) else f"podrt: {exc}", file=sys.stderr)
+        return 1
+    for r in records:
+        print(f"{', '.join(r.repo_tags) or r.id:<60} {r.id}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
@@ -113,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report)
         return 0 if healthy else 1
     if args.command == "image":
+        if args.image_command == "import":
+            return _image_import(cfg, args.file)
         return _image_ls(cfg)
     if args.command == "install-network":
         from podrt.network import default

@@ -118,15 +118,16 @@ class Daemon:
         with start_phase(f"cannot take the lock in {self.root}"):
             self._take_lock()
         try:
+            with start_phase(f"cannot open the image store in {self.images.store.dir}"):
+                await self.images.start()
             with start_phase(f"cannot build the builtin pause image in {self.root / 'images'}"):
-                self.deps.pause = ensure_builtin(self.root / "images", Path(self.config.image.catatonit_path))
+                self.deps.pause = await ensure_builtin(self.images.store, Path(self.config.image.catatonit_path),
+                                                       tuple(self.config.image.pause_command))
             with start_phase("cannot recover the state left by the previous run"):
                 report = await self.journal.replay(self.steps, log)
                 if report.transactions:
                     log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
                 await self.sandboxes.restore()
-            with start_phase(f"cannot open the image store in {self.images.store.dir}"):
-                await self.images.start()
             with start_phase(f"cannot listen on {self.socket_path}"):
                 await listen_unix(self.server, self.socket_path, self.config.api.socket_mode_int)
             if self.config.metrics.enable_metrics:

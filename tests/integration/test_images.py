@@ -81,7 +81,12 @@ async def test_pull_status_list_remove(image_daemon: DaemonProcess, registry: Re
         other = await _pull(c, f"{host}/test/other@{(OTHER.digest)}")  # by digest
         assert (await _status(c, other)).image.username == "nobody"
         listed = (await c.image.list_images(cri.ListImagesRequest())).images
-        assert {i.id for i in listed} == {image_id, other}
+        pause = [i for i in listed if i.pinned]
+        assert [i.repo_tags for i in pause] == [["podrt.local/pause:builtin"]]  # the builtin pause image, pinned
+        assert {i.id for i in listed if not i.pinned} == {image_id, other}
+        with pytest.raises(GRPCError) as err:
+            await c.image.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image="podrt.local/pause:builtin")))
+        assert err.value.status == Status.FAILED_PRECONDITION and "pinned" in (err.value.message or "")
         only = await c.image.list_images(cri.ListImagesRequest(filter=cri.ImageFilter(image=cri.ImageSpec(image=other))))
         assert [i.id for i in only.images] == [other]
         full = (await c.image.image_fs_info(cri.ImageFsInfoRequest())).image_filesystems[0]
@@ -93,9 +98,9 @@ async def test_pull_status_list_remove(image_daemon: DaemonProcess, registry: Re
         await c.image.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=other)))
         after = (await c.image.image_fs_info(cri.ImageFsInfoRequest())).image_filesystems[0]
         assert after.used_bytes.value < full.used_bytes.value
-    store = image_daemon.dirs.root / "images"
-    assert list((store / "layers").iterdir()) == [] and list((store / "blobs" / "sha256").iterdir()) == []
-    assert list((store / "l").iterdir()) == [] and list((store / "ingest").iterdir()) == []
+    store = image_daemon.dirs.root / "images"  # only the pause image's layer and blobs are left
+    assert len(list((store / "layers").iterdir())) == 1 and len(list((store / "blobs" / "sha256").iterdir())) == 3
+    assert len(list((store / "l").iterdir())) == 1 and list((store / "ingest").iterdir()) == []
 
 
 async def test_pull_through_a_mirror_records_the_asked_name(image_daemon: DaemonProcess) -> None:
@@ -115,7 +120,7 @@ async def test_layers_are_unpacked_and_shared(image_daemon: DaemonProcess, regis
     gets = registry.blob_gets(mark)
     assert len(gets) == len(set(gets)) == 5, gets  # 2 configs + 3 distinct layers
     layers = image_daemon.dirs.root / "images" / "layers"
-    diffs = sorted(p / "diff" for p in layers.iterdir())
+    diffs = sorted(p / "diff" for p in layers.iterdir() if not (p / "diff" / "catatonit").exists())  # not the pause layer
     assert len(diffs) == 3  # the shared base once, and one layer of each image
     contents = sorted(str(f.relative_to(d)) for d in diffs for f in d.rglob("*") if f.is_file())
     assert contents == ["app/other", "app/run", "bin/sh", "etc/os-release"]
@@ -172,13 +177,18 @@ BIG = image({"big/blob": os.urandom(24 * 1024 * 1024)}, {"small": b"x"})
 
 
 def _store_leftovers(root: Path) -> dict[str, list[str]]:
-    """Half-made things in an image store: ingest files, temp layers, layers and blobs no image needs."""
-    store = root / "images"
+    """Half-made things in an image store: ingest files, temp layers, and layers
+    and blobs that no image record needs."""
+    from podrt.images.store import ImageStore
+
+    store = ImageStore(root / "images")
+    store.load_records()
+    layers, blobs = store.referenced()
     found = {
-        "ingest": [p.name for p in (store / "ingest").iterdir()],
-        "temp layers": [p.name for p in (store / "layers").glob(".tmp-*")],
-        "layers": [p.name for p in (store / "layers").iterdir()],
-        "blobs": [p.name for p in (store / "blobs" / "sha256").iterdir()],
+        "ingest": [p.name for p in store.blobs.ingest_dir.iterdir()],
+        "temp layers": [p.name for p in store.layers_dir.glob(".tmp-*")],
+        "layers": [p.name for p in store.layers_dir.iterdir() if f"sha256:{p.name}" not in layers],
+        "blobs": [d for d in store.blobs.digests() if d not in blobs],
     }
     return {k: v for k, v in found.items() if v}
 
@@ -198,7 +208,7 @@ async def test_cancelled_pull_leaves_no_partial_blob(image_daemon: DaemonProcess
         await asyncio.sleep(0.5)  # the daemon unwinds the download it no longer has a waiter for
         left = _store_leftovers(image_daemon.dirs.root)
         assert "ingest" not in left and "temp layers" not in left, left
-        assert (await c.image.list_images(cri.ListImagesRequest())).images == []
+        assert [i.repo_tags for i in (await c.image.list_images(cri.ListImagesRequest())).images] == [["podrt.local/pause:builtin"]]
 
 
 async def test_kill_mid_pull_leaves_nothing_after_restart(dirs: DaemonDirs, registry: Registry, image_daemon: DaemonProcess) -> None:
@@ -303,3 +313,34 @@ async def test_podrt_image_ls_lists_the_store(image_daemon: DaemonProcess, regis
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert f"{registry.host}/test/app:v1" in out.stdout and image_id[7:19] in out.stdout
+
+
+async def test_import_beside_a_running_daemon(image_daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:
+    """`podrt image import` writes the store while the daemon serves: the daemon
+    sees the image, and its garbage collection keeps what the import brought."""
+    import subprocess
+
+    from tests.support.daemon import podrt_command
+    from tests.unit.test_image_archive import docker_save, sha
+
+    archive = tmp_path / "saved.tar"
+    config, _ = docker_save(archive, ["example.local/imported:v1"])
+    out = subprocess.run(podrt_command("image", "import", str(archive), "--config", str(image_daemon.dirs.config_file)),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    async with connect(image_daemon.dirs.socket) as c:
+        assert (await _status(c, "example.local/imported:v1")).image.id == sha(config)
+        other = await _pull(c, f"{registry.host}/test/other:v1")
+        await c.image.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=other)))  # garbage collection runs
+        assert (await _status(c, "example.local/imported:v1")).image.id == sha(config)
+    assert "layers" not in _store_leftovers(image_daemon.dirs.root) and "blobs" not in _store_leftovers(image_daemon.dirs.root)
+    imported = [r for r in _records(image_daemon.dirs.root) if "example.local/imported:v1" in r.repo_tags]
+    assert imported and all((image_daemon.dirs.root / "images" / "layers" / c[7:] / "diff").is_dir() for c in imported[0].layers)
+
+
+def _records(root: Path) -> list:  # type: ignore[type-arg]
+    from podrt.images.store import ImageStore
+
+    store = ImageStore(root / "images")
+    store.load_records()
+    return store.records()

@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import tarfile
 import time
@@ -24,6 +25,8 @@ from typing import Any
 
 import aiohttp
 import attrs
+
+from tests.support.tokens import TokenServer
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -39,12 +42,17 @@ def _free_port() -> int:
 
 
 class Registry:
-    """`docker-registry serve` on a free loopback port; basic auth when `users` is given."""
+    """`docker-registry serve` on a free loopback port; basic auth when `users` is
+    given, bearer tokens from `token` (a TokenServer), HTTPS when `tls` is a
+    (certificate, key) pair."""
 
-    def __init__(self, base: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, base: Path, users: dict[str, str] | None = None, *, token: TokenServer | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.base = base
         self.port = _free_port()
         self.host = f"127.0.0.1:{self.port}"
+        self.token, self.tls = token, tls
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
         base.mkdir(parents=True, exist_ok=True)
         auth = ""
         if users:
@@ -52,16 +60,25 @@ class Registry:
                      for u, p in users.items()]
             (base / "htpasswd").write_text("\n".join(lines) + "\n")
             auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {base / 'htpasswd'}\n"
+        elif token:
+            auth = (f"auth:\n  token:\n    realm: {token.realm}\n    service: {token.service}\n"
+                    f"    issuer: {token.issuer}\n    rootcertbundle: {token.cert}\n")
+        tls_conf = f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else ""
         (base / "config.yml").write_text(
             "version: 0.1\nlog:\n  level: error\n"
             f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n{auth}")
+            f"http:\n  addr: {self.host}\n{tls_conf}{auth}")
         self.log = open(base / "registry.log", "wb")
         self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(base / "config.yml")], stdout=self.log, stderr=subprocess.STDOUT)
+        # The health wait only needs "it answers": our own certificate is not under test here.
+        unverified = None
+        if tls:
+            unverified = ssl.create_default_context()
+            unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+                urllib.request.urlopen(f"{self.url}/v2/", timeout=1, context=unverified)
                 return
             except urllib.error.HTTPError:
                 return  # 401 with auth on: it is up
@@ -140,17 +157,23 @@ def index(*entries: tuple[BuiltImage, str]) -> bytes:
          "platform": {"os": "linux", "architecture": arch}} for img, arch in entries]}).encode()
 
 
-async def push(registry: Registry, repo: str, img: BuiltImage, tag: str, user: tuple[str, str] | None = None) -> None:
-    """Blobs by monolithic upload, then the manifest under `tag`."""
-    base = f"http://{registry.host}/v2/{repo}"
-    headers = {"Authorization": aiohttp.encode_basic_auth(*user)} if user else {}
-    async with aiohttp.ClientSession(headers=headers) as s:
+async def push(registry: Registry, repo: str, img: BuiltImage, tag: str, user: tuple[str, str] | None = None,
+               ssl_context: ssl.SSLContext | None = None) -> None:
+    """Blobs by monolithic upload, then the manifest under `tag`. A token registry
+    gets a pull+push token minted directly (not counted as a token request); a TLS
+    registry is not verified unless `ssl_context` is given: the push is setup."""
+    if registry.token:
+        headers = {"Authorization": f"Bearer {registry.token.mint('pusher', [f'repository:{repo}:pull,push'])}"}
+    else:
+        headers = {"Authorization": aiohttp.encode_basic_auth(*user)} if user else {}
+    verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else not registry.tls
+    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=verify)) as s:
         for blob in (img.config, *img.layers):
-            async with s.post(f"{base}/blobs/uploads/") as r:
+            async with s.post(f"{registry.url}/v2/{repo}/blobs/uploads/") as r:
                 assert r.status == 202, await r.text()
                 location = r.headers["Location"]
             sep = "&" if "?" in location else "?"
-            url = location if location.startswith("http") else f"http://{registry.host}{location}"
+            url = location if location.startswith("http") else f"{registry.url}{location}"
             async with s.put(f"{url}{sep}digest={digest(blob)}", data=blob,
                              headers={"Content-Type": "application/octet-stream"}) as r:
                 assert r.status == 201, await r.text()
@@ -159,7 +182,7 @@ async def push(registry: Registry, repo: str, img: BuiltImage, tag: str, user: t
 
 async def put_manifest(session: aiohttp.ClientSession, registry: Registry, repo: str, ref: str, body: bytes,
                        media_type: str) -> None:
-    async with session.put(f"http://{registry.host}/v2/{repo}/manifests/{ref}", data=body,
+    async with session.put(f"{registry.url}/v2/{repo}/manifests/{ref}", data=body,
                            headers={"Content-Type": media_type}) as r:
         assert r.status == 201, await r.text()
 

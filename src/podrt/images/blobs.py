@@ -69,13 +69,14 @@ class BlobStore:
     def digests(self) -> list[str]:
         return [f"sha256:{p.name}" for p in self.blobs.iterdir() if _DIGEST.fullmatch(f"sha256:{p.name}")]
 
-    async def write(self, digest: str, size: int | None, chunks: AsyncIterator[bytes],
+    async def write(self, digest: str | None, size: int | None, chunks: AsyncIterator[bytes],
                     progress: Callable[[int], None] | None = None) -> Path:
         """Stream `chunks` into the store as `digest`; BlobMismatch (and nothing
-        stored) when the bytes are not it. `size` None: not known in advance."""
-        target = self.path(digest)
-        want = parse_digest(digest)
-        tmp = self.ingest_dir / f"{want[:16]}-{uuid.uuid4().hex[:8]}"
+        stored) when the bytes are not it. `size` None: not known in advance;
+        `digest` None: content whose digest is learnt on the way (an archive's
+        layer), stored under it."""
+        want = parse_digest(digest) if digest is not None else None
+        tmp = self.ingest_dir / f"{(want or 'unknown')[:16]}-{uuid.uuid4().hex[:8]}"
         hasher, count = hashlib.sha256(), 0
         try:
             async with aiofiles.open(tmp, "wb") as f:
@@ -91,8 +92,9 @@ class BlobStore:
                 await asyncio.to_thread(os.fsync, f.fileno())
             if size is not None and count != size:
                 raise BlobMismatch(f"blob {digest}: got {count} bytes, the manifest gives {size}")
-            if hasher.hexdigest() != want:
+            if want is not None and hasher.hexdigest() != want:
                 raise BlobMismatch(f"blob {digest}: content has digest sha256:{hasher.hexdigest()}")
+            target = self.blobs / hasher.hexdigest()
             await aiofiles.os.rename(tmp, target)
             await asyncio.to_thread(fsync_dir, self.blobs)
         except BaseException:

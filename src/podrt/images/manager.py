@@ -63,6 +63,7 @@ class ImageManager:
 
     def find(self, text: str) -> ImageRecord | None:
         """By ID (`sha256:<hex>` or the bare hex) or by any name it has."""
+        self.store.refresh()
         if looks_like_image_id(text):
             return self.store.get(parse_id(text))
         ref = parse(text)
@@ -85,6 +86,7 @@ class ImageManager:
 
     def list(self, text: str = "") -> list[ImageRecord]:
         if not text:
+            self.store.refresh()
             return self.store.records()
         found = self.find(text)
         return [found] if found else []
@@ -120,18 +122,7 @@ class ImageManager:
                 await self._collect_garbage()
 
     def _keep(self, pulled: ImageRecord) -> ImageRecord:
-        """Save the pulled record, merged with what the store knew of that image;
-        a tag it takes is taken from any other image."""
-        for other in self.store.records():
-            if other.id != pulled.id and set(other.repo_tags) & set(pulled.repo_tags):
-                self.store.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t not in pulled.repo_tags)))
-        known = self.store.get(pulled.id)
-        if known is not None:
-            pulled = attrs.evolve(pulled, repo_tags=_union(known.repo_tags, pulled.repo_tags),
-                                  repo_digests=_union(known.repo_digests, pulled.repo_digests),
-                                  created_at=known.created_at, pinned=known.pinned)
-        self.store.save(pulled)
-        return pulled
+        return keep(self.store, pulled)
 
     # ---- remove -------------------------------------------------------------
 
@@ -150,13 +141,37 @@ class ImageManager:
             await self._collect_garbage()
 
     async def _collect_garbage(self) -> None:
-        self._gc_pending = False
-        removed = await asyncio.to_thread(self.store.collect_garbage)
+        removed = await asyncio.to_thread(self._collect_garbage_now)
         if removed:
             log.info("image store: freed %s", ", ".join(removed[:20]))
 
+    def _collect_garbage_now(self) -> list[str]:
+        """Blocking; skipped (and left pending) while an import holds the store."""
+        with self.store.exclusive(wait=False) as mine:
+            if not mine:
+                self._gc_pending = True
+                return []
+            self._gc_pending = False
+            self.store.refresh()
+            return self.store.collect_garbage()
+
     async def usage(self) -> tuple[int, int]:
         return await asyncio.to_thread(self.store.usage)
+
+
+def keep(store: ImageStore, pulled: ImageRecord) -> ImageRecord:
+    """Save a pulled (or imported) record, merged with what the store knew of
+    that image; a tag it takes is taken from any other image."""
+    for other in store.records():
+        if other.id != pulled.id and set(other.repo_tags) & set(pulled.repo_tags):
+            store.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t not in pulled.repo_tags)))
+    known = store.get(pulled.id)
+    if known is not None:
+        pulled = attrs.evolve(pulled, repo_tags=_union(known.repo_tags, pulled.repo_tags),
+                              repo_digests=_union(known.repo_digests, pulled.repo_digests),
+                              created_at=known.created_at, pinned=known.pinned)
+    store.save(pulled)
+    return pulled
 
 
 def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:

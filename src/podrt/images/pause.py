@@ -1,65 +1,101 @@
-"""The builtin pause image: a rootfs holding the host's static catatonit.
+"""The builtin pause image: the host's static catatonit as a real, pinned image
+in the store, built at the first start, so a fresh machine needs no registry.
 
-A fresh machine needs no registry to run pods. The rootfs is shared read-only
-by every infra container (their root is read-only), so no per-pod copy or
-overlay is needed; mount points the spec binds over already exist in it.
+It is one layer; its unpacked directory is the infra container's root as it
+is (read-only, shared by every pod, no per-pod copy or overlay), with the
+mount points the spec binds over already in it. The layer is built in
+memory with fixed times and owners, so the same catatonit always gives the
+same image ID, and a new catatonit a new image (the old one is then
+unpinned and collected like any other).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import os
-import shutil
-import tempfile
+import io
+import json
+import tarfile
+import time
 from pathlib import Path
+from typing import AsyncIterator
 
 import attrs
 
+from podrt.images.pull import host_platform
+from podrt.images.reference import parse
+from podrt.images.store import ImageRecord, ImageStore
+from podrt.images.unpack import unpack_layer
+
 BUILTIN_PAUSE_IMAGE = "podrt.local/pause:builtin"
 STOP_SIGNAL = "SIGTERM"  # catatonit exits on SIGTERM/SIGINT
+LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
 _DIRS = ("proc", "sys", "dev", "dev/shm", "dev/pts", "etc", "tmp")
 _FILES = ("etc/hostname", "etc/resolv.conf", "etc/hosts")
+_MTIME = 1_700_000_000
 
 
 @attrs.frozen
 class PauseImage:
     reference: str
     rootfs: Path
+    image_id: str = ""
     stop_signal: str = STOP_SIGNAL
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def ensure_builtin(images_dir: Path, catatonit: Path) -> PauseImage:
-    """Build (once per catatonit binary) and return the builtin pause rootfs.
+def _layer(catatonit: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        def add(name: str, kind: bytes, mode: int, data: bytes = b"") -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime, info.size = kind, mode, _MTIME, len(data)
+            tar.addfile(info, io.BytesIO(data) if data else None)
 
-    Built in a temp dir and renamed into place, so a crash never leaves a half
-    image that later pods would use.
-    """
+        for d in _DIRS:
+            add(d, tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755)
+        for f in _FILES:
+            add(f, tarfile.REGTYPE, 0o644)
+        add("catatonit", tarfile.REGTYPE, 0o755, catatonit.read_bytes())
+    return buf.getvalue()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def ensure_builtin(store: ImageStore, catatonit: Path, command: tuple[str, ...]) -> PauseImage:
+    """The builtin pause image, built into `store` unless it is there already."""
     if not catatonit.is_file():
         raise FileNotFoundError(f"catatonit not found at {catatonit} (apt-get install catatonit)")
-    target = images_dir / f"builtin-pause-{_digest(catatonit)}"
-    if (target / "rootfs" / "catatonit").is_file():
-        return PauseImage(BUILTIN_PAUSE_IMAGE, target / "rootfs")
-    images_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=images_dir, prefix=".build-"))
-    try:
-        rootfs = tmp / "rootfs"
-        for d in _DIRS:
-            (rootfs / d).mkdir(parents=True, exist_ok=True)
-        for f in _FILES:
-            (rootfs / f).touch()
-        shutil.copy2(catatonit, rootfs / "catatonit")
-        os.chmod(rootfs / "catatonit", 0o755)
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "rootfs" / "catatonit").is_file():  # else another start won the race
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return PauseImage(BUILTIN_PAUSE_IMAGE, target / "rootfs")
+    layer = _layer(catatonit)
+    diff_id = _digest(layer)
+    os_, arch, _ = host_platform()
+    config = json.dumps({"architecture": arch, "os": os_, "config": {"Entrypoint": list(command), "StopSignal": STOP_SIGNAL},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}, sort_keys=True).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(config), "size": len(config)},
+                           "layers": [{"mediaType": LAYER_TYPE, "digest": diff_id, "size": len(layer)}]}, sort_keys=True).encode()
+    name = str(parse(BUILTIN_PAUSE_IMAGE))
+    image_id = _digest(config)
+    if store.get(image_id) is None or not store.has_layer(diff_id):
+        for data in (layer, config, manifest):
+            if not store.blobs.has(_digest(data)):
+                await store.blobs.write(_digest(data), len(data), _once(data))
+
+        def unpack(target: Path) -> str:
+            with open(store.blobs.path(diff_id), "rb") as stream:
+                return unpack_layer(stream, target, media_type=LAYER_TYPE).diff_id
+
+        await asyncio.to_thread(store.add_layer, diff_id, diff_id, unpack)
+    for other in store.records():  # an earlier catatonit's image: no longer the pause image
+        if other.id != image_id and name in other.repo_tags:
+            store.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t != name), pinned=False))
+    known = store.get(image_id)
+    if known is None or not known.pinned or name not in known.repo_tags:
+        store.save(ImageRecord(id=image_id, repo_tags=(name,), repo_digests=(), manifest_digest=_digest(manifest),
+                               layers=(diff_id,), size=len(config) + len(layer), created_at=time.time_ns(), pinned=True))
+    return PauseImage(name, store.layer_dir(diff_id) / "diff", image_id)

@@ -18,13 +18,15 @@ container) names it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 
@@ -72,27 +74,54 @@ class ImageStore:
         self.links_dir = images_dir / "l"
         self.records_dir = images_dir / "records"
         self._records: dict[str, ImageRecord] = {}
+        self._records_mtime = -1
 
     # ---- start ----------------------------------------------------------------
 
     def prepare(self) -> list[str]:
         """Load records; remove what a crash left (temp dirs, ingest files,
         unreferenced layers, blobs and links). What was removed, for the log."""
-        for d in (self.layers_dir, self.links_dir, self.records_dir):
+        self.ensure_dirs()
+        with self.exclusive(wait=True):  # a running `podrt image import` finishes first
+            self.blobs.clean_ingest()
+            removed = []
+            for path, problem in self.load_records():
+                removed.append(f"unreadable image record {path.name} ({problem})")
+                path.unlink(missing_ok=True)
+            for path in self.records_dir.glob(".*.tmp"):
+                path.unlink(missing_ok=True)
+            return removed + self.collect_garbage()
+
+    def ensure_dirs(self) -> None:
+        for d in (self.blobs.blobs, self.blobs.ingest_dir, self.layers_dir, self.links_dir, self.records_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self.blobs.prepare()
-        removed = []
-        for path, problem in self.load_records():
-            removed.append(f"unreadable image record {path.name} ({problem})")
-            path.unlink(missing_ok=True)
-        for path in self.records_dir.glob(".*.tmp"):
-            path.unlink(missing_ok=True)
-        return removed + self.collect_garbage()
 
     # ---- records ----------------------------------------------------------------
 
+    def refresh(self) -> None:
+        """Pick up records another process wrote (`podrt image import` beside a
+        running daemon): the records dir changes its mtime with every rename."""
+        mtime = self.records_dir.stat().st_mtime_ns
+        if mtime != self._records_mtime:
+            self._records = {}
+            self.load_records()
+
+    @contextlib.contextmanager
+    def exclusive(self, *, wait: bool) -> Iterator[bool]:
+        """Held by an import for its whole run and by garbage collection: an
+        import's blobs and layers have no record until its end. Yields whether
+        it was taken (with wait=False it may not be)."""
+        with open(self.dir / "store.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
     def load_records(self) -> list[tuple[Path, str]]:
         """Read every record (changes nothing on disk); (path, problem) of unreadable ones."""
+        self._records_mtime = self.records_dir.stat().st_mtime_ns
         bad = []
         for path in sorted(self.records_dir.glob("*.json")):
             try:
