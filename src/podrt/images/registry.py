@@ -99,6 +99,9 @@ class RegistryClient:
         self.base = f"{'http' if insecure else 'https'}://{host}/v2/"
         self.credentials = credentials
         self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else not insecure
+        # the token service gets credentials: always verified (the registry's certs.d CA when given),
+        # even for a registry configured insecure
+        self.token_ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._tokens: dict[str, _Token] = {}
         self._basic = False  # the registry asked for Basic once: send it up front
 
@@ -129,18 +132,18 @@ class RegistryClient:
         try:
             if creds.identity_token:  # OAuth2 refresh token, as docker login stores it
                 form = {**query, "grant_type": "refresh_token", "refresh_token": creds.identity_token, "client_id": "podrt"}
-                resp = await self.session.post(params["realm"], data=form, ssl=self.ssl)
+                resp = await self.session.post(params["realm"], data=form, ssl=self.token_ssl)
             else:
-                resp = await self.session.get(f"{params['realm']}?{urlencode(query)}", headers=creds.basic, ssl=self.ssl)
+                resp = await self.session.get(f"{params['realm']}?{urlencode(query)}", headers=creds.basic, ssl=self.token_ssl)
             async with resp:
-                if resp.status in (401, 403):
+                if resp.status in (400, 401, 403):  # 400: OAuth2's invalid_grant for a bad refresh token
                     raise AuthError(f"{self.host}: the token service refused the credentials for {scope}")
                 if resp.status != 200:
                     raise RegistryError(f"{self.host}: token service answered {resp.status}")
                 doc = await resp.json(content_type=None)
         except aiohttp.ClientError as exc:
             raise RegistryError(f"{self.host}: token service {params['realm']}: {exc}") from None
-        value = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+        value = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
         if not isinstance(value, str) or not value:
             raise RegistryError(f"{self.host}: token service sent no token")
         lifetime = doc.get("expires_in", 60)
