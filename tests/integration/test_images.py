@@ -47,7 +47,10 @@ def image_daemon(dirs: DaemonDirs, registry: Registry) -> Iterator[DaemonProcess
         f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n\n'
         # a made-up name served only by its mirror on loopback: the upstream is blocked, never dialled
         '[[registry]]\nprefix = "registry.example/team"\nlocation = "registry.example/team"\nblocked = true\n'
-        f'[[registry.mirror]]\nlocation = "{registry.host}/team"\ninsecure = true\n')
+        f'[[registry.mirror]]\nlocation = "{registry.host}/team"\ninsecure = true\n\n'
+        # an unreachable mirror (a closed loopback port) is skipped for the registry itself
+        f'[[registry]]\nprefix = "registry.example/fallback"\nlocation = "{registry.host}/team"\ninsecure = true\n'
+        '[[registry.mirror]]\nlocation = "127.0.0.1:1/team"\ninsecure = true\n')
     dirs.write_config({"image": {"registries_conf": str(conf), "certs_dirs": [str(dirs.base / "certs.d")]}})
     proc = DaemonProcess(dirs).start()
     yield proc
@@ -110,6 +113,13 @@ async def test_pull_through_a_mirror_records_the_asked_name(image_daemon: Daemon
     assert image_id == APP.config_digest
     assert st.image.repo_tags == ["registry.example/team/app:v1"]
     assert st.image.repo_digests == [f"registry.example/team/app@{APP.digest}"]
+
+
+async def test_an_unreachable_mirror_is_skipped(image_daemon: DaemonProcess) -> None:
+    async with connect(image_daemon.dirs.socket) as c:
+        assert await _pull(c, "registry.example/fallback/app:v1") == APP.config_digest
+        assert (await _status(c, "registry.example/fallback/app:v1")).image.repo_tags == ["registry.example/fallback/app:v1"]
+    assert "127.0.0.1:1 for registry.example/fallback/app:v1 failed" in image_daemon.log()
 
 
 async def test_layers_are_unpacked_and_shared(image_daemon: DaemonProcess, registry: Registry) -> None:
