@@ -34,7 +34,7 @@ MANIFEST_TYPES = (
 )
 INDEX_TYPES = frozenset(MANIFEST_TYPES[:2])
 MAX_MANIFEST = 4 * 1024 * 1024  # like containerd: a manifest is small; refuse a flood
-CHUNK = 1 << 16
+CHUNK = 1 << 20  # fewer thread hops for the aiofiles writes
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
