@@ -80,16 +80,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def certs_d_context(certs_dirs: list[Path], host: str) -> ssl.SSLContext | None:
-    """Built as the puller builds it (pull.py's Puller._ssl): system CAs plus certs.d's."""
-    files = registries.CertsD(certs_dirs).for_host(host)
-    if not files.ca_files and files.client_cert is None:
-        return None
-    ctx = ssl.create_default_context()
-    for ca in files.ca_files:
-        ctx.load_verify_locations(cafile=str(ca))
-    if files.client_cert is not None:
-        ctx.load_cert_chain(str(files.client_cert), str(files.client_key))
-    return ctx
+    """The context the puller builds for `host` from certs.d."""
+    return registries.ssl_context(certs_dirs, host)
 
 
 async def pull_all(client: RegistryClient, repo: str) -> None:

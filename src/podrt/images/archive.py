@@ -47,7 +47,7 @@ from podrt.images.manager import keep
 from podrt.images.pull import host_platform, select_platform
 from podrt.images.registry import INDEX_TYPES
 from podrt.images.store import ImageRecord, ImageStore, chain_ids
-from podrt.images.unpack import CorruptLayer, UnsafeLayer, unpack_layer
+from podrt.images.unpack import CorruptLayer, UnsafeLayer, lexical_parts
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +97,9 @@ async def import_archive(store: ImageStore, path: Path) -> list[ImageRecord]:
 def _normalise(name: str, base: str = "") -> str:
     """`name` (relative to the archive dir `base`) as a clean path inside the
     archive; '..' may not climb out and an absolute name is outside already."""
-    if name.startswith("/"):
+    parts = None if name.startswith("/") else lexical_parts(name, tuple(p for p in base.split("/") if p not in ("", ".")))
+    if parts is None:
         raise _Problem(f"path {name!r} escapes the archive")
-    parts = [p for p in base.split("/") if p not in ("", ".")]
-    for part in name.split("/"):
-        if part in ("", "."):
-            continue
-        if part != "..":
-            parts.append(part)
-        elif parts:
-            parts.pop()
-        else:
-            raise _Problem(f"path {name!r} escapes the archive")
     return "/".join(parts)
 
 
@@ -342,14 +333,8 @@ class _Import:
     async def _unpack(self, chain: str, diff_id: str, digest: str, media_type: str, what: str) -> None:
         if self.store.has_layer(chain):
             return
-        blob = self.store.blobs.path(digest)
-
-        def unpack(target: Path) -> str:
-            with open(blob, "rb") as stream:
-                return unpack_layer(stream, target, media_type=media_type).diff_id
-
         try:
-            await asyncio.to_thread(self.store.add_layer, chain, diff_id, unpack)
+            await self.store.add_layer_from_blob(chain, diff_id, digest, media_type)
         except (UnsafeLayer, CorruptLayer, ValueError) as exc:
             raise _Problem(f"layer {what}: {exc}") from None
         self.new_layers.append(chain)

@@ -11,7 +11,6 @@ unpinned and collected like any other).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
@@ -25,7 +24,6 @@ import attrs
 from podrt.images.pull import host_platform
 from podrt.images.reference import parse
 from podrt.images.store import ImageRecord, ImageStore
-from podrt.images.unpack import unpack_layer
 
 BUILTIN_PAUSE_IMAGE = "podrt.local/pause:builtin"
 STOP_SIGNAL = "SIGTERM"  # catatonit exits on SIGTERM/SIGINT
@@ -85,12 +83,7 @@ async def ensure_builtin(store: ImageStore, catatonit: Path, command: tuple[str,
         for data in (layer, config, manifest):
             if not store.blobs.has(_digest(data)):
                 await store.blobs.write(_digest(data), len(data), _once(data))
-
-        def unpack(target: Path) -> str:
-            with open(store.blobs.path(diff_id), "rb") as stream:
-                return unpack_layer(stream, target, media_type=LAYER_TYPE).diff_id
-
-        await asyncio.to_thread(store.add_layer, diff_id, diff_id, unpack)
+        await store.add_layer_from_blob(diff_id, diff_id, diff_id, LAYER_TYPE)
     for other in store.records():  # an earlier catatonit's image: no longer the pause image
         if other.id != image_id and name in other.repo_tags:
             store.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t != name), pinned=False))

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import platform
-import ssl
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -27,7 +26,7 @@ from podrt.images.blobs import BlobMismatch
 from podrt.images.reference import Reference
 from podrt.images.registry import INDEX_TYPES, Credentials, Manifest, RegistryClient, RegistryError
 from podrt.images.store import ImageRecord, ImageStore, chain_ids
-from podrt.images.unpack import CorruptLayer, UnsafeLayer, unpack_layer
+from podrt.images.unpack import CorruptLayer, UnsafeLayer
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +66,6 @@ class Puller:
         self.store, self.settings, self.session = store, settings, session
         self._downloads = asyncio.Semaphore(settings.max_concurrent_downloads)
 
-    def _ssl(self, host: str) -> ssl.SSLContext | None:
-        files = registries.CertsD(list(self.settings.certs_dirs)).for_host(host)
-        if not files.ca_files and files.client_cert is None:
-            return None
-        ctx = ssl.create_default_context()
-        for ca in files.ca_files:
-            ctx.load_verify_locations(cafile=str(ca))
-        if files.client_cert is not None:
-            ctx.load_cert_chain(str(files.client_cert), str(files.client_key))
-        return ctx
-
     async def _manifest(self, ref: Reference, creds: Credentials) -> tuple[RegistryClient, str, Manifest]:
         """The first endpoint that has the image: (client, repository there, manifest).
         Mirrors come first; a blocked registry offers only its mirrors."""
@@ -87,7 +75,7 @@ class Puller:
         for n, ep in enumerate(endpoints, 1):
             host = DOCKER_HUB_API if ep.registry_host == "docker.io" else ep.registry_host
             client = RegistryClient(self.session, host, insecure=ep.insecure, credentials=creds,
-                                    ssl_context=None if ep.insecure else self._ssl(ep.registry_host))
+                                    ssl_context=None if ep.insecure else registries.ssl_context(self.settings.certs_dirs, ep.registry_host))
             try:
                 return client, ep.repository, await client.manifest(ep.repository, ref.digest or ref.tag or "latest")
             except (RegistryError, errors.NotFound) as exc:
@@ -162,15 +150,9 @@ class Puller:
                      ref: Reference) -> None:
         if self.store.has_layer(chain):
             return
-        path = await self._blob(client, repo, desc, ref)
-        media_type = str(desc.get("mediaType", ""))
-
-        def unpack(target: Path) -> str:
-            with open(path, "rb") as stream:
-                return unpack_layer(stream, target, media_type=media_type).diff_id
-
+        await self._blob(client, repo, desc, ref)
         try:
-            await asyncio.to_thread(self.store.add_layer, chain, diff_id, unpack)
+            await self.store.add_layer_from_blob(chain, diff_id, str(desc["digest"]), str(desc.get("mediaType", "")))
         except (UnsafeLayer, CorruptLayer, ValueError) as exc:
             raise errors.InvalidArgument(f"{ref}: layer {desc['digest']}: {exc}") from None
 

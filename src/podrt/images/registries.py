@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import attrs
 
@@ -505,3 +506,17 @@ def _tls_files(directory: Path, names: list[str]) -> TlsFiles:
         log.warning("%s: %d client certificates, using %s", directory, len(pairs), pairs[0][0].name)
     cert, key = pairs[0] if pairs else (None, None)
     return TlsFiles([directory / n for n in names if n.endswith(".crt")], cert, key)
+
+
+def ssl_context(certs_dirs: Iterable[Path], host: str) -> ssl.SSLContext | None:
+    """The TLS context for `host`: the system CAs plus certs.d's, and its client
+    certificate; None when certs.d has nothing for it (the defaults apply)."""
+    files = CertsD(list(certs_dirs)).for_host(host)
+    if not files.ca_files and files.client_cert is None:
+        return None
+    ctx = ssl.create_default_context()
+    for ca in files.ca_files:
+        ctx.load_verify_locations(cafile=str(ca))
+    if files.client_cert is not None:
+        ctx.load_cert_chain(str(files.client_cert), str(files.client_key))
+    return ctx

@@ -18,6 +18,7 @@ container) names it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -32,6 +33,7 @@ import attrs
 
 from podrt.fsutil import atomic_write
 from podrt.images.blobs import BlobStore, parse_digest
+from podrt.images.unpack import unpack_layer
 
 SHORT_LEN = 26  # like containers/storage's link names
 
@@ -179,6 +181,14 @@ class ImageStore:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    async def add_layer_from_blob(self, chain_id: str, diff_id: str, digest: str, media_type: str) -> None:
+        """Unpack the stored blob `digest` as layer `chain_id` (in a thread)."""
+        def unpack(target: Path) -> str:
+            with open(self.blobs.path(digest), "rb") as stream:
+                return unpack_layer(stream, target, media_type=media_type).diff_id
+
+        await asyncio.to_thread(self.add_layer, chain_id, diff_id, unpack)
 
     # ---- garbage ---------------------------------------------------------------
 

@@ -192,11 +192,10 @@ def _decompressed(stream: _Reader, media_type: str) -> Iterator[_Reader]:
 # --- names ------------------------------------------------------------------
 
 
-def _parts(name: str, entry: str) -> tuple[str, ...]:
-    """`name` as path components below the root: a leading '/' and './' are
-    dropped (as docker does), '..' is resolved lexically and may not climb
-    out of the root."""
-    parts: list[str] = []
+def lexical_parts(name: str, base: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """`name` (below `base`) as path components: '' and '.' dropped, '..'
+    resolved by text alone; None when it would climb above the root."""
+    parts = list(base)
     for part in name.split("/"):
         if part in ("", "."):
             continue
@@ -205,8 +204,17 @@ def _parts(name: str, entry: str) -> tuple[str, ...]:
         elif parts:
             parts.pop()
         else:
-            raise UnsafeLayer(f"layer entry {entry!r}: {name!r} escapes the layer root")
+            return None
     return tuple(parts)
+
+
+def _parts(name: str, entry: str) -> tuple[str, ...]:
+    """`name` as path components below the root: a leading '/' and './' are
+    dropped (as docker does), and it may not climb out of the root."""
+    parts = lexical_parts(name)
+    if parts is None:
+        raise UnsafeLayer(f"layer entry {entry!r}: {name!r} escapes the layer root")
+    return parts
 
 
 def _mtime_ns(member: tarfile.TarInfo) -> int:
