@@ -39,9 +39,11 @@ class SharedTask(Generic[T]):
     def __init__(self, coro: Coroutine[Any, Any, T], name: str) -> None:
         self._task: asyncio.Task[T] = asyncio.get_running_loop().create_task(coro, name=name)
         self._waiters = 0
+        self._abandoned = False
 
     def done(self) -> bool:
-        return self._task.done()
+        """Finished, or being cancelled because everyone left: a newcomer starts afresh."""
+        return self._abandoned or self._task.done()
 
     def add_done_callback(self, callback: Callable[[asyncio.Task[T]], object]) -> None:
         self._task.add_done_callback(callback)
@@ -53,5 +55,6 @@ class SharedTask(Generic[T]):
         finally:
             self._waiters -= 1
             if self._waiters == 0 and not self._task.done():
+                self._abandoned = True
                 self._task.cancel()
                 await asyncio.wait({self._task})

@@ -110,7 +110,7 @@ class BlobStore:
         shared = self._downloads.get(digest)
         if shared is None or shared.done():
             shared = self._downloads[digest] = SharedTask(fetch(), name=f"blob {digest}")
-            shared.add_done_callback(lambda _t: self._downloads.pop(digest, None))
+            shared.add_done_callback(lambda _t: self._downloads.pop(digest, None) if self._downloads.get(digest) is shared else None)
         return await shared.wait()
 
     def usage(self) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import attrs
 
-from podrt.aio import SharedTask
+from podrt.aio import SharedTask, finish_in_thread
 from podrt.config import Config, ConfigError
 from podrt.errors import FailedPrecondition
 from podrt.images import auth
@@ -37,7 +37,8 @@ class ImageView:
 
     @property
     def user(self) -> str:
-        return str(self.config.get("config", {}).get("User", "") or "")
+        inner = self.config.get("config")  # a registry may send anything here
+        return str(inner.get("User", "") or "") if isinstance(inner, dict) else ""
 
 
 class ImageManager:
@@ -48,6 +49,9 @@ class ImageManager:
         self._session: aiohttp.ClientSession | None = None
         self._gc_pending = False
         self._configs: dict[str, dict[str, Any]] = {}
+        self._active_pulls = 0
+        self._gc_idle = asyncio.Event()
+        self._gc_idle.set()
 
     async def start(self) -> None:
         removed = await asyncio.to_thread(self.store.prepare)
@@ -114,15 +118,15 @@ class ImageManager:
         assert self._session is not None, "start() first"
         settings = PullSettings(Path(self.config.image.registries_conf), tuple(Path(d) for d in self.config.image.certs_dirs),
                                 self.config.image.max_concurrent_downloads, self.config.image.pull_progress_timeout)
+        await self._gc_idle.wait()  # a collection running now would take this pull's unrecorded blobs
+        self._active_pulls += 1  # no await between the wait and this: no collection starts in between
         try:
             pulled = await Puller(self.store, settings, self._session).pull(ref, creds)
-            return self._keep(pulled)
+            return keep(self.store, pulled)
         finally:
-            if self._gc_pending and not any(not p.done() for p in self._pulls.values() if p is not None):
+            self._active_pulls -= 1
+            if self._gc_pending and not self._active_pulls:
                 await self._collect_garbage()
-
-    def _keep(self, pulled: ImageRecord) -> ImageRecord:
-        return keep(self.store, pulled)
 
     # ---- remove -------------------------------------------------------------
 
@@ -135,25 +139,32 @@ class ImageManager:
             raise FailedPrecondition(f"image {text} ({record.id}) is pinned and cannot be removed")
         self.store.delete_record(record.id)
         self._configs.pop(record.id, None)
-        if any(not p.done() for p in self._pulls.values()):
-            self._gc_pending = True  # a running pull's blobs have no record yet
-        else:
-            await self._collect_garbage()
+        await self._collect_garbage()
 
     async def _collect_garbage(self) -> None:
-        removed = await asyncio.to_thread(self._collect_garbage_now)
+        """Never beside a pull (its blobs and layers have no record yet): with
+        pulls running it is left pending for the last one to finish."""
+        if self._active_pulls or not self._gc_idle.is_set():
+            self._gc_pending = True
+            return
+        self._gc_pending = False
+        self.store.refresh()  # on the loop: the thread below only reads what it needs
+        keep_layers, keep_blobs = self.store.referenced()
+        self._gc_idle.clear()
+        try:
+            removed = await finish_in_thread(self._collect_garbage_now, keep_layers, keep_blobs)
+        finally:
+            self._gc_idle.set()
         if removed:
             log.info("image store: freed %s", ", ".join(removed[:20]))
 
-    def _collect_garbage_now(self) -> list[str]:
+    def _collect_garbage_now(self, keep_layers: set[str], keep_blobs: set[str]) -> list[str]:
         """Blocking; skipped (and left pending) while an import holds the store."""
         with self.store.exclusive(wait=False) as mine:
             if not mine:
                 self._gc_pending = True
                 return []
-            self._gc_pending = False
-            self.store.refresh()
-            return self.store.collect_garbage()
+            return self.store.collect_garbage(keep=(keep_layers, keep_blobs))
 
     async def usage(self) -> tuple[int, int]:
         return await asyncio.to_thread(self.store.usage)

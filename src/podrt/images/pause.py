@@ -84,9 +84,9 @@ async def ensure_builtin(store: ImageStore, catatonit: Path, command: tuple[str,
             if not store.blobs.has(_digest(data)):
                 await store.blobs.write(_digest(data), len(data), _once(data))
         await store.add_layer_from_blob(diff_id, diff_id, diff_id, LAYER_TYPE)
-    for other in store.records():  # an earlier catatonit's image: no longer the pause image
-        if other.id != image_id and name in other.repo_tags:
-            store.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t != name), pinned=False))
+    for other in store.records():  # an earlier catatonit's image: no longer named so, but still
+        if other.id != image_id and name in other.repo_tags:  # pinned: running pods have its layer as root
+            store.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t != name)))
     known = store.get(image_id)
     if known is None or not known.pinned or name not in known.repo_tags:
         store.save(ImageRecord(id=image_id, repo_tags=(name,), repo_digests=(), manifest_digest=_digest(manifest),

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import platform
+import ssl
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -21,8 +22,9 @@ import aiohttp
 import attrs
 
 from podrt import errors
+from podrt.config import ConfigError
 from podrt.images import registries
-from podrt.images.blobs import BlobMismatch
+from podrt.images.blobs import BlobMismatch, parse_digest
 from podrt.images.reference import Reference
 from podrt.images.registry import INDEX_TYPES, Credentials, Manifest, RegistryClient, RegistryError
 from podrt.images.store import ImageRecord, ImageStore, chain_ids
@@ -30,6 +32,7 @@ from podrt.images.unpack import CorruptLayer, UnsafeLayer
 
 log = logging.getLogger(__name__)
 
+MAX_CONFIG = 8 * 1024 * 1024  # an image config is small: it is read whole
 DOCKER_HUB_API = "registry-1.docker.io"  # docker.io names; the API lives here
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le",
          "s390x": "s390x", "riscv64": "riscv64", "i686": "386"}
@@ -69,13 +72,19 @@ class Puller:
     async def _manifest(self, ref: Reference, creds: Credentials) -> tuple[RegistryClient, str, Manifest]:
         """The first endpoint that has the image: (client, repository there, manifest).
         Mirrors come first; a blocked registry offers only its mirrors."""
-        conf = registries.load(self.settings.registries_conf)
+        try:
+            conf = registries.load(self.settings.registries_conf)
+        except ConfigError as exc:
+            raise errors.FailedPrecondition(str(exc)) from None
         failures: list[str] = []
         endpoints = registries.resolve(conf, ref.name, by_digest=ref.digest is not None)
         for n, ep in enumerate(endpoints, 1):
             host = DOCKER_HUB_API if ep.registry_host == "docker.io" else ep.registry_host
-            client = RegistryClient(self.session, host, insecure=ep.insecure, credentials=creds,
-                                    ssl_context=None if ep.insecure else registries.ssl_context(self.settings.certs_dirs, ep.registry_host))
+            try:
+                tls = None if ep.insecure else registries.ssl_context(self.settings.certs_dirs, ep.registry_host)
+            except (OSError, ssl.SSLError) as exc:  # an unreadable or invalid certs.d file
+                raise errors.FailedPrecondition(f"certs.d for {ep.registry_host}: {exc}") from None
+            client = RegistryClient(self.session, host, insecure=ep.insecure, credentials=creds, ssl_context=tls)
             try:
                 return client, ep.repository, await client.manifest(ep.repository, ref.digest or ref.tag or "latest")
             except (RegistryError, errors.NotFound) as exc:
@@ -92,32 +101,42 @@ class Puller:
         client, repo, manifest = await self._manifest(ref, creds)
         named = manifest.digest  # what the name resolved to (an index, for multi-platform images): the repo digest
         if manifest.media_type in INDEX_TYPES:
-            manifest = await client.manifest(repo, select_platform(json.loads(manifest.body)))
-        doc = json.loads(manifest.body)
+            try:
+                chosen = select_platform(_json(manifest.body, f"{ref}: index"))
+            except (KeyError, TypeError, AttributeError):
+                raise RegistryError(f"{ref}: malformed index") from None
+            manifest = await client.manifest(repo, chosen)
+        doc = _json(manifest.body, f"{ref}: manifest")
         if not isinstance(doc.get("config"), dict) or not isinstance(doc.get("layers"), list):
             raise RegistryError(f"{ref}: {manifest.media_type or 'manifest'} without config and layers (schema 1 is not supported)")
+        config_digest, config_size, _ = _descriptor(doc["config"], ref)
+        layers = [_descriptor(d, ref) for d in doc["layers"]]
+        if config_size > MAX_CONFIG:
+            raise RegistryError(f"{ref}: image config of {config_size} bytes (at most {MAX_CONFIG})")
         await self.store.blobs.fetch_once(manifest.digest, lambda: self.store.blobs.write(
             manifest.digest, len(manifest.body), _once(manifest.body)))
-        config_desc = doc["config"]
-        config_path = await self._blob(client, repo, config_desc, ref)
-        config = json.loads(config_path.read_bytes())
-        diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
-        layers = doc["layers"]
-        if len(diff_ids) != len(layers):
-            raise RegistryError(f"{ref}: {len(layers)} layers but {len(diff_ids)} diff IDs in the config")
+        config_path = await self._blob(client, repo, config_digest, config_size, ref)
+        config = _json(await asyncio.to_thread(config_path.read_bytes), f"{ref}: image config")
+        rootfs = config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layers) or not all(map(_is_digest, diff_ids)):
+            raise RegistryError(f"{ref}: the config's rootfs.diff_ids do not match the {len(layers)} layers")
         chains = chain_ids(diff_ids)
-        await asyncio.gather(*(self._layer(client, repo, desc, chain, diff_id, ref)
-                               for desc, chain, diff_id in zip(layers, chains, diff_ids)))
-        size = int(config_desc.get("size", 0)) + sum(int(d.get("size", 0)) for d in layers)
-        record = ImageRecord(id=config_desc["digest"], repo_tags=(str(ref),) if ref.tag and not ref.digest else (),
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the others
+                for (digest, size, media_type), chain, diff_id in zip(layers, chains, diff_ids):
+                    group.create_task(self._layer(client, repo, digest, size, media_type, chain, diff_id, ref))
+        except ExceptionGroup as failed:  # the first layer's error is the pull's (its status, its message)
+            raise failed.exceptions[0] from None
+        size = config_size + sum(s for _, s, _ in layers)
+        record = ImageRecord(id=config_digest, repo_tags=(str(ref),) if ref.tag and not ref.digest else (),
                              repo_digests=(ref.repo_digest(named),), manifest_digest=manifest.digest,
                              layers=tuple(chains), size=size, created_at=time.time_ns())
         log.info("pulled %s (%s, %d layers, %.1f MB) in %.2fs", ref, record.id[:19], len(layers), size / 1e6,
                  time.monotonic() - started)
         return record
 
-    async def _blob(self, client: RegistryClient, repo: str, desc: dict[str, Any], ref: Reference) -> Path:
-        digest, size = str(desc["digest"]), int(desc["size"])
+    async def _blob(self, client: RegistryClient, repo: str, digest: str, size: int, ref: Reference) -> Path:
 
         async def fetch() -> Path:
             async with self._downloads:
@@ -146,15 +165,41 @@ class Puller:
                 raise errors.DeadlineExceeded(f"blob {digest}: no progress for {timeout:g}s") from None
             yield chunk
 
-    async def _layer(self, client: RegistryClient, repo: str, desc: dict[str, Any], chain: str, diff_id: str,
-                     ref: Reference) -> None:
+    async def _layer(self, client: RegistryClient, repo: str, digest: str, size: int, media_type: str, chain: str,
+                     diff_id: str, ref: Reference) -> None:
         if self.store.has_layer(chain):
             return
-        await self._blob(client, repo, desc, ref)
+        await self._blob(client, repo, digest, size, ref)
         try:
-            await self.store.add_layer_from_blob(chain, diff_id, str(desc["digest"]), str(desc.get("mediaType", "")))
+            await self.store.add_layer_from_blob(chain, diff_id, digest, media_type)
         except (UnsafeLayer, CorruptLayer, ValueError) as exc:
-            raise errors.InvalidArgument(f"{ref}: layer {desc['digest']}: {exc}") from None
+            raise errors.InvalidArgument(f"{ref}: layer {digest}: {exc}") from None
+
+
+def _json(data: bytes, what: str) -> dict[str, Any]:
+    """A registry document; RegistryError (not a traceback) for anything else."""
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise RegistryError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{what} is not a JSON object")
+    return doc
+
+
+def _is_digest(value: Any) -> bool:
+    try:
+        parse_digest(value)
+        return True
+    except (ValueError, TypeError):
+        return False
+
+
+def _descriptor(desc: Any, ref: Reference) -> tuple[str, int, str]:
+    """(digest, size, media type) of an OCI descriptor, checked."""
+    if not isinstance(desc, dict) or not _is_digest(desc.get("digest")) or type(desc.get("size")) is not int or desc["size"] < 0:
+        raise RegistryError(f"{ref}: malformed descriptor {str(desc)[:200]}")
+    return desc["digest"], desc["size"], str(desc.get("mediaType", ""))
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

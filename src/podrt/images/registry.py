@@ -176,14 +176,19 @@ class RegistryClient:
                 raise errors.NotFound(f"{self.host}/{repo}:{ref}: manifest unknown to the registry")
             if resp.status != 200:
                 raise RegistryError(f"{self.host}/{repo}: manifest {ref}: HTTP {resp.status}")
-            body = await resp.content.read(MAX_MANIFEST + 1)
-            if len(body) > MAX_MANIFEST:
-                raise RegistryError(f"{self.host}/{repo}: manifest {ref} is larger than {MAX_MANIFEST} bytes")
+            body = bytearray()
+            try:
+                async for chunk in resp.content.iter_chunked(CHUNK):  # read() returns only what is buffered
+                    body += chunk
+                    if len(body) > MAX_MANIFEST:
+                        raise RegistryError(f"{self.host}/{repo}: manifest {ref} is larger than {MAX_MANIFEST} bytes")
+            except aiohttp.ClientError as exc:
+                raise RegistryError(f"{self.host}/{repo}: manifest {ref}: {exc}") from None
             media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        digest = digest_of(body)
+        digest = digest_of(bytes(body))
         if ref.startswith("sha256:") and digest != ref:
             raise RegistryError(f"{self.host}/{repo}: manifest {ref} has digest {digest}")
-        return Manifest(media_type, body, digest)
+        return Manifest(media_type, bytes(body), digest)
 
     async def blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
         """The blob's bytes as they arrive (the blob store verifies them)."""

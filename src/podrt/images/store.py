@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -31,11 +32,27 @@ from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 
-from podrt.fsutil import atomic_write
+from podrt.aio import finish_in_thread
+from podrt.fsutil import atomic_write, fsync_dir
 from podrt.images.blobs import BlobStore, parse_digest
 from podrt.images.unpack import unpack_layer
 
 SHORT_LEN = 26  # like containers/storage's link names
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _syncfs(path: Path) -> None:
+    """syncfs(2) of the filesystem holding `path`: one call flushes a whole
+    unpacked layer, where an fsync per file would cost one per entry."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
 
 
 def chain_ids(diff_ids: Iterable[str]) -> list[str]:
@@ -88,11 +105,11 @@ class ImageStore:
             self.blobs.clean_ingest()
             removed = []
             for path, problem in self.load_records():
-                removed.append(f"unreadable image record {path.name} ({problem})")
-                path.unlink(missing_ok=True)
+                removed.append(f"unreadable image record {path.name} set aside ({problem})")
+                os.rename(path, path.with_suffix(".corrupt"))
             for path in self.records_dir.glob(".*.tmp"):
                 path.unlink(missing_ok=True)
-            return removed + self.collect_garbage()
+            return removed + self.collect_garbage(temp_dirs=True)
 
     def ensure_dirs(self) -> None:
         for d in (self.blobs.blobs, self.blobs.ingest_dir, self.layers_dir, self.links_dir, self.records_dir):
@@ -105,7 +122,6 @@ class ImageStore:
         running daemon): the records dir changes its mtime with every rename."""
         mtime = self.records_dir.stat().st_mtime_ns
         if mtime != self._records_mtime:
-            self._records = {}
             self.load_records()
 
     @contextlib.contextmanager
@@ -124,13 +140,14 @@ class ImageStore:
     def load_records(self) -> list[tuple[Path, str]]:
         """Read every record (changes nothing on disk); (path, problem) of unreadable ones."""
         self._records_mtime = self.records_dir.stat().st_mtime_ns
-        bad = []
+        bad, records = [], {}
         for path in sorted(self.records_dir.glob("*.json")):
             try:
                 record = ImageRecord.from_json(path.read_bytes())
-                self._records[record.id] = record
+                records[record.id] = record
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 bad.append((path, str(exc)))
+        self._records = records  # swapped whole: a reader never sees a half-filled dict
         return bad
 
     def records(self) -> list[ImageRecord]:
@@ -172,6 +189,7 @@ class ImageStore:
                 raise ValueError(f"layer content has diff ID {seen}, the image config says {diff_id}")
             link = secrets.token_hex(SHORT_LEN)[:SHORT_LEN].upper()
             (tmp / "layer.json").write_text(json.dumps({"chain_id": chain_id, "diff_id": diff_id, "link": link}))
+            _syncfs(tmp)  # the layer's files are on disk before the rename makes it a layer
             os.symlink(f"../layers/{parse_digest(chain_id)}/diff", self.links_dir / link)
             try:
                 os.rename(tmp, self.layer_dir(chain_id))
@@ -179,6 +197,9 @@ class ImageStore:
                 (self.links_dir / link).unlink(missing_ok=True)
                 if not self.has_layer(chain_id):  # else a concurrent pull put the same layer first
                     raise
+                return
+            for d in (self.layers_dir, self.links_dir):
+                fsync_dir(d)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -188,7 +209,7 @@ class ImageStore:
             with open(self.blobs.path(digest), "rb") as stream:
                 return unpack_layer(stream, target, media_type=media_type).diff_id
 
-        await asyncio.to_thread(self.add_layer, chain_id, diff_id, unpack)
+        await finish_in_thread(self.add_layer, chain_id, diff_id, unpack)  # a cancel waits: no unpack outlives the pull
 
     # ---- garbage ---------------------------------------------------------------
 
@@ -210,14 +231,20 @@ class ImageStore:
             pass
         return digests
 
-    def collect_garbage(self, extra_layers: Iterable[str] = ()) -> list[str]:
-        """Remove layers, links and blobs nothing references; what went."""
-        layers, blobs = self.referenced(extra_layers)
+    def collect_garbage(self, keep: tuple[set[str], set[str]] | None = None, *, temp_dirs: bool = False) -> list[str]:
+        """Remove layers, links and blobs nothing references (`keep`: the
+        (chain IDs, blob digests) to keep, else what the records need); what
+        went. Temp dirs are an unpack in progress, except at start."""
+        layers, blobs = keep if keep is not None else self.referenced()
         keep_layers = {parse_digest(c) for c in layers}
         removed = []
         for entry in self.layers_dir.iterdir():
+            if entry.name.startswith(".tmp-") and not temp_dirs:
+                continue
             if entry.name not in keep_layers:
-                shutil.rmtree(entry, ignore_errors=True)
+                doomed = entry if entry.name.startswith(".") else entry.with_name(f".tmp-gc-{entry.name}")
+                os.rename(entry, doomed)  # gone from layers/ at once: a half-deleted layer never looks whole
+                shutil.rmtree(doomed, ignore_errors=True)
                 removed.append(f"layer {entry.name[:12]}")
         for link in self.links_dir.iterdir():
             if not link.exists():  # dangling: its layer went

@@ -220,10 +220,13 @@ def _parts(name: str, entry: str) -> tuple[str, ...]:
 def _mtime_ns(member: tarfile.TarInfo) -> int:
     """The exact PAX mtime when there is one (tarfile rounds it to a float)."""
     try:
-        ns = int(Decimal(str(member.pax_headers.get("mtime", member.mtime))) * _NS)
+        seconds = Decimal(str(member.pax_headers.get("mtime", member.mtime)))
     except (ArithmeticError, ValueError):
-        ns = 0
-    return max(_NS_MIN, min(ns, _NS_MAX))
+        return 0
+    if not seconds.is_finite():  # "1e999985" would make int() build a huge number, holding the GIL for ages
+        return 0
+    seconds = max(Decimal(_NS_MIN // _NS), min(seconds, Decimal(_NS_MAX // _NS)))  # clamp before scaling
+    return max(_NS_MIN, min(int(seconds * _NS), _NS_MAX))
 
 
 def _xattrs(member: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
