@@ -354,3 +354,22 @@ def _records(root: Path) -> list:  # type: ignore[type-arg]
     store = ImageStore(root / "images")
     store.load_records()
     return store.records()
+
+
+async def test_a_removal_during_a_pull_collects_garbage_after_it(image_daemon: DaemonProcess, registry: Registry) -> None:
+    """The pull's blobs have no record yet: the removal's garbage collection
+    waits for the pull, then runs (it used to be skipped until the next one)."""
+    await push(registry, "test/big", BIG, "v1")
+    async with connect(image_daemon.dirs.socket) as c:
+        other = await _pull(c, f"{registry.host}/test/other:v1")
+        pull = asyncio.ensure_future(_pull(c, f"{registry.host}/test/big:v1"))
+        store = image_daemon.dirs.root / "images"
+        for _ in range(500):
+            if any((store / "ingest").iterdir()):
+                break
+            await asyncio.sleep(0.005)
+        await c.image.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=other)))
+        assert await pull == BIG.config_digest
+        await asyncio.sleep(0.3)
+        assert (await _status(c, f"{registry.host}/test/big:v1")).image.id == BIG.config_digest
+    assert _store_leftovers(image_daemon.dirs.root) == {}  # other's layers and blobs are gone, big's all kept

@@ -96,3 +96,34 @@ async def test_unreachable_registry_is_unavailable(session: aiohttp.ClientSessio
     with pytest.raises(RegistryError) as err:
         await RegistryClient(session, "127.0.0.1:1", insecure=True).manifest("x/y", "latest")
     assert isinstance(err.value, errors.Unavailable)
+
+
+async def test_a_manifest_sent_in_small_writes_is_read_whole(session: aiohttp.ClientSession) -> None:
+    """read(n) gives only what is buffered: a 100 KB manifest arriving in 8 KB
+    writes was cut at 8 KB (a test server of our own, on loopback)."""
+    import asyncio
+
+    from aiohttp import web
+
+    body = b'{"schemaVersion": 2, "pad": "' + b"x" * 100_000 + b'"}'
+
+    async def manifest(req: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        await resp.prepare(req)
+        for i in range(0, len(body), 8192):
+            await resp.write(body[i:i + 8192])
+            await asyncio.sleep(0.001)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v2/x/y/manifests/{ref}", manifest)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host = f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        got = await RegistryClient(session, host, insecure=True).manifest("x/y", "v1")
+        assert got.body == body
+    finally:
+        await runner.cleanup()

@@ -108,3 +108,32 @@ async def test_usage_counts_blobs(store: BlobStore) -> None:
     await store.write(DIGEST, len(DATA), chunks(DATA))
     used, inodes = store.usage()
     assert inodes == 1 and used >= len(DATA)
+
+
+async def test_a_newcomer_after_everyone_left_starts_afresh() -> None:
+    """Client A leaves (the shared work is being cancelled); B, arriving while
+    it unwinds, must get a new run, not A's cancellation."""
+    from podrt.aio import SharedTask
+
+    runs = 0
+    unwinding = asyncio.Event()
+
+    async def work() -> str:
+        nonlocal runs
+        runs += 1
+        try:
+            await asyncio.sleep(0.05 if runs > 1 else 60)
+            return f"run {runs}"
+        except asyncio.CancelledError:
+            unwinding.set()
+            await asyncio.sleep(0.05)  # its cleanup takes a while
+            raise
+
+    first = SharedTask(work(), name="w")
+    a = asyncio.ensure_future(first.wait())
+    await asyncio.sleep(0.01)
+    a.cancel()
+    await asyncio.sleep(0)
+    assert first.done()  # abandoned: not to be joined
+    second = SharedTask(work(), name="w") if first.done() else first
+    assert await second.wait() == "run 2"
