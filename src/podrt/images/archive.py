@@ -42,7 +42,7 @@ from typing import IO, Any, AsyncGenerator, Protocol
 
 from podrt.errors import InvalidArgument, NotFound
 from podrt.images import reference
-from podrt.images.blobs import BlobMismatch, parse_digest
+from podrt.images.blobs import BlobMismatch, chunks_of, parse_digest
 from podrt.images.manager import keep
 from podrt.images.pull import host_platform, select_platform
 from podrt.images.registry import INDEX_TYPES
@@ -418,8 +418,8 @@ class _Import:
         diff_ids = self._diff_ids(config, len(layer_blobs), config_digest)
         self._check_platform(config, str(ref or config_digest))
 
-        await self._put(manifest_digest, len(data), _once(data), f"manifest {manifest_digest}")
-        await self._put(config_digest, config_size, _once(config_data), f"config {config_digest}")
+        await self._put(manifest_digest, len(data), chunks_of(data), f"manifest {manifest_digest}")
+        await self._put(config_digest, config_size, chunks_of(config_data), f"config {config_digest}")
         for layer_name, digest, size in layer_blobs:
             await self._put(digest, size, self._chunks(layer_name), f"layer {digest}")
         chains = chain_ids(diff_ids)
@@ -465,7 +465,7 @@ class _Import:
         layer_paths = [_normalise(p) for p in entry["Layers"]]
         diff_ids = self._diff_ids(config, len(layer_paths), config_path)
         self._check_platform(config, tags[0] if tags else config_digest)
-        await self._put(config_digest, len(config_data), _once(config_data), f"config {config_path}")
+        await self._put(config_digest, len(config_data), chunks_of(config_data), f"config {config_path}")
 
         descs = []
         for path in layer_paths:
@@ -487,7 +487,7 @@ class _Import:
             "layers": descs,
         }, separators=(",", ":")).encode()
         manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-        await self._put(manifest_digest, len(manifest), _once(manifest), "synthesised manifest")
+        await self._put(manifest_digest, len(manifest), chunks_of(manifest), "synthesised manifest")
         return ImageRecord(id=config_digest, repo_tags=tuple(dict.fromkeys(tags)), repo_digests=(),
                            manifest_digest=manifest_digest, layers=tuple(chains),
                            size=len(config_data) + sum(d["size"] for d in descs), created_at=time.time_ns())
@@ -504,8 +504,3 @@ class _Import:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
-    yield data
-

@@ -19,7 +19,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import aiofiles
 import aiofiles.os
@@ -32,6 +32,11 @@ _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 
 class BlobMismatch(ValueError):
     """The bytes received are not the blob the manifest named (digest or size)."""
+
+
+async def chunks_of(data: bytes) -> AsyncGenerator[bytes, None]:
+    """Bytes already in memory (a manifest, a config) as the stream `write` takes."""
+    yield data
 
 
 def parse_digest(digest: str) -> str:

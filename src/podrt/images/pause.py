@@ -17,10 +17,10 @@ import json
 import tarfile
 import time
 from pathlib import Path
-from typing import AsyncIterator
 
 import attrs
 
+from podrt.images.blobs import chunks_of
 from podrt.images.pull import host_platform
 from podrt.images.reference import parse
 from podrt.images.store import ImageRecord, ImageStore
@@ -61,8 +61,6 @@ def _layer(catatonit: Path) -> bytes:
     return buf.getvalue()
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 async def ensure_builtin(store: ImageStore, catatonit: Path, command: tuple[str, ...]) -> PauseImage:
@@ -82,7 +80,7 @@ async def ensure_builtin(store: ImageStore, catatonit: Path, command: tuple[str,
     if store.get(image_id) is None or not store.has_layer(diff_id):
         for data in (layer, config, manifest):
             if not store.blobs.has(_digest(data)):
-                await store.blobs.write(_digest(data), len(data), _once(data))
+                await store.blobs.write(_digest(data), len(data), chunks_of(data))
         await store.add_layer_from_blob(diff_id, diff_id, diff_id, LAYER_TYPE)
     for other in store.records():  # an earlier catatonit's image: no longer named so, but still
         if other.id != image_id and name in other.repo_tags:  # pinned: running pods have its layer as root

@@ -24,7 +24,7 @@ import attrs
 from podrt import errors
 from podrt.config import ConfigError
 from podrt.images import registries
-from podrt.images.blobs import BlobMismatch, parse_digest
+from podrt.images.blobs import BlobMismatch, chunks_of, parse_digest
 from podrt.images.reference import Reference
 from podrt.images.registry import INDEX_TYPES, Credentials, Manifest, RegistryClient, RegistryError
 from podrt.images.store import ImageRecord, ImageStore, chain_ids
@@ -114,7 +114,7 @@ class Puller:
         if config_size > MAX_CONFIG:
             raise RegistryError(f"{ref}: image config of {config_size} bytes (at most {MAX_CONFIG})")
         await self.store.blobs.fetch_once(manifest.digest, lambda: self.store.blobs.write(
-            manifest.digest, len(manifest.body), _once(manifest.body)))
+            manifest.digest, len(manifest.body), chunks_of(manifest.body)))
         config_path = await self._blob(client, repo, config_digest, config_size, ref)
         config = _json(await asyncio.to_thread(config_path.read_bytes), f"{ref}: image config")
         rootfs = config.get("rootfs")
@@ -200,7 +200,3 @@ def _descriptor(desc: Any, ref: Reference) -> tuple[str, int, str]:
     if not isinstance(desc, dict) or not _is_digest(desc.get("digest")) or type(desc.get("size")) is not int or desc["size"] < 0:
         raise RegistryError(f"{ref}: malformed descriptor {str(desc)[:200]}")
     return desc["digest"], desc["size"], str(desc.get("mediaType", ""))
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
