@@ -28,7 +28,6 @@ nothing behind.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -42,12 +41,12 @@ from typing import IO, Any, AsyncGenerator, Protocol
 
 from podrt.errors import InvalidArgument, NotFound
 from podrt.images import reference
-from podrt.images.blobs import BlobMismatch, chunks_of, parse_digest
+from podrt.images.blobs import BlobMismatch, chunks_of, digest_of, parse_digest
 from podrt.images.manager import keep
 from podrt.images.pull import host_platform, select_platform
 from podrt.images.registry import INDEX_TYPES
 from podrt.images.store import ImageRecord, ImageStore, chain_ids
-from podrt.images.unpack import CorruptLayer, UnsafeLayer, lexical_parts
+from podrt.images.unpack import CorruptLayer, UnsafeLayer, compression, lexical_parts
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +266,7 @@ class _Import:
         """A small member, parsed; checked against `digest` and `size` when given."""
         data = await asyncio.to_thread(self._read_small, name)
         if digest is not None:
-            seen = "sha256:" + hashlib.sha256(data).hexdigest()
+            seen = digest_of(data)
             if seen != digest:
                 raise _Problem(f"blob {name} has digest {seen}, not the {digest} it is named by")
         if size is not None and len(data) != size:
@@ -334,7 +333,7 @@ class _Import:
         if self.store.has_layer(chain):
             return
         try:
-            await self.store.add_layer_from_blob(chain, diff_id, digest, media_type)
+            await self.store.add_layer(chain, diff_id, digest, media_type)
         except (UnsafeLayer, CorruptLayer, ValueError) as exc:
             raise _Problem(f"layer {what}: {exc}") from None
         self.new_layers.append(chain)
@@ -458,7 +457,7 @@ class _Import:
 
         config_path = _normalise(entry["Config"])
         config_data, config = await self._json(config_path)
-        config_digest = "sha256:" + hashlib.sha256(config_data).hexdigest()
+        config_digest = digest_of(config_data)
         named = _BLOB_PATH.fullmatch(config_path) or _CONFIG_NAME.fullmatch(config_path)
         if named and named.group(1) != config_digest[7:]:
             raise _Problem(f"config {config_path} has digest {config_digest}, not the one its name gives")
@@ -486,7 +485,7 @@ class _Import:
             "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_data)},
             "layers": descs,
         }, separators=(",", ":")).encode()
-        manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        manifest_digest = digest_of(manifest)
         await self._put(manifest_digest, len(manifest), chunks_of(manifest), "synthesised manifest")
         return ImageRecord(id=config_digest, repo_tags=tuple(dict.fromkeys(tags)), repo_digests=(),
                            manifest_digest=manifest_digest, layers=tuple(chains),
@@ -494,12 +493,8 @@ class _Import:
 
     def _media_type(self, digest: str) -> str:
         with open(self.store.blobs.path(digest), "rb") as f:
-            head = f.read(4)
-        if head[:2] == b"\x1f\x8b":
-            return LAYER_GZIP
-        if head == b"\x28\xb5\x2f\xfd":
-            return LAYER_ZSTD
-        return LAYER_TAR
+            kind = compression(f.read(4))
+        return {"gzip": LAYER_GZIP, "zstd": LAYER_ZSTD}.get(kind, LAYER_TAR)
 
 
 def _one_line(exc: BaseException) -> str:

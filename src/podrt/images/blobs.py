@@ -39,6 +39,10 @@ async def chunks_of(data: bytes) -> AsyncGenerator[bytes, None]:
     yield data
 
 
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def parse_digest(digest: str) -> str:
     """The hex part of a sha256 digest; ValueError for anything else."""
     match = _DIGEST.fullmatch(digest)

@@ -11,7 +11,6 @@ unpinned and collected like any other).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import attrs
 
-from podrt.images.blobs import chunks_of
+from podrt.images.blobs import chunks_of, digest_of
 from podrt.images.pull import host_platform
 from podrt.images.reference import parse
 from podrt.images.store import ImageRecord, ImageStore
@@ -39,10 +38,6 @@ class PauseImage:
     rootfs: Path
     image_id: str = ""
     stop_signal: str = STOP_SIGNAL
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _layer(catatonit: Path) -> bytes:
@@ -68,25 +63,25 @@ async def ensure_builtin(store: ImageStore, catatonit: Path, command: tuple[str,
     if not catatonit.is_file():
         raise FileNotFoundError(f"catatonit not found at {catatonit} (apt-get install catatonit)")
     layer = _layer(catatonit)
-    diff_id = _digest(layer)
+    diff_id = digest_of(layer)
     os_, arch, _ = host_platform()
     config = json.dumps({"architecture": arch, "os": os_, "config": {"Entrypoint": list(command), "StopSignal": STOP_SIGNAL},
                          "rootfs": {"type": "layers", "diff_ids": [diff_id]}}, sort_keys=True).encode()
     manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(config), "size": len(config)},
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(config), "size": len(config)},
                            "layers": [{"mediaType": LAYER_TYPE, "digest": diff_id, "size": len(layer)}]}, sort_keys=True).encode()
     name = str(parse(BUILTIN_PAUSE_IMAGE))
-    image_id = _digest(config)
+    image_id = digest_of(config)
     if store.get(image_id) is None or not store.has_layer(diff_id):
         for data in (layer, config, manifest):
-            if not store.blobs.has(_digest(data)):
-                await store.blobs.write(_digest(data), len(data), chunks_of(data))
-        await store.add_layer_from_blob(diff_id, diff_id, diff_id, LAYER_TYPE)
+            if not store.blobs.has(digest_of(data)):
+                await store.blobs.write(digest_of(data), len(data), chunks_of(data))
+        await store.add_layer(diff_id, diff_id, diff_id, LAYER_TYPE)
     for other in store.records():  # an earlier catatonit's image: no longer named so, but still
         if other.id != image_id and name in other.repo_tags:  # pinned: running pods have its layer as root
             store.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t != name)))
     known = store.get(image_id)
     if known is None or not known.pinned or name not in known.repo_tags:
-        store.save(ImageRecord(id=image_id, repo_tags=(name,), repo_digests=(), manifest_digest=_digest(manifest),
+        store.save(ImageRecord(id=image_id, repo_tags=(name,), repo_digests=(), manifest_digest=digest_of(manifest),
                                layers=(diff_id,), size=len(config) + len(layer), created_at=time.time_ns(), pinned=True))
     return PauseImage(name, store.layer_dir(diff_id) / "diff", image_id)

@@ -171,7 +171,7 @@ class Puller:
             return
         await self._blob(client, repo, digest, size, ref)
         try:
-            await self.store.add_layer_from_blob(chain, diff_id, digest, media_type)
+            await self.store.add_layer(chain, diff_id, digest, media_type)
         except (UnsafeLayer, CorruptLayer, ValueError) as exc:
             raise errors.InvalidArgument(f"{ref}: layer {digest}: {exc}") from None
 

@@ -56,7 +56,8 @@ def _check_digest(text: str, digest: str) -> str:
     return digest
 
 
-def _is_domain(component: str) -> bool:
+def is_domain(component: str) -> bool:
+    """Whether a name's first component names a registry (docker's rule)."""
     return "." in component or ":" in component or component == "localhost"
 
 
@@ -88,7 +89,7 @@ class Reference:
         short = path.removeprefix(OFFICIAL_PREFIX)
         if path.startswith(OFFICIAL_PREFIX) and "/" not in short:
             path = short
-        elif _is_domain(path.split("/", 1)[0]):
+        elif is_domain(path.split("/", 1)[0]):
             return full  # "foo.bar/x" would read back with the domain foo.bar
         return path + full[len(self.name) :]
 
@@ -119,7 +120,7 @@ def parse(text: str) -> Reference:
     if _HEX64.fullmatch(text):
         raise _invalid(text, "a 64-hex image ID is not a repository name")
     first, slash, rest = text.partition("/")
-    if slash and _is_domain(first):
+    if slash and is_domain(first):
         domain, remainder = first, rest
     else:
         domain, remainder = DEFAULT_DOMAIN, text

@@ -392,7 +392,7 @@ def _parse_alias(short: str, value: Any) -> str:
     """Validate one alias; returns the normalised name, or "" (which removes it)."""
     where = f'[aliases] "{short}"'
     first, slash, _ = short.partition("/")
-    if slash and _is_domain(first):
+    if slash and reference.is_domain(first):
         raise _Invalid(f"{where}: an alias name must be a short name, without a registry")
     _check_name(short, where)
     if not isinstance(value, str):
@@ -400,7 +400,7 @@ def _parse_alias(short: str, value: Any) -> str:
     if not value:
         return ""
     first, slash, _ = value.partition("/")
-    if not (slash and _is_domain(first)):
+    if not (slash and reference.is_domain(first)):
         raise _Invalid(f'{where}: "{value}" must be a fully qualified name (registry/repository)')
     return _check_name(value, where)
 
@@ -413,10 +413,6 @@ def _check_name(text: str, where: str) -> str:
         return reference.parse(text).name
     except InvalidArgument as e:
         raise _Invalid(f"{where}: {e}") from None
-
-
-def _is_domain(component: str) -> bool:
-    return "." in component or ":" in component or component == "localhost"
 
 
 def _warn_unknown(path: Path, where: str, table: dict[str, Any], known: set[str]) -> None:

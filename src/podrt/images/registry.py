@@ -14,7 +14,6 @@ used as it is).
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 import ssl
 import time
@@ -25,6 +24,7 @@ import aiohttp
 import attrs
 
 from podrt import errors
+from podrt.images.blobs import digest_of
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -84,10 +84,6 @@ class _Token:
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = header.strip().partition(" ")
     return scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest))
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class RegistryClient:

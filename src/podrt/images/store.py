@@ -18,7 +18,6 @@ container) names it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import fcntl
@@ -28,7 +27,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import attrs
 
@@ -176,15 +175,21 @@ class ImageStore:
         """`l/<short>` of a stored layer, relative to the images dir."""
         return f"l/{json.loads((self.layer_dir(chain_id) / 'layer.json').read_text())['link']}"
 
-    def add_layer(self, chain_id: str, diff_id: str, unpack: Callable[[Path], str]) -> None:
-        """Unpack a layer (blocking; `unpack(dir)` returns the diff ID it saw) and
-        put it in place whole; a diff ID other than the config's is refused."""
+    async def add_layer(self, chain_id: str, diff_id: str, digest: str, media_type: str) -> None:
+        """Unpack the stored blob `digest` as layer `chain_id` (in a thread; a
+        cancel waits for it, so no unpack outlives its pull)."""
+        await finish_in_thread(self._add_layer, chain_id, diff_id, digest, media_type)
+
+    def _add_layer(self, chain_id: str, diff_id: str, digest: str, media_type: str) -> None:
+        """Unpack into a temp dir and put it in place whole; a diff ID other
+        than the config's is refused."""
         if self.has_layer(chain_id):
             return
         tmp = self.layers_dir / f".tmp-{secrets.token_hex(8)}"
         try:
             (tmp / "diff").mkdir(parents=True)
-            seen = unpack(tmp / "diff")
+            with open(self.blobs.path(digest), "rb") as stream:
+                seen = unpack_layer(stream, tmp / "diff", media_type=media_type).diff_id
             if seen != diff_id:
                 raise ValueError(f"layer content has diff ID {seen}, the image config says {diff_id}")
             link = secrets.token_hex(SHORT_LEN)[:SHORT_LEN].upper()
@@ -202,14 +207,6 @@ class ImageStore:
                 fsync_dir(d)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-    async def add_layer_from_blob(self, chain_id: str, diff_id: str, digest: str, media_type: str) -> None:
-        """Unpack the stored blob `digest` as layer `chain_id` (in a thread)."""
-        def unpack(target: Path) -> str:
-            with open(self.blobs.path(digest), "rb") as stream:
-                return unpack_layer(stream, target, media_type=media_type).diff_id
-
-        await finish_in_thread(self.add_layer, chain_id, diff_id, unpack)  # a cancel waits: no unpack outlives the pull
 
     # ---- garbage ---------------------------------------------------------------
 

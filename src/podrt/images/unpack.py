@@ -167,6 +167,11 @@ def _declared_compression(media_type: str) -> str | None:
     return None  # no or an unknown media type: the magic decides
 
 
+def compression(head: bytes) -> str:
+    """"gzip", "zstd" or "tar", from a stream's first 4 bytes."""
+    return "gzip" if head[:2] == _GZIP_MAGIC else "zstd" if head[:4] == _ZSTD_MAGIC else "tar"
+
+
 @contextlib.contextmanager
 def _decompressed(stream: _Reader, media_type: str) -> Iterator[_Reader]:
     """The plain tar stream. The magic bytes decide, as in containerd: a
@@ -174,7 +179,7 @@ def _decompressed(stream: _Reader, media_type: str) -> Iterator[_Reader]:
     any stream that is not the layer."""
     declared = _declared_compression(media_type)
     head = stream.read(4)
-    sniffed = "gzip" if head[:2] == _GZIP_MAGIC else "zstd" if head == _ZSTD_MAGIC else "tar"
+    sniffed = compression(head)
     if declared is not None and declared != sniffed:
         _noisy.warning("layer media type %s says %s but its bytes are %s", media_type, declared, sniffed)
     raw = _Prefixed(head, stream)
