@@ -43,19 +43,19 @@ async def _timed(coro) -> float:  # type: ignore[no-untyped-def]
 
 
 async def bench(sock: Path, reg: Registry, runs: int, images: int, work: Path) -> None:
-    ref = f"{reg.host}/bench/big:v1"
+    refs = [f"{reg.host}/bench/big:v{i}" for i in range(runs)]  # a new image each run: no removal's cleanup in the way
+    ref = refs[0]
     channel = Channel(path=str(sock))
     stub = cri.ImageServiceStub(channel)
     try:
-        pulls = []
-        for _ in range(runs):
-            pulls.append(await _timed(stub.pull_image(cri.PullImageRequest(image=_spec(ref)))))
-            await stub.remove_image(cri.RemoveImageRequest(image=_spec(ref)))
+        pulls = [await _timed(stub.pull_image(cri.PullImageRequest(image=_spec(r)))) for r in refs]
+        for r in refs[1:]:
+            await stub.remove_image(cri.RemoveImageRequest(image=_spec(r)))
         skopeo = []
-        for i in range(runs):
+        for i, r in enumerate(refs):
             dest = work / f"oci-{i}"
             t = time.perf_counter()
-            subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}", f"oci:{dest}:v1"],
+            subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{r}", f"oci:{dest}:v1"],
                            check=True, capture_output=True)
             skopeo.append(time.perf_counter() - t)
             shutil.rmtree(dest)
@@ -110,8 +110,9 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="podrt-bench-"))
     reg = Registry(base / "registry")
     try:
-        big = image(*({f"layer{i}/data": os.urandom(LAYER_MB * 2**20)} for i in range(3)))
-        asyncio.run(push(reg, "bench/big", big, "v1"))
+        for run in range(args.runs):
+            big = image(*({f"layer{i}/data": os.urandom(LAYER_MB * 2**20)} for i in range(3)))
+            asyncio.run(push(reg, "bench/big", big, f"v{run}"))
         conf = base / "registries.conf"
         conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
         (base / "cni").mkdir()

@@ -9,16 +9,17 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+from aiohttp import web
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
 from tests.support.client import CriClient, connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
-from tests.support.registry import REGISTRY_BIN, Registry, image, push
+from tests.support.registry import REGISTRY_BIN, BuiltImage, Registry, image, push
 from tests.support.registry import digest as digest_of
 
 pytestmark = pytest.mark.skipif(not os.path.exists(REGISTRY_BIN),
@@ -243,14 +244,11 @@ async def test_kill_mid_pull_leaves_nothing_after_restart(dirs: DaemonDirs, regi
         restarted.kill()
 
 
-async def test_a_stalled_blob_fails_the_pull_naming_it(dirs: DaemonDirs) -> None:
-    """A registry of the test's own on loopback that sends the manifest and the
-    config, then sends the layer's first bytes and nothing more."""
-    from aiohttp import web
-
-    img = image({"f": b"x" * 100000})
-    released = asyncio.Event()
-    layer_digest = digest_of(img.layers[0])
+@contextlib.asynccontextmanager
+async def _own_registry(dirs: DaemonDirs, img: BuiltImage, layer: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                        config: dict[str, Any] | None = None) -> AsyncIterator[tuple[str, DaemonProcess]]:
+    """A registry of the test's own on loopback serving `img`'s manifest and
+    config, and its layer blobs through `layer`; a daemon pulling from it."""
 
     async def manifest(_req: web.Request) -> web.Response:
         return web.Response(body=img.manifest, content_type="application/vnd.oci.image.manifest.v1+json")
@@ -258,16 +256,11 @@ async def test_a_stalled_blob_fails_the_pull_naming_it(dirs: DaemonDirs) -> None
     async def blob(req: web.Request) -> web.StreamResponse:
         if req.match_info["digest"] == img.config_digest:
             return web.Response(body=img.config)
-        resp = web.StreamResponse(headers={"Content-Length": str(len(img.layers[0]))})
-        await resp.prepare(req)
-        await resp.write(img.layers[0][:100])
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(released.wait(), 30)  # stalled until the test is done
-        return resp
+        return await layer(req)
 
     app = web.Application()
-    app.router.add_get("/v2/stall/app/manifests/{ref}", manifest)
-    app.router.add_get("/v2/stall/app/blobs/{digest}", blob)
+    app.router.add_get("/v2/own/app/manifests/{ref}", manifest)
+    app.router.add_get("/v2/own/app/blobs/{digest}", blob)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -276,20 +269,92 @@ async def test_a_stalled_blob_fails_the_pull_naming_it(dirs: DaemonDirs) -> None
     try:
         conf = dirs.base / "registries.conf"
         conf.write_text(f'[[registry]]\nlocation = "{host}"\ninsecure = true\n')
-        dirs.write_config({"image": {"registries_conf": str(conf), "pull_progress_timeout": 1.0}})
+        dirs.write_config({"image": {"registries_conf": str(conf), **(config or {})}})
         daemon = DaemonProcess(dirs).start()
         try:
-            async with connect(dirs.socket) as c:
-                with pytest.raises(GRPCError) as err:
-                    await _pull(c, f"{host}/stall/app:v1")
-            assert err.value.status == Status.DEADLINE_EXCEEDED
-            assert f"blob {layer_digest}: no progress for 1s" in (err.value.message or "")
-            assert "ingest" not in _store_leftovers(dirs.root)
+            yield f"{host}/own/app:v1", daemon
         finally:
             daemon.kill()
     finally:
-        released.set()
         await runner.cleanup()
+
+
+async def test_a_stalled_blob_fails_the_pull_naming_it(dirs: DaemonDirs) -> None:
+    """The layer's first bytes, then nothing more."""
+    img = image({"f": b"x" * 100000})
+    released = asyncio.Event()
+    layer_digest = digest_of(img.layers[0])
+
+    async def stall(req: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(len(img.layers[0]))})
+        await resp.prepare(req)
+        await resp.write(img.layers[0][:100])
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(released.wait(), 30)  # stalled until the test is done
+        return resp
+
+    try:
+        async with _own_registry(dirs, img, stall, {"pull_progress_timeout": 1.0}) as (ref, _daemon):
+            async with connect(dirs.socket) as c:
+                with pytest.raises(GRPCError) as err:
+                    await _pull(c, ref)
+            assert err.value.status == Status.DEADLINE_EXCEEDED
+            assert f"blob {layer_digest}: no progress for 1s" in (err.value.message or "")
+            assert "ingest" not in _store_leftovers(dirs.root)
+    finally:
+        released.set()
+
+
+@pytest.mark.parametrize("where", ["content", "header"])
+async def test_a_blob_that_is_not_its_digest_is_refused_and_nothing_stored(dirs: DaemonDirs, where: str) -> None:
+    """The registry sends the layer with one byte changed: inside a stored
+    deflate block (a file differs), or the gzip header's OS byte (a valid
+    stream of exactly the right tar, so only the blob digest tells). It is
+    unpacked as it arrives, but neither it nor its blob may be kept."""
+    img = image({"f": os.urandom(50000)})  # random: stored, not compressed
+    changed = bytearray(img.layers[0])
+    changed[len(changed) // 2 if where == "content" else 9] ^= 0x01
+    swapped = bytes(changed)
+
+    async def swap(_req: web.Request) -> web.Response:
+        return web.Response(body=swapped)
+
+    async with _own_registry(dirs, img, swap) as (ref, _daemon):
+        async with connect(dirs.socket) as c:
+            with pytest.raises(GRPCError) as err:
+                await _pull(c, ref)
+        assert err.value.status == Status.UNAVAILABLE, err.value
+        assert f"blob {digest_of(img.layers[0])}: content has digest {digest_of(swapped)}" in (err.value.message or "")
+        store = dirs.root / "images"
+        assert not [p for p in (store / "layers").iterdir() if p.name != _pause_layer(dirs)]
+        assert not (store / "blobs" / "sha256" / digest_of(swapped)[7:]).exists()
+        assert not (store / "blobs" / "sha256" / digest_of(img.layers[0])[7:]).exists()
+        assert not any((store / "ingest").iterdir())
+
+
+async def test_a_blob_labelled_content_encoding_gzip_is_taken_as_stored(dirs: DaemonDirs) -> None:
+    """Some registries (blob storage behind them) label gzipped layers
+    `Content-Encoding: gzip`: the digest covers the stored bytes, so they are
+    not decoded (and the request asks for identity)."""
+    img = image({"f": b"labelled" * 1000})
+    asked: list[str] = []
+
+    async def labelled(req: web.Request) -> web.Response:
+        asked.append(req.headers.get("Accept-Encoding", ""))
+        return web.Response(body=img.layers[0], headers={"Content-Encoding": "gzip"})
+
+    async with _own_registry(dirs, img, labelled) as (ref, _daemon):
+        async with connect(dirs.socket) as c:
+            assert await _pull(c, ref) == img.config_digest
+    assert asked == ["identity"]
+
+
+def _pause_layer(dirs: DaemonDirs) -> str:
+    from podrt.images.store import ImageStore
+
+    store = ImageStore(dirs.root / "images")
+    store.load_records()
+    return next(r.layers[0] for r in store.records() if r.pinned)[7:]
 
 
 async def test_an_index_resolves_to_this_hosts_platform(image_daemon: DaemonProcess, registry: Registry) -> None:

@@ -10,21 +10,24 @@ layer stalls the pull when no byte arrives for `progress_timeout`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import platform
 import ssl
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable
 
 import aiohttp
 import attrs
 
 from podrt import errors
 from podrt.config import ConfigError
+from podrt.aio import await_shielded
 from podrt.images import registries
 from podrt.images.blobs import BlobMismatch, chunks_of, parse_digest
+from podrt.images.pipe import ThreadPipe
 from podrt.images.reference import Reference
 from podrt.images.registry import INDEX_TYPES, Credentials, Manifest, RegistryClient, RegistryError
 from podrt.images.store import ImageRecord, ImageStore, chain_ids
@@ -33,6 +36,7 @@ from podrt.images.unpack import CorruptLayer, UnsafeLayer
 log = logging.getLogger(__name__)
 
 MAX_CONFIG = 8 * 1024 * 1024  # an image config is small: it is read whole
+PROGRESS_EVERY = 10.0  # seconds between progress lines of one blob
 DOCKER_HUB_API = "registry-1.docker.io"  # docker.io names; the API lives here
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le",
          "s390x": "s390x", "riscv64": "riscv64", "i686": "386"}
@@ -122,6 +126,7 @@ class Puller:
         if not isinstance(diff_ids, list) or len(diff_ids) != len(layers) or not all(map(_is_digest, diff_ids)):
             raise RegistryError(f"{ref}: the config's rootfs.diff_ids do not match the {len(layers)} layers")
         chains = chain_ids(diff_ids)
+        missing = sum(not self.store.has_layer(c) for c in chains)
         try:
             async with asyncio.TaskGroup() as group:  # one failure cancels the others
                 for (digest, size, media_type), chain, diff_id in zip(layers, chains, diff_ids):
@@ -132,30 +137,36 @@ class Puller:
         record = ImageRecord(id=config_digest, repo_tags=(str(ref),) if ref.tag and not ref.digest else (),
                              repo_digests=(ref.repo_digest(named),), manifest_digest=manifest.digest,
                              layers=tuple(chains), size=size, created_at=time.time_ns())
-        log.info("pulled %s (%s, %d layers, %.1f MB) in %.2fs", ref, record.id[:19], len(layers), size / 1e6,
-                 time.monotonic() - started)
+        log.log(logging.INFO if missing else logging.DEBUG, "pulled %s (%s, %d layers, %d of them new, %.1f MB) in %.2fs",
+                ref, record.id[:19], len(layers), missing, size / 1e6, time.monotonic() - started)
         return record
 
     async def _blob(self, client: RegistryClient, repo: str, digest: str, size: int, ref: Reference) -> Path:
+        return await self.store.blobs.fetch_once(digest, lambda: self._download(client, repo, digest, size, ref))
 
-        async def fetch() -> Path:
-            async with self._downloads:
-                started = time.monotonic()
-                try:
-                    path = await self.store.blobs.write(digest, size, self._watched(client.blob(repo, digest), digest))
-                except BlobMismatch as exc:
-                    raise RegistryError(f"{ref}: {exc}") from None
-                seconds = time.monotonic() - started
-                log.info("pull %s: blob %s, %.1f MB in %.2fs (%.0f MB/s)", ref, digest[7:19], size / 1e6, seconds,
-                         size / 1e6 / max(seconds, 1e-6))
-                return path
+    async def _download(self, client: RegistryClient, repo: str, digest: str, size: int, ref: Reference,
+                        tee: ThreadPipe | None = None) -> Path:
+        """The blob into the store, verified; each chunk also goes to `tee` (an unpack) as it arrives."""
+        async with self._downloads:
+            started = time.monotonic()
+            chunks = self._watched(client.blob(repo, digest), digest, ref, size)
+            try:
+                path = await self.store.blobs.write(digest, size, chunks if tee is None else _teed(chunks, tee))
+            except BlobMismatch as exc:
+                raise RegistryError(f"{ref}: {exc}") from None
+            seconds = time.monotonic() - started
+            log.info("pull %s: blob %s, %.1f MB in %.2fs (%.0f MB/s)", ref, digest[7:19], size / 1e6, seconds,
+                     size / 1e6 / max(seconds, 1e-6))
+            return path
 
-        return await self.store.blobs.fetch_once(digest, fetch)
-
-    async def _watched(self, chunks: AsyncIterator[bytes], digest: str) -> AsyncIterator[bytes]:
-        """`chunks`, failing when none arrives for progress_timeout."""
+    async def _watched(self, chunks: AsyncIterator[bytes], digest: str, ref: Reference,
+                       size: int) -> AsyncIterator[bytes]:
+        """`chunks`, failing when none arrives for progress_timeout, with a
+        progress line every PROGRESS_EVERY seconds for a long blob."""
         timeout = self.settings.progress_timeout
         iterator = chunks.__aiter__()
+        got, started = 0, time.monotonic()
+        report = started + PROGRESS_EVERY
         while True:
             try:
                 chunk = await asyncio.wait_for(iterator.__anext__(), timeout)
@@ -163,17 +174,52 @@ class Puller:
                 return
             except TimeoutError:
                 raise errors.DeadlineExceeded(f"blob {digest}: no progress for {timeout:g}s") from None
+            got += len(chunk)
+            if (now := time.monotonic()) >= report:
+                report = now + PROGRESS_EVERY
+                log.info("pull %s: blob %s, %.1f of %.1f MB (%.0f%%) after %.0fs", ref, digest[7:19], got / 1e6,
+                         size / 1e6, 100 * got / max(size, 1), now - started)
             yield chunk
 
     async def _layer(self, client: RegistryClient, repo: str, digest: str, size: int, media_type: str, chain: str,
                      diff_id: str, ref: Reference) -> None:
+        """The layer in the store: unpacked while its blob downloads when this
+        pull is the one downloading it, else from the stored blob."""
         if self.store.has_layer(chain):
             return
-        await self._blob(client, repo, digest, size, ref)
+        streamed = False
+
+        async def download_and_unpack() -> Path:
+            nonlocal streamed
+            pipe = ThreadPipe(asyncio.get_running_loop())
+            unpack = asyncio.ensure_future(self.store.add_layer_streamed(chain, diff_id, pipe, media_type))
+            try:
+                path = await self._download(client, repo, digest, size, ref, tee=pipe)
+            except BaseException:
+                pipe.abort()
+                with contextlib.suppress(Exception):  # PipeAborted: the download's error is the one to report
+                    await await_shielded(unpack)  # its temp dir is gone before we return
+                raise
+            pipe.close()
+            await self._unpacked(unpack, digest, ref)
+            streamed = True
+            return path
+
+        await self.store.blobs.fetch_once(digest, download_and_unpack)
+        if not streamed:
+            await self._unpacked(self.store.add_layer(chain, diff_id, digest, media_type), digest, ref)
+
+    async def _unpacked(self, unpack: Awaitable[None], digest: str, ref: Reference) -> None:
         try:
-            await self.store.add_layer(chain, diff_id, digest, media_type)
+            await unpack
         except (UnsafeLayer, CorruptLayer, ValueError) as exc:
             raise errors.InvalidArgument(f"{ref}: layer {digest}: {exc}") from None
+
+
+async def _teed(chunks: AsyncIterator[bytes], pipe: ThreadPipe) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        await pipe.put(chunk)
+        yield chunk
 
 
 def _json(data: bytes, what: str) -> dict[str, Any]:

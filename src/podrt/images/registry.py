@@ -145,12 +145,17 @@ class RegistryClient:
         lifetime = doc.get("expires_in", 60)
         return _Token(value, time.monotonic() + max(float(lifetime) if isinstance(lifetime, (int, float)) else 60.0, 10.0) - 5)
 
-    async def _get(self, path: str, repo: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        """GET with auth; one retry after answering a challenge. The caller closes the response."""
+    async def _get(self, path: str, repo: str, headers: dict[str, str], *, raw: bool = False) -> aiohttp.ClientResponse:
+        """GET with auth; one retry after answering a challenge. The caller
+        closes the response. `raw`: the body exactly as stored, never
+        content-decoded (a blob's digest covers its stored bytes)."""
+        if raw:
+            headers = {**headers, "Accept-Encoding": "identity"}
         scope = f"repository:{repo}:pull"
         for attempt in (1, 2):
             try:
-                resp = await self.session.get(self.base + path, headers={**headers, **self._auth_header(scope)}, ssl=self.ssl)
+                resp = await self.session.get(self.base + path, headers={**headers, **self._auth_header(scope)}, ssl=self.ssl,
+                                              auto_decompress=not raw)
             except aiohttp.ClientError as exc:
                 raise RegistryError(f"{self.host}: {exc}") from None
             if resp.status != 401:
@@ -187,8 +192,9 @@ class RegistryClient:
         return Manifest(media_type, bytes(body), digest)
 
     async def blob(self, repo: str, digest: str) -> AsyncIterator[bytes]:
-        """The blob's bytes as they arrive (the blob store verifies them)."""
-        resp = await self._get(f"{repo}/blobs/{digest}", repo, {})
+        """The blob's bytes as they arrive (the blob store verifies them).
+        Chunks as received: iter_chunked would copy them into bigger ones on the loop."""
+        resp = await self._get(f"{repo}/blobs/{digest}", repo, {}, raw=True)
         async with resp:
             if resp.status == 404:
                 raise errors.NotFound(f"{self.host}/{repo}: blob {digest} unknown to the registry")

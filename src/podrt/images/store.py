@@ -27,13 +27,14 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator
 
 import attrs
 
 from podrt.aio import finish_in_thread
 from podrt.fsutil import atomic_write, fsync_dir
 from podrt.images.blobs import BlobStore, parse_digest
+from podrt.images.pipe import ThreadPipe
 from podrt.images.unpack import unpack_layer
 
 SHORT_LEN = 26  # like containers/storage's link names
@@ -178,35 +179,43 @@ class ImageStore:
     async def add_layer(self, chain_id: str, diff_id: str, digest: str, media_type: str) -> None:
         """Unpack the stored blob `digest` as layer `chain_id` (in a thread; a
         cancel waits for it, so no unpack outlives its pull)."""
-        await finish_in_thread(self._add_layer, chain_id, diff_id, digest, media_type)
+        await finish_in_thread(self._add_layer, chain_id, diff_id, lambda: open(self.blobs.path(digest), "rb"),
+                               media_type)
 
-    def _add_layer(self, chain_id: str, diff_id: str, digest: str, media_type: str) -> None:
+    async def add_layer_streamed(self, chain_id: str, diff_id: str, pipe: ThreadPipe, media_type: str) -> None:
+        """Unpack layer `chain_id` from its blob as it downloads (pipe.py). The
+        unpack reads to the pipe's end, which the puller closes only once the
+        blob is verified; an aborted pipe fails the unpack and leaves nothing."""
+        await finish_in_thread(self._add_layer, chain_id, diff_id, lambda: pipe, media_type)
+
+    def _add_layer(self, chain_id: str, diff_id: str, open_stream: Callable[[], ContextManager[BinaryIO]],
+                   media_type: str) -> None:
         """Unpack into a temp dir and put it in place whole; a diff ID other
         than the config's is refused."""
-        if self.has_layer(chain_id):
-            return
-        tmp = self.layers_dir / f".tmp-{secrets.token_hex(8)}"
-        try:
-            (tmp / "diff").mkdir(parents=True)
-            with open(self.blobs.path(digest), "rb") as stream:
-                seen = unpack_layer(stream, tmp / "diff", media_type=media_type).diff_id
-            if seen != diff_id:
-                raise ValueError(f"layer content has diff ID {seen}, the image config says {diff_id}")
-            link = secrets.token_hex(SHORT_LEN)[:SHORT_LEN].upper()
-            (tmp / "layer.json").write_text(json.dumps({"chain_id": chain_id, "diff_id": diff_id, "link": link}))
-            _syncfs(tmp)  # the layer's files are on disk before the rename makes it a layer
-            os.symlink(f"../layers/{parse_digest(chain_id)}/diff", self.links_dir / link)
-            try:
-                os.rename(tmp, self.layer_dir(chain_id))
-            except OSError:
-                (self.links_dir / link).unlink(missing_ok=True)
-                if not self.has_layer(chain_id):  # else a concurrent pull put the same layer first
-                    raise
+        with open_stream() as stream:
+            if self.has_layer(chain_id):
                 return
-            for d in (self.layers_dir, self.links_dir):
-                fsync_dir(d)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            tmp = self.layers_dir / f".tmp-{secrets.token_hex(8)}"
+            try:
+                (tmp / "diff").mkdir(parents=True)
+                seen = unpack_layer(stream, tmp / "diff", media_type=media_type).diff_id
+                if seen != diff_id:
+                    raise ValueError(f"layer content has diff ID {seen}, the image config says {diff_id}")
+                link = secrets.token_hex(SHORT_LEN)[:SHORT_LEN].upper()
+                (tmp / "layer.json").write_text(json.dumps({"chain_id": chain_id, "diff_id": diff_id, "link": link}))
+                _syncfs(tmp)  # the layer's files are on disk before the rename makes it a layer
+                os.symlink(f"../layers/{parse_digest(chain_id)}/diff", self.links_dir / link)
+                try:
+                    os.rename(tmp, self.layer_dir(chain_id))
+                except OSError:
+                    (self.links_dir / link).unlink(missing_ok=True)
+                    if not self.has_layer(chain_id):  # else a concurrent pull put the same layer first
+                        raise
+                    return
+                for d in (self.layers_dir, self.links_dir):
+                    fsync_dir(d)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     # ---- garbage ---------------------------------------------------------------
 
