@@ -107,6 +107,24 @@ async def test_pull_status_list_remove(image_daemon: DaemonProcess, registry: Re
     assert len(list((store / "l").iterdir())) == 1 and list((store / "ingest").iterdir()) == []
 
 
+async def test_a_pull_by_digest_restores_a_missing_layer(image_daemon: DaemonProcess, registry: Registry) -> None:
+    """A digest names fixed content, so a present image is not asked for again,
+    unless a layer of it is gone from disk."""
+    import shutil
+
+    from podrt.images.store import ImageStore
+
+    ref = f"{registry.host}/test/other@{OTHER.digest}"
+    async with connect(image_daemon.dirs.socket) as c:
+        await _pull(c, ref)
+        store = ImageStore(image_daemon.dirs.root / "images")
+        store.load_records()
+        top = store.layer_dir(store.get(OTHER.config_digest).layers[-1])  # type: ignore[union-attr]
+        shutil.rmtree(top)
+        assert await _pull(c, ref) == OTHER.config_digest
+        assert (top / "diff" / "app" / "other").read_bytes() == b"other"
+
+
 async def test_pull_through_a_mirror_records_the_asked_name(image_daemon: DaemonProcess) -> None:
     async with connect(image_daemon.dirs.socket) as c:
         image_id = await _pull(c, "registry.example/team/app:v1")
@@ -162,8 +180,12 @@ async def test_credentials_from_the_request_and_the_global_auth_file(dirs: Daemo
     reg = Registry(Path(tempfile.mkdtemp(prefix="podrt-registry-")), users={"alice": "s3cret"})
     try:
         await push(reg, "private/app", APP, "v1", user=("alice", "s3cret"))
+        await push(reg, "private/other", OTHER, "v1", user=("alice", "s3cret"))
         conf = dirs.base / "registries.conf"
-        conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
+        conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n\n'
+                        # a made-up name served by a mirror on loopback: the file's entry for the mirror's host is what it gets
+                        '[[registry]]\nprefix = "registry.example/private"\nlocation = "registry.example/private"\nblocked = true\n'
+                        f'[[registry.mirror]]\nlocation = "{reg.host}/private"\ninsecure = true\n')
         auth_file = dirs.base / "auth.json"
         auth_file.write_text('{"auths": {"%s": {"auth": "YWxpY2U6czNjcmV0"}}}' % reg.host)  # alice:s3cret
         dirs.write_config({"image": {"registries_conf": str(conf), "global_auth_file": str(auth_file)}})
@@ -171,6 +193,7 @@ async def test_credentials_from_the_request_and_the_global_auth_file(dirs: Daemo
         try:
             async with connect(dirs.socket) as c:
                 assert await _pull(c, f"{reg.host}/private/app:v1") == APP.config_digest  # the file's credentials
+                assert await _pull(c, "registry.example/private/other:v1") == OTHER.config_digest  # per endpoint host
                 with pytest.raises(GRPCError) as err:
                     await c.image.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=f"{reg.host}/private/app:v1"),
                                                                   auth=cri.AuthConfig(username="alice", password="wrong")))
@@ -178,6 +201,14 @@ async def test_credentials_from_the_request_and_the_global_auth_file(dirs: Daemo
                 resp = await c.image.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=f"{reg.host}/private/app:v1"),
                                                                      auth=cri.AuthConfig(username="alice", password="s3cret")))
                 assert resp.image_ref == APP.config_digest
+                # the same image at the same moment with other credentials: not one shared pull
+                await c.image.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=APP.config_digest)))
+                wrong, right = await asyncio.gather(*(
+                    c.image.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=f"{reg.host}/private/app:v1"),
+                                                            auth=cri.AuthConfig(username="alice", password=pw)))
+                    for pw in ("wrong", "s3cret")), return_exceptions=True)
+                assert isinstance(wrong, GRPCError) and wrong.status == Status.PERMISSION_DENIED, wrong
+                assert not isinstance(right, BaseException) and right.image_ref == APP.config_digest, right
         finally:
             daemon.kill()
     finally:

@@ -92,6 +92,18 @@ async def test_basic_auth(auth_registry: Registry, session: aiohttp.ClientSessio
             await RegistryClient(session, auth_registry.host, insecure=True, credentials=creds).manifest("private/app", "v1")
 
 
+async def test_insecure_plain_http_registry_is_found_and_remembered(registry: Registry, session: aiohttp.ClientSession) -> None:
+    from podrt.images import registry as client_module
+
+    client_module._PLAIN_HTTP.discard(registry.host)
+    first = RegistryClient(session, registry.host, insecure=True)
+    assert first.base.startswith("https://")  # TLS is tried first
+    await first.manifest("test/app", "v1")
+    assert first.base.startswith("http://")
+    assert RegistryClient(session, registry.host, insecure=True).base.startswith("http://")  # no second TLS attempt
+    assert RegistryClient(session, registry.host).base.startswith("https://")  # never for a secure one
+
+
 async def test_unreachable_registry_is_unavailable(session: aiohttp.ClientSession) -> None:
     with pytest.raises(RegistryError) as err:
         await RegistryClient(session, "127.0.0.1:1", insecure=True).manifest("x/y", "latest")

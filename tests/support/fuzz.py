@@ -41,7 +41,7 @@ from typing import Any, Awaitable, Callable, Iterator
 
 import betterproto
 from grpclib.client import Channel
-from grpclib.const import Cardinality, Status
+from grpclib.const import Cardinality
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
 

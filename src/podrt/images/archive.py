@@ -42,7 +42,6 @@ from typing import IO, Any, AsyncGenerator, Protocol
 from podrt.errors import InvalidArgument, NotFound
 from podrt.images import reference
 from podrt.images.blobs import BlobMismatch, chunks_of, digest_of, parse_digest
-from podrt.images.manager import keep
 from podrt.images.pull import host_platform, select_platform
 from podrt.images.registry import INDEX_TYPES
 from podrt.images.store import ImageRecord, ImageStore, chain_ids
@@ -225,7 +224,7 @@ class _Import:
                 raise self._invalid(f"the {kind} lists no image")
             ids = list(dict.fromkeys(r.id for r in images))
             for record in images:
-                keep(self.store, record)
+                self.store.keep(record)
         except BaseException:
             await asyncio.to_thread(self._roll_back)
             raise

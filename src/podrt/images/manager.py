@@ -19,9 +19,8 @@ import aiohttp
 import attrs
 
 from podrt.aio import SharedTask, finish_in_thread
-from podrt.config import Config, ConfigError
+from podrt.config import Config
 from podrt.errors import FailedPrecondition
-from podrt.images import auth
 from podrt.images.pull import Puller, PullSettings
 from podrt.images.reference import Reference, looks_like_image_id, parse, parse_id
 from podrt.images.registry import Credentials
@@ -45,7 +44,7 @@ class ImageManager:
     def __init__(self, config: Config, images_dir: Path) -> None:
         self.config = config
         self.store = ImageStore(images_dir)
-        self._pulls: dict[str, SharedTask[ImageRecord]] = {}
+        self._pulls: dict[tuple[str, Credentials | None], SharedTask[ImageRecord]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._gc_pending = False
         self._configs: dict[str, dict[str, Any]] = {}
@@ -98,31 +97,32 @@ class ImageManager:
     # ---- pull -------------------------------------------------------------
 
     async def pull(self, text: str, creds: Credentials | None = None) -> ImageRecord:
-        """`creds` None: what the global auth file holds for the image's registry."""
+        """`creds` None: what the global auth file holds for each registry
+        asked. Pulls share one download only when their credentials agree."""
         ref = parse(text)
-        key = str(ref)
-        if ref.digest is not None and (present := self.find(key)) is not None:
+        if ref.digest is not None and (present := self.find(str(ref))) is not None and self._whole(present):
             return present  # a digest names fixed content: nothing to ask the registry
-        if creds is None:
-            try:
-                creds = auth.for_host(self.config.image.global_auth_file, ref.domain)
-            except ConfigError as exc:
-                raise FailedPrecondition(str(exc)) from None
+        key = (str(ref), creds)
         shared = self._pulls.get(key)
         if shared is None or shared.done():
-            shared = self._pulls[key] = SharedTask(self._pull(ref, creds), name=f"pull {key}")
+            shared = self._pulls[key] = SharedTask(self._pull(ref, creds), name=f"pull {ref}")
             shared.add_done_callback(lambda _t: self._pulls.pop(key, None) if self._pulls.get(key) is shared else None)
         return await shared.wait()
 
-    async def _pull(self, ref: Reference, creds: Credentials) -> ImageRecord:
+    def _whole(self, record: ImageRecord) -> bool:
+        """Every layer still on disk (else the pull fetches what is missing)."""
+        return all(self.store.has_layer(chain) for chain in record.layers)
+
+    async def _pull(self, ref: Reference, creds: Credentials | None) -> ImageRecord:
         assert self._session is not None, "start() first"
-        settings = PullSettings(Path(self.config.image.registries_conf), tuple(Path(d) for d in self.config.image.certs_dirs),
-                                self.config.image.max_concurrent_downloads, self.config.image.pull_progress_timeout)
+        image = self.config.image
+        settings = PullSettings(Path(image.registries_conf), tuple(Path(d) for d in image.certs_dirs),
+                                image.max_concurrent_downloads, image.pull_progress_timeout, image.global_auth_file)
         await self._gc_idle.wait()  # a collection running now would take this pull's unrecorded blobs
         self._active_pulls += 1  # no await between the wait and this: no collection starts in between
         try:
             pulled = await Puller(self.store, settings, self._session).pull(ref, creds)
-            return keep(self.store, pulled)
+            return self.store.keep(pulled)
         finally:
             self._active_pulls -= 1
             if self._gc_pending and not self._active_pulls:
@@ -168,22 +168,3 @@ class ImageManager:
 
     async def usage(self) -> tuple[int, int]:
         return await asyncio.to_thread(self.store.usage)
-
-
-def keep(store: ImageStore, pulled: ImageRecord) -> ImageRecord:
-    """Save a pulled (or imported) record, merged with what the store knew of
-    that image; a tag it takes is taken from any other image."""
-    for other in store.records():
-        if other.id != pulled.id and set(other.repo_tags) & set(pulled.repo_tags):
-            store.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t not in pulled.repo_tags)))
-    known = store.get(pulled.id)
-    if known is not None:
-        pulled = attrs.evolve(pulled, repo_tags=_union(known.repo_tags, pulled.repo_tags),
-                              repo_digests=_union(known.repo_digests, pulled.repo_digests),
-                              created_at=known.created_at, pinned=known.pinned)
-    store.save(pulled)
-    return pulled
-
-
-def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys((*a, *b)))

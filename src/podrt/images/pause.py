@@ -77,11 +77,6 @@ async def ensure_builtin(store: ImageStore, catatonit: Path, command: tuple[str,
             if not store.blobs.has(digest_of(data)):
                 await store.blobs.write(digest_of(data), len(data), chunks_of(data))
         await store.add_layer(diff_id, diff_id, diff_id, LAYER_TYPE)
-    for other in store.records():  # an earlier catatonit's image: no longer named so, but still
-        if other.id != image_id and name in other.repo_tags:  # pinned: running pods have its layer as root
-            store.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t != name)))
-    known = store.get(image_id)
-    if known is None or not known.pinned or name not in known.repo_tags:
-        store.save(ImageRecord(id=image_id, repo_tags=(name,), repo_digests=(), manifest_digest=digest_of(manifest),
-                               layers=(diff_id,), size=len(config) + len(layer), created_at=time.time_ns(), pinned=True))
+    store.keep(ImageRecord(id=image_id, repo_tags=(name,), repo_digests=(), manifest_digest=digest_of(manifest),
+                           layers=(diff_id,), size=len(config) + len(layer), created_at=time.time_ns(), pinned=True))
     return PauseImage(name, store.layer_dir(diff_id) / "diff", image_id)

@@ -25,7 +25,7 @@ import attrs
 from podrt import errors
 from podrt.config import ConfigError
 from podrt.aio import await_shielded
-from podrt.images import registries
+from podrt.images import auth, registries
 from podrt.images.blobs import BlobMismatch, chunks_of, parse_digest
 from podrt.images.pipe import ThreadPipe
 from podrt.images.reference import Reference
@@ -66,6 +66,7 @@ class PullSettings:
     certs_dirs: tuple[Path, ...]
     max_concurrent_downloads: int = 3
     progress_timeout: float = 300.0
+    global_auth_file: str = ""
 
 
 class Puller:
@@ -73,9 +74,11 @@ class Puller:
         self.store, self.settings, self.session = store, settings, session
         self._downloads = asyncio.Semaphore(settings.max_concurrent_downloads)
 
-    async def _manifest(self, ref: Reference, creds: Credentials) -> tuple[RegistryClient, str, Manifest]:
+    async def _manifest(self, ref: Reference, creds: Credentials | None) -> tuple[RegistryClient, str, Manifest]:
         """The first endpoint that has the image: (client, repository there, manifest).
-        Mirrors come first; a blocked registry offers only its mirrors."""
+        Mirrors come first; a blocked registry offers only its mirrors. The
+        request's credentials go to every endpoint (as in CRI-O); without them,
+        each endpoint gets what the global auth file holds for its own host."""
         try:
             conf = registries.load(self.settings.registries_conf)
         except ConfigError as exc:
@@ -88,7 +91,11 @@ class Puller:
                 tls = None if ep.insecure else registries.ssl_context(self.settings.certs_dirs, ep.registry_host)
             except (OSError, ssl.SSLError) as exc:  # an unreadable or invalid certs.d file
                 raise errors.FailedPrecondition(f"certs.d for {ep.registry_host}: {exc}") from None
-            client = RegistryClient(self.session, host, insecure=ep.insecure, credentials=creds, ssl_context=tls)
+            try:
+                ep_creds = creds if creds is not None else auth.for_host(self.settings.global_auth_file, ep.registry_host)
+            except ConfigError as exc:
+                raise errors.FailedPrecondition(str(exc)) from None
+            client = RegistryClient(self.session, host, insecure=ep.insecure, credentials=ep_creds, ssl_context=tls)
             try:
                 return client, ep.repository, await client.manifest(ep.repository, ref.digest or ref.tag or "latest")
             except (RegistryError, errors.NotFound) as exc:
@@ -100,7 +107,7 @@ class Puller:
                 log.info("%s for %s failed (%s); trying the next endpoint", ep.registry_host, ref, exc)
         raise AssertionError("resolve returns at least one endpoint or raises")
 
-    async def pull(self, ref: Reference, creds: Credentials = Credentials()) -> ImageRecord:
+    async def pull(self, ref: Reference, creds: Credentials | None = None) -> ImageRecord:
         started = time.monotonic()
         client, repo, manifest = await self._manifest(ref, creds)
         named = manifest.digest  # what the name resolved to (an index, for multi-platform images): the repo digest

@@ -14,6 +14,7 @@ used as it is).
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import ssl
 import time
@@ -36,6 +37,9 @@ INDEX_TYPES = frozenset(MANIFEST_TYPES[:2])
 MAX_MANIFEST = 4 * 1024 * 1024  # like containerd: a manifest is small; refuse a flood
 CHUNK = 1 << 20  # fewer thread hops for the aiofiles writes
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(errors.Unavailable):
@@ -86,15 +90,20 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest))
 
 
+_PLAIN_HTTP: set[str] = set()  # insecure hosts found to speak plain HTTP: not asked for HTTPS again
+
+
 class RegistryClient:
-    """One registry host; `insecure` means plain HTTP (registries.conf says so)."""
+    """One registry host. `insecure` (registries.conf) means, as in
+    containers/image: HTTPS without verifying the certificate, and plain HTTP
+    when the host does not speak TLS at all."""
 
     def __init__(self, session: aiohttp.ClientSession, host: str, *, insecure: bool = False,
                  credentials: Credentials = Credentials(), ssl_context: ssl.SSLContext | None = None) -> None:
-        self.session, self.host = session, host
-        self.base = f"{'http' if insecure else 'https'}://{host}/v2/"
+        self.session, self.host, self.insecure = session, host, insecure
+        self.base = f"{'http' if insecure and host in _PLAIN_HTTP else 'https'}://{host}/v2/"
         self.credentials = credentials
-        self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else not insecure
+        self.ssl: ssl.SSLContext | bool = False if insecure else ssl_context if ssl_context is not None else True
         # the token service gets credentials: always verified (the registry's certs.d CA when given),
         # even for a registry configured insecure
         self.token_ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
@@ -153,11 +162,7 @@ class RegistryClient:
             headers = {**headers, "Accept-Encoding": "identity"}
         scope = f"repository:{repo}:pull"
         for attempt in (1, 2):
-            try:
-                resp = await self.session.get(self.base + path, headers={**headers, **self._auth_header(scope)}, ssl=self.ssl,
-                                              auto_decompress=not raw)
-            except aiohttp.ClientError as exc:
-                raise RegistryError(f"{self.host}: {exc}") from None
+            resp = await self._send(path, {**headers, **self._auth_header(scope)}, raw)
             if resp.status != 401:
                 return resp
             challenge = resp.headers.get("WWW-Authenticate", "")
@@ -166,6 +171,20 @@ class RegistryClient:
                 raise AuthError(f"{self.host}: access to {repo} denied: the registry refused the credentials")
             await self._answer_challenge(challenge, scope)
         raise AssertionError("unreachable")
+
+    async def _send(self, path: str, headers: dict[str, str], raw: bool) -> aiohttp.ClientResponse:
+        """One GET; an insecure host that fails the TLS handshake is asked again over plain HTTP."""
+        try:
+            return await self.session.get(self.base + path, headers=headers, ssl=self.ssl, auto_decompress=not raw)
+        except aiohttp.ClientError as exc:
+            refused = isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientSSLError)
+            if not self.insecure or refused or self.base.startswith("http:"):
+                _PLAIN_HTTP.discard(self.host)
+                raise RegistryError(f"{self.host}: {exc}") from None
+            log.info("%s: no TLS there (%s); plain HTTP, as it is configured insecure", self.host, exc)
+        self.base = f"http://{self.host}/v2/"
+        _PLAIN_HTTP.add(self.host)
+        return await self._send(path, headers, raw)
 
     # ---- content ------------------------------------------------------------
 

@@ -93,7 +93,9 @@ class ImageStore:
         self.links_dir = images_dir / "l"
         self.records_dir = images_dir / "records"
         self._records: dict[str, ImageRecord] = {}
-        self._records_mtime = -1
+        self._generation: str | None = None  # records/.generation when they were loaded
+        self._changing = 0  # depth of changing_records() in this store
+        self._changed = False  # a record was written or deleted in it
 
     # ---- start ----------------------------------------------------------------
 
@@ -119,10 +121,41 @@ class ImageStore:
 
     def refresh(self) -> None:
         """Pick up records another process wrote (`podrt image import` beside a
-        running daemon): the records dir changes its mtime with every rename."""
-        mtime = self.records_dir.stat().st_mtime_ns
-        if mtime != self._records_mtime:
+        running daemon): every change writes a new records/.generation token.
+        (The dir's mtime would miss a second change within one clock tick.)"""
+        if self._read_generation() != self._generation:
             self.load_records()
+
+    def _read_generation(self) -> str:
+        try:
+            return (self.records_dir / ".generation").read_text()
+        except FileNotFoundError:
+            return ""
+
+    @contextlib.contextmanager
+    def changing_records(self) -> Iterator[None]:
+        """Held around every read-modify-write of records (a tag moving from one
+        image to another): one process at a time, starting from the newest
+        records, and the others reload after it. Held for milliseconds only."""
+        if self._changing:
+            self._changing += 1
+            try:
+                yield
+            finally:
+                self._changing -= 1
+            return
+        with open(self.dir / "records.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._changing, self._changed = 1, False
+            try:
+                self.refresh()
+                yield
+            finally:
+                self._changing = 0
+                if self._changed:
+                    token = secrets.token_hex(8)
+                    (self.records_dir / ".generation").write_text(token)
+                    self._generation = token
 
     @contextlib.contextmanager
     def exclusive(self, *, wait: bool) -> Iterator[bool]:
@@ -139,7 +172,7 @@ class ImageStore:
 
     def load_records(self) -> list[tuple[Path, str]]:
         """Read every record (changes nothing on disk); (path, problem) of unreadable ones."""
-        self._records_mtime = self.records_dir.stat().st_mtime_ns
+        self._generation = self._read_generation()  # before reading: a change meanwhile is seen next time
         bad, records = [], {}
         for path in sorted(self.records_dir.glob("*.json")):
             try:
@@ -157,12 +190,33 @@ class ImageStore:
         return self._records.get(image_id)
 
     def save(self, record: ImageRecord) -> None:
-        atomic_write(self.records_dir / f"{parse_digest(record.id)}.json", record.to_json(), mode=0o644)
-        self._records[record.id] = record
+        with self.changing_records():
+            atomic_write(self.records_dir / f"{parse_digest(record.id)}.json", record.to_json(), mode=0o644)
+            self._records[record.id] = record
+            self._changed = True
+
+    def keep(self, record: ImageRecord) -> ImageRecord:
+        """Save a pulled, imported or built record, merged with what the store
+        knew of that image; a tag it takes is taken from any other image (which
+        stays pinned if it was: running pods may have it as their root)."""
+        with self.changing_records():
+            for other in self.records():
+                if other.id != record.id and set(other.repo_tags) & set(record.repo_tags):
+                    self.save(attrs.evolve(other, repo_tags=tuple(t for t in other.repo_tags if t not in record.repo_tags)))
+            known = self.get(record.id)
+            if known is not None:
+                record = attrs.evolve(record, repo_tags=_union(known.repo_tags, record.repo_tags),
+                                      repo_digests=_union(known.repo_digests, record.repo_digests),
+                                      created_at=known.created_at, pinned=known.pinned or record.pinned)
+            if record != known:
+                self.save(record)
+        return record
 
     def delete_record(self, image_id: str) -> None:
-        (self.records_dir / f"{parse_digest(image_id)}.json").unlink(missing_ok=True)
-        self._records.pop(image_id, None)
+        with self.changing_records():
+            (self.records_dir / f"{parse_digest(image_id)}.json").unlink(missing_ok=True)
+            self._records.pop(image_id, None)
+            self._changed = True
 
     # ---- layers ----------------------------------------------------------------
 
@@ -273,3 +327,7 @@ class ImageStore:
                 used += st.st_blocks * 512
                 inodes += 1
         return used, inodes
+
+
+def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*a, *b)))
