@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any, Callable, Coroutine, Generic, TypeVar
 
 T = TypeVar("T")
@@ -26,6 +27,31 @@ async def finish_in_thread(fn: Callable[..., T], *args: Any) -> T:
     quick while pods are made. A cancel waits for the work to finish first: a
     write must never land after the caller's cleanup."""
     fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    if await await_shielded(fut):
+        raise asyncio.CancelledError
+    return fut.result()
+
+
+async def finish_in_own_thread(fn: Callable[..., T], *args: Any, name: str) -> T:
+    """finish_in_thread on a thread of its own, for work that blocks on the
+    loop's progress (an unpack reading a download): in the shared executor
+    it could hold every worker while the writes it waits for queue behind it."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if not fut.done():
+            fut.set_exception(error) if error is not None else fut.set_result(result)
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
     if await await_shielded(fut):
         raise asyncio.CancelledError
     return fut.result()

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import attrs
+
+from podrt.errors import InvalidArgument
 import tomli_w
 
 DEFAULT_CONFIG_PATH = Path("/etc/podrt/podrt.toml")
@@ -65,6 +67,16 @@ def _got(value: Any) -> str:
 # -------------------------------------------------------------- validators
 # attrs-style validators (instance, attribute, value); they never look at the
 # instance, so the loader can run them per field to report the exact key.
+
+def _is_reference(value: str) -> bool:
+    from podrt.images.reference import parse  # the images package needs config: imported when checked
+
+    try:
+        parse(value)
+        return True
+    except InvalidArgument:
+        return False
+
 
 def _check(pred, must: str):
     def validate(_inst, _attr, value):
@@ -183,7 +195,9 @@ class RuntimeConfig:
 
 @attrs.frozen
 class ImageConfig:
-    pause_image: str = _f("podrt.local/pause:builtin", _nonempty)
+    # the builtin (catatonit, built at start) or an image reference, pulled when first needed
+    pause_image: str = _f("podrt.local/pause:builtin", _nonempty, _check(_is_reference, "must be an image reference"))
+    # the builtin's command; a pulled pause image runs its own entrypoint and cmd (this when it has none)
     pause_command: tuple[str, ...] = _f(("/catatonit", "-P"), _nonempty)
     catatonit_path: str = _f("/usr/bin/catatonit", _absolute)
     # containers-registries.conf(5) v2, as CRI-O, Podman and skopeo read it (drop-ins: <file>.d/)

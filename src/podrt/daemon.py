@@ -19,7 +19,7 @@ from podrt.cri.runtime import RuntimeService
 from podrt.errors import FailedPrecondition, StartError
 from podrt.hostcheck import required_binaries
 from podrt.images.manager import ImageManager
-from podrt.images.pause import ensure_builtin
+from podrt.images.pause import PauseImage, PauseSource
 from podrt.metrics import Metrics
 from podrt.network.cni import CniInvoker
 from podrt.network.cniconf import network_finder
@@ -77,17 +77,22 @@ class Daemon:
                 name: OciRuntime(h.runtime_path, h.runtime_root, rt.conmon, handler_name=name)
                 for name, h in rt.runtimes.items()
             },
-            pause=None,
+            pause_image=self._pause_image,
             oom_score_adj=effective_oom_score_adj(rt.infra_oom_score_adj),
         )
         self.sandboxes = SandboxManager(self.deps, registry=self.steps, journal=self.journal, faults=self.faults,
                                         observer=self.metrics, tasks=self.tasks)
-        self.images = ImageManager(config, self.root / "images")
+        self.images = ImageManager(config, self.deps.images_dir)
+        self.images.users = self.sandboxes.image_users
+        self.pause = PauseSource(self.images, config.image)
         self.server = CriServer(
             [RuntimeService(self.status, self.sandboxes), ImageService(self.images)],
         )
         hooks.install(self.server, self.metrics, config.api.max_msg_size)
         self._lock: IO[str] | None = None
+
+    async def _pause_image(self) -> PauseImage:
+        return await self.pause.get()
 
     @property
     def socket_path(self) -> Path:
@@ -120,9 +125,8 @@ class Daemon:
         try:
             with start_phase(f"cannot open the image store in {self.images.store.dir}"):
                 await self.images.start()
-            with start_phase(f"cannot build the builtin pause image in {self.root / 'images'}"):
-                self.deps.pause = await ensure_builtin(self.images.store, Path(self.config.image.catatonit_path),
-                                                       tuple(self.config.image.pause_command))
+            with start_phase(f"cannot prepare the pause image {self.pause.reference} in {self.deps.images_dir}"):
+                await self.pause.start()
             with start_phase("cannot recover the state left by the previous run"):
                 report = await self.journal.replay(self.steps, log)
                 if report.transactions:
@@ -134,6 +138,7 @@ class Daemon:
                 with start_phase("cannot serve metrics"):
                     self.metrics.serve(self.config.metrics.metrics_host, self.config.metrics.metrics_port)
         except BaseException:
+            await self.images.close()
             self._release_lock()
             raise
         log.info("podrt serving on %s (ready in %.0f ms)", self.socket_path, (time.perf_counter() - started) * 1000)

@@ -333,8 +333,10 @@ def _start_fails(dirs: DaemonDirs) -> str:
 def test_no_space_for_the_pause_image_is_one_line(dirs: DaemonDirs) -> None:
     with _tmpfs(dirs.root, "256k"):  # catatonit is larger
         err = _start_fails(dirs)
-    assert f"podrt: cannot build the builtin pause image in {dirs.root}/images: No space left on device" in err
+    assert ("podrt: cannot prepare the pause image podrt.local/pause:builtin in "
+            f"{dirs.root}/images: No space left on device") in err
     assert len([line for line in err.splitlines() if line.startswith("podrt:")]) == 1
+    assert "Unclosed" not in err  # the registry client's session is closed on the way out
 
 
 def test_unusable_root_is_one_line(dirs: DaemonDirs) -> None:

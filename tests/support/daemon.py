@@ -97,7 +97,11 @@ class DaemonProcess:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()  # a hung daemon must not outlive its test
+            raise
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

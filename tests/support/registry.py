@@ -108,13 +108,14 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def layer(files: dict[str, bytes]) -> tuple[bytes, bytes]:
-    """(gzipped layer, its uncompressed tar) holding `files` (path -> content)."""
+def layer(files: dict[str, bytes], modes: dict[str, int] | None = None) -> tuple[bytes, bytes]:
+    """(gzipped layer, its uncompressed tar) holding `files` (path -> content;
+    mode 0644 unless `modes` says otherwise)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path, content in files.items():
             info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(content), 0o644, 1_700_000_000
+            info.size, info.mode, info.mtime = len(content), (modes or {}).get(path, 0o644), 1_700_000_000
             tar.addfile(info, io.BytesIO(content))
     plain = buf.getvalue()
     return gzip.compress(plain, mtime=0), plain
@@ -136,8 +137,8 @@ class BuiltImage:
 
 
 def image(*layer_files: dict[str, bytes], arch: str = "amd64", cmd: tuple[str, ...] = ("/bin/sh",),
-          user: str = "") -> BuiltImage:
-    built = [layer(files) for files in layer_files]
+          user: str = "", modes: dict[str, int] | None = None) -> BuiltImage:
+    built = [layer(files, modes) for files in layer_files]
     config = json.dumps({
         "architecture": arch, "os": "linux", "config": {"Cmd": list(cmd), "User": user},
         "rootfs": {"type": "layers", "diff_ids": [digest(plain) for _, plain in built]},

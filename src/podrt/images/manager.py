@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 import attrs
@@ -51,6 +51,8 @@ class ImageManager:
         self._active_pulls = 0
         self._gc_idle = asyncio.Event()
         self._gc_idle.set()
+        # who runs from an image ("pod sandbox <id> (<name>)", later containers), set by the daemon
+        self.users: Callable[[str], list[str]] = lambda _image_id: []
 
     async def start(self) -> None:
         removed = await asyncio.to_thread(self.store.prepare)
@@ -100,7 +102,7 @@ class ImageManager:
         """`creds` None: what the global auth file holds for each registry
         asked. Pulls share one download only when their credentials agree."""
         ref = parse(text)
-        if ref.digest is not None and (present := self.find(str(ref))) is not None and self._whole(present):
+        if ref.digest is not None and (present := self.find(str(ref))) is not None and self.whole(present):
             return present  # a digest names fixed content: nothing to ask the registry
         key = (str(ref), creds)
         shared = self._pulls.get(key)
@@ -109,7 +111,7 @@ class ImageManager:
             shared.add_done_callback(lambda _t: self._pulls.pop(key, None) if self._pulls.get(key) is shared else None)
         return await shared.wait()
 
-    def _whole(self, record: ImageRecord) -> bool:
+    def whole(self, record: ImageRecord) -> bool:
         """Every layer still on disk (else the pull fetches what is missing)."""
         return all(self.store.has_layer(chain) for chain in record.layers)
 
@@ -131,12 +133,17 @@ class ImageManager:
     # ---- remove -------------------------------------------------------------
 
     async def remove(self, text: str) -> None:
-        """Unknown images succeed (the kubelet relies on it); pinned ones are refused."""
+        """Unknown images succeed (the kubelet relies on it); pinned ones and
+        ones something runs from are refused (as CRI-O does)."""
         record = self.find(text)
         if record is None:
             return
         if record.pinned:
             raise FailedPrecondition(f"image {text} ({record.id}) is pinned and cannot be removed")
+        users = self.users(record.id)
+        if users:
+            more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+            raise FailedPrecondition(f"image {text} ({record.id}) is in use by {users[0]}{more}")
         self.store.delete_record(record.id)
         self._configs.pop(record.id, None)
         await self._collect_garbage()

@@ -149,22 +149,26 @@ class Puller:
         return record
 
     async def _blob(self, client: RegistryClient, repo: str, digest: str, size: int, ref: Reference) -> Path:
-        return await self.store.blobs.fetch_once(digest, lambda: self._download(client, repo, digest, size, ref))
+        async def fetch() -> Path:
+            async with self._downloads:
+                return await self._download(client, repo, digest, size, ref)
+
+        return await self.store.blobs.fetch_once(digest, fetch)
 
     async def _download(self, client: RegistryClient, repo: str, digest: str, size: int, ref: Reference,
                         tee: ThreadPipe | None = None) -> Path:
-        """The blob into the store, verified; each chunk also goes to `tee` (an unpack) as it arrives."""
-        async with self._downloads:
-            started = time.monotonic()
-            chunks = self._watched(client.blob(repo, digest), digest, ref, size)
-            try:
-                path = await self.store.blobs.write(digest, size, chunks if tee is None else _teed(chunks, tee))
-            except BlobMismatch as exc:
-                raise RegistryError(f"{ref}: {exc}") from None
-            seconds = time.monotonic() - started
-            log.info("pull %s: blob %s, %.1f MB in %.2fs (%.0f MB/s)", ref, digest[7:19], size / 1e6, seconds,
-                     size / 1e6 / max(seconds, 1e-6))
-            return path
+        """The blob into the store, verified; each chunk also goes to `tee` (an
+        unpack) as it arrives. The caller holds a download slot."""
+        started = time.monotonic()
+        chunks = self._watched(client.blob(repo, digest), digest, ref, size)
+        try:
+            path = await self.store.blobs.write(digest, size, chunks if tee is None else _teed(chunks, tee))
+        except BlobMismatch as exc:
+            raise RegistryError(f"{ref}: {exc}") from None
+        seconds = time.monotonic() - started
+        log.info("pull %s: blob %s, %.1f MB in %.2fs (%.0f MB/s)", ref, digest[7:19], size / 1e6, seconds,
+                 size / 1e6 / max(seconds, 1e-6))
+        return path
 
     async def _watched(self, chunks: AsyncIterator[bytes], digest: str, ref: Reference,
                        size: int) -> AsyncIterator[bytes]:
@@ -198,16 +202,17 @@ class Puller:
 
         async def download_and_unpack() -> Path:
             nonlocal streamed
-            pipe = ThreadPipe(asyncio.get_running_loop())
-            unpack = asyncio.ensure_future(self.store.add_layer_streamed(chain, diff_id, pipe, media_type))
-            try:
-                path = await self._download(client, repo, digest, size, ref, tee=pipe)
-            except BaseException:
-                pipe.abort()
-                with contextlib.suppress(Exception):  # PipeAborted: the download's error is the one to report
-                    await await_shielded(unpack)  # its temp dir is gone before we return
-                raise
-            pipe.close()
+            async with self._downloads:  # the unpack's thread too starts only with a slot
+                pipe = ThreadPipe(asyncio.get_running_loop())
+                unpack = asyncio.ensure_future(self.store.add_layer_streamed(chain, diff_id, pipe, media_type))
+                try:
+                    path = await self._download(client, repo, digest, size, ref, tee=pipe)
+                except BaseException:
+                    pipe.abort()
+                    with contextlib.suppress(Exception):  # PipeAborted: the download's error is the one to report
+                        await await_shielded(unpack)  # its temp dir is gone before we return
+                    raise
+                pipe.close()
             await self._unpacked(unpack, digest, ref)
             streamed = True
             return path

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator
 
 import attrs
 
-from podrt.aio import finish_in_thread
+from podrt.aio import finish_in_own_thread, finish_in_thread
 from podrt.fsutil import atomic_write, fsync_dir
 from podrt.images.blobs import BlobStore, parse_digest
 from podrt.images.pipe import ThreadPipe
@@ -240,7 +240,8 @@ class ImageStore:
         """Unpack layer `chain_id` from its blob as it downloads (pipe.py). The
         unpack reads to the pipe's end, which the puller closes only once the
         blob is verified; an aborted pipe fails the unpack and leaves nothing."""
-        await finish_in_thread(self._add_layer, chain_id, diff_id, lambda: pipe, media_type)
+        await finish_in_own_thread(self._add_layer, chain_id, diff_id, lambda: pipe, media_type,
+                                   name=f"unpack {chain_id[7:19]}")
 
     def _add_layer(self, chain_id: str, diff_id: str, open_stream: Callable[[], ContextManager[BinaryIO]],
                    media_type: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import attrs
 
@@ -27,12 +27,16 @@ class SandboxDeps:
     cni: CniInvoker
     find_network: Callable[[], CniLookup]
     runtimes: dict[str, OciRuntime]
-    pause: PauseImage | None  # built at daemon start, after the host check
+    pause_image: Callable[[], Awaitable[PauseImage]]  # resolved (pulled if need be) per creation
     oom_score_adj: int  # the configured value, clamped where the host cannot lower it
 
     @property
     def root(self) -> Path:
         return Path(self.config.root)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
 
     @property
     def runroot(self) -> Path:
@@ -56,6 +60,8 @@ class SandboxContext:
     pod_name: str
     infra_name: str
     log_directory: str = ""
+    pause: PauseImage | None = None  # resolved before the transaction
+    rootfs: str = ""  # the infra's root (Rootfs step)
     hostname: str = ""
     shm_path: str | None = None
     resolv_conf: str | None = None

@@ -33,6 +33,7 @@ from podrt.steps.cni import CniAdd
 from podrt.steps.files import HostFiles
 from podrt.steps.names import IndexId, ReserveNames
 from podrt.steps.netns import NetNamespace
+from podrt.steps.rootfs import Rootfs
 from podrt.steps.runtime import InfraStart
 from podrt.steps.shm import ShmMount
 from podrt.steps.spec import InfraSpec
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 # In order; CNI ADD and the infra start need only the netns and the spec, so they
 # run side by side (each ~20-40 ms), like CRI-O's network setup beside the infra.
 STEP_ORDER: tuple[type[SandboxStep] | tuple[type[SandboxStep], ...], ...] = (
-    ReserveNames, IndexId, Storage, ShmMount, HostFiles, CgroupParent, NetNamespace, InfraSpec, (CniAdd, InfraStart), SaveState,
+    ReserveNames, IndexId, Storage, Rootfs, ShmMount, HostFiles, CgroupParent, NetNamespace, InfraSpec, (CniAdd, InfraStart), SaveState,
 )
 
 
@@ -221,6 +222,7 @@ class SandboxManager:
         if stale is not None:  # a dead pod holds the name (CRI-O: stop and remove it, then go on)
             log.info("removing sandbox %s (not ready) to reuse its name %s", stale, name)
             await self.remove(stale)
+        pause = await self.deps.pause_image()
         sandbox_id = naming.new_id()
         ctx = SandboxContext(
             id=sandbox_id,
@@ -231,6 +233,7 @@ class SandboxManager:
             infra_name=naming.infra_name(cfg),
             log_directory=cfg.log_directory or str(Path(self.deps.config.log_dir) / sandbox_id),
             network=network,
+            pause=pause,
         )
         tx = Transaction("RunPodSandbox", self._steps(cfg), tx_id=sandbox_id, journal=self._journal,
                          faults=self._faults, observer=self._observer, log=log)
@@ -276,6 +279,11 @@ class SandboxManager:
         chosen = self._sandboxes if ids is None else [i for i in ids if i in self._sandboxes]
         views = (self.view(i) for i in chosen)
         return [v for v in views if match(v)]
+
+    def image_users(self, image_id: str) -> list[str]:
+        """The pods whose infra runs from `image_id` (their Rootfs record names it)."""
+        return [f"pod sandbox {state.id} ({state.pod_name})" for state in self._sandboxes.values()
+                if any(r[1] == Rootfs.kind and r[2].get("image") == image_id for r in state.records)]
 
     # ---- stop / remove -------------------------------------------------------------
 

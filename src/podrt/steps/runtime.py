@@ -20,7 +20,7 @@ class InfraStart(SandboxStep):
     stop_phase = True
 
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
-        return {"id": ctx.id, "handler": ctx.runtime_handler, "stop_signal": self.deps.pause.stop_signal}
+        return {"id": ctx.id, "handler": ctx.runtime_handler, "stop_signal": ctx.pause.stop_signal if ctx.pause else "SIGTERM"}
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         runtime = self._runtime(ctx.runtime_handler)

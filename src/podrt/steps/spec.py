@@ -38,7 +38,8 @@ class InfraSpec(SandboxStep):
         }
 
     def plan(self, ctx: SandboxContext) -> InfraPlan:
-        cfg, rt = ctx.config, self.deps.config.runtime
+        cfg, rt, pause = ctx.config, self.deps.config.runtime, ctx.pause
+        assert pause is not None and ctx.rootfs, "the Rootfs step ran first"
         try:
             seccomp = seccomp_profile(cfg, self.deps.config)
         except ValueError as exc:
@@ -46,8 +47,8 @@ class InfraSpec(SandboxStep):
         return InfraPlan(
             sandbox_id=ctx.id,
             config=cfg,
-            rootfs=str(self.deps.pause.rootfs),
-            process_args=tuple(self.deps.config.image.pause_command),
+            rootfs=ctx.rootfs,
+            process_args=pause.command,
             hostname="" if cfg.host_network else ctx.hostname,
             hostname_file=ctx.hostname_file,
             resolv_conf=ctx.resolv_conf,
@@ -58,7 +59,7 @@ class InfraSpec(SandboxStep):
             cpu_shares=rt.infra_cpu_shares,
             sysctls=pod_sysctls(cfg, self.deps.config),
             seccomp=seccomp,
-            annotations=sandbox_annotations(ctx, self.deps.pause.stop_signal),
+            annotations=sandbox_annotations(ctx, pause.stop_signal),
             selinux_label=process_label(cfg),
         )
 
