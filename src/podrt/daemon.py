@@ -86,10 +86,14 @@ class Daemon:
         self.images.users = self.sandboxes.image_users
         self.pause = PauseSource(self.images, config.image)
         self.server = CriServer(
-            [RuntimeService(self.status, self.sandboxes), ImageService(self.images)],
+            [RuntimeService(self.status, self.sandboxes), ImageService(self.images, self._writable_usage)],
         )
         hooks.install(self.server, self.metrics, config.api.max_msg_size)
         self._lock: IO[str] | None = None
+
+    async def _writable_usage(self) -> tuple[Path, int, int]:
+        """Pods' writable layers (containers' too, once they exist) live under the root."""
+        return (self.root, *await self.sandboxes.writable_usage())
 
     async def _pause_image(self) -> PauseImage:
         return await self.pause.get()

@@ -1,4 +1,4 @@
-"""Small durable-file helpers shared by the journal and the state store."""
+"""Small file helpers: durable writes (journal, state and image stores) and disk usage."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 
 def fsync_dir(directory: Path) -> None:
@@ -33,3 +34,19 @@ def atomic_write(path: Path, payload: bytes, mode: int = 0o600) -> None:
             exc.filename = str(path)
         raise
     fsync_dir(path.parent)
+
+
+def usage(roots: Iterable[Path]) -> tuple[int, int]:
+    """(bytes, inodes) under `roots`, by blocks allocated (as du counts), for
+    ImageFsInfo. Blocking; entries vanishing meanwhile are skipped."""
+    used = inodes = 0
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in (*dirnames, *filenames):
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                used += st.st_blocks * 512
+                inodes += 1
+    return used, inodes

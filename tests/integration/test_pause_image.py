@@ -59,6 +59,11 @@ async def _images(c: CriClient) -> dict[str, cri.Image]:
     return {i.id: i for i in (await c.image.list_images(cri.ListImagesRequest())).images}
 
 
+async def _writable(c: CriClient) -> cri.FilesystemUsage:
+    """ImageFsInfo's container filesystem: the writable layers."""
+    return (await c.image.image_fs_info(cri.ImageFsInfoRequest())).container_filesystems[0]
+
+
 def _root_mount(pid: int) -> list[str]:
     """The infra's mountinfo line for its own root."""
     for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
@@ -74,7 +79,10 @@ async def test_pulled_at_first_use_pinned_and_each_pod_on_an_overlay(net_dirs: D
     try:
         async with connect(net_dirs.socket) as c:
             assert PAUSE.config_digest not in await _images(c)  # not pulled at start: a registry may be down then
+            assert (await _writable(c)).inodes_used.value == 0
             pods = [await run_pod(c, pod_config()) for _ in range(2)]
+            writable = await _writable(c)  # runc's mount points in each pod's upper
+            assert writable.inodes_used.value >= 2 * 3 and writable.fs_id.mountpoint == str(net_dirs.root)
             pulled = (await _images(c))[PAUSE.config_digest]
             assert pulled.pinned and pulled.repo_tags == [f"{registry.host}/test/pause:v1"]
             with pytest.raises(GRPCError) as err:
@@ -94,6 +102,7 @@ async def test_pulled_at_first_use_pinned_and_each_pod_on_an_overlay(net_dirs: D
             for pod in pods:
                 await remove_pod(c, pod)
             assert not list((net_dirs.root / "sandboxes").iterdir())
+            assert (await _writable(c)).inodes_used.value == 0
     finally:
         daemon.stop()
     assert not audit_daemon_dirs(net_dirs)

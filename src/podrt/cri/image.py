@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+from typing import Awaitable, Callable
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri.listcache import ListCache
@@ -42,8 +44,9 @@ def image_message(view: ImageView) -> cri.Image:
 
 
 class ImageService(cri.ImageServiceBase):
-    def __init__(self, images: ImageManager) -> None:
-        self._images = images
+    def __init__(self, images: ImageManager, writable: Callable[[], Awaitable[tuple[Path, int, int]]]) -> None:
+        """`writable`: where the writable layers live, and their (bytes, inodes)."""
+        self._images, self._writable = images, writable
         # a record is immutable (a changed one is a new object): it keys its own encoding
         self._list_cache = ListCache(cri.ListImagesResponse, lambda r: image_message(images.view(r)), key=lambda r: r)
 
@@ -72,7 +75,11 @@ class ImageService(cri.ImageServiceBase):
 
     async def image_fs_info(self, image_fs_info_request: cri.ImageFsInfoRequest) -> cri.ImageFsInfoResponse:
         used, inodes = await self._images.usage()
-        usage = cri.FilesystemUsage(timestamp=time.time_ns(),
-                                    fs_id=cri.FilesystemIdentifier(mountpoint=str(self._images.store.dir)),
-                                    used_bytes=cri.UInt64Value(used), inodes_used=cri.UInt64Value(inodes))
-        return cri.ImageFsInfoResponse(image_filesystems=[usage])
+        where, w_used, w_inodes = await self._writable()
+        return cri.ImageFsInfoResponse(image_filesystems=[_fs_usage(self._images.store.dir, used, inodes)],
+                                       container_filesystems=[_fs_usage(where, w_used, w_inodes)])
+
+
+def _fs_usage(where: Path, used: int, inodes: int) -> cri.FilesystemUsage:
+    return cri.FilesystemUsage(timestamp=time.time_ns(), fs_id=cri.FilesystemIdentifier(mountpoint=str(where)),
+                               used_bytes=cri.UInt64Value(used), inodes_used=cri.UInt64Value(inodes))

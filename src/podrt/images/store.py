@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator
 import attrs
 
 from podrt.aio import finish_in_own_thread, finish_in_thread
-from podrt.fsutil import atomic_write, fsync_dir
+from podrt.fsutil import atomic_write, fsync_dir, usage
 from podrt.images.blobs import BlobStore, parse_digest
 from podrt.images.pipe import ThreadPipe
 from podrt.images.unpack import unpack_layer
@@ -318,16 +318,7 @@ class ImageStore:
 
     def usage(self) -> tuple[int, int]:
         """(bytes, inodes) of the whole image store, for ImageFsInfo."""
-        used = inodes = 0
-        for dirpath, dirnames, filenames in os.walk(self.dir):
-            for name in (*dirnames, *filenames):
-                try:
-                    st = os.lstat(os.path.join(dirpath, name))
-                except OSError:
-                    continue
-                used += st.st_blocks * 512
-                inodes += 1
-        return used, inodes
+        return usage([self.dir])
 
 
 def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import attrs
 
 from podrt.aio import finish_in_thread
+from podrt.fsutil import usage
 from podrt.errors import SHUTTING_DOWN, DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from podrt.network.cniconf import CniNetwork
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
@@ -279,6 +280,11 @@ class SandboxManager:
         chosen = self._sandboxes if ids is None else [i for i in ids if i in self._sandboxes]
         views = (self.view(i) for i in chosen)
         return [v for v in views if match(v)]
+
+    async def writable_usage(self) -> tuple[int, int]:
+        """(bytes, inodes) of the pods' writable layers (overlay uppers), for ImageFsInfo."""
+        uppers = [self.deps.sandbox_dir(i) / "rootfs" / "upper" for i in self._sandboxes]
+        return await asyncio.to_thread(usage, uppers)
 
     def image_users(self, image_id: str) -> list[str]:
         """The pods whose infra runs from `image_id` (their Rootfs record names it)."""
