@@ -1,12 +1,12 @@
-"""SELinux process labels for pods: applied only where SELinux is on (CRI-O's
-rule); a no-op elsewhere, as on these machines."""
+"""SELinux process labels: applied only where SELinux is on (CRI-O's rule); a
+no-op elsewhere, as on these machines. Knows labels, not pods or containers."""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
 
-from podrt.sandbox.model import SandboxConfig
+import attrs
 
 SELINUXFS = Path("/sys/fs/selinux")
 
@@ -16,14 +16,22 @@ def enabled() -> bool:
     return (SELINUXFS / "enforce").exists()
 
 
-def process_label(cfg: SandboxConfig, *, selinux_on: bool | None = None) -> str:
+@attrs.frozen
+class SelinuxOptions:
+    user: str = ""
+    role: str = ""
+    type: str = ""
+    level: str = ""
+
+
+def process_label(opts: SelinuxOptions | None, *, shares_host: bool, selinux_on: bool | None = None) -> str:
     """user:role:type:level from the request's options; "" when SELinux is off,
-    when nothing was asked, or for host PID/IPC pods (they share the host's
-    processes or memory, so CRI-O leaves them unlabelled)."""
+    when nothing was asked, or for a process sharing the host's PID or IPC
+    namespace (it shares the host's processes or memory, so CRI-O leaves it
+    unlabelled)."""
     on = enabled() if selinux_on is None else selinux_on
-    if not on or cfg.selinux is None or cfg.host_pid or cfg.host_ipc:
+    if not on or opts is None or shares_host:
         return ""
-    opts = cfg.selinux
     parts = [opts.user or "system_u", opts.role or "system_r", opts.type or "container_t"]
     if opts.level:
         parts.append(opts.level)

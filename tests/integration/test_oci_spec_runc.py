@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from podrt.oci.seccomp import default_profile
-from podrt.oci.spec import build_infra_spec
+from podrt.sandbox.infra_spec import build_infra_spec
 from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 
 RUNC = "/usr/sbin/runc"

@@ -17,8 +17,10 @@ from podrt.oci.seccomp import (
     profile_for,
 )
 import podrt.oci.spec as spec_module
-from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, build_infra_spec
-from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, ProfileType, SandboxConfig
+from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
+from podrt.sandbox.infra_spec import build_infra_spec
+from podrt.oci.seccomp import ProfileType
+from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 
 NETNS = "/var/run/netns/podrt-abc"
 

@@ -12,9 +12,10 @@ from podrt import cgroups
 from podrt.config import Config, RuntimeConfig
 from podrt.errors import InvalidArgument
 from podrt.sandbox import naming
-from podrt.sandbox.model import DnsConfig, NamespaceOptions, NsMode, PortMapping, ProfileType, SandboxConfig, SeccompProfile, SelinuxOptions
+from podrt.oci.seccomp import ProfileType
+from podrt.sandbox.model import DnsConfig, NamespaceOptions, NsMode, PortMapping, SandboxConfig, SeccompProfile
 from podrt.sandbox.validate import check_request, pod_sysctls, seccomp_profile
-from podrt.selinux import process_label
+from podrt.selinux import SelinuxOptions, process_label
 from podrt.steps.files import render_resolv_conf
 from podrt.steps.storage import ensure_sane_log_path
 
@@ -155,10 +156,13 @@ def test_runtime_default_seccomp_from_the_configured_file(tmp_path: Path) -> Non
 
 
 def test_selinux_label_only_when_on_and_not_for_host_pid_or_ipc() -> None:
+    def label(cfg: SandboxConfig, on: bool) -> str:  # as the infra spec step asks for it
+        return process_label(cfg.selinux, shares_host=cfg.host_pid or cfg.host_ipc, selinux_on=on)
+
     opts = SelinuxOptions(user="u", role="r", type="t", level="s0:c1,c2")
-    assert process_label(_cfg(selinux=opts), selinux_on=True) == "u:r:t:s0:c1,c2"
-    assert process_label(_cfg(selinux=SelinuxOptions(level="s0")), selinux_on=True) == "system_u:system_r:container_t:s0"
-    assert process_label(_cfg(selinux=opts), selinux_on=False) == ""
-    assert process_label(_cfg(selinux=opts, namespaces=NamespaceOptions(pid=NsMode.NODE)), selinux_on=True) == ""
-    assert process_label(_cfg(selinux=opts, namespaces=NamespaceOptions(ipc=NsMode.NODE)), selinux_on=True) == ""
-    assert process_label(_cfg(), selinux_on=True) == ""
+    assert label(_cfg(selinux=opts), True) == "u:r:t:s0:c1,c2"
+    assert label(_cfg(selinux=SelinuxOptions(level="s0")), True) == "system_u:system_r:container_t:s0"
+    assert label(_cfg(selinux=opts), False) == ""
+    assert label(_cfg(selinux=opts, namespaces=NamespaceOptions(pid=NsMode.NODE)), True) == ""
+    assert label(_cfg(selinux=opts, namespaces=NamespaceOptions(ipc=NsMode.NODE)), True) == ""
+    assert label(_cfg(), True) == ""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import enum
 import platform
 from typing import Any
 
 from podrt.oci.spec import DEFAULT_CAPABILITIES
-from podrt.sandbox.model import ProfileType
 
 ARCHITECTURES: tuple[str, ...] = (
     "SCMP_ARCH_X86_64",
@@ -115,6 +115,14 @@ _OCI_SYSCALL_KEYS = ("names", "action", "errnoRet", "args")
 _OCI_PROFILE_KEYS = ("defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath", "listenerMetadata")
 
 
+class ProfileType(str, enum.Enum):
+    """Which seccomp profile a pod or container asks for (CRI's SecurityProfile kinds)."""
+
+    RUNTIME_DEFAULT = "runtime/default"
+    UNCONFINED = "unconfined"
+    LOCALHOST = "localhost"
+
+
 def default_profile() -> dict[str, Any]:
     """podrt's RuntimeDefault profile (a fresh dict each call: callers may
     put it in a spec and mutate that)."""
@@ -175,7 +183,7 @@ def load_localhost_profile(path: str) -> dict[str, Any]:
 def profile_for(
     profile_type: ProfileType, localhost_ref: str, *, privileged: bool, enabled: bool, default_path: str = ""
 ) -> dict[str, Any] | None:
-    """The linux.seccomp object for a pod's infra container, None for none.
+    """The linux.seccomp object for a pod's or a container's process, None for none.
     RuntimeDefault is the builtin profile, or the file `default_path` names
     (podrt.runtime.seccomp_profile, like CRI-O's seccomp_profile).
 

@@ -1,20 +1,20 @@
-"""The OCI runtime spec (config.json) of a pod sandbox's infra container.
+"""OCI runtime specs (config.json) for runc, from OCI-level inputs.
 
-Modelled on what CRI-O generates for its infra container and on runc's
-`runc spec` defaults, for runc 1.1: a read-only rootfs, a small capability
-set, the pod's namespaces (the network one joined by path, since podrt
-creates the netns before the infra container), and nothing the pause process
-does not need. A function of the InfraPlan (and, for privileged pods, of the
-host's capability bounding set), testable without root.
+One builder for every process podrt runs in a container: the pod's infra
+(sandbox/infra_spec.py) and, later, workload containers each turn their own
+request into a SpecInput. Defaults are runc's `runc spec` and CRI-O's: a
+small capability set, masked and read-only kernel paths, no new privileges,
+all lifted for privileged processes. Knows nothing of pods; testable without
+root (privileged capabilities read the host's bounding set).
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from podrt.sandbox.model import InfraPlan
+import attrs
 
 OCI_VERSION = "1.0.2"
 
@@ -101,61 +101,80 @@ READONLY_PATHS: tuple[str, ...] = (
     "/proc/sysrq-trigger",
 )
 
-_BIND_RO = ["ro", "bind", "nodev", "nosuid", "noexec"]
+BIND_RO = ("ro", "bind", "nodev", "nosuid", "noexec")
 
 
-def build_infra_spec(plan: InfraPlan) -> dict[str, Any]:
-    """The config.json for runc to run `plan`'s infra container.
+@attrs.frozen
+class Namespace:
+    type: str  # "pid", "network", "ipc", "uts", "mount", ...
+    path: str = ""  # join this one (a pod's netns, another container's); "" makes a new one
 
-    Raises ValueError when the plan is inconsistent (a pod network namespace
-    without a netns path to join).
-    """
-    cfg = plan.config
-    if not cfg.host_network and plan.netns_path is None:
-        raise ValueError(f"sandbox {plan.sandbox_id}: pod network namespace needs a netns_path")
+
+@attrs.frozen
+class SpecInput:
+    """Everything a spec is built from; each field is OCI-level."""
+
+    rootfs: str
+    args: tuple[str, ...]
+    namespaces: tuple[Namespace, ...]
+    mounts: tuple[dict[str, Any], ...]  # in order, parents before children (runc mounts in list order)
+    cgroups_path: str
+    readonly_rootfs: bool = False
+    env: tuple[str, ...] = (DEFAULT_PATH,)
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+    privileged: bool = False  # every capability the host has, no masked paths, no seccomp, all devices
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES  # for an unprivileged process
+    no_new_privileges: bool = True
+    hostname: str = ""  # needs a UTS namespace of its own
+    resources: Mapping[str, Any] = attrs.field(factory=dict)  # linux.resources besides devices
+    sysctls: Mapping[str, str] = attrs.field(factory=dict)
+    seccomp: dict[str, Any] | None = None
+    selinux_label: str = ""
+    oom_score_adj: int | None = None  # None: inherited
+    annotations: Mapping[str, str] = attrs.field(factory=dict)
+
+
+def build_spec(inp: SpecInput) -> dict[str, Any]:
+    """The config.json for runc to run `inp`."""
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
-        "process": _process(plan),
-        "root": {"path": plan.rootfs, "readonly": True},
-        "mounts": _mounts(plan),
-        "linux": _linux(plan),
-        "annotations": dict(plan.annotations),
+        "process": _process(inp),
+        "root": {"path": inp.rootfs, "readonly": inp.readonly_rootfs},
+        "mounts": [dict(m) for m in inp.mounts],
+        "linux": _linux(inp),
+        "annotations": dict(inp.annotations),
     }
-    # Host-network pods share the host's UTS namespace (as in CRI-O), and
-    # runc refuses a hostname without a UTS namespace of its own.
-    if not cfg.host_network and plan.hostname:
-        spec["hostname"] = plan.hostname
+    if inp.hostname:
+        spec["hostname"] = inp.hostname
     return spec
 
 
-def _process(plan: InfraPlan) -> dict[str, Any]:
-    cfg = plan.config
-    user: dict[str, Any] = {
-        "uid": cfg.run_as_user if cfg.run_as_user is not None else 0,
-        "gid": cfg.run_as_group if cfg.run_as_group is not None else 0,
-    }
-    if cfg.supplemental_groups:
-        user["additionalGids"] = list(cfg.supplemental_groups)
+def _process(inp: SpecInput) -> dict[str, Any]:
+    user: dict[str, Any] = {"uid": inp.uid, "gid": inp.gid}
+    if inp.additional_gids:
+        user["additionalGids"] = list(inp.additional_gids)
     process: dict[str, Any] = {
         "terminal": False,
         "user": user,
-        "args": list(plan.process_args),
-        "env": [DEFAULT_PATH],
-        "cwd": "/",
-        "capabilities": _capabilities(cfg.privileged),
-        # Privileged pods may need setuid binaries to gain privileges.
-        "noNewPrivileges": not cfg.privileged,
+        "args": list(inp.args),
+        "env": list(inp.env),
+        "cwd": inp.cwd,
+        "capabilities": _capabilities(inp),
+        "noNewPrivileges": inp.no_new_privileges,
     }
-    if plan.oom_score_adj is not None:
-        process["oomScoreAdj"] = plan.oom_score_adj
-    if plan.selinux_label:
-        process["selinuxLabel"] = plan.selinux_label
+    if inp.oom_score_adj is not None:
+        process["oomScoreAdj"] = inp.oom_score_adj
+    if inp.selinux_label:
+        process["selinuxLabel"] = inp.selinux_label
     return process
 
 
 @functools.cache
 def host_capabilities() -> frozenset[str]:
-    """The capabilities in podrt's own bounding set. A privileged pod gets these, not
+    """The capabilities in podrt's own bounding set. A privileged process gets these, not
     all: runc fails ("unable to apply caps") on one the host withholds (this host
     lacks CAP_SYS_RESOURCE), as containerd also limits privileged to what it has."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -165,21 +184,20 @@ def host_capabilities() -> frozenset[str]:
     return frozenset(ALL_CAPABILITIES)
 
 
-def _capabilities(privileged: bool) -> dict[str, list[str]]:
+def _capabilities(inp: SpecInput) -> dict[str, list[str]]:
     """No inheritable/ambient sets: exec'd programs must not keep capabilities
     they were not given by file capabilities."""
-    if privileged:
+    if inp.privileged:
         held = host_capabilities()
         caps = [c for c in ALL_CAPABILITIES if c in held]
     else:
-        caps = list(DEFAULT_CAPABILITIES)
+        caps = list(inp.capabilities)
     return {"bounding": caps, "effective": list(caps), "permitted": list(caps)}
 
 
-def _mounts(plan: InfraPlan) -> list[dict[str, Any]]:
-    """Parents before children (runc mounts in list order)."""
-    cfg = plan.config
-    mounts: list[dict[str, Any]] = [
+def standard_mounts(*, own_netns: bool) -> list[dict[str, Any]]:
+    """/proc, /dev, /dev/pts, /dev/mqueue, /sys and /sys/fs/cgroup, as runc spec has them."""
+    return [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {
             "destination": "/dev",
@@ -199,86 +217,41 @@ def _mounts(plan: InfraPlan) -> list[dict[str, Any]]:
             "source": "mqueue",
             "options": ["nosuid", "noexec", "nodev"],
         },
-        _sys_mount(cfg.host_network),
+        _sys_mount(own_netns),
         {
             "destination": "/sys/fs/cgroup",
             "type": "cgroup",
             "source": "cgroup",
             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
         },
-        # The pod's shm tmpfs (made by an earlier step so it outlives the infra
-        # process and can be shared by the pod's containers), or the host's
-        # /dev/shm when the pod shares the host IPC namespace.
-        {
-            "destination": "/dev/shm",
-            "type": "bind",
-            "source": plan.shm_path if plan.shm_path is not None else "/dev/shm",
-            "options": ["rw", "bind"],
-        },
-        {"destination": "/etc/hostname", "type": "bind", "source": plan.hostname_file, "options": list(_BIND_RO)},
     ]
-    if plan.resolv_conf is not None:
-        mounts.append(
-            {"destination": "/etc/resolv.conf", "type": "bind", "source": plan.resolv_conf, "options": list(_BIND_RO)}
-        )
-    return mounts
 
 
-def _sys_mount(host_network: bool) -> dict[str, Any]:
+def bind(source: str, destination: str, options: tuple[str, ...] = BIND_RO) -> dict[str, Any]:
+    return {"destination": destination, "type": "bind", "source": source, "options": list(options)}
+
+
+def _sys_mount(own_netns: bool) -> dict[str, Any]:
     """A fresh sysfs shows the network devices of the mounting process's netns
-    and the kernel refuses it without a netns of one's own (as CRI-O does,
-    host-network pods get the host's /sys bound read-only instead)."""
-    if host_network:
-        return {
-            "destination": "/sys",
-            "type": "bind",
-            "source": "/sys",
-            "options": ["nosuid", "noexec", "nodev", "ro", "rbind"],
-        }
+    and the kernel refuses it without a netns of one's own (as CRI-O does, a
+    process on the host network gets the host's /sys bound read-only instead)."""
+    if not own_netns:
+        return bind("/sys", "/sys", ("nosuid", "noexec", "nodev", "ro", "rbind"))
     return {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
 
 
-def _namespaces(plan: InfraPlan) -> list[dict[str, str]]:
-    """No user namespace (pods run with host ids) and no cgroup namespace
-    (runc 1.1 on cgroup v1 shows the container's cgroups through its cgroup
-    mount without one)."""
-    cfg = plan.config
-    namespaces: list[dict[str, str]] = []
-    if not cfg.host_pid:
-        namespaces.append({"type": "pid"})
-    if not cfg.host_network:
-        assert plan.netns_path is not None  # checked by build_infra_spec
-        namespaces.append({"type": "network", "path": plan.netns_path})
-    if not cfg.host_ipc:
-        namespaces.append({"type": "ipc"})
-    if not cfg.host_network:
-        namespaces.append({"type": "uts"})
-    namespaces.append({"type": "mount"})
-    return namespaces
-
-
-def _resources(plan: InfraPlan) -> dict[str, Any]:
-    """The infra process needs no device nodes beyond runc's defaults
-    (null, zero, full, tty, random, urandom, which runc always allows)."""
-    return {
-        "devices": [{"allow": plan.config.privileged, "access": "rwm"}],
-        "cpu": {"shares": plan.cpu_shares},
-    }
-
-
-def _linux(plan: InfraPlan) -> dict[str, Any]:
-    privileged = plan.config.privileged
+def _linux(inp: SpecInput) -> dict[str, Any]:
     linux: dict[str, Any] = {
-        "namespaces": _namespaces(plan),
-        "cgroupsPath": plan.cgroups_path,
-        "resources": _resources(plan),
+        "namespaces": [{"type": ns.type, "path": ns.path} if ns.path else {"type": ns.type} for ns in inp.namespaces],
+        "cgroupsPath": inp.cgroups_path,
+        # runc always allows null, zero, full, tty, random and urandom
+        "resources": {"devices": [{"allow": inp.privileged, "access": "rwm"}], **inp.resources},
     }
-    if plan.sysctls:
-        linux["sysctl"] = dict(plan.sysctls)
-    # A privileged pod is unconfined whatever profile the plan carries.
-    if plan.seccomp is not None and not privileged:
-        linux["seccomp"] = plan.seccomp
-    if not privileged:
+    if inp.sysctls:
+        linux["sysctl"] = dict(inp.sysctls)
+    if inp.seccomp is not None and not inp.privileged:  # a privileged process is unconfined
+        linux["seccomp"] = inp.seccomp
+    if not inp.privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
     return linux

@@ -8,6 +8,9 @@ from typing import Mapping
 
 import attrs
 
+from podrt.oci.seccomp import ProfileType  # noqa: F401  the pod's seccomp field is of the OCI-level kind
+from podrt.selinux import SelinuxOptions  # noqa: F401  likewise its SELinux options
+
 
 class NsMode(str, enum.Enum):
     """Namespace sharing, as CRI's NamespaceMode."""
@@ -16,12 +19,6 @@ class NsMode(str, enum.Enum):
     CONTAINER = "container"
     NODE = "node"
     TARGET = "target"
-
-
-class ProfileType(str, enum.Enum):
-    RUNTIME_DEFAULT = "runtime/default"
-    UNCONFINED = "unconfined"
-    LOCALHOST = "localhost"
 
 
 @attrs.frozen
@@ -50,14 +47,6 @@ class NamespaceOptions:
 class SeccompProfile:
     type: ProfileType = ProfileType.UNCONFINED  # CRI's default when the kubelet sends nothing
     localhost_ref: str = ""
-
-
-@attrs.frozen
-class SelinuxOptions:
-    user: str = ""
-    role: str = ""
-    type: str = ""
-    level: str = ""
 
 
 @attrs.frozen

@@ -10,8 +10,8 @@ from typing import Any
 from podrt.aio import finish_in_thread
 from podrt.errors import InvalidArgument
 from podrt.fsutil import atomic_write
-from podrt.oci.spec import build_infra_spec
 from podrt.sandbox.annotations import sandbox_annotations
+from podrt.sandbox.infra_spec import build_infra_spec
 from podrt.sandbox.context import SandboxContext
 from podrt.sandbox.model import InfraPlan
 from podrt.sandbox.validate import pod_sysctls, seccomp_profile
@@ -60,7 +60,7 @@ class InfraSpec(SandboxStep):
             sysctls=pod_sysctls(cfg, self.deps.config),
             seccomp=seccomp,
             annotations=sandbox_annotations(ctx, pause.stop_signal),
-            selinux_label=process_label(cfg),
+            selinux_label=process_label(cfg.selinux, shares_host=cfg.host_pid or cfg.host_ipc),
         )
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:

@@ -1,0 +1,76 @@
+"""The infra container's OCI spec: a pod's request and the paths earlier
+steps decided (InfraPlan), turned into the general builder's SpecInput.
+
+Modelled on CRI-O's infra container: a read-only rootfs, the default small
+capability set, the pod's namespaces (the network one joined by path, since
+podrt creates the netns before the infra), and nothing the pause process
+does not need.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from podrt.oci.spec import BIND_RO, Namespace, SpecInput, bind, build_spec, standard_mounts
+from podrt.sandbox.model import InfraPlan
+
+
+def build_infra_spec(plan: InfraPlan) -> dict[str, Any]:
+    """Raises ValueError when the plan is inconsistent (a pod network
+    namespace without a netns path to join)."""
+    cfg = plan.config
+    if not cfg.host_network and plan.netns_path is None:
+        raise ValueError(f"sandbox {plan.sandbox_id}: pod network namespace needs a netns_path")
+    return build_spec(SpecInput(
+        rootfs=plan.rootfs,
+        readonly_rootfs=True,
+        args=plan.process_args,
+        uid=cfg.run_as_user if cfg.run_as_user is not None else 0,
+        gid=cfg.run_as_group if cfg.run_as_group is not None else 0,
+        additional_gids=cfg.supplemental_groups,
+        privileged=cfg.privileged,
+        no_new_privileges=not cfg.privileged,  # privileged pods may need setuid binaries
+        # Host-network pods share the host's UTS namespace (as in CRI-O), and
+        # runc refuses a hostname without a UTS namespace of its own.
+        hostname="" if cfg.host_network else plan.hostname,
+        namespaces=_namespaces(plan),
+        mounts=tuple(_mounts(plan)),
+        cgroups_path=plan.cgroups_path,
+        resources={"cpu": {"shares": plan.cpu_shares}},
+        sysctls=plan.sysctls,
+        seccomp=plan.seccomp,
+        selinux_label=plan.selinux_label,
+        oom_score_adj=plan.oom_score_adj,
+        annotations=plan.annotations,
+    ))
+
+
+def _mounts(plan: InfraPlan) -> list[dict[str, Any]]:
+    mounts = standard_mounts(own_netns=not plan.config.host_network)
+    # The pod's shm tmpfs (made by an earlier step so it outlives the infra
+    # process and can be shared by the pod's containers), or the host's
+    # /dev/shm when the pod shares the host IPC namespace.
+    mounts.append(bind(plan.shm_path if plan.shm_path is not None else "/dev/shm", "/dev/shm", ("rw", "bind")))
+    mounts.append(bind(plan.hostname_file, "/etc/hostname", BIND_RO))
+    if plan.resolv_conf is not None:
+        mounts.append(bind(plan.resolv_conf, "/etc/resolv.conf", BIND_RO))
+    return mounts
+
+
+def _namespaces(plan: InfraPlan) -> tuple[Namespace, ...]:
+    """No user namespace (pods run with host ids) and no cgroup namespace
+    (runc 1.1 on cgroup v1 shows the container's cgroups through its cgroup
+    mount without one)."""
+    cfg = plan.config
+    namespaces: list[Namespace] = []
+    if not cfg.host_pid:
+        namespaces.append(Namespace("pid"))
+    if not cfg.host_network:
+        assert plan.netns_path is not None  # checked by build_infra_spec
+        namespaces.append(Namespace("network", plan.netns_path))
+    if not cfg.host_ipc:
+        namespaces.append(Namespace("ipc"))
+    if not cfg.host_network:
+        namespaces.append(Namespace("uts"))
+    namespaces.append(Namespace("mount"))
+    return tuple(namespaces)
