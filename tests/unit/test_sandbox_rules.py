@@ -16,8 +16,8 @@ from podrt.oci.seccomp import ProfileType
 from podrt.sandbox.model import DnsConfig, NamespaceOptions, NsMode, PortMapping, SandboxConfig, SeccompProfile
 from podrt.sandbox.validate import check_request, pod_sysctls, seccomp_profile
 from podrt.selinux import SelinuxOptions, process_label
-from podrt.steps.files import render_resolv_conf
-from podrt.steps.storage import ensure_sane_log_path
+from podrt.steps.sandbox.files import render_resolv_conf
+from podrt.steps.sandbox.storage import ensure_sane_log_path
 
 ID = "ab" * 32
 

@@ -17,6 +17,17 @@ from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
 
 
+@attrs.frozen
+class RootfsSource:
+    """What the Rootfs step mounts: an image's layers, or a shared read-only layer as it is."""
+
+    image_id: str
+    image_name: str
+    shared: Path | None  # used as it is (the builtin pause image), no overlay
+    lowers: tuple[str, ...]  # layer links, top first, relative to the images dir
+    dir: Path  # upper/, work/ and merged/ go here
+
+
 @attrs.define
 class SandboxDeps:
     """Daemon-level services; steps are built with these, so undo works after a restart."""
@@ -79,6 +90,16 @@ class SandboxContext:
     conmon_pid: int = 0
     completed: list[Any] = attrs.field(factory=list)  # the transaction's live records
     state: Any = None  # the SandboxState the last step saved
+
+    @property
+    def reserved_names(self) -> list[str]:
+        return [self.pod_name, self.infra_name]
+
+    def rootfs_source(self, deps: SandboxDeps) -> RootfsSource:
+        """The pause image: its builtin layer as it is, or an overlay per pod."""
+        assert self.pause is not None, "resolved before the transaction"
+        return RootfsSource(self.pause.image_id, self.pause.reference, self.pause.rootfs, self.pause.lowers,
+                            deps.sandbox_dir(self.id) / "rootfs")
 
     @property
     def infra_log_path(self) -> str:

@@ -29,17 +29,17 @@ from podrt.sandbox.orphans import release_orphans
 from podrt.sandbox.store import SandboxState, load_all
 from podrt.sandbox.validate import check_request
 from podrt.steps.base import SandboxStep
-from podrt.steps.cgroups import CgroupParent
-from podrt.steps.cni import CniAdd
-from podrt.steps.files import HostFiles
+from podrt.steps.sandbox.cgroups import CgroupParent
+from podrt.steps.sandbox.cni import CniAdd
+from podrt.steps.sandbox.files import HostFiles
 from podrt.steps.names import IndexId, ReserveNames
-from podrt.steps.netns import NetNamespace
+from podrt.steps.sandbox.netns import NetNamespace
 from podrt.steps.rootfs import Rootfs
-from podrt.steps.runtime import InfraStart
-from podrt.steps.shm import ShmMount
-from podrt.steps.spec import InfraSpec
-from podrt.steps.state import SaveState
-from podrt.steps.storage import Storage
+from podrt.steps.sandbox.runtime import InfraStart
+from podrt.steps.sandbox.shm import ShmMount
+from podrt.steps.sandbox.spec import InfraSpec
+from podrt.steps.sandbox.state import SaveState
+from podrt.steps.sandbox.storage import Storage
 from podrt.tasks import TaskOwner
 
 log = logging.getLogger(__name__)

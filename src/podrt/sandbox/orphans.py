@@ -16,7 +16,7 @@ from pathlib import Path
 from podrt import cgroups, mounts
 from podrt.network.netns import remove_netns
 from podrt.sandbox.context import SandboxDeps
-from podrt.steps.cgroups import CgroupParent
+from podrt.steps.sandbox.cgroups import CgroupParent
 
 log = logging.getLogger(__name__)
 

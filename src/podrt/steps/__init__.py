@@ -1,6 +1,7 @@
-"""RunPodSandbox's phases, one module each; every step has a paired undo.
+"""The phases of podrt's transactions, one module each; every step has a paired undo.
 
-`STOP_PHASE` steps are also what StopPodSandbox undoes (infra, CNI, netns,
-shm); RemovePodSandbox undoes the rest. One teardown path for rollback, stop,
-remove and crash recovery.
+`sandbox/` holds RunPodSandbox's own phases, `container/` CreateContainer's;
+the modules here are the phases both run (name reservation, the ID index,
+the rootfs). One teardown path for rollback, stop, remove and crash recovery:
+a step's undo needs only its recorded data and the daemon's services.
 """

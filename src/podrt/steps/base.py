@@ -1,18 +1,20 @@
-"""The base of podrt's sandbox steps: built with the daemon's dependencies."""
+"""The bases of podrt's steps: built with the daemon's services (deps)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from podrt.rollback import Step
-from podrt.sandbox.context import SandboxDeps
 
 
-class SandboxStep(Step):
-    """A step whose undo needs only its recorded data and the daemon's deps."""
+class DepsStep(Step):
+    """A step whose undo needs only its recorded data and the daemon's
+    services. `deps` is SandboxDeps or ContainerDeps: a shared phase uses
+    only what both have (names, ids, images_dir)."""
 
-    stop_phase: ClassVar[bool] = False  # undone by StopPodSandbox too
-
-    def __init__(self, deps: SandboxDeps) -> None:
+    def __init__(self, deps: Any) -> None:
         self.deps = deps
 
+
+class SandboxStep(DepsStep):
+    stop_phase: ClassVar[bool] = False  # undone by StopPodSandbox too

@@ -1,11 +1,11 @@
-"""Name reservation (pod and infra container) and the ID index."""
+"""Name reservation and the ID index, for pods (the pod's and the infra's
+names) and containers (theirs) alike."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from podrt.errors import AlreadyExists
-from podrt.sandbox.context import SandboxContext
 from podrt.state.names import NameTaken
 from podrt.steps.base import SandboxStep
 
@@ -14,10 +14,10 @@ class ReserveNames(SandboxStep):
     kind = "names"
     journaled = False  # in memory: a crash releases it; restore rebuilds it from disk
 
-    def record(self, ctx: SandboxContext) -> dict[str, Any]:
-        return {"id": ctx.id, "names": [ctx.pod_name, ctx.infra_name]}
+    def record(self, ctx: Any) -> dict[str, Any]:
+        return {"id": ctx.id, "names": ctx.reserved_names}
 
-    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
         reserved = []
         try:
             for name in data["names"]:
@@ -37,10 +37,10 @@ class IndexId(SandboxStep):
     kind = "id"
     journaled = False  # in memory, like the names
 
-    def record(self, ctx: SandboxContext) -> dict[str, Any]:
+    def record(self, ctx: Any) -> dict[str, Any]:
         return {"id": ctx.id}
 
-    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
         self.deps.ids.add(ctx.id)
 
     async def undo(self, data: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
-"""The infra container's root: the builtin pause image's layer as it is, or
-an overlay of a pulled pause image's layers with a writable upper of the
-pod's own. The record names the image, so an image a pod runs from is not
-removed under it (SandboxManager.image_users)."""
+"""A container's root (a pod's infra or a workload container): an overlay of
+its image's layers with a writable upper of its own, or, for the builtin
+pause image, its layer as it is. The record names the image, so an image
+something runs from is not removed under it (the managers' image_users)."""
 
 from __future__ import annotations
 
@@ -11,31 +11,29 @@ from typing import Any
 
 from podrt import mounts, overlay
 from podrt.errors import FailedPrecondition
-from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
 
 
 class Rootfs(SandboxStep):
     kind = "rootfs"
 
-    def record(self, ctx: SandboxContext) -> dict[str, Any]:
-        assert ctx.pause is not None, "resolved before the transaction"
-        shared = ctx.pause.rootfs is not None
-        return {"image": ctx.pause.image_id, "dir": None if shared else str(self.deps.sandbox_dir(ctx.id) / "rootfs")}
+    def record(self, ctx: Any) -> dict[str, Any]:
+        source = ctx.rootfs_source(self.deps)
+        return {"image": source.image_id, "dir": None if source.shared is not None else str(source.dir)}
 
-    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
-        assert ctx.pause is not None
+    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
+        source = ctx.rootfs_source(self.deps)
         if data["dir"] is None:
-            ctx.rootfs = str(ctx.pause.rootfs)
+            ctx.rootfs = str(source.shared)
             return
         base = Path(data["dir"])
         try:
             for part in ("upper", "work", "merged"):
                 (base / part).mkdir(parents=True, mode=0o700)
-            await overlay.mount(self.deps.images_dir, ctx.pause.lowers, base / "upper", base / "work", base / "merged")
+            await overlay.mount(self.deps.images_dir, source.lowers, base / "upper", base / "work", base / "merged")
         except overlay.TooManyLayers as exc:
             await self.undo(data)
-            raise FailedPrecondition(f"pause image {ctx.pause.reference}: {exc}") from None
+            raise FailedPrecondition(f"image {source.image_name}: {exc}") from None
         except BaseException:
             await self.undo(data)
             raise

@@ -1,0 +1,1 @@
+"""CreateContainer's own phases (the shared ones are one level up)."""

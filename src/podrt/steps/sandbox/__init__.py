@@ -1,0 +1,1 @@
+"""RunPodSandbox's own phases (the shared ones are one level up)."""
