@@ -19,6 +19,9 @@ from podrt.cri.runtime import RuntimeService
 from podrt.errors import FailedPrecondition, StartError
 from podrt.hostcheck import required_binaries
 from podrt.images.manager import ImageManager
+from podrt.container.context import ContainerDeps
+from podrt.container.manager import ContainerManager
+from podrt.fsutil import usage
 from podrt.images.pause import PauseImage, PauseSource
 from podrt.metrics import Metrics
 from podrt.network.cni import CniInvoker
@@ -83,17 +86,24 @@ class Daemon:
         self.sandboxes = SandboxManager(self.deps, registry=self.steps, journal=self.journal, faults=self.faults,
                                         observer=self.metrics, tasks=self.tasks)
         self.images = ImageManager(config, self.deps.images_dir)
-        self.images.users = self.sandboxes.image_users
         self.pause = PauseSource(self.images, config.image)
+        self.containers = ContainerManager(
+            ContainerDeps(config=config, names=self.deps.names, ids=IdIndex(), runtimes=self.deps.runtimes),
+            sandboxes=self.sandboxes, images=self.images, registry=self.steps, journal=self.journal,
+            faults=self.faults, observer=self.metrics)
+        self.sandboxes.stop_containers = self.containers.stop_pod
+        self.sandboxes.remove_containers = self.containers.remove_pod
+        self.images.users = lambda image_id: self.sandboxes.image_users(image_id) + self.containers.image_users(image_id)
         self.server = CriServer(
-            [RuntimeService(self.status, self.sandboxes), ImageService(self.images, self._writable_usage)],
+            [RuntimeService(self.status, self.sandboxes, self.containers), ImageService(self.images, self._writable_usage)],
         )
         hooks.install(self.server, self.metrics, config.api.max_msg_size)
         self._lock: IO[str] | None = None
 
     async def _writable_usage(self) -> tuple[Path, int, int]:
-        """Pods' writable layers (containers' too, once they exist) live under the root."""
-        return (self.root, *await self.sandboxes.writable_usage())
+        """The writable layers of pods and containers, all under the root."""
+        dirs = self.sandboxes.usage_dirs() + self.containers.usage_dirs()
+        return (self.root, *await asyncio.to_thread(usage, dirs))
 
     async def _pause_image(self) -> PauseImage:
         return await self.pause.get()
@@ -135,7 +145,11 @@ class Daemon:
                 report = await self.journal.replay(self.steps, log)
                 if report.transactions:
                     log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
-                await self.sandboxes.restore()
+                containers, unreadable = ContainerManager.saved(self.root)
+                for path, problem in unreadable:
+                    log.error("cannot restore container from %s: %s", path, problem)
+                await self.sandboxes.restore(containers={c.id for c in containers})
+                await self.containers.restore(containers, known_pods={v.state.id for v in self.sandboxes.list()})
             with start_phase(f"cannot listen on {self.socket_path}"):
                 await listen_unix(self.server, self.socket_path, self.config.api.socket_mode_int)
             if self.config.metrics.enable_metrics:

@@ -88,8 +88,10 @@ def snapshot(marker: str = "podrt") -> HostSnapshot:
 
 
 def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
-    """What a daemon's pods may leave: mounts, netns pins, IP leases, runc state,
-    sandbox dirs, conmon processes, cgroups. Empty when all pods are removed."""
+    """What a daemon's pods and containers may leave: mounts (rootfs overlays
+    included), netns pins, IP leases, runc state, sandbox and container dirs
+    (writable uppers in them), conmon processes, cgroups. Empty when all pods
+    are removed."""
     found: dict[str, list[str]] = {}
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f if str(d.base) in line.split()[4]]
@@ -100,6 +102,8 @@ def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
         found["ip leases"] = leases
     for label, directory in (("netns", d.runroot / "netns"), ("runc state", d.runroot / "runc"),
                              ("sandbox dirs", d.root / "sandboxes"), ("run dirs", d.runroot / "sandboxes"),
+                             ("container dirs", d.root / "containers"),
+                             ("container run dirs", d.runroot / "containers"),
                              ("journal", d.root / "journal"), ("cni cache", d.root / "cni-cache"),
                              ("pod log dirs", d.base / "logs")):
         if directory.exists() and any(directory.iterdir()):
@@ -137,7 +141,8 @@ def scrub_daemon_dirs(d: DaemonDirs) -> None:
         targets = [line.split()[4] for line in f if line.split()[4].startswith(str(d.base))]
     for target in sorted(targets, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
-    for sandbox in (d.root / "sandboxes").iterdir() if (d.root / "sandboxes").is_dir() else []:
-        for cg in Path("/sys/fs/cgroup").glob(f"*/*/podrt*-{sandbox.name}"):
+    owners = [p for kind in ("sandboxes", "containers") if (d.root / kind).is_dir() for p in (d.root / kind).iterdir()]
+    for owner in owners:
+        for cg in Path("/sys/fs/cgroup").glob(f"*/*/podrt*-{owner.name}"):
             with contextlib.suppress(OSError):
                 cg.rmdir()

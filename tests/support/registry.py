@@ -137,10 +137,12 @@ class BuiltImage:
 
 
 def image(*layer_files: dict[str, bytes], arch: str = "amd64", cmd: tuple[str, ...] = ("/bin/sh",),
-          user: str = "", modes: dict[str, int] | None = None) -> BuiltImage:
-    built = [layer(files, modes) for files in layer_files]
+          user: str = "", modes: dict[str, int] | None = None, built: tuple[tuple[bytes, bytes], ...] = (),
+          extra_config: dict[str, Any] | None = None) -> BuiltImage:
+    """`built`: (gzipped, plain) layers made elsewhere, put below those of `layer_files`."""
+    built = (*built, *(layer(files, modes) for files in layer_files))
     config = json.dumps({
-        "architecture": arch, "os": "linux", "config": {"Cmd": list(cmd), "User": user},
+        "architecture": arch, "os": "linux", "config": {"Cmd": list(cmd), "User": user, **(extra_config or {})},
         "rootfs": {"type": "layers", "diff_ids": [digest(plain) for _, plain in built]},
     }).encode()
     manifest = json.dumps({
@@ -149,6 +151,39 @@ def image(*layer_files: dict[str, bytes], arch: str = "amd64", cmd: tuple[str, .
         "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": digest(gz), "size": len(gz)} for gz, _ in built],
     }).encode()
     return BuiltImage(manifest, config, tuple(gz for gz, _ in built))
+
+
+BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
+APPLETS = ("sh", "echo", "cat", "sleep", "id", "ls", "true", "false", "env", "pwd", "touch", "mkdir", "kill", "ps",
+           "grep", "head", "wc", "stat", "mount", "readlink", "dd", "tail", "yes")
+
+
+def busybox_layer() -> tuple[bytes, bytes]:
+    """busybox-static with its applets as hard links, an /etc/passwd and
+    /etc/group with a named user and groups, and /tmp."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        def add(name: str, kind: bytes, mode: int, data: bytes = b"", link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime, info.size, info.linkname = kind, mode, 1_700_000_000, len(data), link
+            tar.addfile(info, io.BytesIO(data) if data else None)
+
+        for d in ("bin", "etc", "tmp", "home", "home/app"):
+            add(d, tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755)
+        add("bin/busybox", tarfile.REGTYPE, 0o755, BUSYBOX.read_bytes())
+        for applet in APPLETS:
+            add(f"bin/{applet}", tarfile.LNKTYPE, 0o755, link="bin/busybox")
+        add("etc/passwd", tarfile.REGTYPE, 0o644, b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+            b"nobody:x:65534:65534:nobody:/:/bin/false\n")
+        add("etc/group", tarfile.REGTYPE, 0o644, b"root:x:0:\napp:x:1000:\nwheel:x:10:app\nvideo:x:44:app,other\n"
+            b"nogroup:x:65534:\n")
+    plain = buf.getvalue()
+    return gzip.compress(plain, mtime=0), plain
+
+
+def busybox_image(**config: Any) -> BuiltImage:
+    """A real, small image to run containers from; `config` goes into the image config."""
+    return image(built=(busybox_layer(),), cmd=("/bin/sh",), extra_config=config)
 
 
 def index(*entries: tuple[BuiltImage, str]) -> bytes:

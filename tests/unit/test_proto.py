@@ -39,7 +39,7 @@ def test_generated_services_expose_every_schema_rpc() -> None:
 
 def test_our_services_keep_every_path() -> None:
     """The podrt service classes (not just the bases) serve all 41 paths."""
-    paths = set(RuntimeService.__mapping__(RuntimeService(None, None)))  # type: ignore[arg-type]
+    paths = set(RuntimeService.__mapping__(RuntimeService(None, None, None)))  # type: ignore[arg-type]
     paths |= set(ImageService(None, None).__mapping__())  # type: ignore[arg-type]
     assert paths == _served_paths()
 

@@ -9,6 +9,7 @@ from typing import Mapping
 import attrs
 
 from podrt.oci.seccomp import ProfileType
+from podrt.sandbox.model import NsMode
 from podrt.selinux import SelinuxOptions
 
 
@@ -64,6 +65,7 @@ class ContainerConfig:
     seccomp_localhost_ref: str = ""
     selinux: SelinuxOptions | None = None
     resources: Resources = Resources()
+    pid_mode: NsMode = NsMode.CONTAINER  # its own PID namespace, or the pod's (POD)
     stdin: bool = False
     tty: bool = False
 

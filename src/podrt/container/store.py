@@ -13,6 +13,7 @@ import attrs
 from podrt.container.model import ContainerConfig, Mount, Propagation, Resources
 from podrt.fsutil import atomic_write
 from podrt.oci.seccomp import ProfileType
+from podrt.sandbox.model import NsMode
 from podrt.selinux import SelinuxOptions
 
 STATE_FILE = "state.json"
@@ -20,7 +21,7 @@ FORMAT_VERSION = 1
 
 
 def config_to_dict(cfg: ContainerConfig) -> dict[str, Any]:
-    return attrs.asdict(cfg, value_serializer=lambda _i, _a, v: v.value if isinstance(v, (ProfileType, Propagation)) else v)
+    return attrs.asdict(cfg, value_serializer=lambda _i, _a, v: v.value if isinstance(v, (ProfileType, Propagation, NsMode)) else v)
 
 
 def config_from_dict(d: dict[str, Any]) -> ContainerConfig:
@@ -30,6 +31,7 @@ def config_from_dict(d: dict[str, Any]) -> ContainerConfig:
     d["resources"] = Resources(**d.get("resources", {}))
     d["seccomp"] = ProfileType(d.get("seccomp", ProfileType.UNCONFINED.value))
     d["selinux"] = SelinuxOptions(**d["selinux"]) if d.get("selinux") else None
+    d["pid_mode"] = NsMode(d.get("pid_mode", NsMode.CONTAINER.value))
     d["envs"] = tuple(tuple(e) for e in d.get("envs", ()))
     for key in ("command", "args", "supplemental_groups", "add_capabilities", "drop_capabilities"):
         d[key] = tuple(d.get(key, ()))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import attrs
 
 from podrt.api.runtime import v1 as cri
+from podrt.container.manager import ContainerManager, ContainerView
+from podrt.cri import container_convert as cconv
 from podrt.cri import sandbox_convert as conv
 from podrt.cri.listcache import ListCache
 from podrt.runtime_status import RuntimeStatusManager
@@ -16,11 +18,14 @@ _CGROUP_DRIVERS = {"systemd": cri.CgroupDriver.SYSTEMD, "cgroupfs": cri.CgroupDr
 class RuntimeService(cri.RuntimeServiceBase):
     """Every RPC not overridden here answers UNIMPLEMENTED (the generated base)."""
 
-    def __init__(self, status: RuntimeStatusManager, sandboxes: SandboxManager) -> None:
+    def __init__(self, status: RuntimeStatusManager, sandboxes: SandboxManager, containers: ContainerManager) -> None:
         self._status = status
         self._sandboxes = sandboxes
+        self._containers = containers
         self._list_cache = ListCache(cri.ListPodSandboxResponse, conv.pod_sandbox,
                                      key=lambda v: (v.state.id, v.ready))  # listed fields change only with readiness
+        self._container_cache = ListCache(cri.ListContainersResponse, cconv.container,
+                                          key=lambda v: (v.state.id, v.status))  # listed fields change only with it
 
     async def run_pod_sandbox(self, run_pod_sandbox_request: cri.RunPodSandboxRequest) -> cri.RunPodSandboxResponse:
         sandbox_id = await self._sandboxes.run(conv.sandbox_config(run_pod_sandbox_request))
@@ -54,6 +59,48 @@ class RuntimeService(cri.RuntimeServiceBase):
 
         unfiltered = ids is None and want_state is None and not selector
         return self._list_cache.response(self._sandboxes.list(match, ids), full=unfiltered)
+
+    async def create_container(self, create_container_request: cri.CreateContainerRequest) -> cri.CreateContainerResponse:
+        req = create_container_request
+        container_id = await self._containers.create(req.pod_sandbox_id, cconv.container_config(req))
+        return cri.CreateContainerResponse(container_id=container_id)
+
+    async def start_container(self, start_container_request: cri.StartContainerRequest) -> cri.StartContainerResponse:
+        await self._containers.start(start_container_request.container_id)
+        return cri.StartContainerResponse()
+
+    async def stop_container(self, stop_container_request: cri.StopContainerRequest) -> cri.StopContainerResponse:
+        req = stop_container_request
+        await self._containers.stop(req.container_id, float(max(req.timeout, 0)))
+        return cri.StopContainerResponse()
+
+    async def remove_container(self, remove_container_request: cri.RemoveContainerRequest) -> cri.RemoveContainerResponse:
+        await self._containers.remove(remove_container_request.container_id)
+        return cri.RemoveContainerResponse()
+
+    async def container_status(self, container_status_request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse:
+        req = container_status_request
+        view = self._containers.view(self._containers.resolve(req.container_id))
+        info = {"pid": view.state.pid, "sandboxID": view.state.sandbox_id} if req.verbose else None
+        return cconv.container_status(view, info)
+
+    async def list_containers(self, list_containers_request: cri.ListContainersRequest) -> cri.ListContainersResponse:
+        f = list_containers_request.filter
+        ids = self._containers.matching_ids(f.id) if f.id else None
+        want_state = f.state.state if f.is_set("state") else None
+        selector = dict(f.label_selector)
+        pod = f.pod_sandbox_id
+
+        def match(view: ContainerView) -> bool:
+            if want_state is not None and cconv.STATE[view.status] != want_state:
+                return False
+            if pod and not view.state.sandbox_id.startswith(pod):
+                return False
+            labels = view.state.config.labels
+            return all(labels.get(k) == v for k, v in selector.items())
+
+        unfiltered = ids is None and want_state is None and not selector and not pod
+        return self._container_cache.response(self._containers.list(match, ids), full=unfiltered)
 
     async def version(self, version_request: cri.VersionRequest) -> cri.VersionResponse:
         return cri.VersionResponse(**attrs.asdict(self._status.version()))

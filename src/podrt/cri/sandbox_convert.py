@@ -19,11 +19,11 @@ from podrt.sandbox.model import (
     SelinuxOptions,
 )
 
-_NS = {cri.NamespaceMode.POD: NsMode.POD, cri.NamespaceMode.CONTAINER: NsMode.CONTAINER,
+NS_MODES = {cri.NamespaceMode.POD: NsMode.POD, cri.NamespaceMode.CONTAINER: NsMode.CONTAINER,
        cri.NamespaceMode.NODE: NsMode.NODE, cri.NamespaceMode.TARGET: NsMode.TARGET}
-_NS_BACK = {v: k for k, v in _NS.items()}
+_NS_BACK = {v: k for k, v in NS_MODES.items()}
 _PROTO = {cri.Protocol.TCP: "tcp", cri.Protocol.UDP: "udp", cri.Protocol.SCTP: "sctp"}
-_PROFILE = {
+PROFILES = {
     cri.SecurityProfileProfileType.RuntimeDefault: ProfileType.RUNTIME_DEFAULT,
     cri.SecurityProfileProfileType.Unconfined: ProfileType.UNCONFINED,
     cri.SecurityProfileProfileType.Localhost: ProfileType.LOCALHOST,
@@ -35,7 +35,7 @@ _SC = "config.linux.security_context"
 
 def _seccomp(sc: cri.LinuxSandboxSecurityContext) -> SeccompProfile:
     if sc.is_set("seccomp") and sc.seccomp is not None:
-        kind = enum_value(f"{_SC}.seccomp.profile_type", _PROFILE, sc.seccomp.profile_type)
+        kind = enum_value(f"{_SC}.seccomp.profile_type", PROFILES, sc.seccomp.profile_type)
         return SeccompProfile(kind, sc.seccomp.localhost_ref)
     path = sc.seccomp_profile_path  # deprecated field, still sent by old kubelets
     if path in ("runtime/default", "docker/default"):
@@ -59,7 +59,7 @@ def sandbox_config(req: cri.RunPodSandboxRequest) -> SandboxConfig:
         for i, p in enumerate(c.port_mappings)
     )
     nso = f"{_SC}.namespace_options"
-    namespaces = NamespaceOptions(*(enum_value(f"{nso}.{kind}", _NS, getattr(ns, kind)) for kind in ("network", "pid", "ipc")))
+    namespaces = NamespaceOptions(*(enum_value(f"{nso}.{kind}", NS_MODES, getattr(ns, kind)) for kind in ("network", "pid", "ipc")))
     return SandboxConfig(
         name=c.metadata.name,
         uid=c.metadata.uid,

@@ -13,12 +13,11 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable
 
 import attrs
 
 from podrt.aio import finish_in_thread
-from podrt.fsutil import usage
 from podrt.errors import SHUTTING_DOWN, DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from podrt.network.cniconf import CniNetwork
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
@@ -59,6 +58,10 @@ STEP_CLASSES: tuple[type[SandboxStep], ...] = tuple(cls for entry in STEP_ORDER 
 _STOP_PHASE = {cls.kind: cls.stop_phase for cls in STEP_CLASSES}
 
 
+async def _nothing(_sandbox_id: str) -> None:
+    return None
+
+
 # Undone last by RemovePodSandbox, and only once all else is gone: while they
 # stand, a failed removal can be retried by ID and the name stays taken.
 RELEASED_LAST = frozenset({Storage.kind, IndexId.kind, ReserveNames.kind})
@@ -93,6 +96,9 @@ class SandboxManager:
         self._claim_timers: dict[str, asyncio.TimerHandle] = {}
         self._expiring: set[str] = set()
         self._closed = False
+        # the pod's containers stop before it, and go before it (set by the daemon)
+        self.stop_containers: Callable[[str], Awaitable[None]] = _nothing
+        self.remove_containers: Callable[[str], Awaitable[None]] = _nothing
         for cls in STEP_CLASSES:  # the undos a crash replay or a teardown may need
             registry.register(cls.kind, lambda cls=cls: cls(self.deps))
 
@@ -281,10 +287,9 @@ class SandboxManager:
         views = (self.view(i) for i in chosen)
         return [v for v in views if match(v)]
 
-    async def writable_usage(self) -> tuple[int, int]:
-        """(bytes, inodes) of the pods' writable layers (overlay uppers), for ImageFsInfo."""
-        uppers = [self.deps.sandbox_dir(i) / "rootfs" / "upper" for i in self._sandboxes]
-        return await asyncio.to_thread(usage, uppers)
+    def usage_dirs(self) -> list[Path]:
+        """The pods' writable layers (overlay uppers), for ImageFsInfo."""
+        return [self.deps.sandbox_dir(i) / "rootfs" / "upper" for i in self._sandboxes]
 
     def image_users(self, image_id: str) -> list[str]:
         """The pods whose infra runs from `image_id` (their Rootfs record names it)."""
@@ -311,6 +316,7 @@ class SandboxManager:
             sandbox_id = self.resolve(id_prefix)
         except NotFound:
             return
+        await self.stop_containers(sandbox_id)
         async with self._lock(sandbox_id):
             state = self._sandboxes.get(sandbox_id)
             if state is None or state.stopped:
@@ -326,6 +332,7 @@ class SandboxManager:
         except NotFound:
             return
         self._disarm(sandbox_id)
+        await self.remove_containers(sandbox_id)
         await self.stop(sandbox_id)
         async with self._lock(sandbox_id):
             state = self._sandboxes.get(sandbox_id)
@@ -340,8 +347,14 @@ class SandboxManager:
 
     # ---- restart -------------------------------------------------------------
 
-    async def restore(self) -> None:
-        """Rebuild names, IDs and sandboxes from disk; check which infras still run."""
+    def saved_ids(self) -> set[str]:
+        """The IDs of the pods on disk (before restore), so containers can tell theirs."""
+        states, _bad = load_all(self.deps.root / "sandboxes")
+        return {s.id for s in states}
+
+    async def restore(self, containers: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        """Rebuild names, IDs and sandboxes from disk; check which infras still run.
+        `containers`: their IDs, so their runc state is not taken for an orphan's."""
         sandboxes, bad = load_all(self.deps.root / "sandboxes")
         for path, problem in bad:
             log.error("cannot restore sandbox from %s: %s", path, problem)
@@ -360,7 +373,7 @@ class SandboxManager:
                 self._arm_claim_timer(state.id)
             log.info("restored sandbox %s (%s%s)", state.id, "ready" if alive else "not ready",
                      ", unclaimed" if state.unclaimed else "")
-        await release_orphans(self.deps, set(self._sandboxes))
+        await release_orphans(self.deps, set(self._sandboxes) | set(containers))
 
     def __len__(self) -> int:
         return len(self._sandboxes)

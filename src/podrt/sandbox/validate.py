@@ -22,7 +22,7 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?")
 # Kubernetes object names (DNS subdomains; any case for UIDs): they go into
 # k8s_<name>_<ns>_<uid>_<attempt> and into CNI_ARGS, where ';' or '=' would break it.
-_NAME_PART = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+NAME_PART = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _SYSCTL = re.compile(r"[a-z0-9_][a-z0-9_./-]*")
 _DNS_TOKEN = re.compile(r"[^\s#;]+")
 
@@ -119,7 +119,7 @@ def check_metadata(cfg: SandboxConfig) -> None:
         raise InvalidArgument("PodSandboxConfig.metadata.name must not be empty")
     for field in ("name", "namespace", "uid"):
         value = getattr(cfg, field)
-        if value and not _NAME_PART.fullmatch(value):
+        if value and not NAME_PART.fullmatch(value):
             raise InvalidArgument(f"invalid metadata.{field} {value!r}: must be a Kubernetes name (letters, digits, '-' and '.', at most 253)")
 
 

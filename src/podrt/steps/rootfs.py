@@ -28,8 +28,9 @@ class Rootfs(SandboxStep):
             return
         base = Path(data["dir"])
         try:
-            for part in ("upper", "work", "merged"):
-                (base / part).mkdir(parents=True, mode=0o700)
+            base.mkdir(parents=True, mode=0o700)
+            for part, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o755)):
+                (base / part).mkdir(mode=mode)  # the upper's mode is the root's: 0700 would lock out non-root users
             await overlay.mount(self.deps.images_dir, source.lowers, base / "upper", base / "work", base / "merged")
         except overlay.TooManyLayers as exc:
             await self.undo(data)

@@ -1,0 +1,74 @@
+"""What CreateContainer's steps share: the daemon's services and the container being built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from podrt.config import Config
+from podrt.container.model import ContainerConfig
+from podrt.images.manager import ImageView
+from podrt.oci.runtime import OciRuntime
+from podrt.sandbox.context import RootfsSource
+from podrt.sandbox.store import SandboxState
+from podrt.state.idindex import IdIndex
+from podrt.state.names import NameRegistry
+
+
+@attrs.define
+class ContainerDeps:
+    """Daemon-level services; steps are built with these, so undo works after a restart."""
+
+    config: Config
+    names: NameRegistry  # shared with the pods: one namespace of names, as in CRI-O
+    ids: IdIndex  # containers' own
+    runtimes: dict[str, OciRuntime]
+
+    @property
+    def root(self) -> Path:
+        return Path(self.config.root)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    def container_dir(self, container_id: str) -> Path:
+        return self.root / "containers" / container_id
+
+    def run_dir(self, container_id: str) -> Path:
+        return Path(self.config.runroot) / "containers" / container_id
+
+
+@attrs.define
+class ContainerContext:
+    """The container under construction; each step reads what earlier ones decided."""
+
+    id: str
+    config: ContainerConfig
+    sandbox: SandboxState
+    name: str
+    image: ImageView
+    image_ref: str  # the image as the request named it
+    lowers: tuple[str, ...]  # the image's layer links, top first
+    created_at: int
+    log_path: str
+    stop_signal: str
+    rootfs: str = ""
+    spec: dict[str, Any] = attrs.field(factory=dict)
+    pid: int = 0
+    conmon_pid: int = 0
+    completed: list[Any] = attrs.field(factory=list)
+    state: Any = None
+
+    @property
+    def reserved_names(self) -> list[str]:
+        return [self.name]
+
+    @property
+    def runtime_handler(self) -> str:
+        return self.sandbox.runtime_handler
+
+    def rootfs_source(self, deps: ContainerDeps) -> RootfsSource:
+        return RootfsSource(self.image.record.id, self.image_ref, None, self.lowers, deps.container_dir(self.id) / "rootfs")

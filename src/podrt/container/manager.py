@@ -1,0 +1,252 @@
+"""Containers: create (a transaction of steps), start, stop, remove, status,
+list, restore. cri/ calls this; it knows no gRPC.
+
+A container's state lives in memory and in its state.json; its exit is
+read from the exit file conmon writes (`<run dir>/exits/<id>`) the first
+time someone looks after it appears, and then kept in the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import attrs
+
+from podrt.aio import finish_in_thread
+from podrt.container.context import ContainerContext, ContainerDeps
+from podrt.container.model import ContainerConfig, ContainerStatus
+from podrt.container.store import ContainerState, load_all
+from podrt.container.validate import check_pod_ready, check_request
+from podrt.errors import FailedPrecondition, NotFound
+from podrt.images.manager import ImageManager
+from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
+from podrt.sandbox import naming
+from podrt.sandbox.manager import SandboxManager
+from podrt.sandbox.model import SandboxConfig
+from podrt.steps.base import DepsStep
+from podrt.steps.container.create import ContainerCreate
+from podrt.steps.container.spec import ContainerSpec
+from podrt.steps.container.state import ContainerSaveState
+from podrt.steps.container.storage import ContainerStorage
+from podrt.steps.names import IndexId, ReserveNames
+from podrt.steps.rootfs import Rootfs
+
+log = logging.getLogger(__name__)
+
+STEP_ORDER: tuple[type[DepsStep], ...] = (
+    ReserveNames, IndexId, ContainerStorage, Rootfs, ContainerSpec, ContainerCreate, ContainerSaveState,
+)
+OWN_KINDS = (ContainerStorage, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
+RELEASED_LAST = frozenset({ContainerStorage.kind, IndexId.kind, ReserveNames.kind})
+STOP_ON_REMOVE = 0.0  # RemoveContainer of a running container: forcibly (CRI)
+
+
+def _steps(deps: ContainerDeps) -> list[DepsStep]:
+    """The shared phases get names of their own here (a fault point names one
+    transaction's step); records keep the kind, which teardown goes by."""
+    steps = [cls(deps) for cls in STEP_ORDER]
+    for step in steps:
+        if not step.kind.startswith("ctr-"):
+            step.name = f"ctr-{step.kind}"
+    return steps
+
+
+STEP_NAMES = [step.name for step in _steps(None)]
+
+
+@attrs.frozen
+class ContainerView:
+    state: ContainerState
+    status: ContainerStatus
+
+
+def container_name(cfg: ContainerConfig, pod: SandboxConfig) -> str:
+    return f"k8s_{cfg.name}_{pod.name}_{pod.namespace}_{pod.uid}_{cfg.attempt}"
+
+
+class ContainerManager:
+    def __init__(self, deps: ContainerDeps, *, sandboxes: SandboxManager, images: ImageManager, registry: StepRegistry,
+                 journal: Journal, faults: FaultPlan | None, observer: TxObserver | None) -> None:
+        self.deps, self.sandboxes, self.images = deps, sandboxes, images
+        self._journal, self._faults, self._observer = journal, faults, observer
+        self._containers: dict[str, ContainerState] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._undo_steps = _steps(deps)  # teardown with the containers' own services
+        for cls in OWN_KINDS:  # crash replay of the journaled ones
+            registry.register(cls.kind, lambda cls=cls: cls(self.deps))
+
+    # ---- create -------------------------------------------------------------
+
+    async def create(self, sandbox_id: str, cfg: ContainerConfig) -> str:
+        pod = self.sandboxes.view(self.sandboxes.resolve(sandbox_id))
+        check_pod_ready(pod.state, pod.ready)
+        check_request(cfg, pod.state)
+        record = self.images.find(cfg.image)
+        if record is None or not self.images.whole(record):
+            raise NotFound(f"image {cfg.image} not found in the image store; pull it first")
+        image = self.images.view(record)
+        inner = image.config.get("config")
+        stop_signal = str(inner.get("StopSignal") or "SIGTERM") if isinstance(inner, dict) else "SIGTERM"
+        container_id = naming.new_id()
+        log_name = cfg.log_path or f"{cfg.name}_{cfg.attempt}.log"  # the kubelet always names one
+        ctx = ContainerContext(
+            id=container_id, config=cfg, sandbox=pod.state, name=container_name(cfg, pod.state.config),
+            image=image, image_ref=cfg.image,
+            lowers=tuple(self.images.store.lower_link(c) for c in reversed(record.layers)),
+            created_at=time.time_ns(), log_path=str(Path(pod.state.log_directory) / log_name), stop_signal=stop_signal)
+        tx = Transaction("CreateContainer", _steps(self.deps), tx_id=container_id,
+                         journal=self._journal, faults=self._faults, observer=self._observer, log=log)
+        ctx.completed = tx.completed
+        await tx.run(ctx)
+        assert ctx.state is not None  # the last step saved it
+        self._containers[container_id] = ctx.state
+        return container_id
+
+    # ---- start / stop / remove ----------------------------------------------
+
+    def resolve(self, id_prefix: str) -> str:
+        return self.deps.ids.get(id_prefix)
+
+    def _lock(self, container_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(container_id, asyncio.Lock())
+
+    def _state(self, container_id: str) -> ContainerState:
+        state = self._containers.get(container_id)
+        if state is None:
+            raise NotFound(f"container {container_id} not found")
+        return state
+
+    async def start(self, id_prefix: str) -> None:
+        container_id = self.resolve(id_prefix)
+        async with self._lock(container_id):
+            state = self._state(container_id)
+            status = self._status(state)
+            if status != ContainerStatus.CREATED:
+                raise FailedPrecondition(f"container {container_id} is {status.value}, not created: it cannot be started")
+            await self.deps.runtimes[state.runtime_handler].start(container_id)
+            state.started_at = time.time_ns()
+            await finish_in_thread(state.save)
+
+    async def stop(self, id_prefix: str, timeout: float) -> None:
+        """Idempotent; an unknown ID succeeds (the kubelet relies on it)."""
+        try:
+            container_id = self.resolve(id_prefix)
+        except NotFound:
+            return
+        async with self._lock(container_id):
+            state = self._containers.get(container_id)
+            if state is None:
+                return
+            await self._stop(state, timeout)
+
+    async def _stop(self, state: ContainerState, timeout: float) -> None:
+        runtime = self.deps.runtimes[state.runtime_handler]
+        await runtime.stop(state.id, timeout=timeout, stop_signal=state.stop_signal, exit_dir=self._exit_dir(state.id))
+        if state.started_at == 0 and state.exit_code is None:  # never started: killed where it waited
+            state.started_at = state.created_at
+        self._status(state)
+        await finish_in_thread(state.save)
+
+    async def remove(self, id_prefix: str) -> None:
+        """Idempotent; a running container is stopped forcibly first."""
+        try:
+            container_id = self.resolve(id_prefix)
+        except NotFound:
+            return
+        async with self._lock(container_id):
+            state = self._containers.get(container_id)
+            if state is None:
+                return
+            await self._teardown(state)
+            self._containers.pop(container_id, None)
+        self._locks.pop(container_id, None)
+
+    async def _teardown(self, state: ContainerState) -> None:
+        records = state.records
+        for part in ([r for r in records if r[1] not in RELEASED_LAST], [r for r in records if r[1] in RELEASED_LAST]):
+            failures = await teardown(part, self._undo_steps, log=log)
+            if failures:
+                detail = "; ".join(f"{f.step}: {f.error}" for f in failures)
+                raise RuntimeError(f"removal of container {state.id} incomplete: {detail}")
+
+    async def stop_pod(self, sandbox_id: str, timeout: float = 10.0) -> None:
+        """StopPodSandbox: its containers stop first."""
+        for state in [s for s in self._containers.values() if s.sandbox_id == sandbox_id]:
+            await self.stop(state.id, timeout)
+
+    async def remove_pod(self, sandbox_id: str) -> None:
+        """RemovePodSandbox: its containers go first."""
+        for state in [s for s in self._containers.values() if s.sandbox_id == sandbox_id]:
+            await self.remove(state.id)
+
+    # ---- status / list --------------------------------------------------------
+
+    def _exit_dir(self, container_id: str) -> Path:
+        return self.deps.run_dir(container_id) / "exits"
+
+    def _status(self, state: ContainerState) -> ContainerStatus:
+        """From the state, and the exit file when it has appeared (recorded then)."""
+        if state.exit_code is not None:
+            return ContainerStatus.EXITED
+        exit_file = self._exit_dir(state.id) / state.id
+        try:
+            text = exit_file.read_text().strip()
+            finished = exit_file.stat().st_mtime_ns
+        except FileNotFoundError:
+            return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
+        code = int(text) if text.lstrip("-").isdigit() else -1
+        state.exit_code, state.finished_at = code, finished
+        state.reason = "Completed" if code == 0 else "Error"
+        if not state.started_at:
+            state.started_at = state.created_at
+        try:
+            state.save()  # small, and once per container
+        except OSError as exc:
+            log.warning("cannot record the exit of container %s: %s", state.id, exc)
+        return ContainerStatus.EXITED
+
+    def view(self, container_id: str) -> ContainerView:
+        state = self._state(container_id)
+        return ContainerView(state, self._status(state))
+
+    def list(self, match: Callable[[ContainerView], bool] = lambda _v: True,
+             ids: Iterable[str] | None = None) -> list[ContainerView]:
+        chosen = self._containers if ids is None else [i for i in ids if i in self._containers]
+        views = (self.view(i) for i in chosen)
+        return [v for v in views if match(v)]
+
+    def matching_ids(self, prefix: str) -> list[str]:
+        return self.deps.ids.matching(prefix)
+
+    def image_users(self, image_id: str) -> list[str]:
+        return [f"container {s.id} ({s.name})" for s in self._containers.values() if s.image_id == image_id]
+
+    def usage_dirs(self) -> list[Path]:
+        """Their writable layers, for ImageFsInfo."""
+        return [self.deps.container_dir(i) / "rootfs" / "upper" for i in self._containers]
+
+    # ---- restart -------------------------------------------------------------
+
+    @staticmethod
+    def saved(root: Path) -> tuple[list[ContainerState], list[tuple[Path, str]]]:
+        return load_all(root / "containers")
+
+    async def restore(self, states: list[ContainerState], known_pods: set[str]) -> None:
+        """Containers of known pods come back (names, IDs; exits read lazily);
+        those of pods that are gone are torn down."""
+        for state in states:
+            if state.sandbox_id not in known_pods:
+                log.warning("container %s belongs to no pod; removing it", state.id)
+                try:
+                    await self._teardown(state)
+                except Exception as exc:
+                    log.error("cannot remove orphaned container %s: %s", state.id, exc)
+                continue
+            self.deps.names.reserve(state.name, state.id)
+            self.deps.ids.add(state.id)
+            self._containers[state.id] = state
+            log.info("restored container %s (%s)", state.id, self._status(state).value)

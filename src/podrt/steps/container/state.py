@@ -1,0 +1,34 @@
+"""Persist the container (and its teardown plan) last: from here on it survives restarts."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from podrt.aio import finish_in_thread
+from podrt.container.context import ContainerContext
+from podrt.container.store import STATE_FILE, ContainerState
+from podrt.steps.base import DepsStep
+
+
+class ContainerSaveState(DepsStep):
+    kind = "ctr-state"
+    journaled = False  # a file in the container's dir: the storage undo removes it
+
+    def record(self, ctx: ContainerContext) -> dict[str, Any]:
+        return {"path": str(self.deps.container_dir(ctx.id) / STATE_FILE)}
+
+    async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
+        state = ContainerState(
+            id=ctx.id, sandbox_id=ctx.sandbox.id, name=ctx.name, config=ctx.config, image_id=ctx.image.record.id,
+            image_ref=ctx.image_ref, runtime_handler=ctx.runtime_handler, log_path=ctx.log_path,
+            stop_signal=ctx.stop_signal, created_at=ctx.created_at,
+            records=[list(r) for r in ctx.completed], pid=ctx.pid, conmon_pid=ctx.conmon_pid, path=data["path"])
+        await finish_in_thread(state.save)
+        ctx.state = state
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        try:
+            os.unlink(data["path"])
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,38 @@
+"""The container's dirs: state dir under root, run dir (bundle, exit file) under runroot."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from podrt.container.context import ContainerContext
+from podrt.steps.base import DepsStep
+from podrt.steps.sandbox.storage import ensure_sane_log_path
+
+
+class ContainerStorage(DepsStep):
+    kind = "ctr-storage"
+
+    def record(self, ctx: ContainerContext) -> dict[str, Any]:
+        return {"dirs": [str(self.deps.container_dir(ctx.id)), str(self.deps.run_dir(ctx.id))], "log_file": ctx.log_path}
+
+    async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
+        try:
+            for d in data["dirs"]:
+                Path(d).mkdir(parents=True, mode=0o700)
+            Path(ctx.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ensure_sane_log_path(Path(ctx.log_path))
+        except BaseException:
+            await self.undo(data)
+            raise
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        for d in data["dirs"]:
+            if os.path.lexists(d):
+                shutil.rmtree(d)
+        try:
+            os.unlink(data["log_file"])  # a rolled-back or removed container's log (the kubelet's copy rotates away)
+        except FileNotFoundError:
+            pass
