@@ -176,6 +176,9 @@ class RuntimeConfig:
         r"[a-z0-9_][a-z0-9_./-]*\*?", 'must be a sysctl name, or a prefix ending in "*"')))
     sandbox_claim_timeout: float = _f(240.0, _positive)
     create_wait_timeout: float = _f(240.0, _positive)
+    # ExecSync keeps at most this many bytes of each of stdout and stderr; both
+    # together stay under the kubelet's 16 MiB message limit
+    exec_sync_max_output: int = _f(4 * 1024 * 1024, _in_range(1024, 1 << 30))
     runtimes: dict[str, RuntimeHandler] = _f({"runc": _RUNC})
 
     def __attrs_post_init__(self) -> None:

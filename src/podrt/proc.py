@@ -15,10 +15,12 @@ left alone, since its group is not ours to signal, and its pipes are closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -73,6 +75,25 @@ class _ExitWatch(asyncio.subprocess.SubprocessStreamProtocol):
             self.exited.set_result(None)
 
 
+async def _communicate(proc: asyncio.subprocess.Process, stdin: bytes | None, limit: int) -> tuple[bytes, bytes]:
+    if stdin is not None and proc.stdin is not None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(stdin)
+            await proc.stdin.drain()
+        proc.stdin.close()
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = await asyncio.gather(_collect(proc.stdout, limit), _collect(proc.stderr, limit))
+    return out, err
+
+
+async def _collect(stream: asyncio.StreamReader, limit: int) -> bytes:
+    kept = bytearray()
+    while chunk := await stream.read(1 << 16):
+        if len(kept) < limit:
+            kept += chunk[: limit - len(kept)]
+    return bytes(kept)
+
+
 async def _bounded(fut: asyncio.Future[Any], seconds: float) -> bool:
     """Wait for `fut` up to `seconds` without cancelling it; whether it finished."""
     done, _ = await asyncio.wait({fut}, timeout=seconds)
@@ -103,10 +124,12 @@ async def _finish(proc: asyncio.subprocess.Process, watch: _ExitWatch, io: async
 
 
 async def run(argv: Sequence[str], *, timeout: float, stdin: bytes | None = None,
-              env: Mapping[str, str] | None = None, cwd: str | None = None) -> tuple[int, bytes, bytes]:
+              env: Mapping[str, str] | None = None, cwd: str | None = None,
+              max_output: int | None = None) -> tuple[int, bytes, bytes]:
     """(exit code, stdout, stderr) of a child. TimeoutError after `timeout` s,
     CancelledError on cancellation; either only once the child has exited and
-    its group was signalled."""
+    its group was signalled. `max_output`: keep at most this many bytes of
+    each stream (the rest is read and dropped, so the child never blocks)."""
     loop = asyncio.get_running_loop()
     transport, watch = await loop.subprocess_exec(
         lambda: _ExitWatch(loop), *argv,
@@ -115,7 +138,7 @@ async def run(argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
         env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
     )
     proc = asyncio.subprocess.Process(transport, watch, loop)
-    io = asyncio.ensure_future(proc.communicate(stdin))
+    io = asyncio.ensure_future(_communicate(proc, stdin, max_output if max_output is not None else sys.maxsize))
     why: str | None = None
     cancelled = False
     try:

@@ -31,6 +31,7 @@ pytestmark = [
     pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs Debian's busybox-static (scripts/install-test-deps.sh)"),
 ]
 
+EXEC_MAX = 1 << 20
 BUSYBOX_IMG = busybox_image(Env=["FROM_IMAGE=yes", "OVERRIDE=image"], WorkingDir="/home/app", StopSignal="SIGINT")
 
 
@@ -52,7 +53,7 @@ def _configure(d: DaemonDirs, registry: Registry, extra: dict[str, Any] | None =
 def daemon(registry: Registry) -> Iterator[DaemonProcess]:
     """One daemon for the module; every pod and container gone at the end, nothing left."""
     with _network_dirs() as d:
-        _configure(d, registry)
+        _configure(d, registry, {"runtime": {"exec_sync_max_output": EXEC_MAX}})
         proc = DaemonProcess(d).start()
         asyncio.run(_pull(d.socket, f"{registry.host}/test/busybox:v1"))
         yield proc
@@ -69,6 +70,9 @@ async def _pull(sock: Path, ref: str) -> None:
 
 def _config(registry: Registry, name: str = "app", **kw: Any) -> cri.ContainerConfig:
     kw.setdefault("linux", cri.LinuxContainerConfig(security_context=cri.LinuxContainerSecurityContext()))
+    sc = kw["linux"].security_context
+    if not sc.is_set("namespace_options"):  # as the kubelet sends it without shareProcessNamespace
+        sc.namespace_options = cri.NamespaceOption(pid=cri.NamespaceMode.CONTAINER)
     kw.setdefault("log_path", f"{name}.log")
     return cri.ContainerConfig(metadata=cri.ContainerMetadata(name=name), image=cri.ImageSpec(image=f"{registry.host}/test/busybox:v1"),
                                **kw)
@@ -125,7 +129,8 @@ def _log_lines(path: str) -> list[str]:
 async def test_lifecycle_and_what_the_process_sees(daemon: DaemonProcess, registry: Registry) -> None:
     async with connect(daemon.dirs.socket) as c:
         pod = await _pod(c)
-        script = "echo args $0 $1; id; env | sort; pwd; cat /etc/hostname; exec sleep 1000"
+        script = ("trap 'echo got INT; exit 42' INT; echo args $0 $1; id; env | sort; pwd; cat /etc/hostname; "
+                  "while true; do sleep 0.1; done")
         config = _config(registry, command=["/bin/sh", "-c", script], args=["first", "second"],
                          envs=[cri.KeyValue(key="OVERRIDE", value=b"request"), cri.KeyValue(key="MINE", value=b"1")],
                          labels={"tier": "web"})
@@ -157,9 +162,10 @@ async def test_lifecycle_and_what_the_process_sees(daemon: DaemonProcess, regist
         t = time.monotonic()
         await c.runtime.stop_container(cri.StopContainerRequest(container_id=container_id, timeout=1))
         st = await _status(c, container_id)
-        # the image's StopSignal (SIGINT), not SIGTERM: 128 + 2
-        assert st.state == cri.ContainerState.CONTAINER_EXITED and st.exit_code == 130 and st.reason == "Error"
+        # the image's StopSignal (SIGINT, which the script traps), not SIGTERM: no wait for the timeout
+        assert st.state == cri.ContainerState.CONTAINER_EXITED and st.exit_code == 42 and st.reason == "Error"
         assert time.monotonic() - t < 0.9 and st.finished_at >= st.started_at
+        assert _log_lines(st.log_path)[-1] == "got INT"
         await c.runtime.stop_container(cri.StopContainerRequest(container_id=container_id, timeout=1))  # idempotent
         await c.runtime.remove_container(cri.RemoveContainerRequest(container_id=container_id))
         await c.runtime.remove_container(cri.RemoveContainerRequest(container_id=container_id))  # unknown: fine
@@ -185,6 +191,11 @@ async def test_exits_are_reported_with_code_and_reason(daemon: DaemonProcess, re
         with pytest.raises(GRPCError) as err:  # an exited container cannot start again
             await c.runtime.start_container(cri.StartContainerRequest(container_id=ok))
         assert err.value.status == Status.FAILED_PRECONDITION
+        stubborn = await _running(c, registry, pod, "stubborn")  # sleep as PID 1: no handler, the stop signal does nothing
+        t = time.monotonic()
+        await c.runtime.stop_container(cri.StopContainerRequest(container_id=stubborn, timeout=1))
+        killed = await _status(c, stubborn)
+        assert (killed.exit_code, killed.reason) == (137, "Error") and 1 <= time.monotonic() - t < 8
         await _remove_pod(c, pod[0])  # removes its containers first
         assert (await c.runtime.list_containers(cri.ListContainersRequest())).containers == []
 
@@ -212,6 +223,68 @@ async def test_user_groups_read_only_root_and_mounts(daemon: DaemonProcess, regi
         assert out[3] == "from the host"
         assert out[4:] == ["root read-only", "data read-only"]
         assert st.mounts[0].host_path == str(tmp_path) and st.mounts[0].readonly
+        await _remove_pod(c, pod[0])
+
+
+async def _exec(c: CriClient, cid: str, *cmd: str, timeout: int = 10) -> cri.ExecSyncResponse:
+    return await c.runtime.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=timeout))
+
+
+async def _running(c: CriClient, registry: Registry, pod: tuple[str, cri.PodSandboxConfig], name: str, **kw: Any) -> str:
+    cid = await _create(c, pod, _config(registry, name, command=["/bin/sleep", "1000"], **kw))
+    await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
+    return cid
+
+
+async def _processes(c: CriClient, cid: str) -> list[str]:
+    """The container's live processes but the ps asking. Killed ones whose
+    parent died are zombies of the container's PID 1 ("[sleep]"): reaping
+    them is its init's job (the pod's catatonit does, a bare sleep does not)."""
+    out = (await _exec(c, cid, "ps", "-o", "pid,args")).stdout.decode().splitlines()[1:]
+    return [line for line in out if "ps -o" not in line and not line.split(None, 1)[1].startswith("[")]
+
+
+async def test_exec_sync_runs_as_the_container_and_reports_output_and_code(daemon: DaemonProcess, registry: Registry) -> None:
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        sc = cri.LinuxContainerSecurityContext(run_as_user=cri.Int64Value(1000))
+        cid = await _running(c, registry, pod, "probed", envs=[cri.KeyValue(key="GREETING", value=b"hi")],
+                             linux=cri.LinuxContainerConfig(security_context=sc))
+        r = await _exec(c, cid, "/bin/sh", "-c", "echo $GREETING; id -u; pwd; echo err >&2; exit 5")
+        assert (r.stdout, r.stderr, r.exit_code) == (b"hi\n1000\n/home/app\n", b"err\n", 5)
+        assert (await _exec(c, cid, "true")).exit_code == 0
+        big = await _exec(c, cid, "head", "-c", str(3 * EXEC_MAX), "/dev/zero")
+        assert big.exit_code == 0 and len(big.stdout) == EXEC_MAX  # bounded, the rest read and dropped
+        assert await _processes(c, cid) == ["    1 /bin/sleep 1000"]
+        await _remove_pod(c, pod[0])
+
+
+async def test_exec_sync_timeout_kills_what_it_started(daemon: DaemonProcess, registry: Registry) -> None:
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        cid = await _running(c, registry, pod, "slow")
+        t = time.monotonic()
+        with pytest.raises(GRPCError) as err:
+            await _exec(c, cid, "/bin/sh", "-c", "sleep 300 & sleep 301 & wait", timeout=1)
+        assert err.value.status == Status.DEADLINE_EXCEEDED and "timed out after 1s" in (err.value.message or "")
+        assert time.monotonic() - t < 5
+        assert await _processes(c, cid) == ["    1 /bin/sleep 1000"]  # no probe left behind
+        await _remove_pod(c, pod[0])
+
+
+async def test_fifty_concurrent_probes_leave_no_process(daemon: DaemonProcess, registry: Registry) -> None:
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        cid = await _running(c, registry, pod, "busy")
+        results = await asyncio.gather(*(_exec(c, cid, "/bin/sh", "-c", f"echo {n}") for n in range(50)))
+        assert sorted(int(r.stdout) for r in results) == list(range(50)) and {r.exit_code for r in results} == {0}
+        slow = await asyncio.gather(*(_exec(c, cid, "sleep", "30", timeout=1) for _ in range(10)), return_exceptions=True)
+        assert all(isinstance(r, GRPCError) and r.status == Status.DEADLINE_EXCEEDED for r in slow)
+        assert await _processes(c, cid) == ["    1 /bin/sleep 1000"]
+        with pytest.raises(GRPCError) as err:  # not running
+            exited = await _create(c, pod, _config(registry, "never", command=["/bin/true"]))
+            await _exec(c, exited, "true")
+        assert err.value.status == Status.FAILED_PRECONDITION
         await _remove_pod(c, pod[0])
 
 

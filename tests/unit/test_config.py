@@ -45,6 +45,7 @@ EXPECTED_DEFAULTS = {
             "allowed_unsafe_sysctls": [],
             "sandbox_claim_timeout": 240.0,
             "create_wait_timeout": 240.0,
+            "exec_sync_max_output": 4194304,
             "runtimes": {
                 "runc": {
                     "runtime_path": "/usr/sbin/runc",

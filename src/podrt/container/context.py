@@ -11,14 +11,14 @@ from podrt.config import Config
 from podrt.container.model import ContainerConfig
 from podrt.images.manager import ImageView
 from podrt.oci.runtime import OciRuntime
-from podrt.sandbox.context import RootfsSource
+from podrt.sandbox.context import DaemonPaths, RootfsSource
 from podrt.sandbox.store import SandboxState
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
 
 
 @attrs.define
-class ContainerDeps:
+class ContainerDeps(DaemonPaths):
     """Daemon-level services; steps are built with these, so undo works after a restart."""
 
     config: Config
@@ -26,19 +26,11 @@ class ContainerDeps:
     ids: IdIndex  # containers' own
     runtimes: dict[str, OciRuntime]
 
-    @property
-    def root(self) -> Path:
-        return Path(self.config.root)
-
-    @property
-    def images_dir(self) -> Path:
-        return self.root / "images"
-
     def container_dir(self, container_id: str) -> Path:
         return self.root / "containers" / container_id
 
     def run_dir(self, container_id: str) -> Path:
-        return Path(self.config.runroot) / "containers" / container_id
+        return self.runroot / "containers" / container_id
 
 
 @attrs.define

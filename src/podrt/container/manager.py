@@ -9,6 +9,7 @@ time someone looks after it appears, and then kept in the state.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -21,8 +22,9 @@ from podrt.container.context import ContainerContext, ContainerDeps
 from podrt.container.model import ContainerConfig, ContainerStatus
 from podrt.container.store import ContainerState, load_all
 from podrt.container.validate import check_pod_ready, check_request
-from podrt.errors import FailedPrecondition, NotFound
+from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from podrt.images.manager import ImageManager
+from podrt.oci.runtime import ExecTimeout
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
 from podrt.sandbox.manager import SandboxManager
@@ -42,7 +44,7 @@ STEP_ORDER: tuple[type[DepsStep], ...] = (
 )
 OWN_KINDS = (ContainerStorage, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
 RELEASED_LAST = frozenset({ContainerStorage.kind, IndexId.kind, ReserveNames.kind})
-STOP_ON_REMOVE = 0.0  # RemoveContainer of a running container: forcibly (CRI)
+NO_TIMEOUT = 365 * 24 * 3600.0  # ExecSync's timeout 0
 
 
 def _steps(deps: ContainerDeps) -> list[DepsStep]:
@@ -131,17 +133,20 @@ class ContainerManager:
             state.started_at = time.time_ns()
             await finish_in_thread(state.save)
 
-    async def stop(self, id_prefix: str, timeout: float) -> None:
-        """Idempotent; an unknown ID succeeds (the kubelet relies on it)."""
+    def _known(self, id_prefix: str) -> str | None:
+        """The full ID, or None for an unknown one: stop and remove succeed on those (the kubelet relies on it)."""
         try:
-            container_id = self.resolve(id_prefix)
+            return self.resolve(id_prefix)
         except NotFound:
+            return None
+
+    async def stop(self, id_prefix: str, timeout: float) -> None:
+        """Idempotent."""
+        if (container_id := self._known(id_prefix)) is None:
             return
         async with self._lock(container_id):
-            state = self._containers.get(container_id)
-            if state is None:
-                return
-            await self._stop(state, timeout)
+            if (state := self._containers.get(container_id)) is not None:
+                await self._stop(state, timeout)
 
     async def _stop(self, state: ContainerState, timeout: float) -> None:
         runtime = self.deps.runtimes[state.runtime_handler]
@@ -153,13 +158,10 @@ class ContainerManager:
 
     async def remove(self, id_prefix: str) -> None:
         """Idempotent; a running container is stopped forcibly first."""
-        try:
-            container_id = self.resolve(id_prefix)
-        except NotFound:
+        if (container_id := self._known(id_prefix)) is None:
             return
         async with self._lock(container_id):
-            state = self._containers.get(container_id)
-            if state is None:
+            if (state := self._containers.get(container_id)) is None:
                 return
             await self._teardown(state)
             self._containers.pop(container_id, None)
@@ -173,8 +175,31 @@ class ContainerManager:
                 detail = "; ".join(f"{f.step}: {f.error}" for f in failures)
                 raise RuntimeError(f"removal of container {state.id} incomplete: {detail}")
 
-    async def stop_pod(self, sandbox_id: str, timeout: float = 10.0) -> None:
-        """StopPodSandbox: its containers stop first."""
+    async def exec_sync(self, id_prefix: str, cmd: tuple[str, ...], timeout: float) -> tuple[int, bytes, bytes]:
+        """(exit code, stdout, stderr) of `cmd` run in the container as its own
+        process runs (env, user, cwd, capabilities); timeout 0 means none."""
+        container_id = self.resolve(id_prefix)
+        state = self._state(container_id)
+        if not cmd:
+            raise InvalidArgument("ExecSync needs a command")
+        status = self._status(state)
+        if status != ContainerStatus.RUNNING:
+            raise FailedPrecondition(f"container {container_id} is {status.value}, not running")
+        spec = json.loads(await asyncio.to_thread((self.deps.container_dir(container_id) / "config.json").read_bytes))
+        process = {**spec["process"], "args": list(cmd), "terminal": False}
+        runtime = self.deps.runtimes[state.runtime_handler]
+        try:
+            result = await runtime.exec_sync(container_id, process, timeout=timeout or NO_TIMEOUT,
+                                             max_output=self.deps.config.runtime.exec_sync_max_output,
+                                             work_dir=self.deps.run_dir(container_id))
+        except ExecTimeout:
+            raise DeadlineExceeded(f"command {cmd[0]!r} in container {container_id} timed out after {timeout:g}s "
+                                   "(killed, with what it started)") from None
+        return result.returncode, result.stdout, result.stderr
+
+    async def stop_pod(self, sandbox_id: str, timeout: float = 0.0) -> None:
+        """StopPodSandbox: its containers stop first, forcibly, as containerd
+        does: the kubelet has given each its grace period with StopContainer."""
         for state in [s for s in self._containers.values() if s.sandbox_id == sandbox_id]:
             await self.stop(state.id, timeout)
 

@@ -84,6 +84,11 @@ class RuntimeService(cri.RuntimeServiceBase):
         info = {"pid": view.state.pid, "sandboxID": view.state.sandbox_id} if req.verbose else None
         return cconv.container_status(view, info)
 
+    async def exec_sync(self, exec_sync_request: cri.ExecSyncRequest) -> cri.ExecSyncResponse:
+        req = exec_sync_request
+        code, out, err = await self._containers.exec_sync(req.container_id, tuple(req.cmd), float(max(req.timeout, 0)))
+        return cri.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
     async def list_containers(self, list_containers_request: cri.ListContainersRequest) -> cri.ListContainersResponse:
         f = list_containers_request.filter
         ids = self._containers.matching_ids(f.id) if f.id else None

@@ -13,10 +13,13 @@ failed create, or read from its stderr) decode reliably into one-line
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import logging
 import re
 import signal as signal_mod
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +32,7 @@ from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 RUNC_TIMEOUT = 30.0
 KILL_WAIT = 10.0       # how long a SIGKILLed container may take to be reaped
 EXIT_FILE_WAIT = 5.0   # conmon writes the exit file after draining and syncing the log
+EXEC_GRACE = 5.0       # after an exec's timeout and its kill, for runc exec to notice and return
 MAX_MESSAGE = 1000
 
 _NOT_FOUND = ("does not exist",)
@@ -38,6 +42,33 @@ _LOGRUS_LINE = re.compile(r'level=(\w+)\s+msg="((?:[^"\\]|\\.)*)"')
 
 class OciRuntimeError(Exception):
     """runc or conmon failed; the message is one line with their own error text."""
+
+
+class ExecTimeout(Exception):
+    """An exec'd command ran past its timeout (and was killed with its children)."""
+
+
+def kill_tree(pid: int | None) -> None:
+    """SIGKILL `pid` and its descendants (found by parent pid in /proc),
+    children first; gone ones are skipped."""
+    if not pid:
+        return
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    order, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        order.append(current)
+        todo.extend(children.get(current, ()))
+    for victim in reversed(order):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal_mod.SIGKILL)
 
 
 @attrs.frozen
@@ -272,6 +303,38 @@ class OciRuntime:
             link = conmon.attach_socket_link(Path(socket_dir), container_id)
             if link.is_symlink():
                 link.unlink(missing_ok=True)
+
+    async def exec_sync(self, container_id: str, process: dict[str, Any], *, timeout: float, max_output: int,
+                        work_dir: Path) -> RuncResult:
+        """`runc exec` of `process` (an OCI process object) in a running
+        container, its output bounded. On timeout or cancellation the exec'd
+        process and everything it started are killed (ExecTimeout), so probe
+        processes never pile up."""
+        fd, spec_path = tempfile.mkstemp(dir=work_dir, prefix="exec-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(process, f)
+        pid_file = Path(spec_path + ".pid")
+        argv = [self.runtime_path, "--root", self.runtime_root, "--log-format", "json",
+                "exec", "--process", spec_path, "--pid-file", str(pid_file), container_id]
+        run = asyncio.ensure_future(proc.run(argv, timeout=timeout + EXEC_GRACE, env={"PATH": conmon.CLEAN_PATH},
+                                             max_output=max_output))
+        try:
+            done, _ = await asyncio.wait({run}, timeout=timeout)
+            if not done:  # the tree first, while its parent links still say what it started
+                kill_tree(conmon.read_pidfile(pid_file))
+                with contextlib.suppress(Exception):
+                    await run
+                raise ExecTimeout(f"{timeout:g}s")
+            code, out, err = run.result()
+        except asyncio.CancelledError:
+            kill_tree(conmon.read_pidfile(pid_file))
+            run.cancel()
+            await asyncio.wait({run})
+            raise
+        finally:
+            for path in (Path(spec_path), pid_file):
+                path.unlink(missing_ok=True)
+        return RuncResult(code, out, err)
 
     def exit_code(self, exit_dir: Path, container_id: str) -> int | None:
         """The exit code conmon wrote (-1 when it killed on timeout); None before the exit."""

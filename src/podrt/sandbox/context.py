@@ -28,8 +28,26 @@ class RootfsSource:
     dir: Path  # upper/, work/ and merged/ go here
 
 
+class DaemonPaths:
+    """Where the daemon keeps things, from its config (pods' and containers' deps share it)."""
+
+    config: Config  # a field of each attrs subclass
+
+    @property
+    def root(self) -> Path:
+        return Path(self.config.root)
+
+    @property
+    def runroot(self) -> Path:
+        return Path(self.config.runroot)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+
 @attrs.define
-class SandboxDeps:
+class SandboxDeps(DaemonPaths):
     """Daemon-level services; steps are built with these, so undo works after a restart."""
 
     config: Config
@@ -40,18 +58,6 @@ class SandboxDeps:
     runtimes: dict[str, OciRuntime]
     pause_image: Callable[[], Awaitable[PauseImage]]  # resolved (pulled if need be) per creation
     oom_score_adj: int  # the configured value, clamped where the host cannot lower it
-
-    @property
-    def root(self) -> Path:
-        return Path(self.config.root)
-
-    @property
-    def images_dir(self) -> Path:
-        return self.root / "images"
-
-    @property
-    def runroot(self) -> Path:
-        return Path(self.config.runroot)
 
     def sandbox_dir(self, sandbox_id: str) -> Path:
         return self.root / "sandboxes" / sandbox_id

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from podrt.errors import FailedPrecondition
+from podrt.oci.runtime import OciRuntime
 from podrt.rollback import Step
 
 
@@ -12,9 +14,18 @@ class DepsStep(Step):
     services. `deps` is SandboxDeps or ContainerDeps: a shared phase uses
     only what both have (names, ids, images_dir)."""
 
+    stop_phase: ClassVar[bool] = False  # a pod's: undone by StopPodSandbox too
+
     def __init__(self, deps: Any) -> None:
         self.deps = deps
 
+    def runtime(self, handler: str) -> OciRuntime:
+        try:
+            return self.deps.runtimes[handler]
+        except KeyError:
+            raise FailedPrecondition(f"runtime handler {handler!r} is no longer configured; "
+                                     "add it back to stop and remove what runs on it") from None
+
 
 class SandboxStep(DepsStep):
-    stop_phase: ClassVar[bool] = False  # undone by StopPodSandbox too
+    """One of RunPodSandbox's own phases (deps: SandboxDeps)."""

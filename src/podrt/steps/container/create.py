@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from podrt.container.context import ContainerContext
-from podrt.errors import FailedPrecondition
-from podrt.oci.runtime import OciRuntime
 from podrt.steps.base import DepsStep
 
 CREATE_TIMEOUT = 60.0
@@ -22,18 +20,12 @@ class ContainerCreate(DepsStep):
 
     async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
         run = self.deps.run_dir(ctx.id)
-        proc = await self._runtime(data["handler"]).create(
+        proc = await self.runtime(data["handler"]).create(
             ctx.id, run, log_path=Path(ctx.log_path), exit_dir=run / "exits", persist_dir=run / "conmon",
             socket_dir=run, timeout=CREATE_TIMEOUT)
         ctx.pid, ctx.conmon_pid = proc.pid, proc.conmon_pid
 
-    def _runtime(self, handler: str) -> OciRuntime:
-        try:
-            return self.deps.runtimes[handler]
-        except KeyError:
-            raise FailedPrecondition(f"runtime handler {handler!r} is no longer configured; add it back to remove its containers") from None
-
     async def undo(self, data: dict[str, Any]) -> None:
-        runtime = self._runtime(data["handler"])
+        runtime = self.runtime(data["handler"])
         await runtime.stop(data["id"], timeout=0)  # a rollback or a removal: no grace
         await runtime.delete(data["id"], socket_dir=Path(data["socket_dir"]))

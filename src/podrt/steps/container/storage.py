@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from podrt.container.context import ContainerContext
 from podrt.steps.base import DepsStep
-from podrt.steps.sandbox.storage import ensure_sane_log_path
+from podrt.steps.sandbox.storage import ensure_sane_log_path, remove_dirs_and_log
 
 
 class ContainerStorage(DepsStep):
@@ -29,10 +27,4 @@ class ContainerStorage(DepsStep):
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
-        for d in data["dirs"]:
-            if os.path.lexists(d):
-                shutil.rmtree(d)
-        try:
-            os.unlink(data["log_file"])  # a rolled-back or removed container's log (the kubelet's copy rotates away)
-        except FileNotFoundError:
-            pass
+        remove_dirs_and_log(data["dirs"], data["log_file"])

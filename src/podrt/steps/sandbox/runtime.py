@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podrt.errors import FailedPrecondition, InvalidArgument
-from podrt.oci.runtime import OciRuntime, OciRuntimeError
+from podrt.errors import InvalidArgument
+from podrt.oci.runtime import OciRuntimeError
 from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
 
@@ -23,7 +23,7 @@ class InfraStart(SandboxStep):
         return {"id": ctx.id, "handler": ctx.runtime_handler, "stop_signal": ctx.pause.stop_signal if ctx.pause else "SIGTERM"}
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
-        runtime = self._runtime(ctx.runtime_handler)
+        runtime = self.runtime(ctx.runtime_handler)
         run = self.deps.run_dir(ctx.id)
         try:
             proc = await runtime.create(
@@ -48,13 +48,7 @@ class InfraStart(SandboxStep):
         ctx.infra_pid, ctx.conmon_pid = proc.pid, proc.conmon_pid
         data.update(pid=proc.pid, conmon_pid=proc.conmon_pid)
 
-    def _runtime(self, handler: str) -> OciRuntime:
-        try:
-            return self.deps.runtimes[handler]
-        except KeyError:
-            raise FailedPrecondition(f"runtime handler {handler!r} is no longer configured; add it back to stop its pods") from None
-
     async def undo(self, data: dict[str, Any]) -> None:
-        runtime = self._runtime(data["handler"])
+        runtime = self.runtime(data["handler"])
         await runtime.stop(data["id"], timeout=STOP_TIMEOUT, stop_signal=data["stop_signal"])
         await runtime.delete(data["id"])

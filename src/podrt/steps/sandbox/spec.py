@@ -1,41 +1,25 @@
-"""The infra container's OCI spec, written to the bundle (run dir) and the state dir."""
+"""The infra container's OCI spec (InfraPlan from the pod's request and what
+earlier steps decided), written by the shared WriteSpec phase."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
-from podrt.aio import finish_in_thread
 from podrt.errors import InvalidArgument
-from podrt.fsutil import atomic_write
 from podrt.sandbox.annotations import sandbox_annotations
 from podrt.sandbox.infra_spec import build_infra_spec
 from podrt.sandbox.context import SandboxContext
 from podrt.sandbox.model import InfraPlan
 from podrt.sandbox.validate import pod_sysctls, seccomp_profile
 from podrt.selinux import process_label
-from podrt.steps.base import SandboxStep
+from podrt.steps.spec_files import WriteSpec
 
 
-def write_spec(files: list[str], spec: dict[str, Any]) -> None:
-    payload = json.dumps(spec, indent=1).encode()
-    for f in files:
-        atomic_write(Path(f), payload)
-
-
-class InfraSpec(SandboxStep):
+class InfraSpec(WriteSpec):
     kind = "spec"
-    journaled = False  # files in the sandbox dirs: the storage undo removes them
 
-    def record(self, ctx: SandboxContext) -> dict[str, Any]:
-        return {
-            "files": [
-                str(self.deps.run_dir(ctx.id) / "config.json"),
-                str(self.deps.sandbox_dir(ctx.id) / "config.json"),
-            ]
-        }
+    def files(self, ctx: SandboxContext) -> list[str]:
+        return [str(self.deps.run_dir(ctx.id) / "config.json"), str(self.deps.sandbox_dir(ctx.id) / "config.json")]
 
     def plan(self, ctx: SandboxContext) -> InfraPlan:
         cfg, rt, pause = ctx.config, self.deps.config.runtime, ctx.pause
@@ -63,18 +47,6 @@ class InfraSpec(SandboxStep):
             selinux_label=process_label(cfg.selinux, shares_host=cfg.host_pid or cfg.host_ipc),
         )
 
-    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
-        ctx.spec = build_infra_spec(self.plan(ctx))
-        ctx.spec_files = data["files"]
-        try:
-            await finish_in_thread(write_spec, data["files"], ctx.spec)
-        except BaseException:
-            await self.undo(data)
-            raise
-
-    async def undo(self, data: dict[str, Any]) -> None:
-        for f in data["files"]:
-            try:
-                os.unlink(f)
-            except FileNotFoundError:
-                pass
+    async def build(self, ctx: SandboxContext) -> dict[str, Any]:
+        ctx.spec_files = self.files(ctx)  # rewritten with the pod's IPs by the last step
+        return build_infra_spec(self.plan(ctx))

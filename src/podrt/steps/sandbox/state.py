@@ -10,7 +10,7 @@ from podrt.sandbox.annotations import IP_ANNOTATION
 from podrt.sandbox.context import SandboxContext
 from podrt.sandbox.store import STATE_FILE, save_state
 from podrt.steps.base import SandboxStep
-from podrt.steps.sandbox.spec import write_spec
+from podrt.steps.spec_files import write_spec
 
 
 class SaveState(SandboxStep):

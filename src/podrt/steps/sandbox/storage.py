@@ -25,6 +25,17 @@ def ensure_sane_log_path(log_path: Path) -> None:
         raise InvalidArgument(f"log path {log_path} exists and is not a regular file")
 
 
+def remove_dirs_and_log(dirs: list[str], log_file: str) -> None:
+    """A pod's or a container's dirs, and its own log file."""
+    for d in dirs:
+        if os.path.lexists(d):
+            shutil.rmtree(d)
+    try:
+        os.unlink(log_file)
+    except FileNotFoundError:
+        pass
+
+
 class Storage(SandboxStep):
     kind = "storage"
 
@@ -51,13 +62,7 @@ class Storage(SandboxStep):
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
-        for d in data["dirs"]:
-            if os.path.lexists(d):
-                shutil.rmtree(d)
-        try:
-            os.unlink(data["log_file"])  # the infra's own log; the kubelet owns the rest
-        except FileNotFoundError:
-            pass
+        remove_dirs_and_log(data["dirs"], data["log_file"])  # the infra's own log; the kubelet owns the rest
         if data["log_dir_created"]:
             try:
                 os.rmdir(data["log_dir"])  # only if empty: another attempt of the pod may log there

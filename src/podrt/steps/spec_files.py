@@ -1,0 +1,51 @@
+"""Writing an OCI spec: to the bundle (run dir, where runc reads it) and the
+state dir (kept for status and restarts). The phase both transactions run;
+each builds its own spec."""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from podrt.aio import finish_in_thread
+from podrt.fsutil import atomic_write
+from podrt.steps.base import DepsStep
+
+
+def write_spec(files: list[str], spec: dict[str, Any]) -> None:
+    payload = json.dumps(spec, indent=1).encode()
+    for f in files:
+        atomic_write(Path(f), payload)
+
+
+class WriteSpec(DepsStep):
+    journaled = False  # files in the object's dirs: the storage undo removes them
+
+    @abc.abstractmethod
+    def files(self, ctx: Any) -> list[str]:
+        """[bundle config.json, state dir copy]."""
+
+    @abc.abstractmethod
+    async def build(self, ctx: Any) -> dict[str, Any]:
+        """The spec (also kept in ctx.spec)."""
+
+    def record(self, ctx: Any) -> dict[str, Any]:
+        return {"files": self.files(ctx)}
+
+    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
+        ctx.spec = await self.build(ctx)
+        try:
+            await finish_in_thread(write_spec, data["files"], ctx.spec)
+        except BaseException:
+            await self.undo(data)
+            raise
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        for f in data["files"]:
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
