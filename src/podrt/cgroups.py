@@ -1,4 +1,5 @@
-"""Cgroup paths for pods, as CRI-O names them, and removal of what podrt made.
+"""Cgroup paths for pods and containers, as CRI-O names them, removal of what
+podrt made, and what a container's memory cgroup says about an OOM kill.
 
 cgroupfs: `<parent>/podrt-<id>` (parent must not be a systemd slice);
 systemd:  `<parent>.slice:podrt:<id>` (parent must be a slice). runc creates the
@@ -12,6 +13,8 @@ import errno
 import os
 import posixpath
 from pathlib import Path
+
+from cgroupspy.nodes import Node
 
 from podrt.errors import InvalidArgument
 
@@ -93,3 +96,31 @@ def remove(path: str, *, prune_parent: str | None = None) -> None:
                     raise
     if busy:
         raise OSError(errno.EBUSY, f"cgroup still in use: {', '.join(busy)}")
+
+
+def fs_path(cgroups_path: str) -> str:
+    """The directory (below a hierarchy) of a runc cgroupsPath: as it is for
+    cgroupfs, `<slice path>/<prefix>-<id>.scope` for systemd's "slice:prefix:id"."""
+    if ":" not in cgroups_path:
+        return cgroups_path
+    slice_name, prefix, name = cgroups_path.split(":", 2)
+    parts = slice_name.removesuffix(".slice").split("-")  # a-b.slice lives in a.slice/a-b.slice
+    nested = "/".join("-".join(parts[: n + 1]) + ".slice" for n in range(len(parts)) if parts[n])
+    return f"/{nested}/{prefix}-{name}.scope"
+
+
+def oom_killed(cgroups_path: str) -> bool:
+    """Whether the kernel's OOM killer killed a process in this cgroup. On
+    cgroup v1 cgroupspy reads memory.oom_control (its oom_kill counter,
+    kernel 4.13+); cgroupspy knows no v2, where memory.events says it."""
+    path = fs_path(cgroups_path).lstrip("/")
+    try:
+        if (CGROUP_ROOT / "cgroup.controllers").exists():
+            events = (CGROUP_ROOT / path / "memory.events").read_text().split()
+            return int(dict(zip(events[::2], events[1::2])).get("oom_kill", "0")) > 0
+        node = Node(b"memory", parent=Node(str(CGROUP_ROOT).encode()))
+        for part in path.split("/"):
+            node = Node(part.encode(), parent=node)
+        return int(node.controller.oom_control.get("oom_kill", 0)) > 0
+    except (OSError, ValueError, AttributeError):  # gone, or a kernel without the counter
+        return False

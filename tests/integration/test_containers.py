@@ -200,6 +200,23 @@ async def test_exits_are_reported_with_code_and_reason(daemon: DaemonProcess, re
         assert (await c.runtime.list_containers(cri.ListContainersRequest())).containers == []
 
 
+async def test_an_oom_kill_is_reported_as_oomkilled(daemon: DaemonProcess, registry: Registry) -> None:
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        limits = cri.LinuxContainerResources(memory_limit_in_bytes=32 << 20)
+        hungry = await _create(c, pod, _config(registry, "hungry", command=["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"],
+                                                linux=cri.LinuxContainerConfig(resources=limits)))
+        fine = await _create(c, pod, _config(registry, "fine", command=["dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=1"],
+                                              linux=cri.LinuxContainerConfig(resources=limits)))
+        for cid in (hungry, fine):
+            await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
+        st = await _wait_exit(c, hungry)
+        assert (st.exit_code, st.reason) == (137, "OOMKilled")
+        assert st.resources.linux.memory_limit_in_bytes == 32 << 20
+        assert (await _wait_exit(c, fine)).reason == "Completed"
+        await _remove_pod(c, pod[0])
+
+
 async def test_user_groups_read_only_root_and_mounts(daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:
     (tmp_path / "data.txt").write_text("from the host")
     tmp_path.chmod(0o755)  # the container runs as uid 1000

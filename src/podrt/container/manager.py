@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 import attrs
 
+from podrt import cgroups
 from podrt.aio import finish_in_thread
 from podrt.container.context import ContainerContext, ContainerDeps
 from podrt.container.model import ContainerConfig, ContainerStatus
@@ -225,7 +226,7 @@ class ContainerManager:
             return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
         code = int(text) if text.lstrip("-").isdigit() else -1
         state.exit_code, state.finished_at = code, finished
-        state.reason = "Completed" if code == 0 else "Error"
+        state.reason = "Completed" if code == 0 else "OOMKilled" if cgroups.oom_killed(state.cgroups_path) else "Error"
         if not state.started_at:
             state.started_at = state.created_at
         try:

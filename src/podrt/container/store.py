@@ -51,6 +51,7 @@ class ContainerState:
     stop_signal: str
     created_at: int  # ns since the epoch
     records: list[list[Any]]  # [name, kind, data] of each committed step, in order
+    cgroups_path: str = ""  # runc's cgroupsPath, where an OOM kill is counted
     pid: int = 0
     conmon_pid: int = 0
     started_at: int = 0

@@ -23,7 +23,8 @@ class ContainerSaveState(DepsStep):
             id=ctx.id, sandbox_id=ctx.sandbox.id, name=ctx.name, config=ctx.config, image_id=ctx.image.record.id,
             image_ref=ctx.image_ref, runtime_handler=ctx.runtime_handler, log_path=ctx.log_path,
             stop_signal=ctx.stop_signal, created_at=ctx.created_at,
-            records=[list(r) for r in ctx.completed], pid=ctx.pid, conmon_pid=ctx.conmon_pid, path=data["path"])
+            records=[list(r) for r in ctx.completed], cgroups_path=ctx.spec["linux"]["cgroupsPath"], pid=ctx.pid,
+            conmon_pid=ctx.conmon_pid, path=data["path"])
         await finish_in_thread(state.save)
         ctx.state = state
 

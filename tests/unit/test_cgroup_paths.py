@@ -1,0 +1,21 @@
+"""Where runc puts a cgroupsPath, so the OOM counter is read from the right directory."""
+
+from __future__ import annotations
+
+import pytest
+
+from podrt.cgroups import fs_path, oom_killed
+
+
+@pytest.mark.parametrize("cgroups_path, expected", [
+    ("/podrt/podrt-abc", "/podrt/podrt-abc"),  # cgroupfs: as it is
+    ("system.slice:podrt:abc", "/system.slice/podrt-abc.scope"),
+    ("kubepods-besteffort-pod1.slice:podrt:x",
+     "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/podrt-x.scope"),  # nested slices
+])
+def test_fs_path(cgroups_path: str, expected: str) -> None:
+    assert fs_path(cgroups_path) == expected
+
+
+def test_a_cgroup_that_is_gone_was_not_oom_killed() -> None:
+    assert oom_killed("/podrt/podrt-" + "0" * 64) is False
