@@ -200,6 +200,28 @@ async def test_exits_are_reported_with_code_and_reason(daemon: DaemonProcess, re
         assert (await c.runtime.list_containers(cri.ListContainersRequest())).containers == []
 
 
+async def test_log_rotation_through_reopen_container_log(daemon: DaemonProcess, registry: Registry) -> None:
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        cid = await _create(c, pod, _config(registry, "chatty", command=["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.05; done"]))
+        await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
+        log_path = Path((await _status(c, cid)).log_path)
+        await asyncio.sleep(0.3)
+        rotated = log_path.with_name(log_path.name + ".1")
+        log_path.rename(rotated)  # what the kubelet's rotation does first
+        await c.runtime.reopen_container_log(cri.ReopenContainerLogRequest(container_id=cid))
+        assert log_path.exists()
+        await asyncio.sleep(0.3)
+        old, new = _log_lines(str(rotated)), _log_lines(str(log_path))
+        assert old and new and int(new[0].split()[1]) > int(old[-1].split()[1])  # it goes on in the new file
+        rotated.unlink()
+        await c.runtime.stop_container(cri.StopContainerRequest(container_id=cid, timeout=0))
+        with pytest.raises(GRPCError) as err:  # not running: no new file (CRI)
+            await c.runtime.reopen_container_log(cri.ReopenContainerLogRequest(container_id=cid))
+        assert err.value.status == Status.FAILED_PRECONDITION
+        await _remove_pod(c, pod[0])
+
+
 async def test_an_oom_kill_is_reported_as_oomkilled(daemon: DaemonProcess, registry: Registry) -> None:
     async with connect(daemon.dirs.socket) as c:
         pod = await _pod(c)

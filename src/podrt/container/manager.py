@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,7 +24,7 @@ from podrt.container.context import ContainerContext, ContainerDeps
 from podrt.container.model import ContainerConfig, ContainerStatus
 from podrt.container.store import ContainerState, load_all
 from podrt.container.validate import check_pod_ready, check_request
-from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from podrt.images.manager import ImageManager
 from podrt.oci.runtime import ExecTimeout
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
@@ -46,6 +47,19 @@ STEP_ORDER: tuple[type[DepsStep], ...] = (
 OWN_KINDS = (ContainerStorage, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
 RELEASED_LAST = frozenset({ContainerStorage.kind, IndexId.kind, ReserveNames.kind})
 NO_TIMEOUT = 365 * 24 * 3600.0  # ExecSync's timeout 0
+REOPEN_WAIT = 5.0  # for conmon to open the new log file
+
+
+def _write_ctl(fifo: Path, message: bytes) -> None:
+    """One message to conmon's control fifo; never blocks (no reader: ENXIO, reported)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Unavailable(f"conmon's control fifo {fifo}: {exc.strerror}") from None
+    try:
+        os.write(fd, message)
+    finally:
+        os.close(fd)
 
 
 def _steps(deps: ContainerDeps) -> list[DepsStep]:
@@ -197,6 +211,22 @@ class ContainerManager:
             raise DeadlineExceeded(f"command {cmd[0]!r} in container {container_id} timed out after {timeout:g}s "
                                    "(killed, with what it started)") from None
         return result.returncode, result.stdout, result.stderr
+
+    async def reopen_log(self, id_prefix: str) -> None:
+        """After the kubelet rotated the log away: conmon opens a new file at
+        the log path (message 2 on its ctl fifo in the bundle, as CRI-O sends)."""
+        container_id = self.resolve(id_prefix)
+        state = self._state(container_id)
+        status = self._status(state)
+        if status != ContainerStatus.RUNNING:  # CRI: no new log file for a container that is not running
+            raise FailedPrecondition(f"container {container_id} is {status.value}, not running: its log is not reopened")
+        await asyncio.to_thread(_write_ctl, self.deps.run_dir(container_id) / "ctl", b"2 0 0\n")
+        log_path = Path(state.log_path)
+        deadline = time.monotonic() + REOPEN_WAIT
+        while not log_path.exists():
+            if time.monotonic() > deadline:
+                raise Unavailable(f"conmon of container {container_id} did not reopen {log_path}")
+            await asyncio.sleep(0.01)
 
     async def stop_pod(self, sandbox_id: str, timeout: float = 0.0) -> None:
         """StopPodSandbox: its containers stop first, forcibly, as containerd

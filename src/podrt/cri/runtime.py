@@ -89,6 +89,11 @@ class RuntimeService(cri.RuntimeServiceBase):
         code, out, err = await self._containers.exec_sync(req.container_id, tuple(req.cmd), float(max(req.timeout, 0)))
         return cri.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
 
+    async def reopen_container_log(self, reopen_container_log_request: cri.ReopenContainerLogRequest
+                                   ) -> cri.ReopenContainerLogResponse:
+        await self._containers.reopen_log(reopen_container_log_request.container_id)
+        return cri.ReopenContainerLogResponse()
+
     async def list_containers(self, list_containers_request: cri.ListContainersRequest) -> cri.ListContainersResponse:
         f = list_containers_request.filter
         ids = self._containers.matching_ids(f.id) if f.id else None
