@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -388,6 +389,39 @@ async def test_a_container_keeps_running_across_a_daemon_restart(registry: Regis
                 assert st.state == cri.ContainerState.CONTAINER_RUNNING  # conmon kept it while podrt was away
                 assert (await _wait_exit(c, cid)).exit_code == 7  # and its later exit is seen
                 await _remove_pod(c, pod[0])
+        finally:
+            proc.stop()
+        assert audit_daemon_dirs(d) == {}
+
+
+@pytest.mark.parametrize("delay_ms", [50, 450, 600, 750, 1600])
+async def test_sigkill_amid_20_concurrent_creations_then_restart_leaks_nothing(registry: Registry, delay_ms: int) -> None:
+    """Killed while 20 CreateContainer calls run (some done, some mid-step):
+    the restart unwinds the unfinished from the journal and restores the rest."""
+    with _network_dirs() as d:
+        _configure(d, registry)
+        proc = DaemonProcess(d).start()
+        try:
+            await _pull(d.socket, f"{registry.host}/test/busybox:v1")
+            async with connect(d.socket) as c:
+                pod = await _pod(c)
+                calls = [asyncio.ensure_future(_create(c, pod, _config(registry, f"c{n}", command=["/bin/sleep", "100"])))
+                         for n in range(20)]
+                await asyncio.sleep(delay_ms / 1000)
+                proc.stop(signal.SIGKILL)
+                done = await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            proc.kill()
+        created = {r for r in done if isinstance(r, str)}
+        proc = DaemonProcess(d).start()
+        try:
+            async with connect(d.socket) as c:
+                listed = {x.id for x in (await c.runtime.list_containers(cri.ListContainersRequest())).containers}
+                assert created <= listed  # every answered creation survived
+                on_disk = {p.name for p in (d.root / "containers").iterdir()} if (d.root / "containers").exists() else set()
+                assert listed <= on_disk
+            await remove_all_pods(d.socket)
+            assert list((d.root / "journal").iterdir()) == []
         finally:
             proc.stop()
         assert audit_daemon_dirs(d) == {}
