@@ -223,6 +223,27 @@ async def test_log_rotation_through_reopen_container_log(daemon: DaemonProcess, 
         await _remove_pod(c, pod[0])
 
 
+async def test_resources_reach_the_cgroup_and_can_be_updated(daemon: DaemonProcess, registry: Registry) -> None:
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        limits = cri.LinuxContainerResources(cpu_shares=256, cpu_quota=50000, cpu_period=100000, memory_limit_in_bytes=64 << 20)
+        cid = await _running(c, registry, pod, "limited", linux=cri.LinuxContainerConfig(resources=limits))
+        cgroup = "/podrt/podrt-" + cid
+
+        def value(controller: str, name: str) -> int:
+            return int(Path(f"/sys/fs/cgroup/{controller}{cgroup}/{name}").read_text())
+
+        assert (value("cpu", "cpu.shares"), value("cpu", "cpu.cfs_quota_us"), value("memory", "memory.limit_in_bytes")) == (
+            256, 50000, 64 << 20)
+        update = cri.LinuxContainerResources(cpu_shares=512, cpu_quota=20000, cpu_period=100000, memory_limit_in_bytes=96 << 20)
+        await c.runtime.update_container_resources(cri.UpdateContainerResourcesRequest(container_id=cid, linux=update))
+        assert (value("cpu", "cpu.shares"), value("cpu", "cpu.cfs_quota_us"), value("memory", "memory.limit_in_bytes")) == (
+            512, 20000, 96 << 20)
+        shown = (await _status(c, cid)).resources.linux
+        assert (shown.cpu_shares, shown.cpu_quota, shown.memory_limit_in_bytes) == (512, 20000, 96 << 20)
+        await _remove_pod(c, pod[0])
+
+
 async def test_an_oom_kill_is_reported_as_oomkilled(daemon: DaemonProcess, registry: Registry) -> None:
     async with connect(daemon.dirs.socket) as c:
         pod = await _pod(c)

@@ -21,7 +21,8 @@ import attrs
 from podrt import cgroups
 from podrt.aio import finish_in_thread
 from podrt.container.context import ContainerContext, ContainerDeps
-from podrt.container.model import ContainerConfig, ContainerStatus
+from podrt.container.model import ContainerConfig, ContainerStatus, Resources
+from podrt.container.spec import oci_resources
 from podrt.container.store import ContainerState, load_all
 from podrt.container.validate import check_pod_ready, check_request
 from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -211,6 +212,19 @@ class ContainerManager:
             raise DeadlineExceeded(f"command {cmd[0]!r} in container {container_id} timed out after {timeout:g}s "
                                    "(killed, with what it started)") from None
         return result.returncode, result.stdout, result.stderr
+
+    async def update_resources(self, id_prefix: str, resources: Resources) -> None:
+        """`runc update` of a created or running container; ContainerStatus shows the new values."""
+        container_id = self.resolve(id_prefix)
+        async with self._lock(container_id):
+            state = self._state(container_id)
+            status = self._status(state)
+            if status not in (ContainerStatus.CREATED, ContainerStatus.RUNNING):
+                raise FailedPrecondition(f"container {container_id} is {status.value}: its resources cannot change")
+            await self.deps.runtimes[state.runtime_handler].update(
+                container_id, oci_resources(resources), work_dir=self.deps.run_dir(container_id))
+            state.config = attrs.evolve(state.config, resources=resources)
+            await finish_in_thread(state.save)
 
     async def reopen_log(self, id_prefix: str) -> None:
         """After the kubelet rotated the log away: conmon opens a new file at

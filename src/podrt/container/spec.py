@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from podrt import cgroups
 from podrt.config import Config
 from podrt.container.context import ContainerContext
-from podrt.container.model import ContainerConfig, Mount
+from podrt.container.model import ContainerConfig, Mount, Resources
 from podrt.errors import InvalidArgument
 from podrt.oci.seccomp import profile_for
 from podrt.oci.spec import ALL_CAPABILITIES, BIND_RO, DEFAULT_CAPABILITIES, DEFAULT_PATH, Namespace, SpecInput, bind, build_spec, host_capabilities, standard_mounts
@@ -111,7 +111,7 @@ def build_container_spec(ctx: ContainerContext, config: Config) -> dict[str, Any
         namespaces=_namespaces(ctx),
         mounts=tuple(_mounts(ctx)),
         cgroups_path=cgroups.sandbox_cgroup(rt.cgroup_manager, pod.cgroup_parent, ctx.id)[1],
-        resources=_resources(cfg),
+        resources=oci_resources(cfg.resources),
         seccomp=seccomp,
         selinux_label=process_label(cfg.selinux, shares_host=pod.config.host_pid or pod.config.host_ipc),
         annotations={**cfg.annotations, NAME_PREFIX + "name": ctx.name, NAME_PREFIX + "sandbox-id": pod.id},
@@ -153,8 +153,9 @@ def _bind(m: Mount) -> dict[str, Any]:
     return bind(m.host_path, m.container_path, options)
 
 
-def _resources(cfg: ContainerConfig) -> dict[str, Any]:
-    r, out = cfg.resources, {}
+def oci_resources(r: Resources) -> dict[str, Any]:
+    """linux.resources (devices aside), also what `runc update` takes."""
+    out: dict[str, Any] = {}
     cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota), ("period", r.cpu_period)) if v}
     if r.cpuset_cpus:
         cpu["cpus"] = r.cpuset_cpus

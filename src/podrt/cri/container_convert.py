@@ -63,16 +63,20 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
         seccomp=seccomp,
         seccomp_localhost_ref=ref,
         selinux=SelinuxOptions(se.user, se.role, se.type, se.level) if se else None,
-        resources=Resources(
-            cpu_shares=in_range("config.linux.resources.cpu_shares", res.cpu_shares, 0, 262144),
-            cpu_quota=in_range("config.linux.resources.cpu_quota", res.cpu_quota, -1, MAX_INT64),
-            cpu_period=in_range("config.linux.resources.cpu_period", res.cpu_period, 0, 1_000_000),
-            memory_limit=in_range("config.linux.resources.memory_limit_in_bytes", res.memory_limit_in_bytes, 0, MAX_INT64),
-            cpuset_cpus=res.cpuset_cpus, cpuset_mems=res.cpuset_mems),
+        resources=resources("config.linux.resources", res),
         pid_mode=enum_value(f"{_SC}.namespace_options.pid", NS_MODES, sc.namespace_options.pid),
         stdin=c.stdin,
         tty=c.tty,
     )
+
+
+def resources(field: str, res: cri.LinuxContainerResources) -> Resources:
+    return Resources(
+        cpu_shares=in_range(f"{field}.cpu_shares", res.cpu_shares, 0, 262144),
+        cpu_quota=in_range(f"{field}.cpu_quota", res.cpu_quota, -1, MAX_INT64),
+        cpu_period=in_range(f"{field}.cpu_period", res.cpu_period, 0, 1_000_000),
+        memory_limit=in_range(f"{field}.memory_limit_in_bytes", res.memory_limit_in_bytes, 0, MAX_INT64),
+        cpuset_cpus=res.cpuset_cpus, cpuset_mems=res.cpuset_mems)
 
 
 def _text(field: str, value: bytes | str) -> str:

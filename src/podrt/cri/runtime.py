@@ -89,6 +89,12 @@ class RuntimeService(cri.RuntimeServiceBase):
         code, out, err = await self._containers.exec_sync(req.container_id, tuple(req.cmd), float(max(req.timeout, 0)))
         return cri.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
 
+    async def update_container_resources(self, update_container_resources_request: cri.UpdateContainerResourcesRequest
+                                         ) -> cri.UpdateContainerResourcesResponse:
+        req = update_container_resources_request
+        await self._containers.update_resources(req.container_id, cconv.resources("linux", req.linux))
+        return cri.UpdateContainerResourcesResponse()
+
     async def reopen_container_log(self, reopen_container_log_request: cri.ReopenContainerLogRequest
                                    ) -> cri.ReopenContainerLogResponse:
         await self._containers.reopen_log(reopen_container_log_request.container_id)

@@ -304,6 +304,16 @@ class OciRuntime:
             if link.is_symlink():
                 link.unlink(missing_ok=True)
 
+    async def update(self, container_id: str, resources: dict[str, Any], *, work_dir: Path) -> None:
+        """`runc update --resources`: new cgroup limits for a live container."""
+        fd, path = tempfile.mkstemp(dir=work_dir, prefix="update-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(resources, f)
+        try:
+            await self._runc_checked("update", "--resources", path, container_id)
+        finally:
+            os.unlink(path)
+
     async def exec_sync(self, container_id: str, process: dict[str, Any], *, timeout: float, max_output: int,
                         work_dir: Path) -> RuncResult:
         """`runc exec` of `process` (an OCI process object) in a running
