@@ -104,6 +104,7 @@ def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
                              ("sandbox dirs", d.root / "sandboxes"), ("run dirs", d.runroot / "sandboxes"),
                              ("container dirs", d.root / "containers"),
                              ("container run dirs", d.runroot / "containers"),
+                             ("container exit files", d.runroot / "exits"),
                              ("journal", d.root / "journal"), ("cni cache", d.root / "cni-cache"),
                              ("pod log dirs", d.base / "logs")):
         if directory.exists() and any(directory.iterdir()):

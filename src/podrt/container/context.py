@@ -26,6 +26,11 @@ class ContainerDeps(DaemonPaths):
     ids: IdIndex  # containers' own
     runtimes: dict[str, OciRuntime]
 
+    @property
+    def exit_dir(self) -> Path:
+        """conmon's exit files of all containers, in one dir: one listing tells which exited."""
+        return self.runroot / "exits"
+
     def container_dir(self, container_id: str) -> Path:
         return self.root / "containers" / container_id
 

@@ -2,7 +2,7 @@
 list, restore. cri/ calls this; it knows no gRPC.
 
 A container's state lives in memory and in its state.json; its exit is
-read from the exit file conmon writes (`<run dir>/exits/<id>`) the first
+read from the exit file conmon writes (`<runroot>/exits/<id>`) the first
 time someone looks after it appears, and then kept in the state.
 """
 
@@ -166,7 +166,7 @@ class ContainerManager:
 
     async def _stop(self, state: ContainerState, timeout: float) -> None:
         runtime = self.deps.runtimes[state.runtime_handler]
-        await runtime.stop(state.id, timeout=timeout, stop_signal=state.stop_signal, exit_dir=self._exit_dir(state.id))
+        await runtime.stop(state.id, timeout=timeout, stop_signal=state.stop_signal, exit_dir=self.deps.exit_dir)
         if state.started_at == 0 and state.exit_code is None:  # never started: killed where it waited
             state.started_at = state.created_at
         self._status(state)
@@ -255,14 +255,14 @@ class ContainerManager:
 
     # ---- status / list --------------------------------------------------------
 
-    def _exit_dir(self, container_id: str) -> Path:
-        return self.deps.run_dir(container_id) / "exits"
-
-    def _status(self, state: ContainerState) -> ContainerStatus:
-        """From the state, and the exit file when it has appeared (recorded then)."""
+    def _status(self, state: ContainerState, exited: set[str] | None = None) -> ContainerStatus:
+        """From the state, and the exit file when it has appeared (recorded
+        then). `exited`: the IDs with an exit file, when the caller listed them."""
         if state.exit_code is not None:
             return ContainerStatus.EXITED
-        exit_file = self._exit_dir(state.id) / state.id
+        if exited is not None and state.id not in exited:
+            return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
+        exit_file = self.deps.exit_dir / state.id
         try:
             text = exit_file.read_text().strip()
             finished = exit_file.stat().st_mtime_ns
@@ -279,14 +279,18 @@ class ContainerManager:
             log.warning("cannot record the exit of container %s: %s", state.id, exc)
         return ContainerStatus.EXITED
 
-    def view(self, container_id: str) -> ContainerView:
+    def view(self, container_id: str, exited: set[str] | None = None) -> ContainerView:
         state = self._state(container_id)
-        return ContainerView(state, self._status(state))
+        return ContainerView(state, self._status(state, exited))
 
     def list(self, match: Callable[[ContainerView], bool] = lambda _v: True,
              ids: Iterable[str] | None = None) -> list[ContainerView]:
         chosen = self._containers if ids is None else [i for i in ids if i in self._containers]
-        views = (self.view(i) for i in chosen)
+        try:
+            exited = set(os.listdir(self.deps.exit_dir))  # one listing, not a file per container
+        except FileNotFoundError:
+            exited = set()
+        views = (self.view(i, exited) for i in chosen)
         return [v for v in views if match(v)]
 
     def matching_ids(self, prefix: str) -> list[str]:

@@ -1,0 +1,150 @@
+"""Container figures on the real parts, with a busybox-static image from a
+registry on 127.0.0.1: CreateContainer + StartContainer over sequential
+containers, ExecSync of `true`, ListContainers with many containers, and the
+daemon's RSS with pods of 3 containers each.
+
+Run as root: .venv/bin/python benchmarks/bench_containers.py [--cycles 50] [--list 1000] [--pods 100]
+Pods are on the host network (no CNI in the way); the containers sleep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from grpclib.client import Channel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
+
+from podrt.api.runtime import v1 as cri  # noqa: E402
+from tests.support.daemon import DaemonDirs  # noqa: E402
+from tests.support.leaks import scrub_daemon_dirs  # noqa: E402
+from tests.support.registry import Registry, busybox_image, push  # noqa: E402
+
+from common import call_raw, pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
+
+IMAGE_REPO = "bench/busybox"
+
+
+def pod_config() -> cri.PodSandboxConfig:
+    return cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=f"b-{uuid.uuid4().hex[:8]}", uid=uuid.uuid4().hex, namespace="bench"),
+        linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
+            namespace_options=cri.NamespaceOption(network=cri.NamespaceMode.NODE))))
+
+
+def container_config(image: str, name: str) -> cri.ContainerConfig:
+    sc = cri.LinuxContainerSecurityContext(namespace_options=cri.NamespaceOption(pid=cri.NamespaceMode.CONTAINER))
+    return cri.ContainerConfig(metadata=cri.ContainerMetadata(name=name), image=cri.ImageSpec(image=image),
+                               command=["/bin/sleep", "100000"], log_path=f"{name}.log",
+                               linux=cri.LinuxContainerConfig(security_context=sc))
+
+
+async def run(rt: cri.RuntimeServiceStub, pod: str, cfg: cri.PodSandboxConfig, image: str, name: str) -> str:
+    cid = (await rt.create_container(cri.CreateContainerRequest(pod_sandbox_id=pod, config=container_config(image, name),
+                                                                sandbox_config=cfg))).container_id
+    await rt.start_container(cri.StartContainerRequest(container_id=cid))
+    return cid
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def bench(sock: Path, image: str, cycles: int, listed: int, pods: int, daemon_pid: int) -> None:
+    ch = Channel(path=str(sock))
+    rt = cri.RuntimeServiceStub(ch)
+    try:
+        await cri.ImageServiceStub(ch).pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=image)))
+        at_start = rss_kib(daemon_pid)
+        cfg = pod_config()
+        pod = (await rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=cfg))).pod_sandbox_id
+        create, start = [], []
+        for n in range(cycles):
+            t = time.perf_counter()
+            cid = (await rt.create_container(cri.CreateContainerRequest(
+                pod_sandbox_id=pod, config=container_config(image, f"c{n}"), sandbox_config=cfg))).container_id
+            create.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await rt.start_container(cri.StartContainerRequest(container_id=cid))
+            start.append(time.perf_counter() - t)
+        both = [a + b for a, b in zip(create, start)]
+        print(f"CreateContainer + StartContainer over {cycles} sequential containers: p50 {pct(both, .5) * 1000:.0f} ms, "
+              f"p90 {pct(both, .9) * 1000:.0f} ms (create p50 {pct(create, .5) * 1000:.0f} ms, start p50 "
+              f"{pct(start, .5) * 1000:.0f} ms)")
+        execs = []
+        for _ in range(100):
+            t = time.perf_counter()
+            r = await rt.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10))
+            execs.append(time.perf_counter() - t)
+            assert r.exit_code == 0
+        print(f"ExecSync of `true`: p50 {pct(execs, .5) * 1000:.1f} ms, p90 {pct(execs, .9) * 1000:.1f} ms")
+        for n in range(cycles, listed, 10):
+            await asyncio.gather(*(run(rt, pod, cfg, image, f"c{m}") for m in range(n, min(n + 10, listed))))
+        raw = []
+        for _ in range(30):
+            t = time.perf_counter()
+            data = await call_raw(ch, "/runtime.v1.RuntimeService/ListContainers", cri.ListContainersRequest())
+            raw.append(time.perf_counter() - t)
+        count = len(cri.ListContainersResponse().parse(data).containers)
+        print(f"ListContainers with {count} containers: p50 {pct(raw, .5) * 1000:.1f} ms, p90 {pct(raw, .9) * 1000:.1f} ms "
+              f"({len(data)} bytes, without client-side decoding)")
+        with_list = rss_kib(daemon_pid)
+        await rt.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod))
+        await rt.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod))
+        made = []
+        for _ in range(pods):
+            cfg = pod_config()
+            p = (await rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=cfg))).pod_sandbox_id
+            await asyncio.gather(*(run(rt, p, cfg, image, f"w{n}") for n in range(3)))
+            made.append(p)
+        print(f"daemon RSS: {at_start / 1024:.0f} MiB with one image and nothing running, {with_list / 1024:.0f} MiB "
+              f"with {count} containers in one pod, {rss_kib(daemon_pid) / 1024:.0f} MiB after that with {pods} pods "
+              "of 3 running containers (Python keeps what it once allocated)")
+        for p in made:
+            await rt.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=p))
+            await rt.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=p))
+    finally:
+        ch.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cycles", type=int, default=50)
+    ap.add_argument("--list", type=int, default=1000)
+    ap.add_argument("--pods", type=int, default=100)
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="podrt-bench-"))
+    reg = Registry(base / "registry")
+    try:
+        asyncio.run(push(reg, IMAGE_REPO, busybox_image(), "v1"))
+        conf = base / "registries.conf"
+        conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
+        (base / "cni").mkdir()
+        cfg = write_config(base, image={"registries_conf": str(conf)})
+        proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],
+                                stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
+        try:
+            asyncio.run(wait_ready(socket_path(base)))
+            asyncio.run(bench(socket_path(base), f"{reg.host}/{IMAGE_REPO}:v1", args.cycles, args.list, args.pods, proc.pid))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=120)
+            scrub_daemon_dirs(DaemonDirs(base))  # what a failed run left: containers outlive the daemon
+    finally:
+        reg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
