@@ -64,6 +64,18 @@ def daemon(registry: Registry) -> Iterator[DaemonProcess]:
         assert not leftovers, f"containers left resources behind: {leftovers}"
 
 
+async def _start(d: DaemonDirs, registry: Registry, extra: dict[str, Any] | None = None) -> DaemonProcess:
+    """A daemon of its own for a test, with the busybox image pulled."""
+    _configure(d, registry, extra)
+    proc = DaemonProcess(d).start()
+    try:
+        await _pull(d.socket, f"{registry.host}/test/busybox:v1")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
 async def _pull(sock: Path, ref: str) -> None:
     async with connect(sock) as c:
         await c.image.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=ref)))
@@ -395,10 +407,8 @@ async def test_a_duplicate_name_and_an_unknown_pod(daemon: DaemonProcess, regist
 
 async def test_a_container_keeps_running_across_a_daemon_restart(registry: Registry) -> None:
     with _network_dirs() as d:
-        _configure(d, registry)
-        proc = DaemonProcess(d).start()
+        proc = await _start(d, registry)
         try:
-            await _pull(d.socket, f"{registry.host}/test/busybox:v1")
             async with connect(d.socket) as c:
                 pod = await _pod(c)
                 cid = await _create(c, pod, _config(registry, command=["/bin/sh", "-c", "sleep 1.5; exit 7"]))
@@ -420,10 +430,8 @@ async def test_sigkill_amid_20_concurrent_creations_then_restart_leaks_nothing(r
     """Killed while 20 CreateContainer calls run (some done, some mid-step):
     the restart unwinds the unfinished from the journal and restores the rest."""
     with _network_dirs() as d:
-        _configure(d, registry)
-        proc = DaemonProcess(d).start()
+        proc = await _start(d, registry)
         try:
-            await _pull(d.socket, f"{registry.host}/test/busybox:v1")
             async with connect(d.socket) as c:
                 pod = await _pod(c)
                 calls = [asyncio.ensure_future(_create(c, pod, _config(registry, f"c{n}", command=["/bin/sleep", "100"])))
@@ -452,10 +460,8 @@ async def test_sigkill_amid_20_concurrent_creations_then_restart_leaks_nothing(r
 @pytest.mark.parametrize("step", STEP_NAMES)
 async def test_fault_at_every_step_leaks_nothing(registry: Registry, step: str, when: str) -> None:
     with _network_dirs() as d:
-        _configure(d, registry, {"debug": {"fault_points": [f"{step}:{when}"]}})
-        proc = DaemonProcess(d).start()
+        proc = await _start(d, registry, {"debug": {"fault_points": [f"{step}:{when}"]}})
         try:
-            await _pull(d.socket, f"{registry.host}/test/busybox:v1")
             async with connect(d.socket) as c:
                 pod = await _pod(c)
                 with pytest.raises(GRPCError) as err:
