@@ -147,3 +147,6 @@ def scrub_daemon_dirs(d: DaemonDirs) -> None:
         for cg in Path("/sys/fs/cgroup").glob(f"*/*/podrt*-{owner.name}"):
             with contextlib.suppress(OSError):
                 cg.rmdir()
+    for parent in Path("/sys/fs/cgroup").glob("*/podrt"):  # podrt's default parent, removed when empty
+        with contextlib.suppress(OSError):
+            parent.rmdir()
