@@ -370,6 +370,9 @@ async def test_fifty_concurrent_probes_leave_no_process(daemon: DaemonProcess, r
     ({"linux": cri.LinuxContainerConfig(security_context=cri.LinuxContainerSecurityContext(privileged=True))},
      Status.INVALID_ARGUMENT, "privileged pod"),
     ({"log_path": "../escape.log"}, Status.INVALID_ARGUMENT, "without '..'"),
+    ({"working_dir": "relative"}, Status.INVALID_ARGUMENT, "must be absolute"),
+    ({"linux": cri.LinuxContainerConfig(resources=cri.LinuxContainerResources(cpu_period=10, cpu_quota=5))},
+     Status.INVALID_ARGUMENT, "cpu_quota: 5 is out of range"),
 ])
 async def test_bad_input_is_refused_and_nothing_is_made(daemon: DaemonProcess, registry: Registry, change: dict[str, Any],
                                                         status: Status, fragment: str) -> None:

@@ -53,3 +53,19 @@ async def test_puts_after_the_reader_left_are_dropped_not_blocking() -> None:
         pass  # a reader that failed (an unsafe layer) or found the layer present
     for _ in range(10):
         await asyncio.wait_for(pipe.put(b"12345678"), 1)
+
+
+async def test_a_gzip_layer_arriving_a_byte_at_a_time_is_still_seen_as_gzip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The compression is sniffed from the first 4 bytes: a pipe may hand
+    over fewer in one read, and a gzip layer must not be taken for a tar."""
+    from podrt.images.unpack import unpack_layer
+    from tests.support.registry import layer
+
+    gz, plain = layer({"f": b"x" * 1000})
+    pipe = ThreadPipe(asyncio.get_running_loop())
+    unpack = asyncio.ensure_future(asyncio.to_thread(unpack_layer, pipe, tmp_path, media_type=""))
+    for i in range(len(gz)):
+        await pipe.put(gz[i:i + 1])
+    pipe.close()
+    stats = await unpack
+    assert (tmp_path / "f").read_bytes() == b"x" * 1000 and stats.uncompressed_size == len(plain)

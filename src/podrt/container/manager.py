@@ -27,12 +27,12 @@ from podrt.container.store import ContainerState, load_all
 from podrt.container.validate import check_pod_ready, check_request
 from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from podrt.images.manager import ImageManager
-from podrt.oci.runtime import ExecTimeout
+from podrt.oci.runtime import ExecTimeout, OciRuntime
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
 from podrt.sandbox.manager import SandboxManager
 from podrt.sandbox.model import SandboxConfig
-from podrt.steps.base import DepsStep
+from podrt.steps.base import DepsStep, runtime_for
 from podrt.steps.container.create import ContainerCreate
 from podrt.steps.container.spec import ContainerSpec
 from podrt.steps.container.state import ContainerSaveState
@@ -145,9 +145,12 @@ class ContainerManager:
             status = self._status(state)
             if status != ContainerStatus.CREATED:
                 raise FailedPrecondition(f"container {container_id} is {status.value}, not created: it cannot be started")
-            await self.deps.runtimes[state.runtime_handler].start(container_id)
+            await self._runtime(state).start(container_id)
             state.started_at = time.time_ns()
             await finish_in_thread(state.save)
+
+    def _runtime(self, state: ContainerState) -> OciRuntime:
+        return runtime_for(self.deps.runtimes, state.runtime_handler)
 
     def _known(self, id_prefix: str) -> str | None:
         """The full ID, or None for an unknown one: stop and remove succeed on those (the kubelet relies on it)."""
@@ -165,7 +168,7 @@ class ContainerManager:
                 await self._stop(state, timeout)
 
     async def _stop(self, state: ContainerState, timeout: float) -> None:
-        runtime = self.deps.runtimes[state.runtime_handler]
+        runtime = self._runtime(state)
         await runtime.stop(state.id, timeout=timeout, stop_signal=state.stop_signal, exit_dir=self.deps.exit_dir)
         if state.started_at == 0 and state.exit_code is None:  # never started: killed where it waited
             state.started_at = state.created_at
@@ -203,7 +206,7 @@ class ContainerManager:
             raise FailedPrecondition(f"container {container_id} is {status.value}, not running")
         spec = json.loads(await asyncio.to_thread((self.deps.container_dir(container_id) / "config.json").read_bytes))
         process = {**spec["process"], "args": list(cmd), "terminal": False}
-        runtime = self.deps.runtimes[state.runtime_handler]
+        runtime = self._runtime(state)
         try:
             result = await runtime.exec_sync(container_id, process, timeout=timeout or NO_TIMEOUT,
                                              max_output=self.deps.config.runtime.exec_sync_max_output,
@@ -221,7 +224,7 @@ class ContainerManager:
             status = self._status(state)
             if status not in (ContainerStatus.CREATED, ContainerStatus.RUNNING):
                 raise FailedPrecondition(f"container {container_id} is {status.value}: its resources cannot change")
-            await self.deps.runtimes[state.runtime_handler].update(
+            await self._runtime(state).update(
                 container_id, oci_resources(resources), work_dir=self.deps.run_dir(container_id))
             state.config = attrs.evolve(state.config, resources=resources)
             await finish_in_thread(state.save)
@@ -270,7 +273,7 @@ class ContainerManager:
             return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
         code = int(text) if text.lstrip("-").isdigit() else -1
         state.exit_code, state.finished_at = code, finished
-        state.reason = "Completed" if code == 0 else "OOMKilled" if cgroups.oom_killed(state.cgroups_path) else "Error"
+        state.reason = "Completed" if code == 0 else "OOMKilled" if self._oom_killed(state) else "Error"
         if not state.started_at:
             state.started_at = state.created_at
         try:
@@ -278,6 +281,11 @@ class ContainerManager:
         except OSError as exc:
             log.warning("cannot record the exit of container %s: %s", state.id, exc)
         return ContainerStatus.EXITED
+
+    def _oom_killed(self, state: ContainerState) -> bool:
+        """conmon's marker in its persist dir, else the cgroup's own counter
+        (which a systemd scope loses once it is empty)."""
+        return (self.deps.run_dir(state.id) / "conmon" / "oom").exists() or cgroups.oom_killed(state.cgroups_path)
 
     def view(self, container_id: str, exited: set[str] | None = None) -> ContainerView:
         state = self._state(container_id)

@@ -31,6 +31,8 @@ def check_request(cfg: ContainerConfig, pod: SandboxState) -> None:
             raise InvalidArgument(f"{where}.host_path {m.host_path!r} must be absolute")
         if not os.path.lexists(m.host_path):
             raise InvalidArgument(f"{where}.host_path {m.host_path} does not exist")
+    if cfg.working_dir and not posixpath.isabs(cfg.working_dir):
+        raise InvalidArgument(f"working_dir {cfg.working_dir!r} must be absolute")
     for key, _ in cfg.envs:
         if not key or "=" in key or "\0" in key:
             raise InvalidArgument(f"invalid environment variable name {key!r}")

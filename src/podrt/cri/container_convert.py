@@ -73,8 +73,8 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
 def resources(field: str, res: cri.LinuxContainerResources) -> Resources:
     return Resources(
         cpu_shares=in_range(f"{field}.cpu_shares", res.cpu_shares, 0, 262144),
-        cpu_quota=in_range(f"{field}.cpu_quota", res.cpu_quota, -1, MAX_INT64),
-        cpu_period=in_range(f"{field}.cpu_period", res.cpu_period, 0, 1_000_000),
+        cpu_quota=res.cpu_quota if res.cpu_quota in (0, -1) else in_range(f"{field}.cpu_quota", res.cpu_quota, 1000, MAX_INT64),
+        cpu_period=res.cpu_period if res.cpu_period == 0 else in_range(f"{field}.cpu_period", res.cpu_period, 1000, 1_000_000),
         memory_limit=in_range(f"{field}.memory_limit_in_bytes", res.memory_limit_in_bytes, 0, MAX_INT64),
         cpuset_cpus=res.cpuset_cpus, cpuset_mems=res.cpuset_mems)
 

@@ -178,7 +178,9 @@ def _decompressed(stream: _Reader, media_type: str) -> Iterator[_Reader]:
     registry's media type is sometimes wrong, and the diff_id check catches
     any stream that is not the layer."""
     declared = _declared_compression(media_type)
-    head = stream.read(4)
+    head = b""
+    while len(head) < 4 and (more := stream.read(4 - len(head))):  # a pipe may hand over fewer bytes
+        head += more
     sniffed = compression(head)
     if declared is not None and declared != sniffed:
         _noisy.warning("layer media type %s says %s but its bytes are %s", media_type, declared, sniffed)

@@ -158,6 +158,7 @@ async def launch(spec: ConmonSpec, cgroup_procs: Sequence[Path] = ()) -> ConmonL
         proc = await asyncio.create_subprocess_exec(
             *conmon_argv(spec), stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
             pass_fds=(sync_w, start_r), env=env, start_new_session=True,  # no terminal signals; killable as a group
+            cwd=spec.bundle,  # conmon writes some files (its OOM marker) relative to its cwd: never the daemon's
         )
     except BaseException:
         for fd in (sync_r, start_w):

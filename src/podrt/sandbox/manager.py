@@ -347,11 +347,6 @@ class SandboxManager:
 
     # ---- restart -------------------------------------------------------------
 
-    def saved_ids(self) -> set[str]:
-        """The IDs of the pods on disk (before restore), so containers can tell theirs."""
-        states, _bad = load_all(self.deps.root / "sandboxes")
-        return {s.id for s in states}
-
     async def restore(self, containers: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         """Rebuild names, IDs and sandboxes from disk; check which infras still run.
         `containers`: their IDs, so their runc state is not taken for an orphan's."""

@@ -20,11 +20,15 @@ class DepsStep(Step):
         self.deps = deps
 
     def runtime(self, handler: str) -> OciRuntime:
-        try:
-            return self.deps.runtimes[handler]
-        except KeyError:
-            raise FailedPrecondition(f"runtime handler {handler!r} is no longer configured; "
-                                     "add it back to stop and remove what runs on it") from None
+        return runtime_for(self.deps.runtimes, handler)
+
+
+def runtime_for(runtimes: dict[str, OciRuntime], handler: str) -> OciRuntime:
+    try:
+        return runtimes[handler]
+    except KeyError:
+        raise FailedPrecondition(f"runtime handler {handler!r} is no longer configured; "
+                                 "add it back to stop and remove what runs on it") from None
 
 
 class SandboxStep(DepsStep):

@@ -7,10 +7,10 @@ from typing import Any
 
 from podrt.errors import AlreadyExists
 from podrt.state.names import NameTaken
-from podrt.steps.base import SandboxStep
+from podrt.steps.base import DepsStep
 
 
-class ReserveNames(SandboxStep):
+class ReserveNames(DepsStep):
     kind = "names"
     journaled = False  # in memory: a crash releases it; restore rebuilds it from disk
 
@@ -33,7 +33,7 @@ class ReserveNames(SandboxStep):
             self.deps.names.release(name, data["id"])
 
 
-class IndexId(SandboxStep):
+class IndexId(DepsStep):
     kind = "id"
     journaled = False  # in memory, like the names
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from podrt import mounts, overlay
 from podrt.errors import FailedPrecondition
-from podrt.steps.base import SandboxStep
+from podrt.steps.base import DepsStep
 
 
-class Rootfs(SandboxStep):
+class Rootfs(DepsStep):
     kind = "rootfs"
 
     def record(self, ctx: Any) -> dict[str, Any]:
