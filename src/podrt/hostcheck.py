@@ -17,8 +17,7 @@ import attrs
 from podrt import proc
 from podrt.config import Config, ConfigError
 from podrt.images import registries
-from podrt.images.pause import BUILTIN_PAUSE_IMAGE
-from podrt.images.reference import parse
+from podrt.images.pause import is_builtin
 from podrt.network import default as default_network
 from podrt.network.cni import find_plugin
 from podrt.network.cniconf import find_network
@@ -49,7 +48,7 @@ def required_binaries(cfg: Config) -> list[CheckResult]:
         for name, handler in cfg.runtime.runtimes.items()
     ]
     results.append(_executable("conmon", Path(cfg.runtime.conmon), "apt-get install -y conmon"))
-    if str(parse(cfg.image.pause_image)) == str(parse(BUILTIN_PAUSE_IMAGE)):  # else the pause image brings its own init
+    if is_builtin(cfg.image.pause_image):  # else the pause image brings its own init
         results.append(_executable("catatonit", Path(cfg.image.catatonit_path), "apt-get install -y catatonit"))
     return results
 

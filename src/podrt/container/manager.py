@@ -27,6 +27,7 @@ from podrt.container.store import ContainerState, load_all
 from podrt.container.validate import check_pod_ready, check_request
 from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from podrt.images.manager import ImageManager
+from podrt.oci import conmon
 from podrt.oci.runtime import ExecTimeout, OciRuntime
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
@@ -49,18 +50,6 @@ OWN_KINDS = (ContainerStorage, ContainerSpec, ContainerCreate, ContainerSaveStat
 RELEASED_LAST = frozenset({ContainerStorage.kind, IndexId.kind, ReserveNames.kind})
 NO_TIMEOUT = 365 * 24 * 3600.0  # ExecSync's timeout 0
 REOPEN_WAIT = 5.0  # for conmon to open the new log file
-
-
-def _write_ctl(fifo: Path, message: bytes) -> None:
-    """One message to conmon's control fifo; never blocks (no reader: ENXIO, reported)."""
-    try:
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise Unavailable(f"conmon's control fifo {fifo}: {exc.strerror}") from None
-    try:
-        os.write(fd, message)
-    finally:
-        os.close(fd)
 
 
 def _steps(deps: ContainerDeps) -> list[DepsStep]:
@@ -237,7 +226,10 @@ class ContainerManager:
         status = self._status(state)
         if status != ContainerStatus.RUNNING:  # CRI: no new log file for a container that is not running
             raise FailedPrecondition(f"container {container_id} is {status.value}, not running: its log is not reopened")
-        await asyncio.to_thread(_write_ctl, self.deps.run_dir(container_id) / "ctl", b"2 0 0\n")
+        try:
+            await asyncio.to_thread(conmon.reopen_log, self.deps.run_dir(container_id))
+        except conmon.ConmonError as exc:
+            raise Unavailable(str(exc)) from None
         log_path = Path(state.log_path)
         deadline = time.monotonic() + REOPEN_WAIT
         while not log_path.exists():

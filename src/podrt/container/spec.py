@@ -27,7 +27,8 @@ from podrt.container.context import ContainerContext
 from podrt.container.model import ContainerConfig, Mount, Resources
 from podrt.errors import InvalidArgument
 from podrt.oci.seccomp import profile_for
-from podrt.oci.spec import ALL_CAPABILITIES, BIND_RO, DEFAULT_CAPABILITIES, DEFAULT_PATH, Namespace, SpecInput, bind, build_spec, host_capabilities, standard_mounts
+from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_PATH, Namespace, SpecInput, bind, build_spec, host_capabilities, standard_mounts
+from podrt.sandbox.infra_spec import pod_file_binds
 from podrt.sandbox.model import NsMode
 from podrt.selinux import process_label
 
@@ -134,12 +135,8 @@ def _namespaces(ctx: ContainerContext) -> tuple[Namespace, ...]:
 
 def _mounts(ctx: ContainerContext) -> list[dict[str, Any]]:
     pod = ctx.sandbox
-    mounts = standard_mounts(own_netns=not pod.config.host_network)
-    mounts.append(bind(pod.shm_path or "/dev/shm", "/dev/shm", ("rw", "bind")))
-    if pod.hostname_file:
-        mounts.append(bind(pod.hostname_file, "/etc/hostname", BIND_RO))
-    if pod.resolv_conf:
-        mounts.append(bind(pod.resolv_conf, "/etc/resolv.conf", BIND_RO))
+    mounts = standard_mounts(own_netns=not pod.config.host_network) + pod_file_binds(
+        pod.shm_path, pod.hostname_file, pod.resolv_conf)
     taken = {m["destination"] for m in mounts}
     for m in ctx.config.mounts:  # the request's replace a default at the same path
         if m.container_path in taken:

@@ -25,7 +25,7 @@ import aiofiles
 import aiofiles.os
 
 from podrt.aio import SharedTask
-from podrt.fsutil import fsync_dir
+from podrt.fsutil import fsync_dir, usage
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 
@@ -124,8 +124,4 @@ class BlobStore:
 
     def usage(self) -> tuple[int, int]:
         """(bytes, inodes) the blobs use, for ImageFsInfo."""
-        used = inodes = 0
-        for entry in os.scandir(self.blobs):
-            used += entry.stat(follow_symlinks=False).st_blocks * 512
-            inodes += 1
-        return used, inodes
+        return usage([self.blobs])

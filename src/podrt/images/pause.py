@@ -96,13 +96,18 @@ async def ensure_builtin(store: ImageStore, catatonit: Path, command: tuple[str,
     return PauseImage(name, image_id, command, rootfs=store.layer_dir(diff_id) / "diff")
 
 
+def is_builtin(reference: str) -> bool:
+    """Whether a configured pause_image names the builtin one (built from catatonit)."""
+    return str(parse(reference)) == str(parse(BUILTIN_PAUSE_IMAGE))
+
+
 class PauseSource:
     """The configured pause image, resolved (and pulled) when a pod needs it."""
 
     def __init__(self, images: ImageManager, config: ImageConfig) -> None:
         self.images, self.config = images, config
         self.reference = str(parse(config.pause_image))
-        self.builtin = self.reference == str(parse(BUILTIN_PAUSE_IMAGE))
+        self.builtin = is_builtin(config.pause_image)
         self._current: PauseImage | None = None
 
     async def start(self) -> None:

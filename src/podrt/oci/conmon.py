@@ -308,3 +308,17 @@ async def kill_and_wait(pid: int, timeout: float = 5.0) -> bool:
     except ProcessLookupError:
         return True
     return await wait_pid_exit(pid, timeout)
+
+
+def reopen_log(bundle: Path) -> None:
+    """Ask conmon to open a new log file (message 2 on its ctl fifo in the
+    bundle, as CRI-O sends it). Never blocks: with no reader the open fails
+    (ENXIO), reported as ConmonError."""
+    try:
+        fd = os.open(bundle / "ctl", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConmonError(f"conmon's control fifo {bundle / 'ctl'}: {exc.strerror}") from None
+    try:
+        os.write(fd, b"2 0 0\n")
+    finally:
+        os.close(fd)

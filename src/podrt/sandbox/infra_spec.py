@@ -46,14 +46,19 @@ def build_infra_spec(plan: InfraPlan) -> dict[str, Any]:
 
 
 def _mounts(plan: InfraPlan) -> list[dict[str, Any]]:
-    mounts = standard_mounts(own_netns=not plan.config.host_network)
-    # The pod's shm tmpfs (made by an earlier step so it outlives the infra
-    # process and can be shared by the pod's containers), or the host's
-    # /dev/shm when the pod shares the host IPC namespace.
-    mounts.append(bind(plan.shm_path if plan.shm_path is not None else "/dev/shm", "/dev/shm", ("rw", "bind")))
-    mounts.append(bind(plan.hostname_file, "/etc/hostname", BIND_RO))
-    if plan.resolv_conf is not None:
-        mounts.append(bind(plan.resolv_conf, "/etc/resolv.conf", BIND_RO))
+    return standard_mounts(own_netns=not plan.config.host_network) + pod_file_binds(
+        plan.shm_path, plan.hostname_file, plan.resolv_conf)
+
+
+def pod_file_binds(shm_path: str | None, hostname_file: str, resolv_conf: str | None) -> list[dict[str, Any]]:
+    """What every container of a pod (its infra too) shares: the pod's shm
+    tmpfs (made by an earlier step so it outlives the infra process), or the
+    host's /dev/shm with host IPC; its hostname and resolv.conf, read-only."""
+    mounts = [bind(shm_path or "/dev/shm", "/dev/shm", ("rw", "bind"))]
+    if hostname_file:
+        mounts.append(bind(hostname_file, "/etc/hostname", BIND_RO))
+    if resolv_conf:
+        mounts.append(bind(resolv_conf, "/etc/resolv.conf", BIND_RO))
     return mounts
 
 
