@@ -172,6 +172,11 @@ class RuntimeConfig:
                                          'must be "" or an absolute path'))
     default_sysctls: tuple[str, ...] = _f((), _each(_matches(
         r"[A-Za-z0-9_][A-Za-z0-9_./-]*=.+", 'must be "key=value"')))
+    # Pod sysctls: the kubelet's --allowed-unsafe-sysctls is the policy, and podrt
+    # applies every namespaced sysctl it sends (as CRI-O and containerd do). Set
+    # restrict_unsafe_sysctls to also refuse those outside the kubelet's safe set
+    # that allowed_unsafe_sysctls (names, or prefixes ending in "*") does not name.
+    restrict_unsafe_sysctls: bool = _f(False)
     allowed_unsafe_sysctls: tuple[str, ...] = _f((), _each(_matches(
         r"[a-z0-9_][a-z0-9_./-]*\*?", 'must be a sysctl name, or a prefix ending in "*"')))
     sandbox_claim_timeout: float = _f(240.0, _positive)

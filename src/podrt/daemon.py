@@ -20,6 +20,7 @@ from podrt.errors import FailedPrecondition, StartError
 from podrt.hostcheck import required_binaries
 from podrt.images.manager import ImageManager
 from podrt.container.context import ContainerDeps
+from podrt.container.events import EVENT_QUEUE, EventBus
 from podrt.container.manager import ContainerManager
 from podrt.fsutil import usage
 from podrt.images.pause import PauseImage, PauseSource
@@ -90,7 +91,8 @@ class Daemon:
         self.containers = ContainerManager(
             ContainerDeps(config=config, names=self.deps.names, ids=IdIndex(), runtimes=self.deps.runtimes),
             sandboxes=self.sandboxes, images=self.images, registry=self.steps, journal=self.journal,
-            faults=self.faults, observer=self.metrics)
+            faults=self.faults, observer=self.metrics,
+            events=EventBus(EVENT_QUEUE, on_drop=self.metrics.container_events_dropped.inc))
         self.sandboxes.stop_containers = self.containers.stop_pod
         self.sandboxes.remove_containers = self.containers.remove_pod
         self.images.users = lambda image_id: self.sandboxes.image_users(image_id) + self.containers.image_users(image_id)
@@ -150,12 +152,14 @@ class Daemon:
                     log.error("cannot restore container from %s: %s", path, problem)
                 await self.sandboxes.restore(containers={c.id for c in containers})
                 await self.containers.restore(containers, known_pods={v.state.id for v in self.sandboxes.list()})
+                self.containers.watch_exits()
             with start_phase(f"cannot listen on {self.socket_path}"):
                 await listen_unix(self.server, self.socket_path, self.config.api.socket_mode_int)
             if self.config.metrics.enable_metrics:
                 with start_phase("cannot serve metrics"):
                     self.metrics.serve(self.config.metrics.metrics_host, self.config.metrics.metrics_port)
         except BaseException:
+            await self.containers.close()
             await self.images.close()
             self._release_lock()
             raise
@@ -169,6 +173,7 @@ class Daemon:
         log.info("shutting down: no new calls; running calls get up to %.0fs to answer", grace)
         self.server.stop_accepting()
         self.sandboxes.close()
+        self.containers.events.close()  # event streams end now, so the server can go idle
         cut = await self.server.wait_idle(grace)
         if cut:
             log.warning("%d call(s) still running after the %.0fs grace period are cut", cut, grace)
@@ -178,6 +183,7 @@ class Daemon:
         self.server.close()
         await self.server.wait_closed()
         remove_socket(self.socket_path)
+        await self.containers.close()
         await self.images.close()
         self.metrics.close()
         self._release_lock()

@@ -24,7 +24,7 @@ from podrt.network.cniconf import find_network
 from podrt.oom import can_set
 
 APT_HINT = "apt-get install -y runc conmon containernetworking-plugins catatonit iproute2 iptables"
-BASE_CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
+BASE_CNI_PLUGINS = ("bridge", "host-local", "portmap")  # no loopback: podrt brings lo up itself
 
 
 @attrs.frozen

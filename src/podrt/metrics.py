@@ -57,6 +57,11 @@ class Metrics:
             ["transaction", "outcome"],
             registry=self.registry,
         )
+        self.container_events_dropped = Counter(
+            "podrt_container_events_dropped_total",
+            "Container events a slow GetContainerEvents subscriber lost (its queue was full; the oldest went).",
+            registry=self.registry,
+        )
         self._http: Any = None
 
     def observe_operation(self, operation: str, seconds: float, code: str) -> None:

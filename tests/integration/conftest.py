@@ -43,8 +43,7 @@ def write_test_conflist(cni_dir: Path, name: str = "podrt-test", data_dir: Path 
                         "ipam": ipam,
                     },
                     {"type": "portmap", "capabilities": {"portMappings": True}},
-                    {"type": "loopback"},
-                ],
+                ],  # no loopback plugin: podrt brings lo up
             }
         )
     )

@@ -6,15 +6,18 @@ capabilities, read-only root); exits; bad input; faults at every step."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
@@ -299,6 +302,84 @@ async def test_user_groups_read_only_root_and_mounts(daemon: DaemonProcess, regi
         await _remove_pod(c, pod[0])
 
 
+async def test_devices_sysctls_paths_oom_score_strict_groups_and_target_pid(daemon: DaemonProcess, registry: Registry) -> None:
+    """A host device with read access only; the pod's sysctls (one the old
+    default policy refused) in the container; the request's masked paths
+    over the defaults; oom_score_adj; Strict groups reported in
+    ContainerStatus.user; a container in another one's PID namespace."""
+    async with connect(daemon.dirs.socket) as c:
+        linux = cri.LinuxPodSandboxConfig(sysctls={"net.core.somaxconn": "777"},
+                                          security_context=cri.LinuxSandboxSecurityContext(namespace_options=cri.NamespaceOption()))
+        config = pod_config(linux=linux)
+        pod = ((await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=config))).pod_sandbox_id, config)
+        sc = cri.LinuxContainerSecurityContext(
+            run_as_username="app", supplemental_groups=[4242], masked_paths=["/proc/cpuinfo"], readonly_paths=["/proc/sys"],
+            supplemental_groups_policy=cri.SupplementalGroupsPolicy.Strict)
+        dev = await _running(c, registry, pod, "dev", devices=[cri.Device(container_path="/dev/podrt-fuse", host_path="/dev/fuse", permissions="r")])
+        opened = "(exec 3</dev/podrt-fuse) && echo read ok; (exec 3>/dev/podrt-fuse) 2>/dev/null || echo write refused"
+        assert (await _exec(c, dev, "/bin/sh", "-c", opened)).stdout == b"read ok\nwrite refused\n"  # fuse is no runc default
+        cid = await _running(c, registry, pod, "extras",
+                             linux=cri.LinuxContainerConfig(security_context=sc, resources=cri.LinuxContainerResources(oom_score_adj=500)))
+        script = ("cat /proc/sys/net/core/somaxconn; wc -c < /proc/cpuinfo; cat /proc/self/oom_score_adj; id -G; "
+                  "echo $(( $(cat /sys/class/net/lo/flags) & 1 ))")
+        out = (await _exec(c, cid, "/bin/sh", "-c", script)).stdout.decode().split("\n")
+        assert [line.strip() for line in out[:5]] == ["777", "0", "500", "1000 4242", "1"]  # Strict: not the image's wheel, video; lo up
+        verbose = await c.runtime.pod_sandbox_status(cri.PodSandboxStatusRequest(pod_sandbox_id=pod[0], verbose=True))
+        interfaces = {i["name"]: i for i in json.loads(verbose.info["info"])["interfaces"]}
+        assert interfaces["lo"]["up"] and "127.0.0.1/8" in interfaces["lo"]["addresses"]
+        ip = verbose.status.network.ip
+        assert any(a.startswith(f"{ip}/") for i in interfaces.values() for a in i["addresses"]), interfaces
+        st = await _status(c, cid)
+        assert (st.user.linux.uid, st.user.linux.gid, st.user.linux.supplemental_groups) == (1000, 1000, [4242])
+        assert "fuse" not in (await _exec(c, cid, "/bin/ls", "/dev")).stdout.decode()  # only where asked
+        joined = cri.LinuxContainerSecurityContext(namespace_options=cri.NamespaceOption(pid=cri.NamespaceMode.TARGET, target_id=cid))
+        peer = await _running(c, registry, pod, "peer", linux=cri.LinuxContainerConfig(security_context=joined))
+        init = (await _exec(c, peer, "/bin/sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline")).stdout.decode()
+        assert init.strip() == "/bin/sleep 1000"  # the target's init is pid 1 here
+        with pytest.raises(GRPCError) as err:  # a target that is not running
+            await c.runtime.stop_container(cri.StopContainerRequest(container_id=cid, timeout=0))
+            await _create(c, pod, _config(registry, "late", linux=cri.LinuxContainerConfig(security_context=joined)))
+        assert err.value.status == Status.FAILED_PRECONDITION and "not running" in (err.value.message or "")
+        await _remove_pod(c, pod[0])
+
+
+@contextlib.contextmanager
+def _shared_mount(where: Path) -> Iterator[Path]:
+    """A bind mount of a test dir, made shared (the host's / is private here); gone afterwards."""
+    where.mkdir()
+    subprocess.run(["mount", "--bind", str(where), str(where)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(where)], check=True)
+        yield where
+    finally:
+        subprocess.run(["umount", "-R", str(where)], check=True)
+
+
+async def test_mount_propagation_and_its_host_side_checks(daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:
+    """rslave and rshared need a host mount that propagates (as CRI-O checks);
+    with one, a mount the host makes later shows up in the container."""
+    private = tmp_path / "private"
+    private.mkdir()
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        for propagation in (cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER, cri.MountPropagation.PROPAGATION_BIDIRECTIONAL):
+            with pytest.raises(GRPCError) as err:
+                await _create(c, pod, _config(registry, "refused", mounts=[
+                    cri.Mount(container_path="/data", host_path=str(private), propagation=propagation)]))
+            assert err.value.status == Status.FAILED_PRECONDITION and "propagation" in (err.value.message or "")
+        with _shared_mount(tmp_path / "shared") as shared:
+            slave = await _running(c, registry, pod, "slave", mounts=[
+                cri.Mount(container_path="/data", host_path=str(shared), propagation=cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER)])
+            both = await _running(c, registry, pod, "both", mounts=[
+                cri.Mount(container_path="/data", host_path=str(shared), propagation=cri.MountPropagation.PROPAGATION_BIDIRECTIONAL)])
+            (shared / "later").mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "later", str(shared / "later")], check=True)
+            (shared / "later" / "file").write_text("mounted after start")
+            for cid in (slave, both):
+                assert (await _exec(c, cid, "/bin/cat", "/data/later/file")).stdout == b"mounted after start"
+            await _remove_pod(c, pod[0])
+
+
 async def _exec(c: CriClient, cid: str, *cmd: str, timeout: int = 10) -> cri.ExecSyncResponse:
     return await c.runtime.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=timeout))
 
@@ -422,6 +503,122 @@ async def test_a_container_keeps_running_across_a_daemon_restart(registry: Regis
                 st = await _status(c, cid)
                 assert st.state == cri.ContainerState.CONTAINER_RUNNING  # conmon kept it while podrt was away
                 assert (await _wait_exit(c, cid)).exit_code == 7  # and its later exit is seen
+                await _remove_pod(c, pod[0])
+        finally:
+            proc.stop()
+        assert audit_daemon_dirs(d) == {}
+
+
+@pytest.mark.parametrize("delay_ms", [0, 30, 80])
+async def test_creations_racing_the_pods_removal_leave_no_container(daemon: DaemonProcess, registry: Registry, delay_ms: int) -> None:
+    """RemovePodSandbox while CreateContainer calls run: the pod waits for
+    them, refuses new ones, and takes every container with it."""
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        calls = [asyncio.ensure_future(_create(c, pod, _config(registry, f"r{n}", command=["/bin/sleep", "100"])))
+                 for n in range(6)]
+        await asyncio.sleep(delay_ms / 1000)
+        await _remove_pod(c, pod[0])
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for r in results:  # made (then removed with the pod), or refused cleanly
+            assert isinstance(r, str) or (isinstance(r, GRPCError) and r.status in (
+                Status.FAILED_PRECONDITION, Status.NOT_FOUND)), r
+        listed = (await c.runtime.list_containers(cri.ListContainersRequest(
+            filter=cri.ContainerFilter(pod_sandbox_id=pod[0])))).containers
+        assert listed == []
+        assert not any((daemon.dirs.root / "containers" / r).exists() for r in results if isinstance(r, str))
+
+
+@contextlib.asynccontextmanager
+async def _events(c: CriClient) -> AsyncIterator[Any]:
+    """A GetContainerEvents stream, subscribed once its headers arrive."""
+    async with c.channel.request("/runtime.v1.RuntimeService/GetContainerEvents", Cardinality.UNARY_STREAM,
+                                 cri.GetEventsRequest, cri.ContainerEventResponse) as stream:
+        await stream.send_message(cri.GetEventsRequest(), end=True)
+        await asyncio.wait_for(stream.recv_initial_metadata(), 10)
+        yield stream
+        if not stream._recv_trailing_metadata_done:  # grpclib would wait for the end of an endless stream
+            await stream.cancel()
+
+
+async def _next_events(stream: Any, cid: str, count: int) -> list[cri.ContainerEventResponse]:
+    got = []
+    while len(got) < count:
+        event = await asyncio.wait_for(stream.recv_message(), 10)
+        assert event is not None, "the event stream ended"
+        if event.container_id == cid:
+            got.append(event)
+    return got
+
+
+async def test_two_subscribers_see_each_event_with_the_statuses(daemon: DaemonProcess, registry: Registry) -> None:
+    """Created, started, stopped (the container ends by itself: the exit
+    watch sees it, nobody asks) and deleted, in order, with the pod's status
+    and its containers' as they were then."""
+    async with connect(daemon.dirs.socket) as c, _events(c) as first, _events(c) as second:
+        pod = await _pod(c)
+        cid = await _create(c, pod, _config(registry, command=["/bin/sh", "-c", "sleep 0.3; exit 3"]))
+        await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
+        for stream in (first, second):
+            created, started, stopped = await _next_events(stream, cid, 3)
+            assert [e.container_event_type for e in (created, started, stopped)] == [
+                cri.ContainerEventType.CONTAINER_CREATED_EVENT, cri.ContainerEventType.CONTAINER_STARTED_EVENT,
+                cri.ContainerEventType.CONTAINER_STOPPED_EVENT]
+            assert created.pod_sandbox_status.id == pod[0]
+            assert created.pod_sandbox_status.state == cri.PodSandboxState.SANDBOX_READY
+            assert [(s.id, s.state) for s in created.containers_statuses] == [(cid, cri.ContainerState.CONTAINER_CREATED)]
+            assert [(s.state, s.exit_code) for s in stopped.containers_statuses] == [(cri.ContainerState.CONTAINER_EXITED, 3)]
+            assert created.created_at < started.created_at < stopped.created_at
+        await c.runtime.remove_container(cri.RemoveContainerRequest(container_id=cid))
+        for stream in (first, second):
+            (deleted,) = await _next_events(stream, cid, 1)
+            assert deleted.container_event_type == cri.ContainerEventType.CONTAINER_DELETED_EVENT
+            assert deleted.containers_statuses == []
+        await _remove_pod(c, pod[0])
+
+
+async def test_event_streams_end_when_the_daemon_stops(registry: Registry) -> None:
+    """A subscriber does not hold up a graceful stop (its stream ends with OK)."""
+    with _network_dirs() as d:
+        proc = await _start(d, registry)
+        try:
+            async with connect(d.socket) as c, _events(c) as stream:
+                began = time.monotonic()
+                proc.proc.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(stream.recv_message(), 10) is None
+                await stream.recv_trailing_metadata()
+                assert time.monotonic() - began < 5  # not the 30 s grace period
+            assert proc.proc.wait(10) == 0
+        finally:
+            proc.kill()
+
+
+async def test_a_container_whose_conmon_died_with_the_daemon_is_reported(registry: Registry) -> None:
+    """As after a reboot: podrt and the container's conmon are gone. A
+    container that still runs is UNKNOWN (and can be stopped and removed);
+    one that exited unseen is EXITED with 255, ContainerStatusUnknown."""
+    with _network_dirs() as d:
+        proc = await _start(d, registry)
+        try:
+            async with connect(d.socket) as c:
+                pod = await _pod(c)
+                runs = await _running(c, registry, pod, "runs")
+                ends = await _running(c, registry, pod, "ends")
+            proc.stop(signal.SIGKILL)
+            saved = {cid: json.loads((d.root / "containers" / cid / "state.json").read_text()) for cid in (runs, ends)}
+            for cid in (runs, ends):
+                os.kill(saved[cid]["conmon_pid"], signal.SIGKILL)
+            os.kill(saved[ends]["pid"], signal.SIGKILL)
+            proc = DaemonProcess(d).start()
+            async with connect(d.socket) as c:
+                assert (await _status(c, runs)).state == cri.ContainerState.CONTAINER_UNKNOWN
+                ended = await _status(c, ends)
+                assert (ended.state, ended.exit_code, ended.reason) == (
+                    cri.ContainerState.CONTAINER_EXITED, 255, "ContainerStatusUnknown")
+                assert "conmon" in ended.message
+                await c.runtime.stop_container(cri.StopContainerRequest(container_id=runs, timeout=0))
+                stopped = await _status(c, runs)
+                assert (stopped.state, stopped.reason) == (cri.ContainerState.CONTAINER_EXITED, "ContainerStatusUnknown")
                 await _remove_pod(c, pod[0])
         finally:
             proc.stop()

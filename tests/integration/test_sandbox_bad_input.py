@@ -33,7 +33,6 @@ BAD = {
     "bad label value": (cri.RunPodSandboxRequest(config=pod_config(labels={"k": "v" * 70})), "label"),
     "bad dns server": (cri.RunPodSandboxRequest(config=pod_config(dns_config=cri.DnsConfig(servers=["not-an-ip"]))), "dns_config.servers"),
     "dns injection": (cri.RunPodSandboxRequest(config=pod_config(dns_config=cri.DnsConfig(searches=["a\nnameserver 1.2.3.4"]))), "dns_config.searches"),
-    "unsafe sysctl": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(sysctls={"net.core.somaxconn": "1024"}))), "unsafe"),
     "node sysctl": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(sysctls={"vm.swappiness": "1"}))), "not namespaced"),
     "sysctl value the kernel refuses": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(sysctls={"net.ipv4.tcp_syncookies": "a b"}))), "refused by the kernel"),
     "malformed sysctl": (cri.RunPodSandboxRequest(config=pod_config(linux=_linux(sysctls={"net..x": "1"}))), "sysctl"),

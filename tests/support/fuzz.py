@@ -488,10 +488,11 @@ async def send(channel: Channel, rpc: Rpc, body: bytes, timeout: float) -> tuple
     try:
         async with channel.request(rpc.path, rpc.cardinality, bytes, bytes, timeout=timeout) as stream:  # type: ignore[type-var]
             await stream.send_message(body, end=True)
+            if rpc.cardinality is Cardinality.UNARY_STREAM:  # GetContainerEvents never ends: its headers are the answer
+                await stream.recv_initial_metadata()  # raises a refusal sent as trailers only
+                await stream.cancel()
+                return "OK", "", None
             first = await stream.recv_message()
-            if rpc.cardinality is Cardinality.UNARY_STREAM:
-                while await stream.recv_message() is not None:
-                    pass
         return "OK", "", first  # type: ignore[return-value]
     except GRPCError as err:
         return err.status.name, err.message or "", None

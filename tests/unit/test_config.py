@@ -42,6 +42,7 @@ EXPECTED_DEFAULTS = {
             "seccomp_enabled": True,
             "seccomp_profile": "",
             "default_sysctls": [],
+            "restrict_unsafe_sysctls": False,
             "allowed_unsafe_sysctls": [],
             "sandbox_claim_timeout": 240.0,
             "create_wait_timeout": 240.0,

@@ -19,7 +19,7 @@ def test_installs_a_valid_network_on_the_first_free_subnet(tmp_path: Path) -> No
     assert "installed the default pod network podrt (bridge podrt0, 10.86.0.0/16)" in message
     lookup = find_network(tmp_path / "net.d")
     assert lookup.network is not None and lookup.network.name == "podrt"
-    assert lookup.network.plugin_types == ["bridge", "portmap", "loopback"]
+    assert lookup.network.plugin_types == ["bridge", "portmap"]
     assert default.default_subnet(lookup.network) == net("10.86.0.0/16")
 
 

@@ -247,6 +247,23 @@ def test_privileged(monkeypatch: pytest.MonkeyPatch) -> None:
     assert spec["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
 
 
+def test_general_builder_devices_paths_apparmor_propagation() -> None:
+    """The SpecInput fields only containers use so far."""
+    base = spec_module.SpecInput(rootfs="/r", args=("/bin/sh",), namespaces=(), mounts=(), cgroups_path="/c")
+    null = spec_module.DeviceNode("/dev/xnull", "c", 1, 3, 0o666, 0, 5, "rw")
+    spec = spec_module.build_spec(attrs.evolve(base, devices=(null,), masked_paths=(), readonly_paths=("/proc/sys",),
+                                               apparmor_profile="mine", rootfs_propagation="rslave"))
+    linux = spec["linux"]
+    assert linux["devices"] == [{"path": "/dev/xnull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666,
+                                 "uid": 0, "gid": 5}]
+    assert linux["resources"]["devices"][1:] == [{"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"}]
+    assert (linux["maskedPaths"], linux["readonlyPaths"]) == ([], ["/proc/sys"])  # given, even empty: no defaults
+    assert spec["process"]["apparmorProfile"] == "mine" and linux["rootfsPropagation"] == "rslave"
+    plain = spec_module.build_spec(base)
+    assert "devices" not in plain["linux"] and "apparmorProfile" not in plain["process"]
+    assert plain["linux"]["maskedPaths"] == list(MASKED_PATHS) and "/sys/devices/virtual/powercap" in MASKED_PATHS
+
+
 def test_host_capabilities_read_from_bounding_set() -> None:
     held = spec_module.host_capabilities()
     mask = int(next(line for line in open("/proc/self/status") if line.startswith("CapBnd:")).split()[1], 16)

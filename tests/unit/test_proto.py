@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import betterproto
 import pytest
 
 from podrt.api.runtime import v1 as cri
+from podrt.container.events import EventBus
 from podrt.cri.image import ImageService
 from podrt.cri.runtime import RuntimeService
 from tests.support.schema import PROTO, SCHEMA, proto_rpcs, schema_fields, schema_rpcs
@@ -39,7 +41,8 @@ def test_generated_services_expose_every_schema_rpc() -> None:
 
 def test_our_services_keep_every_path() -> None:
     """The podrt service classes (not just the bases) serve all 41 paths."""
-    paths = set(RuntimeService.__mapping__(RuntimeService(None, None, None)))  # type: ignore[arg-type]
+    containers = types.SimpleNamespace(events=EventBus(1))  # the service installs its event renderer
+    paths = set(RuntimeService.__mapping__(RuntimeService(None, None, containers)))  # type: ignore[arg-type]
     paths |= set(ImageService(None, None).__mapping__())  # type: ignore[arg-type]
     assert paths == _served_paths()
 

@@ -83,7 +83,8 @@ def _cfg(**kw: object) -> SandboxConfig:
         (_cfg(hostname="x" * 65), "hostname"),
         (_cfg(dns=DnsConfig(servers=("1.1.1.1",) * 4)), "at most 3"),
         (_cfg(dns=DnsConfig(options=("ndots:5 x",))), "dns_config.options"),
-        (_cfg(sysctls={"net.core.somaxconn": "1"}), "unsafe"),
+        (_cfg(sysctls={"vm.swappiness": "1"}), "not namespaced"),
+        (_cfg(namespaces=NamespaceOptions(pid=NsMode.TARGET)), "namespace_options.pid: TARGET is for containers only"),
         (_cfg(sysctls={"kernel.msgmax": "1"}, namespaces=NamespaceOptions(ipc=NsMode.NODE)), "host IPC"),
         (_cfg(sysctls={"net.ipv4.tcp_syncookies": "1"}, namespaces=NamespaceOptions(network=NsMode.NODE)), "host network"),
         (_cfg(port_mappings=(PortMapping("tcp", 80, 8080, "nope"),)), "host_ip"),
@@ -95,14 +96,20 @@ def test_request_refusals(cfg: SandboxConfig, fragment: str) -> None:
     assert fragment in str(err.value)
 
 
-def test_request_accepted_and_unsafe_sysctl_allowed_by_config() -> None:
+def test_request_accepted_and_unsafe_sysctls_are_the_kubelets_call() -> None:
     cfg = _cfg(labels={"app.kubernetes.io/name": "web", "empty": ""}, hostname="web-0",
                dns=DnsConfig(("10.0.0.10", "fd00::a"), ("svc.cluster.local",), ("ndots:5",)),
-               sysctls={"net.core.somaxconn": "1024", "net.ipv4.ping_group_range": "0 0"})
-    config = Config(runtime=RuntimeConfig(allowed_unsafe_sysctls=("net.core.*",)))
-    check_request(cfg, config)  # no exception
-    with pytest.raises(InvalidArgument):
-        check_request(cfg, Config())
+               sysctls={"net.core.somaxconn": "1024", "net.ipv4.ping_group_range": "0 0", "fs.mqueue.msg_max": "64"})
+    check_request(cfg, Config())  # the kubelet allowed them: applied, as CRI-O and containerd do
+
+
+def test_unsafe_sysctls_restricted_only_when_configured() -> None:
+    cfg = _cfg(sysctls={"net.core.somaxconn": "1024", "net.ipv4.ping_group_range": "0 0"})
+    restricted = RuntimeConfig(restrict_unsafe_sysctls=True, allowed_unsafe_sysctls=("net.core.*",))
+    check_request(cfg, Config(runtime=restricted))  # allowed by prefix, and the safe one always
+    check_request(cfg, Config(runtime=RuntimeConfig(allowed_unsafe_sysctls=("kernel.msgmax",))))  # list alone: no restriction
+    with pytest.raises(InvalidArgument, match="net.core.somaxconn is unsafe.*restrict_unsafe_sysctls"):
+        check_request(cfg, Config(runtime=RuntimeConfig(restrict_unsafe_sysctls=True)))
 
 
 def test_privileged_only_when_allowed() -> None:

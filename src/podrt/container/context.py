@@ -53,6 +53,9 @@ class ContainerContext:
     log_path: str
     stop_signal: str
     rootfs: str = ""
+    # pid of the container config.pid_target_id names (pid_mode TARGET), filled by the
+    # manager before the spec is built: the new container joins its PID namespace
+    target_pid: int = 0
     spec: dict[str, Any] = attrs.field(factory=dict)
     pid: int = 0
     conmon_pid: int = 0

@@ -1,14 +1,17 @@
 """Containers: create (a transaction of steps), start, stop, remove, status,
 list, restore. cri/ calls this; it knows no gRPC.
 
-A container's state lives in memory and in its state.json; its exit is
-read from the exit file conmon writes (`<runroot>/exits/<id>`) the first
-time someone looks after it appears, and then kept in the state.
+A container's state lives in memory and in its state.json. Its exit is the
+file conmon writes (`<runroot>/exits/<id>`): an inotify watch on that dir
+records it as it happens (and tells GetContainerEvents subscribers); a
+status read that finds the file first records it too. The file stays until
+the container is removed, so an exit while podrt was down is read at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -18,21 +21,25 @@ from typing import Callable, Iterable
 
 import attrs
 
-from podrt import cgroups
+from podrt import apparmor, cgroups
 from podrt.aio import finish_in_thread
 from podrt.container.context import ContainerContext, ContainerDeps
+from podrt.container.events import EventBus, EventType
 from podrt.container.model import ContainerConfig, ContainerStatus, Resources
 from podrt.container.spec import oci_resources
 from podrt.container.store import ContainerState, load_all
 from podrt.container.validate import check_pod_ready, check_request
 from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from podrt.images.manager import ImageManager
+from podrt.images.store import ImageRecord
+from podrt.inotify import DirWatch
 from podrt.oci import conmon
 from podrt.oci.runtime import ExecTimeout, OciRuntime
+from podrt.oci.seccomp import ProfileType
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
-from podrt.sandbox.manager import SandboxManager
-from podrt.sandbox.model import SandboxConfig
+from podrt.sandbox.manager import SandboxManager, SandboxView
+from podrt.sandbox.model import NsMode, SandboxConfig
 from podrt.steps.base import DepsStep, runtime_for
 from podrt.steps.container.create import ContainerCreate
 from podrt.steps.container.spec import ContainerSpec
@@ -50,6 +57,7 @@ OWN_KINDS = (ContainerStorage, ContainerSpec, ContainerCreate, ContainerSaveStat
 RELEASED_LAST = frozenset({ContainerStorage.kind, IndexId.kind, ReserveNames.kind})
 NO_TIMEOUT = 365 * 24 * 3600.0  # ExecSync's timeout 0
 REOPEN_WAIT = 5.0  # for conmon to open the new log file
+UNKNOWN_EXIT = 255  # an exit nobody saw (CRI-O's)
 
 
 def _steps(deps: ContainerDeps) -> list[DepsStep]:
@@ -77,8 +85,13 @@ def container_name(cfg: ContainerConfig, pod: SandboxConfig) -> str:
 
 class ContainerManager:
     def __init__(self, deps: ContainerDeps, *, sandboxes: SandboxManager, images: ImageManager, registry: StepRegistry,
-                 journal: Journal, faults: FaultPlan | None, observer: TxObserver | None) -> None:
-        self.deps, self.sandboxes, self.images = deps, sandboxes, images
+                 journal: Journal, faults: FaultPlan | None, observer: TxObserver | None, events: EventBus) -> None:
+        self.deps, self.sandboxes, self.images, self.events = deps, sandboxes, images, events
+        self._watch: DirWatch | None = None
+        self._creating: dict[str, list[asyncio.Future[None]]] = {}  # pod ID -> its creations in flight
+        self._closing: set[str] = set()  # pods being stopped or removed: no new containers
+        self._pending_images: collections.Counter[str] = collections.Counter()  # images of creations in flight
+        self._exit_tasks: set[asyncio.Task[None]] = set()
         self._journal, self._faults, self._observer = journal, faults, observer
         self._containers: dict[str, ContainerState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -90,11 +103,26 @@ class ContainerManager:
 
     async def create(self, sandbox_id: str, cfg: ContainerConfig) -> str:
         pod = self.sandboxes.view(self.sandboxes.resolve(sandbox_id))
-        check_pod_ready(pod.state, pod.ready)
+        check_pod_ready(pod.state, pod.ready and pod.state.id not in self._closing)
         check_request(cfg, pod.state)
         record = self.images.find(cfg.image)
         if record is None or not self.images.whole(record):
             raise NotFound(f"image {cfg.image} not found in the image store; pull it first")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._creating.setdefault(pod.state.id, []).append(done)
+        self._pending_images[record.id] += 1
+        try:
+            return await self._create(pod, cfg, record)
+        finally:
+            done.set_result(None)
+            self._creating[pod.state.id].remove(done)
+            if not self._creating[pod.state.id]:
+                del self._creating[pod.state.id]
+            self._pending_images[record.id] -= 1
+            if not self._pending_images[record.id]:
+                del self._pending_images[record.id]
+
+    async def _create(self, pod: SandboxView, cfg: ContainerConfig, record: ImageRecord) -> str:
         image = self.images.view(record)
         inner = image.config.get("config")
         stop_signal = str(inner.get("StopSignal") or "SIGTERM") if isinstance(inner, dict) else "SIGTERM"
@@ -104,14 +132,29 @@ class ContainerManager:
             id=container_id, config=cfg, sandbox=pod.state, name=container_name(cfg, pod.state.config),
             image=image, image_ref=cfg.image,
             lowers=tuple(self.images.store.lower_link(c) for c in reversed(record.layers)),
-            created_at=time.time_ns(), log_path=str(Path(pod.state.log_directory) / log_name), stop_signal=stop_signal)
+            created_at=time.time_ns(), log_path=str(Path(pod.state.log_directory) / log_name), stop_signal=stop_signal,
+            target_pid=self._target_pid(cfg, pod.state.id) if cfg.pid_mode == NsMode.TARGET else 0)
         tx = Transaction("CreateContainer", _steps(self.deps), tx_id=container_id,
                          journal=self._journal, faults=self._faults, observer=self._observer, log=log)
         ctx.completed = tx.completed
         await tx.run(ctx)
         assert ctx.state is not None  # the last step saved it
         self._containers[container_id] = ctx.state
+        self.events.publish(container_id, pod.state.id, EventType.CREATED)
         return container_id
+
+    def _target_pid(self, cfg: ContainerConfig, sandbox_id: str) -> int:
+        """The init pid of the running container of the same pod whose PID namespace a TARGET container joins."""
+        where = "config.linux.security_context.namespace_options.target_id"
+        if not cfg.pid_target_id:
+            raise InvalidArgument(f"{where} must name a container for pid mode TARGET")
+        target = self._state(self.resolve(cfg.pid_target_id))
+        if target.sandbox_id != sandbox_id:
+            raise InvalidArgument(f"{where}: container {target.id} is in another pod")
+        status = self._status(target)
+        if status != ContainerStatus.RUNNING or not target.pid:
+            raise FailedPrecondition(f"{where}: container {target.id} is {status.value}, not running")
+        return target.pid
 
     # ---- start / stop / remove ----------------------------------------------
 
@@ -137,6 +180,7 @@ class ContainerManager:
             await self._runtime(state).start(container_id)
             state.started_at = time.time_ns()
             await finish_in_thread(state.save)
+        self.events.publish(container_id, state.sandbox_id, EventType.STARTED)
 
     def _runtime(self, state: ContainerState) -> OciRuntime:
         return runtime_for(self.deps.runtimes, state.runtime_handler)
@@ -161,8 +205,12 @@ class ContainerManager:
         await runtime.stop(state.id, timeout=timeout, stop_signal=state.stop_signal, exit_dir=self.deps.exit_dir)
         if state.started_at == 0 and state.exit_code is None:  # never started: killed where it waited
             state.started_at = state.created_at
-        self._status(state)
-        await finish_in_thread(state.save)
+        await self._save_exit(state)
+        if state.lost:  # killed without its conmon: no exit file comes
+            self._unknown_exit(state)
+            await finish_in_thread(state.save)
+        elif not state.saved_exit:  # no exit yet (a start recorded above)
+            await finish_in_thread(state.save)
 
     async def remove(self, id_prefix: str) -> None:
         """Idempotent; a running container is stopped forcibly first."""
@@ -174,6 +222,7 @@ class ContainerManager:
             await self._teardown(state)
             self._containers.pop(container_id, None)
         self._locks.pop(container_id, None)
+        self.events.publish(container_id, state.sandbox_id, EventType.DELETED)
 
     async def _teardown(self, state: ContainerState) -> None:
         records = state.records
@@ -215,7 +264,8 @@ class ContainerManager:
                 raise FailedPrecondition(f"container {container_id} is {status.value}: its resources cannot change")
             await self._runtime(state).update(
                 container_id, oci_resources(resources), work_dir=self.deps.run_dir(container_id))
-            state.config = attrs.evolve(state.config, resources=resources)
+            kept = attrs.evolve(resources, oom_score_adj=state.config.resources.oom_score_adj)  # a process setting runc does not update
+            state.config = attrs.evolve(state.config, resources=kept)
             await finish_in_thread(state.save)
 
     async def reopen_log(self, id_prefix: str) -> None:
@@ -237,14 +287,24 @@ class ContainerManager:
                 raise Unavailable(f"conmon of container {container_id} did not reopen {log_path}")
             await asyncio.sleep(0.01)
 
+    async def _close_pod(self, sandbox_id: str) -> None:
+        """From now on the pod gets no new container, and the creations in
+        flight finish (or unwind) before its containers are stopped or removed:
+        none is left behind in a pod that is gone."""
+        self._closing = {i for i in self._closing if self.sandboxes.known(i)} | {sandbox_id}
+        if pending := self._creating.get(sandbox_id):
+            await asyncio.wait(list(pending))
+
     async def stop_pod(self, sandbox_id: str, timeout: float = 0.0) -> None:
         """StopPodSandbox: its containers stop first, forcibly, as containerd
         does: the kubelet has given each its grace period with StopContainer."""
+        await self._close_pod(sandbox_id)
         for state in [s for s in self._containers.values() if s.sandbox_id == sandbox_id]:
             await self.stop(state.id, timeout)
 
     async def remove_pod(self, sandbox_id: str) -> None:
         """RemovePodSandbox: its containers go first."""
+        await self._close_pod(sandbox_id)
         for state in [s for s in self._containers.values() if s.sandbox_id == sandbox_id]:
             await self.remove(state.id)
 
@@ -255,24 +315,76 @@ class ContainerManager:
         then). `exited`: the IDs with an exit file, when the caller listed them."""
         if state.exit_code is not None:
             return ContainerStatus.EXITED
+        if state.lost:
+            return ContainerStatus.UNKNOWN
         if exited is not None and state.id not in exited:
             return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
+        if self._read_exit(state):
+            return ContainerStatus.EXITED
+        return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
+
+    def _read_exit(self, state: ContainerState) -> bool:
+        """Take the exit from conmon's file into the state (in memory: the
+        watcher saves it); False while there is none. The file is small and on the runroot's tmpfs."""
         exit_file = self.deps.exit_dir / state.id
         try:
             text = exit_file.read_text().strip()
             finished = exit_file.stat().st_mtime_ns
         except FileNotFoundError:
-            return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
+            return False
         code = int(text) if text.lstrip("-").isdigit() else -1
         state.exit_code, state.finished_at = code, finished
         state.reason = "Completed" if code == 0 else "OOMKilled" if self._oom_killed(state) else "Error"
         if not state.started_at:
             state.started_at = state.created_at
+        return True
+
+    # ---- exits as they happen -------------------------------------------------
+
+    def watch_exits(self) -> None:
+        """From start (after restore) to close; then one pass over the exit
+        dir for exits that came while podrt was down or before the watch."""
+        self.deps.exit_dir.mkdir(parents=True, exist_ok=True)
+        self._watch = DirWatch(self.deps.exit_dir, self._exit_written)
+        self._watch.start()
+        self._exit_written(None)
+
+    def _exit_written(self, container_id: str | None) -> None:
+        """DirWatch's callback; None: look at every container not yet exited."""
+        ids = [container_id] if container_id is not None else [
+            i for i, s in self._containers.items() if s.exit_code is None]
+        for cid in ids:
+            if cid in self._containers:
+                task = asyncio.get_running_loop().create_task(self._record_exit(cid), name=f"exit-{cid}")
+                self._exit_tasks.add(task)
+                task.add_done_callback(self._exit_tasks.discard)
+
+    async def _record_exit(self, container_id: str) -> None:
+        async with self._lock(container_id):
+            if (state := self._containers.get(container_id)) is not None:
+                await self._save_exit(state)
+
+    async def _save_exit(self, state: ContainerState) -> None:
+        """Once per container (under its lock): the exit into state.json, and the STOPPED event."""
+        if state.saved_exit or (state.exit_code is None and not self._read_exit(state)):
+            return
         try:
-            state.save()  # small, and once per container
-        except OSError as exc:
-            log.warning("cannot record the exit of container %s: %s", state.id, exc)
-        return ContainerStatus.EXITED
+            await finish_in_thread(state.save)
+        except OSError as exc:  # conmon's file still says it at the next start
+            log.warning("cannot save the exit of container %s: %s", state.id, exc)
+        state.saved_exit = True
+        log.info("container %s exited with %s (%s)", state.id, state.exit_code, state.reason)
+        self.events.publish(state.id, state.sandbox_id, EventType.STOPPED)
+
+    async def close(self) -> None:
+        """At shutdown: event streams end, the watch stops; recorded exits are
+        saved (or read again from conmon's files at the next start)."""
+        self.events.close()
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        if self._exit_tasks:
+            await asyncio.wait(set(self._exit_tasks), timeout=5)
 
     def _oom_killed(self, state: ContainerState) -> bool:
         """conmon's marker in its persist dir, else the cgroup's own counter
@@ -282,6 +394,22 @@ class ContainerManager:
     def view(self, container_id: str, exited: set[str] | None = None) -> ContainerView:
         state = self._state(container_id)
         return ContainerView(state, self._status(state, exited))
+
+    async def inspect(self, view: ContainerView) -> dict[str, object]:
+        """ContainerStatus' verbose info: the OCI spec, runc's view, and what
+        was asked for but not applied on this host."""
+        state = view.state
+        spec_path = self.deps.container_dir(state.id) / "config.json"
+        spec = await asyncio.to_thread(spec_path.read_text) if spec_path.exists() else None
+        try:
+            runtime_state = await self._runtime(state).state(state.id)
+        except Exception as exc:  # verbose info is best effort; the status itself is answered
+            runtime_state = {"error": str(exc)}
+        info: dict[str, object] = {"sandboxID": state.sandbox_id, "pid": state.pid, "conmonPid": state.conmon_pid,
+                                   "runtimeSpec": json.loads(spec) if spec else None, "runtimeState": runtime_state}
+        if state.config.apparmor == ProfileType.LOCALHOST and not apparmor.enabled():
+            info["apparmor"] = "not supported: AppArmor is not enabled on this host; the profile is not applied"
+        return info
 
     def list(self, match: Callable[[ContainerView], bool] = lambda _v: True,
              ids: Iterable[str] | None = None) -> list[ContainerView]:
@@ -297,7 +425,10 @@ class ContainerManager:
         return self.deps.ids.matching(prefix)
 
     def image_users(self, image_id: str) -> list[str]:
-        return [f"container {s.id} ({s.name})" for s in self._containers.values() if s.image_id == image_id]
+        users = [f"container {s.id} ({s.name})" for s in self._containers.values() if s.image_id == image_id]
+        if self._pending_images[image_id]:
+            users.append(f"{self._pending_images[image_id]} container creation(s) in flight")
+        return users
 
     def usage_dirs(self) -> list[Path]:
         """Their writable layers, for ImageFsInfo."""
@@ -323,4 +454,41 @@ class ContainerManager:
             self.deps.names.reserve(state.name, state.id)
             self.deps.ids.add(state.id)
             self._containers[state.id] = state
+            await self._check_monitor(state)
             log.info("restored container %s (%s)", state.id, self._status(state).value)
+
+    async def _check_monitor(self, state: ContainerState) -> None:
+        """At restore, a container without an exit file whose conmon is gone (a
+        reboot, a kill) will never get one. Still running under runc: UNKNOWN
+        (the kubelet stops it and makes a new one, as with containerd); else it
+        exited unseen, with code 255 as CRI-O says. A start that podrt did not
+        live to record is read from runc's state."""
+        if state.exit_code is not None or self._read_exit(state):
+            return
+        monitored = bool(state.conmon_pid) and conmon.monitors(state.conmon_pid, state.id)
+        if monitored and state.started_at:
+            return
+        try:
+            info = await self._runtime(state).state(state.id)
+        except Exception as exc:  # an unknown handler, a runc failure: said, and treated as gone
+            log.warning("cannot read the runtime state of container %s: %s", state.id, exc)
+            info = None
+        status = info.get("status") if info else None
+        if monitored:
+            if status in ("running", "stopped"):
+                state.started_at = time.time_ns()  # when exactly is lost; that it started is not
+                await finish_in_thread(state.save)
+            return
+        if status in ("running", "paused", "created"):
+            state.lost = True
+            log.warning("container %s runs, but its conmon is gone: state unknown", state.id)
+            return
+        self._unknown_exit(state)
+        await finish_in_thread(state.save)
+
+    def _unknown_exit(self, state: ContainerState) -> None:
+        state.exit_code, state.finished_at = UNKNOWN_EXIT, time.time_ns()
+        state.reason = "ContainerStatusUnknown"
+        state.message = "the container's conmon is gone (podrt or the host restarted) and its exit was not recorded"
+        state.started_at = state.started_at or state.created_at
+        state.lost, state.saved_exit = False, True  # saved by the caller; nothing to announce

@@ -19,12 +19,35 @@ class Propagation(str, enum.Enum):
     BIDIRECTIONAL = "rshared"
 
 
+class GroupsPolicy(str, enum.Enum):
+    """CRI's SupplementalGroupsPolicy."""
+
+    MERGE = "merge"  # the request's groups plus the user's in the image's /etc/group
+    STRICT = "strict"  # the request's groups only
+
+
 @attrs.frozen
 class Mount:
     container_path: str
     host_path: str
     readonly: bool = False
     propagation: Propagation = Propagation.PRIVATE
+    selinux_relabel: bool = False  # accepted; nothing to do where SELinux is off
+
+
+@attrs.frozen
+class Device:
+    """A host device node (or a directory of them) to create in the container."""
+
+    container_path: str
+    host_path: str
+    permissions: str = "rwm"  # the cgroup access: some of r, w, m
+
+
+@attrs.frozen
+class HugepageLimit:
+    page_size: str  # the kubelet's form: "2MB", "1GB", "64KB"
+    limit: int  # bytes
 
 
 @attrs.frozen
@@ -35,6 +58,19 @@ class Resources:
     memory_limit: int = 0  # bytes; 0 = none
     cpuset_cpus: str = ""
     cpuset_mems: str = ""
+    memory_swap_limit: int = 0  # memory + swap, bytes; 0 = as memory_limit (no swap), -1 = unlimited
+    oom_score_adj: int = 0  # a process setting (not for `runc update`), kept here as CRI has it
+    hugepage_limits: tuple[HugepageLimit, ...] = ()
+    unified: Mapping[str, str] = attrs.field(factory=dict)  # cgroup v2 files, e.g. {"memory.high": "..."}
+
+
+@attrs.frozen
+class ContainerUser:
+    """The ids the container's process runs with, as resolved at creation (ContainerStatus.user)."""
+
+    uid: int
+    gid: int
+    supplemental_groups: tuple[int, ...] = ()
 
 
 @attrs.frozen
@@ -49,6 +85,7 @@ class ContainerConfig:
     working_dir: str = ""
     envs: tuple[tuple[str, str], ...] = ()
     mounts: tuple[Mount, ...] = ()
+    devices: tuple[Device, ...] = ()
     labels: Mapping[str, str] = attrs.field(factory=dict)
     annotations: Mapping[str, str] = attrs.field(factory=dict)
     log_path: str = ""  # relative to the pod's log directory
@@ -59,13 +96,21 @@ class ContainerConfig:
     run_as_group: int | None = None
     run_as_username: str = ""
     supplemental_groups: tuple[int, ...] = ()
+    groups_policy: GroupsPolicy = GroupsPolicy.MERGE
     add_capabilities: tuple[str, ...] = ()
     drop_capabilities: tuple[str, ...] = ()
     seccomp: ProfileType = ProfileType.UNCONFINED
     seccomp_localhost_ref: str = ""
     selinux: SelinuxOptions | None = None
+    apparmor: ProfileType = ProfileType.RUNTIME_DEFAULT  # only LOCALHOST names a profile (podrt/apparmor.py)
+    apparmor_localhost_ref: str = ""  # the profile's name
+    masked_paths: tuple[str, ...] = ()  # () = the defaults (oci.spec.MASKED_PATHS)
+    readonly_paths: tuple[str, ...] = ()  # () = the defaults (oci.spec.READONLY_PATHS)
     resources: Resources = Resources()
-    pid_mode: NsMode = NsMode.CONTAINER  # its own PID namespace, or the pod's (POD)
+    # its own PID namespace (CONTAINER), the pod's (POD), the host's (NODE) or
+    # that of another container of the pod (TARGET, pid_target_id)
+    pid_mode: NsMode = NsMode.CONTAINER
+    pid_target_id: str = ""
     stdin: bool = False
     tty: bool = False
 

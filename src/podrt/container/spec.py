@@ -8,28 +8,47 @@ pod's namespaces. The rules are the kubelet's and CRI-O's:
 - user: run_as_user (and run_as_group), else run_as_username, else the
   image's User ("name|uid[:group|gid]"), names looked up in the image's
   /etc/passwd and /etc/group; supplemental groups are the request's plus
-  the user's groups in /etc/group (Merge, Kubernetes' default).
-- namespaces: the pod's network, IPC and UTS (the infra's, by path), its
-  own PID namespace unless it shares the pod's, its own mount namespace.
+  the user's groups in /etc/group (Merge, Kubernetes' default), or the
+  request's only (Strict).
+- namespaces: the pod's network, IPC and UTS (the infra's, by path); PID:
+  its own, the pod's, the host's (NODE) or another container's (TARGET);
+  its own mount namespace.
 - capabilities: CRI-O's defaults with the request's adds and drops ("ALL"
   in either), all of the host's for privileged.
+- devices: the request's host device nodes (container/devices.py). A
+  privileged container may use every device (an allow-all cgroup rule), but
+  unlike CRI-O the host's device nodes are not all listed into its /dev.
+- sysctls: the pod's (validated at RunPodSandbox), into each container as
+  CRI-O does; masked and read-only paths: the request's when it sends any
+  (the kubelet sends its defaults), else runc's; none for privileged.
+- resources (oci_resources): the request's, with what the host supports;
+  oomScoreAdj no lower than podrt's own, as CRI-O clamps it.
+- mounts: rshared and rslave binds need a host mount that propagates
+  (podrt/mountinfo.py) and make the rootfs propagate likewise, as in
+  containerd. selinux_relabel is accepted and does nothing: podrt applies
+  SELinux process labels only and gives containers no mount label to
+  relabel with (these hosts have SELinux off).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from podrt import cgroups
+from podrt import apparmor, cgroups, mountinfo
 from podrt.config import Config
 from podrt.container.context import ContainerContext
-from podrt.container.model import ContainerConfig, Mount, Resources
-from podrt.errors import InvalidArgument
+from podrt.container.devices import device_nodes
+from podrt.container.model import ContainerConfig, ContainerUser, GroupsPolicy, Mount, Propagation, Resources
+from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.oci.seccomp import profile_for
 from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_PATH, Namespace, SpecInput, bind, build_spec, host_capabilities, standard_mounts
+from podrt.oom import current_oom_score_adj
 from podrt.sandbox.infra_spec import pod_file_binds
 from podrt.sandbox.model import NsMode
+from podrt.sandbox.validate import pod_sysctls
 from podrt.selinux import process_label
 
 NAME_PREFIX = "io.podrt.container."
@@ -56,7 +75,8 @@ def environment(cfg: ContainerConfig, image: dict[str, Any], hostname: str) -> t
 
 
 def resolve_user(cfg: ContainerConfig, image: dict[str, Any], rootfs: Path) -> tuple[int, int, tuple[int, ...]]:
-    """(uid, gid, supplemental gids); InvalidArgument for a name the image does not know."""
+    """(uid, gid, supplemental gids); InvalidArgument for a name the image does not know.
+    Strict policy: the image's /etc/group adds no memberships."""
     passwd = _table(rootfs / "etc" / "passwd")
     groups = _table(rootfs / "etc" / "group")
     if cfg.run_as_user is not None:
@@ -71,7 +91,7 @@ def resolve_user(cfg: ContainerConfig, image: dict[str, Any], rootfs: Path) -> t
         elif group:
             gid = _group(group, groups)
     extra = list(cfg.supplemental_groups)
-    if name:
+    if name and cfg.groups_policy == GroupsPolicy.MERGE:
         extra += [g for row in groups if len(row) > 3 and name in row[3].split(",") and (g := _int(row[2])) is not None]
     return uid, gid, tuple(dict.fromkeys(g for g in extra if g != gid))
 
@@ -90,6 +110,7 @@ def capabilities(cfg: ContainerConfig) -> tuple[str, ...]:
 
 
 def build_container_spec(ctx: ContainerContext, config: Config) -> dict[str, Any]:
+    """Reads the host (devices, mounts, AppArmor): run it in a thread."""
     cfg, pod, image = ctx.config, ctx.sandbox, ctx.image.config.get("config") or {}
     image = image if isinstance(image, dict) else {}
     uid, gid, groups = resolve_user(cfg, image, Path(ctx.rootfs))
@@ -99,6 +120,8 @@ def build_container_spec(ctx: ContainerContext, config: Config) -> dict[str, Any
                               enabled=rt.seccomp_enabled, default_path=rt.seccomp_profile)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
+    check_propagation(cfg.mounts)
+    shares_host_pid = pod.config.host_pid or cfg.pid_mode == NsMode.NODE
     return build_spec(SpecInput(
         rootfs=ctx.rootfs,
         readonly_rootfs=cfg.readonly_rootfs,
@@ -111,19 +134,52 @@ def build_container_spec(ctx: ContainerContext, config: Config) -> dict[str, Any
         no_new_privileges=cfg.no_new_privs,
         namespaces=_namespaces(ctx),
         mounts=tuple(_mounts(ctx)),
+        rootfs_propagation=rootfs_propagation(cfg.mounts),
         cgroups_path=cgroups.sandbox_cgroup(rt.cgroup_manager, pod.cgroup_parent, ctx.id)[1],
         resources=oci_resources(cfg.resources),
+        devices=device_nodes(cfg.devices),
+        sysctls=pod_sysctls(pod.config, config),
+        oom_score_adj=oom_score_adj(cfg.resources.oom_score_adj),
+        masked_paths=cfg.masked_paths or None,
+        readonly_paths=cfg.readonly_paths or None,
         seccomp=seccomp,
-        selinux_label=process_label(cfg.selinux, shares_host=pod.config.host_pid or pod.config.host_ipc),
+        apparmor_profile=apparmor.process_profile(cfg.apparmor, cfg.apparmor_localhost_ref, container=ctx.id),
+        selinux_label=process_label(cfg.selinux, shares_host=shares_host_pid or pod.config.host_ipc),
         annotations={**cfg.annotations, NAME_PREFIX + "name": ctx.name, NAME_PREFIX + "sandbox-id": pod.id},
     ))
+
+
+def spec_user(spec: dict[str, Any]) -> ContainerUser:
+    """The ids a built spec runs its process with (ContainerStatus.user)."""
+    user = spec["process"]["user"]
+    return ContainerUser(user["uid"], user["gid"], tuple(user.get("additionalGids", ())))
+
+
+def oom_score_adj(wanted: int) -> int:
+    """Between podrt's own score and 1000, as CRI-O clamps it: a process
+    without CAP_SYS_RESOURCE cannot go lower than its parent."""
+    return max(current_oom_score_adj(), min(wanted, 1000))
+
+
+def _pid_namespace(ctx: ContainerContext) -> Namespace | None:
+    """None: the host's. TARGET joins the target's, whose pid the manager put in ctx.target_pid."""
+    mode, infra_pid = ctx.config.pid_mode, ctx.sandbox.infra_pid
+    if ctx.sandbox.config.host_pid or mode == NsMode.NODE:
+        return None
+    if mode == NsMode.POD:
+        return Namespace("pid", f"/proc/{infra_pid}/ns/pid")
+    if mode == NsMode.TARGET:
+        if ctx.target_pid <= 0:
+            raise FailedPrecondition(f"namespace_options.target_id: container {ctx.config.pid_target_id} is not running")
+        return Namespace("pid", f"/proc/{ctx.target_pid}/ns/pid")
+    return Namespace("pid")
 
 
 def _namespaces(ctx: ContainerContext) -> tuple[Namespace, ...]:
     pod, infra = ctx.sandbox.config, f"/proc/{ctx.sandbox.infra_pid}/ns"
     namespaces = []
-    if not pod.host_pid:
-        namespaces.append(Namespace("pid", f"{infra}/pid" if ctx.config.pid_mode == NsMode.POD else ""))
+    if (pid := _pid_namespace(ctx)) is not None:
+        namespaces.append(pid)
     if not pod.host_network:
         namespaces.append(Namespace("network", ctx.sandbox.netns_path or f"{infra}/net"))
         namespaces.append(Namespace("uts", f"{infra}/uts"))
@@ -150,8 +206,35 @@ def _bind(m: Mount) -> dict[str, Any]:
     return bind(m.host_path, m.container_path, options)
 
 
+def check_propagation(mounts: Iterable[Mount], entries: list[mountinfo.MountEntry] | None = None) -> None:
+    """FailedPrecondition when an rshared or rslave bind's host mount does not
+    propagate (the container would silently see no new mounts)."""
+    wanted = [(n, m) for n, m in enumerate(mounts) if m.propagation != Propagation.PRIVATE]
+    if not wanted:
+        return
+    entries = mountinfo.read() if entries is None else entries
+    for n, m in wanted:
+        problem = mountinfo.propagation_problem(m.host_path, m.propagation.value, entries)
+        if problem:
+            raise FailedPrecondition(f"config.mounts[{n}] ({m.container_path}) has {m.propagation.value} "
+                                     f"propagation, but {problem}")
+
+
+def rootfs_propagation(mounts: Iterable[Mount]) -> str:
+    """The rootfs must propagate as its most propagating bind, or mounts
+    would not cross it (containerd's rule)."""
+    kinds = {m.propagation for m in mounts}
+    if Propagation.BIDIRECTIONAL in kinds:
+        return "rshared"
+    return "rslave" if Propagation.HOST_TO_CONTAINER in kinds else ""
+
+
 def oci_resources(r: Resources) -> dict[str, Any]:
-    """linux.resources (devices aside), also what `runc update` takes."""
+    """linux.resources (devices aside), also what `runc update` takes. As in
+    containerd: swap only where the host accounts for it, and then no swap
+    (memory+swap = memory) unless the request names a swap limit; hugepage
+    limits for the page sizes the host has; unified (cgroup v2 files) is
+    refused on cgroup v1, where runc would fail on it."""
     out: dict[str, Any] = {}
     cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota), ("period", r.cpu_period)) if v}
     if r.cpuset_cpus:
@@ -162,7 +245,51 @@ def oci_resources(r: Resources) -> dict[str, Any]:
         out["cpu"] = cpu
     if r.memory_limit:
         out["memory"] = {"limit": r.memory_limit}
+        if swap_accounting():
+            out["memory"]["swap"] = r.memory_swap_limit or r.memory_limit
+    sizes = hugepage_sizes()
+    if limits := [{"pageSize": h.page_size, "limit": h.limit} for h in r.hugepage_limits if h.page_size in sizes]:
+        out["hugepageLimits"] = limits
+    if r.unified:
+        if not cgroup_v2():
+            raise InvalidArgument("linux.resources.unified: cgroup v2 only, and this host has cgroup v1")
+        out["unified"] = dict(r.unified)
     return out
+
+
+@functools.cache
+def cgroup_v2() -> bool:
+    return (cgroups.CGROUP_ROOT / "cgroup.controllers").exists()
+
+
+@functools.cache
+def swap_accounting() -> bool:
+    """v1: the memory controller has memsw files (swapaccount=1); v2: podrt's own cgroup has memory.swap.max."""
+    if not cgroup_v2():
+        return (cgroups.CGROUP_ROOT / "memory" / "memory.memsw.limit_in_bytes").exists()
+    try:
+        own = Path("/proc/self/cgroup").read_text().strip().partition("0::")[2]
+    except OSError:
+        return False
+    return (cgroups.CGROUP_ROOT / own.lstrip("/") / "memory.swap.max").exists()
+
+
+@functools.cache
+def hugepage_sizes() -> frozenset[str]:
+    """The host's huge page sizes in the kubelet's form ("2MB", "1GB")."""
+    try:
+        names = os.listdir("/sys/kernel/mm/hugepages")
+    except OSError:
+        return frozenset()
+    return frozenset(page_size(int(n.removeprefix("hugepages-").removesuffix("kB")))
+                     for n in names if n.startswith("hugepages-") and n.endswith("kB") and n[10:-2].isdigit())
+
+
+def page_size(kib: int) -> str:
+    for unit, scale in (("GB", 1 << 20), ("MB", 1 << 10)):
+        if kib % scale == 0:
+            return f"{kib // scale}{unit}"
+    return f"{kib}KB"
 
 
 def _strings(value: Any) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from podrt.container.model import ContainerConfig, Mount, Propagation, Resources
+from podrt.container.model import ContainerConfig, ContainerUser, Device, GroupsPolicy, HugepageLimit, Mount, Propagation, Resources
 from podrt.fsutil import atomic_write
 from podrt.oci.seccomp import ProfileType
 from podrt.sandbox.model import NsMode
@@ -21,21 +21,31 @@ FORMAT_VERSION = 1
 
 
 def config_to_dict(cfg: ContainerConfig) -> dict[str, Any]:
-    return attrs.asdict(cfg, value_serializer=lambda _i, _a, v: v.value if isinstance(v, (ProfileType, Propagation, NsMode)) else v)
+    return attrs.asdict(cfg, value_serializer=lambda _i, _a, v: v.value if isinstance(v, _ENUMS) else v)
+
+
+_ENUMS = (ProfileType, Propagation, NsMode, GroupsPolicy)
 
 
 def config_from_dict(d: dict[str, Any]) -> ContainerConfig:
     d = dict(d)
-    d["mounts"] = tuple(Mount(m["container_path"], m["host_path"], m["readonly"], Propagation(m["propagation"]))
-                        for m in d.get("mounts", ()))
-    d["resources"] = Resources(**d.get("resources", {}))
+    d["mounts"] = tuple(Mount(**{**m, "propagation": Propagation(m["propagation"])}) for m in d.get("mounts", ()))
+    d["devices"] = tuple(Device(**x) for x in d.get("devices", ()))
+    d["resources"] = _resources(d.get("resources", {}))
     d["seccomp"] = ProfileType(d.get("seccomp", ProfileType.UNCONFINED.value))
+    d["apparmor"] = ProfileType(d.get("apparmor", ProfileType.RUNTIME_DEFAULT.value))
+    d["groups_policy"] = GroupsPolicy(d.get("groups_policy", GroupsPolicy.MERGE.value))
     d["selinux"] = SelinuxOptions(**d["selinux"]) if d.get("selinux") else None
     d["pid_mode"] = NsMode(d.get("pid_mode", NsMode.CONTAINER.value))
     d["envs"] = tuple(tuple(e) for e in d.get("envs", ()))
-    for key in ("command", "args", "supplemental_groups", "add_capabilities", "drop_capabilities"):
+    for key in ("command", "args", "supplemental_groups", "add_capabilities", "drop_capabilities",
+                "masked_paths", "readonly_paths"):
         d[key] = tuple(d.get(key, ()))
     return ContainerConfig(**d)
+
+
+def _resources(d: dict[str, Any]) -> Resources:
+    return Resources(**{**d, "hugepage_limits": tuple(HugepageLimit(**h) for h in d.get("hugepage_limits", ()))})
 
 
 @attrs.define
@@ -58,12 +68,19 @@ class ContainerState:
     finished_at: int = 0
     exit_code: int | None = None
     reason: str = ""
+    message: str = ""
+    user: ContainerUser | None = None  # the ids its process runs with
     path: str = ""
+    saved_exit: bool = False  # in memory: the exit is in the file and was announced
+    lost: bool = False  # in memory: its conmon is gone while it runs; exit and logs cannot be known
 
     def to_json(self) -> bytes:
         doc = attrs.asdict(self, recurse=False)
         doc.pop("path")
+        doc.pop("saved_exit")
+        doc.pop("lost")
         doc["config"] = config_to_dict(self.config)
+        doc["user"] = attrs.asdict(self.user) if self.user else None
         doc["version"] = FORMAT_VERSION
         return json.dumps(doc).encode()
 
@@ -73,7 +90,9 @@ class ContainerState:
         if doc.pop("version", None) != FORMAT_VERSION:
             raise ValueError("unknown state format version")
         doc["config"] = config_from_dict(doc["config"])
-        return cls(**doc, path=path)
+        user = doc.get("user")
+        doc["user"] = ContainerUser(user["uid"], user["gid"], tuple(user["supplemental_groups"])) if user else None
+        return cls(**doc, path=path, saved_exit=doc.get("exit_code") is not None)
 
     def save(self) -> None:
         atomic_write(Path(self.path), self.to_json())

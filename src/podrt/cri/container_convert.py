@@ -6,7 +6,18 @@ import json
 
 from podrt.api.runtime import v1 as cri
 from podrt.container.manager import ContainerView
-from podrt.container.model import ContainerConfig, ContainerStatus, Mount, Propagation, Resources
+from podrt.container.model import (
+    ContainerConfig,
+    ContainerStatus,
+    ContainerUser,
+    Device,
+    GroupsPolicy,
+    HugepageLimit,
+    Mount,
+    Propagation,
+    Resources,
+)
+from podrt.container.validate import check_resources
 from podrt.cri.fields import enum_value, id_value, in_range
 from podrt.errors import InvalidArgument
 from podrt.cri.sandbox_convert import NS_MODES, PROFILES
@@ -17,6 +28,8 @@ _PROPAGATION = {cri.MountPropagation.PROPAGATION_PRIVATE: Propagation.PRIVATE,
                 cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER: Propagation.HOST_TO_CONTAINER,
                 cri.MountPropagation.PROPAGATION_BIDIRECTIONAL: Propagation.BIDIRECTIONAL}
 _PROPAGATION_BACK = {v: k for k, v in _PROPAGATION.items()}
+_GROUPS_POLICY = {cri.SupplementalGroupsPolicy.Merge: GroupsPolicy.MERGE,
+                  cri.SupplementalGroupsPolicy.Strict: GroupsPolicy.STRICT}
 STATE = {ContainerStatus.CREATED: cri.ContainerState.CONTAINER_CREATED,
          ContainerStatus.RUNNING: cri.ContainerState.CONTAINER_RUNNING,
          ContainerStatus.EXITED: cri.ContainerState.CONTAINER_EXITED,
@@ -35,10 +48,9 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
     if sc.is_set("seccomp") and sc.seccomp is not None:
         seccomp = enum_value(f"{_SC}.seccomp.profile_type", PROFILES, sc.seccomp.profile_type)
         ref = sc.seccomp.localhost_ref
-    mounts = tuple(
-        Mount(m.container_path, m.host_path, m.readonly,
-              enum_value(f"config.mounts[{i}].propagation", _PROPAGATION, m.propagation))
-        for i, m in enumerate(c.mounts))
+    apparmor, apparmor_ref = _apparmor(sc)
+    if c.cdi_devices:
+        raise InvalidArgument("config.CDI_devices: CDI devices are not supported; use config.devices")
     return ContainerConfig(
         name=c.metadata.name,
         attempt=in_range("config.metadata.attempt", c.metadata.attempt, 0, 2**32 - 1),
@@ -47,7 +59,8 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
         args=tuple(c.args),
         working_dir=c.working_dir,
         envs=tuple((e.key, _text(f"config.envs[{i}].value", e.value)) for i, e in enumerate(c.envs)),
-        mounts=mounts,
+        mounts=tuple(_mount(f"config.mounts[{i}]", m) for i, m in enumerate(c.mounts)),
+        devices=tuple(Device(d.container_path, d.host_path, d.permissions) for d in c.devices),
         labels=dict(c.labels),
         annotations=dict(c.annotations),
         log_path=c.log_path,
@@ -58,25 +71,73 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
         run_as_group=id_value(f"{_SC}.run_as_group", sc.run_as_group.value) if sc.is_set("run_as_group") else None,
         run_as_username=sc.run_as_username,
         supplemental_groups=tuple(id_value(f"{_SC}.supplemental_groups", g) for g in sc.supplemental_groups),
+        groups_policy=enum_value(f"{_SC}.supplemental_groups_policy", _GROUPS_POLICY, sc.supplemental_groups_policy),
         add_capabilities=tuple(sc.capabilities.add_capabilities) if sc.is_set("capabilities") else (),
         drop_capabilities=tuple(sc.capabilities.drop_capabilities) if sc.is_set("capabilities") else (),
         seccomp=seccomp,
         seccomp_localhost_ref=ref,
         selinux=SelinuxOptions(se.user, se.role, se.type, se.level) if se else None,
+        apparmor=apparmor,
+        apparmor_localhost_ref=apparmor_ref,
+        masked_paths=tuple(sc.masked_paths),
+        readonly_paths=tuple(sc.readonly_paths),
         resources=resources("config.linux.resources", res),
         pid_mode=enum_value(f"{_SC}.namespace_options.pid", NS_MODES, sc.namespace_options.pid),
+        pid_target_id=sc.namespace_options.target_id,
         stdin=c.stdin,
         tty=c.tty,
     )
 
 
 def resources(field: str, res: cri.LinuxContainerResources) -> Resources:
-    return Resources(
+    """Range-checked and checked as a whole (container.validate.check_resources); for create and update."""
+    out = Resources(
         cpu_shares=in_range(f"{field}.cpu_shares", res.cpu_shares, 0, 262144),
         cpu_quota=res.cpu_quota if res.cpu_quota in (0, -1) else in_range(f"{field}.cpu_quota", res.cpu_quota, 1000, MAX_INT64),
         cpu_period=res.cpu_period if res.cpu_period == 0 else in_range(f"{field}.cpu_period", res.cpu_period, 1000, 1_000_000),
         memory_limit=in_range(f"{field}.memory_limit_in_bytes", res.memory_limit_in_bytes, 0, MAX_INT64),
-        cpuset_cpus=res.cpuset_cpus, cpuset_mems=res.cpuset_mems)
+        cpuset_cpus=res.cpuset_cpus, cpuset_mems=res.cpuset_mems,
+        memory_swap_limit=in_range(f"{field}.memory_swap_limit_in_bytes", res.memory_swap_limit_in_bytes, -1, MAX_INT64),
+        oom_score_adj=in_range(f"{field}.oom_score_adj", res.oom_score_adj, -1000, 1000),
+        hugepage_limits=tuple(HugepageLimit(h.page_size, h.limit) for h in res.hugepage_limits),
+        unified=dict(res.unified))
+    check_resources(field, out)
+    return out
+
+
+def _mount(field: str, m: cri.Mount) -> Mount:
+    """Image volumes, ID-mapped and recursively read-only mounts are refused:
+    podrt does not advertise them (RuntimeHandlerFeatures), so a kubelet sends none."""
+    if m.image.image or m.image_sub_path:
+        raise InvalidArgument(f"{field}.image: image volumes are not supported")
+    if m.uid_mappings or m.gid_mappings:
+        raise InvalidArgument(f"{field}: ID-mapped mounts (uidMappings, gidMappings) are not supported")
+    if m.recursive_read_only:
+        raise InvalidArgument(f"{field}.recursive_read_only: recursively read-only mounts are not supported")
+    return Mount(m.container_path, m.host_path, m.readonly, enum_value(f"{field}.propagation", _PROPAGATION, m.propagation),
+                 selinux_relabel=m.selinux_relabel)
+
+
+def _apparmor(sc: cri.LinuxContainerSecurityContext) -> tuple[ProfileType, str]:
+    """The apparmor field, else the deprecated apparmor_profile string
+    ("runtime/default", "unconfined", "localhost/<name>"; "" is the runtime default)."""
+    if sc.is_set("apparmor") and sc.apparmor is not None:
+        kind = enum_value(f"{_SC}.apparmor.profile_type", PROFILES, sc.apparmor.profile_type)
+        return kind, sc.apparmor.localhost_ref if kind == ProfileType.LOCALHOST else ""
+    legacy = sc.apparmor_profile
+    if legacy.startswith("localhost/"):
+        return ProfileType.LOCALHOST, legacy.removeprefix("localhost/")
+    if legacy == "unconfined":
+        return ProfileType.UNCONFINED, ""
+    if legacy in ("", "runtime/default"):
+        return ProfileType.RUNTIME_DEFAULT, ""
+    raise InvalidArgument(f"{_SC}.apparmor_profile {legacy!r}: must be runtime/default, unconfined or localhost/<name>")
+
+
+def container_user(user: ContainerUser) -> cri.ContainerUser:
+    """ContainerStatus.user from the ids the container runs with (container.spec.spec_user)."""
+    return cri.ContainerUser(linux=cri.LinuxContainerUser(uid=user.uid, gid=user.gid,
+                                                          supplemental_groups=list(user.supplemental_groups)))
 
 
 def _text(field: str, value: bytes | str) -> str:
@@ -108,13 +169,16 @@ def container_status(view: ContainerView, verbose_info: dict[str, object] | None
         id=s.id, metadata=_metadata(view), state=STATE[view.status], created_at=s.created_at,
         started_at=s.started_at, finished_at=s.finished_at, exit_code=s.exit_code or 0,
         image=cri.ImageSpec(image=s.image_ref), image_ref=s.image_id, image_id=s.image_id,
-        reason=s.reason, labels=dict(s.config.labels), annotations=dict(s.config.annotations),
+        reason=s.reason, message=s.message, labels=dict(s.config.labels), annotations=dict(s.config.annotations),
         mounts=[cri.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
                           propagation=_PROPAGATION_BACK[m.propagation]) for m in s.config.mounts],
-        log_path=s.log_path,
+        log_path=s.log_path, user=container_user(s.user) if s.user else None,
         resources=cri.ContainerResources(linux=cri.LinuxContainerResources(
             cpu_period=r.cpu_period, cpu_quota=r.cpu_quota, cpu_shares=r.cpu_shares,
-            memory_limit_in_bytes=r.memory_limit, cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems)),
+            memory_limit_in_bytes=r.memory_limit, cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
+            memory_swap_limit_in_bytes=r.memory_swap_limit, oom_score_adj=r.oom_score_adj,
+            hugepage_limits=[cri.HugepageLimit(page_size=h.page_size, limit=h.limit) for h in r.hugepage_limits],
+            unified=dict(r.unified))),
     )
     info = {"info": json.dumps(verbose_info)} if verbose_info is not None else {}
     return cri.ContainerStatusResponse(status=status, info=info)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
+import grpclib.const
+import grpclib.server
 
 from podrt.api.runtime import v1 as cri
+from podrt.container.events import ContainerEvent
 from podrt.container.manager import ContainerManager, ContainerView
 from podrt.cri import container_convert as cconv
 from podrt.cri import sandbox_convert as conv
 from podrt.cri.listcache import ListCache
+from podrt.errors import NotFound
 from podrt.runtime_status import RuntimeStatusManager
 from podrt.sandbox.manager import SandboxManager, SandboxView
 
@@ -26,6 +32,37 @@ class RuntimeService(cri.RuntimeServiceBase):
                                      key=lambda v: (v.state.id, v.ready))  # listed fields change only with readiness
         self._container_cache = ListCache(cri.ListContainersResponse, cconv.container,
                                           key=lambda v: (v.state.id, v.status))  # listed fields change only with it
+        containers.events.render = self._event_message
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        """GetContainerEvents gets a handler with the stream in hand (the
+        generated one hides it), to send headers once the subscription is in place."""
+        mapping = super().__mapping__()
+        mapping["/runtime.v1.RuntimeService/GetContainerEvents"] = grpclib.const.Handler(
+            self._container_events, grpclib.const.Cardinality.UNARY_STREAM,
+            cri.GetEventsRequest, cri.ContainerEventResponse)
+        return mapping
+
+    async def _container_events(self, stream: "grpclib.server.Stream[Any, Any]") -> None:
+        """Every container event from now until the client leaves or podrt
+        stops. Headers go out once subscribed: a client that has them misses nothing later."""
+        await stream.recv_message()
+        with self._containers.events.subscribe() as sub:
+            await stream.send_initial_metadata()
+            async for message in sub.items():
+                await stream.send_message(message)
+
+    def _event_message(self, event: ContainerEvent) -> cri.ContainerEventResponse:
+        """The pod's status and its containers' at the moment of the event, as the kubelet's evented PLEG reads them."""
+        try:
+            pod_status = conv.pod_sandbox_status(self._sandboxes.view(event.sandbox_id), None).status
+        except NotFound:  # the pod went first (restart cleanup)
+            pod_status = None
+        statuses = [cconv.container_status(v, None).status
+                    for v in self._containers.list(lambda v: v.state.sandbox_id == event.sandbox_id)]
+        return cri.ContainerEventResponse(
+            container_id=event.container_id, container_event_type=cri.ContainerEventType(event.type.value),
+            created_at=event.at, pod_sandbox_status=pod_status, containers_statuses=statuses)
 
     async def run_pod_sandbox(self, run_pod_sandbox_request: cri.RunPodSandboxRequest) -> cri.RunPodSandboxResponse:
         sandbox_id = await self._sandboxes.run(conv.sandbox_config(run_pod_sandbox_request))
@@ -81,7 +118,7 @@ class RuntimeService(cri.RuntimeServiceBase):
     async def container_status(self, container_status_request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse:
         req = container_status_request
         view = self._containers.view(self._containers.resolve(req.container_id))
-        info = {"pid": view.state.pid, "sandboxID": view.state.sandbox_id} if req.verbose else None
+        info = await self._containers.inspect(view) if req.verbose else None
         return cconv.container_status(view, info)
 
     async def exec_sync(self, exec_sync_request: cri.ExecSyncRequest) -> cri.ExecSyncResponse:
@@ -131,7 +168,7 @@ class RuntimeService(cri.RuntimeServiceBase):
             status=cri.RuntimeStatus(conditions=conditions),
             info=self._status.verbose_info() if status_request.verbose else {},
             runtime_handlers=handlers,
-            features=cri.RuntimeFeatures(),
+            features=cri.RuntimeFeatures(supplemental_groups_policy=True),  # Strict: container/spec.py resolve_user
         )
 
     async def runtime_config(self, runtime_config_request: cri.RuntimeConfigRequest) -> cri.RuntimeConfigResponse:

@@ -53,7 +53,8 @@ def pick_subnet(used: Iterable[Net]) -> Net:
 
 
 def conflist(subnet: Net) -> dict[str, object]:
-    """Bridge + host-local + portmap + loopback; the gateway and masquerading let pods reach out."""
+    """Bridge + host-local + portmap (podrt brings each pod's loopback up
+    itself); the gateway and masquerading let pods reach out."""
     return {
         "cniVersion": "1.0.0",
         "name": NAME,
@@ -61,7 +62,6 @@ def conflist(subnet: Net) -> dict[str, object]:
             {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
              "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}], "ranges": [[{"subnet": str(subnet)}]]}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
-            {"type": "loopback"},
         ],
     }
 

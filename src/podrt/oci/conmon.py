@@ -237,19 +237,18 @@ def find_conmon_pids(container_id: str) -> list[int]:
 
     Used on a failed create, where the pidfile may not have been written yet.
     """
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if Path(f"/proc/{entry}/comm").read_text().strip() != "conmon":
-                continue
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if _has_option(args, b"-c", container_id.encode()) or _has_option(args, b"--cid", container_id.encode()):
-            found.append(int(entry))
-    return found
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and monitors(int(entry), container_id)]
+
+
+def monitors(pid: int, container_id: str) -> bool:
+    """Whether `pid` is a conmon of this container (not a process that took a dead conmon's pid)."""
+    try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "conmon":
+            return False
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return _has_option(args, b"-c", container_id.encode()) or _has_option(args, b"--cid", container_id.encode())
 
 
 def _has_option(args: list[bytes], flag: bytes, value: bytes) -> bool:

@@ -79,7 +79,8 @@ DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "CAP_KILL",
 )
 
-# runc spec's defaults: kernel interfaces that leak host data or let a
+# runc spec's defaults and the kubelet's (which adds powercap: energy counters
+# are a side channel): kernel interfaces that leak host data or let a
 # container poke the host. Privileged pods see them unmasked.
 MASKED_PATHS: tuple[str, ...] = (
     "/proc/acpi",
@@ -92,6 +93,7 @@ MASKED_PATHS: tuple[str, ...] = (
     "/proc/sched_debug",
     "/sys/firmware",
     "/proc/scsi",
+    "/sys/devices/virtual/powercap",
 )
 READONLY_PATHS: tuple[str, ...] = (
     "/proc/bus",
@@ -108,6 +110,21 @@ BIND_RO = ("ro", "bind", "nodev", "nosuid", "noexec")
 class Namespace:
     type: str  # "pid", "network", "ipc", "uts", "mount", ...
     path: str = ""  # join this one (a pod's netns, another container's); "" makes a new one
+
+
+@attrs.frozen
+class DeviceNode:
+    """A device node to create in the container (linux.devices) and allow in its
+    device cgroup with `access` (linux.resources.devices)."""
+
+    path: str  # in the container
+    type: str  # "c" or "b"
+    major: int
+    minor: int
+    file_mode: int = 0o666  # permission bits only
+    uid: int = 0
+    gid: int = 0
+    access: str = "rwm"
 
 
 @attrs.frozen
@@ -130,10 +147,15 @@ class SpecInput:
     no_new_privileges: bool = True
     hostname: str = ""  # needs a UTS namespace of its own
     resources: Mapping[str, Any] = attrs.field(factory=dict)  # linux.resources besides devices
+    devices: tuple[DeviceNode, ...] = ()
     sysctls: Mapping[str, str] = attrs.field(factory=dict)
     seccomp: dict[str, Any] | None = None
     selinux_label: str = ""
     oom_score_adj: int | None = None  # None: inherited
+    masked_paths: tuple[str, ...] | None = None  # None: MASKED_PATHS (privileged: none either way)
+    readonly_paths: tuple[str, ...] | None = None  # None: READONLY_PATHS (privileged: none either way)
+    apparmor_profile: str = ""  # "" leaves the process as runc starts it
+    rootfs_propagation: str = ""  # linux.rootfsPropagation; "" is runc's default (rslave)
     annotations: Mapping[str, str] = attrs.field(factory=dict)
 
 
@@ -169,6 +191,8 @@ def _process(inp: SpecInput) -> dict[str, Any]:
         process["oomScoreAdj"] = inp.oom_score_adj
     if inp.selinux_label:
         process["selinuxLabel"] = inp.selinux_label
+    if inp.apparmor_profile:
+        process["apparmorProfile"] = inp.apparmor_profile
     return process
 
 
@@ -244,14 +268,29 @@ def _linux(inp: SpecInput) -> dict[str, Any]:
     linux: dict[str, Any] = {
         "namespaces": [{"type": ns.type, "path": ns.path} if ns.path else {"type": ns.type} for ns in inp.namespaces],
         "cgroupsPath": inp.cgroups_path,
-        # runc always allows null, zero, full, tty, random and urandom
-        "resources": {"devices": [{"allow": inp.privileged, "access": "rwm"}], **inp.resources},
+        "resources": {"devices": _device_rules(inp), **inp.resources},
     }
+    if inp.devices:
+        linux["devices"] = [_device(d) for d in inp.devices]
     if inp.sysctls:
         linux["sysctl"] = dict(inp.sysctls)
     if inp.seccomp is not None and not inp.privileged:  # a privileged process is unconfined
         linux["seccomp"] = inp.seccomp
+    if inp.rootfs_propagation:
+        linux["rootfsPropagation"] = inp.rootfs_propagation
     if not inp.privileged:
-        linux["maskedPaths"] = list(MASKED_PATHS)
-        linux["readonlyPaths"] = list(READONLY_PATHS)
+        linux["maskedPaths"] = list(MASKED_PATHS if inp.masked_paths is None else inp.masked_paths)
+        linux["readonlyPaths"] = list(READONLY_PATHS if inp.readonly_paths is None else inp.readonly_paths)
     return linux
+
+
+def _device_rules(inp: SpecInput) -> list[dict[str, Any]]:
+    """Deny all (runc itself always allows null, zero, full, tty, random and
+    urandom) then allow each device node; a privileged process may use every device."""
+    return [{"allow": inp.privileged, "access": "rwm"}] + [
+        {"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": d.access} for d in inp.devices]
+
+
+def _device(d: DeviceNode) -> dict[str, Any]:
+    return {"path": d.path, "type": d.type, "major": d.major, "minor": d.minor, "fileMode": d.file_mode,
+            "uid": d.uid, "gid": d.gid}

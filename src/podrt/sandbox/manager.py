@@ -19,6 +19,7 @@ import attrs
 
 from podrt.aio import finish_in_thread
 from podrt.errors import SHUTTING_DOWN, DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from podrt.network import links
 from podrt.network.cniconf import CniNetwork
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
@@ -259,6 +260,9 @@ class SandboxManager:
     def _exit_file(self, sandbox_id: str) -> Path:
         return self.deps.run_dir(sandbox_id) / "exits" / sandbox_id
 
+    def known(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._sandboxes
+
     def view(self, sandbox_id: str) -> SandboxView:
         state = self._sandboxes.get(sandbox_id)
         if state is None:
@@ -274,13 +278,20 @@ class SandboxManager:
         spec_path = self.deps.sandbox_dir(view.state.id) / "config.json"
         runtime = self.deps.runtimes.get(view.state.runtime_handler)
         spec = await asyncio.to_thread(spec_path.read_text) if spec_path.exists() else None
-        return {
+        info: dict[str, object] = {
             "runtimeSpec": json.loads(spec) if spec else None,
             "runtimeState": await runtime.state(view.state.id) if runtime else None,
             "pid": view.state.infra_pid,
             "netnsPath": view.state.netns_path,
             "ips": view.state.ips,
         }
+        if view.state.netns_path and not view.state.stopped:
+            try:
+                found = await asyncio.to_thread(links.interfaces, view.state.netns_path)
+                info["interfaces"] = [attrs.asdict(i) for i in found]
+            except OSError as exc:  # best effort: the status itself is answered
+                info["interfaces"] = {"error": str(exc)}
+        return info
 
     def list(self, match: Callable[[SandboxView], bool] = lambda _v: True, ids: Iterable[str] | None = None) -> list[SandboxView]:
         chosen = self._sandboxes if ids is None else [i for i in ids if i in self._sandboxes]

@@ -15,7 +15,7 @@ from podrt import cgroups
 from podrt.config import Config
 from podrt.oci.seccomp import profile_for
 from podrt.errors import InvalidArgument
-from podrt.sandbox.model import SandboxConfig
+from podrt.sandbox.model import NsMode, SandboxConfig
 
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -87,8 +87,11 @@ def check_dns(cfg: SandboxConfig) -> None:
     _check_tokens("options", cfg.dns.options)
 
 
-def check_sysctls(cfg: SandboxConfig, allowed_unsafe: Iterable[str]) -> None:
-    allowed = tuple(allowed_unsafe)
+def check_sysctls(cfg: SandboxConfig, allowed_unsafe: Iterable[str] | None = None) -> None:
+    """Well-formed, namespaced, and in a namespace of the pod's own. Whether an
+    unsafe one may be set is the kubelet's policy (--allowed-unsafe-sysctls);
+    `allowed_unsafe` (not None) restricts them further: podrt.runtime.restrict_unsafe_sysctls."""
+    allowed = None if allowed_unsafe is None else tuple(allowed_unsafe)
     for key, value in cfg.sysctls.items():
         if not _SYSCTL.fullmatch(key) or ".." in key:
             raise InvalidArgument(f"invalid sysctl name {key!r}")
@@ -101,11 +104,13 @@ def check_sysctls(cfg: SandboxConfig, allowed_unsafe: Iterable[str]) -> None:
             raise InvalidArgument(f"sysctl {key} cannot be set for a pod on the host network")
         if is_ipc and cfg.host_ipc:
             raise InvalidArgument(f"sysctl {key} cannot be set for a pod sharing the host IPC namespace")
-        permitted = key in SAFE_SYSCTLS or any(
-            key == p or (p.endswith("*") and key.startswith(p[:-1])) for p in allowed
-        )
-        if not permitted:
-            raise InvalidArgument(f"sysctl {key} is unsafe; allow it in podrt.runtime.allowed_unsafe_sysctls")
+        if allowed is not None and not _permitted(key, allowed):
+            raise InvalidArgument(f"sysctl {key} is unsafe; allow it in podrt.runtime.allowed_unsafe_sysctls "
+                                  "(podrt.runtime.restrict_unsafe_sysctls is on)")
+
+
+def _permitted(key: str, allowed: tuple[str, ...]) -> bool:
+    return key in SAFE_SYSCTLS or any(key == p or (p.endswith("*") and key.startswith(p[:-1])) for p in allowed)
 
 
 def check_hostname(cfg: SandboxConfig) -> None:
@@ -174,10 +179,14 @@ def check_request(cfg: SandboxConfig, config: Config) -> None:
         raise InvalidArgument(f"unknown runtime handler {cfg.runtime_handler!r} (known: {known})")
     if cfg.privileged and not config.runtime.allow_privileged:
         raise InvalidArgument("privileged pod sandboxes are not allowed (podrt.runtime.allow_privileged is false)")
+    for kind in ("network", "pid", "ipc"):
+        if getattr(cfg.namespaces, kind) == NsMode.TARGET:  # a container's mode: join another container's
+            raise InvalidArgument(f"linux.security_context.namespace_options.{kind}: TARGET is for containers only")
     check_labels(cfg.labels)
     check_hostname(cfg)
     check_dns(cfg)
-    check_sysctls(cfg, config.runtime.allowed_unsafe_sysctls)
+    rt = config.runtime
+    check_sysctls(cfg, rt.allowed_unsafe_sysctls if rt.restrict_unsafe_sysctls else None)
     for pm in cfg.port_mappings:  # port numbers were range-checked by the converter
         if pm.host_ip:
             try:

@@ -7,6 +7,7 @@ from typing import Any
 
 from podrt.aio import finish_in_thread
 from podrt.container.context import ContainerContext
+from podrt.container.spec import spec_user
 from podrt.container.store import STATE_FILE, ContainerState
 from podrt.steps.base import DepsStep
 
@@ -24,7 +25,7 @@ class ContainerSaveState(DepsStep):
             image_ref=ctx.image_ref, runtime_handler=ctx.runtime_handler, log_path=ctx.log_path,
             stop_signal=ctx.stop_signal, created_at=ctx.created_at,
             records=[list(r) for r in ctx.completed], cgroups_path=ctx.spec["linux"]["cgroupsPath"], pid=ctx.pid,
-            conmon_pid=ctx.conmon_pid, path=data["path"])
+            conmon_pid=ctx.conmon_pid, user=spec_user(ctx.spec), path=data["path"])
         await finish_in_thread(state.save)
         ctx.state = state
 

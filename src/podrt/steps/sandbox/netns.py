@@ -1,10 +1,15 @@
-"""The pod's network namespace, pinned under podrt's netns dir (skipped for host network)."""
+"""The pod's network namespace, pinned under podrt's netns dir, with its
+loopback up (skipped for host network). podrt brings lo up itself
+(network/links.py), so pod networks need no loopback plugin."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+from podrt.aio import finish_in_thread
+from podrt.network.links import loopback_up
 from podrt.network.netns import create_netns, remove_netns
 from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
@@ -20,6 +25,11 @@ class NetNamespace(SandboxStep):
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         path = Path(data["path"])
         await create_netns(path.parent, path.name)
+        try:
+            await finish_in_thread(loopback_up, str(path))
+        except BaseException:
+            await asyncio.shield(remove_netns(path))  # its own partial work
+            raise
         ctx.netns_path = str(path)
 
     async def undo(self, data: dict[str, Any]) -> None:

@@ -1,0 +1,94 @@
+"""Netlink work inside a pod's network namespace, in-process, with pyroute2:
+loopback up (no `loopback` CNI plugin process per pod) and each interface's
+addresses and counters (PodSandboxStatus verbose info).
+
+The netlink socket is opened inside the netns by a throwaway thread that
+setns(2)es itself there and ends: a socket stays bound to the namespace it
+was made in, and no thread that serves the daemon ever changes namespace
+(pyroute2's own netns support forks the daemon; see network/netns.py). The
+socket is handed to pyroute2 (`use_socket`), which parses the messages.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import socket
+import threading
+from typing import Any
+
+import attrs
+from pyroute2 import IPRoute
+
+CLONE_NEWNET = 0x40000000
+NETLINK_ROUTE = 0
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+@attrs.frozen
+class Interface:
+    name: str
+    up: bool
+    addresses: tuple[str, ...]  # "ip/prefix"
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+    rx_errors: int
+    tx_errors: int
+
+
+def netlink_socket(netns_path: str) -> socket.socket:
+    """A NETLINK_ROUTE socket in the netns pinned at `netns_path` (blocking: run it in a worker thread)."""
+    made: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, f"setns {netns_path}: {os.strerror(errno)}")
+            finally:
+                os.close(fd)
+            made["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        except BaseException as exc:  # handed to the caller
+            made["error"] = exc
+
+    thread = threading.Thread(target=run, name="podrt-netns-socket", daemon=True)
+    thread.start()
+    thread.join()  # the thread, in the pod's netns, ends here
+    if "error" in made:
+        raise made["error"]
+    return made["sock"]
+
+
+def _ipr(netns_path: str) -> IPRoute:
+    return IPRoute(use_socket=netlink_socket(netns_path))
+
+
+def loopback_up(netns_path: str) -> None:
+    """What the CNI loopback plugin does, without its process (blocking)."""
+    with _ipr(netns_path) as ipr:
+        (index,) = ipr.link_lookup(ifname="lo")
+        ipr.link("set", index=index, state="up")
+
+
+def interfaces(netns_path: str) -> list[Interface]:
+    """Each interface of the netns with its addresses and counters (blocking)."""
+    with _ipr(netns_path) as ipr:
+        addresses: dict[int, list[str]] = {}
+        for addr in ipr.get_addr():
+            addresses.setdefault(addr["index"], []).append(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+        found = []
+        for link in ipr.get_links():
+            stats = link.get_attr("IFLA_STATS64") or {}
+            found.append(Interface(
+                name=link.get_attr("IFLA_IFNAME"), up=bool(link["flags"] & 1),
+                addresses=tuple(addresses.get(link["index"], ())),
+                rx_bytes=stats.get("rx_bytes", 0), tx_bytes=stats.get("tx_bytes", 0),
+                rx_packets=stats.get("rx_packets", 0), tx_packets=stats.get("tx_packets", 0),
+                rx_errors=stats.get("rx_errors", 0), tx_errors=stats.get("tx_errors", 0)))
+        return found
