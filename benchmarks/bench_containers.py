@@ -1,7 +1,8 @@
 """Container figures on the real parts, with a busybox-static image from a
 registry on 127.0.0.1: CreateContainer + StartContainer over sequential
-containers, ExecSync of `true`, ListContainers with many containers, and the
-daemon's RSS with pods of 3 containers each.
+containers, ExecSync of `true`, how soon an exit reaches GetContainerEvents
+subscribers, ListContainers with many containers, and the daemon's RSS with
+pods of 3 containers each.
 
 Run as root: .venv/bin/python benchmarks/bench_containers.py [--cycles 50] [--list 1000] [--pods 100]
 Pods are on the host network (no CNI in the way); the containers sleep.
@@ -20,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from grpclib.client import Channel
+from grpclib.const import Cardinality
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
@@ -40,18 +42,51 @@ def pod_config() -> cri.PodSandboxConfig:
             namespace_options=cri.NamespaceOption(network=cri.NamespaceMode.NODE))))
 
 
-def container_config(image: str, name: str) -> cri.ContainerConfig:
+def container_config(image: str, name: str, command: tuple[str, ...] = ("/bin/sleep", "100000")) -> cri.ContainerConfig:
     sc = cri.LinuxContainerSecurityContext(namespace_options=cri.NamespaceOption(pid=cri.NamespaceMode.CONTAINER))
     return cri.ContainerConfig(metadata=cri.ContainerMetadata(name=name), image=cri.ImageSpec(image=image),
-                               command=["/bin/sleep", "100000"], log_path=f"{name}.log",
+                               command=list(command), log_path=f"{name}.log",
                                linux=cri.LinuxContainerConfig(security_context=sc))
 
 
-async def run(rt: cri.RuntimeServiceStub, pod: str, cfg: cri.PodSandboxConfig, image: str, name: str) -> str:
-    cid = (await rt.create_container(cri.CreateContainerRequest(pod_sandbox_id=pod, config=container_config(image, name),
-                                                                sandbox_config=cfg))).container_id
+async def run(rt: cri.RuntimeServiceStub, pod: str, cfg: cri.PodSandboxConfig, image: str, name: str,
+              command: tuple[str, ...] = ("/bin/sleep", "100000")) -> str:
+    cid = (await rt.create_container(cri.CreateContainerRequest(
+        pod_sandbox_id=pod, config=container_config(image, name, command), sandbox_config=cfg))).container_id
     await rt.start_container(cri.StartContainerRequest(container_id=cid))
     return cid
+
+
+async def exit_events(ch: Channel, rt: cri.RuntimeServiceStub, pod: str, cfg: cri.PodSandboxConfig, image: str,
+                      count: int = 20) -> None:
+    """Containers of `true`, two subscribers: from the exit (conmon's exit file
+    time, ContainerStatus.finished_at) to the STOPPED event's creation in podrt,
+    and to its arrival at each subscriber."""
+    stopped = cri.ContainerEventType.CONTAINER_STOPPED_EVENT
+    async with ch.request("/runtime.v1.RuntimeService/GetContainerEvents", Cardinality.UNARY_STREAM,
+                          cri.GetEventsRequest, cri.ContainerEventResponse) as a, \
+            ch.request("/runtime.v1.RuntimeService/GetContainerEvents", Cardinality.UNARY_STREAM,
+                       cri.GetEventsRequest, cri.ContainerEventResponse) as b:
+        for stream in (a, b):
+            await stream.send_message(cri.GetEventsRequest(), end=True)
+            await stream.recv_initial_metadata()
+        to_event, to_client = [], []
+        for n in range(count):
+            cid = await run(rt, pod, cfg, image, f"e{n}", ("/bin/true",))
+            for stream in (a, b):
+                while True:
+                    event = await asyncio.wait_for(stream.recv_message(), 10)
+                    if event.container_id == cid and event.container_event_type == stopped:
+                        break
+                arrived = time.time_ns()
+                finished = next(s.finished_at for s in event.containers_statuses if s.id == cid)
+                to_event.append((event.created_at - finished) / 1e6)
+                to_client.append((arrived - finished) / 1e6)
+            await rt.remove_container(cri.RemoveContainerRequest(container_id=cid))
+        for stream in (a, b):
+            await stream.cancel()
+    print(f"exit -> STOPPED event ({count} containers, 2 subscribers): made p50 {pct(to_event, .5):.1f} ms, "
+          f"p90 {pct(to_event, .9):.1f} ms; received p50 {pct(to_client, .5):.1f} ms, p90 {pct(to_client, .9):.1f} ms")
 
 
 def rss_kib(pid: int) -> int:
@@ -89,6 +124,7 @@ async def bench(sock: Path, image: str, cycles: int, listed: int, pods: int, dae
             execs.append(time.perf_counter() - t)
             assert r.exit_code == 0
         print(f"ExecSync of `true`: p50 {pct(execs, .5) * 1000:.1f} ms, p90 {pct(execs, .9) * 1000:.1f} ms")
+        await exit_events(ch, rt, pod, cfg, image)
         for n in range(cycles, listed, 10):
             await asyncio.gather(*(run(rt, pod, cfg, image, f"c{m}") for m in range(n, min(n + 10, listed))))
         raw = []

@@ -209,6 +209,7 @@ class ContainerManager:
         if state.lost:  # killed without its conmon: no exit file comes
             self._unknown_exit(state)
             await finish_in_thread(state.save)
+            self.events.publish(state.id, state.sandbox_id, EventType.STOPPED)
         elif not state.saved_exit:  # no exit yet (a start recorded above)
             await finish_in_thread(state.save)
 
@@ -299,8 +300,12 @@ class ContainerManager:
         """StopPodSandbox: its containers stop first, forcibly, as containerd
         does: the kubelet has given each its grace period with StopContainer."""
         await self._close_pod(sandbox_id)
-        for state in [s for s in self._containers.values() if s.sandbox_id == sandbox_id]:
-            await self.stop(state.id, timeout)
+        try:
+            for state in [s for s in self._containers.values() if s.sandbox_id == sandbox_id]:
+                await self.stop(state.id, timeout)
+        except BaseException:
+            self._closing.discard(sandbox_id)  # the pod is not stopped: it may get containers again
+            raise
 
     async def remove_pod(self, sandbox_id: str) -> None:
         """RemovePodSandbox: its containers go first."""
@@ -352,7 +357,7 @@ class ContainerManager:
     def _exit_written(self, container_id: str | None) -> None:
         """DirWatch's callback; None: look at every container not yet exited."""
         ids = [container_id] if container_id is not None else [
-            i for i, s in self._containers.items() if s.exit_code is None]
+            i for i, s in self._containers.items() if not s.saved_exit]
         for cid in ids:
             if cid in self._containers:
                 task = asyncio.get_running_loop().create_task(self._record_exit(cid), name=f"exit-{cid}")
@@ -360,6 +365,8 @@ class ContainerManager:
                 task.add_done_callback(self._exit_tasks.discard)
 
     async def _record_exit(self, container_id: str) -> None:
+        if container_id not in self._containers:  # removed meanwhile: no lock to make
+            return
         async with self._lock(container_id):
             if (state := self._containers.get(container_id)) is not None:
                 await self._save_exit(state)
@@ -384,7 +391,11 @@ class ContainerManager:
             self._watch.close()
             self._watch = None
         if self._exit_tasks:
-            await asyncio.wait(set(self._exit_tasks), timeout=5)
+            _, pending = await asyncio.wait(set(self._exit_tasks), timeout=5)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
 
     def _oom_killed(self, state: ContainerState) -> bool:
         """conmon's marker in its persist dir, else the cgroup's own counter
@@ -474,6 +485,8 @@ class ContainerManager:
             log.warning("cannot read the runtime state of container %s: %s", state.id, exc)
             info = None
         status = info.get("status") if info else None
+        if self._read_exit(state):  # conmon wrote it and left while we looked
+            return
         if monitored:
             if status in ("running", "stopped"):
                 state.started_at = time.time_ns()  # when exactly is lost; that it started is not

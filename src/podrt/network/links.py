@@ -66,7 +66,12 @@ def netlink_socket(netns_path: str) -> socket.socket:
 
 
 def _ipr(netns_path: str) -> IPRoute:
-    return IPRoute(use_socket=netlink_socket(netns_path))
+    sock = netlink_socket(netns_path)
+    try:
+        return IPRoute(use_socket=sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def loopback_up(netns_path: str) -> None:

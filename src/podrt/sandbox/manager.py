@@ -289,7 +289,7 @@ class SandboxManager:
             try:
                 found = await asyncio.to_thread(links.interfaces, view.state.netns_path)
                 info["interfaces"] = [attrs.asdict(i) for i in found]
-            except OSError as exc:  # best effort: the status itself is answered
+            except Exception as exc:  # best effort (pyroute2's NetlinkError is no OSError): the status is answered
                 info["interfaces"] = {"error": str(exc)}
         return info
 
