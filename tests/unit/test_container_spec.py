@@ -181,11 +181,14 @@ def test_pid_namespace_modes(rootfs: Path, host: None) -> None:
 
     assert pid(NsMode.CONTAINER) == [{"type": "pid"}]
     assert pid(NsMode.POD) == [{"type": "pid", "path": "/proc/4242/ns/pid"}]
-    assert pid(NsMode.TARGET, target_pid=777) == [{"type": "pid", "path": "/proc/777/ns/pid"}]
+    me = os.getpid()  # a live process stands for the running target
+    assert pid(NsMode.TARGET, target_pid=me) == [{"type": "pid", "path": f"/proc/{me}/ns/pid"}]
     assert pid(NsMode.NODE) == []  # the host's, as CRI-O does
     assert pid(NsMode.CONTAINER, _pod(namespaces=NamespaceOptions(pid=NsMode.NODE))) == []
     with pytest.raises(FailedPrecondition, match="target_id: container t+ is not running"):
         pid(NsMode.TARGET)  # the manager found no running target
+    with pytest.raises(FailedPrecondition, match="not running"):
+        pid(NsMode.TARGET, target_pid=2**22 + 1)  # it exited since (above pid_max)
 
 
 def test_devices_in_the_spec(rootfs: Path, host: None, tmp_path: Path) -> None:

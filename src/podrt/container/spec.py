@@ -45,7 +45,9 @@ from podrt.container.model import ContainerConfig, ContainerUser, GroupsPolicy, 
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.oci.seccomp import profile_for
 from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_PATH, Namespace, SpecInput, bind, build_spec, host_capabilities, standard_mounts
+from podrt.oci.conmon import pid_running
 from podrt.oom import current_oom_score_adj
+from podrt.safeopen import read_in_root
 from podrt.sandbox.infra_spec import pod_file_binds
 from podrt.sandbox.model import NsMode
 from podrt.sandbox.validate import pod_sysctls
@@ -77,8 +79,8 @@ def environment(cfg: ContainerConfig, image: dict[str, Any], hostname: str) -> t
 def resolve_user(cfg: ContainerConfig, image: dict[str, Any], rootfs: Path) -> tuple[int, int, tuple[int, ...]]:
     """(uid, gid, supplemental gids); InvalidArgument for a name the image does not know.
     Strict policy: the image's /etc/group adds no memberships."""
-    passwd = _table(rootfs / "etc" / "passwd")
-    groups = _table(rootfs / "etc" / "group")
+    passwd = _table(rootfs, "/etc/passwd")
+    groups = _table(rootfs, "/etc/group")
     if cfg.run_as_user is not None:
         uid, name = cfg.run_as_user, next((r[0] for r in passwd if _int(r[2]) == cfg.run_as_user), "")
         gid = cfg.run_as_group if cfg.run_as_group is not None else _primary_gid(passwd, uid)
@@ -169,7 +171,7 @@ def _pid_namespace(ctx: ContainerContext) -> Namespace | None:
     if mode == NsMode.POD:
         return Namespace("pid", f"/proc/{infra_pid}/ns/pid")
     if mode == NsMode.TARGET:
-        if ctx.target_pid <= 0:
+        if ctx.target_pid <= 0 or not pid_running(ctx.target_pid):  # it may have exited since the manager looked
             raise FailedPrecondition(f"namespace_options.target_id: container {ctx.config.pid_target_id} is not running")
         return Namespace("pid", f"/proc/{ctx.target_pid}/ns/pid")
     return Namespace("pid")
@@ -296,15 +298,14 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
-def _table(path: Path) -> list[list[str]]:
-    """Rows of a passwd/group file in the rootfs; read without following a
-    symlink out of it (the image's own file, or nothing)."""
+def _table(rootfs: Path, path: str) -> list[list[str]]:
+    """Rows of a passwd/group file as the container sees it: its symlinks
+    resolve inside the rootfs, never to the host's files (an empty table when there is none)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        text = read_in_root(str(rootfs), path, 1 << 20).decode(errors="replace")
     except OSError:
         return []
-    with os.fdopen(fd, "r", errors="replace") as f:
-        return [line.rstrip("\n").split(":") for line in f.read(1 << 20).splitlines() if line and not line.startswith("#")]
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
 def _int(text: str) -> int | None:
