@@ -14,6 +14,7 @@ import os
 import posixpath
 from pathlib import Path
 
+import attrs
 from cgroupspy.nodes import Node
 
 from podrt.errors import InvalidArgument
@@ -109,6 +110,47 @@ def fs_path(cgroups_path: str) -> str:
     return f"/{nested}/{prefix}-{name}.scope"
 
 
+@attrs.frozen
+class Usage:
+    """What a cgroup (v1) says of its processes, as the kubelet's stats want it."""
+
+    cpu_ns: int  # cumulative CPU time
+    memory_bytes: int  # usage, page cache included
+    working_set_bytes: int  # usage less inactive file pages (what eviction watches)
+    rss_bytes: int
+    page_faults: int
+    major_page_faults: int
+    limit_bytes: int  # the kernel's "unlimited" is a huge number
+    processes: int
+
+
+def _node(controller: str, path: str) -> Node:
+    node = Node(controller.encode(), parent=Node(str(CGROUP_ROOT).encode()))
+    for part in fs_path(path).strip("/").split("/"):
+        node = Node(part.encode(), parent=node)
+    return node
+
+
+def usage(cgroups_path: str) -> Usage | None:
+    """Read with cgroupspy from the cpuacct and memory hierarchies; None when
+    the cgroup is gone (the container exited and runc removed it) or on v2."""
+    try:
+        memory = _node("memory", cgroups_path).controller
+        stat = memory.stat
+        used = memory.usage_in_bytes
+        return Usage(
+            cpu_ns=_node("cpuacct", cgroups_path).controller.usage,
+            memory_bytes=used,
+            working_set_bytes=max(0, used - stat.get("total_inactive_file", 0)),
+            rss_bytes=stat.get("total_rss", 0),
+            page_faults=stat.get("total_pgfault", 0),
+            major_page_faults=stat.get("total_pgmajfault", 0),
+            limit_bytes=memory.limit_in_bytes,
+            processes=len(memory.tasks))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def oom_killed(cgroups_path: str) -> bool:
     """Whether the kernel's OOM killer killed a process in this cgroup. On
     cgroup v1 cgroupspy reads memory.oom_control (its oom_kill counter,
@@ -118,9 +160,6 @@ def oom_killed(cgroups_path: str) -> bool:
         if (CGROUP_ROOT / "cgroup.controllers").exists():
             events = (CGROUP_ROOT / path / "memory.events").read_text().split()
             return int(dict(zip(events[::2], events[1::2])).get("oom_kill", "0")) > 0
-        node = Node(b"memory", parent=Node(str(CGROUP_ROOT).encode()))
-        for part in path.split("/"):
-            node = Node(part.encode(), parent=node)
-        return int(node.controller.oom_control.get("oom_kill", 0)) > 0
+        return int(_node("memory", cgroups_path).controller.oom_control.get("oom_kill", 0)) > 0
     except (OSError, ValueError, AttributeError):  # gone, or a kernel without the counter
         return False

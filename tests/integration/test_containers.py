@@ -380,6 +380,40 @@ async def test_mount_propagation_and_its_host_side_checks(daemon: DaemonProcess,
             await _remove_pod(c, pod[0])
 
 
+async def test_container_and_pod_stats(daemon: DaemonProcess, registry: Registry) -> None:
+    """Usage read from the cgroups (cgroupspy) and the writable layer; the
+    pod's sums its infra and containers, with its network counters (netlink)."""
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        busy = await _create(c, pod, _config(registry, "busy", command=[
+            "/bin/sh", "-c", "head -c 3000000 /dev/zero > /big; while :; do :; done"]))
+        await c.runtime.start_container(cri.StartContainerRequest(container_id=busy))
+        idle = await _running(c, registry, pod, "idle")
+        await asyncio.sleep(0.5)
+        first = (await c.runtime.container_stats(cri.ContainerStatsRequest(container_id=busy))).stats
+        await asyncio.sleep(0.5)
+        listed = (await c.runtime.list_container_stats(cri.ListContainerStatsRequest(
+            filter=cri.ContainerStatsFilter(pod_sandbox_id=pod[0])))).stats
+        by_id = {s.attributes.id: s for s in listed}
+        assert set(by_id) == {busy, idle}
+        second = by_id[busy]
+        assert second.attributes.metadata.name == "busy"
+        assert second.cpu.usage_core_nano_seconds.value > first.cpu.usage_core_nano_seconds.value
+        assert second.cpu.usage_nano_cores.value > 500_000_000  # a spinning shell: most of a core
+        assert by_id[idle].cpu.usage_nano_cores.value < 100_000_000
+        assert second.memory.working_set_bytes.value > 0 and second.memory.usage_bytes.value > 0
+        assert second.writable_layer.used_bytes.value >= 3_000_000  # /big in its upper dir
+        assert second.writable_layer.fs_id.mountpoint == str(daemon.dirs.root)
+        (pod_stats,) = (await c.runtime.list_pod_sandbox_stats(cri.ListPodSandboxStatsRequest(
+            filter=cri.PodSandboxStatsFilter(id=pod[0])))).stats
+        linux = pod_stats.linux
+        assert pod_stats.attributes.id == pod[0] and {x.attributes.id for x in linux.containers} == {busy, idle}
+        assert linux.cpu.usage_core_nano_seconds.value >= second.cpu.usage_core_nano_seconds.value
+        assert linux.process.process_count.value >= 3  # the infra's pause, the shell, the sleep
+        assert linux.network.default_interface.name == "eth0" and linux.network.default_interface.rx_bytes is not None
+        await _remove_pod(c, pod[0])
+
+
 async def _exec(c: CriClient, cid: str, *cmd: str, timeout: int = 10) -> cri.ExecSyncResponse:
     return await c.runtime.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=timeout))
 

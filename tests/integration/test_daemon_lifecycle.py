@@ -102,10 +102,10 @@ async def test_metrics_endpoint_counts_operations(dirs: DaemonDirs) -> None:
             for _ in range(3):
                 await c.runtime.version(cri.VersionRequest())
             with pytest.raises(Exception):
-                await c.runtime.container_stats(cri.ContainerStatsRequest(container_id="x"))
+                await c.runtime.checkpoint_container(cri.CheckpointContainerRequest(container_id="x"))
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         proc.kill()
     assert 'podrt_operations_total{operation="Version"} 3.0' in text
-    assert 'podrt_operations_errors_total{code="UNIMPLEMENTED",operation="ContainerStats"} 1.0' in text
+    assert 'podrt_operations_errors_total{code="UNIMPLEMENTED",operation="CheckpointContainer"} 1.0' in text
     assert 'podrt_operations_latency_seconds_count{operation="Version"} 3.0' in text

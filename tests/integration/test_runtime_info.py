@@ -80,10 +80,10 @@ async def test_update_runtime_config_rejects_bad_cidr(shared_daemon: DaemonProce
 @pytest.mark.parametrize(
     "call",
     [
-        lambda c: c.runtime.container_stats(cri.ContainerStatsRequest(container_id="x")),
+        lambda c: c.runtime.list_metric_descriptors(cri.ListMetricDescriptorsRequest()),
         lambda c: c.runtime.checkpoint_container(cri.CheckpointContainerRequest(container_id="x")),
     ],
-    ids=["ContainerStats", "CheckpointContainer"],
+    ids=["ListMetricDescriptors", "CheckpointContainer"],
 )
 async def test_other_rpcs_answer_unimplemented(shared_daemon: DaemonProcess, call) -> None:  # type: ignore[no-untyped-def]
     async with connect(shared_daemon.dirs.socket) as c:

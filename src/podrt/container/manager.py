@@ -24,6 +24,7 @@ import attrs
 from podrt import apparmor, cgroups
 from podrt.aio import finish_in_thread
 from podrt.container.context import ContainerContext, ContainerDeps
+from podrt.container import stats
 from podrt.container.events import EventBus, EventType
 from podrt.container.model import ContainerConfig, ContainerStatus, Resources
 from podrt.container.spec import oci_resources
@@ -91,6 +92,7 @@ class ContainerManager:
         self._creating: dict[str, list[asyncio.Future[None]]] = {}  # pod ID -> its creations in flight
         self._closing: set[str] = set()  # pods being stopped or removed: no new containers
         self._pending_images: collections.Counter[str] = collections.Counter()  # images of creations in flight
+        self._rates = stats.CpuRates()
         self._exit_tasks: set[asyncio.Task[None]] = set()
         self._journal, self._faults, self._observer = journal, faults, observer
         self._containers: dict[str, ContainerState] = {}
@@ -223,6 +225,7 @@ class ContainerManager:
             await self._teardown(state)
             self._containers.pop(container_id, None)
         self._locks.pop(container_id, None)
+        self._rates.forget(container_id)
         self.events.publish(container_id, state.sandbox_id, EventType.DELETED)
 
     async def _teardown(self, state: ContainerState) -> None:
@@ -431,6 +434,29 @@ class ContainerManager:
             exited = set()
         views = (self.view(i, exited) for i in chosen)
         return [v for v in views if match(v)]
+
+    # ---- stats ----------------------------------------------------------------
+
+    async def stats(self, views: Iterable[ContainerView]) -> list[tuple[ContainerView, stats.Sample]]:
+        """Usage of each container (cgroup and writable layer), read in one worker thread."""
+        views = list(views)
+        samples = await asyncio.to_thread(lambda: [
+            stats.read(v.state.id, v.state.cgroups_path, self.deps.container_dir(v.state.id) / "rootfs" / "upper")
+            for v in views])
+        return [(v, attrs.evolve(x, nano_cores=self._rates.rate(x.container_id, x.at, x.cgroup)))
+                for v, x in zip(views, samples)]
+
+    async def pod_stats(self, pods: Iterable[SandboxView]) -> list[tuple[SandboxView, stats.PodSample, list[tuple[ContainerView, stats.Sample]]]]:
+        """Each pod's usage: its infra's cgroup and its containers' summed, and its network interfaces."""
+        out = []
+        for pod in pods:
+            mine = await self.stats(self.list(lambda v, pod_id=pod.state.id: v.state.sandbox_id == pod_id))
+            infra = None if pod.state.stopped else await asyncio.to_thread(cgroups.usage, pod.state.cgroups_path)
+            netns = "" if pod.state.stopped else pod.state.netns_path
+            sample = await asyncio.to_thread(stats.pod_sample, pod.state.id, infra, netns, [s for _, s in mine])
+            sample = attrs.evolve(sample, nano_cores=self._rates.rate(f"pod:{pod.state.id}", sample.at, sample.cgroup))
+            out.append((pod, sample, mine))
+        return out
 
     def matching_ids(self, prefix: str) -> list[str]:
         return self.deps.ids.matching(prefix)

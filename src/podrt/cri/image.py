@@ -9,6 +9,7 @@ from typing import Awaitable, Callable
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri.listcache import ListCache
+from podrt.cri.stats_convert import fs_usage
 from podrt.images.manager import ImageManager, ImageView
 from podrt.images.registry import Credentials
 
@@ -76,10 +77,6 @@ class ImageService(cri.ImageServiceBase):
     async def image_fs_info(self, image_fs_info_request: cri.ImageFsInfoRequest) -> cri.ImageFsInfoResponse:
         used, inodes = await self._images.usage()
         where, w_used, w_inodes = await self._writable()
-        return cri.ImageFsInfoResponse(image_filesystems=[_fs_usage(self._images.store.dir, used, inodes)],
-                                       container_filesystems=[_fs_usage(where, w_used, w_inodes)])
-
-
-def _fs_usage(where: Path, used: int, inodes: int) -> cri.FilesystemUsage:
-    return cri.FilesystemUsage(timestamp=time.time_ns(), fs_id=cri.FilesystemIdentifier(mountpoint=str(where)),
-                               used_bytes=cri.UInt64Value(used), inodes_used=cri.UInt64Value(inodes))
+        now = time.time_ns()
+        return cri.ImageFsInfoResponse(image_filesystems=[fs_usage(self._images.store.dir, used, inodes, now)],
+                                       container_filesystems=[fs_usage(where, w_used, w_inodes, now)])

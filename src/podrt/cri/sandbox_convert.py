@@ -85,7 +85,7 @@ def sandbox_config(req: cri.RunPodSandboxRequest) -> SandboxConfig:
     )
 
 
-def _metadata(cfg: SandboxConfig) -> cri.PodSandboxMetadata:
+def metadata(cfg: SandboxConfig) -> cri.PodSandboxMetadata:
     return cri.PodSandboxMetadata(name=cfg.name, uid=cfg.uid, namespace=cfg.namespace, attempt=cfg.attempt)
 
 
@@ -100,7 +100,7 @@ def labels(view: SandboxView) -> dict[str, str]:
 def pod_sandbox(view: SandboxView) -> cri.PodSandbox:
     s = view.state
     return cri.PodSandbox(
-        id=s.id, metadata=_metadata(s.config), state=_state(view), created_at=s.created_at,
+        id=s.id, metadata=metadata(s.config), state=_state(view), created_at=s.created_at,
         labels=labels(view), annotations=dict(s.config.annotations), runtime_handler=s.runtime_handler,
     )
 
@@ -113,7 +113,7 @@ def pod_sandbox_status(view: SandboxView, verbose_info: dict[str, object] | None
         network = cri.PodSandboxNetworkStatus(ip=s.ips[0], additional_ips=[cri.PodIp(ip=i) for i in s.ips[1:]])
     status = cri.PodSandboxStatus(
         id=s.id,
-        metadata=_metadata(s.config),
+        metadata=metadata(s.config),
         state=_state(view),
         created_at=s.created_at,
         network=network,

@@ -1,0 +1,77 @@
+"""Resource usage of containers (ContainerStats, and the pod's sum in
+PodSandboxStats): their cgroups (podrt.cgroups.usage, cgroupspy) and their
+writable layers. CPU use as a rate (nano cores) needs an earlier sample: the
+first read of a container has none, as with containerd."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import attrs
+
+from podrt import cgroups
+from podrt.fsutil import usage as disk_usage
+from podrt.network import links
+from podrt.network.links import Interface
+
+
+@attrs.frozen
+class Sample:
+    container_id: str
+    at: int  # ns since the epoch
+    cgroup: cgroups.Usage | None  # None: no cgroup (not started yet, or exited and removed)
+    writable_bytes: int
+    writable_inodes: int
+    nano_cores: int | None = None
+
+
+def read(container_id: str, cgroups_path: str, upper: Path) -> Sample:
+    """Blocking (a cgroup read, a walk of the writable layer): run it in a thread."""
+    used, inodes = disk_usage([upper])
+    return Sample(container_id, time.time_ns(), cgroups.usage(cgroups_path), used, inodes)
+
+
+class CpuRates:
+    """The last CPU sample of each container or pod, to turn cumulative time into a rate."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def rate(self, key: str, at: int, usage: cgroups.Usage | None) -> int | None:
+        if usage is None:
+            return None
+        before = self._last.get(key)
+        self._last[key] = (at, usage.cpu_ns)
+        if before is None or at <= before[0] or usage.cpu_ns < before[1]:
+            return None
+        return (usage.cpu_ns - before[1]) * 1_000_000_000 // (at - before[0])
+
+    def forget(self, key: str) -> None:
+        self._last.pop(key, None)
+
+
+@attrs.frozen
+class PodSample:
+    sandbox_id: str
+    at: int
+    cgroup: cgroups.Usage | None  # the infra's and the containers' cgroups, summed
+    interfaces: tuple[Interface, ...]
+    containers: tuple[Sample, ...]
+    nano_cores: int | None = None
+
+
+def pod_sample(sandbox_id: str, infra: cgroups.Usage | None, netns_path: str, containers: list[Sample]) -> PodSample:
+    """Blocking (netlink in the pod's netns): run it in a thread."""
+    parts = [u for u in (infra, *(c.cgroup for c in containers)) if u is not None]
+    total = None
+    if parts:
+        total = cgroups.Usage(*(sum(getattr(u, f.name) for u in parts) for f in attrs.fields(cgroups.Usage)))
+        total = attrs.evolve(total, limit_bytes=max(u.limit_bytes for u in parts))
+    found: tuple[Interface, ...] = ()
+    if netns_path:
+        try:
+            found = tuple(links.interfaces(netns_path))
+        except Exception:  # netlink trouble costs the network part only (NetlinkError is no OSError)
+            found = ()
+    return PodSample(sandbox_id, time.time_ns(), total, found, tuple(containers))

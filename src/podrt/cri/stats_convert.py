@@ -1,0 +1,72 @@
+"""Usage samples -> CRI stats messages (ContainerStats, PodSandboxStats, FilesystemUsage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from podrt import cgroups
+from podrt.api.runtime import v1 as cri
+from podrt.container.manager import ContainerView
+from podrt.container.stats import PodSample, Sample
+from podrt.cri import sandbox_convert
+from podrt.network.links import Interface
+from podrt.sandbox.manager import SandboxView
+
+UNLIMITED = 1 << 62  # cgroup v1 shows "no limit" as a page-rounded 2^63-1
+DEFAULT_INTERFACE = "eth0"  # what CNI's bridge plugin names the pod's end, as the kubelet assumes
+
+
+def _u64(value: int) -> cri.UInt64Value:
+    return cri.UInt64Value(value=max(0, value))
+
+
+def fs_usage(where: Path, used: int, inodes: int, at: int) -> cri.FilesystemUsage:
+    return cri.FilesystemUsage(timestamp=at, fs_id=cri.FilesystemIdentifier(mountpoint=str(where)),
+                               used_bytes=_u64(used), inodes_used=_u64(inodes))
+
+
+def _cpu(at: int, usage: cgroups.Usage | None, nano_cores: int | None) -> cri.CpuUsage | None:
+    if usage is None:
+        return None
+    return cri.CpuUsage(timestamp=at, usage_core_nano_seconds=_u64(usage.cpu_ns),
+                        usage_nano_cores=_u64(nano_cores) if nano_cores is not None else None)
+
+
+def _memory(at: int, usage: cgroups.Usage | None) -> cri.MemoryUsage | None:
+    if usage is None:
+        return None
+    available = _u64(usage.limit_bytes - usage.working_set_bytes) if usage.limit_bytes < UNLIMITED else None
+    return cri.MemoryUsage(timestamp=at, working_set_bytes=_u64(usage.working_set_bytes), available_bytes=available,
+                           usage_bytes=_u64(usage.memory_bytes), rss_bytes=_u64(usage.rss_bytes),
+                           page_faults=_u64(usage.page_faults), major_page_faults=_u64(usage.major_page_faults))
+
+
+def container_stats(view: ContainerView, sample: Sample, writable_fs: Path) -> cri.ContainerStats:
+    s = view.state
+    return cri.ContainerStats(
+        attributes=cri.ContainerAttributes(id=s.id, metadata=cri.ContainerMetadata(name=s.config.name, attempt=s.config.attempt),
+                                           labels=dict(s.config.labels), annotations=dict(s.config.annotations)),
+        cpu=_cpu(sample.at, sample.cgroup, sample.nano_cores),
+        memory=_memory(sample.at, sample.cgroup),
+        writable_layer=fs_usage(writable_fs, sample.writable_bytes, sample.writable_inodes, sample.at))
+
+
+def _interface(i: Interface) -> cri.NetworkInterfaceUsage:
+    return cri.NetworkInterfaceUsage(name=i.name, rx_bytes=_u64(i.rx_bytes), rx_errors=_u64(i.rx_errors),
+                                     tx_bytes=_u64(i.tx_bytes), tx_errors=_u64(i.tx_errors))
+
+
+def pod_stats(view: SandboxView, sample: PodSample, containers: list[cri.ContainerStats]) -> cri.PodSandboxStats:
+    cfg = view.state.config
+    wired = [i for i in sample.interfaces if i.name != "lo"]
+    default = next((i for i in wired if i.name == DEFAULT_INTERFACE), wired[0] if wired else None)
+    network = None
+    if sample.interfaces:
+        network = cri.NetworkUsage(timestamp=sample.at, default_interface=_interface(default) if default else None,
+                                   interfaces=[_interface(i) for i in wired])
+    process = cri.ProcessUsage(timestamp=sample.at, process_count=_u64(sample.cgroup.processes)) if sample.cgroup else None
+    return cri.PodSandboxStats(
+        attributes=cri.PodSandboxAttributes(id=view.state.id, metadata=sandbox_convert.metadata(cfg),
+                                            labels=sandbox_convert.labels(view), annotations=dict(cfg.annotations)),
+        linux=cri.LinuxPodSandboxStats(cpu=_cpu(sample.at, sample.cgroup, sample.nano_cores), memory=_memory(sample.at, sample.cgroup),
+                                       network=network, process=process, containers=containers))
