@@ -1,7 +1,7 @@
 """Container figures on the real parts, with a busybox-static image from a
 registry on 127.0.0.1: CreateContainer + StartContainer over sequential
 containers, ExecSync of `true`, how soon an exit reaches GetContainerEvents
-subscribers, ListContainers with many containers, and the daemon's RSS with
+subscribers, ListContainers and ListContainerStats with many containers, and the daemon's RSS with
 pods of 3 containers each.
 
 Run as root: .venv/bin/python benchmarks/bench_containers.py [--cycles 50] [--list 1000] [--pods 100]
@@ -154,6 +154,13 @@ async def bench(sock: Path, image: str, cycles: int, listed: int, pods: int, dae
         count = len(cri.ListContainersResponse().parse(data).containers)
         print(f"ListContainers with {count} containers: p50 {pct(raw, .5) * 1000:.1f} ms, p90 {pct(raw, .9) * 1000:.1f} ms "
               f"({len(data)} bytes, without client-side decoding)")
+        stats = []
+        for _ in range(5):
+            t = time.perf_counter()
+            data = await call_raw(ch, "/runtime.v1.RuntimeService/ListContainerStats", cri.ListContainerStatsRequest())
+            stats.append(time.perf_counter() - t)
+        print(f"ListContainerStats with {count} containers: p50 {pct(stats, .5) * 1000:.0f} ms, p90 {pct(stats, .9) * 1000:.0f} ms "
+              f"({len(data)} bytes; a cgroup read and a walk of the writable layer each)")
         with_list = rss_kib(daemon_pid)
         await rt.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod))
         await rt.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod))
