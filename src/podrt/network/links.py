@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import socket
 import threading
@@ -68,6 +69,8 @@ def _ipr(netns_path: str) -> Any:
     """pyroute2 is imported at the first pod network: it adds ~9 MiB to the daemon's RSS."""
     from pyroute2 import IPRoute
 
+    # its import sets its logger to log everything: a debug line per netlink message would drown ours
+    logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
     sock = netlink_socket(netns_path)
     try:
         return IPRoute(use_socket=sock)

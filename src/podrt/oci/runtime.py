@@ -48,6 +48,18 @@ class ExecTimeout(Exception):
     """An exec'd command ran past its timeout (and was killed with its children)."""
 
 
+def _kill_exec(pid_file: Path, container_id: str) -> None:
+    """The exec'd process and what it started, if runc wrote its pid and that
+    pid is still a process of this container (not a reused one)."""
+    pid = conmon.read_pidfile(pid_file)
+    try:
+        in_container = bool(pid) and container_id in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:  # gone already
+        return
+    if in_container:
+        kill_tree(pid)
+
+
 def kill_tree(pid: int | None) -> None:
     """SIGKILL `pid` and its descendants (found by parent pid in /proc),
     children first; gone ones are skipped."""
@@ -331,13 +343,16 @@ class OciRuntime:
         try:
             done, _ = await asyncio.wait({run}, timeout=timeout)
             if not done:  # the tree first, while its parent links still say what it started
-                kill_tree(conmon.read_pidfile(pid_file))
+                await asyncio.to_thread(_kill_exec, pid_file, container_id)
                 with contextlib.suppress(Exception):
                     await run
+                # runc may have written the pid file only after the first look
+                # (a slow exec under load): its process would outlive runc
+                await asyncio.to_thread(_kill_exec, pid_file, container_id)
                 raise ExecTimeout(f"{timeout:g}s")
             code, out, err = run.result()
         except asyncio.CancelledError:
-            kill_tree(conmon.read_pidfile(pid_file))
+            _kill_exec(pid_file, container_id)
             run.cancel()
             await asyncio.wait({run})
             raise
