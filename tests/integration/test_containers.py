@@ -37,12 +37,14 @@ pytestmark = [
 
 EXEC_MAX = 1 << 20
 BUSYBOX_IMG = busybox_image(Env=["FROM_IMAGE=yes", "OVERRIDE=image"], WorkingDir="/home/app", StopSignal="SIGINT")
+VOLUME_IMG = busybox_image(Env=["VOLUME=yes"])  # the same layers, an image of its own
 
 
 @pytest.fixture(scope="module")
 def registry() -> Iterator[Registry]:
     reg = Registry(Path(tempfile.mkdtemp(prefix="podrt-registry-")))
     asyncio.run(push(reg, "test/busybox", BUSYBOX_IMG, "v1"))
+    asyncio.run(push(reg, "test/volume", VOLUME_IMG, "v1"))
     yield reg
     reg.stop()
 
@@ -414,6 +416,37 @@ async def test_container_and_pod_stats(daemon: DaemonProcess, registry: Registry
         await _remove_pod(c, pod[0])
 
 
+async def test_image_volumes(daemon: DaemonProcess, registry: Registry) -> None:
+    """An image mounted read-only in a container (whole, or a path in it), as
+    the kubelet's ImageVolume sends it; the image cannot be removed while
+    mounted; a missing image or a sub path outside it is refused."""
+    ref = f"{registry.host}/test/volume:v1"
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        missing = _config(registry, "nope", mounts=[cri.Mount(container_path="/vol", image=cri.ImageSpec(image=ref), readonly=True)])
+        with pytest.raises(GRPCError) as err:
+            await _create(c, pod, missing)
+        assert err.value.status == Status.NOT_FOUND and "image volume" in (err.value.message or "")
+        await c.image.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=ref)))
+        outside = _config(registry, "outside", mounts=[cri.Mount(container_path="/vol", image=cri.ImageSpec(image=ref),
+                                                                 image_sub_path="bin/../../../etc")])
+        with pytest.raises(GRPCError) as err:
+            await _create(c, pod, outside)
+        assert err.value.status == Status.INVALID_ARGUMENT
+        mounts = [cri.Mount(container_path="/vol", image=cri.ImageSpec(image=ref), readonly=True),
+                  cri.Mount(container_path="/volbin", image=cri.ImageSpec(image=ref), image_sub_path="bin", readonly=True)]
+        cid = await _running(c, registry, pod, "vols", mounts=mounts)
+        script = "test -x /vol/bin/busybox && test -x /volbin/busybox && echo both; touch /vol/new 2>/dev/null || echo read-only"
+        assert (await _exec(c, cid, "/bin/sh", "-c", script)).stdout == b"both\nread-only\n"
+        st = await _status(c, cid)
+        assert [(m.container_path, m.image.image, m.image_sub_path) for m in st.mounts] == [("/vol", ref, ""), ("/volbin", ref, "bin")]
+        with pytest.raises(GRPCError) as err:
+            await c.image.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=ref)))
+        assert err.value.status == Status.FAILED_PRECONDITION and cid in (err.value.message or "")
+        await _remove_pod(c, pod[0])
+        await c.image.remove_image(cri.RemoveImageRequest(image=cri.ImageSpec(image=ref)))  # free once the container is gone
+
+
 async def _exec(c: CriClient, cid: str, *cmd: str, timeout: int = 10) -> cri.ExecSyncResponse:
     return await c.runtime.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=timeout))
 
@@ -698,8 +731,10 @@ async def test_fault_at_every_step_leaks_nothing(registry: Registry, step: str, 
         try:
             async with connect(d.socket) as c:
                 pod = await _pod(c)
+                volume = [cri.Mount(container_path="/vol", image=cri.ImageSpec(image=f"{registry.host}/test/busybox:v1"),
+                                    readonly=True)]  # so the image-volume step has a mount to undo
                 with pytest.raises(GRPCError) as err:
-                    await _create(c, pod, _config(registry, command=["/bin/true"]))
+                    await _create(c, pod, _config(registry, command=["/bin/true"], mounts=volume))
                 assert f"injected fault {when} {step}" in (err.value.message or "")
                 assert (await c.runtime.list_containers(cri.ListContainersRequest())).containers == []
                 assert _empty(d.root / "containers") and _empty(d.runroot / "containers")

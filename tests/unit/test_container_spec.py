@@ -399,8 +399,10 @@ def test_convert_refusals() -> None:
         return str(err.value)
 
     req = _request()
-    req.config.mounts = [cri.Mount(container_path="/d", image=cri.ImageSpec(image="busybox"))]
-    assert "config.mounts[0].image: image volumes are not supported" in refusal(req)
+    req.config.mounts = [cri.Mount(container_path="/d", host_path="/tmp", image=cri.ImageSpec(image="busybox"))]
+    assert "config.mounts[0]: an image volume has no host_path" in refusal(req)
+    req.config.mounts = [cri.Mount(container_path="/d", host_path="/tmp", image_sub_path="x")]
+    assert "config.mounts[0].image_sub_path needs an image" in refusal(req)
     req.config.mounts = [cri.Mount(container_path="/d", host_path="/tmp", recursive_read_only=True, readonly=True)]
     assert "recursive_read_only" in refusal(req)
     req.config.mounts = [cri.Mount(container_path="/d", host_path="/tmp", uid_mappings=[cri.IdMapping(0, 1000, 1)])]

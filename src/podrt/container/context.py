@@ -38,6 +38,16 @@ class ContainerDeps(DaemonPaths):
         return self.runroot / "containers" / container_id
 
 
+@attrs.frozen
+class VolumeSource:
+    """An image volume: the image mounted at config.mounts[index]."""
+
+    index: int
+    image_id: str
+    image_name: str
+    lowers: tuple[str, ...]  # its layer links, top first
+
+
 @attrs.define
 class ContainerContext:
     """The container under construction; each step reads what earlier ones decided."""
@@ -56,6 +66,8 @@ class ContainerContext:
     # pid of the container config.pid_target_id names (pid_mode TARGET), filled by the
     # manager before the spec is built: the new container joins its PID namespace
     target_pid: int = 0
+    volumes: tuple[VolumeSource, ...] = ()
+    volume_paths: dict[int, str] = attrs.field(factory=dict)  # mount index -> the image's overlay (ImageVolumes)
     spec: dict[str, Any] = attrs.field(factory=dict)
     pid: int = 0
     conmon_pid: int = 0

@@ -23,7 +23,7 @@ import attrs
 
 from podrt import apparmor, cgroups
 from podrt.aio import finish_in_thread
-from podrt.container.context import ContainerContext, ContainerDeps
+from podrt.container.context import ContainerContext, ContainerDeps, VolumeSource
 from podrt.container import stats
 from podrt.container.events import EventBus, EventType
 from podrt.container.model import ContainerConfig, ContainerStatus, Resources
@@ -46,15 +46,16 @@ from podrt.steps.container.create import ContainerCreate
 from podrt.steps.container.spec import ContainerSpec
 from podrt.steps.container.state import ContainerSaveState
 from podrt.steps.container.storage import ContainerStorage
+from podrt.steps.container.volumes import ImageVolumes
 from podrt.steps.names import IndexId, ReserveNames
 from podrt.steps.rootfs import Rootfs
 
 log = logging.getLogger(__name__)
 
 STEP_ORDER: tuple[type[DepsStep], ...] = (
-    ReserveNames, IndexId, ContainerStorage, Rootfs, ContainerSpec, ContainerCreate, ContainerSaveState,
+    ReserveNames, IndexId, ContainerStorage, Rootfs, ImageVolumes, ContainerSpec, ContainerCreate, ContainerSaveState,
 )
-OWN_KINDS = (ContainerStorage, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
+OWN_KINDS = (ContainerStorage, ImageVolumes, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
 RELEASED_LAST = frozenset({ContainerStorage.kind, IndexId.kind, ReserveNames.kind})
 NO_TIMEOUT = 365 * 24 * 3600.0  # ExecSync's timeout 0
 REOPEN_WAIT = 5.0  # for conmon to open the new log file
@@ -107,24 +108,37 @@ class ContainerManager:
         pod = self.sandboxes.view(self.sandboxes.resolve(sandbox_id))
         check_pod_ready(pod.state, pod.ready and pod.state.id not in self._closing)
         check_request(cfg, pod.state)
-        record = self.images.find(cfg.image)
-        if record is None or not self.images.whole(record):
-            raise NotFound(f"image {cfg.image} not found in the image store; pull it first")
+        record = self._image(cfg.image, "image")
+        volumes = tuple(self._volume(n, m.image) for n, m in enumerate(cfg.mounts) if m.image)
+        used = [record.id, *(v.image_id for v in volumes)]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._creating.setdefault(pod.state.id, []).append(done)
-        self._pending_images[record.id] += 1
+        self._pending_images.update(used)
         try:
-            return await self._create(pod, cfg, record)
+            return await self._create(pod, cfg, record, volumes)
         finally:
             done.set_result(None)
             self._creating[pod.state.id].remove(done)
             if not self._creating[pod.state.id]:
                 del self._creating[pod.state.id]
-            self._pending_images[record.id] -= 1
-            if not self._pending_images[record.id]:
-                del self._pending_images[record.id]
+            self._pending_images.subtract(used)
+            self._pending_images += collections.Counter()  # drops the zeros
 
-    async def _create(self, pod: SandboxView, cfg: ContainerConfig, record: ImageRecord) -> str:
+    def _image(self, ref: str, what: str) -> ImageRecord:
+        record = self.images.find(ref)
+        if record is None or not self.images.whole(record):
+            raise NotFound(f"{what} {ref} not found in the image store; pull it first")
+        return record
+
+    def _volume(self, index: int, ref: str) -> VolumeSource:
+        record = self._image(ref, f"image volume (mounts[{index}])")
+        return VolumeSource(index, record.id, ref, self._lowers(record))
+
+    def _lowers(self, record: ImageRecord) -> tuple[str, ...]:
+        return tuple(self.images.store.lower_link(c) for c in reversed(record.layers))
+
+    async def _create(self, pod: SandboxView, cfg: ContainerConfig, record: ImageRecord,
+                      volumes: tuple[VolumeSource, ...]) -> str:
         image = self.images.view(record)
         inner = image.config.get("config")
         stop_signal = str(inner.get("StopSignal") or "SIGTERM") if isinstance(inner, dict) else "SIGTERM"
@@ -133,7 +147,7 @@ class ContainerManager:
         ctx = ContainerContext(
             id=container_id, config=cfg, sandbox=pod.state, name=container_name(cfg, pod.state.config),
             image=image, image_ref=cfg.image,
-            lowers=tuple(self.images.store.lower_link(c) for c in reversed(record.layers)),
+            lowers=self._lowers(record), volumes=volumes,
             created_at=time.time_ns(), log_path=str(Path(pod.state.log_directory) / log_name), stop_signal=stop_signal,
             target_pid=self._target_pid(cfg, pod.state.id) if cfg.pid_mode == NsMode.TARGET else 0)
         tx = Transaction("CreateContainer", _steps(self.deps), tx_id=container_id,
@@ -462,7 +476,8 @@ class ContainerManager:
         return self.deps.ids.matching(prefix)
 
     def image_users(self, image_id: str) -> list[str]:
-        users = [f"container {s.id} ({s.name})" for s in self._containers.values() if s.image_id == image_id]
+        users = [f"container {s.id} ({s.name})" for s in self._containers.values()
+                 if s.image_id == image_id or any(r[1] == ImageVolumes.kind and image_id in r[2]["images"] for r in s.records)]
         if self._pending_images[image_id]:
             users.append(f"{self._pending_images[image_id]} container creation(s) in flight")
         return users

@@ -33,6 +33,8 @@ class Mount:
     readonly: bool = False
     propagation: Propagation = Propagation.PRIVATE
     selinux_relabel: bool = False  # accepted; nothing to do where SELinux is off
+    image: str = ""  # an image volume: this image's content, not host_path
+    image_sub_path: str = ""  # of the image, relative
 
 
 @attrs.frozen

@@ -196,16 +196,27 @@ def _mounts(ctx: ContainerContext) -> list[dict[str, Any]]:
     mounts = standard_mounts(own_netns=not pod.config.host_network) + pod_file_binds(
         pod.shm_path, pod.hostname_file, pod.resolv_conf)
     taken = {m["destination"] for m in mounts}
-    for m in ctx.config.mounts:  # the request's replace a default at the same path
+    for n, m in enumerate(ctx.config.mounts):  # the request's replace a default at the same path
         if m.container_path in taken:
             mounts = [x for x in mounts if x["destination"] != m.container_path]
-        mounts.append(_bind(m))
+        mounts.append(_image_bind(n, m, ctx.volume_paths[n]) if m.image else _bind(m))
     return mounts
 
 
 def _bind(m: Mount) -> dict[str, Any]:
     options = ("rbind", "ro" if m.readonly else "rw", m.propagation.value)
     return bind(m.host_path, m.container_path, options)
+
+
+def _image_bind(n: int, m: Mount, merged: str) -> dict[str, Any]:
+    """An image volume (mounted by the ImageVolumes step), or a path in it;
+    read-only whatever the request says, as images are."""
+    source = merged
+    if m.image_sub_path:
+        source = os.path.realpath(os.path.join(merged, m.image_sub_path))
+        if not (source + "/").startswith(merged + "/") or not os.path.exists(source):
+            raise InvalidArgument(f"config.mounts[{n}].image_sub_path {m.image_sub_path!r} is not in image {m.image}")
+    return bind(source, m.container_path, ("rbind", "ro", Propagation.PRIVATE.value))
 
 
 def check_propagation(mounts: Iterable[Mount], entries: list[mountinfo.MountEntry] | None = None) -> None:

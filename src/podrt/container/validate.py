@@ -7,7 +7,7 @@ import os
 import posixpath
 import re
 
-from podrt.container.model import ContainerConfig, Resources
+from podrt.container.model import ContainerConfig, Propagation, Resources
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.oci.seccomp import ProfileType
 from podrt.sandbox.model import NsMode
@@ -34,6 +34,13 @@ def check_request(cfg: ContainerConfig, pod: SandboxState) -> None:
         where = f"mounts[{n}]"
         if not posixpath.isabs(m.container_path):
             raise InvalidArgument(f"{where}.container_path {m.container_path!r} must be absolute")
+        if m.image:
+            if m.propagation != Propagation.PRIVATE:
+                raise InvalidArgument(f"{where}.propagation: an image volume's is private")
+            sub = m.image_sub_path
+            if sub and (posixpath.isabs(sub) or ".." in sub.split("/") or "\0" in sub):
+                raise InvalidArgument(f"{where}.image_sub_path {sub!r} must be relative, without '..'")
+            continue
         if not os.path.isabs(m.host_path):
             raise InvalidArgument(f"{where}.host_path {m.host_path!r} must be absolute")
         if not os.path.lexists(m.host_path):

@@ -106,16 +106,19 @@ def resources(field: str, res: cri.LinuxContainerResources) -> Resources:
 
 
 def _mount(field: str, m: cri.Mount) -> Mount:
-    """Image volumes, ID-mapped and recursively read-only mounts are refused:
-    podrt does not advertise them (RuntimeHandlerFeatures), so a kubelet sends none."""
-    if m.image.image or m.image_sub_path:
-        raise InvalidArgument(f"{field}.image: image volumes are not supported")
+    """ID-mapped and recursively read-only mounts are refused: podrt does not
+    advertise them (RuntimeHandlerFeatures), so a kubelet sends none."""
+    image = m.image.image if m.image is not None else ""
+    if image and m.host_path:
+        raise InvalidArgument(f"{field}: an image volume has no host_path (got {m.host_path!r})")
+    if m.image_sub_path and not image:
+        raise InvalidArgument(f"{field}.image_sub_path needs an image")
     if m.uid_mappings or m.gid_mappings:
         raise InvalidArgument(f"{field}: ID-mapped mounts (uidMappings, gidMappings) are not supported")
     if m.recursive_read_only:
         raise InvalidArgument(f"{field}.recursive_read_only: recursively read-only mounts are not supported")
     return Mount(m.container_path, m.host_path, m.readonly, enum_value(f"{field}.propagation", _PROPAGATION, m.propagation),
-                 selinux_relabel=m.selinux_relabel)
+                 selinux_relabel=m.selinux_relabel, image=image, image_sub_path=m.image_sub_path)
 
 
 def _apparmor(sc: cri.LinuxContainerSecurityContext) -> tuple[ProfileType, str]:
@@ -171,7 +174,9 @@ def container_status(view: ContainerView, verbose_info: dict[str, object] | None
         image=cri.ImageSpec(image=s.image_ref), image_ref=s.image_id, image_id=s.image_id,
         reason=s.reason, message=s.message, labels=dict(s.config.labels), annotations=dict(s.config.annotations),
         mounts=[cri.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
-                          propagation=_PROPAGATION_BACK[m.propagation]) for m in s.config.mounts],
+                          propagation=_PROPAGATION_BACK[m.propagation],
+                          image=cri.ImageSpec(image=m.image) if m.image else None, image_sub_path=m.image_sub_path)
+                for m in s.config.mounts],
         log_path=s.log_path, user=container_user(s.user) if s.user else None,
         resources=cri.ContainerResources(linux=cri.LinuxContainerResources(
             cpu_period=r.cpu_period, cpu_quota=r.cpu_quota, cpu_shares=r.cpu_shares,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from podrt import mounts, overlay
+from podrt.aio import finish_in_thread
 from podrt.errors import FailedPrecondition
 from podrt.steps.base import DepsStep
 
@@ -26,25 +27,32 @@ class Rootfs(DepsStep):
         if data["dir"] is None:
             ctx.rootfs = str(source.shared)
             return
-        base = Path(data["dir"])
-        try:
-            base.mkdir(parents=True, mode=0o700)
-            for part, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o755)):
-                (base / part).mkdir(mode=mode)  # the upper's mode is the root's: 0700 would lock out non-root users
-            await overlay.mount(self.deps.images_dir, source.lowers, base / "upper", base / "work", base / "merged")
-        except overlay.TooManyLayers as exc:
-            await self.undo(data)
-            raise FailedPrecondition(f"image {source.image_name}: {exc}") from None
-        except BaseException:
-            await self.undo(data)
-            raise
-        ctx.rootfs = str(base / "merged")
+        await mount_layers(self.deps.images_dir, source.image_name, source.lowers, Path(data["dir"]))
+        ctx.rootfs = str(Path(data["dir"]) / "merged")
 
     async def undo(self, data: dict[str, Any]) -> None:
-        if data.get("dir") is None:
-            return
-        base = Path(data["dir"])
-        while mounts.umount(str(base / "merged")):  # lazy, and again for anything stacked on it
-            pass
-        if base.exists():
-            shutil.rmtree(base)
+        if data.get("dir") is not None:
+            await unmount_layers(Path(data["dir"]))
+
+
+async def mount_layers(images_dir: Path, image_name: str, lowers: Sequence[str], base: Path) -> None:
+    """An overlay of `lowers` at base/merged with base/upper and base/work; all or nothing."""
+    try:
+        base.mkdir(parents=True, mode=0o700)
+        for part, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o755)):
+            (base / part).mkdir(mode=mode)  # the upper's mode is the root's: 0700 would lock out non-root users
+        await overlay.mount(images_dir, lowers, base / "upper", base / "work", base / "merged")
+    except overlay.TooManyLayers as exc:
+        await unmount_layers(base)
+        raise FailedPrecondition(f"image {image_name}: {exc}") from None
+    except BaseException:
+        await unmount_layers(base)
+        raise
+
+
+async def unmount_layers(base: Path) -> None:
+    """Idempotent; the removal of the writable layer runs in a worker thread (it may be large)."""
+    while mounts.umount(str(base / "merged")):  # lazy, and again for anything stacked on it
+        pass
+    if base.exists():
+        await finish_in_thread(shutil.rmtree, base)

@@ -1,0 +1,36 @@
+"""Image volumes (CRI Mount.image, Kubernetes' ImageVolume): each image is
+mounted as an overlay of its layers under the container's dir, and the spec
+binds it (read-only, as the kubelet asks) at the mount's container path. An
+overlay of its own per container, with an upper that nothing writes, as the
+rootfs is made: no single-layer special case, and removal is the same unmount.
+The record names the images, so none is removed while a container mounts it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from podrt.container.context import ContainerContext
+from podrt.steps.base import DepsStep
+from podrt.steps.rootfs import mount_layers, unmount_layers
+
+
+class ImageVolumes(DepsStep):
+    kind = "ctr-volumes"
+
+    def record(self, ctx: ContainerContext) -> dict[str, Any]:
+        base = self.deps.container_dir(ctx.id) / "volumes"
+        return {"images": [v.image_id for v in ctx.volumes], "dirs": [str(base / str(v.index)) for v in ctx.volumes]}
+
+    async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
+        try:
+            for volume, where in zip(ctx.volumes, data["dirs"]):
+                await mount_layers(self.deps.images_dir, volume.image_name, volume.lowers, Path(where))
+                ctx.volume_paths[volume.index] = str(Path(where) / "merged")
+        except BaseException:
+            await self.undo(data)
+            raise
+
+    async def undo(self, data: dict[str, Any]) -> None:
+        for where in data["dirs"]:
+            await unmount_layers(Path(where))
