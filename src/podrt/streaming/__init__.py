@@ -1,0 +1,1 @@
+"""The streaming server's parts (Exec, Attach, PortForward): wire protocols first."""
