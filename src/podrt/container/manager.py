@@ -472,6 +472,12 @@ class ContainerManager:
             out.append((pod, sample, mine))
         return out
 
+    def known(self, container_id: str) -> bool:
+        return container_id in self._containers
+
+    def __len__(self) -> int:
+        return len(self._containers)
+
     def matching_ids(self, prefix: str) -> list[str]:
         return self.deps.ids.matching(prefix)
 

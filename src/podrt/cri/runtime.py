@@ -72,6 +72,8 @@ class RuntimeService(cri.RuntimeServiceBase):
             pod_status = None
         if event.type == EventType.DELETED:
             self._statuses.pop(event.container_id, None)
+        if len(self._statuses) > 2 * len(self._containers) + 64:  # deleted while nobody listened
+            self._statuses = {i: v for i, v in self._statuses.items() if self._containers.known(i)}
         statuses = [self._container_status(v)
                     for v in self._containers.list(lambda v: v.state.sandbox_id == event.sandbox_id)]
         return cri.ContainerEventResponse(
