@@ -5,19 +5,19 @@ container's init exits (GLib writes a temporary file and renames it in, so
 IN_MOVED_TO; IN_CLOSE_WRITE covers a writer that does not). The kernel's
 queue can overflow; the callback then gets None and must rescan.
 
-ctypes over libc: the calls are three and stable, and no well-kept package
-wraps them for asyncio.
+Through libc (podrt.libc): the calls are three and stable, and no
+well-kept package wraps them for asyncio.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import os
 import struct
 from pathlib import Path
 from typing import Callable
+
+from podrt.libc import error, libc
 
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080
@@ -26,7 +26,6 @@ IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 class DirWatch:
@@ -39,13 +38,13 @@ class DirWatch:
         self._fd = -1
 
     def start(self) -> None:
-        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
-            raise _os_error("inotify_init1")
-        if _libc.inotify_add_watch(fd, os.fsencode(self.directory), IN_CLOSE_WRITE | IN_MOVED_TO) < 0:
-            error = _os_error(f"inotify_add_watch {self.directory}")
+            raise error("inotify_init1")
+        if libc.inotify_add_watch(fd, os.fsencode(self.directory), IN_CLOSE_WRITE | IN_MOVED_TO) < 0:
+            failure = error(f"inotify_add_watch {self.directory}")
             os.close(fd)
-            raise error
+            raise failure
         self._fd = fd
         asyncio.get_running_loop().add_reader(fd, self._read)
 
@@ -79,7 +78,3 @@ def parse(data: bytes) -> list[str | None]:
             names.append(os.fsdecode(raw.rstrip(b"\0")))
     return names
 
-
-def _os_error(what: str) -> OSError:
-    errno = ctypes.get_errno()
-    return OSError(errno, f"{what}: {os.strerror(errno)}")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+from podrt.libc import error, last_errno, libc as _libc
+
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 
@@ -17,8 +17,7 @@ EINVAL, ENOENT = 22, 2
 
 def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
     if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode() or None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+        raise error(f"mount {fstype} on {target}")
 
 
 def umount(target: str) -> bool:
@@ -26,8 +25,7 @@ def umount(target: str) -> bool:
     mount was detached (call again for stacked mounts)."""
     if _libc.umount2(os.fsencode(target), MNT_DETACH) == 0:
         return True
-    err = ctypes.get_errno()
-    if err not in (EINVAL, ENOENT):
-        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+    if last_errno() not in (EINVAL, ENOENT):
+        raise error(f"umount {target}")
     return False
 

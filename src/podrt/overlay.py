@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ctypes
 import os
 from pathlib import Path
 from typing import Sequence
 
 from podrt import mounts
 from podrt.aio import await_shielded
+from podrt.libc import error, libc
 
 PAGE_LIMIT = os.sysconf("SC_PAGESIZE") - 1  # the options string and its NUL
 _CLONE_FS = 0x00000200
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class TooManyLayers(ValueError):
@@ -32,9 +31,8 @@ class TooManyLayers(ValueError):
 
 
 def _own_cwd() -> None:
-    if _libc.unshare(_CLONE_FS) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"unshare(CLONE_FS): {os.strerror(err)}")
+    if libc.unshare(_CLONE_FS) != 0:
+        raise error("unshare(CLONE_FS)")
 
 
 _thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay-mount", initializer=_own_cwd)

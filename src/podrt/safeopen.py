@@ -11,16 +11,16 @@ syscall(); kernels without it fall back to refusing every symlink.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat
+
+from podrt.libc import error, last_errno, libc
 
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 SYS_OPENAT2 = 437  # the same number on every architecture (unified since 5.1's table)
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 class _OpenHow(ctypes.Structure):
@@ -47,12 +47,11 @@ def read_in_root(root: str, path: str, limit: int) -> bytes:
 
 def _openat2(dir_fd: int, path: str) -> int:
     how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(SYS_OPENAT2, dir_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    fd = libc.syscall(SYS_OPENAT2, dir_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
     if fd >= 0:
         return fd
-    err = ctypes.get_errno()
-    if err != errno.ENOSYS:
-        raise OSError(err, os.strerror(err), path)
+    if last_errno() != errno.ENOSYS:
+        raise error("openat2", path)
     return _walk_no_symlinks(dir_fd, path)
 
 

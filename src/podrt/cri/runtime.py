@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 import grpclib.const
@@ -20,6 +20,11 @@ from podrt.runtime_status import RuntimeStatusManager
 from podrt.sandbox.manager import SandboxManager, SandboxView
 
 _CGROUP_DRIVERS = {"systemd": cri.CgroupDriver.SYSTEMD, "cgroupfs": cri.CgroupDriver.CGROUPFS}
+
+
+def labels_match(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    """A CRI filter's label_selector: every pair present (an empty selector matches all)."""
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 class RuntimeService(cri.RuntimeServiceBase):
@@ -108,7 +113,7 @@ class RuntimeService(cri.RuntimeServiceBase):
             if want_state is not None and (want_state == cri.PodSandboxState.SANDBOX_READY) != view.ready:
                 return False
             labels = view.state.config.labels
-            return all(labels.get(k) == v for k, v in selector.items())
+            return labels_match(labels, selector)
 
         unfiltered = ids is None and want_state is None and not selector
         return self._list_cache.response(self._sandboxes.list(match, ids), full=unfiltered)
@@ -166,7 +171,7 @@ class RuntimeService(cri.RuntimeServiceBase):
             if pod and not view.state.sandbox_id.startswith(pod):
                 return False
             labels = view.state.config.labels
-            return all(labels.get(k) == v for k, v in selector.items())
+            return labels_match(labels, selector)
 
         unfiltered = ids is None and want_state is None and not selector and not pod
         return self._container_cache.response(self._containers.list(match, ids), full=unfiltered)
@@ -183,7 +188,7 @@ class RuntimeService(cri.RuntimeServiceBase):
 
         def match(view: ContainerView) -> bool:
             labels = view.state.config.labels
-            return view.state.sandbox_id.startswith(pod) and all(labels.get(k) == v for k, v in selector.items())
+            return view.state.sandbox_id.startswith(pod) and labels_match(labels, selector)
 
         return cri.ListContainerStatsResponse(stats=await self._container_stats(self._containers.list(match, ids)))
 
@@ -202,7 +207,7 @@ class RuntimeService(cri.RuntimeServiceBase):
         selector = dict(f.label_selector)
 
         def match(view: SandboxView) -> bool:
-            return all(view.state.config.labels.get(k) == v for k, v in selector.items())
+            return labels_match(view.state.config.labels, selector)
 
         return cri.ListPodSandboxStatsResponse(stats=await self._pod_stats(self._sandboxes.list(match, ids)))
 

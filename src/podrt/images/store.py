@@ -19,7 +19,6 @@ container) names it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import json
@@ -36,11 +35,9 @@ from podrt.fsutil import atomic_write, fsync_dir, usage
 from podrt.images.blobs import BlobStore, parse_digest
 from podrt.images.pipe import ThreadPipe
 from podrt.images.unpack import unpack_layer
+from podrt.libc import error, libc
 
 SHORT_LEN = 26  # like containers/storage's link names
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _syncfs(path: Path) -> None:
@@ -48,9 +45,8 @@ def _syncfs(path: Path) -> None:
     unpacked layer, where an fsync per file would cost one per entry."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), str(path))
+        if libc.syncfs(fd) != 0:
+            raise error("syncfs", str(path))
     finally:
         os.close(fd)
 

@@ -11,8 +11,6 @@ socket is handed to pyroute2 (`use_socket`), which parses the messages.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import socket
@@ -21,10 +19,11 @@ from typing import Any
 
 import attrs
 
+from podrt.libc import error, libc
+
 CLONE_NEWNET = 0x40000000
 NETLINK_ROUTE = 0
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 @attrs.frozen
@@ -48,9 +47,8 @@ def netlink_socket(netns_path: str) -> socket.socket:
         try:
             fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    errno = ctypes.get_errno()
-                    raise OSError(errno, f"setns {netns_path}: {os.strerror(errno)}")
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise error(f"setns {netns_path}")
             finally:
                 os.close(fd)
             made["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
