@@ -133,7 +133,15 @@ class ApiConfig:
     socket_mode: str = _f("0660", _matches(
         _OCTAL_RE, 'must be an octal mode string like "0660" (at most 0777)'))
     stream_address: str = _f("127.0.0.1", _nonempty)
-    stream_port: int = _f(0, _in_range(0, 65535))
+    stream_port: int = _f(0, _in_range(0, 65535))  # 0: a free port, chosen at each start
+    # a session with nothing sent either way for this long is closed; 0 never
+    # (the kubelet's streaming-connection-idle-timeout default is 4 h)
+    stream_idle_timeout: float = _f(4 * 3600.0, _in_range(0))
+    stream_max_sessions: int = _f(256, _in_range(1))  # more are refused with 503 until some end
+    stream_enable_tls: bool = _f(False)
+    stream_tls_cert: str = _f("")  # PEM; required with stream_enable_tls
+    stream_tls_key: str = _f("")
+    stream_tls_ca: str = _f("")  # when set, clients must present a certificate it signed
     max_msg_size: int = _f(16 * 1024 * 1024, _in_range(1))
     # SIGTERM: calls already running get this long to finish and answer
     # (grpc-go's GracefulStop); whatever still runs then is cut and unwound.

@@ -36,6 +36,7 @@ from podrt.sandbox.manager import SandboxManager
 from podrt.server import CriServer, listen_unix, remove_socket
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
+from podrt.streaming.server import StreamServer
 from podrt.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,10 @@ class Daemon:
         self.sandboxes.stop_containers = self.containers.stop_pod
         self.sandboxes.remove_containers = self.containers.remove_pod
         self.images.users = lambda image_id: self.sandboxes.image_users(image_id) + self.containers.image_users(image_id)
+        self.streams = StreamServer(config.api, self.containers, self.metrics)
         self.server = CriServer(
-            [RuntimeService(self.status, self.sandboxes, self.containers), ImageService(self.images, self._writable_usage)],
+            [RuntimeService(self.status, self.sandboxes, self.containers, self.streams),
+             ImageService(self.images, self._writable_usage)],
         )
         hooks.install(self.server, self.metrics, config.api.max_msg_size)
         self._lock: IO[str] | None = None
@@ -153,12 +156,15 @@ class Daemon:
                 await self.sandboxes.restore(containers={c.id for c in containers})
                 await self.containers.restore(containers, known_pods={v.state.id for v in self.sandboxes.list()})
                 self.containers.watch_exits()
+            with start_phase(f"cannot serve streaming on {self.config.api.stream_address}:{self.config.api.stream_port}"):
+                await self.streams.start()
             with start_phase(f"cannot listen on {self.socket_path}"):
                 await listen_unix(self.server, self.socket_path, self.config.api.socket_mode_int)
             if self.config.metrics.enable_metrics:
                 with start_phase("cannot serve metrics"):
                     self.metrics.serve(self.config.metrics.metrics_host, self.config.metrics.metrics_port)
         except BaseException:
+            await self.streams.close()
             await self.containers.close()
             await self.images.close()
             self._release_lock()
@@ -174,6 +180,7 @@ class Daemon:
         self.server.stop_accepting()
         self.sandboxes.close()
         self.containers.events.close()  # event streams end now, so the server can go idle
+        await self.streams.close()  # exec'd processes are killed, attaches detached: nothing outlives its client
         cut = await self.server.wait_idle(grace)
         if cut:
             log.warning("%d call(s) still running after the %.0fs grace period are cut", cut, grace)

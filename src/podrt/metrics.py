@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 if TYPE_CHECKING:
     from podrt.rollback import TxReport
@@ -60,6 +60,24 @@ class Metrics:
         self.container_events_dropped = Counter(
             "podrt_container_events_dropped_total",
             "Container events a slow GetContainerEvents subscriber lost (its queue was full; the oldest went).",
+            registry=self.registry,
+        )
+        self.stream_sessions = Gauge(
+            "podrt_streaming_sessions_open",
+            "Streaming sessions open, by kind (exec, attach, portforward).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.stream_sessions_total = Counter(
+            "podrt_streaming_sessions_total",
+            "Streaming sessions opened, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.stream_bytes = Counter(
+            "podrt_streaming_bytes_total",
+            "Bytes moved on streaming connections, by kind and direction (in: from the client).",
+            ["kind", "direction"],
             registry=self.registry,
         )
         self._http: Any = None

@@ -123,6 +123,19 @@ async def _finish(proc: asyncio.subprocess.Process, watch: _ExitWatch, io: async
     await asyncio.wait({io})
 
 
+async def spawn(argv: Sequence[str], *, stdin: Any = subprocess.DEVNULL, stdout: Any = subprocess.PIPE,
+                stderr: Any = subprocess.PIPE, env: Mapping[str, str] | None = None,
+                cwd: str | None = None) -> tuple[asyncio.subprocess.Process, _ExitWatch]:
+    """A child in a session of its own, and the watch whose `exited` is set
+    when the child itself exits (not when its pipes close)."""
+    loop = asyncio.get_running_loop()
+    transport, watch = await loop.subprocess_exec(
+        lambda: _ExitWatch(loop), *argv, stdin=stdin, stdout=stdout, stderr=stderr,
+        env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+    )
+    return asyncio.subprocess.Process(transport, watch, loop), watch
+
+
 async def run(argv: Sequence[str], *, timeout: float, stdin: bytes | None = None,
               env: Mapping[str, str] | None = None, cwd: str | None = None,
               max_output: int | None = None) -> tuple[int, bytes, bytes]:
@@ -130,14 +143,9 @@ async def run(argv: Sequence[str], *, timeout: float, stdin: bytes | None = None
     CancelledError on cancellation; either only once the child has exited and
     its group was signalled. `max_output`: keep at most this many bytes of
     each stream (the rest is read and dropped, so the child never blocks)."""
-    loop = asyncio.get_running_loop()
-    transport, watch = await loop.subprocess_exec(
-        lambda: _ExitWatch(loop), *argv,
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
-    )
-    proc = asyncio.subprocess.Process(transport, watch, loop)
+    proc, watch = await spawn(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                              env=env, cwd=cwd)
+    transport = proc._transport  # type: ignore[attr-defined]
     io = asyncio.ensure_future(_communicate(proc, stdin, max_output if max_output is not None else sys.maxsize))
     why: str | None = None
     cancelled = False

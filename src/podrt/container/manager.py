@@ -34,7 +34,7 @@ from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, 
 from podrt.images.manager import ImageManager
 from podrt.images.store import ImageRecord
 from podrt.inotify import DirWatch
-from podrt.oci import conmon
+from podrt.oci import attach, conmon, execproc
 from podrt.oci.runtime import ExecTimeout, OciRuntime
 from podrt.oci.seccomp import ProfileType
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
@@ -272,6 +272,52 @@ class ContainerManager:
                                    "(killed, with what it started)") from None
         return result.returncode, result.stdout, result.stderr
 
+    # ---- streaming (the server in podrt/streaming calls these per session) ----------
+
+    def stream_target(self, id_prefix: str, *, stdin: bool = False, tty: bool | None = None) -> str:
+        """The full ID of a running container, for the Exec and Attach RPCs to
+        refuse up front what the session would refuse later. `tty`, for attach:
+        it must be how the container was created, as must stdin if asked."""
+        container_id = self.resolve(id_prefix)
+        state = self._state(container_id)
+        status = self._status(state)
+        if status != ContainerStatus.RUNNING:
+            raise FailedPrecondition(f"container {container_id} is {status.value}, not running")
+        if tty is not None:
+            if stdin and not state.config.stdin:
+                raise InvalidArgument(f"container {container_id} was created without stdin: attach with stdin=false")
+            if tty != state.config.tty:
+                raise InvalidArgument(f"container {container_id} was created with tty={str(state.config.tty).lower()}: "
+                                      "attach with the same tty")
+        return container_id
+
+    async def open_exec(self, container_id: str, cmd: tuple[str, ...], *, tty: bool, stdin: bool,
+                        stderr: bool) -> execproc.ExecProcess:
+        """`runc exec` of `cmd` as the container's own process runs (env, user, cwd, capabilities)."""
+        state = self._state(self.stream_target(container_id))
+        spec = json.loads(await asyncio.to_thread((self.deps.container_dir(container_id) / "config.json").read_bytes))
+        process = {**spec["process"], "args": list(cmd), "terminal": tty}
+        try:
+            return await self._runtime(state).start_exec(container_id, process, stdin=stdin, stderr=stderr and not tty,
+                                                         work_dir=self.deps.run_dir(container_id))
+        except OSError as exc:
+            raise Unavailable(f"exec in container {container_id}: {exc.strerror or exc}") from None
+
+    async def open_attach(self, container_id: str) -> attach.AttachSocket:
+        """A connection to the container's stdio through its conmon."""
+        self.stream_target(container_id)
+        try:
+            return await attach.open_attach(self.deps.run_dir(container_id))
+        except conmon.ConmonError as exc:
+            raise Unavailable(f"attach to container {container_id}: {exc}") from None
+
+    def resize_tty(self, container_id: str, width: int, height: int) -> None:
+        """The container's pty (created with tty), through conmon's control fifo; ignored once conmon is gone."""
+        try:
+            attach.resize(self.deps.run_dir(container_id), width, height)
+        except conmon.ConmonError as exc:
+            log.debug("resize of container %s: %s", container_id, exc)
+
     async def update_resources(self, id_prefix: str, resources: Resources) -> None:
         """`runc update` of a created or running container; ContainerStatus shows the new values."""
         container_id = self.resolve(id_prefix)
@@ -295,7 +341,7 @@ class ContainerManager:
         if status != ContainerStatus.RUNNING:  # CRI: no new log file for a container that is not running
             raise FailedPrecondition(f"container {container_id} is {status.value}, not running: its log is not reopened")
         try:
-            await asyncio.to_thread(conmon.reopen_log, self.deps.run_dir(container_id))
+            await asyncio.to_thread(attach.write_ctl, self.deps.run_dir(container_id), attach.CTL_REOPEN_LOG)
         except conmon.ConmonError as exc:
             raise Unavailable(str(exc)) from None
         log_path = Path(state.log_path)

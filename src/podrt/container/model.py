@@ -113,7 +113,10 @@ class ContainerConfig:
     # that of another container of the pod (TARGET, pid_target_id)
     pid_mode: NsMode = NsMode.CONTAINER
     pid_target_id: str = ""
+    # the process's stdio as conmon holds it: a pipe kept for attach (stdin),
+    # closed after the first attach ends (stdin_once), or a pty (tty)
     stdin: bool = False
+    stdin_once: bool = False
     tty: bool = False
 
 

@@ -134,6 +134,7 @@ def build_container_spec(ctx: ContainerContext, config: Config) -> dict[str, Any
         privileged=cfg.privileged,
         capabilities=capabilities(cfg),
         no_new_privileges=cfg.no_new_privs,
+        terminal=cfg.tty,
         namespaces=_namespaces(ctx),
         mounts=tuple(_mounts(ctx)),
         rootfs_propagation=rootfs_propagation(cfg.mounts),

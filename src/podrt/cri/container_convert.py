@@ -85,6 +85,7 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
         pid_mode=enum_value(f"{_SC}.namespace_options.pid", NS_MODES, sc.namespace_options.pid),
         pid_target_id=sc.namespace_options.target_id,
         stdin=c.stdin,
+        stdin_once=c.stdin_once,
         tty=c.tty,
     )
 

@@ -15,9 +15,10 @@ from podrt.cri import container_convert as cconv
 from podrt.cri import sandbox_convert as conv
 from podrt.cri import stats_convert as sconv
 from podrt.cri.listcache import ListCache
-from podrt.errors import NotFound
+from podrt.errors import InvalidArgument, NotFound
 from podrt.runtime_status import RuntimeStatusManager
 from podrt.sandbox.manager import SandboxManager, SandboxView
+from podrt.streaming.server import AttachRequest, ExecRequest, PortForwardRequest, StreamServer
 
 _CGROUP_DRIVERS = {"systemd": cri.CgroupDriver.SYSTEMD, "cgroupfs": cri.CgroupDriver.CGROUPFS}
 
@@ -27,11 +28,21 @@ def labels_match(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def _check_stdio(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> None:
+    """The kubelet streaming server's rules for Exec and Attach."""
+    if tty and stderr:
+        raise InvalidArgument("tty and stderr cannot both be true: a TTY has one output")
+    if not (stdin or stdout or stderr):
+        raise InvalidArgument("one of stdin, stdout, or stderr must be set")
+
+
 class RuntimeService(cri.RuntimeServiceBase):
     """Every RPC not overridden here answers UNIMPLEMENTED (the generated base)."""
 
-    def __init__(self, status: RuntimeStatusManager, sandboxes: SandboxManager, containers: ContainerManager) -> None:
+    def __init__(self, status: RuntimeStatusManager, sandboxes: SandboxManager, containers: ContainerManager,
+                 streams: StreamServer) -> None:
         self._status = status
+        self._streams = streams
         self._sandboxes = sandboxes
         self._containers = containers
         self._list_cache = ListCache(cri.ListPodSandboxResponse, conv.pod_sandbox,
@@ -146,6 +157,29 @@ class RuntimeService(cri.RuntimeServiceBase):
         req = exec_sync_request
         code, out, err = await self._containers.exec_sync(req.container_id, tuple(req.cmd), float(max(req.timeout, 0)))
         return cri.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    async def exec(self, exec_request: cri.ExecRequest) -> cri.ExecResponse:
+        req = exec_request
+        if not req.cmd:
+            raise InvalidArgument("Exec needs a command")
+        _check_stdio(req.stdin, req.stdout, req.stderr, req.tty)
+        container_id = self._containers.stream_target(req.container_id)
+        return cri.ExecResponse(url=self._streams.url(
+            ExecRequest(container_id, tuple(req.cmd), req.tty, req.stdin, req.stdout, req.stderr)))
+
+    async def attach(self, attach_request: cri.AttachRequest) -> cri.AttachResponse:
+        req = attach_request
+        _check_stdio(req.stdin, req.stdout, req.stderr, req.tty)
+        container_id = self._containers.stream_target(req.container_id, stdin=req.stdin, tty=req.tty)
+        return cri.AttachResponse(url=self._streams.url(
+            AttachRequest(container_id, req.tty, req.stdin, req.stdout, req.stderr)))
+
+    async def port_forward(self, port_forward_request: cri.PortForwardRequest) -> cri.PortForwardResponse:
+        req = port_forward_request
+        if bad := [p for p in req.port if not 0 < p < 65536]:
+            raise InvalidArgument(f"port {bad[0]} is not between 1 and 65535")
+        sandbox_id, netns = self._sandboxes.forward_netns(req.pod_sandbox_id)
+        return cri.PortForwardResponse(url=self._streams.url(PortForwardRequest(sandbox_id, netns)))
 
     async def update_container_resources(self, update_container_resources_request: cri.UpdateContainerResourcesRequest
                                          ) -> cri.UpdateContainerResourcesResponse:

@@ -2,26 +2,20 @@
 loopback up (no `loopback` CNI plugin process per pod) and each interface's
 addresses and counters (PodSandboxStatus verbose info).
 
-The netlink socket is opened inside the netns by a throwaway thread that
-setns(2)es itself there and ends: a socket stays bound to the namespace it
-was made in, and no thread that serves the daemon ever changes namespace
-(pyroute2's own netns support forks the daemon; see network/netns.py). The
-socket is handed to pyroute2 (`use_socket`), which parses the messages.
+The netlink socket is opened inside the netns (network/nssocket.py) and
+handed to pyroute2 (`use_socket`), which parses the messages.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import threading
 from typing import Any
 
 import attrs
 
-from podrt.libc import error, libc
+from podrt.network.nssocket import netns_socket
 
-CLONE_NEWNET = 0x40000000
 NETLINK_ROUTE = 0
 
 
@@ -41,26 +35,7 @@ class Interface:
 
 def netlink_socket(netns_path: str) -> socket.socket:
     """A NETLINK_ROUTE socket in the netns pinned at `netns_path` (blocking: run it in a worker thread)."""
-    made: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise error(f"setns {netns_path}")
-            finally:
-                os.close(fd)
-            made["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-        except BaseException as exc:  # handed to the caller
-            made["error"] = exc
-
-    thread = threading.Thread(target=run, name="podrt-netns-socket", daemon=True)
-    thread.start()
-    thread.join()  # the thread, in the pod's netns, ends here
-    if "error" in made:
-        raise made["error"]
-    return made["sock"]
+    return netns_socket(netns_path, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
 
 
 def _ipr(netns_path: str) -> Any:

@@ -56,6 +56,9 @@ class ConmonSpec:
     socket_dir: Path
     name: str = ""
     runtime_args: tuple[str, ...] = ()
+    stdin: bool = False  # keep a stdin pipe that attach clients write to
+    leave_stdin_open: bool = False  # not closed when the first attach client leaves (not stdin_once)
+    tty: bool = False  # a pty from runc through conmon's console socket
 
     @property
     def conmon_pidfile(self) -> Path:
@@ -93,6 +96,12 @@ def conmon_argv(spec: ConmonSpec) -> list[str]:
         "--persist-dir", str(spec.persist_dir),
         "--socket-dir-path", str(spec.socket_dir),
     ]
+    if spec.stdin:
+        argv.append("--stdin")
+        if spec.leave_stdin_open:
+            argv.append("--leave-stdin-open")
+    if spec.tty:
+        argv.append("--terminal")
     return argv
 
 
@@ -307,17 +316,3 @@ async def kill_and_wait(pid: int, timeout: float = 5.0) -> bool:
     except ProcessLookupError:
         return True
     return await wait_pid_exit(pid, timeout)
-
-
-def reopen_log(bundle: Path) -> None:
-    """Ask conmon to open a new log file (message 2 on its ctl fifo in the
-    bundle, as CRI-O sends it). Never blocks: with no reader the open fails
-    (ENXIO), reported as ConmonError."""
-    try:
-        fd = os.open(bundle / "ctl", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ConmonError(f"conmon's control fifo {bundle / 'ctl'}: {exc.strerror}") from None
-    try:
-        os.write(fd, b"2 0 0\n")
-    finally:
-        os.close(fd)

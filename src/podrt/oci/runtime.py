@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import attrs
 
 from podrt import proc
-from podrt.oci import conmon
+from podrt.oci import conmon, execproc
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 
 RUNC_TIMEOUT = 30.0
@@ -48,7 +48,7 @@ class ExecTimeout(Exception):
     """An exec'd command ran past its timeout (and was killed with its children)."""
 
 
-def _kill_exec(pid_file: Path, container_id: str) -> None:
+def kill_exec(pid_file: Path, container_id: str) -> None:
     """The exec'd process and what it started, if runc wrote its pid and that
     pid is still a process of this container (not a reused one)."""
     pid = conmon.read_pidfile(pid_file)
@@ -81,6 +81,15 @@ def kill_tree(pid: int | None) -> None:
     for victim in reversed(order):
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal_mod.SIGKILL)
+
+
+@attrs.frozen
+class Stdio:
+    """How conmon holds a container's stdio (CRI's ContainerConfig stdin, stdin_once, tty)."""
+
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
 
 
 @attrs.frozen
@@ -172,7 +181,7 @@ class OciRuntime:
 
     async def create(self, container_id: str, bundle: Path, *, log_path: Path, exit_dir: Path,
                      persist_dir: Path, socket_dir: Path, conmon_cgroup_procs: Sequence[Path] = (),
-                     timeout: float = 60.0) -> ContainerProcess:
+                     stdio: Stdio = Stdio(), timeout: float = 60.0) -> ContainerProcess:
         """Create the container under a new conmon; all or nothing.
 
         On any failure (runc error, conmon error, timeout, cancellation) conmon
@@ -185,6 +194,7 @@ class OciRuntime:
             runtime_root=self.runtime_root, container_id=container_id, bundle=Path(bundle),
             log_path=Path(log_path), exit_dir=Path(exit_dir), persist_dir=Path(persist_dir),
             socket_dir=Path(socket_dir), runtime_args=("--log-format=json",),
+            stdin=stdio.stdin, leave_stdin_open=stdio.stdin and not stdio.stdin_once, tty=stdio.tty,
         )
         try:
             for d in (spec.exit_dir, spec.persist_dir, spec.socket_dir, spec.log_path.parent):
@@ -343,16 +353,16 @@ class OciRuntime:
         try:
             done, _ = await asyncio.wait({run}, timeout=timeout)
             if not done:  # the tree first, while its parent links still say what it started
-                await asyncio.to_thread(_kill_exec, pid_file, container_id)
+                await asyncio.to_thread(kill_exec, pid_file, container_id)
                 with contextlib.suppress(Exception):
                     await run
                 # runc may have written the pid file only after the first look
                 # (a slow exec under load): its process would outlive runc
-                await asyncio.to_thread(_kill_exec, pid_file, container_id)
+                await asyncio.to_thread(kill_exec, pid_file, container_id)
                 raise ExecTimeout(f"{timeout:g}s")
             code, out, err = run.result()
         except asyncio.CancelledError:
-            _kill_exec(pid_file, container_id)
+            kill_exec(pid_file, container_id)
             run.cancel()
             await asyncio.wait({run})
             raise
@@ -360,6 +370,27 @@ class OciRuntime:
             for path in (Path(spec_path), pid_file):
                 path.unlink(missing_ok=True)
         return RuncResult(code, out, err)
+
+    async def start_exec(self, container_id: str, process: dict[str, Any], *, stdin: bool, stderr: bool,
+                         work_dir: Path) -> execproc.ExecProcess:
+        """`runc exec` of `process` with its stdio relayed by the caller (the
+        Exec RPC's stream); a TTY when process["terminal"]. The caller must close() it."""
+        fd, spec_path = tempfile.mkstemp(dir=work_dir, prefix="exec-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(process, f)
+        pid_file, log_file = Path(spec_path + ".pid"), Path(spec_path + ".log")
+        argv = [self.runtime_path, "--root", self.runtime_root, "--log", str(log_file), "--log-format", "json",
+                "exec", "--process", spec_path, "--pid-file", str(pid_file), container_id]
+        files = (Path(spec_path), pid_file, log_file)
+        try:
+            return await execproc.start(argv, stdin=stdin, stderr=stderr, tty=bool(process.get("terminal")),
+                                        files=files, pid_file=pid_file, log_file=log_file,
+                                        env={"PATH": conmon.CLEAN_PATH},
+                                        kill_tree=lambda pid_file: kill_exec(pid_file, container_id))
+        except BaseException:
+            for path in files:
+                path.unlink(missing_ok=True)
+            raise
 
     def exit_code(self, exit_dir: Path, container_id: str) -> int | None:
         """The exit code conmon wrote (-1 when it killed on timeout); None before the exit."""

@@ -145,6 +145,7 @@ class SpecInput:
     privileged: bool = False  # every capability the host has, no masked paths, no seccomp, all devices
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES  # for an unprivileged process
     no_new_privileges: bool = True
+    terminal: bool = False  # a pty on the process's stdio (runc gets conmon's console socket)
     hostname: str = ""  # needs a UTS namespace of its own
     resources: Mapping[str, Any] = attrs.field(factory=dict)  # linux.resources besides devices
     devices: tuple[DeviceNode, ...] = ()
@@ -179,7 +180,7 @@ def _process(inp: SpecInput) -> dict[str, Any]:
     if inp.additional_gids:
         user["additionalGids"] = list(inp.additional_gids)
     process: dict[str, Any] = {
-        "terminal": False,
+        "terminal": inp.terminal,
         "user": user,
         "args": list(inp.args),
         "env": list(inp.env),

@@ -270,6 +270,15 @@ class SandboxManager:
         ready = not state.stopped and self._alive.get(sandbox_id, False) and not self._exit_file(sandbox_id).exists()
         return SandboxView(state, ready)
 
+    def forward_netns(self, id_prefix: str) -> tuple[str, str]:
+        """(full ID, netns path) of a ready pod, for PortForward; the path is
+        "" for a pod on the host's network, whose localhost is the host's."""
+        sandbox_id = self.resolve(id_prefix)
+        view = self.view(sandbox_id)
+        if not view.ready:
+            raise FailedPrecondition(f"pod sandbox {sandbox_id} is not ready: no port forwarding into it")
+        return sandbox_id, view.state.netns_path or ""
+
     def matching_ids(self, prefix: str) -> list[str]:
         return self.deps.ids.matching(prefix)
 

@@ -55,7 +55,8 @@ Outcome = Union[SpdyUpgrade, WebSocketUpgrade, Refusal]
 class RequestReader:
     """Feed bytes until `outcome()` is not None."""
 
-    def __init__(self, *, port_forward: bool = False) -> None:
+    def __init__(self, *, port_forward: bool | None = None) -> None:
+        """port_forward: which protocols to offer; None decides by the path (/portforward/...)."""
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
         self._raw = bytearray()
         self._port_forward = port_forward
@@ -74,15 +75,16 @@ class RequestReader:
         headers = [(k.decode().lower(), v.decode("latin-1")) for k, v in event.headers]
         upgrade = ",".join(v for k, v in headers if k == "upgrade").strip().lower()
         path = event.target.decode("latin-1")
+        port_forward = self._port_forward if self._port_forward is not None else path.startswith("/portforward/")
         if upgrade == SPDY.lower():
-            return self._spdy(path, headers)
+            return self._spdy(path, headers, port_forward)
         if upgrade == "websocket":
-            return self._websocket(path)
+            return self._websocket(path, port_forward)
         return self._refuse(400, "this URL upgrades to SPDY/3.1 or WebSocket only")
 
-    def _spdy(self, path: str, headers: list[tuple[str, str]]) -> Outcome:
+    def _spdy(self, path: str, headers: list[tuple[str, str]], port_forward: bool) -> Outcome:
         offered = [p.strip() for k, v in headers if k == "x-stream-protocol-version" for p in v.split(",") if p.strip()]
-        supported = SPDY_PORT_FORWARD_PROTOCOLS if self._port_forward else SPDY_EXEC_PROTOCOLS
+        supported = SPDY_PORT_FORWARD_PROTOCOLS if port_forward else SPDY_EXEC_PROTOCOLS
         chosen = next((p for p in supported if p in offered), None)
         if offered and chosen is None:
             return self._refuse(403, f"unable to negotiate a protocol: the client speaks {', '.join(offered)}; "
@@ -94,13 +96,13 @@ class RequestReader:
         rest, _closed = self._h11.trailing_data
         return SpdyUpgrade(path, chosen or "", response, bytes(rest))
 
-    def _websocket(self, path: str) -> Outcome:
+    def _websocket(self, path: str, port_forward: bool) -> Outcome:
         ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
         ws.receive_data(bytes(self._raw))
         request = next((e for e in ws.events() if isinstance(e, wsproto.events.Request)), None)
         if request is None:
             return self._refuse(400, "not a WebSocket handshake")
-        supported = channels.PORT_FORWARD_PROTOCOLS if self._port_forward else channels.EXEC_PROTOCOLS
+        supported = channels.PORT_FORWARD_PROTOCOLS if port_forward else channels.EXEC_PROTOCOLS
         protocol = channels.choose(list(request.subprotocols), supported)
         if protocol is None:
             response = ws.send(wsproto.events.RejectConnection(status_code=403))
@@ -115,9 +117,14 @@ class RequestReader:
         return Refusal(status, head + body)
 
 
-_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 413: "Payload Too Large", 431: "Request Header Fields Too Large"}
+_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 413: "Payload Too Large",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+def refusal(status: int, reason: str) -> Refusal:
+    return RequestReader()._refuse(status, reason)
 
 
 def not_found() -> Refusal:
     """An unknown, used or expired token."""
-    return RequestReader()._refuse(404, "no such streaming request (unknown, used, or expired token)")
+    return refusal(404, "no such streaming request (unknown, used, or expired token)")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from podrt.container.context import ContainerContext
+from podrt.oci.runtime import Stdio
 from podrt.steps.base import DepsStep
 
 CREATE_TIMEOUT = 60.0
@@ -23,7 +24,7 @@ class ContainerCreate(DepsStep):
         run = self.deps.run_dir(ctx.id)
         proc = await self.runtime(data["handler"]).create(
             ctx.id, run, log_path=Path(ctx.log_path), exit_dir=self.deps.exit_dir, persist_dir=run / "conmon",
-            socket_dir=run, timeout=CREATE_TIMEOUT)
+            socket_dir=run, stdio=Stdio(ctx.config.stdin, ctx.config.stdin_once, ctx.config.tty), timeout=CREATE_TIMEOUT)
         ctx.pid, ctx.conmon_pid = proc.pid, proc.conmon_pid
 
     async def undo(self, data: dict[str, Any]) -> None:

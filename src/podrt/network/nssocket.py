@@ -1,0 +1,75 @@
+"""Sockets made inside a pod's network namespace, without moving the daemon.
+
+A socket stays bound to the namespace it was created in, so a throwaway
+thread setns(2)es itself into the pod's netns, creates the socket and ends;
+the daemon then uses the socket from any thread. No thread that serves the
+daemon ever changes namespace, and nothing forks (pyroute2's own netns
+support forks the daemon; see network/netns.py). Used for netlink
+(network/links.py) and for port forwarding (streaming/portforward.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import threading
+from typing import Any
+
+from podrt.libc import error, libc
+
+CLONE_NEWNET = 0x40000000
+CONNECT_TIMEOUT = 10.0
+
+
+def netns_socket(netns_path: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket made in the netns pinned at `netns_path` (blocking: call it from a worker thread)."""
+    made: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise error(f"setns {netns_path}")
+            finally:
+                os.close(fd)
+            made["sock"] = socket.socket(family, kind | socket.SOCK_CLOEXEC, proto)
+        except BaseException as exc:  # handed to the caller
+            made["error"] = exc
+
+    thread = threading.Thread(target=run, name="podrt-netns-socket", daemon=True)
+    thread.start()
+    thread.join()  # the thread, in the pod's netns, ends here
+    if "error" in made:
+        raise made["error"]
+    return made["sock"]
+
+
+async def connect_localhost(netns_path: str, port: int) -> socket.socket:
+    """A TCP connection to localhost:`port` inside the netns ("": the host's): 127.0.0.1 first,
+    then ::1 (a server may listen on one only), as the kubelet's port forwarding does.
+    Raises OSError (ConnectionRefusedError when nothing listens on either)."""
+    loop = asyncio.get_running_loop()
+    refused: OSError | None = None
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        if netns_path:
+            sock = await asyncio.to_thread(netns_socket, netns_path, family, socket.SOCK_STREAM)
+        else:  # a pod on the host's network
+            sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.sock_connect(sock, (host, port))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in (errno.ECONNREFUSED, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.ENETUNREACH):
+                raise
+            refused = refused or exc
+        except BaseException:
+            sock.close()
+            raise
+    assert refused is not None
+    raise refused

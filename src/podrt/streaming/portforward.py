@@ -1,0 +1,164 @@
+"""Kubernetes' port-forward protocol over either transport, as the kubelet's
+streaming server speaks it.
+
+SPDY (portforward.k8s.io): each forwarded connection is a pair of streams
+the client opens, `streamType` error and data, with the same `port` and
+`requestID` headers (old clients without requestID: the error stream's ID,
+the data stream's ID minus 2). Once both are there, a TCP connection to
+localhost:<port> is made inside the pod; a failure is written on the error
+stream. Half-close goes through: the client's FIN shuts our write side, the
+pod's EOF is our FIN. Many pairs run at once on one session.
+
+WebSocket: the ports are in the URL (`?port=80&port=8080` or `?port=80,8080`), channel 2i carries
+port i's data and 2i+1 its errors, each opened by the port number (two
+bytes, little-endian) from the server; one connection per port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import Awaitable, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from podrt.streaming import channels
+from podrt.streaming.transport import Pipe, SpdyConnection, WebSocketConnection
+
+log = logging.getLogger(__name__)
+
+PAIR_TIMEOUT = 30.0
+Connect = Callable[[int], Awaitable[socket.socket]]
+
+
+class PortError(ValueError):
+    pass
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise PortError(f"invalid port {text!r}") from None
+    if not 0 < port < 65536:
+        raise PortError(f"port {port} is not between 1 and 65535")
+    return port
+
+
+def url_ports(path: str) -> list[int]:
+    """The `port` values of a WebSocket port-forward URL (the kubelet's query parameter)."""
+    values = parse_qs(urlsplit(path).query).get("port", [])
+    ports = [port_number(p.strip()) for v in values for p in v.split(",") if p.strip()]
+    if not ports:
+        raise PortError("a WebSocket port forward names its ports in the URL: ?port=80&port=8080")
+    return ports
+
+
+async def forward(port: int, data: Pipe, error: Pipe, connect: Connect, pod: str) -> None:
+    """One forwarded connection: data both ways until both sides ended."""
+    try:
+        sock = await connect(port)
+    except OSError as exc:
+        with contextlib.suppress(ConnectionError, OSError):
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text names only 127.0.0.1
+            await error.write(f"error forwarding port {port} to pod {pod}: {reason}".encode())
+            await error.close()
+            await data.close()
+        return
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        await asyncio.gather(_to_pod(data, writer), _from_pod(reader, data))
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        with contextlib.suppress(ConnectionError, OSError):
+            await error.close()
+
+
+async def _to_pod(data: Pipe, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await data.read():
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()  # the client's half-close
+    except (ConnectionError, OSError):
+        pass
+
+
+async def _from_pod(reader: asyncio.StreamReader, data: Pipe) -> None:
+    try:
+        while chunk := await reader.read(64 * 1024):
+            await data.write(chunk)
+    except (ConnectionError, OSError):
+        pass
+    await data.close()
+
+
+async def serve_spdy(conn: SpdyConnection, connect: Connect, pod: str) -> None:
+    """Pair the client's streams and forward each pair, until the client leaves."""
+    pairs: dict[str, dict[str, Pipe]] = {}
+    tasks: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+    deadlines: dict[str, float] = {}
+    try:
+        while True:
+            timeout = min(deadlines.values(), default=loop.time() + PAIR_TIMEOUT) - loop.time()
+            try:
+                async with asyncio.timeout(max(timeout, 0.01)):
+                    pipe = await conn.accept()
+            except TimeoutError:
+                await _drop_stale(pairs, deadlines, loop.time())
+                continue
+            if pipe is None:
+                break
+            kind = pipe.header("streamtype")
+            try:
+                port = port_number(pipe.header("port"))
+                if kind not in ("data", "error"):
+                    raise PortError(f"unexpected stream type {kind!r}")
+            except PortError as exc:
+                await _fail(pipe, str(exc))
+                continue
+            request = pipe.header("requestid") or _old_request_id(pipe, kind)
+            pair = pairs.setdefault(request, {})
+            deadlines.setdefault(request, loop.time() + PAIR_TIMEOUT)
+            pair[kind] = pipe
+            if len(pair) == 2:
+                del pairs[request], deadlines[request]
+                task = asyncio.ensure_future(forward(port, pair["data"], pair["error"], connect, pod))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _old_request_id(pipe: Pipe, kind: str) -> str:
+    return str(pipe.stream_id if kind == "error" else pipe.stream_id - 2)
+
+
+async def _drop_stale(pairs: dict[str, dict[str, Pipe]], deadlines: dict[str, float], now: float) -> None:
+    for request in [r for r, d in deadlines.items() if d <= now]:
+        for pipe in pairs.pop(request).values():
+            await _fail(pipe, f"timed out waiting for the other stream of request {request}")
+        del deadlines[request]
+
+
+async def _fail(pipe: Pipe, message: str) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        await pipe.write(message.encode())
+        await pipe.close()
+
+
+async def serve_websocket(conn: WebSocketConnection, ports: list[int], connect: Connect, pod: str) -> None:
+    """Each port's channels get its number first, then its one connection."""
+    for index, port in enumerate(ports):
+        for number in (2 * index, 2 * index + 1):
+            await conn.send_raw_message(number, channels.port_prefix(port))
+    await asyncio.gather(*(forward(port, conn.channel(2 * i), conn.channel(2 * i + 1), connect, pod)
+                           for i, port in enumerate(ports)))
