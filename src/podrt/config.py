@@ -245,6 +245,8 @@ class MetricsConfig:
 class DebugConfig:
     fault_points: tuple[str, ...] = _f((), _each(_matches(
         r"[A-Za-z0-9_.-]+:(?:before|after)", 'must be "stepname:before" or "stepname:after"')))
+    # how long a streaming URL stays valid; the kubelet's is a minute (tests shorten it)
+    stream_token_ttl: float = _f(60.0, _positive)
 
 
 @attrs.frozen

@@ -97,7 +97,7 @@ class Daemon:
         self.sandboxes.stop_containers = self.containers.stop_pod
         self.sandboxes.remove_containers = self.containers.remove_pod
         self.images.users = lambda image_id: self.sandboxes.image_users(image_id) + self.containers.image_users(image_id)
-        self.streams = StreamServer(config.api, self.containers, self.metrics)
+        self.streams = StreamServer(config.api, self.containers, self.metrics, config.debug.stream_token_ttl)
         self.server = CriServer(
             [RuntimeService(self.status, self.sandboxes, self.containers, self.streams),
              ImageService(self.images, self._writable_usage)],

@@ -17,6 +17,7 @@ from podrt.api.runtime import v1 as cri
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
 from tests.support.leaks import audit_daemon_dirs, scrub_daemon_dirs
+from tests.support.registry import Registry, busybox_registry
 
 
 TEST_BRIDGE = "podrttest0"
@@ -126,3 +127,11 @@ async def remove_all_pods(sock: Path) -> None:
         for p in (await c.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items:
             await c.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=p.id))
             await c.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=p.id))
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Registry]:
+    """A registry on 127.0.0.1 with the busybox test images, for a module's container tests."""
+    reg = busybox_registry()
+    yield reg
+    reg.stop()

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
@@ -27,7 +26,7 @@ from tests.support.client import CriClient, connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
 from tests.support.leaks import audit_daemon_dirs
 from tests.support.pods import pod_config
-from tests.support.registry import BUSYBOX, REGISTRY_BIN, Registry, busybox_image, push
+from tests.support.registry import BUSYBOX, BUSYBOX_IMG, REGISTRY_BIN, Registry
 
 pytestmark = [
     pytest.mark.root,
@@ -36,17 +35,6 @@ pytestmark = [
 ]
 
 EXEC_MAX = 1 << 20
-BUSYBOX_IMG = busybox_image(Env=["FROM_IMAGE=yes", "OVERRIDE=image"], WorkingDir="/home/app", StopSignal="SIGINT")
-VOLUME_IMG = busybox_image(Env=["VOLUME=yes"])  # the same layers, an image of its own
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    reg = Registry(Path(tempfile.mkdtemp(prefix="podrt-registry-")))
-    asyncio.run(push(reg, "test/busybox", BUSYBOX_IMG, "v1"))
-    asyncio.run(push(reg, "test/volume", VOLUME_IMG, "v1"))
-    yield reg
-    reg.stop()
 
 
 def _configure(d: DaemonDirs, registry: Registry, extra: dict[str, Any] | None = None) -> None:

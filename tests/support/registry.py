@@ -225,3 +225,22 @@ async def put_manifest(session: aiohttp.ClientSession, registry: Registry, repo:
 
 def manifest_doc(body: bytes) -> dict[str, Any]:
     return json.loads(body)  # type: ignore[no-any-return]
+
+
+BUSYBOX_IMG = busybox_image(Env=["FROM_IMAGE=yes", "OVERRIDE=image"], WorkingDir="/home/app", StopSignal="SIGINT")
+VOLUME_IMG = busybox_image(Env=["VOLUME=yes"])  # the same layers, an image of its own
+
+
+def busybox_registry() -> Registry:
+    """A registry on 127.0.0.1 with test/busybox:v1 and test/volume:v1; stop() it."""
+    import asyncio
+    import tempfile
+
+    reg = Registry(Path(tempfile.mkdtemp(prefix="podrt-registry-")))
+    try:
+        asyncio.run(push(reg, "test/busybox", BUSYBOX_IMG, "v1"))
+        asyncio.run(push(reg, "test/volume", VOLUME_IMG, "v1"))
+    except BaseException:
+        reg.stop()
+        raise
+    return reg

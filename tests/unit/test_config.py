@@ -82,7 +82,7 @@ EXPECTED_DEFAULTS = {
             "metrics_host": "127.0.0.1",
             "metrics_port": 9090,
         },
-        "debug": {"fault_points": []},
+        "debug": {"fault_points": [], "stream_token_ttl": 60.0},
     }
 }
 

@@ -32,7 +32,7 @@ from podrt.network.nssocket import connect_localhost
 from podrt.oci.attach import AttachSocket
 from podrt.oci.execproc import ExecProcess
 from podrt.streaming import portforward, remotecommand, upgrade
-from podrt.streaming.tokens import TokenCache
+from podrt.streaming.tokens import TOKEN_TTL, TokenCache
 from podrt.streaming.transport import Connection, SpdyConnection, WebSocketConnection
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,11 @@ def tls_context(config: ApiConfig) -> ssl.SSLContext | None:
 
 
 class StreamServer:
-    def __init__(self, config: ApiConfig, backend: Backend, metrics: Metrics) -> None:
+    def __init__(self, config: ApiConfig, backend: Backend, metrics: Metrics, token_ttl: float = TOKEN_TTL) -> None:
         self._config = config
         self._backend = backend
         self._metrics = metrics
-        self._tokens: TokenCache[Request] = TokenCache()
+        self._tokens: TokenCache[Request] = TokenCache(ttl=token_ttl)
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
         self._base = ""

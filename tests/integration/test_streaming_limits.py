@@ -1,0 +1,87 @@
+"""The streaming server's limits on the real parts, with a daemon of their
+own (the leak audit is host-wide, so not beside test_streaming.py's pod):
+TLS, the session cap, the idle timeout, token expiry, and the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import ssl
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from podrt.api.runtime import v1 as cri
+from tests.integration.conftest import _network_dirs, remove_all_pods
+from tests.integration.test_containers import _config, _configure, _create, _pod, _pull
+from tests.integration.test_streaming import _exec_url, _gone
+from tests.support import streamclient as sc
+from tests.support.client import connect
+from tests.support.daemon import DaemonProcess
+from tests.support.leaks import audit_daemon_dirs
+from tests.support.registry import BUSYBOX, REGISTRY_BIN, Registry
+from tests.support.tokens import make_ca_and_server_cert
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not os.path.exists(REGISTRY_BIN), reason="needs Debian's docker-registry (scripts/install-test-deps.sh)"),
+    pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs Debian's busybox-static (scripts/install-test-deps.sh)"),
+]
+
+
+async def test_tls_session_cap_idle_timeout_token_expiry_and_metrics(registry: Registry, tmp_path: Path) -> None:
+    ca, cert, key = make_ca_and_server_cert(tmp_path / "tls")
+    metrics_port = _free_port()
+    with _network_dirs() as d:
+        _configure(d, registry, {
+            "api": {"stream_enable_tls": True, "stream_tls_cert": str(cert), "stream_tls_key": str(key),
+                    "stream_max_sessions": 2, "stream_idle_timeout": 1.5},
+            "metrics": {"enable_metrics": True, "metrics_port": metrics_port},
+            "debug": {"stream_token_ttl": 1.0},
+        })
+        proc = DaemonProcess(d).start()
+        try:
+            await _pull(d.socket, f"{registry.host}/test/busybox:v1")
+            async with connect(d.socket) as c:
+                pod_ = await _pod(c)
+                app = await _create(c, pod_, _config(registry, "app", command=["sleep", "3600"]))
+                await c.runtime.start_container(cri.StartContainerRequest(container_id=app))
+                tls = ssl.create_default_context(cafile=str(ca))
+                url = await _exec_url(c, app, ["sh", "-c", "echo secure"])
+                assert url.startswith("https://")
+                assert (await sc.spdy_exec(url, ssl=tls)).stdout == b"secure\n"
+
+                idle = [await sc.spdy_connect(await _exec_url(c, app, ["sleep", "30"]), sc.DEFAULT_EXEC_PROTOCOLS, ssl=tls)
+                        for _ in range(2)]
+                with pytest.raises(sc.UpgradeRefused) as e:  # the cap: two sessions are open
+                    await sc.spdy_exec(await _exec_url(c, app, ["true"]), ssl=tls)
+                assert e.value.status == 503
+                for conn in idle:  # nothing moves: closed by the idle timeout
+                    await conn.wait_closed(timeout=10)
+                    await conn.close()
+                assert await _gone(c, app, "sleep 30"), "an idle session's process outlived it"
+
+                url = await _exec_url(c, app, ["true"])
+                await asyncio.sleep(1.5)
+                with pytest.raises(sc.UpgradeRefused) as e:
+                    await sc.spdy_exec(url, ssl=tls)
+                assert e.value.status == 404  # expired
+
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+                assert re.search(r'podrt_streaming_sessions_total\{kind="exec"\} [3-9]', text), text
+                assert re.search(r'podrt_streaming_bytes_total\{direction="out",kind="exec"\} [1-9]', text)
+                assert 'podrt_streaming_sessions_open{kind="exec"} 0.0' in text
+            await remove_all_pods(d.socket)
+        finally:
+            proc.stop()
+        leftovers = audit_daemon_dirs(d)
+        assert not leftovers, leftovers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
