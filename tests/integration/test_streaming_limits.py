@@ -81,6 +81,49 @@ async def test_tls_session_cap_idle_timeout_token_expiry_and_metrics(registry: R
         assert not leftovers, leftovers
 
 
+async def test_daemon_stop_ends_sessions_and_their_processes(registry: Registry) -> None:
+    """SIGTERM with an exec session open: the daemon stops (the session does
+    not hold it up) and the exec'd process is gone, though the container stays."""
+    with _network_dirs() as d:
+        _configure(d, registry)
+        proc = DaemonProcess(d).start()
+        try:
+            await _pull(d.socket, f"{registry.host}/test/busybox:v1")
+            async with connect(d.socket) as c:
+                app = await _create(c, await _pod(c), _config(registry, "app", command=["sleep", "3600"]))
+                await c.runtime.start_container(cri.StartContainerRequest(container_id=app))
+                conn = await sc.spdy_connect(await _exec_url(c, app, ["sh", "-c", "echo started; exec sleep 33"]),
+                                             sc.DEFAULT_EXEC_PROTOCOLS)
+                streams = {k: await conn.open_stream({"streamType": k}) for k in ("error", "stdout", "stderr")}
+                assert b"started" in await streams["stdout"].read(timeout=10)
+                assert _host_processes(["sleep", "33"])
+            assert proc.stop(timeout=20) == 0
+            await conn.wait_closed(timeout=5)
+            await conn.close()
+            assert not _host_processes(["sleep", "33"]), "an exec'd process outlived the daemon's stop"
+            assert _host_processes(["sleep", "3600"])  # the container itself keeps running
+            proc.start()
+            await remove_all_pods(d.socket)
+        finally:
+            proc.stop()
+        leftovers = audit_daemon_dirs(d)
+        assert not leftovers, leftovers
+
+
+def _host_processes(argv: list[str]) -> list[int]:
+    """PIDs whose command line is exactly `argv` (only this test's exec makes such)."""
+    wanted = "\0".join(argv).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == wanted:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
