@@ -271,6 +271,14 @@ async def test_port_forward_spdy_concurrent_connections_and_refused_port(pod: Po
         assert await data.read_all(timeout=10) == b""
         data, _ = await pf.connect(HTTPD_PORT)  # the session goes on after a refusal
         assert b" 200 " in (await _http_get(data, "/etc/hostname")).split(b"\r\n")[0]
+        data, error = await pf.connect(HTTPD_PORT)  # no half-close: the pod's close ends it
+        await data.write(b"GET /etc/hostname HTTP/1.0\r\n\r\n")
+        assert b" 200 " in (await data.read_all(timeout=10)).split(b"\r\n")[0]
+        assert await error.read_all(timeout=10) == b""
+        data, error = await pf.connect(HTTPD_PORT)  # the client aborts mid-request: so does the pod's side
+        await data.write(b"GET /etc/host")
+        data.reset()
+        assert await error.read_all(timeout=10) == b"" and error.end == "fin"
     finally:
         await pf.close()
 
@@ -282,11 +290,10 @@ async def test_port_forward_websocket(pod: Pod, client: CriClient) -> None:
         await pf.write(0, b"GET /etc/hostname HTTP/1.0\r\n\r\n")
         answer = b""
         async with asyncio.timeout(10):
-            while chunk := await pf.read(0):
+            while chunk := await pf.read(0):  # to the end: the pod's close ends the session
                 answer += chunk
-                if b"\r\n\r\n" in answer:
-                    break
         assert answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n")[0]
+        assert pf.connection.close_code == 1000 and pf.error is None
     finally:
         await pf.close()
 
@@ -306,6 +313,28 @@ async def test_token_is_single_use_and_unknown_is_404(pod: Pod, client: CriClien
     with pytest.raises(sc.UpgradeRefused) as e:  # a token is for its own kind of request only
         await sc.spdy_exec(attach_url.replace("/attach/", "/exec/"))
     assert e.value.status == 404
+
+
+async def test_garbage_requests_get_an_http_error(pod: Pod, client: CriClient) -> None:
+    url = await _exec_url(client, pod.ids["app"], ["true"])
+    host, port = url.split("/")[2].rsplit(":", 1)
+    for garbage in (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(300) + b"\r\n\r\n",  # TLS to a plain server
+                    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # no upgrade
+                    b"POST /exec/x HTTP/1.1\r\nHost: x\r\nUpgrade: SPDY/3.1\r\nConnection: Upgrade\r\n"
+                    b"X-Stream-Protocol-Version: v9.channel.k8s.io\r\n\r\n",  # no shared protocol
+                    b"GET /exec/x HTTP/1.1\r\n" + b"X-Long: " + b"a" * 20000 + b"\r\n\r\n",  # too long
+                    b"GET /exec/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"):  # no key
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(garbage)
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert re.match(rb"HTTP/1.1 4\d\d ", answer), (garbage[:40], answer[:200])
+    assert (await sc.spdy_exec(url)).exit_code == 0  # and the server goes on
+    pf_url = (await client.runtime.port_forward(cri.PortForwardRequest(pod_sandbox_id=pod.id))).url
+    with pytest.raises(sc.UpgradeRefused) as e:  # base64 numbers channels 0-9: five ports at most
+        await sc.ws_port_forward(pf_url + "?port=" + ",".join(map(str, range(81, 87))),
+                                 protocols=["v4.base64.channel.k8s.io"])
+    assert e.value.status == 400 and "at most 5" in e.value.body
 
 
 async def test_rpc_refusals(pod: Pod, client: CriClient) -> None:
@@ -358,5 +387,12 @@ async def test_malformed_frames_close_only_their_session(pod: Pod, client: CriCl
             assert await _gone(client, app, "sleep 1002"), f"the broken {transport} session's process outlived it"
             await h["stdin"].write(f"still here after {transport}\n".encode())
             assert await h["stdout"].read(timeout=10) == f"still here after {transport}\n".encode()
+        url = await _exec_url(client, app, ["sh", "-c", "echo started; exec sleep 1002"], stdin=True)
+        bad = await sc.ws_connect(url, ["v4.base64.channel.k8s.io"])
+        assert await bad.recv(timeout=10) == (1, b"started\n")
+        await bad.send_message("\u00b2aGVsbG8=")  # "²" is a digit to str.isdigit, not a channel
+        await bad.wait_closed(timeout=10)
+        await bad.close()
+        assert await _gone(client, app, "sleep 1002"), "the base64 session's process outlived it"
     finally:
         await healthy.close()

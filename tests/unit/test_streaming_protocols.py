@@ -10,8 +10,8 @@ import json
 import pytest
 
 from podrt.oci.execproc import ExecExit
-from podrt.streaming import portforward, remotecommand
-from podrt.streaming.transport import PIPE_DEPTH, Pipe
+from podrt.streaming import channels, portforward, remotecommand
+from podrt.streaming.transport import PIPE_BYTES, Pipe
 
 
 def test_v4_status_carries_the_exit_code_as_client_go_reads_it() -> None:
@@ -49,32 +49,47 @@ async def test_resize_messages_split_and_joined_anyhow() -> None:
 
 
 def test_websocket_port_forward_ports_from_the_url() -> None:
-    assert portforward.url_ports("/portforward/t?port=80&port=8080,9090") == [80, 8080, 9090]
+    binary, text = channels.PORT_FORWARD_PROTOCOLS[0], channels.PORT_FORWARD_PROTOCOLS[1]
+    assert portforward.url_ports("/portforward/t?port=80&port=8080,9090", binary) == [80, 8080, 9090]
     for bad in ("/portforward/t", "/portforward/t?port=0", "/portforward/t?port=x", "/portforward/t?port=70000"):
         with pytest.raises(portforward.PortError):
-            portforward.url_ports(bad)
+            portforward.url_ports(bad, binary)
+    six = "/portforward/t?port=" + ",".join(str(p) for p in range(1, 7))
+    assert len(portforward.url_ports(six, binary)) == 6
+    with pytest.raises(portforward.PortError, match="at most 5"):  # channels 0-9 as one base64 digit
+        portforward.url_ports(six, text)
 
 
-async def test_pipe_keeps_order_and_an_end_behind_a_full_queue() -> None:
+async def test_pipe_bounds_bytes_keeps_order_and_its_end() -> None:
     pipe = Pipe(_no_send)
-    for i in range(PIPE_DEPTH):
-        await pipe._feed(bytes([i]))
+    chunk = b"x" * (PIPE_BYTES // 4)
+    for _ in range(4):
+        await pipe._feed(chunk)
     blocked = asyncio.ensure_future(pipe._feed(b"late"))
     await asyncio.sleep(0.01)
-    assert not blocked.done()  # full: the connection's reader waits (back-pressure)
-    got = [await pipe.read() for _ in range(PIPE_DEPTH)]
-    await blocked
-    pipe._end()  # the client ended: never blocks
-    assert got == [bytes([i]) for i in range(PIPE_DEPTH)]
-    assert await pipe.read() == b"late" and await pipe.read() == b"" and await pipe.read() == b""
+    assert not blocked.done()  # over the bound: the connection's reader waits (back-pressure)
+    assert await pipe.read() == chunk
+    await asyncio.wait_for(blocked, 1)
+    pipe._end()  # the client ended: never waits
+    assert [await pipe.read() for _ in range(4)] == [chunk, chunk, chunk, b"late"]
+    assert await pipe.read() == b"" and await pipe.read() == b""
 
 
-async def test_pipe_end_with_a_full_queue_does_not_block() -> None:
+async def test_a_discarded_pipe_never_holds_up_the_reader() -> None:
     pipe = Pipe(_no_send)
-    for i in range(PIPE_DEPTH):
-        await pipe._feed(b"x")
-    pipe._end()
-    chunks = []
-    while chunk := await pipe.read():
-        chunks.append(chunk)
-    assert len(chunks) == PIPE_DEPTH and await pipe.read() == b""
+    for _ in range(4):
+        await pipe._feed(b"y" * (PIPE_BYTES // 4))
+    # the reader would wait here forever if nobody reads; discard frees it and drops what comes
+    blocked = asyncio.ensure_future(pipe._feed(b"z"))
+    await asyncio.sleep(0.01)
+    pipe.discard()
+    await asyncio.wait_for(blocked, 1)
+    await asyncio.wait_for(pipe._feed(b"after"), 1)
+    assert await pipe.read() == b""
+
+
+async def test_a_reset_is_told_apart_from_an_end() -> None:
+    pipe = Pipe(_no_send)
+    await pipe._feed(b"a")
+    pipe._end(reset=True)
+    assert await pipe.read() == b"a" and await pipe.read() == b"" and pipe.reset

@@ -295,7 +295,10 @@ class ContainerManager:
                         stderr: bool) -> execproc.ExecProcess:
         """`runc exec` of `cmd` as the container's own process runs (env, user, cwd, capabilities)."""
         state = self._state(self.stream_target(container_id))
-        spec = json.loads(await asyncio.to_thread((self.deps.container_dir(container_id) / "config.json").read_bytes))
+        try:
+            spec = json.loads(await asyncio.to_thread((self.deps.container_dir(container_id) / "config.json").read_bytes))
+        except FileNotFoundError:  # removed since the check
+            raise NotFound(f"container {container_id} not found") from None
         process = {**spec["process"], "args": list(cmd), "terminal": tty}
         try:
             return await self._runtime(state).start_exec(container_id, process, stdin=stdin, stderr=stderr and not tty,

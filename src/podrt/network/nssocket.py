@@ -17,6 +17,7 @@ import socket
 import threading
 from typing import Any
 
+from podrt.aio import await_shielded
 from podrt.libc import error, libc
 
 CLONE_NEWNET = 0x40000000
@@ -47,6 +48,17 @@ def netns_socket(netns_path: str, family: int, kind: int, proto: int = 0) -> soc
     return made["sock"]
 
 
+async def _stream_socket(netns_path: str, family: int) -> socket.socket:
+    if not netns_path:  # a pod on the host's network
+        return socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    made = asyncio.ensure_future(asyncio.to_thread(netns_socket, netns_path, family, socket.SOCK_STREAM))
+    if await await_shielded(made):  # cancelled meanwhile: the thread's socket is closed, not orphaned
+        if made.exception() is None:
+            made.result().close()
+        raise asyncio.CancelledError
+    return made.result()
+
+
 async def connect_localhost(netns_path: str, port: int) -> socket.socket:
     """A TCP connection to localhost:`port` inside the netns ("": the host's): 127.0.0.1 first,
     then ::1 (a server may listen on one only), as the kubelet's port forwarding does.
@@ -54,10 +66,7 @@ async def connect_localhost(netns_path: str, port: int) -> socket.socket:
     loop = asyncio.get_running_loop()
     refused: OSError | None = None
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-        if netns_path:
-            sock = await asyncio.to_thread(netns_socket, netns_path, family, socket.SOCK_STREAM)
-        else:  # a pod on the host's network
-            sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock = await _stream_socket(netns_path, family)
         sock.setblocking(False)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):

@@ -74,6 +74,9 @@ async def open_attach(bundle: Path) -> AttachSocket:
     except OSError as exc:
         sock.close()
         raise ConmonError(f"conmon's attach socket in {bundle}: {exc.strerror or exc}") from None
+    except BaseException:
+        sock.close()
+        raise
     finally:
         os.close(dirfd)
     return AttachSocket(sock)

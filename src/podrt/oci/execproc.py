@@ -94,16 +94,27 @@ class ExecProcess:
             remove(self._master)
 
     async def _eof_after_exit(self) -> None:
-        """Once runc exited, what it wrote is read within PIPE_GRACE; a
-        process it left behind may keep the pipes open, so then they end here."""
+        """Once runc exited, its output is read to the end; but a process it
+        left in the background may hold the pipes open, so they are closed
+        after PIPE_GRACE without anything new. The grace starts over while
+        output still waits for a slow client: none of it is lost."""
         await self._watch.exited
-        readers = [r for r in (self._child.stdout, self._child.stderr) if r is not None]
-        deadline = self._loop.time() + PIPE_GRACE
-        while not all(r.at_eof() for r in readers) and self._loop.time() < deadline:
+        readers = {fd: r for fd, r in ((1, self._child.stdout), (2, self._child.stderr)) if r is not None}
+        quiet_since = self._loop.time()
+        while True:
+            open_ = {fd: r for fd, r in readers.items() if not r.at_eof()}
+            if not open_:
+                return
+            if any(len(r._buffer) for r in open_.values()):  # type: ignore[attr-defined]  # still being sent
+                quiet_since = self._loop.time()
+            elif self._loop.time() - quiet_since >= PIPE_GRACE:
+                break
             await asyncio.sleep(0.05)
-        for reader in readers:
-            if not reader.at_eof():
-                reader.feed_eof()
+        transport = self._child._transport  # type: ignore[attr-defined]
+        for fd in open_:
+            pipe = transport.get_pipe_transport(fd)
+            if pipe is not None:
+                pipe.close()  # its reader then sees EOF after what it holds
 
     # ---- input -----------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ def decode(protocol: Protocol, message: bytes | str) -> tuple[int, bytes]:
         raise ChannelError("an empty message has no channel")
     if protocol.base64:
         text = message if isinstance(message, str) else message.decode("ascii", "replace")
-        if not text[0].isdigit():
+        if text[0] not in "0123456789":  # str.isdigit() takes "²" too
             raise ChannelError(f"{protocol.name} message starts with {text[0]!r}, not a channel digit")
         try:
             return int(text[0]), base64.b64decode(text[1:], validate=True)

@@ -47,35 +47,58 @@ def port_number(text: str) -> int:
     return port
 
 
-def url_ports(path: str) -> list[int]:
-    """The `port` values of a WebSocket port-forward URL (the kubelet's query parameter)."""
+def url_ports(path: str, protocol: channels.Protocol) -> list[int]:
+    """The `port` values of a WebSocket port-forward URL (the kubelet's query
+    parameter), as many as the protocol has channel numbers for (two each)."""
     values = parse_qs(urlsplit(path).query).get("port", [])
     ports = [port_number(p.strip()) for v in values for p in v.split(",") if p.strip()]
     if not ports:
         raise PortError("a WebSocket port forward names its ports in the URL: ?port=80&port=8080")
+    most = 5 if protocol.base64 else 127  # channels 0-9 as one digit; 0-254 as a byte
+    if len(ports) > most:
+        raise PortError(f"{protocol.name} forwards at most {most} ports in one session, not {len(ports)}")
     return ports
 
 
 async def forward(port: int, data: Pipe, error: Pipe, connect: Connect, pod: str) -> None:
-    """One forwarded connection: data both ways until both sides ended."""
+    """One forwarded connection, until the pod's side ends (then FIN to the
+    client) or the client resets the data stream (then the pod's socket is
+    dropped). The client's FIN only half-closes: the pod's answer still comes."""
     try:
-        sock = await connect(port)
-    except OSError as exc:
-        with contextlib.suppress(ConnectionError, OSError):
+        try:
+            sock = await connect(port)
+        except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text names only 127.0.0.1
             await error.write(f"error forwarding port {port} to pod {pod}: {reason}".encode())
-            await error.close()
             await data.close()
-        return
-    reader, writer = await asyncio.open_connection(sock=sock)
-    try:
-        await asyncio.gather(_to_pod(data, writer), _from_pod(reader, data))
+            data.discard()
+            return
+        reader, writer = await asyncio.open_connection(sock=sock)
+        to_pod = asyncio.ensure_future(_to_pod(data, writer))
+        try:
+            await _from_pod(reader, data)
+        finally:
+            to_pod.cancel()
+            data.discard()
+            await asyncio.gather(to_pod, return_exceptions=True)
+            await _close_socket(writer)
+    except (ConnectionError, OSError):  # the client went: the session ends anyway
+        pass
     finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
         with contextlib.suppress(ConnectionError, OSError):
             await error.close()
+
+
+async def _close_socket(writer: asyncio.StreamWriter) -> None:
+    """Close the pod's socket; one whose peer stopped reading is dropped, not waited for."""
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
+    except Exception:
+        writer.transport.abort()
 
 
 async def _to_pod(data: Pipe, writer: asyncio.StreamWriter) -> None:
@@ -83,10 +106,12 @@ async def _to_pod(data: Pipe, writer: asyncio.StreamWriter) -> None:
         while chunk := await data.read():
             writer.write(chunk)
             await writer.drain()
-        if writer.can_write_eof():
+        if data.reset:  # the client aborted: so does the pod's connection
+            writer.transport.abort()
+        elif writer.can_write_eof():
             writer.write_eof()  # the client's half-close
     except (ConnectionError, OSError):
-        pass
+        data.discard()  # the pod's side broke: what the client still sends goes nowhere
 
 
 async def _from_pod(reader: asyncio.StreamReader, data: Pipe) -> None:
@@ -101,9 +126,9 @@ async def _from_pod(reader: asyncio.StreamReader, data: Pipe) -> None:
 async def serve_spdy(conn: SpdyConnection, connect: Connect, pod: str) -> None:
     """Pair the client's streams and forward each pair, until the client leaves."""
     pairs: dict[str, dict[str, Pipe]] = {}
+    deadlines: dict[str, float] = {}
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
-    deadlines: dict[str, float] = {}
     try:
         while True:
             timeout = min(deadlines.values(), default=loop.time() + PAIR_TIMEOUT) - loop.time()
@@ -111,7 +136,10 @@ async def serve_spdy(conn: SpdyConnection, connect: Connect, pod: str) -> None:
                 async with asyncio.timeout(max(timeout, 0.01)):
                     pipe = await conn.accept()
             except TimeoutError:
-                await _drop_stale(pairs, deadlines, loop.time())
+                for request in [r for r, d in deadlines.items() if d <= loop.time()]:
+                    del deadlines[request]
+                    for stale in pairs.pop(request).values():
+                        await _refuse(conn, stale, f"timed out waiting for the other stream of request {request}")
                 continue
             if pipe is None:
                 break
@@ -121,11 +149,14 @@ async def serve_spdy(conn: SpdyConnection, connect: Connect, pod: str) -> None:
                 if kind not in ("data", "error"):
                     raise PortError(f"unexpected stream type {kind!r}")
             except PortError as exc:
-                await _fail(pipe, str(exc))
+                await _refuse(conn, pipe, str(exc))
                 continue
             request = pipe.header("requestid") or _old_request_id(pipe, kind)
             pair = pairs.setdefault(request, {})
             deadlines.setdefault(request, loop.time() + PAIR_TIMEOUT)
+            if kind in pair:
+                await _refuse(conn, pipe, f"a second {kind} stream for request {request}")
+                continue
             pair[kind] = pipe
             if len(pair) == 2:
                 del pairs[request], deadlines[request]
@@ -142,23 +173,22 @@ def _old_request_id(pipe: Pipe, kind: str) -> str:
     return str(pipe.stream_id if kind == "error" else pipe.stream_id - 2)
 
 
-async def _drop_stale(pairs: dict[str, dict[str, Pipe]], deadlines: dict[str, float], now: float) -> None:
-    for request in [r for r, d in deadlines.items() if d <= now]:
-        for pipe in pairs.pop(request).values():
-            await _fail(pipe, f"timed out waiting for the other stream of request {request}")
-        del deadlines[request]
-
-
-async def _fail(pipe: Pipe, message: str) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        await pipe.write(message.encode())
-        await pipe.close()
+async def _refuse(conn: SpdyConnection, pipe: Pipe, message: str) -> None:
+    """An error stream says why and ends; a data stream is reset (its bytes are the client's app's data)."""
+    if pipe.header("streamtype") == "error":
+        with contextlib.suppress(ConnectionError, OSError):
+            await pipe.write(message.encode())
+            await pipe.close()
+        pipe.discard()
+    else:
+        await conn.reset(pipe)
 
 
 async def serve_websocket(conn: WebSocketConnection, ports: list[int], connect: Connect, pod: str) -> None:
-    """Each port's channels get its number first, then its one connection."""
-    for index, port in enumerate(ports):
-        for number in (2 * index, 2 * index + 1):
-            await conn.send_raw_message(number, channels.port_prefix(port))
-    await asyncio.gather(*(forward(port, conn.channel(2 * i), conn.channel(2 * i + 1), connect, pod)
-                           for i, port in enumerate(ports)))
+    """Each port's channels get its number first, then its one connection;
+    the session ends when all have (the kubelet closes the WebSocket then)."""
+    pipes = [(conn.channel(2 * i), conn.channel(2 * i + 1)) for i in range(len(ports))]
+    for (data, error), port in zip(pipes, ports):
+        for pipe in (data, error):
+            await pipe.write(channels.port_prefix(port))
+    await asyncio.gather(*(forward(port, data, error, connect, pod) for (data, error), port in zip(pipes, ports)))

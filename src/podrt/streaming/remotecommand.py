@@ -86,6 +86,7 @@ async def spdy_streams(conn: SpdyConnection, protocol: str, opts: Options) -> St
     except TimeoutError:
         raise SetupError(f"timed out after {STREAM_CREATION_TIMEOUT:g}s waiting for the client's "
                          f"{', '.join(sorted(expected - got.keys()))} stream(s)") from None
+    conn.refuse_new_streams()  # a stream nobody reads must not hold up the connection's reader
     return Streams(got["error"], got.get("stdin"), got.get("stdout"), got.get("stderr"), got.get("resize"), version)
 
 

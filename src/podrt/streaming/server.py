@@ -25,6 +25,7 @@ from typing import Awaitable, Callable, Protocol, Union
 
 import attrs
 
+from podrt.aio import await_shielded
 from podrt.config import ApiConfig
 from podrt.errors import PodrtError, StartError
 from podrt.metrics import Metrics
@@ -105,7 +106,9 @@ class StreamServer:
         self._metrics = metrics
         self._tokens: TokenCache[Request] = TokenCache(ttl=token_ttl)
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._sessions: set[asyncio.Task[None]] = set()  # every connection, upgraded or not
+        self._upgraded = 0  # sessions past their upgrade: what stream_max_sessions caps
+        self._closing = False
         self._base = ""
 
     async def start(self) -> None:
@@ -124,6 +127,7 @@ class StreamServer:
 
     async def close(self) -> None:
         """Stop listening and end every session (their processes are killed, attaches detached)."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for task in list(self._sessions):
@@ -138,6 +142,9 @@ class StreamServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if self._closing:  # accepted as close() began: it would outlive the daemon's stop
+            writer.transport.abort()
+            return
         self._sessions.add(task)
         try:
             await self._serve(reader, writer)
@@ -156,18 +163,18 @@ class StreamServer:
         if isinstance(outcome, upgrade.Refusal):
             await _answer(writer, outcome.response)
             return
+        if self._upgraded >= self._config.stream_max_sessions:  # before the token is used: the URL still works later
+            await _answer(writer, upgrade.refusal(503, f"{self._config.stream_max_sessions} streaming sessions "
+                                                       "are open; try again later").response)
+            return
         kind, _, token = outcome.path.split("?", 1)[0].lstrip("/").partition("/")
         request = self._tokens.take(token)
         if request is None or request.kind != kind:
             await _answer(writer, upgrade.not_found().response)
             return
-        if len(self._sessions) > self._config.stream_max_sessions:
-            await _answer(writer, upgrade.refusal(503, f"{self._config.stream_max_sessions} streaming sessions "
-                                                       "are open; try again later").response)
-            return
         if isinstance(request, PortForwardRequest) and isinstance(outcome, upgrade.WebSocketUpgrade):
             try:
-                ports = portforward.url_ports(outcome.path)
+                ports = portforward.url_ports(outcome.path, outcome.protocol)
             except portforward.PortError as exc:
                 await _answer(writer, upgrade.refusal(400, str(exc)).response)
                 return
@@ -180,6 +187,7 @@ class StreamServer:
         self._metrics.stream_sessions_total.labels(kind).inc()
         gauge = self._metrics.stream_sessions.labels(kind)
         gauge.inc()
+        self._upgraded += 1
         try:
             if isinstance(request, PortForwardRequest):
                 work = self._port_forward(conn, request, ports if isinstance(conn, WebSocketConnection) else [])
@@ -187,6 +195,7 @@ class StreamServer:
                 work = self._remote_command(conn, request, outcome.protocol if isinstance(outcome, upgrade.SpdyUpgrade) else "")
             await self._run(conn, work)
         finally:
+            self._upgraded -= 1
             gauge.dec()
 
     async def _read_request(self, reader: asyncio.StreamReader) -> upgrade.Outcome | None:
@@ -210,13 +219,14 @@ class StreamServer:
     async def _run(self, conn: Connection, work: Awaitable[None]) -> None:
         """The session's work, its reader, and the idle watch; the first of
         work done, client gone or idle ends it, and the rest is cancelled."""
+        closed = asyncio.ensure_future(conn.closed.wait())
         tasks = [asyncio.ensure_future(work), asyncio.ensure_future(conn.run()),
-                 asyncio.ensure_future(self._idle_watch(conn))]
+                 asyncio.ensure_future(self._idle_watch(conn)), closed]
         try:
-            await asyncio.wait([tasks[0], asyncio.ensure_future(conn.closed.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
-            if tasks[0].done() and tasks[0].exception() is not None:
-                raise tasks[0].exception()  # type: ignore[misc]
+            await asyncio.wait(tasks[:2] + [closed], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks[:2]:  # a failure in the work or the reader ends this session, logged
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
         finally:
             for task in tasks:
                 task.cancel()
@@ -258,8 +268,8 @@ class StreamServer:
                 return
             try:
                 await remotecommand.run_exec(streams, process)
-            finally:
-                await asyncio.shield(process.close())
+            finally:  # even when cancelled twice (a client gone while the daemon stops)
+                await await_shielded(asyncio.ensure_future(process.close()))
         else:
             try:
                 sock = await self._backend.open_attach(request.container_id)

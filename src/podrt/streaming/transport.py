@@ -3,15 +3,18 @@ streams and WebSocket channels, both seen by the protocol handlers
 (remotecommand.py, portforward.py) as Pipes.
 
 Back-pressure both ways, with no unbounded buffer: a pipe holds at most
-PIPE_DEPTH chunks from the client, and the connection's reader waits when
-one is full (TCP then slows the client); every write waits for the socket to
-drain (a slow client slows the process). SPDY's own flow control is not
-used: see session.py.
+PIPE_BYTES from the client, and the connection's reader waits when one is
+full (TCP then slows the client); every write waits for the socket to drain
+(a slow client slows the process). SPDY's own flow control is not used: see
+session.py. A connection holds at most MAX_STREAMS SPDY streams, forgotten
+once both sides ended them; a WebSocket carries only the channels its
+handler opened (the kubelet drops messages for others).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from typing import Awaitable, Callable
@@ -26,7 +29,8 @@ from podrt.streaming.session import DataReceived, Session, SessionEnded, StreamO
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
-PIPE_DEPTH = 16  # chunks a pipe holds from the client before the connection stops reading
+PIPE_BYTES = 1 << 20  # a pipe holds this much from the client before the connection stops reading
+MAX_STREAMS = 1000  # open SPDY streams per connection; more are refused
 MAX_WS_MESSAGE = 1 << 20
 GOAWAY_PROTOCOL_ERROR = 1  # SPDY/3 GOAWAY status
 LINGER = 2.0
@@ -34,52 +38,76 @@ LINGER = 2.0
 
 class Pipe:
     """One SPDY stream or WebSocket channel: what the client sent, in order,
-    and our way back to it."""
+    and our way back to it.
+
+    At most PIPE_BYTES wait to be read; past that the connection's reader
+    waits (TCP then slows the client). A pipe whose consumer has stopped is
+    discarded: what comes for it is dropped, so it can never stall the
+    connection's other streams."""
 
     def __init__(self, send: Callable[[bytes, bool], Awaitable[None]], headers: spdy.Headers = (),
                  stream_id: int = 0) -> None:
         self.headers, self.stream_id = headers, stream_id
         self._send = send
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(PIPE_DEPTH)
-        self._ended = False  # the client's side
-        self._closed = False  # ours
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._ready = asyncio.Event()  # something to read, or the end
+        self._room = asyncio.Event()  # below the bound, or discarded
+        self._room.set()
+        self.ended = False  # the client's side: ended (FIN) or gone
+        self.reset = False  # the client aborted the stream (RST_STREAM)
+        self.closed = False  # ours
+        self._discarded = False
 
     def header(self, name: str) -> str:
         return spdy.header(self.headers, name) or ""
 
     async def read(self) -> bytes:
-        """The client's next chunk; b"" once it ended its side (or left)."""
-        if self._ended and self._queue.empty():
-            return b""
-        chunk = await self._queue.get()
-        if chunk is None:
-            self._ended = True
-            return b""
+        """The client's next chunk; b"" once it ended its side, reset it, or left."""
+        while not self._chunks:
+            if self.ended or self._discarded:
+                return b""
+            self._ready.clear()
+            await self._ready.wait()
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        if self._size <= PIPE_BYTES:
+            self._room.set()
         return chunk
 
     async def write(self, data: bytes) -> None:
-        if data and not self._closed:
+        if data and not self.closed:
             await self._send(data, False)
 
     async def close(self) -> None:
         """End our side (SPDY FIN); the client may still send."""
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             await self._send(b"", True)
 
-    async def _feed(self, data: bytes) -> None:
-        if not self._ended:
-            await self._queue.put(data)
+    def discard(self) -> None:
+        """Nobody reads this pipe any more: drop what it holds and what comes."""
+        self._discarded = True
+        self._chunks.clear()
+        self._size = 0
+        self._room.set()
+        self._ready.set()
 
-    def _end(self) -> None:
-        """The client ended its side or the connection went: wake the reader without waiting."""
-        if self._ended:
+    async def _feed(self, data: bytes) -> None:
+        if self.ended or self._discarded:
             return
-        try:
-            self._queue.put_nowait(None)
-        except asyncio.QueueFull:  # the reader drains the chunks first, then sees the end
-            self._ended = True
-            self._queue._queue.append(None)  # type: ignore[attr-defined]  # one past the bound, once
+        self._chunks.append(data)
+        self._size += len(data)
+        self._ready.set()
+        if self._size > PIPE_BYTES:
+            self._room.clear()
+            await self._room.wait()
+
+    def _end(self, *, reset: bool = False) -> None:
+        """The client ended its side, reset it, or left: never waits; what was sent before is still read."""
+        self.ended = True
+        self.reset = self.reset or reset
+        self._ready.set()
 
 
 class Connection:
@@ -125,8 +153,13 @@ class Connection:
                     while await self._reader.read(READ_CHUNK):
                         pass
         self._writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer.wait_closed(), 2)
+        try:
+            await asyncio.wait_for(self._writer.wait_closed(), LINGER)
+        except asyncio.CancelledError:
+            self._writer.transport.abort()
+            raise
+        except Exception:  # a client that reads nothing keeps our output queued: drop it
+            self._writer.transport.abort()
 
 
 class SpdyConnection(Connection):
@@ -137,14 +170,23 @@ class SpdyConnection(Connection):
         super().__init__(reader, writer, count)
         self._session = Session(client=False)
         self._streams: dict[int, Pipe] = {}
-        self._opened: asyncio.Queue[Pipe | None] = asyncio.Queue()
+        self._opened: asyncio.Queue[Pipe | None] = asyncio.Queue()  # bounded by MAX_STREAMS
         self._first = first
+        self._refusing = False
 
     async def accept(self) -> Pipe | None:
         """The next stream the client opened; None once the connection ended."""
         if self.closed.is_set() and self._opened.empty():
             return None
         return await self._opened.get()
+
+    def refuse_new_streams(self) -> None:
+        """The handler has all the streams it takes: later ones are reset (REFUSED_STREAM), not queued."""
+        self._refusing = True
+        while not self._opened.empty():
+            pipe = self._opened.get_nowait()
+            if pipe is not None:
+                self._refuse(pipe.stream_id)
 
     async def run(self) -> None:
         """Read until the client leaves or breaks SPDY (that ends this connection only)."""
@@ -171,6 +213,9 @@ class SpdyConnection(Connection):
 
     async def _event(self, event: object) -> None:
         if isinstance(event, StreamOpened):
+            if self._refusing or len(self._streams) >= MAX_STREAMS:
+                self._session.reset(event.stream_id, spdy.RstStatus.REFUSED_STREAM)
+                return
             pipe = Pipe(self._sender(event.stream_id), event.headers, event.stream_id)
             self._streams[event.stream_id] = pipe
             self._session.reply(event.stream_id)
@@ -185,21 +230,41 @@ class SpdyConnection(Connection):
                     await pipe._feed(event.data)
                 if event.fin:
                     pipe._end()
+                    self._forget_if_done(pipe)
         elif isinstance(event, StreamReset):
             pipe = self._streams.pop(event.stream_id, None)
             if pipe is not None:
-                pipe._closed = True
-                pipe._end()
+                pipe.closed = True
+                pipe._end(reset=True)
         elif isinstance(event, SessionEnded):
             self.closed.set()
+
+    def _refuse(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+        self._session.reset(stream_id, spdy.RstStatus.REFUSED_STREAM)
+
+    def _forget_if_done(self, pipe: Pipe) -> None:
+        """Both sides ended it: its Pipe goes (a long port-forward session opens thousands)."""
+        if pipe.ended and pipe.closed:
+            self._streams.pop(pipe.stream_id, None)
 
     def _sender(self, stream_id: int) -> Callable[[bytes, bool], Awaitable[None]]:
         async def send(data: bytes, fin: bool) -> None:
             if self.closed.is_set():
                 return
             self._session.send(stream_id, data, fin=fin)
+            if fin and (pipe := self._streams.get(stream_id)) is not None:
+                self._forget_if_done(pipe)
             await self._flush()
         return send
+
+    async def reset(self, pipe: Pipe) -> None:
+        """Abort a stream (a data stream whose pair never came, say)."""
+        pipe.discard()
+        pipe.closed = True
+        if not self.closed.is_set() and self._streams.pop(pipe.stream_id, None) is not None:
+            self._session.reset(pipe.stream_id, spdy.RstStatus.CANCEL)
+            await self._flush()
 
     async def _flush(self) -> None:
         await self._write(self._session.data_to_send())
@@ -224,6 +289,7 @@ class WebSocketConnection(Connection):
         self._size = 0
 
     def channel(self, number: int) -> Pipe:
+        """Channel `number`, opened by the handler before the client's data for it counts."""
         pipe = self._channels.get(number)
         if pipe is None:
             pipe = self._channels[number] = Pipe(self._sender(number))
@@ -271,11 +337,12 @@ class WebSocketConnection(Connection):
     async def _deliver(self, message: bytes | str) -> None:
         number, data = channels.decode(self.protocol, message)
         if number == channels.CLOSE and self.protocol.has_close:
-            if data:
-                self.channel(data[0])._end()
+            if data and (pipe := self._channels.get(data[0])) is not None:
+                pipe._end()
             return
-        if data:
-            await self.channel(number)._feed(data)
+        pipe = self._channels.get(number)
+        if data and pipe is not None:  # a channel the handler did not open: dropped, as the kubelet does
+            await pipe._feed(data)
 
     def _sender(self, number: int) -> Callable[[bytes, bool], Awaitable[None]]:
         async def send(data: bytes, fin: bool) -> None:
@@ -285,10 +352,6 @@ class WebSocketConnection(Connection):
                 return
             await self._message_out(channels.encode(self.protocol, number, data))
         return send
-
-    async def send_raw_message(self, number: int, data: bytes) -> None:
-        """A message on a channel even when empty (port-forward's port prefix is not empty; kept for clarity)."""
-        await self._message_out(channels.encode(self.protocol, number, data))
 
     async def _message_out(self, message: bytes | str) -> None:
         if isinstance(message, str):

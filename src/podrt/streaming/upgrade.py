@@ -18,6 +18,7 @@ import attrs
 import h11
 import wsproto
 import wsproto.events
+from wsproto.utilities import RemoteProtocolError
 
 from podrt.streaming import channels
 
@@ -98,8 +99,11 @@ class RequestReader:
 
     def _websocket(self, path: str, port_forward: bool) -> Outcome:
         ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
-        ws.receive_data(bytes(self._raw))
-        request = next((e for e in ws.events() if isinstance(e, wsproto.events.Request)), None)
+        try:
+            ws.receive_data(bytes(self._raw))
+            request = next((e for e in ws.events() if isinstance(e, wsproto.events.Request)), None)
+        except RemoteProtocolError as exc:  # no Sec-WebSocket-Key, not a GET, ...
+            return self._refuse(400, f"bad WebSocket handshake: {exc}")
         if request is None:
             return self._refuse(400, "not a WebSocket handshake")
         supported = channels.PORT_FORWARD_PROTOCOLS if port_forward else channels.EXEC_PROTOCOLS
