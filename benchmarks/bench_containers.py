@@ -29,7 +29,7 @@ from podrt.api.runtime import v1 as cri  # noqa: E402
 from tests.support.daemon import DaemonDirs  # noqa: E402
 from tests.support.fuzz import RawCodec  # noqa: E402
 from tests.support.leaks import scrub_daemon_dirs  # noqa: E402
-from tests.support.registry import Registry, busybox_image, push  # noqa: E402
+from tests.support.registry import serve_busybox  # noqa: E402
 
 from common import call_raw, pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
 
@@ -187,11 +187,8 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=100)
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="podrt-bench-"))
-    reg = Registry(base / "registry")
+    reg, conf = serve_busybox(base, IMAGE_REPO)
     try:
-        asyncio.run(push(reg, IMAGE_REPO, busybox_image(), "v1"))
-        conf = base / "registries.conf"
-        conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
         (base / "cni").mkdir()
         cfg = write_config(base, image={"registries_conf": str(conf)})
         proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],

@@ -30,7 +30,7 @@ from podrt.network.nssocket import netns_socket  # noqa: E402
 from tests.support import streamclient as sc  # noqa: E402
 from tests.support.daemon import DaemonDirs  # noqa: E402
 from tests.support.leaks import scrub_daemon_dirs  # noqa: E402
-from tests.support.registry import Registry, busybox_image, push  # noqa: E402
+from tests.support.registry import serve_busybox  # noqa: E402
 
 from bench_containers import IMAGE_REPO, run  # noqa: E402  beside this script
 from bench_sandbox import config as pod_config, setup  # noqa: E402
@@ -143,11 +143,8 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=100)
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="podrt-bench-"))
-    reg = Registry(base / "registry")
+    reg, conf = serve_busybox(base, IMAGE_REPO)
     try:
-        asyncio.run(push(reg, IMAGE_REPO, busybox_image(), "v1"))
-        conf = base / "registries.conf"
-        conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
         cfg = setup(base)
         cfg.write_text(cfg.read_text() + f'\n[podrt.image]\nregistries_conf = "{conf}"\n')
         proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],

@@ -244,3 +244,19 @@ def busybox_registry() -> Registry:
         reg.stop()
         raise
     return reg
+
+
+def serve_busybox(base: Path, repo: str) -> tuple[Registry, Path]:
+    """For a benchmark: a registry under `base` with busybox as `repo`:v1, and
+    a registries.conf that lets the daemon pull from it (insecure, 127.0.0.1)."""
+    import asyncio
+
+    reg = Registry(base / "registry")
+    try:
+        asyncio.run(push(reg, repo, busybox_image(), "v1"))
+    except BaseException:
+        reg.stop()
+        raise
+    conf = base / "registries.conf"
+    conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
+    return reg, conf
