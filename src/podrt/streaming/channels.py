@@ -72,7 +72,7 @@ def decode(protocol: Protocol, message: bytes | str) -> tuple[int, bytes]:
             raise ChannelError(f"{protocol.name} message starts with {text[0]!r}, not a channel digit")
         try:
             return int(text[0]), base64.b64decode(text[1:], validate=True)
-        except binascii.Error as exc:
+        except (binascii.Error, ValueError) as exc:  # ValueError: not ASCII
             raise ChannelError(f"{protocol.name} message is not base64: {exc}") from None
     raw = message.encode() if isinstance(message, str) else message
     return raw[0], raw[1:]
