@@ -155,7 +155,7 @@ async def test_exec_tty_resize_seen_by_stty(pod: Pod, client: CriClient) -> None
         yield b"stty size; exit 4\n"
 
     url = await _exec_url(client, pod.ids["app"], ["sh"], stdin=True, tty=True)
-    result = await sc.spdy_exec(url, stdin=typing(), tty=True, resizes=[(123, 45)])
+    result = await sc.spdy_exec(url, stdin=typing(), tty=True, resizes=[(70000, 5), (123, 45)])  # no winsize fits the first
     assert b"45 123" in result.stdout and result.exit_code == 4
     assert result.stderr == b""  # a TTY has one output
     url = await _exec_url(client, pod.ids["app"], ["sh"], stdin=True, tty=True)
@@ -186,6 +186,15 @@ async def test_exec_large_output_no_loss_bounded_memory(pod: Pod, client: CriCli
     assert result.exit_code == 0 and received == BIG
     assert all(h == b"x" for h in hashes)
     assert (peak - before) < 40 * 1024, f"daemon RSS grew by {(peak - before) // 1024} MiB while relaying {BIG >> 20} MB"
+
+
+async def test_websocket_close_during_output(pod: Pod, client: CriClient) -> None:
+    """The client says goodbye while output floods: the session ends cleanly (the module checks the log)."""
+    url = await _exec_url(client, pod.ids["app"], ["sh", "-c", "exec yes flood"])
+    conn = await sc.ws_connect(url, ["v5.channel.k8s.io"])
+    assert (await conn.recv(timeout=10))[0] == 1
+    await conn.close()  # a close frame, then the socket
+    assert await _gone(client, pod.ids["app"], "yes flood"), "the flood outlived its client's goodbye"
 
 
 async def test_vanished_client_leaves_no_process(pod: Pod, client: CriClient) -> None:

@@ -5,6 +5,8 @@ TLS, the session cap, the idle timeout, token expiry, and the metrics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import socket
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from podrt.api.runtime import v1 as cri
+from podrt.network.nssocket import netns_socket
 from tests.integration.conftest import _network_dirs, remove_all_pods
 from tests.integration.test_containers import _config, _configure, _create, _pod, _pull
 from tests.integration.test_streaming import _exec_url, _gone
@@ -81,9 +84,13 @@ async def test_tls_session_cap_idle_timeout_token_expiry_and_metrics(registry: R
         assert not leftovers, leftovers
 
 
+FLOOD = ["sh", "-c", "exec yes flood33"]  # busybox runs the applet in the shell's process: this is its cmdline
+
+
 async def test_daemon_stop_ends_sessions_and_their_processes(registry: Registry) -> None:
-    """SIGTERM with an exec session open: the daemon stops (the session does
-    not hold it up) and the exec'd process is gone, though the container stays."""
+    """SIGTERM with an exec session open whose client stopped reading its
+    flood of output: the daemon stops (the session does not hold it up) and
+    the exec'd process is gone, though the container stays."""
     with _network_dirs() as d:
         _configure(d, registry)
         proc = DaemonProcess(d).start()
@@ -92,17 +99,58 @@ async def test_daemon_stop_ends_sessions_and_their_processes(registry: Registry)
             async with connect(d.socket) as c:
                 app = await _create(c, await _pod(c), _config(registry, "app", command=["sleep", "3600"]))
                 await c.runtime.start_container(cri.StartContainerRequest(container_id=app))
-                conn = await sc.spdy_connect(await _exec_url(c, app, ["sh", "-c", "echo started; exec sleep 33"]),
+                conn = await sc.spdy_connect(await _exec_url(c, app, FLOOD),
                                              sc.DEFAULT_EXEC_PROTOCOLS)
                 streams = {k: await conn.open_stream({"streamType": k}) for k in ("error", "stdout", "stderr")}
-                assert b"started" in await streams["stdout"].read(timeout=10)
-                assert _host_processes(["sleep", "33"])
-            assert proc.stop(timeout=20) == 0
-            await conn.wait_closed(timeout=5)
+                assert b"flood33" in await streams["stdout"].read(timeout=10)
+                await asyncio.sleep(1)  # the client reads no more: every buffer on the way fills
+                assert _host_processes(FLOOD)
+            assert proc.stop(timeout=20) == 0  # the session's goodbye cannot wait on a client that reads nothing
             await conn.close()
-            assert not _host_processes(["sleep", "33"]), "an exec'd process outlived the daemon's stop"
+            assert not _host_processes(FLOOD), "an exec'd process outlived the daemon's stop"
             assert _host_processes(["sleep", "3600"])  # the container itself keeps running
             proc.start()
+            await remove_all_pods(d.socket)
+        finally:
+            proc.stop()
+        leftovers = audit_daemon_dirs(d)
+        assert not leftovers, leftovers
+
+
+async def test_a_stalled_port_forward_ends_with_the_idle_timeout(registry: Registry) -> None:
+    """A listener in the pod's netns accepts and never reads while the client
+    uploads: the stream's bound stops the connection's reader (TCP holds the
+    client back; no SPDY flow control, as spdystream in the kubelet), so
+    nothing moves, and the idle timeout ends the session and the pod-side connection."""
+    with _network_dirs() as d:
+        _configure(d, registry, {"api": {"stream_idle_timeout": 1.5}})
+        proc = DaemonProcess(d).start()
+        try:
+            async with connect(d.socket) as c:
+                pod_id, _ = await _pod(c)
+                status = await c.runtime.pod_sandbox_status(cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True))
+                netns = json.loads(status.info["info"])["netnsPath"]
+                listener = await asyncio.to_thread(netns_socket, netns, socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    listener.bind(("127.0.0.1", 9091))
+                    listener.listen()
+                    url = (await c.runtime.port_forward(cri.PortForwardRequest(pod_sandbox_id=pod_id, port=[9091]))).url
+                    async with await sc.spdy_port_forward(url) as pf:
+                        data, error = await pf.connect(9091)
+                        accepted, _ = await asyncio.to_thread(listener.accept)
+                        try:
+                            with contextlib.suppress(TimeoutError, ConnectionError):
+                                async with asyncio.timeout(3):
+                                    while True:
+                                        await data.write(bytes(256 * 1024))
+                            await pf.connection.wait_closed(timeout=10)
+                            accepted.settimeout(10)  # the pod's side is closed too: what was sent, then the end
+                            while accepted.recv(1 << 20):
+                                pass
+                        finally:
+                            accepted.close()
+                finally:
+                    listener.close()
             await remove_all_pods(d.socket)
         finally:
             proc.stop()

@@ -69,8 +69,11 @@ async def connect_localhost(netns_path: str, port: int) -> socket.socket:
         sock = await _stream_socket(netns_path, family)
         sock.setblocking(False)
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await loop.sock_connect(sock, (host, port))
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await loop.sock_connect(sock, (host, port))
+            except TimeoutError:  # an OSError without errno in 3.11: give it one, and a text
+                raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT)) from None
             return sock
         except OSError as exc:
             sock.close()

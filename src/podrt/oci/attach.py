@@ -97,5 +97,6 @@ def write_ctl(bundle: Path, kind: int, a: int = 0, b: int = 0) -> None:
 
 
 def resize(bundle: Path, width: int, height: int) -> None:
-    """Resize the container's pty (conmon applies it with TIOCSWINSZ)."""
-    write_ctl(bundle, CTL_RESIZE, height, width)
+    """Resize the container's pty (conmon applies it with TIOCSWINSZ); sizes that fit no winsize are ignored."""
+    if 0 < width <= 65535 and 0 < height <= 65535:
+        write_ctl(bundle, CTL_RESIZE, height, width)

@@ -33,7 +33,9 @@ from podrt import proc as procmod
 
 CHUNK = 64 * 1024
 PIPE_GRACE = 1.0  # after runc's exit, for output still in flight; a background process may hold the pipes
+PIPE_LIMIT_AFTER_EXIT = 10.0  # and at most this long, however slowly a client reads what a background process writes
 DEFAULT_SIZE = (80, 24)
+MAX_SIZE = 65535  # a winsize field
 
 
 @attrs.frozen
@@ -100,14 +102,17 @@ class ExecProcess:
         output still waits for a slow client: none of it is lost."""
         await self._watch.exited
         readers = {fd: r for fd, r in ((1, self._child.stdout), (2, self._child.stderr)) if r is not None}
-        quiet_since = self._loop.time()
+        exited_at = quiet_since = self._loop.time()
         while True:
             open_ = {fd: r for fd, r in readers.items() if not r.at_eof()}
             if not open_:
                 return
+            now = self._loop.time()
+            if now - exited_at >= PIPE_LIMIT_AFTER_EXIT:  # a background writer cannot keep the session forever
+                break
             if any(len(r._buffer) for r in open_.values()):  # type: ignore[attr-defined]  # still being sent
-                quiet_since = self._loop.time()
-            elif self._loop.time() - quiet_since >= PIPE_GRACE:
+                quiet_since = now
+            elif now - quiet_since >= PIPE_GRACE:
                 break
             await asyncio.sleep(0.05)
         transport = self._child._transport  # type: ignore[attr-defined]
@@ -142,7 +147,7 @@ class ExecProcess:
             self._child.stdin.close()
 
     def resize(self, width: int, height: int) -> None:
-        if self._master is None or width <= 0 or height <= 0:
+        if self._master is None or not (0 < width <= MAX_SIZE and 0 < height <= MAX_SIZE):
             return
         set_size(self._master, width, height)
         with contextlib.suppress(ProcessLookupError):

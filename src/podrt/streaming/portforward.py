@@ -64,6 +64,7 @@ async def forward(port: int, data: Pipe, error: Pipe, connect: Connect, pod: str
     """One forwarded connection, until the pod's side ends (then FIN to the
     client) or the client resets the data stream (then the pod's socket is
     dropped). The client's FIN only half-closes: the pod's answer still comes."""
+    error.discard()  # the client never writes on it; nothing it sends may hold up the connection
     try:
         try:
             sock = await connect(port)
@@ -75,12 +76,17 @@ async def forward(port: int, data: Pipe, error: Pipe, connect: Connect, pod: str
             return
         reader, writer = await asyncio.open_connection(sock=sock)
         to_pod = asyncio.ensure_future(_to_pod(data, writer))
+        from_pod = asyncio.ensure_future(_from_pod(reader, data))
+        aborted = asyncio.ensure_future(data.aborted.wait())
         try:
-            await _from_pod(reader, data)
+            await asyncio.wait({from_pod, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            if aborted.done():  # the client reset the stream, maybe while the pod was not reading
+                writer.transport.abort()
         finally:
-            to_pod.cancel()
+            for task in (to_pod, from_pod, aborted):
+                task.cancel()
             data.discard()
-            await asyncio.gather(to_pod, return_exceptions=True)
+            await asyncio.gather(to_pod, from_pod, aborted, return_exceptions=True)
             await _close_socket(writer)
     except (ConnectionError, OSError):  # the client went: the session ends anyway
         pass

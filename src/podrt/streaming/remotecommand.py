@@ -87,18 +87,27 @@ async def spdy_streams(conn: SpdyConnection, protocol: str, opts: Options) -> St
         raise SetupError(f"timed out after {STREAM_CREATION_TIMEOUT:g}s waiting for the client's "
                          f"{', '.join(sorted(expected - got.keys()))} stream(s)") from None
     conn.refuse_new_streams()  # a stream nobody reads must not hold up the connection's reader
-    return Streams(got["error"], got.get("stdin"), got.get("stdout"), got.get("stderr"), got.get("resize"), version)
+    return _discard_write_only(
+        Streams(got["error"], got.get("stdin"), got.get("stdout"), got.get("stderr"), got.get("resize"), version))
+
+
+def _discard_write_only(streams: Streams) -> Streams:
+    """error, stdout and stderr only go to the client: what it sends there is dropped."""
+    for pipe in (streams.error, streams.stdout, streams.stderr):
+        if pipe is not None:
+            pipe.discard()
+    return streams
 
 
 def ws_streams(conn: WebSocketConnection, opts: Options) -> Streams:
-    return Streams(
+    return _discard_write_only(Streams(
         conn.channel(channels.ERROR),
         conn.channel(channels.STDIN) if opts.stdin else None,
         conn.channel(channels.STDOUT) if opts.stdout else None,
         conn.channel(channels.STDERR) if opts.stderr and not opts.tty else None,
         conn.channel(channels.RESIZE) if opts.tty else None,
         conn.protocol.version,
-    )
+    ))
 
 
 def status(version: int, result: ExecExit) -> bytes:
@@ -136,9 +145,11 @@ async def sizes(pipe: Pipe | None) -> AsyncIterator[tuple[int, int]]:
                 break
             buffer = buffer.lstrip()[end:]
             try:
-                yield int(doc["Width"]), int(doc["Height"])
-            except (KeyError, TypeError, ValueError):
+                width, height = int(doc["Width"]), int(doc["Height"])
+            except (KeyError, TypeError, ValueError, OverflowError):
                 log.info("streaming: ignoring a resize message without Width and Height: %.100r", doc)
+                continue
+            yield width, height  # the pty's owner ignores what fits no winsize
 
 
 async def _copy_out(read: Callable[[], Awaitable[bytes]], pipe: Pipe | None) -> None:

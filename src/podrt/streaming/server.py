@@ -228,6 +228,8 @@ class StreamServer:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
+            if not tasks[0].done():  # cut short (client gone, idle, daemon stopping): nothing more is sent,
+                conn.closed.set()  # so no cancelled handler can wait on a client that reads nothing
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

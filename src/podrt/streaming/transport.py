@@ -21,6 +21,7 @@ from typing import Awaitable, Callable
 
 import wsproto
 import wsproto.events
+from wsproto.connection import ConnectionState
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from podrt.streaming import channels, spdy
@@ -56,6 +57,7 @@ class Pipe:
         self._room.set()
         self.ended = False  # the client's side: ended (FIN) or gone
         self.reset = False  # the client aborted the stream (RST_STREAM)
+        self.aborted = asyncio.Event()  # set with reset: for whoever is busy writing, not reading
         self.closed = False  # ours
         self._discarded = False
 
@@ -107,6 +109,8 @@ class Pipe:
         """The client ended its side, reset it, or left: never waits; what was sent before is still read."""
         self.ended = True
         self.reset = self.reset or reset
+        if reset:
+            self.aborted.set()
         self._ready.set()
 
 
@@ -139,6 +143,15 @@ class Connection:
         self._count("in", len(data))
         self.last_activity = asyncio.get_running_loop().time()
         return data
+
+    async def _goodbye(self, write: Awaitable[None]) -> None:
+        """The last words, given LINGER to leave: a client that reads nothing cannot hold up the end."""
+        try:
+            async with asyncio.timeout(LINGER):
+                await write
+        except TimeoutError:
+            self._writer.transport.abort()
+            self.closed.set()
 
     async def aclose(self) -> None:
         """Close after a short linger: our end first, then what the client
@@ -186,6 +199,7 @@ class SpdyConnection(Connection):
         while not self._opened.empty():
             pipe = self._opened.get_nowait()
             if pipe is not None:
+                pipe.discard()  # frees the reader if it waits on this pipe
                 self._refuse(pipe.stream_id)
 
     async def run(self) -> None:
@@ -273,7 +287,7 @@ class SpdyConnection(Connection):
         """The session's work is done: tell the client (GOAWAY) and close."""
         if not self.closed.is_set():
             self._session.goaway()
-            await self._flush()
+            await self._goodbye(self._flush())
         await self.aclose()
 
 
@@ -309,8 +323,9 @@ class WebSocketConnection(Connection):
                     await self._event(event)
         except (RemoteProtocolError, LocalProtocolError, channels.ChannelError) as exc:
             log.info("streaming: closing a WebSocket connection: %s", exc)
-            with contextlib.suppress(LocalProtocolError):
-                await self._write(self._ws.send(wsproto.events.CloseConnection(code=1002, reason=str(exc)[:100])))
+            if self._ws.state is ConnectionState.OPEN:
+                out = self._ws.send(wsproto.events.CloseConnection(code=1002, reason=str(exc)[:100]))
+                await self._goodbye(self._write(out))
         except asyncio.CancelledError:  # the session is over: finish() says goodbye
             raise
         self.closed.set()
@@ -330,9 +345,9 @@ class WebSocketConnection(Connection):
         elif isinstance(event, wsproto.events.Ping):
             await self._write(self._ws.send(event.response()))
         elif isinstance(event, wsproto.events.CloseConnection):
-            with contextlib.suppress(LocalProtocolError):
-                await self._write(self._ws.send(event.response()))
+            answer = self._ws.send(event.response())  # wsproto is CLOSED now: no other message goes out
             self.closed.set()
+            self._writer.write(answer)
 
     async def _deliver(self, message: bytes | str) -> None:
         number, data = channels.decode(self.protocol, message)
@@ -354,6 +369,8 @@ class WebSocketConnection(Connection):
         return send
 
     async def _message_out(self, message: bytes | str) -> None:
+        if self._ws.state is not ConnectionState.OPEN:  # closing: the client said goodbye or broke the protocol
+            return
         if isinstance(message, str):
             out = self._ws.send(wsproto.events.TextMessage(data=message))
         else:
@@ -361,7 +378,6 @@ class WebSocketConnection(Connection):
         await self._write(out)
 
     async def finish(self) -> None:
-        if not self.closed.is_set():
-            with contextlib.suppress(LocalProtocolError):
-                await self._write(self._ws.send(wsproto.events.CloseConnection(code=1000)))
+        if self._ws.state is ConnectionState.OPEN and not self.closed.is_set():
+            await self._goodbye(self._write(self._ws.send(wsproto.events.CloseConnection(code=1000))))
         await self.aclose()
