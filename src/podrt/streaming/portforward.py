@@ -112,9 +112,7 @@ async def _to_pod(data: Pipe, writer: asyncio.StreamWriter) -> None:
         while chunk := await data.read():
             writer.write(chunk)
             await writer.drain()
-        if data.reset:  # the client aborted: so does the pod's connection
-            writer.transport.abort()
-        elif writer.can_write_eof():
+        if not data.reset and writer.can_write_eof():  # a reset is forward()'s to handle
             writer.write_eof()  # the client's half-close
     except (ConnectionError, OSError):
         data.discard()  # the pod's side broke: what the client still sends goes nowhere
