@@ -254,14 +254,10 @@ class ContainerManager:
         """(exit code, stdout, stderr) of `cmd` run in the container as its own
         process runs (env, user, cwd, capabilities); timeout 0 means none."""
         container_id = self.resolve(id_prefix)
-        state = self._state(container_id)
+        self._state(container_id)
         if not cmd:
             raise InvalidArgument("ExecSync needs a command")
-        status = self._status(state)
-        if status != ContainerStatus.RUNNING:
-            raise FailedPrecondition(f"container {container_id} is {status.value}, not running")
-        spec = json.loads(await asyncio.to_thread((self.deps.container_dir(container_id) / "config.json").read_bytes))
-        process = {**spec["process"], "args": list(cmd), "terminal": False}
+        state, process = await self._exec_process(container_id, cmd, tty=False)
         runtime = self._runtime(state)
         try:
             result = await runtime.exec_sync(container_id, process, timeout=timeout or NO_TIMEOUT,
@@ -294,17 +290,22 @@ class ContainerManager:
     async def open_exec(self, container_id: str, cmd: tuple[str, ...], *, tty: bool, stdin: bool,
                         stderr: bool) -> execproc.ExecProcess:
         """`runc exec` of `cmd` as the container's own process runs (env, user, cwd, capabilities)."""
-        state = self._state(self.stream_target(container_id))
-        try:
-            spec = json.loads(await asyncio.to_thread((self.deps.container_dir(container_id) / "config.json").read_bytes))
-        except FileNotFoundError:  # removed since the check
-            raise NotFound(f"container {container_id} not found") from None
-        process = {**spec["process"], "args": list(cmd), "terminal": tty}
+        state, process = await self._exec_process(container_id, cmd, tty=tty)
         try:
             return await self._runtime(state).start_exec(container_id, process, stdin=stdin, stderr=stderr and not tty,
                                                          work_dir=self.deps.run_dir(container_id))
         except OSError as exc:
             raise Unavailable(f"exec in container {container_id}: {exc.strerror or exc}") from None
+
+    async def _exec_process(self, container_id: str, cmd: tuple[str, ...], *,
+                            tty: bool) -> tuple[ContainerState, dict[str, object]]:
+        """A running container and the OCI process that runs `cmd` in it as its own process runs."""
+        state = self._state(self.stream_target(container_id))
+        try:
+            spec = json.loads(await asyncio.to_thread((self.deps.container_dir(container_id) / "config.json").read_bytes))
+        except FileNotFoundError:  # removed since the check
+            raise NotFound(f"container {container_id} not found") from None
+        return state, {**spec["process"], "args": list(cmd), "terminal": tty}
 
     async def open_attach(self, container_id: str) -> attach.AttachSocket:
         """A connection to the container's stdio through its conmon."""

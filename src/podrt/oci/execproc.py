@@ -30,6 +30,7 @@ from typing import Sequence
 import attrs
 
 from podrt import proc as procmod
+from podrt.oci.runclog import runc_error_text
 
 CHUNK = 64 * 1024
 PIPE_GRACE = 1.0  # after runc's exit, for output still in flight; a background process may hold the pipes
@@ -162,8 +163,6 @@ class ExecProcess:
         assert code is not None
         error = ""
         if code == 255:  # runc's own failure code: its log says whether it failed, or the process exited 255
-            from podrt.oci.runtime import runc_error_text
-
             with contextlib.suppress(OSError):
                 error = runc_error_text(await asyncio.to_thread(self._log_file.read_bytes))
         return ExecExit(code if code >= 0 else 128 - code, error)

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import logging
-import re
 import signal as signal_mod
 import tempfile
 from pathlib import Path
@@ -28,16 +27,15 @@ import attrs
 from podrt import proc
 from podrt.oci import conmon, execproc
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
+from podrt.oci.runclog import runc_error_text
 
 RUNC_TIMEOUT = 30.0
 KILL_WAIT = 10.0       # how long a SIGKILLed container may take to be reaped
 EXIT_FILE_WAIT = 5.0   # conmon writes the exit file after draining and syncing the log
 EXEC_GRACE = 5.0       # after an exec's timeout and its kill, for runc exec to notice and return
-MAX_MESSAGE = 1000
 
 _NOT_FOUND = ("does not exist",)
 _ALREADY_STOPPED = ("not running", "process already finished", "no such process", "container not running")
-_LOGRUS_LINE = re.compile(r'level=(\w+)\s+msg="((?:[^"\\]|\\.)*)"')
 
 
 class OciRuntimeError(Exception):
@@ -109,36 +107,6 @@ class RuncResult:
     @property
     def error(self) -> str:
         return runc_error_text(self.stderr) or f"exit status {self.returncode}"
-
-
-def runc_error_text(stderr: bytes | str) -> str:
-    """runc's error messages from its stderr, as one line.
-
-    Lines are JSON (``--log-format json``) or logrus text; error and fatal
-    messages are preferred, any other non-empty line is the fallback.
-    """
-    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
-    errors, others = [], []
-    for line in text.splitlines():
-        level, msg = _decode_log_line(line.strip())
-        if msg:
-            (errors if level in ("error", "fatal", "panic") else others).append(msg)
-    joined = "; ".join(errors or others)
-    joined = " ".join(joined.split())
-    return joined if len(joined) <= MAX_MESSAGE else joined[: MAX_MESSAGE - 3] + "..."
-
-
-def _decode_log_line(line: str) -> tuple[str, str]:
-    if line.startswith("{"):
-        try:
-            doc = json.loads(line)
-            return str(doc.get("level", "")), str(doc.get("msg", ""))
-        except (ValueError, AttributeError):
-            pass
-    match = _LOGRUS_LINE.search(line)
-    if match:
-        return match.group(1), match.group(2).encode().decode("unicode_escape", errors="replace")
-    return "", line
 
 
 def _any_in(text: str, needles: Sequence[str]) -> bool:
@@ -336,18 +304,28 @@ class OciRuntime:
         finally:
             os.unlink(path)
 
+    def _exec_command(self, container_id: str, process: dict[str, Any], work_dir: Path, *,
+                      log_to_file: bool = False) -> tuple[list[str], Path, Path, Path | None]:
+        """`runc exec`'s argv for `process`, written to a spec file in work_dir:
+        (argv, spec file, pid file, runc's log file or None for stderr). The caller removes the files."""
+        fd, name = tempfile.mkstemp(dir=work_dir, prefix="exec-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(process, f)
+        spec_path = Path(name)
+        pid_file = Path(name + ".pid")
+        log_file = Path(name + ".log") if log_to_file else None
+        logging_args = ["--log", str(log_file)] if log_file else []
+        argv = [self.runtime_path, "--root", self.runtime_root, *logging_args, "--log-format", "json",
+                "exec", "--process", str(spec_path), "--pid-file", str(pid_file), container_id]
+        return argv, spec_path, pid_file, log_file
+
     async def exec_sync(self, container_id: str, process: dict[str, Any], *, timeout: float, max_output: int,
                         work_dir: Path) -> RuncResult:
         """`runc exec` of `process` (an OCI process object) in a running
         container, its output bounded. On timeout or cancellation the exec'd
         process and everything it started are killed (ExecTimeout), so probe
         processes never pile up."""
-        fd, spec_path = tempfile.mkstemp(dir=work_dir, prefix="exec-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(process, f)
-        pid_file = Path(spec_path + ".pid")
-        argv = [self.runtime_path, "--root", self.runtime_root, "--log-format", "json",
-                "exec", "--process", spec_path, "--pid-file", str(pid_file), container_id]
+        argv, spec_path, pid_file, _ = self._exec_command(container_id, process, work_dir)
         run = asyncio.ensure_future(proc.run(argv, timeout=timeout + EXEC_GRACE, env={"PATH": conmon.CLEAN_PATH},
                                              max_output=max_output))
         try:
@@ -367,7 +345,7 @@ class OciRuntime:
             await asyncio.wait({run})
             raise
         finally:
-            for path in (Path(spec_path), pid_file):
+            for path in (spec_path, pid_file):
                 path.unlink(missing_ok=True)
         return RuncResult(code, out, err)
 
@@ -375,13 +353,9 @@ class OciRuntime:
                          work_dir: Path) -> execproc.ExecProcess:
         """`runc exec` of `process` with its stdio relayed by the caller (the
         Exec RPC's stream); a TTY when process["terminal"]. The caller must close() it."""
-        fd, spec_path = tempfile.mkstemp(dir=work_dir, prefix="exec-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(process, f)
-        pid_file, log_file = Path(spec_path + ".pid"), Path(spec_path + ".log")
-        argv = [self.runtime_path, "--root", self.runtime_root, "--log", str(log_file), "--log-format", "json",
-                "exec", "--process", spec_path, "--pid-file", str(pid_file), container_id]
-        files = (Path(spec_path), pid_file, log_file)
+        argv, spec_path, pid_file, log_file = self._exec_command(container_id, process, work_dir, log_to_file=True)
+        assert log_file is not None
+        files = (spec_path, pid_file, log_file)
         try:
             return await execproc.start(argv, stdin=stdin, stderr=stderr, tty=bool(process.get("terminal")),
                                         files=files, pid_file=pid_file, log_file=log_file,

@@ -56,13 +56,17 @@ class Pipe:
         self._room = asyncio.Event()  # below the bound, or discarded
         self._room.set()
         self.ended = False  # the client's side: ended (FIN) or gone
-        self.reset = False  # the client aborted the stream (RST_STREAM)
-        self.aborted = asyncio.Event()  # set with reset: for whoever is busy writing, not reading
+        self.aborted = asyncio.Event()  # the client reset the stream (RST_STREAM); for writers to wait on
         self.closed = False  # ours
         self._discarded = False
 
     def header(self, name: str) -> str:
         return spdy.header(self.headers, name) or ""
+
+    @property
+    def reset(self) -> bool:
+        """The client aborted the stream (RST_STREAM), rather than ending it."""
+        return self.aborted.is_set()
 
     async def read(self) -> bytes:
         """The client's next chunk; b"" once it ended its side, reset it, or left."""
@@ -108,7 +112,6 @@ class Pipe:
     def _end(self, *, reset: bool = False) -> None:
         """The client ended its side, reset it, or left: never waits; what was sent before is still read."""
         self.ended = True
-        self.reset = self.reset or reset
         if reset:
             self.aborted.set()
         self._ready.set()
@@ -218,8 +221,7 @@ class SpdyConnection(Connection):
             log.info("streaming: closing a SPDY connection: %s", exc)
             self._session.goaway(GOAWAY_PROTOCOL_ERROR)
             await self._flush()
-        except asyncio.CancelledError:  # the session is over: finish() says goodbye
-            raise
+        # (cancelled: the session is over and finish() says goodbye; nothing below runs)
         self.closed.set()
         for pipe in self._streams.values():
             pipe._end()
@@ -228,7 +230,7 @@ class SpdyConnection(Connection):
     async def _event(self, event: object) -> None:
         if isinstance(event, StreamOpened):
             if self._refusing or len(self._streams) >= MAX_STREAMS:
-                self._session.reset(event.stream_id, spdy.RstStatus.REFUSED_STREAM)
+                self._refuse(event.stream_id)
                 return
             pipe = Pipe(self._sender(event.stream_id), event.headers, event.stream_id)
             self._streams[event.stream_id] = pipe
@@ -326,8 +328,7 @@ class WebSocketConnection(Connection):
             if self._ws.state is ConnectionState.OPEN:
                 out = self._ws.send(wsproto.events.CloseConnection(code=1002, reason=str(exc)[:100]))
                 await self._goodbye(self._write(out))
-        except asyncio.CancelledError:  # the session is over: finish() says goodbye
-            raise
+        # (cancelled: the session is over and finish() says goodbye; nothing below runs)
         self.closed.set()
         for pipe in self._channels.values():
             pipe._end()
