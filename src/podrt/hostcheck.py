@@ -7,6 +7,7 @@ enter a new network namespace) rather than guessing from files.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Callable
 
 import attrs
 
-from podrt import proc
+from podrt import cgroups, mountinfo, proc
 from podrt.config import Config, ConfigError
 from podrt.images import registries
 from podrt.images.pause import is_builtin
@@ -111,20 +112,45 @@ def _overlay_opts(base: Path) -> str:
     return f"lowerdir={base}/lower,upperdir={base}/upper,workdir={base}/work"
 
 
-def _cgroups() -> CheckResult:
-    root = Path("/sys/fs/cgroup")
-    if (root / "cgroup.controllers").exists():
-        return CheckResult("cgroups", True, "v2 (unified)")
-    controllers = [c for c in ("cpu", "memory", "pids") if (root / c).is_dir()]
-    missing = {"cpu", "memory", "pids"} - set(controllers)
-    mode = "hybrid" if (root / "unified").is_dir() else "legacy"
-    ok = not missing
-    return CheckResult(
-        "cgroups",
-        ok,
-        f"v1 ({mode}) with {', '.join(controllers)}" if ok else f"v1 controllers missing: {', '.join(sorted(missing))}",
-        "" if ok else "mount the cgroup controllers (cpu, memory, pids) under /sys/fs/cgroup",
-    )
+NEEDED_CONTROLLERS = ("cpu", "memory", "pids")
+OPTIONAL_CONTROLLERS = ("cpuset", "io", "hugetlb")  # cpuset_*, blkio-style and hugepage limits
+
+
+def _cgroups(cfg: Config) -> list[CheckResult]:
+    """The hierarchy, and the controllers pods' cgroups can have: v1 mounts them
+    one by one; on v2 the parent of podrt's pod cgroups must offer them in its
+    cgroup.controllers (runc then enables them in cgroup.subtree_control)."""
+    mode = cgroups.mode()
+    hierarchy = CheckResult("cgroup hierarchy", True, f"{mode.value}{' (runc and podrt read it as v1)' if mode is cgroups.Hierarchy.HYBRID else ''}",
+                            required=False)
+    if mode is not cgroups.Hierarchy.UNIFIED:
+        wanted = NEEDED_CONTROLLERS + tuple("blkio" if c == "io" else c for c in OPTIONAL_CONTROLLERS)
+        present = [c for c in wanted if cgroups.available(c)]
+        missing = sorted(set(NEEDED_CONTROLLERS) - set(present))
+        return [hierarchy, CheckResult(
+            "cgroup controllers", not missing,
+            f"mounted: {', '.join(present)}" if not missing else f"v1 controllers missing: {', '.join(missing)}",
+            "" if not missing else f"mount the cgroup controllers ({', '.join(missing)}) under /sys/fs/cgroup")]
+    manager = cfg.runtime.cgroup_manager
+    pods_parent = cgroups.parent_dir(cgroups.DEFAULT_SYSTEMD_PARENT if manager == "systemd" else cgroups.DEFAULT_CGROUPFS_PARENT)
+    above = posixpath.dirname(pods_parent)
+    offered = cgroups.hierarchy.offered_to(above)
+    enabled = cgroups.hierarchy.enabled_below(above)
+    missing = [c for c in NEEDED_CONTROLLERS if c not in offered]
+    absent = [c for c in OPTIONAL_CONTROLLERS if c not in offered]
+    where = cgroups.CGROUP_ROOT / above.strip("/")
+    detail = (f"{where} offers {' '.join(sorted(offered)) or 'none'} to pods' cgroups ({pods_parent}), "
+              f"enables {' '.join(sorted(enabled)) or 'none'}")
+    if absent:
+        detail += f"; without {', '.join(absent)}, limits of that kind are not applied"
+    if above == "/":
+        fix = (f"the kernel does not offer {', '.join(missing)} on v2: it may be bound to a v1 mount or "
+               f"disabled on the kernel command line (cgroup_disable=)")
+    else:
+        fix = (f"enable them in the parent first: echo '{' '.join('+' + c for c in missing)}' > "
+               f"{where.parent / 'cgroup.subtree_control'} (systemd: Delegate=yes for podrt's unit)")
+    return [hierarchy, CheckResult("cgroup controllers", not missing, detail if not missing else f"{detail}; missing {', '.join(missing)}",
+                                   "" if not missing else fix)]
 
 
 def _netns() -> CheckResult:
@@ -146,17 +172,41 @@ def _oom_score_adj() -> CheckResult:
     )
 
 
+def _lower_opts(base: Path) -> str:
+    for sub in ("a", "b"):
+        (base / sub).mkdir()
+    return f"lowerdir={base}/a:{base}/b"  # a read-only overlay: lowers alone
+
+
 def _image_store(cfg: Config) -> CheckResult:
-    """Layers are overlay lower dirs on the store's own filesystem: mount one there."""
+    """Layers are overlay lower dirs on the store's own filesystem: mount two there."""
     images = Path(cfg.root) / "images"
     try:
         images.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return CheckResult("image store", False, f"cannot create {images}: {exc.strerror}", f"make {cfg.root} writable")
-    result = _mount_check("image store", "overlay", _overlay_opts, f"put {cfg.root} on a filesystem overlayfs accepts (ext4, xfs)",
+    result = _mount_check("image store", "overlay", _lower_opts, f"put {cfg.root} on a filesystem overlayfs accepts (ext4, xfs)",
                           where=images)
     used = shutil.disk_usage(images)
-    detail = f"{images}: overlay mountable, {used.free / 2**30:.1f} GiB free" if result.ok else f"{images}: {result.detail}"
+    detail = f"{images}: overlay layers mountable, {used.free / 2**30:.1f} GiB free" if result.ok else f"{images}: {result.detail}"
+    return attrs.evolve(result, detail=detail)
+
+
+def _container_storage(cfg: Config) -> CheckResult:
+    """Each container's writable layer is an overlay upper dir under the root:
+    some filesystems cannot hold one (overlayfs itself, NFS), and then every
+    CreateContainer would fail."""
+    containers = Path(cfg.root) / "containers"
+    try:
+        containers.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return CheckResult("container storage", False, f"cannot create {containers}: {exc.strerror}", f"make {cfg.root} writable")
+    fstype = mountinfo.fstype_of(str(containers))
+    result = _mount_check("container storage", "overlay", _overlay_opts,
+                          f"put {cfg.root} on ext4, xfs, btrfs or tmpfs (set podrt.root; here it is on {fstype})",
+                          where=containers)
+    detail = (f"{containers} ({fstype}): holds overlay upper dirs" if result.ok
+              else f"{containers} is on {fstype}, which cannot hold an overlay upper dir: no container can be created ({result.detail})")
     return attrs.evolve(result, detail=detail)
 
 
@@ -178,8 +228,9 @@ def run_checks(cfg: Config) -> list[CheckResult]:
     results.append(_mount_check("overlayfs", "overlay", _overlay_opts, "a kernel with overlayfs (modprobe overlay)"))
     results.append(_mount_check("tmpfs", "tmpfs", lambda _base: "size=1m", "a kernel with tmpfs"))
     results.append(_image_store(cfg))
+    results.append(_container_storage(cfg))
     results.append(_registries(cfg))
-    results.append(_cgroups())
+    results.extend(_cgroups(cfg))
     results.append(_netns())
     results.append(_oom_score_adj())
     return results

@@ -58,6 +58,12 @@ def mount_of(path: str, entries: list[MountEntry]) -> MountEntry | None:
     return best
 
 
+def fstype_of(path: str) -> str:
+    """The filesystem type `path` is on ("" when no mount holds it)."""
+    entry = mount_of(os.path.realpath(path), read())
+    return entry.fstype if entry else ""
+
+
 def propagation_problem(host_path: str, want: str, entries: list[MountEntry]) -> str | None:
     """Why `host_path` cannot be bound with `want` ("rshared" or "rslave")
     propagation, or None: rshared needs a shared host mount, rslave a shared or slave one."""

@@ -1,7 +1,8 @@
 """Containers on the real parts: a busybox image from a registry on
 127.0.0.1, created in a real pod, started by runc under conmon, stopped,
 removed; what the process sees (args, env, cwd, user, groups, mounts,
-capabilities, read-only root); exits; bad input; faults at every step."""
+capabilities, read-only root); exits; bad input; faults at every step.
+Cgroup limits, stats and OOM kills: test_cgroups.py (run on v1 and v2)."""
 
 from __future__ import annotations
 
@@ -228,44 +229,6 @@ async def test_log_rotation_through_reopen_container_log(daemon: DaemonProcess, 
         await _remove_pod(c, pod[0])
 
 
-async def test_resources_reach_the_cgroup_and_can_be_updated(daemon: DaemonProcess, registry: Registry) -> None:
-    async with connect(daemon.dirs.socket) as c:
-        pod = await _pod(c)
-        limits = cri.LinuxContainerResources(cpu_shares=256, cpu_quota=50000, cpu_period=100000, memory_limit_in_bytes=64 << 20)
-        cid = await _running(c, registry, pod, "limited", linux=cri.LinuxContainerConfig(resources=limits))
-        cgroup = "/podrt/podrt-" + cid
-
-        def value(controller: str, name: str) -> int:
-            return int(Path(f"/sys/fs/cgroup/{controller}{cgroup}/{name}").read_text())
-
-        assert (value("cpu", "cpu.shares"), value("cpu", "cpu.cfs_quota_us"), value("memory", "memory.limit_in_bytes")) == (
-            256, 50000, 64 << 20)
-        update = cri.LinuxContainerResources(cpu_shares=512, cpu_quota=20000, cpu_period=100000, memory_limit_in_bytes=96 << 20)
-        await c.runtime.update_container_resources(cri.UpdateContainerResourcesRequest(container_id=cid, linux=update))
-        assert (value("cpu", "cpu.shares"), value("cpu", "cpu.cfs_quota_us"), value("memory", "memory.limit_in_bytes")) == (
-            512, 20000, 96 << 20)
-        shown = (await _status(c, cid)).resources.linux
-        assert (shown.cpu_shares, shown.cpu_quota, shown.memory_limit_in_bytes) == (512, 20000, 96 << 20)
-        await _remove_pod(c, pod[0])
-
-
-async def test_an_oom_kill_is_reported_as_oomkilled(daemon: DaemonProcess, registry: Registry) -> None:
-    async with connect(daemon.dirs.socket) as c:
-        pod = await _pod(c)
-        limits = cri.LinuxContainerResources(memory_limit_in_bytes=32 << 20)
-        hungry = await _create(c, pod, _config(registry, "hungry", command=["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"],
-                                                linux=cri.LinuxContainerConfig(resources=limits)))
-        fine = await _create(c, pod, _config(registry, "fine", command=["dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=1"],
-                                              linux=cri.LinuxContainerConfig(resources=limits)))
-        for cid in (hungry, fine):
-            await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
-        st = await _wait_exit(c, hungry)
-        assert (st.exit_code, st.reason) == (137, "OOMKilled")
-        assert st.resources.linux.memory_limit_in_bytes == 32 << 20
-        assert (await _wait_exit(c, fine)).reason == "Completed"
-        await _remove_pod(c, pod[0])
-
-
 async def test_user_groups_read_only_root_and_mounts(daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:
     (tmp_path / "data.txt").write_text("from the host")
     tmp_path.chmod(0o755)  # the container runs as uid 1000
@@ -292,6 +255,7 @@ async def test_user_groups_read_only_root_and_mounts(daemon: DaemonProcess, regi
         await _remove_pod(c, pod[0])
 
 
+@pytest.mark.cgroups  # device rules are a cgroup (v1 devices.allow, v2 an eBPF program runc loads)
 async def test_devices_sysctls_paths_oom_score_strict_groups_and_target_pid(daemon: DaemonProcess, registry: Registry) -> None:
     """A host device with read access only; the pod's sysctls (one the old
     default policy refused) in the container; the request's masked paths
@@ -368,40 +332,6 @@ async def test_mount_propagation_and_its_host_side_checks(daemon: DaemonProcess,
             for cid in (slave, both):
                 assert (await _exec(c, cid, "/bin/cat", "/data/later/file")).stdout == b"mounted after start"
             await _remove_pod(c, pod[0])
-
-
-async def test_container_and_pod_stats(daemon: DaemonProcess, registry: Registry) -> None:
-    """Usage read from the cgroups (cgroupspy) and the writable layer; the
-    pod's sums its infra and containers, with its network counters (netlink)."""
-    async with connect(daemon.dirs.socket) as c:
-        pod = await _pod(c)
-        busy = await _create(c, pod, _config(registry, "busy", command=[
-            "/bin/sh", "-c", "head -c 3000000 /dev/zero > /big; while :; do :; done"]))
-        await c.runtime.start_container(cri.StartContainerRequest(container_id=busy))
-        idle = await _running(c, registry, pod, "idle")
-        await asyncio.sleep(0.5)
-        first = (await c.runtime.container_stats(cri.ContainerStatsRequest(container_id=busy))).stats
-        await asyncio.sleep(0.5)
-        listed = (await c.runtime.list_container_stats(cri.ListContainerStatsRequest(
-            filter=cri.ContainerStatsFilter(pod_sandbox_id=pod[0])))).stats
-        by_id = {s.attributes.id: s for s in listed}
-        assert set(by_id) == {busy, idle}
-        second = by_id[busy]
-        assert second.attributes.metadata.name == "busy"
-        assert second.cpu.usage_core_nano_seconds.value > first.cpu.usage_core_nano_seconds.value
-        assert second.cpu.usage_nano_cores.value > 500_000_000  # a spinning shell: most of a core
-        assert by_id[idle].cpu.usage_nano_cores.value < 100_000_000
-        assert second.memory.working_set_bytes.value > 0 and second.memory.usage_bytes.value > 0
-        assert second.writable_layer.used_bytes.value >= 3_000_000  # /big in its upper dir
-        assert second.writable_layer.fs_id.mountpoint == str(daemon.dirs.root)
-        (pod_stats,) = (await c.runtime.list_pod_sandbox_stats(cri.ListPodSandboxStatsRequest(
-            filter=cri.PodSandboxStatsFilter(id=pod[0])))).stats
-        linux = pod_stats.linux
-        assert pod_stats.attributes.id == pod[0] and {x.attributes.id for x in linux.containers} == {busy, idle}
-        assert linux.cpu.usage_core_nano_seconds.value >= second.cpu.usage_core_nano_seconds.value
-        assert linux.process.process_count.value >= 3  # the infra's pause, the shell, the sleep
-        assert linux.network.default_interface.name == "eth0" and linux.network.default_interface.rx_bytes is not None
-        await _remove_pod(c, pod[0])
 
 
 async def test_image_volumes(daemon: DaemonProcess, registry: Registry) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 import attrs
 import tomli_w
 
+from tests.support.slow import FACTOR
+
 
 @attrs.define
 class DaemonDirs:
@@ -71,6 +73,7 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> "DaemonProcess":
+        timeout *= FACTOR
         log = open(self.log_path, "ab")
         offset = log.tell()  # a restart appends: only its own lines count
         self.proc = subprocess.Popen(
@@ -94,6 +97,7 @@ class DaemonProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        timeout *= FACTOR
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import attrs
 
+from podrt.cgroups.hierarchy import hierarchies
 from tests.support.daemon import DaemonDirs
 
 
@@ -50,10 +51,10 @@ def _links() -> frozenset[str]:
 
 
 def _cgroups(marker: str) -> frozenset[str]:
+    """Every cgroup named for podrt in every hierarchy (v1's controllers, or the v2 tree)."""
     found = set()
-    root = Path("/sys/fs/cgroup")
-    for controller in root.iterdir() if root.is_dir() else []:
-        for dirpath, dirnames, _ in os.walk(controller):
+    for top in hierarchies():
+        for dirpath, dirnames, _ in os.walk(top):
             for name in dirnames:
                 if marker in name:
                     found.add(os.path.join(dirpath, name))
@@ -124,7 +125,7 @@ def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
                 conmons.append(pid)
     if conmons:
         found["conmon processes"] = conmons
-    cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob("*/podrt/podrt-*")]
+    cgroups = [str(p) for h in hierarchies() for p in h.glob("podrt/podrt-*")]
     if cgroups:
         found["cgroups"] = cgroups
     return found
@@ -144,9 +145,9 @@ def scrub_daemon_dirs(d: DaemonDirs) -> None:
         subprocess.run(["umount", "-l", target], capture_output=True)
     owners = [p for kind in ("sandboxes", "containers") if (d.root / kind).is_dir() for p in (d.root / kind).iterdir()]
     for owner in owners:
-        for cg in Path("/sys/fs/cgroup").glob(f"*/*/podrt*-{owner.name}"):
+        for cg in (cg for h in hierarchies() for cg in h.glob(f"*/podrt*-{owner.name}")):
             with contextlib.suppress(OSError):
                 cg.rmdir()
-    for parent in Path("/sys/fs/cgroup").glob("*/podrt"):  # podrt's default parent, removed when empty
+    for h in hierarchies():  # podrt's default parent, removed when empty
         with contextlib.suppress(OSError):
-            parent.rmdir()
+            (h / "podrt").rmdir()

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import attrs
 
+from tests.support.slow import FACTOR
 from tests.support.tokens import TokenServer
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -75,7 +76,7 @@ class Registry:
         if tls:
             unverified = ssl.create_default_context()
             unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10 * FACTOR
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"{self.url}/v2/", timeout=1, context=unverified)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from podrt.cgroups import fs_path, oom_killed
+from podrt.cgroups import fs_path, oom_killed, parent_dir, shared_parent
 
 
 @pytest.mark.parametrize("cgroups_path, expected", [
@@ -19,3 +19,13 @@ def test_fs_path(cgroups_path: str, expected: str) -> None:
 
 def test_a_cgroup_that_is_gone_was_not_oom_killed() -> None:
     assert oom_killed("/podrt/podrt-" + "0" * 64) is False
+
+
+@pytest.mark.parametrize("parent, expected, shared", [
+    ("/kubepods/burstable/pod1", "/kubepods/burstable/pod1", False),  # the kubelet's cgroupfs driver
+    ("kubepods-burstable-pod1.slice", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice", False),
+    ("/podrt", "/podrt", True),  # podrt's defaults hold every pod that names no parent
+    ("system.slice", "/system.slice", True),
+])
+def test_a_pods_parent_dir_and_whether_it_is_its_own(parent: str, expected: str, shared: bool) -> None:
+    assert (parent_dir(parent), shared_parent(parent)) == (expected, shared)

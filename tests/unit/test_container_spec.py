@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import pytest
 
-from podrt import apparmor, mountinfo
+from podrt import apparmor, cgroups, mountinfo
 from podrt.api.runtime import v1 as cri
 from podrt.config import Config, RuntimeConfig
 from podrt.container import spec as spec_mod
@@ -139,9 +139,11 @@ def _ctx(rootfs: Path, cfg: ContainerConfig, pod: SandboxState | None = None, **
 
 @pytest.fixture
 def host(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A host as these machines are: cgroup v1 with swap accounting, 2MB and 1GB pages, podrt at score 0."""
-    monkeypatch.setattr(spec_mod, "cgroup_v2", lambda: False)
-    monkeypatch.setattr(spec_mod, "swap_accounting", lambda: True)
+    """A host as these machines are: cgroup v1 with swap accounting, 2MB and 1GB pages (and
+    the hugetlb controller, which these machines lack), podrt at score 0."""
+    monkeypatch.setattr(cgroups, "unified", lambda: False)
+    monkeypatch.setattr(cgroups, "swap_accounting", lambda: True)
+    monkeypatch.setattr(cgroups, "available", lambda controller: True)
     monkeypatch.setattr(spec_mod, "hugepage_sizes", lambda: frozenset({"2MB", "1GB"}))
     monkeypatch.setattr(spec_mod, "current_oom_score_adj", lambda: 0)
 
@@ -261,10 +263,12 @@ def test_oci_resources_memory_swap_hugepages_unified(host: None, monkeypatch: py
     assert oci_resources(attrs.evolve(r, memory_swap_limit=128 << 20))["memory"]["swap"] == 128 << 20
     with pytest.raises(InvalidArgument, match="unified: cgroup v2 only"):
         oci_resources(Resources(unified={"memory.high": "1000000"}))
-    monkeypatch.setattr(spec_mod, "swap_accounting", lambda: False)
-    monkeypatch.setattr(spec_mod, "cgroup_v2", lambda: True)
+    monkeypatch.setattr(cgroups, "swap_accounting", lambda: False)
+    monkeypatch.setattr(cgroups, "unified", lambda: True)
     out = oci_resources(attrs.evolve(r, unified={"memory.high": "1000000"}))
     assert out["memory"] == {"limit": 64 << 20} and out["unified"] == {"memory.high": "1000000"}
+    monkeypatch.setattr(cgroups, "available", lambda controller: controller != "hugetlb")
+    assert "hugepageLimits" not in oci_resources(r)  # no hugetlb controller: no limits for runc to fail on
     assert oci_resources(Resources(oom_score_adj=500)) == {}  # a process setting, not for runc update
 
 

@@ -511,13 +511,13 @@ class ContainerManager:
                 for v, x in zip(views, samples)]
 
     async def pod_stats(self, pods: Iterable[SandboxView]) -> list[tuple[SandboxView, stats.PodSample, list[tuple[ContainerView, stats.Sample]]]]:
-        """Each pod's usage: its infra's cgroup and its containers' summed, and its network interfaces."""
+        """Each pod's usage (stats.pod_usage) and its network interfaces."""
         out = []
         for pod in pods:
             mine = await self.stats(self.list(lambda v, pod_id=pod.state.id: v.state.sandbox_id == pod_id))
-            infra = None if pod.state.stopped else await asyncio.to_thread(cgroups.usage, pod.state.cgroups_path)
+            cgroup = None if pod.state.stopped else (pod.state.cgroup_parent, pod.state.cgroups_path)
             netns = "" if pod.state.stopped else pod.state.netns_path
-            sample = await asyncio.to_thread(stats.pod_sample, pod.state.id, infra, netns, [s for _, s in mine])
+            sample = await asyncio.to_thread(stats.pod_sample, pod.state.id, cgroup, netns, [s for _, s in mine])
             sample = attrs.evolve(sample, nano_cores=self._rates.rate(f"pod:{pod.state.id}", sample.at, sample.cgroup))
             out.append((pod, sample, mine))
         return out

@@ -247,8 +247,9 @@ def oci_resources(r: Resources) -> dict[str, Any]:
     """linux.resources (devices aside), also what `runc update` takes. As in
     containerd: swap only where the host accounts for it, and then no swap
     (memory+swap = memory) unless the request names a swap limit; hugepage
-    limits for the page sizes the host has; unified (cgroup v2 files) is
-    refused on cgroup v1, where runc would fail on it."""
+    limits for the page sizes the host has, where it has the hugetlb controller
+    (containerd's tolerate_missing_hugetlb_controller); unified (cgroup v2 files)
+    is refused on cgroup v1, where runc would fail on it."""
     out: dict[str, Any] = {}
     cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota), ("period", r.cpu_period)) if v}
     if r.cpuset_cpus:
@@ -259,33 +260,16 @@ def oci_resources(r: Resources) -> dict[str, Any]:
         out["cpu"] = cpu
     if r.memory_limit:
         out["memory"] = {"limit": r.memory_limit}
-        if swap_accounting():
+        if cgroups.swap_accounting():
             out["memory"]["swap"] = r.memory_swap_limit or r.memory_limit
-    sizes = hugepage_sizes()
+    sizes = hugepage_sizes() if cgroups.available("hugetlb") else frozenset()
     if limits := [{"pageSize": h.page_size, "limit": h.limit} for h in r.hugepage_limits if h.page_size in sizes]:
         out["hugepageLimits"] = limits
     if r.unified:
-        if not cgroup_v2():
+        if not cgroups.unified():
             raise InvalidArgument("linux.resources.unified: cgroup v2 only, and this host has cgroup v1")
         out["unified"] = dict(r.unified)
     return out
-
-
-@functools.cache
-def cgroup_v2() -> bool:
-    return (cgroups.CGROUP_ROOT / "cgroup.controllers").exists()
-
-
-@functools.cache
-def swap_accounting() -> bool:
-    """v1: the memory controller has memsw files (swapaccount=1); v2: podrt's own cgroup has memory.swap.max."""
-    if not cgroup_v2():
-        return (cgroups.CGROUP_ROOT / "memory" / "memory.memsw.limit_in_bytes").exists()
-    try:
-        own = Path("/proc/self/cgroup").read_text().strip().partition("0::")[2]
-    except OSError:
-        return False
-    return (cgroups.CGROUP_ROOT / own.lstrip("/") / "memory.swap.max").exists()
 
 
 @functools.cache

@@ -1,6 +1,5 @@
-"""Resource usage of containers (ContainerStats, and the pod's sum in
-PodSandboxStats): their cgroups (podrt.cgroups.usage, cgroupspy) and their
-writable layers. CPU use as a rate (nano cores) needs an earlier sample: the
+"""Resource usage of containers (ContainerStats) and pods (PodSandboxStats):
+their cgroups (podrt.cgroups, on v1 or v2) and their writable layers. CPU use as a rate (nano cores) needs an earlier sample: the
 first read of a container has none, as with containerd."""
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ class Sample:
 def read(container_id: str, cgroups_path: str, upper: Path) -> Sample:
     """Blocking (a cgroup read, a walk of the writable layer): run it in a thread."""
     used, inodes = disk_usage([upper])
-    return Sample(container_id, time.time_ns(), cgroups.usage(cgroups_path), used, inodes)
+    return Sample(container_id, time.time_ns(), cgroups.read_usage(cgroups_path), used, inodes)
 
 
 class CpuRates:
@@ -55,19 +54,29 @@ class CpuRates:
 class PodSample:
     sandbox_id: str
     at: int
-    cgroup: cgroups.Usage | None  # the infra's and the containers' cgroups, summed
+    cgroup: cgroups.Usage | None  # the pod's cgroup parent, or its cgroups summed (pod_usage)
     interfaces: tuple[Interface, ...]
     containers: tuple[Sample, ...]
     nano_cores: int | None = None
 
 
-def pod_sample(sandbox_id: str, infra: cgroups.Usage | None, netns_path: str, containers: list[Sample]) -> PodSample:
-    """Blocking (netlink in the pod's netns): run it in a thread."""
-    parts = [u for u in (infra, *(c.cgroup for c in containers)) if u is not None]
-    total = None
-    if parts:
-        total = cgroups.Usage(*(sum(getattr(u, f.name) for u in parts) for f in attrs.fields(cgroups.Usage)))
-        total = attrs.evolve(total, limit_bytes=max(u.limit_bytes for u in parts))
+def pod_usage(cgroup_parent: str, infra_cgroups_path: str, containers: list[Sample]) -> cgroups.Usage | None:
+    """A pod with a cgroup parent of its own (the kubelet's `pod<uid>`): that
+    parent's totals, which count its containers, its infra and conmon, as the
+    kubelet reads a pod's cgroup. A pod in podrt's shared default parent: its
+    infra's and its containers' cgroups summed."""
+    if not cgroups.shared_parent(cgroup_parent):
+        own = cgroups.read_usage(cgroups.parent_dir(cgroup_parent))
+        if own is not None:
+            return own
+    infra = cgroups.read_usage(infra_cgroups_path)
+    return cgroups.total([u for u in (infra, *(c.cgroup for c in containers)) if u is not None])
+
+
+def pod_sample(sandbox_id: str, cgroup: tuple[str, str] | None, netns_path: str, containers: list[Sample]) -> PodSample:
+    """Blocking (cgroup reads, netlink in the pod's netns): run it in a thread.
+    `cgroup`: the pod's cgroup parent and its infra's cgroupsPath (None once stopped)."""
+    total = pod_usage(*cgroup, containers) if cgroup else cgroups.total([c.cgroup for c in containers if c.cgroup])
     found: tuple[Interface, ...] = ()
     if netns_path:
         try:

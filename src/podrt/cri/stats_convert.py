@@ -12,7 +12,6 @@ from podrt.cri import sandbox_convert
 from podrt.network.links import Interface
 from podrt.sandbox.manager import SandboxView
 
-UNLIMITED = 1 << 62  # cgroup v1 shows "no limit" as a page-rounded 2^63-1
 DEFAULT_INTERFACE = "eth0"  # what CNI's bridge plugin names the pod's end, as the kubelet assumes
 
 
@@ -25,20 +24,46 @@ def fs_usage(where: Path, used: int, inodes: int, at: int) -> cri.FilesystemUsag
                                used_bytes=_u64(used), inodes_used=_u64(inodes))
 
 
+def _psi(p: cgroups.Pressure | None) -> cri.PsiStats | None:
+    """v2 pressure (kernel PSI), as the kubelet's KubeletPSI feature reads it; total in microseconds."""
+    if p is None:
+        return None
+    def data(line: cgroups.PressureLine) -> cri.PsiData:
+        return cri.PsiData(total=line.total_us, avg10=line.avg10, avg60=line.avg60, avg300=line.avg300)
+    return cri.PsiStats(full=data(p.full), some=data(p.some))
+
+
 def _cpu(at: int, usage: cgroups.Usage | None, nano_cores: int | None) -> cri.CpuUsage | None:
     if usage is None:
         return None
     return cri.CpuUsage(timestamp=at, usage_core_nano_seconds=_u64(usage.cpu_ns),
-                        usage_nano_cores=_u64(nano_cores) if nano_cores is not None else None)
+                        usage_nano_cores=_u64(nano_cores) if nano_cores is not None else None,
+                        psi=_psi(usage.cpu_pressure))
 
 
 def _memory(at: int, usage: cgroups.Usage | None) -> cri.MemoryUsage | None:
     if usage is None:
         return None
-    available = _u64(usage.limit_bytes - usage.working_set_bytes) if usage.limit_bytes < UNLIMITED else None
+    available = _u64(usage.limit_bytes - usage.working_set_bytes) if usage.limit_bytes is not None else None
     return cri.MemoryUsage(timestamp=at, working_set_bytes=_u64(usage.working_set_bytes), available_bytes=available,
                            usage_bytes=_u64(usage.memory_bytes), rss_bytes=_u64(usage.rss_bytes),
-                           page_faults=_u64(usage.page_faults), major_page_faults=_u64(usage.major_page_faults))
+                           page_faults=_u64(usage.page_faults), major_page_faults=_u64(usage.major_page_faults),
+                           psi=_psi(usage.memory_pressure))
+
+
+def _swap(at: int, usage: cgroups.Usage | None) -> cri.SwapUsage | None:
+    """Only where the host accounts for swap (v2 memory.swap.*, v1 memsw)."""
+    if usage is None or usage.swap_bytes is None:
+        return None
+    available = _u64(usage.swap_limit_bytes - usage.swap_bytes) if usage.swap_limit_bytes is not None else None
+    return cri.SwapUsage(timestamp=at, swap_usage_bytes=_u64(usage.swap_bytes), swap_available_bytes=available)
+
+
+def _io(at: int, usage: cgroups.Usage | None) -> cri.IoUsage | None:
+    """CRI's IoUsage carries pressure alone (v2)."""
+    if usage is None or usage.io_pressure is None:
+        return None
+    return cri.IoUsage(timestamp=at, psi=_psi(usage.io_pressure))
 
 
 def container_stats(view: ContainerView, sample: Sample, writable_fs: Path) -> cri.ContainerStats:
@@ -48,7 +73,8 @@ def container_stats(view: ContainerView, sample: Sample, writable_fs: Path) -> c
                                            labels=dict(s.config.labels), annotations=dict(s.config.annotations)),
         cpu=_cpu(sample.at, sample.cgroup, sample.nano_cores),
         memory=_memory(sample.at, sample.cgroup),
-        writable_layer=fs_usage(writable_fs, sample.writable_bytes, sample.writable_inodes, sample.at))
+        writable_layer=fs_usage(writable_fs, sample.writable_bytes, sample.writable_inodes, sample.at),
+        swap=_swap(sample.at, sample.cgroup), io=_io(sample.at, sample.cgroup))
 
 
 def _interface(i: Interface) -> cri.NetworkInterfaceUsage:
@@ -69,4 +95,5 @@ def pod_stats(view: SandboxView, sample: PodSample, containers: list[cri.Contain
         attributes=cri.PodSandboxAttributes(id=view.state.id, metadata=sandbox_convert.metadata(cfg),
                                             labels=sandbox_convert.labels(view), annotations=dict(cfg.annotations)),
         linux=cri.LinuxPodSandboxStats(cpu=_cpu(sample.at, sample.cgroup, sample.nano_cores), memory=_memory(sample.at, sample.cgroup),
-                                       network=network, process=process, containers=containers))
+                                       network=network, process=process, containers=containers,
+                                       io=_io(sample.at, sample.cgroup)))

@@ -5,11 +5,13 @@ something runs from is not removed under it (the managers' image_users)."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from podrt import mounts, overlay
+from podrt import mountinfo, mounts, overlay
 from podrt.aio import finish_in_thread
 from podrt.errors import FailedPrecondition
 from podrt.steps.base import DepsStep
@@ -45,6 +47,14 @@ async def mount_layers(images_dir: Path, image_name: str, lowers: Sequence[str],
     except overlay.TooManyLayers as exc:
         await unmount_layers(base)
         raise FailedPrecondition(f"image {image_name}: {exc}") from None
+    except OSError as exc:
+        await unmount_layers(base)
+        if exc.errno != errno.EINVAL:
+            raise
+        fstype = await asyncio.to_thread(mountinfo.fstype_of, str(base.parent))
+        raise FailedPrecondition(f"the kernel refused the overlay at {base} (EINVAL): its upper dir is on {fstype}, "
+                                 f"which overlayfs may not write to; put podrt's root on ext4, xfs, btrfs or tmpfs "
+                                 f"(`podrt check` tests it)") from None
     except BaseException:
         await unmount_layers(base)
         raise

@@ -1,0 +1,20 @@
+"""The cgroup floor, one face for cgroup v1 (legacy or hybrid) and v2:
+
+- hierarchy: which one this host runs and what it offers (controllers, swap);
+- paths: the names of pods', containers' and conmon's cgroups (cgroupfs, systemd);
+- tree: making and removing the cgroups podrt owns;
+- usage, v1, v2, reader: what a cgroup says of its processes, read the host's way.
+"""
+
+from podrt.cgroups.hierarchy import CGROUP_ROOT, Hierarchy, available, mode, swap_accounting, unified
+from podrt.cgroups.paths import (DEFAULT_CGROUPFS_PARENT, DEFAULT_SYSTEMD_PARENT, conmon_cgroup, fs_path, parent_dir,
+                                 sandbox_cgroup, shared_parent)
+from podrt.cgroups.reader import oom_killed, read as read_usage
+from podrt.cgroups.tree import create, exists, remove
+from podrt.cgroups.usage import Pressure, PressureLine, Usage, total
+
+__all__ = [
+    "CGROUP_ROOT", "DEFAULT_CGROUPFS_PARENT", "DEFAULT_SYSTEMD_PARENT", "Hierarchy", "Pressure", "PressureLine", "Usage",
+    "available", "conmon_cgroup", "create", "exists", "fs_path", "mode", "oom_killed", "parent_dir", "read_usage",
+    "remove", "sandbox_cgroup", "shared_parent", "swap_accounting", "total", "unified",
+]

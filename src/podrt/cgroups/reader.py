@@ -1,0 +1,24 @@
+"""Read a cgroup with the reader of the hierarchy it lives in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from podrt.cgroups import hierarchy, v1, v2
+from podrt.cgroups.hierarchy import CGROUP_ROOT, Hierarchy
+from podrt.cgroups.paths import fs_path
+from podrt.cgroups.usage import Usage
+
+
+def read(cgroups_path: str, root: Path = CGROUP_ROOT) -> Usage | None:
+    """The usage of a runc cgroupsPath (or a cgroup parent); None when the cgroup
+    is gone (the container exited and runc removed it). Blocking: call in a thread."""
+    reader = v2 if hierarchy.detect(root) is Hierarchy.UNIFIED else v1
+    return reader.read(fs_path(cgroups_path), root)
+
+
+def oom_killed(cgroups_path: str, root: Path = CGROUP_ROOT) -> bool:
+    """Whether the kernel's OOM killer killed a process in this cgroup (v2's
+    memory.events, v1's memory.oom_control, kernel 4.13+); False once it is gone."""
+    reader = v2 if hierarchy.detect(root) is Hierarchy.UNIFIED else v1
+    return reader.oom_kills(fs_path(cgroups_path), root) > 0

@@ -1,0 +1,164 @@
+"""The cgroup layer on fake trees laid out as the kernel lays them out: the v2
+reader (podrt's own), the v1 reader (cgroupspy plus direct files), hierarchy
+detection, the pod's total, and removal children first. The real kernel's
+files are read by tests/integration/test_cgroups.py on both hierarchies."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from podrt import cgroups
+from podrt.cgroups import hierarchy, v2
+from podrt.cgroups.usage import PressureLine, Usage
+
+V2_FILES = {
+    "cgroup.controllers": "cpuset cpu io memory hugetlb pids\n",
+    "cpu.stat": "usage_usec 2500\nuser_usec 1500\nsystem_usec 1000\nnr_periods 40\nnr_throttled 7\nthrottled_usec 900\n",
+    "memory.current": "10485760\n",
+    "memory.max": "67108864\n",
+    "memory.stat": "anon 4096000\nfile 6000000\nkernel 1000\ninactive_file 2000000\nactive_file 4000000\npgfault 321\npgmajfault 5\n",
+    "memory.events": "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n",
+    "memory.swap.current": "8192\n",
+    "memory.swap.max": "0\n",
+    "pids.current": "3\n",
+    "io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n253:1 rbytes=100 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
+    "hugetlb.2MB.current": "2097152\n",
+    "hugetlb.1GB.current": "0\n",
+    "cpu.pressure": "some avg10=1.50 avg60=0.25 avg300=0.05 total=12345\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=99\n",
+    "memory.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+}
+
+
+def _tree(base: Path, files: dict[str, str]) -> None:
+    base.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (base / name).write_text(text)
+
+
+def test_v2_reader_reads_every_counter(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    _tree(tmp_path / "podrt" / "podrt-abc", V2_FILES)
+    u = cgroups.read_usage("/podrt/podrt-abc", root=tmp_path)
+    assert u is not None
+    assert (u.cpu_ns, u.cpu_user_ns, u.cpu_system_ns) == (2_500_000, 1_500_000, 1_000_000)
+    assert (u.cpu_periods, u.cpu_throttled_periods, u.cpu_throttled_ns) == (40, 7, 900_000)
+    assert (u.memory_bytes, u.working_set_bytes, u.rss_bytes, u.cache_bytes) == (10485760, 10485760 - 2000000, 4096000, 6000000)
+    assert (u.page_faults, u.major_page_faults, u.limit_bytes) == (321, 5, 64 << 20)
+    assert (u.limit_hits, u.oom_events, u.oom_kills) == (12, 2, 1)
+    assert (u.swap_bytes, u.swap_limit_bytes, u.processes) == (8192, 0, 3)
+    assert (u.io_read_bytes, u.io_write_bytes, u.io_reads, u.io_writes) == (4196, 8192, 2, 2)
+    assert u.hugetlb_bytes == (("1GB", 0), ("2MB", 2 << 20))
+    assert u.cpu_pressure is not None and u.cpu_pressure.some == PressureLine(1.5, 0.25, 0.05, 12345)
+    assert u.cpu_pressure.full.total_us == 99 and u.io_pressure is None  # no io.pressure file: no PSI for io
+    assert cgroups.oom_killed("/podrt/podrt-abc", root=tmp_path)
+
+
+def test_v2_reader_without_controllers_limits_or_the_cgroup(tmp_path: Path) -> None:
+    """Only cpu.stat's core lines exist when no controller is enabled below the
+    parent; "max" is no limit; a cgroup that is gone reads as None."""
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    _tree(tmp_path / "bare", {"cpu.stat": "usage_usec 10\nuser_usec 6\nsystem_usec 4\n"})
+    u = cgroups.read_usage("/bare", root=tmp_path)
+    assert u == Usage(cpu_ns=10_000, cpu_user_ns=6_000, cpu_system_ns=4_000)
+    assert u is not None and u.swap_bytes is None and u.limit_bytes is None
+    _tree(tmp_path / "free", {**V2_FILES, "memory.max": "max\n", "memory.swap.max": "max\n"})
+    free = cgroups.read_usage("/free", root=tmp_path)
+    assert free is not None and (free.limit_bytes, free.swap_limit_bytes, free.swap_bytes) == (None, None, 8192)
+    assert cgroups.read_usage("/gone", root=tmp_path) is None
+    assert not cgroups.oom_killed("/gone", root=tmp_path)
+
+
+def test_v2_reader_reads_a_systemd_scope(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu\n")
+    _tree(tmp_path / "kubepods.slice" / "kubepods-pod1.slice" / "podrt-x.scope", V2_FILES)
+    u = cgroups.read_usage("kubepods-pod1.slice:podrt:x", root=tmp_path)
+    assert u is not None and u.processes == 3
+
+
+def test_v2_parsers() -> None:
+    assert v2.single("max\n") is None and v2.single("42\n") == 42 and v2.single(None) is None
+    assert v2.flat_keyed("a 1\nb -2\nc x\n") == {"a": 1, "b": -2}
+    assert v2.nested_keyed("8:0 rbytes=1 wbytes=2\n") == {"8:0": {"rbytes": "1", "wbytes": "2"}}
+    p = v2.pressure("some avg10=0.10 avg60=0.20 avg300=0.30 total=7\n")  # cpu.pressure before 5.13 has no "full"
+    assert p is not None and p.some.total_us == 7 and p.full == PressureLine()
+
+
+def _v1_tree(root: Path, path: str) -> None:
+    rel = path.strip("/")
+    _tree(root / "memory" / rel, {
+        "memory.usage_in_bytes": "10485760\n", "memory.limit_in_bytes": "9223372036854771712\n",
+        "memory.stat": "cache 1\nrss 2\ntotal_cache 6000000\ntotal_rss 4096000\ntotal_inactive_file 2000000\n"
+                       "total_pgfault 321\ntotal_pgmajfault 5\n",
+        "memory.failcnt": "12\n", "memory.memsw.usage_in_bytes": "10493952\n",
+        "memory.memsw.limit_in_bytes": "9223372036854771712\n",
+        "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n", "tasks": "1\n2\n3\n4\n"})
+    _tree(root / "cpuacct" / rel, {"cpuacct.usage": "2500000\n", "cpuacct.stat": "user 150\nsystem 100\n"})
+    _tree(root / "cpu" / rel, {"cpu.stat": "nr_periods 40\nnr_throttled 7\nthrottled_time 900000\n"})
+    _tree(root / "pids" / rel, {"pids.current": "3\n"})
+    _tree(root / "blkio" / rel, {
+        "blkio.throttle.io_service_bytes_recursive": "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Total 12288\nTotal 12288\n",
+        "blkio.throttle.io_serviced_recursive": "8:0 Read 1\n8:0 Write 2\n8:0 Total 3\nTotal 3\n"})
+    _tree(root / "hugetlb" / rel, {"hugetlb.2MB.usage_in_bytes": "2097152\n"})
+
+
+def test_v1_reader_reads_every_counter(tmp_path: Path) -> None:
+    _v1_tree(tmp_path, "/podrt/podrt-abc")
+    u = cgroups.read_usage("/podrt/podrt-abc", root=tmp_path)
+    assert u is not None
+    hz = cgroups.v1.USER_HZ
+    assert (u.cpu_ns, u.cpu_user_ns, u.cpu_system_ns) == (2_500_000, 150 * 10**9 // hz, 100 * 10**9 // hz)
+    assert (u.cpu_periods, u.cpu_throttled_periods, u.cpu_throttled_ns) == (40, 7, 900_000)
+    assert (u.memory_bytes, u.working_set_bytes, u.rss_bytes, u.cache_bytes) == (10485760, 10485760 - 2000000, 4096000, 6000000)
+    assert (u.page_faults, u.major_page_faults, u.limit_bytes, u.limit_hits) == (321, 5, None, 12)  # 2^63 rounded: no limit
+    assert (u.oom_kills, u.swap_bytes, u.swap_limit_bytes, u.processes) == (1, 8192, None, 3)  # pids.current, not tasks
+    assert (u.io_read_bytes, u.io_write_bytes, u.io_reads, u.io_writes) == (4096, 8192, 1, 2)
+    assert u.hugetlb_bytes == (("2MB", 2 << 20),) and u.cpu_pressure is None
+    assert cgroups.oom_killed("/podrt/podrt-abc", root=tmp_path)
+    assert cgroups.read_usage("/podrt/gone", root=tmp_path) is None
+
+
+def test_hierarchy_detection(tmp_path: Path) -> None:
+    assert hierarchy.detect(tmp_path) is cgroups.Hierarchy.LEGACY
+    _tree(tmp_path / "unified", {"cgroup.controllers": ""})
+    (tmp_path / "memory").mkdir()
+    assert hierarchy.detect(tmp_path) is cgroups.Hierarchy.HYBRID
+    assert hierarchy.available("memory", tmp_path) and not hierarchy.available("hugetlb", tmp_path)
+    v2root = tmp_path / "v2"
+    _tree(v2root, {"cgroup.controllers": "cpu memory pids\n", "cgroup.subtree_control": "memory\n"})
+    assert hierarchy.detect(v2root) is cgroups.Hierarchy.UNIFIED
+    assert hierarchy.hierarchies(v2root) == [v2root]
+    assert hierarchy.available("pids", v2root) and not hierarchy.available("hugetlb", v2root)
+    assert hierarchy.offered_to("/", v2root) == {"cpu", "memory", "pids"} and hierarchy.enabled_below("/", v2root) == {"memory"}
+
+
+def test_total_of_a_pods_cgroups() -> None:
+    a = Usage(cpu_ns=1, processes=1, limit_bytes=5, swap_bytes=1, hugetlb_bytes=(("2MB", 1),))
+    b = Usage(cpu_ns=2, processes=2, limit_bytes=7, swap_bytes=2, hugetlb_bytes=(("2MB", 2), ("1GB", 1)))
+    t = cgroups.total([a, b])
+    assert t is not None and (t.cpu_ns, t.processes, t.limit_bytes, t.swap_bytes) == (3, 3, 7, 3)
+    assert t.hugetlb_bytes == (("1GB", 1), ("2MB", 3))
+    unlimited = cgroups.total([a, Usage(cpu_ns=1)])
+    assert unlimited is not None and unlimited.limit_bytes is None and unlimited.swap_bytes is None
+    assert cgroups.total([]) is None
+
+
+def test_removal_goes_children_first(tmp_path: Path) -> None:
+    """v2 removes only empty leaves: a pod's cgroup with nested ones goes
+    deepest first; the shared parent goes only when empty; one still in use
+    (EBUSY) is reported."""
+    (tmp_path / "cgroup.controllers").write_text("")
+    (tmp_path / "podrt" / "podrt-a" / "nested" / "deeper").mkdir(parents=True)
+    (tmp_path / "podrt" / "podrt-b").mkdir()
+    cgroups.remove("/podrt/podrt-a", prune_parent="/podrt", root=tmp_path)
+    assert not (tmp_path / "podrt" / "podrt-a").exists() and (tmp_path / "podrt").is_dir()  # b still there
+    cgroups.remove("/podrt/podrt-b", prune_parent="/podrt", root=tmp_path)
+    assert not (tmp_path / "podrt").exists()
+    cgroups.remove("/podrt/podrt-b", prune_parent="/podrt", root=tmp_path)  # idempotent
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "cgroup.procs").write_text("1\n")  # a real cgroup answers EBUSY; a file here: ENOTEMPTY
+    with pytest.raises(OSError) as err:
+        cgroups.remove("/busy", root=tmp_path)
+    assert err.value.errno == errno.EBUSY
