@@ -116,16 +116,17 @@ NEEDED_CONTROLLERS = ("cpu", "memory", "pids")
 OPTIONAL_CONTROLLERS = ("cpuset", "io", "hugetlb")  # cpuset_*, blkio-style and hugepage limits
 
 
-def _cgroups(cfg: Config) -> list[CheckResult]:
+def cgroup_checks(cfg: Config, root: Path = cgroups.CGROUP_ROOT) -> list[CheckResult]:
     """The hierarchy, and the controllers pods' cgroups can have: v1 mounts them
     one by one; on v2 the parent of podrt's pod cgroups must offer them in its
     cgroup.controllers (runc then enables them in cgroup.subtree_control)."""
-    mode = cgroups.mode()
-    hierarchy = CheckResult("cgroup hierarchy", True, f"{mode.value}{' (runc and podrt read it as v1)' if mode is cgroups.Hierarchy.HYBRID else ''}",
-                            required=False)
+    mode = cgroups.hierarchy.detect(root)
+    notes = {cgroups.Hierarchy.HYBRID: "v1 with an empty v2 tree at unified/: limits and stats are v1's",
+             cgroups.Hierarchy.UNIFIED: "v2, the unified hierarchy"}
+    hierarchy = CheckResult("cgroup hierarchy", True, notes.get(mode, "v1"), required=False)
     if mode is not cgroups.Hierarchy.UNIFIED:
         wanted = NEEDED_CONTROLLERS + tuple("blkio" if c == "io" else c for c in OPTIONAL_CONTROLLERS)
-        present = [c for c in wanted if cgroups.available(c)]
+        present = [c for c in wanted if cgroups.available(c, root)]
         missing = sorted(set(NEEDED_CONTROLLERS) - set(present))
         return [hierarchy, CheckResult(
             "cgroup controllers", not missing,
@@ -134,21 +135,18 @@ def _cgroups(cfg: Config) -> list[CheckResult]:
     manager = cfg.runtime.cgroup_manager
     pods_parent = cgroups.parent_dir(cgroups.DEFAULT_SYSTEMD_PARENT if manager == "systemd" else cgroups.DEFAULT_CGROUPFS_PARENT)
     above = posixpath.dirname(pods_parent)
-    offered = cgroups.hierarchy.offered_to(above)
-    enabled = cgroups.hierarchy.enabled_below(above)
+    offered = cgroups.hierarchy.offered_to(above, root)
+    enabled = cgroups.hierarchy.enabled_below(above, root)
     missing = [c for c in NEEDED_CONTROLLERS if c not in offered]
     absent = [c for c in OPTIONAL_CONTROLLERS if c not in offered]
-    where = cgroups.CGROUP_ROOT / above.strip("/")
+    where = root / above.strip("/")
     detail = (f"{where} offers {' '.join(sorted(offered)) or 'none'} to pods' cgroups ({pods_parent}), "
               f"enables {' '.join(sorted(enabled)) or 'none'}")
     if absent:
         detail += f"; without {', '.join(absent)}, limits of that kind are not applied"
-    if above == "/":
-        fix = (f"the kernel does not offer {', '.join(missing)} on v2: it may be bound to a v1 mount or "
-               f"disabled on the kernel command line (cgroup_disable=)")
-    else:
-        fix = (f"enable them in the parent first: echo '{' '.join('+' + c for c in missing)}' > "
-               f"{where.parent / 'cgroup.subtree_control'} (systemd: Delegate=yes for podrt's unit)")
+    fix = (f"{where / 'cgroup.controllers'} must list {', '.join(missing)}: have the cgroup above it enable them "
+           f"(echo '{' '.join('+' + c for c in missing)}' > <that cgroup>/cgroup.subtree_control; under systemd, "
+           f"Delegate=yes), and boot without cgroup_disable= for them")
     return [hierarchy, CheckResult("cgroup controllers", not missing, detail if not missing else f"{detail}; missing {', '.join(missing)}",
                                    "" if not missing else fix)]
 
@@ -230,7 +228,7 @@ def run_checks(cfg: Config) -> list[CheckResult]:
     results.append(_image_store(cfg))
     results.append(_container_storage(cfg))
     results.append(_registries(cfg))
-    results.extend(_cgroups(cfg))
+    results.extend(cgroup_checks(cfg))
     results.append(_netns())
     results.append(_oom_score_adj())
     return results

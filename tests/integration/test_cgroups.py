@@ -86,6 +86,12 @@ async def test_limits_land_in_the_cgroup_and_an_update_changes_them(daemon: Daem
         cid = await _running(c, registry, pod, "limited", linux=cri.LinuxContainerConfig(resources=limits))
         cgroup = "/podrt/podrt-" + cid
         assert _limits(cgroup) == (_cpu_share(256), 50000, 100000, 64 << 20)
+        # inside, its own limit at the top of its cgroup mount (what JVMs and Go runtimes read); on v2 in
+        # a cgroup namespace of its own, as with containerd and CRI-O
+        inside = "cat /proc/self/cgroup; cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
+        seen = (await _exec(c, cid, "/bin/sh", "-c", inside)).stdout.decode().split()
+        assert seen[-1] == str(64 << 20)
+        assert (seen[:-1] == ["0::/"]) if V2 else any(line.endswith(f":memory:{cgroup}") for line in seen)
         if cgroups.swap_accounting():  # no swap beyond the memory limit unless asked for
             swap = _file("memory", cgroup, "memory.swap.max") if V2 else _file("memory", cgroup, "memory.memsw.limit_in_bytes")
             assert int(swap) == (0 if V2 else 64 << 20)

@@ -24,10 +24,11 @@ from podrt.api.runtime import v1 as cri
 from podrt.container.manager import STEP_NAMES
 from tests.integration.conftest import _network_dirs, remove_all_pods
 from tests.support.client import CriClient, connect
-from tests.support.daemon import DaemonDirs, DaemonProcess
+from tests.support.daemon import DaemonDirs, DaemonProcess, podrt_command
 from tests.support.leaks import audit_daemon_dirs
 from tests.support.pods import pod_config
 from tests.support.registry import BUSYBOX, BUSYBOX_IMG, REGISTRY_BIN, Registry
+from tests.support.slow import FACTOR
 
 pytestmark = [
     pytest.mark.root,
@@ -425,6 +426,43 @@ async def test_fifty_concurrent_probes_leave_no_process(daemon: DaemonProcess, r
             await _exec(c, exited, "true")
         assert err.value.status == Status.FAILED_PRECONDITION
         await _remove_pod(c, pod[0])
+
+
+@contextlib.contextmanager
+def _overlay_dir(base: Path) -> Iterator[Path]:
+    """A directory on overlayfs (as / is in a container or the VM lane's guest), unmounted afterwards."""
+    for part in ("lower", "upper", "work", "merged"):
+        (base / part).mkdir(parents=True)
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={base}/lower,upperdir={base}/upper,workdir={base}/work", str(base / "merged")], check=True)
+    try:
+        yield base / "merged"
+    finally:
+        subprocess.run(["umount", "-l", str(base / "merged")], check=True)
+
+
+async def test_a_root_on_overlayfs_is_named_not_an_internal_error(registry: Registry) -> None:
+    """An overlay upper dir cannot live on overlayfs: `podrt check` fails the
+    container storage, and CreateContainer answers FAILED_PRECONDITION naming
+    the filesystem (not INTERNAL with EINVAL), leaving nothing behind."""
+    with _network_dirs() as d, _overlay_dir(d.base / "ovl") as merged:
+        root = merged / "root"
+        check = subprocess.run(podrt_command("check", "--config", str(d.config_file), "--root", str(root)),
+                               capture_output=True, text=True, timeout=60 * FACTOR)
+        assert f"[FAIL] container storage: {root}/containers is on overlay, which cannot hold an overlay upper dir" in check.stdout
+        assert check.returncode == 1 and "fix: put" in check.stdout
+        proc = await _start(d, registry, {"root": str(root)})
+        try:
+            async with connect(d.socket) as c:
+                pod = await _pod(c)
+                with pytest.raises(GRPCError) as err:
+                    await _create(c, pod, _config(registry, command=["/bin/true"]))
+                assert err.value.status == Status.FAILED_PRECONDITION
+                assert "upper dir is on overlay" in (err.value.message or "") and "Traceback" not in proc.log()
+                assert not any((root / "containers").iterdir())
+                await _remove_pod(c, pod[0])
+        finally:
+            proc.stop()
 
 
 @pytest.mark.parametrize("change, status, fragment", [

@@ -162,3 +162,23 @@ def test_removal_goes_children_first(tmp_path: Path) -> None:
     with pytest.raises(OSError) as err:
         cgroups.remove("/busy", root=tmp_path)
     assert err.value.errno == errno.EBUSY
+
+
+def test_podrt_check_names_the_hierarchy_and_a_missing_controller(tmp_path: Path) -> None:
+    """`podrt check` on fake roots: v2 with and without memory offered, v1 without pids."""
+    from podrt.config import Config
+    from podrt.hostcheck import cgroup_checks
+
+    _tree(tmp_path / "v2", {"cgroup.controllers": "cpu io memory pids\n", "cgroup.subtree_control": "cpu memory\n"})
+    hierarchy, controllers = cgroup_checks(Config(), tmp_path / "v2")
+    assert (hierarchy.detail, controllers.ok) == ("v2, the unified hierarchy", True)
+    assert "offers cpu io memory pids to pods' cgroups (/podrt), enables cpu memory" in controllers.detail
+    assert "without cpuset, hugetlb, limits of that kind are not applied" in controllers.detail
+    (tmp_path / "v2" / "cgroup.controllers").write_text("cpu pids\n")
+    _, controllers = cgroup_checks(Config(), tmp_path / "v2")
+    assert not controllers.ok and controllers.detail.endswith("missing memory")
+    assert "cgroup.controllers must list memory" in controllers.fix and "+memory" in controllers.fix
+    for name in ("cpu", "memory", "blkio"):
+        (tmp_path / "v1" / name).mkdir(parents=True)
+    hierarchy, controllers = cgroup_checks(Config(), tmp_path / "v1")
+    assert hierarchy.detail == "v1" and not controllers.ok and "missing: pids" in controllers.detail

@@ -193,6 +193,17 @@ def test_pid_namespace_modes(rootfs: Path, host: None) -> None:
         pid(NsMode.TARGET, target_pid=2**22 + 1)  # it exited since (above pid_max)
 
 
+def test_a_cgroup_namespace_on_v2_unless_privileged(rootfs: Path, host: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def types(cfg: ContainerConfig) -> list[str]:
+        return [ns["type"] for ns in build_container_spec(_ctx(rootfs, cfg, _pod(privileged=True)), Config())["linux"]["namespaces"]]
+
+    cfg = ContainerConfig(name="c", image="i")
+    assert "cgroup" not in types(cfg)
+    monkeypatch.setattr(cgroups, "unified", lambda: True)
+    assert "cgroup" in types(cfg)
+    assert "cgroup" not in types(attrs.evolve(cfg, privileged=True))
+
+
 def test_devices_in_the_spec(rootfs: Path, host: None, tmp_path: Path) -> None:
     link = tmp_path / "mynull"
     link.symlink_to("/dev/null")  # followed, as CRI-O does

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
+from podrt import cgroups
 from podrt.oci.seccomp import (
     ALLOWED_SYSCALLS,
     CLONE_NAMESPACE_FLAGS,
@@ -79,6 +80,19 @@ def mount(spec: dict, destination: str) -> dict:
 
 
 # --- namespaces and the mounts that depend on them ---
+
+
+@pytest.fixture(autouse=True)
+def cgroup_v1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These hosts' hierarchy, wherever the unit tests run; v2 is asked for by name."""
+    monkeypatch.setattr(cgroups, "unified", lambda: False)
+
+
+def test_a_cgroup_namespace_on_v2_unless_privileged(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "cgroup" not in ns_types(build_infra_spec(make_plan()))
+    monkeypatch.setattr(cgroups, "unified", lambda: True)
+    assert "cgroup" in ns_types(build_infra_spec(make_plan()))
+    assert "cgroup" not in ns_types(build_infra_spec(make_plan(privileged=True)))  # the host's, as containerd
 
 
 def test_default_pod_namespaces() -> None:

@@ -118,13 +118,13 @@ def _kvm_works() -> bool:
     return os.environ.get("PODRT_VM_KVM") == "1" and os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def run(pytest_args: list[str], timeout: float, memory_mb: int, cpus: int, command: str = "") -> int:
+def run(pytest_args: list[str], timeout: float, memory_mb: int, cpus: int, command: str = "", out: Path | None = None) -> int:
     tree = fetch()
     vmlinuz, modules = kernel_parts(tree)
     with tempfile.TemporaryDirectory(prefix="podrt-vm-") as tmp:
         work = Path(tmp)
-        share = work / "out"
-        share.mkdir()
+        share = out or work / "out"
+        share.mkdir(parents=True, exist_ok=True)
         initramfs(modules, work / "initramfs.gz")
         (share / "pytest.args").write_text("\n".join(pytest_args or DEFAULT_PYTEST) + "\n")
         if command:
@@ -172,6 +172,7 @@ def main() -> int:
     parser.add_argument("--memory", type=int, default=4096, help="guest memory in MiB")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--command", default="", help="a shell command to run in the guest instead of pytest")
+    parser.add_argument("--out", type=Path, help="keep the guest's results share here (/lane-out in the guest)")
     parser.add_argument("pytest_args", nargs="*", help="after --: pytest's arguments (default: the cgroups subset)")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -183,7 +184,7 @@ def main() -> int:
     if shutil.which("qemu-system-x86_64") is None:
         print("qemu-system-x86_64 not found: apt-get install --no-install-recommends qemu-system-x86", file=sys.stderr)
         return 2
-    return run(args.pytest_args, args.timeout, args.memory, args.cpus, args.command)
+    return run(args.pytest_args, args.timeout, args.memory, args.cpus, args.command, args.out)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,8 @@ def _namespaces(ctx: ContainerContext) -> tuple[Namespace, ...]:
     if not pod.host_ipc:
         namespaces.append(Namespace("ipc", f"{infra}/ipc"))
     namespaces.append(Namespace("mount"))
+    if cgroups.unified() and not ctx.config.privileged:
+        namespaces.append(Namespace("cgroup"))  # as containerd and CRI-O on v2: /sys/fs/cgroup is its own cgroup
     return tuple(namespaces)
 
 

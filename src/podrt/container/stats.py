@@ -1,6 +1,7 @@
 """Resource usage of containers (ContainerStats) and pods (PodSandboxStats):
-their cgroups (podrt.cgroups, on v1 or v2) and their writable layers. CPU use as a rate (nano cores) needs an earlier sample: the
-first read of a container has none, as with containerd."""
+their cgroups (podrt.cgroups, on v1 or v2) and their writable layers. CPU use
+as a rate (nano cores) needs an earlier sample: the first read of a container
+has none, as with containerd."""
 
 from __future__ import annotations
 

@@ -24,13 +24,13 @@ def fs_usage(where: Path, used: int, inodes: int, at: int) -> cri.FilesystemUsag
                                used_bytes=_u64(used), inodes_used=_u64(inodes))
 
 
+def _psi_data(line: cgroups.PressureLine) -> cri.PsiData:
+    return cri.PsiData(total=line.total_us, avg10=line.avg10, avg60=line.avg60, avg300=line.avg300)
+
+
 def _psi(p: cgroups.Pressure | None) -> cri.PsiStats | None:
     """v2 pressure (kernel PSI), as the kubelet's KubeletPSI feature reads it; total in microseconds."""
-    if p is None:
-        return None
-    def data(line: cgroups.PressureLine) -> cri.PsiData:
-        return cri.PsiData(total=line.total_us, avg10=line.avg10, avg60=line.avg60, avg300=line.avg300)
-    return cri.PsiStats(full=data(p.full), some=data(p.some))
+    return cri.PsiStats(full=_psi_data(p.full), some=_psi_data(p.some)) if p is not None else None
 
 
 def _cpu(at: int, usage: cgroups.Usage | None, nano_cores: int | None) -> cri.CpuUsage | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from podrt import cgroups
 from podrt.oci.spec import BIND_RO, Namespace, SpecInput, bind, build_spec, standard_mounts
 from podrt.sandbox.model import InfraPlan
 
@@ -63,9 +64,9 @@ def pod_file_binds(shm_path: str | None, hostname_file: str, resolv_conf: str | 
 
 
 def _namespaces(plan: InfraPlan) -> tuple[Namespace, ...]:
-    """No user namespace (pods run with host ids) and no cgroup namespace
-    (runc 1.1 on cgroup v1 shows the container's cgroups through its cgroup
-    mount without one)."""
+    """No user namespace (pods run with host ids). A cgroup namespace on v2
+    only, as containerd and CRI-O make one there (runc 1.1 on v1 shows the
+    container's cgroups through its cgroup mount without one)."""
     cfg = plan.config
     namespaces: list[Namespace] = []
     if not cfg.host_pid:
@@ -78,4 +79,6 @@ def _namespaces(plan: InfraPlan) -> tuple[Namespace, ...]:
     if not cfg.host_network:
         namespaces.append(Namespace("uts"))
     namespaces.append(Namespace("mount"))
+    if cgroups.unified() and not cfg.privileged:
+        namespaces.append(Namespace("cgroup"))
     return tuple(namespaces)
