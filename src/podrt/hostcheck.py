@@ -118,8 +118,9 @@ OPTIONAL_CONTROLLERS = ("cpuset", "io", "hugetlb")  # cpuset_*, blkio-style and 
 
 def cgroup_checks(cfg: Config, root: Path = cgroups.CGROUP_ROOT) -> list[CheckResult]:
     """The hierarchy, and the controllers pods' cgroups can have: v1 mounts them
-    one by one; on v2 the parent of podrt's pod cgroups must offer them in its
-    cgroup.controllers (runc then enables them in cgroup.subtree_control)."""
+    one by one. On v2 runc enables them down the path (cgroup.subtree_control of
+    each level), which it can do for what the cgroup above podrt's default pod
+    parent offers (its cgroup.controllers): that is the limit checked."""
     mode = cgroups.hierarchy.detect(root)
     notes = {cgroups.Hierarchy.HYBRID: "v1 with an empty v2 tree at unified/: limits and stats are v1's",
              cgroups.Hierarchy.UNIFIED: "v2, the unified hierarchy"}

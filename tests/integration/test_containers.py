@@ -102,6 +102,7 @@ async def _status(c: CriClient, container_id: str) -> cri.ContainerStatus:
 
 
 async def _wait_exit(c: CriClient, container_id: str, timeout: float = 10) -> cri.ContainerStatus:
+    timeout *= FACTOR
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = await _status(c, container_id)
@@ -367,7 +368,7 @@ async def test_image_volumes(daemon: DaemonProcess, registry: Registry) -> None:
 
 
 async def _exec(c: CriClient, cid: str, *cmd: str, timeout: int = 10) -> cri.ExecSyncResponse:
-    return await c.runtime.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=timeout))
+    return await c.runtime.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=int(timeout * FACTOR)))
 
 
 async def _running(c: CriClient, registry: Registry, pod: tuple[str, cri.PodSandboxConfig], name: str, **kw: Any) -> str:

@@ -22,13 +22,13 @@ from typing import Iterator
 import pytest
 
 from podrt.oci import conmon as conmon_mod
+from podrt.cgroups.hierarchy import CGROUP_ROOT, hierarchies, unified
 from podrt.oci.conmon import ConmonSpec, conmon_argv, parse_sync_reply
 from podrt.oci.runtime import ContainerProcess, OciRuntime, OciRuntimeError, runc_error_text
 
 RUNC = "/usr/sbin/runc"
 CONMON = "/usr/bin/conmon"
 CATATONIT = "/usr/bin/catatonit"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "podrt-test"
 
 
@@ -79,7 +79,7 @@ def _wait_vanished(pids: set[int], timeout: float = 15.0) -> list[int]:
 
 
 def _remove_cgroup(relative: str) -> None:
-    for controller in CGROUP_ROOT.iterdir():
+    for controller in hierarchies():
         path = controller / relative
         for _ in range(50):
             try:
@@ -312,7 +312,7 @@ async def test_create_failure_before_conmon_runs(host: Host) -> None:
 async def test_conmon_joins_given_cgroup(host: Host) -> None:
     rt = host.runtime
     cid = host.new_id()
-    cgroup = CGROUP_ROOT / "pids" / f"podrt-test-conmon-{cid}"
+    cgroup = (CGROUP_ROOT if unified() else CGROUP_ROOT / "pids") / f"podrt-test-conmon-{cid}"
     cgroup.mkdir()
     host.cgroups.append(cgroup.name)
     proc = await host.create(cid, host.bundle(cid), conmon_cgroup_procs=[cgroup / "cgroup.procs"])

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from podrt.cgroups.hierarchy import hierarchies
 from podrt.oci.seccomp import default_profile
 from podrt.sandbox.infra_spec import build_infra_spec
 from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 
 RUNC = "/usr/sbin/runc"
 CATATONIT = "/usr/bin/catatonit"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 pytestmark = [
     pytest.mark.root,
@@ -56,7 +56,7 @@ def runc(base: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 
 def remove_cgroups(container_id: str) -> None:
-    for controller in CGROUP_ROOT.iterdir():
+    for controller in hierarchies():
         parent = controller / "podrt-test"
         for d in (parent / f"podrt-{container_id}", parent):
             try:

@@ -158,7 +158,7 @@ def test_removal_goes_children_first(tmp_path: Path) -> None:
     assert not (tmp_path / "podrt").exists()
     cgroups.remove("/podrt/podrt-b", prune_parent="/podrt", root=tmp_path)  # idempotent
     (tmp_path / "busy").mkdir()
-    (tmp_path / "busy" / "cgroup.procs").write_text("1\n")  # a real cgroup answers EBUSY; a file here: ENOTEMPTY
+    (tmp_path / "busy" / "cgroup.procs").write_text("1\n")  # rmdir: ENOTEMPTY here, EBUSY on a real cgroup; both said as EBUSY
     with pytest.raises(OSError) as err:
         cgroups.remove("/busy", root=tmp_path)
     assert err.value.errno == errno.EBUSY
@@ -182,3 +182,31 @@ def test_podrt_check_names_the_hierarchy_and_a_missing_controller(tmp_path: Path
         (tmp_path / "v1" / name).mkdir(parents=True)
     hierarchy, controllers = cgroup_checks(Config(), tmp_path / "v1")
     assert hierarchy.detail == "v1" and not controllers.ok and "missing: pids" in controllers.detail
+
+
+def test_v2_reader_takes_an_unreadable_or_odd_file_for_absent(tmp_path: Path) -> None:
+    """A PSI file the kernel has but answers EOPNOTSUPP for (psi=0), or any file
+    that cannot be read (a directory stands in here) or parsed: counters 0, no
+    pressure, never an exception out of a stats call."""
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    _tree(tmp_path / "odd", {**V2_FILES, "memory.current": "", "io.stat": "\n8:0 rbytes=x\n",
+                             "memory.pressure": "some avg10=nan? total=1\n"})
+    (tmp_path / "odd" / "cpu.pressure").unlink()
+    (tmp_path / "odd" / "cpu.pressure").mkdir()
+    u = cgroups.read_usage("/odd", root=tmp_path)
+    assert u is not None and u.cpu_ns == 2_500_000
+    assert (u.memory_bytes, u.io_read_bytes, u.cpu_pressure, u.memory_pressure) == (0, 0, None, None)
+
+
+def test_swap_accounting_on_v2_looks_at_a_cgroup_with_memory(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    (tmp_path / "init.scope").mkdir()  # no memory enabled for it: no answer yet, and none remembered
+    assert not hierarchy.swap_accounting(tmp_path)
+    _tree(tmp_path / "podrt", {"memory.max": "max\n", "memory.swap.max": "max\n"})
+    assert hierarchy.swap_accounting(tmp_path)
+    (tmp_path / "podrt" / "memory.swap.max").unlink()  # decided once: a host does not change its mind
+    assert hierarchy.swap_accounting(tmp_path)
+    other = tmp_path / "noswap"
+    _tree(other, {"cgroup.controllers": "memory\n"})
+    _tree(other / "podrt", {"memory.max": "max\n"})  # a kernel without swap accounting
+    assert not hierarchy.swap_accounting(other)

@@ -16,14 +16,16 @@ mount -t devpts -o newinstance,ptmxmode=0666,gid=5,mode=620 devpts /dev/pts
 ln -sf pts/ptmx /dev/ptmx
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t mqueue mqueue /dev/mqueue
-# podrt's dirs (the tests' are in /tmp) hold overlay upper dirs: not on the overlay root
-for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs "$d"; done
+# podrt's dirs (the tests' temp dirs) hold overlay upper dirs: not on the overlay root, so
+# on a tmpfs of their own (TMPDIR, not over /tmp, where the checkout itself may live)
+mkdir -p /lane-tmp && mount -t tmpfs -o mode=1777 tmpfs /lane-tmp
+export TMPDIR=/lane-tmp
 mount -t tmpfs -o mode=755 tmpfs /run
 hostname podrt-v2-guest
 ip link set lo up
 # modules on demand (bridge, veth, nf_tables for the CNI plugins): the unpacked
 # kernel package, with the modules.dep that tests/vm/lane.py fetch made
-mkdir -p /lib/modules && ln -sfn "$(arg podrt.modules)" "/lib/modules/$(uname -r)"
+mkdir -p /lib/modules && rm -rf "/lib/modules/$(uname -r)" && ln -s "$(arg podrt.modules)" "/lib/modules/$(uname -r)"
 echo /sbin/modprobe > /proc/sys/kernel/modprobe
 modprobe fuse  # /dev/fuse, as udev's static nodes give a booted Debian (a device test uses it)
 

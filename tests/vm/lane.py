@@ -60,7 +60,7 @@ def fetch() -> Path:
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, capture_output=True)
+        subprocess.run(["apt-get", "download", "-q", package], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
         (deb,) = Path(tmp).glob("*.deb")
         unpacked = Path(tmp) / "root"
         subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
@@ -92,7 +92,10 @@ def initramfs(modules: Path, out: Path) -> None:
     entries.append(_cpio_entry("init", 0o100755, (HERE / "init").read_bytes()))
     order = []
     for name in BOOT_MODULES:
-        (path,) = modules.glob(f"kernel/**/{name}.ko")
+        found = list(modules.glob(f"kernel/**/{name}.ko"))
+        if len(found) != 1:  # a kernel built otherwise (built in, or compressed .ko.xz busybox cannot load)
+            raise SystemExit(f"{modules}: no {name}.ko (found {found}); the lane expects Debian 12's linux-image-amd64")
+        (path,) = found
         entries.append(_cpio_entry(f"modules/{name}.ko", 0o100644, path.read_bytes()))
         order.append(name)
     entries.append(_cpio_entry("modules/order", 0o100644, "\n".join(order).encode() + b"\n"))
@@ -168,7 +171,7 @@ def _boot(argv: list[str], timeout: float) -> int | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("fetch", "run"))
-    parser.add_argument("--timeout", type=float, default=float(os.environ.get("PODRT_VM_TIMEOUT", 1200)))
+    parser.add_argument("--timeout", type=float, default=float(os.environ.get("PODRT_VM_TIMEOUT", 900)))
     parser.add_argument("--memory", type=int, default=4096, help="guest memory in MiB")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--command", default="", help="a shell command to run in the guest instead of pytest")

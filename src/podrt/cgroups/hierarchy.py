@@ -71,29 +71,29 @@ def own_cgroup(pid: str = "self") -> str:
     return "/"
 
 
-_swap_found: list[bool] = []  # decided once a cgroup with memory files has been seen
+_swap_answers: dict[Path, bool] = {}  # per tree, once a cgroup with memory files was seen
 
 
-def swap_accounting() -> bool:
+def swap_accounting(root: Path = CGROUP_ROOT) -> bool:
     """Whether a container's swap can be limited. v1: the memory controller has
     memsw files (swapaccount=1). v2: memory.swap.max sits beside memory.max in
-    every cgroup with memory enabled, and nowhere at the root; so look at a cgroup
-    that has memory.max: podrt's own, or a child of the root (a pod's parent, once
-    the pod's infra runs). Until one exists the answer is no, asked again next time."""
-    if not unified():
-        return (CGROUP_ROOT / "memory" / "memory.memsw.limit_in_bytes").exists()
-    if _swap_found:
-        return _swap_found[0]
+    every cgroup with memory enabled (unless the kernel runs without swap
+    accounting), and nowhere at the root; so look at a cgroup that has
+    memory.max: podrt's own, or a child of the root (a pod's parent, which runc
+    gives memory as it starts the pod's infra: a workload container, the first
+    to have a memory limit, always finds one)."""
+    if detect(root) is not Hierarchy.UNIFIED:
+        return (root / "memory" / "memory.memsw.limit_in_bytes").exists()
+    if root in _swap_answers:
+        return _swap_answers[root]
     try:
-        own = own_cgroup()
+        own = root / own_cgroup().strip("/")
     except OSError:
-        own = "/"
-    candidates = [CGROUP_ROOT / own.strip("/")]
-    candidates += sorted(p for p in CGROUP_ROOT.iterdir() if p.is_dir())
-    for cg in candidates:
-        if cg != CGROUP_ROOT and (cg / "memory.max").exists():
-            _swap_found.append((cg / "memory.swap.max").exists())
-            return _swap_found[0]
+        own = root
+    for cg in [own, *sorted(p for p in root.iterdir() if p.is_dir())]:
+        if cg != root and (cg / "memory.max").exists():
+            _swap_answers[root] = (cg / "memory.swap.max").exists()
+            return _swap_answers[root]
     return False
 
 

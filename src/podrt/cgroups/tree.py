@@ -29,7 +29,7 @@ def create(path: str, names: tuple[str, ...] = CONMON_CONTROLLERS, root: Path = 
     rule forbids processes only in cgroups that hand controllers down."""
     procs = []
     for h in hierarchies(root):
-        if h != root and h.name not in names:
+        if h != root and not set(h.name.split(",")) & set(names):  # "cpu,cpuacct" where comounted
             continue
         d = h / path.lstrip("/")
         d.mkdir(parents=True, exist_ok=True)

@@ -60,13 +60,16 @@ class Usage:
     io_pressure: Pressure | None = None
 
 
+COUNTERS = tuple(f.name for f in attrs.fields(Usage) if type(f.default) is int)  # the fields that add up
+
+
 def total(parts: list[Usage]) -> Usage | None:
     """Several cgroups as one (a pod whose cgroups share podrt's default parent):
     counters add up, the largest limit stands for the set, and pressure (a share
     of time, not a sum) is unknown."""
     if not parts:
         return None
-    counters = {f.name: sum(getattr(u, f.name) for u in parts) for f in attrs.fields(Usage) if f.type == "int"}
+    counters = {name: sum(getattr(u, name) for u in parts) for name in COUNTERS}
     pages: dict[str, int] = {}
     for u in parts:
         for size, used in u.hugetlb_bytes:

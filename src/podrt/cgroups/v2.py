@@ -3,39 +3,31 @@
 Every file is one of the kernel's documented formats (Documentation/admin-guide/
 cgroup-v2.rst): a single value ("max" for none), flat keyed ("key value" lines),
 nested keyed ("8:0 rbytes=1 wbytes=2" lines) or pressure ("some avg10=..."). A
-file that is absent means its controller is not enabled for this cgroup: its
-counters read 0. The cgroup's own disappearance (ENOENT, or ENODEV from a file
-opened as it went) reads as None.
+file that cannot be read or parsed counts as absent: its controller is not
+enabled for this cgroup, or the kernel has the file but not the feature (PSI
+files answer EOPNOTSUPP on a kernel booted with psi=0), and its counters read 0.
+Only cpu.stat, which every non-root cgroup has, must be there: without it, or
+once the directory is gone after the read, the cgroup reads as None.
 """
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 
 from podrt.cgroups.usage import Pressure, PressureLine, Usage
 
 
-class _Gone(Exception):
-    """The cgroup went away while it was read."""
-
-
 def _text(path: Path) -> str | None:
     try:
         return path.read_text()
-    except FileNotFoundError:
+    except OSError:  # absent (ENOENT), removed meanwhile (ENODEV), or not offered (EOPNOTSUPP)
         return None
-    except OSError as exc:
-        if exc.errno == errno.ENODEV:  # removed between open and read
-            raise _Gone() from None
-        raise
 
 
 def single(text: str | None) -> int | None:
-    """A one-value file; "max" (no limit) and an absent file are None."""
-    if text is None or text.strip() == "max":
-        return None
-    return int(text.split()[0])
+    """A one-value file; "max" (no limit), an absent or unreadable file are None."""
+    words = (text or "").split()
+    return int(words[0]) if words and words[0].isdigit() else None
 
 
 def flat_keyed(text: str | None) -> dict[str, int]:
@@ -51,19 +43,22 @@ def nested_keyed(text: str | None) -> dict[str, dict[str, str]]:
     """`io.stat`-style lines: the first word names the entry, the rest are key=value."""
     out = {}
     for line in (text or "").splitlines():
-        name, *pairs = line.split()
-        out[name] = dict(p.split("=", 1) for p in pairs if "=" in p)
+        if words := line.split():
+            out[words[0]] = dict(p.split("=", 1) for p in words[1:] if "=" in p)
     return out
 
 
 def pressure(text: str | None) -> Pressure | None:
-    if text is None:
-        return None
     lines = {}
-    for name, fields in nested_keyed(text).items():
-        lines[name] = PressureLine(avg10=float(fields.get("avg10", 0)), avg60=float(fields.get("avg60", 0)),
-                                   avg300=float(fields.get("avg300", 0)), total_us=int(fields.get("total", 0)))
-    return Pressure(some=lines.get("some", PressureLine()), full=lines.get("full", PressureLine()))
+    try:
+        for name, fields in nested_keyed(text).items():
+            lines[name] = PressureLine(avg10=float(fields.get("avg10", 0)), avg60=float(fields.get("avg60", 0)),
+                                       avg300=float(fields.get("avg300", 0)), total_us=int(fields.get("total", 0)))
+    except ValueError:
+        return None
+    if "some" not in lines:
+        return None
+    return Pressure(some=lines["some"], full=lines.get("full", PressureLine()))
 
 
 def _io_totals(text: str | None) -> tuple[int, int, int, int]:
@@ -71,7 +66,8 @@ def _io_totals(text: str | None) -> tuple[int, int, int, int]:
     sums = [0, 0, 0, 0]
     for fields in nested_keyed(text).values():
         for n, key in enumerate(("rbytes", "wbytes", "rios", "wios")):
-            sums[n] += int(fields.get(key, 0))
+            value = fields.get(key, "0")
+            sums[n] += int(value) if value.isdigit() else 0
     return sums[0], sums[1], sums[2], sums[3]
 
 
@@ -85,48 +81,43 @@ def _hugetlb(d: Path) -> tuple[tuple[str, int], ...]:
 
 def read(path: str, root: Path) -> Usage | None:
     d = root / path.lstrip("/")
-    try:
-        cpu = _text(d / "cpu.stat")  # in every non-root cgroup, whatever is enabled
-        if cpu is None:
-            return None
-        c = flat_keyed(cpu)
-        mem = flat_keyed(_text(d / "memory.stat"))
-        events = flat_keyed(_text(d / "memory.events"))
-        current = single(_text(d / "memory.current")) or 0
-        swap_max = _text(d / "memory.swap.max")
-        io = _io_totals(_text(d / "io.stat"))
-        return Usage(
-            cpu_ns=c.get("usage_usec", 0) * 1000,
-            cpu_user_ns=c.get("user_usec", 0) * 1000,
-            cpu_system_ns=c.get("system_usec", 0) * 1000,
-            cpu_periods=c.get("nr_periods", 0),
-            cpu_throttled_periods=c.get("nr_throttled", 0),
-            cpu_throttled_ns=c.get("throttled_usec", 0) * 1000,
-            memory_bytes=current,
-            working_set_bytes=max(0, current - mem.get("inactive_file", 0)),
-            rss_bytes=mem.get("anon", 0),
-            cache_bytes=mem.get("file", 0),
-            page_faults=mem.get("pgfault", 0),
-            major_page_faults=mem.get("pgmajfault", 0),
-            limit_bytes=single(_text(d / "memory.max")),
-            limit_hits=events.get("max", 0),
-            oom_events=events.get("oom", 0),
-            oom_kills=events.get("oom_kill", 0),
-            swap_bytes=(single(_text(d / "memory.swap.current")) or 0) if swap_max is not None else None,
-            swap_limit_bytes=single(swap_max),
-            processes=single(_text(d / "pids.current")) or 0,
-            io_read_bytes=io[0], io_write_bytes=io[1], io_reads=io[2], io_writes=io[3],
-            hugetlb_bytes=_hugetlb(d),
-            cpu_pressure=pressure(_text(d / "cpu.pressure")),
-            memory_pressure=pressure(_text(d / "memory.pressure")),
-            io_pressure=pressure(_text(d / "io.pressure")),
-        )
-    except _Gone:
+    cpu = _text(d / "cpu.stat")  # in every non-root cgroup, whatever is enabled
+    if cpu is None:
         return None
+    c = flat_keyed(cpu)
+    mem = flat_keyed(_text(d / "memory.stat"))
+    events = flat_keyed(_text(d / "memory.events"))
+    current = single(_text(d / "memory.current")) or 0
+    swap_max = _text(d / "memory.swap.max")
+    io = _io_totals(_text(d / "io.stat"))
+    usage = Usage(
+        cpu_ns=c.get("usage_usec", 0) * 1000,
+        cpu_user_ns=c.get("user_usec", 0) * 1000,
+        cpu_system_ns=c.get("system_usec", 0) * 1000,
+        cpu_periods=c.get("nr_periods", 0),
+        cpu_throttled_periods=c.get("nr_throttled", 0),
+        cpu_throttled_ns=c.get("throttled_usec", 0) * 1000,
+        memory_bytes=current,
+        working_set_bytes=max(0, current - mem.get("inactive_file", 0)),
+        rss_bytes=mem.get("anon", 0),
+        cache_bytes=mem.get("file", 0),
+        page_faults=mem.get("pgfault", 0),
+        major_page_faults=mem.get("pgmajfault", 0),
+        limit_bytes=single(_text(d / "memory.max")),
+        limit_hits=events.get("max", 0),
+        oom_events=events.get("oom", 0),
+        oom_kills=events.get("oom_kill", 0),
+        swap_bytes=(single(_text(d / "memory.swap.current")) or 0) if swap_max is not None else None,
+        swap_limit_bytes=single(swap_max),
+        processes=single(_text(d / "pids.current")) or 0,
+        io_read_bytes=io[0], io_write_bytes=io[1], io_reads=io[2], io_writes=io[3],
+        hugetlb_bytes=_hugetlb(d),
+        cpu_pressure=pressure(_text(d / "cpu.pressure")),
+        memory_pressure=pressure(_text(d / "memory.pressure")),
+        io_pressure=pressure(_text(d / "io.pressure")),
+    )
+    return usage if d.is_dir() else None  # removed while read: its zeros are not a reading
 
 
 def oom_kills(path: str, root: Path) -> int:
-    try:
-        return flat_keyed(_text(root / path.lstrip("/") / "memory.events")).get("oom_kill", 0)
-    except (_Gone, OSError):
-        return 0
+    return flat_keyed(_text(root / path.lstrip("/") / "memory.events")).get("oom_kill", 0)

@@ -63,9 +63,10 @@ class PodSample:
 
 def pod_usage(cgroup_parent: str, infra_cgroups_path: str, containers: list[Sample]) -> cgroups.Usage | None:
     """A pod with a cgroup parent of its own (the kubelet's `pod<uid>`): that
-    parent's totals, which count its containers, its infra and conmon, as the
-    kubelet reads a pod's cgroup. A pod in podrt's shared default parent: its
-    infra's and its containers' cgroups summed."""
+    parent's totals, which count its containers and its infra (and conmon, with
+    the cgroupfs manager, which puts conmon there), as the kubelet reads a pod's
+    cgroup. A pod in podrt's shared default parent: its infra's and its
+    containers' cgroups summed."""
     if not cgroups.shared_parent(cgroup_parent):
         own = cgroups.read_usage(cgroups.parent_dir(cgroup_parent))
         if own is not None:

@@ -29,7 +29,8 @@ def _psi_data(line: cgroups.PressureLine) -> cri.PsiData:
 
 
 def _psi(p: cgroups.Pressure | None) -> cri.PsiStats | None:
-    """v2 pressure (kernel PSI), as the kubelet's KubeletPSI feature reads it; total in microseconds."""
+    """v2 pressure (kernel PSI), as the kubelet's KubeletPSI feature reads it. The
+    total is the kernel's microseconds, as cAdvisor and containerd pass it on."""
     return cri.PsiStats(full=_psi_data(p.full), some=_psi_data(p.some)) if p is not None else None
 
 

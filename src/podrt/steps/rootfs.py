@@ -17,6 +17,9 @@ from podrt.errors import FailedPrecondition
 from podrt.steps.base import DepsStep
 
 
+NO_UPPER = ("overlay", "nfs", "nfs4", "9p", "fuse", "cifs", "smb3")  # filesystems overlayfs refuses as upper
+
+
 class Rootfs(DepsStep):
     kind = "rootfs"
 
@@ -52,8 +55,10 @@ async def mount_layers(images_dir: Path, image_name: str, lowers: Sequence[str],
         if exc.errno != errno.EINVAL:
             raise
         fstype = await asyncio.to_thread(mountinfo.fstype_of, str(base.parent))
+        if fstype not in NO_UPPER:
+            raise
         raise FailedPrecondition(f"the kernel refused the overlay at {base} (EINVAL): its upper dir is on {fstype}, "
-                                 f"which overlayfs may not write to; put podrt's root on ext4, xfs, btrfs or tmpfs "
+                                 f"which overlayfs cannot write to; put podrt's root on ext4, xfs, btrfs or tmpfs "
                                  f"(`podrt check` tests it)") from None
     except BaseException:
         await unmount_layers(base)
