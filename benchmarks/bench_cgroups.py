@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,12 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 
 from podrt import cgroups  # noqa: E402
 from podrt.api.runtime import v1 as cri  # noqa: E402
-from tests.support.daemon import DaemonDirs  # noqa: E402
-from tests.support.leaks import scrub_daemon_dirs  # noqa: E402
-from tests.support.registry import serve_busybox  # noqa: E402
 
 from bench_containers import IMAGE_REPO, container_config, pod_config  # noqa: E402  beside this script
-from common import pct, socket_path, wait_ready, write_config  # noqa: E402
+from common import busybox_daemon, pct  # noqa: E402
 
 MiB = 1 << 20
 WORKLOADS = {
@@ -103,24 +97,8 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=5.0)
     ap.add_argument("--calls", type=int, default=200)
     args = ap.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="podrt-bench-"))
-    reg, conf = serve_busybox(base, IMAGE_REPO)
-    try:
-        (base / "cni").mkdir()
-        cfg = write_config(base, image={"registries_conf": str(conf)})
-        proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],
-                                stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
-        try:
-            asyncio.run(wait_ready(socket_path(base), timeout=300))
-            asyncio.run(bench(socket_path(base), f"{reg.host}/{IMAGE_REPO}:v1", args.settle, args.calls))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=120)
-            scrub_daemon_dirs(DaemonDirs(base))
-    finally:
-        reg.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
+    with busybox_daemon(IMAGE_REPO, ready_timeout=300) as (sock, image, _pid):  # 300: the TCG guest is slow
+        asyncio.run(bench(sock, image, args.settle, args.calls))
 
 if __name__ == "__main__":
     main()

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,12 +23,9 @@ from grpclib.const import Cardinality
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
 from podrt.api.runtime import v1 as cri  # noqa: E402
-from tests.support.daemon import DaemonDirs  # noqa: E402
 from tests.support.fuzz import RawCodec  # noqa: E402
-from tests.support.leaks import scrub_daemon_dirs  # noqa: E402
-from tests.support.registry import serve_busybox  # noqa: E402
 
-from common import call_raw, pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
+from common import busybox_daemon, call_raw, pct  # noqa: E402  beside this script
 
 IMAGE_REPO = "bench/busybox"
 
@@ -186,24 +180,8 @@ def main() -> None:
     ap.add_argument("--list", type=int, default=1000)
     ap.add_argument("--pods", type=int, default=100)
     args = ap.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="podrt-bench-"))
-    reg, conf = serve_busybox(base, IMAGE_REPO)
-    try:
-        (base / "cni").mkdir()
-        cfg = write_config(base, image={"registries_conf": str(conf)})
-        proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],
-                                stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
-        try:
-            asyncio.run(wait_ready(socket_path(base)))
-            asyncio.run(bench(socket_path(base), f"{reg.host}/{IMAGE_REPO}:v1", args.cycles, args.list, args.pods, proc.pid))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=120)
-            scrub_daemon_dirs(DaemonDirs(base))  # what a failed run left: containers outlive the daemon
-    finally:
-        reg.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
+    with busybox_daemon(IMAGE_REPO) as (sock, image, pid):
+        asyncio.run(bench(sock, image, args.cycles, args.list, args.pods, pid))
 
 if __name__ == "__main__":
     main()

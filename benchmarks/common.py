@@ -4,9 +4,14 @@ the daemon's first answer, percentiles."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import tomli_w
 from grpclib.client import Channel
@@ -71,3 +76,32 @@ async def call_raw(ch: Channel, path: str, request: Any) -> bytes:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@contextlib.contextmanager
+def busybox_daemon(repo: str, ready_timeout: float = 20.0) -> Iterator[tuple[Path, str, int]]:
+    """A registry on 127.0.0.1 serving busybox as `repo`:v1 and a daemon that may
+    pull from it, in a temp dir: yields (socket, image, daemon pid); afterwards
+    whatever a failed run left is scrubbed (containers outlive the daemon).
+    Needs the repo root on sys.path (tests.support), as the scripts set it."""
+    from tests.support.daemon import DaemonDirs
+    from tests.support.leaks import scrub_daemon_dirs
+    from tests.support.registry import serve_busybox
+
+    base = Path(tempfile.mkdtemp(prefix="podrt-bench-"))
+    reg, conf = serve_busybox(base, repo)
+    try:
+        (base / "cni").mkdir()
+        cfg = write_config(base, image={"registries_conf": str(conf)})
+        proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],
+                                stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
+        try:
+            asyncio.run(wait_ready(socket_path(base), timeout=ready_timeout))
+            yield socket_path(base), f"{reg.host}/{repo}:v1", proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(timeout=120)
+            scrub_daemon_dirs(DaemonDirs(base))
+    finally:
+        reg.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -20,9 +20,9 @@ from grpclib.exceptions import GRPCError
 
 from podrt import cgroups
 from podrt.api.runtime import v1 as cri
-from tests.integration.conftest import _network_dirs, remove_all_pods
-from tests.integration.test_containers import (_config, _configure, _create, _exec, _pod, _pull, _remove_pod, _running,
-                                               _start, _status, _wait_exit)
+from tests.integration.conftest import _network_dirs
+from tests.integration.test_containers import (_config, _create, _exec, _module_daemon, _no_traceback, _pod, _remove_pod,
+                                               _running, _start, _status, _wait_exit)
 from tests.support.client import connect
 from tests.support.daemon import DaemonProcess
 from tests.support.leaks import audit_daemon_dirs
@@ -43,21 +43,8 @@ ROOT = cgroups.CGROUP_ROOT
 
 @pytest.fixture(scope="module")
 def daemon(registry: Registry) -> Iterator[DaemonProcess]:
-    with _network_dirs() as d:
-        _configure(d, registry)
-        proc = DaemonProcess(d).start()
-        asyncio.run(_pull(d.socket, f"{registry.host}/test/busybox:v1"))
+    with _module_daemon(registry) as proc:
         yield proc
-        asyncio.run(remove_all_pods(d.socket))
-        proc.stop()
-        leftovers = audit_daemon_dirs(d)
-        assert not leftovers, f"cgroup tests left resources behind: {leftovers}"
-        _no_traceback(proc)
-
-
-def _no_traceback(proc: DaemonProcess) -> None:
-    log = proc.log()
-    assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]
 
 
 def _file(controller: str, cgroup: str, name: str) -> str:

@@ -45,11 +45,12 @@ def _configure(d: DaemonDirs, registry: Registry, extra: dict[str, Any] | None =
     d.write_config({"image": {"registries_conf": str(conf)}, **(extra or {})})
 
 
-@pytest.fixture(scope="module")
-def daemon(registry: Registry) -> Iterator[DaemonProcess]:
-    """One daemon for the module; every pod and container gone at the end, nothing left."""
+@contextlib.contextmanager
+def _module_daemon(registry: Registry, extra: dict[str, Any] | None = None) -> Iterator[DaemonProcess]:
+    """One daemon for a module, the busybox image pulled; at the end every pod
+    and container gone, nothing left, and no traceback in its log."""
     with _network_dirs() as d:
-        _configure(d, registry, {"runtime": {"exec_sync_max_output": EXEC_MAX}})
+        _configure(d, registry, extra)
         proc = DaemonProcess(d).start()
         asyncio.run(_pull(d.socket, f"{registry.host}/test/busybox:v1"))
         yield proc
@@ -57,6 +58,18 @@ def daemon(registry: Registry) -> Iterator[DaemonProcess]:
         proc.stop()
         leftovers = audit_daemon_dirs(d)
         assert not leftovers, f"containers left resources behind: {leftovers}"
+        _no_traceback(proc)
+
+
+def _no_traceback(proc: DaemonProcess) -> None:
+    log = proc.log()
+    assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]
+
+
+@pytest.fixture(scope="module")
+def daemon(registry: Registry) -> Iterator[DaemonProcess]:
+    with _module_daemon(registry, {"runtime": {"exec_sync_max_output": EXEC_MAX}}) as proc:
+        yield proc
 
 
 async def _start(d: DaemonDirs, registry: Registry, extra: dict[str, Any] | None = None) -> DaemonProcess:
