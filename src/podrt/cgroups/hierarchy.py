@@ -29,18 +29,19 @@ def detect(root: Path = CGROUP_ROOT) -> Hierarchy:
 
 
 @functools.cache
-def mode() -> Hierarchy:
-    return detect()
+def mode(root: Path = CGROUP_ROOT) -> Hierarchy:
+    """detect(), once per tree."""
+    return detect(root)
 
 
-def unified() -> bool:
-    return mode() is Hierarchy.UNIFIED
+def unified(root: Path = CGROUP_ROOT) -> bool:
+    return mode(root) is Hierarchy.UNIFIED
 
 
 def hierarchies(root: Path = CGROUP_ROOT) -> list[Path]:
     """Every tree runc may create a cgroup in: v1's controllers (the named systemd
     one and hybrid's 'unified' one included), or the v2 root alone."""
-    if (root / "cgroup.controllers").exists():
+    if unified(root):
         return [root]
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
 
@@ -48,7 +49,7 @@ def hierarchies(root: Path = CGROUP_ROOT) -> list[Path]:
 def available(controller: str, root: Path = CGROUP_ROOT) -> bool:
     """Whether the kernel offers `controller` to podrt's cgroups: a mounted v1
     hierarchy, or a name in v2's root cgroup.controllers."""
-    if (root / "cgroup.controllers").exists():
+    if unified(root):
         return controller in _words(root / "cgroup.controllers")
     return (root / controller).is_dir()
 
@@ -82,7 +83,7 @@ def swap_accounting(root: Path = CGROUP_ROOT) -> bool:
     memory.max: podrt's own, or a child of the root (a pod's parent, which runc
     gives memory as it starts the pod's infra: a workload container, the first
     to have a memory limit, always finds one)."""
-    if detect(root) is not Hierarchy.UNIFIED:
+    if not unified(root):
         return (root / "memory" / "memory.memsw.limit_in_bytes").exists()
     if root in _swap_answers:
         return _swap_answers[root]

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from types import ModuleType
 
 from podrt.cgroups import hierarchy, v1, v2
-from podrt.cgroups.hierarchy import CGROUP_ROOT, Hierarchy
+from podrt.cgroups.hierarchy import CGROUP_ROOT
 from podrt.cgroups.paths import fs_path
 from podrt.cgroups.usage import Usage
-
-
-@functools.cache
-def _reader(root: Path) -> ModuleType:
-    """Decided once per tree: a host does not change hierarchy under a running daemon."""
-    return v2 if hierarchy.detect(root) is Hierarchy.UNIFIED else v1
 
 
 def read(cgroups_path: str, root: Path = CGROUP_ROOT) -> Usage | None:
     """The usage of a runc cgroupsPath (or a cgroup parent); None when the cgroup
     is gone (the container exited and runc removed it). Blocking: call in a thread."""
-    return _reader(root).read(fs_path(cgroups_path), root)  # type: ignore[no-any-return]
+    return (v2 if hierarchy.unified(root) else v1).read(fs_path(cgroups_path), root)
 
 
 def oom_killed(cgroups_path: str, root: Path = CGROUP_ROOT) -> bool:
     """Whether the kernel's OOM killer killed a process in this cgroup (v2's
     memory.events, v1's memory.oom_control, kernel 4.13+); False once it is gone."""
-    return _reader(root).oom_kills(fs_path(cgroups_path), root) > 0  # type: ignore[no-any-return]
+    return (v2 if hierarchy.unified(root) else v1).oom_kills(fs_path(cgroups_path), root) > 0

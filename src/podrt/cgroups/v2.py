@@ -72,11 +72,7 @@ def _io_totals(text: str | None) -> tuple[int, int, int, int]:
 
 
 def _hugetlb(d: Path) -> tuple[tuple[str, int], ...]:
-    found = []
-    for f in sorted(d.glob("hugetlb.*.current")):
-        value = single(_text(f))
-        found.append((f.name.split(".")[1], value or 0))
-    return tuple(found)
+    return tuple((f.name.split(".")[1], single(_text(f)) or 0) for f in sorted(d.glob("hugetlb.*.current")))
 
 
 def read(path: str, root: Path) -> Usage | None:

@@ -61,24 +61,24 @@ class PodSample:
     nano_cores: int | None = None
 
 
-def pod_usage(cgroup_parent: str, infra_cgroups_path: str, containers: list[Sample]) -> cgroups.Usage | None:
-    """A pod with a cgroup parent of its own (the kubelet's `pod<uid>`): that
-    parent's totals, which count its containers and its infra (and conmon, with
-    the cgroupfs manager, which puts conmon there), as the kubelet reads a pod's
-    cgroup. A pod in podrt's shared default parent: its infra's and its
-    containers' cgroups summed."""
-    if not cgroups.shared_parent(cgroup_parent):
-        own = cgroups.read_usage(cgroups.parent_dir(cgroup_parent))
+def pod_usage(cgroup: tuple[str, str] | None, containers: list[Sample]) -> cgroups.Usage | None:
+    """`cgroup`: the pod's cgroup parent and its infra's cgroupsPath (None once
+    stopped). A pod with a cgroup parent of its own (the kubelet's `pod<uid>`):
+    that parent's totals, which count its containers and its infra (and conmon,
+    with the cgroupfs manager, which puts conmon there), as the kubelet reads a
+    pod's cgroup. Else (podrt's shared default parent, or stopped): its infra's
+    and its containers' cgroups summed."""
+    if cgroup and not cgroups.shared_parent(cgroup[0]):
+        own = cgroups.read_usage(cgroups.parent_dir(cgroup[0]))
         if own is not None:
             return own
-    infra = cgroups.read_usage(infra_cgroups_path)
+    infra = cgroups.read_usage(cgroup[1]) if cgroup else None
     return cgroups.total([u for u in (infra, *(c.cgroup for c in containers)) if u is not None])
 
 
 def pod_sample(sandbox_id: str, cgroup: tuple[str, str] | None, netns_path: str, containers: list[Sample]) -> PodSample:
-    """Blocking (cgroup reads, netlink in the pod's netns): run it in a thread.
-    `cgroup`: the pod's cgroup parent and its infra's cgroupsPath (None once stopped)."""
-    total = pod_usage(*cgroup, containers) if cgroup else cgroups.total([c.cgroup for c in containers if c.cgroup])
+    """Blocking (cgroup reads, netlink in the pod's netns): run it in a thread."""
+    total = pod_usage(cgroup, containers)
     found: tuple[Interface, ...] = ()
     if netns_path:
         try:

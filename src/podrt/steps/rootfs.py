@@ -47,22 +47,27 @@ async def mount_layers(images_dir: Path, image_name: str, lowers: Sequence[str],
         for part, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o755)):
             (base / part).mkdir(mode=mode)  # the upper's mode is the root's: 0700 would lock out non-root users
         await overlay.mount(images_dir, lowers, base / "upper", base / "work", base / "merged")
-    except overlay.TooManyLayers as exc:
+    except BaseException as exc:
         await unmount_layers(base)
-        raise FailedPrecondition(f"image {image_name}: {exc}") from None
-    except OSError as exc:
-        await unmount_layers(base)
-        if exc.errno != errno.EINVAL:
+        refusal = await _refusal(exc, image_name, base)
+        if refusal is None:
             raise
-        fstype = await asyncio.to_thread(mountinfo.fstype_of, str(base.parent))
-        if fstype not in NO_UPPER:
-            raise
-        raise FailedPrecondition(f"the kernel refused the overlay at {base} (EINVAL): its upper dir is on {fstype}, "
-                                 f"which overlayfs cannot write to; put podrt's root on ext4, xfs, btrfs or tmpfs "
-                                 f"(`podrt check` tests it)") from None
-    except BaseException:
-        await unmount_layers(base)
-        raise
+        raise refusal from None
+
+
+async def _refusal(exc: BaseException, image_name: str, base: Path) -> FailedPrecondition | None:
+    """What the request or the host caused, said as such: an image with too many
+    layers, an upper dir on a filesystem overlayfs refuses (EINVAL). None: a failure to raise as it is."""
+    if isinstance(exc, overlay.TooManyLayers):
+        return FailedPrecondition(f"image {image_name}: {exc}")
+    if not isinstance(exc, OSError) or exc.errno != errno.EINVAL:
+        return None
+    fstype = await asyncio.to_thread(mountinfo.fstype_of, str(base.parent))
+    if fstype not in NO_UPPER:
+        return None
+    return FailedPrecondition(f"the kernel refused the overlay at {base} (EINVAL): its upper dir is on {fstype}, "
+                              f"which overlayfs cannot write to; put podrt's root on ext4, xfs, btrfs or tmpfs "
+                              f"(`podrt check` tests it)")
 
 
 async def unmount_layers(base: Path) -> None:
