@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any, Callable, Coroutine, Generic, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 async def await_shielded(fut: asyncio.Future[Any]) -> bool:
@@ -83,4 +86,18 @@ class SharedTask(Generic[T]):
             if self._waiters == 0 and not self._task.done():
                 self._abandoned = True
                 self._task.cancel()
+                await self._unwound()
+
+    async def _unwound(self) -> None:
+        """Wait out the abandoned work, a second cancel included (the leaving
+        waiter's own exception propagates after), and take its outcome: work
+        cancelled while it was failing anyway (one of two bad layers, after the
+        other failed the pull) ends in its error, which nobody else awaits and
+        asyncio would log as "Task exception was never retrieved"."""
+        while not self._task.done():
+            try:
                 await asyncio.wait({self._task})
+            except asyncio.CancelledError:
+                continue
+        if not self._task.cancelled() and (exc := self._task.exception()) is not None:
+            log.debug("%s, abandoned by its callers, failed too: %s", self._task.get_name(), exc)
