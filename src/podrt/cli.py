@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -47,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     image_import = image_sub.add_parser("import", parents=[common],
                                         help="load an image archive (OCI image layout or docker save; tar, tar.gz or dir)")
     image_import.add_argument("file", type=Path, help="the archive: a tar file (optionally gzip-compressed) or a directory")
+    image_import.add_argument("--name", metavar="REF",
+                              help="name the archive's image REF (e.g. registry.k8s.io/pause:3.10) instead of the names "
+                                   "the archive gives; the archive must hold one image")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -96,7 +101,7 @@ def _image_ls(cfg: Config) -> int:
     return 0
 
 
-def _image_import(cfg: Config, archive: Path) -> int:
+def _image_import(cfg: Config, archive: Path, name: str | None = None) -> int:
     """Imports beside a running daemon: no garbage collection here (the daemon owns it)."""
     from podrt.images.archive import import_archive
     from podrt.images.store import ImageStore
@@ -107,7 +112,7 @@ def _image_import(cfg: Config, archive: Path) -> int:
         with store.exclusive(wait=True):  # the daemon collects no garbage meanwhile
             for path, problem in store.load_records():
                 print(f"podrt: unreadable image record {path}: {problem}", file=sys.stderr)
-            records = asyncio.run(import_archive(store, archive))
+            records = asyncio.run(import_archive(store, archive, name))
     except (PodrtError, OSError) as exc:
         print(f"podrt: cannot import {archive}: {exc}" if isinstance(exc, OSError) else f"podrt: {exc}", file=sys.stderr)
         return 1
@@ -116,8 +121,40 @@ def _image_import(cfg: Config, archive: Path) -> int:
     return 0
 
 
+SIGPIPE_EXIT = 128 + signal.SIGPIPE  # 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """`podrt ...`; a reader that closes our stdout early (`podrt image ls | head -1`)
+    ends the command quietly.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError
+    (a traceback, and another from the interpreter's last flush). Coreutils
+    die of SIGPIPE there, which a shell reports as 141 (128 + 13): podrt exits
+    with that code, so `set -o pipefail` scripts see what they see for `ls`,
+    and nothing is printed. stdout then points at /dev/null, where the final
+    flush of what is still buffered cannot fail. The daemon (serve) writes
+    no stdout, so there a BrokenPipeError would be a bug, and is not hidden.
+    """
+    try:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit:  # after --help or a usage message
+            sys.stdout.flush()
+            raise
+        if args.command != "serve":
+            code = _command(args)
+            sys.stdout.flush()  # output that fit the buffer meets the closed pipe here, not at exit
+            return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return SIGPIPE_EXIT
+    return _command(args)
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "version":
         print(f"podrt {__version__} (CRI v1)")
         return 0
@@ -137,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if healthy else 1
     if args.command == "image":
         if args.image_command == "import":
-            return _image_import(cfg, args.file)
+            return _image_import(cfg, args.file, args.name)
         return _image_ls(cfg)
     if args.command == "install-network":
         from podrt.network import default

@@ -444,6 +444,40 @@ async def test_import_beside_a_running_daemon(image_daemon: DaemonProcess, regis
     assert imported and all((image_daemon.dirs.root / "images" / "layers" / c[7:] / "diff").is_dir() for c in imported[0].layers)
 
 
+async def test_imported_images_are_found_by_the_names_they_were_given(image_daemon: DaemonProcess, tmp_path: Path) -> None:
+    """An OCI layout's ref.names name its images as podman load would, and
+    --name names a one-image archive as the kubelet will ask for it."""
+    import subprocess
+
+    from tests.support.daemon import podrt_command
+    from tests.unit.test_image_archive import Oci, sha
+
+    def imported(*args: str) -> list[str]:
+        out = subprocess.run(podrt_command("image", "import", *args, "--config", str(image_daemon.dirs.config_file)),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return [line.split()[0] for line in out.stdout.splitlines()]
+
+    layout = Oci()
+    bare, config_bare, _ = layout.image(tag=b"bare")
+    short, config_short, _ = layout.image(tag=b"short")
+    layout.add(bare, **{"org.opencontainers.image.ref.name": "1.36"})
+    layout.add(short, **{"org.opencontainers.image.ref.name": "tools/app:2"})
+    assert imported(str(layout.write_dir(tmp_path / "layout"))) == ["localhost/1.36:latest", "localhost/tools/app:2"]
+
+    single = Oci()
+    one, config_one, _ = single.image(tag=b"one")
+    single.add(one, **{"org.opencontainers.image.ref.name": "ignored"})
+    assert imported(str(single.write_tar(tmp_path / "one.tar")), "--name", "busybox:air") == ["docker.io/library/busybox:air"]
+
+    async with connect(image_daemon.dirs.socket) as c:
+        assert (await _status(c, "localhost/1.36")).image.id == sha(config_bare)
+        assert (await _status(c, "localhost/tools/app:2")).image.id == sha(config_short)
+        assert (await _status(c, "busybox:air")).image.id == sha(config_one)  # the kubelet's spelling
+        ignored = (await _status(c, "localhost/ignored:latest")).image
+        assert ignored is None or not ignored.id
+
+
 def _records(root: Path) -> list:  # type: ignore[type-arg]
     from podrt.images.store import ImageStore
 

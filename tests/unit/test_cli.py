@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shlex
 import subprocess
 import tomllib
 from pathlib import Path
@@ -93,3 +96,73 @@ def test_check_reports_each_part(tmp_path: Path) -> None:
     assert "[warn] CNI network config" in out.stdout
     assert "[ok  ] CNI plugin bridge" in out.stdout
     assert out.stdout.strip().endswith("host is NOT ready for podrt")
+
+
+# ---- image import --name ------------------------------------------------------
+
+
+def test_image_import_name_flag(tmp_path: Path) -> None:
+    from tests.unit.test_image_archive import Oci, docker_save, sha
+
+    conf = tmp_path / "podrt.toml"
+    conf.write_text("")
+    flags = ("--config", str(conf), "--root", str(tmp_path / "root"))
+    saved = tmp_path / "saved.tar"
+    config, _ = docker_save(saved, ["busybox:1.36"])
+    out = run("image", "import", str(saved), "--name", "registry.local/tools/busybox:air", *flags)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["registry.local/tools/busybox:air", sha(config)]
+
+    two = Oci()
+    for tag in (b"a", b"b"):
+        two.add(two.image(tag=tag)[0], **{"org.opencontainers.image.ref.name": tag.decode()})
+    archive = two.write_tar(tmp_path / "two.tar")
+    line = _one_error_line(run("image", "import", str(archive), "--name", "app:1", *flags))
+    assert line.startswith(f"podrt: {archive}: ") and "holds 2 images" in line and "--name docker.io/library/app:1" in line
+    out = run("image", "import", str(archive), *flags)  # without a name: each by its own
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines()] == ["localhost/a:latest", "localhost/b:latest"]
+
+    line = _one_error_line(run("image", "import", str(saved), "--name", "Not/Lower", *flags))
+    assert line == 'podrt: invalid image reference "Not/Lower": repository name must be lowercase'
+
+
+# ---- a closed pipe ------------------------------------------------------------
+
+
+def test_closed_stdout_ends_quietly_with_sigpipes_status(tmp_path: Path) -> None:
+    """The reader is gone before podrt writes: no traceback, the status a shell
+    gives a command SIGPIPE killed (128 + 13)."""
+    conf = tmp_path / "podrt.toml"
+    conf.write_text("")
+    for args, status in ((("config", "--config", str(conf)), 141), (("version",), 141),
+                         (("--help",), 0)):  # argparse drops its help's write error itself, then exits 0
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            out = subprocess.run(podrt_command(*args), stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+        finally:
+            os.close(write_end)
+        assert (out.returncode, out.stderr) == (status, ""), (args, out.stderr)
+
+
+def test_image_ls_into_head(tmp_path: Path) -> None:
+    """`podrt image ls | head -1` through a real pipe, with far more lines
+    than the pipe holds: head's line, podrt's exit status 141, nothing on stderr."""
+    from podrt.images.store import ImageRecord, ImageStore
+
+    store = ImageStore(tmp_path / "root" / "images")
+    store.prepare()
+    for n in range(1500):  # ~150 KB of listing: a pipe holds 64 KiB
+        hex_ = hashlib.sha256(str(n).encode()).hexdigest()
+        record = ImageRecord(id=f"sha256:{hex_}", repo_tags=(f"example.com/many/image-{n:04d}:latest",), repo_digests=(),
+                             manifest_digest=f"sha256:{hex_}", layers=(), size=1000, created_at=1)
+        (store.records_dir / f"{hex_}.json").write_bytes(record.to_json())
+    conf = tmp_path / "podrt.toml"
+    conf.write_text("")
+    command = " ".join(shlex.quote(a) for a in podrt_command("image", "ls", "--config", str(conf), "--root", str(tmp_path / "root")))
+    out = subprocess.run(["bash", "-c", f'{command} | head -1; echo "status ${{PIPESTATUS[0]}}"'],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines()[0].split()[:2] == ["IMAGE", "ID"]
+    assert out.stdout.splitlines()[1:] == ["status 141"]
+    assert out.stderr == ""

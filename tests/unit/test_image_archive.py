@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from podrt.errors import InvalidArgument
-from podrt.images.archive import import_archive
+from podrt.images.archive import import_archive, ref_name_reference
 from podrt.images.pull import host_platform
 from podrt.images.store import ImageRecord, ImageStore, chain_ids
 from tests.support.daemon import podrt_command
@@ -210,21 +210,125 @@ async def test_oci_layout(store: ImageStore, tmp_path: Path, form: str) -> None:
     assert list(store.blobs.ingest_dir.iterdir()) == []
 
 
-async def test_oci_ref_name_alone_is_a_tag_without_a_repository(store: ImageStore, tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("ref_name,name", [
+    # qualified by a registry: the reference itself, normalised
+    ("docker.io/library/busybox:1.36", "docker.io/library/busybox:1.36"),
+    ("quay.io/x/y:tag", "quay.io/x/y:tag"),
+    ("docker.io/busybox", "docker.io/library/busybox:latest"),
+    ("index.docker.io/team/app:2", "docker.io/team/app:2"),
+    ("localhost/app:2", "localhost/app:2"),
+    ("127.0.0.1:5000/team/app:v1", "127.0.0.1:5000/team/app:v1"),
+    # unqualified: under localhost/, as podman load names it (never docker.io's)
+    ("busybox:1.36", "localhost/busybox:1.36"),
+    ("library/busybox:1.36", "localhost/library/busybox:1.36"),
+    ("app", "localhost/app:latest"),
+    ("1.36", "localhost/1.36:latest"),  # the spec's bare tag
+    ("latest", "localhost/latest:latest"),
+])
+def test_ref_name_is_named_as_podman_names_it(ref_name: str, name: str) -> None:
+    assert str(ref_name_reference(ref_name)) == name
+
+
+@pytest.mark.parametrize("ref_name", ["V1.0", "_x", "quay.io/Team/app:1", "a@b", "x" * 300])
+def test_ref_name_that_makes_no_reference(ref_name: str) -> None:
+    with pytest.raises(InvalidArgument):
+        ref_name_reference(ref_name)
+
+
+async def test_oci_layout_names_images_by_ref_name(store: ImageStore, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     oci = Oci()
-    tagged, config, _ = oci.image(tag=b"a")
-    full, config_full, _ = oci.image(tag=b"b")
-    oci.add(tagged, **{"org.opencontainers.image.ref.name": "v1.0"})
-    oci.add(full, **{"org.opencontainers.image.ref.name": "busybox:1.36"})
+    bare, config_bare, _ = oci.image(tag=b"a")
+    short, config_short, _ = oci.image(tag=b"b")
+    full, config_full, _ = oci.image(tag=b"c")
+    capital, config_capital, _ = oci.image(tag=b"d")
+    odd, config_odd, _ = oci.image(tag=b"e")
+    oci.add(bare, **{"org.opencontainers.image.ref.name": "1.36"})
+    oci.add(short, **{"org.opencontainers.image.ref.name": "busybox:1.36"})
+    oci.add(full, **{"org.opencontainers.image.ref.name": "quay.io/x/y:tag"})
+    oci.add(capital, **{"org.opencontainers.image.ref.name": "V1.0"})
+    oci.index.append({**odd, "annotations": ["not", "a", "map"]})
     with caplog.at_level(logging.WARNING, logger="podrt.images.archive"):
-        only_id, named = await import_archive(store, oci.write_tar(tmp_path / "a.tar"))
-    assert (only_id.id, only_id.repo_tags, only_id.repo_digests) == (sha(config), (), ())
-    assert "'v1.0'" in caplog.text and "by ID only" in caplog.text
-    assert named.id == sha(config_full)
-    assert named.repo_tags == ("docker.io/library/busybox:1.36",)
-    assert named.repo_digests == (f"docker.io/library/busybox@{full['digest']}",)
+        records = await import_archive(store, oci.write_tar(tmp_path / "a.tar"))
+    named = {r.id: (r.repo_tags, r.repo_digests) for r in records}
+    assert named == {
+        sha(config_bare): (("localhost/1.36:latest",), (f"localhost/1.36@{bare['digest']}",)),
+        sha(config_short): (("localhost/busybox:1.36",), (f"localhost/busybox@{short['digest']}",)),
+        sha(config_full): (("quay.io/x/y:tag",), (f"quay.io/x/y@{full['digest']}",)),
+        sha(config_capital): ((), ()),
+        sha(config_odd): ((), ()),
+    }
+    assert "'V1.0' names no image" in caplog.text and "repository name must be lowercase" in caplog.text
+    assert f"manifest {odd['digest']} has no name annotation" in caplog.text
     check_kept_by_gc(store)
+
+
+async def test_a_bad_containerd_name_is_refused(store: ImageStore, tmp_path: Path) -> None:
+    oci = Oci()
+    manifest, _, _ = oci.image()
+    oci.add(manifest, **{"io.containerd.image.name": "Example.com/Bad/Name:1", "org.opencontainers.image.ref.name": "1"})
+    with pytest.raises(InvalidArgument, match="io.containerd.image.name of manifest .*lowercase"):
+        await import_archive(store, oci.write_dir(tmp_path / "layout"))
+    assert_nothing_stored(store)
+
+
+# --- a name given ---------------------------------------------------------------
+
+
+async def test_a_given_name_names_an_oci_image_instead_of_its_annotations(store: ImageStore, tmp_path: Path) -> None:
+    oci = Oci()
+    manifest, config, plain = oci.image()
+    oci.add(manifest, **{"io.containerd.image.name": "example.com/team/app:1.0", "org.opencontainers.image.ref.name": "1.0"})
+    oci.add(manifest, **{"org.opencontainers.image.ref.name": "again"})  # one image listed twice is one image
+    records = await import_archive(store, oci.write_dir(tmp_path / "layout"), "registry.k8s.io/pause:3.10")
+    assert {(r.id, r.repo_tags, r.repo_digests) for r in records} == {
+        (sha(config), ("registry.k8s.io/pause:3.10",), (f"registry.k8s.io/pause@{manifest['digest']}",))}
+    check_layers(store, records[0], plain)
+    check_kept_by_gc(store)
+
+
+async def test_a_given_name_names_a_docker_save_image_instead_of_its_repo_tags(store: ImageStore, tmp_path: Path) -> None:
+    archive = tmp_path / "saved.tar"
+    config, _ = docker_save(archive, ["Not:A:Name", "busybox:1"])  # RepoTags are not even read
+    [record] = await import_archive(store, archive, "busybox:1.36")
+    assert (record.id, record.repo_tags, record.repo_digests) == (sha(config), ("docker.io/library/busybox:1.36",), ())
+    check_kept_by_gc(store)
+
+
+async def test_a_given_name_needs_an_archive_of_one_image(store: ImageStore, tmp_path: Path) -> None:
+    oci = Oci()
+    for tag in (b"a", b"b"):
+        oci.add(oci.image(tag=tag)[0])
+    with pytest.raises(InvalidArgument, match="the OCI image layout holds 2 images, and a name") as caught:
+        await import_archive(store, oci.write_tar(tmp_path / "two.tar"), "app:1")
+    assert str(caught.value).startswith(f"{tmp_path / 'two.tar'}: ") and "\n" not in str(caught.value)
+    assert_nothing_stored(store)
+
+    saved = tmp_path / "saved.tar"
+    docker_save(saved, ["busybox:1"])
+    with tarfile.open(saved) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    entry = json.loads(members["manifest.json"])[0]
+    members["manifest.json"] = json.dumps([entry, {**entry, "RepoTags": ["other:1"]},
+                                           {**entry, "Config": "elsewhere.json"}]).encode()
+    saved.write_bytes(tar_bytes([(n, tarfile.REGTYPE, d) for n, d in members.items()]))
+    with pytest.raises(InvalidArgument, match="the docker save archive holds 2 images, and a name"):
+        await import_archive(store, saved, "app:1")
+    assert_nothing_stored(store)
+
+
+@pytest.mark.parametrize("name,fragment", [
+    ("Bad/Name", "must be lowercase"),
+    ("", "reference is empty"),
+    (f"app@sha256:{'a' * 64}", "not a digest"),
+    ("app:1@sha256:" + "a" * 64, "not a digest"),
+])
+async def test_a_given_name_must_be_a_name(store: ImageStore, tmp_path: Path, name: str, fragment: str) -> None:
+    oci = Oci()
+    oci.add(oci.image()[0])
+    with pytest.raises(InvalidArgument, match=fragment):
+        await import_archive(store, oci.write_dir(tmp_path / "layout"), name)
+    assert_nothing_stored(store)
 
 
 async def test_index_resolves_to_this_hosts_platform(store: ImageStore, tmp_path: Path) -> None:
@@ -456,7 +560,7 @@ def test_cli_import_then_ls(tmp_path: Path) -> None:
 
     oci = Oci()
     manifest, oci_config, _ = oci.image(tag=b"z")
-    oci.add(manifest, **{"org.opencontainers.image.ref.name": "latest"})
+    oci.add(manifest)
     out = run("image", "import", str(oci.write_tar(tmp_path / "oci.tar.gz", gz=True)), *flags)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [sha(oci_config), sha(oci_config)]  # no name: the ID in its place

@@ -5,15 +5,28 @@ Two formats, each as a tar file (plain or compressed) or as a directory:
 * an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/<hex>`):
   every manifest `index.json` lists is imported, a nested index resolved to
   this host's platform as a pull does. The name is the entry's
-  `io.containerd.image.name` annotation (a full reference) or else its
-  `org.opencontainers.image.ref.name`, which the spec makes a bare tag: a tag
-  with no repository names nothing, so that image is recorded by ID only.
+  `io.containerd.image.name` annotation (a full reference, normalised as the
+  kubelet's names are) or else its `org.opencontainers.image.ref.name`, named
+  as `podman load` names it, so that both tools agree on what an archive
+  holds: a ref.name whose first component is a registry
+  (`quay.io/x/y:1`, `docker.io/busybox`) is that reference, normalised; any
+  other is unqualified and goes under `localhost/` with `latest` as its tag
+  when it has none (`app:1` is `localhost/app:1`; the bare tag `1.36` the
+  spec suggests is `localhost/1.36:latest`). Nothing unqualified is taken
+  for a docker.io image: an archive cannot claim a registry's name without
+  writing it. A ref.name that makes no reference (`V1`: the spec allows
+  capitals, references do not) leaves the image named by ID only.
 * a `docker save` archive (`manifest.json`: Config, RepoTags, Layers, whose
   paths are files of the archive: `<id>/layer.tar` in the old format,
   `blobs/sha256/<hex>` from docker 25 on). There is no registry manifest, so
   one is synthesised (config and layers with digests, sizes and media types)
   and stored as a blob: the store's garbage collector finds an image's layer
-  blobs through its manifest.
+  blobs through its manifest. Its RepoTags name it (docker's familiar names:
+  `busybox:1` is `docker.io/library/busybox:1`).
+
+`name` (`podrt image import --name REF`) names the image of a one-image
+archive instead of whatever the archive says: an air-gapped node's operator
+decides what the kubelet will ask for.
 
 An archive is untrusted input, like a registry: every blob is verified on its
 way into the blob store (against its digest in the layout; a docker save
@@ -61,7 +74,6 @@ MAX_JSON = 8 << 20  # an index, manifest or config is small; a bigger one is not
 _CHUNK = 1 << 20
 _MAX_LINK_HOPS = 16
 _MAX_INDEX_DEPTH = 4
-_TAG_ONLY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a tag: no '/', ':' or '@'
 _BLOB_PATH = re.compile(r"blobs/sha256/([0-9a-f]{64})")
 _CONFIG_NAME = re.compile(r"(?:.*/)?([0-9a-f]{64})\.json")  # old docker save: <config hex>.json
 _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
@@ -71,22 +83,44 @@ class _Problem(Exception):
     """What is wrong inside the archive; turned into InvalidArgument naming it."""
 
 
-async def import_archive(store: ImageStore, path: Path) -> list[ImageRecord]:
+async def import_archive(store: ImageStore, path: Path, name: str | None = None) -> list[ImageRecord]:
     """Import every image of the archive at `path` into `store` (whose records
     are loaded and whose dirs exist); the records as stored, one per image.
+    `name`: a reference naming the archive's only image, in place of the
+    names the archive gives.
 
     Raises InvalidArgument (one line naming the archive) when the archive is
-    not one podrt reads or does not hold what it claims; nothing of it stays.
+    not one podrt reads or does not hold what it claims, or holds more than
+    one image when `name` is given; nothing of it stays.
     """
     label = str(path)
+    ref = _import_name(name) if name is not None else None
     try:
         source = await asyncio.to_thread(_open_source, path)
     except _Problem as exc:
         raise InvalidArgument(f"{label}: {exc}") from None
     try:
-        return await _Import(store, source, label).run()
+        return await _Import(store, source, label, ref).run()
     finally:
         await asyncio.to_thread(source.close)
+
+
+def _import_name(name: str) -> reference.Reference:
+    """The reference `name` gives an import: normalised like a pull's, and
+    without a digest (the archive's manifest decides that, not its reader)."""
+    ref = reference.parse(name)
+    if ref.digest is not None:
+        raise InvalidArgument(f'invalid name "{name}" for an imported image: a name to give takes a tag, not a digest')
+    return ref
+
+
+def ref_name_reference(text: str) -> reference.Reference:
+    """The reference an OCI `org.opencontainers.image.ref.name` names, as
+    `podman load` names it (libimage's NormalizeName): qualified by a
+    registry, the reference itself, else under `localhost/`; `latest` when
+    it has no tag. InvalidArgument when that makes no reference."""
+    first, slash, _rest = text.partition("/")
+    return reference.parse(text if slash and reference.is_domain(first) else f"localhost/{text}")
 
 
 # --- reading the archive -----------------------------------------------------
@@ -199,8 +233,8 @@ class _TarSource:
 
 
 class _Import:
-    def __init__(self, store: ImageStore, source: _Source, label: str) -> None:
-        self.store, self.source, self.label = store, source, label
+    def __init__(self, store: ImageStore, source: _Source, label: str, name: reference.Reference | None = None) -> None:
+        self.store, self.source, self.label, self.name = store, source, label, name
         self.new_blobs: list[str] = []  # what this import added, removed again if it fails
         self.new_layers: list[str] = []
 
@@ -351,6 +385,12 @@ class _Import:
                 raise _Problem(f"config {what}: {exc}") from None
         return diff_ids
 
+    def _one_image(self, kind: str, images: int) -> None:
+        """With a name to give, the archive must hold one image: which of several would it name?"""
+        if self.name is not None and images > 1:
+            raise _Problem(f"the {kind} holds {images} images, and a name (--name {self.name}) names one: "
+                           "import it without a name")
+
     def _check_platform(self, config: Any, what: str) -> None:
         os_, arch, _variant = host_platform()
         if isinstance(config, dict) and (config.get("os"), config.get("architecture")) != (os_, arch):
@@ -363,24 +403,32 @@ class _Import:
         _data, index = await self._json("index.json")
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise _Problem("index.json has no manifests list")
-        return [await self._oci_image(entry) for entry in index["manifests"]]
+        entries = index["manifests"]
+        self._one_image("OCI image layout", len({self._blob_name(e)[1] for e in entries}))  # an image listed twice is one
+        return [await self._oci_image(entry) for entry in entries]
 
     def _oci_name(self, entry: dict[str, Any]) -> reference.Reference | None:
-        annotations = entry.get("annotations") or {}
-        full = annotations.get(CONTAINERD_NAME)
-        ref_name = annotations.get(OCI_REF_NAME)
-        text = full or ref_name
-        if not isinstance(text, str) or not text:
-            log.warning("%s: manifest %s has no name annotation: imported by ID only", self.label, entry.get("digest"))
-            return None
-        if not full and _TAG_ONLY.fullmatch(text):
-            log.warning("%s: manifest %s is named only by the tag %r (%s), which has no repository: "
-                        "imported by ID only", self.label, entry.get("digest"), text, OCI_REF_NAME)
+        """The name given, else the entry's annotations' (module doc); None: by ID only."""
+        if self.name is not None:
+            return self.name
+        annotations = entry.get("annotations")
+        if not isinstance(annotations, dict):
+            annotations = {}
+        full, ref_name = annotations.get(CONTAINERD_NAME), annotations.get(OCI_REF_NAME)
+        if isinstance(full, str) and full:
+            try:
+                return reference.parse(full)
+            except InvalidArgument as exc:
+                raise _Problem(f"{CONTAINERD_NAME} of manifest {entry['digest']}: {exc}") from None
+        if not isinstance(ref_name, str) or not ref_name:
+            log.warning("%s: manifest %s has no name annotation: imported by ID only", self.label, entry["digest"])
             return None
         try:
-            return reference.parse(text)
+            return ref_name_reference(ref_name)
         except InvalidArgument as exc:
-            raise _Problem(str(exc)) from None
+            log.warning("%s: manifest %s: %s %r names no image (%s): imported by ID only", self.label,
+                        entry["digest"], OCI_REF_NAME, ref_name, exc)
+            return None
 
     async def _oci_image(self, entry: Any) -> ImageRecord:
         name, named, _size = self._blob_name(entry)
@@ -436,23 +484,14 @@ class _Import:
         _data, doc = await self._json("manifest.json")
         if not isinstance(doc, list):
             raise _Problem("manifest.json is not a list of images")
+        self._one_image("docker save archive", len({json.dumps(e.get("Config") if isinstance(e, dict) else e) for e in doc}))
         return [await self._docker_image(n, entry) for n, entry in enumerate(doc)]
 
     async def _docker_image(self, n: int, entry: Any) -> ImageRecord:
         if (not isinstance(entry, dict) or not isinstance(entry.get("Config"), str)
                 or not isinstance(entry.get("Layers"), list) or not all(isinstance(p, str) for p in entry["Layers"])):
             raise _Problem(f"manifest.json entry {n} has no Config and Layers")
-        tags_in = entry.get("RepoTags") or []
-        if not isinstance(tags_in, list) or not all(isinstance(t, str) for t in tags_in):
-            raise _Problem(f"manifest.json entry {n}: RepoTags is not a list of names")
-        tags: list[str] = []
-        for text in tags_in:
-            try:
-                ref = reference.parse(text)
-            except InvalidArgument as exc:
-                raise _Problem(str(exc)) from None
-            if ref.digest is None:
-                tags.append(str(ref))
+        tags = [str(self.name)] if self.name is not None else self._repo_tags(n, entry)
 
         config_path = _normalise(entry["Config"])
         config_data, config = await self._json(config_path)
@@ -465,7 +504,7 @@ class _Import:
         self._check_platform(config, tags[0] if tags else config_digest)
         await self._put(config_digest, len(config_data), chunks_of(config_data), f"config {config_path}")
 
-        descs = []
+        descs: list[dict[str, Any]] = []
         for path in layer_paths:
             if (blob := _BLOB_PATH.fullmatch(path)) is not None:  # docker 25+: the path names the digest
                 digest = f"sha256:{blob.group(1)}"
@@ -489,6 +528,22 @@ class _Import:
         return ImageRecord(id=config_digest, repo_tags=tuple(dict.fromkeys(tags)), repo_digests=(),
                            manifest_digest=manifest_digest, layers=tuple(chains),
                            size=len(config_data) + sum(d["size"] for d in descs), created_at=time.time_ns())
+
+    @staticmethod
+    def _repo_tags(n: int, entry: dict[str, Any]) -> list[str]:
+        """The names RepoTags gives, normalised (docker's familiar names are docker.io's)."""
+        tags_in = entry.get("RepoTags") or []
+        if not isinstance(tags_in, list) or not all(isinstance(t, str) for t in tags_in):
+            raise _Problem(f"manifest.json entry {n}: RepoTags is not a list of names")
+        tags: list[str] = []
+        for text in tags_in:
+            try:
+                ref = reference.parse(text)
+            except InvalidArgument as exc:
+                raise _Problem(str(exc)) from None
+            if ref.digest is None:
+                tags.append(str(ref))
+        return tags
 
     def _media_type(self, digest: str) -> str:
         with open(self.store.blobs.path(digest), "rb") as f:
