@@ -12,6 +12,12 @@ The attrs classes are the single schema: field types drive type checking,
 field validators drive value checking (also on direct construction), field
 defaults drive the defaults and ``dump_config`` walks the same fields.
 Every error is a one-line ``ConfigError``: ``<file>: <dotted.key>: <what>``.
+
+The daemon's volatile state paths default to places inside the runroot
+(``api.listen``, ``network.netns_dir``, each handler's ``runtime_root``): a
+second daemon given another ``--runroot`` shares nothing with the first. They
+are "" in the attrs defaults and derived by ``Config``; a path set anywhere
+(file, drop-in, flag, constructor) is kept as given.
 """
 
 import json
@@ -127,9 +133,12 @@ def _f(default: Any, *validators):
     return attrs.field(default=default, validator=validator)
 
 
+_absolute_or_derived = _check(lambda v: v == "" or os.path.isabs(v), "must be an absolute path")  # "": derived
+
+
 @attrs.frozen
 class ApiConfig:
-    listen: str = _f("/run/podrt/podrt.sock", _absolute)
+    listen: str = _f("", _absolute_or_derived)  # "": <runroot>/podrt.sock
     socket_mode: str = _f("0660", _matches(
         _OCTAL_RE, 'must be an octal mode string like "0660" (at most 0777)'))
     stream_address: str = _f("127.0.0.1", _nonempty)
@@ -155,11 +164,13 @@ class ApiConfig:
 @attrs.frozen
 class RuntimeHandler:
     runtime_path: str = attrs.field(validator=_absolute)   # required for new handlers
-    runtime_root: str = attrs.field(validator=_absolute)   # runc --root
+    # runc --root; "": <runroot>/<handler name>, so daemons with their own
+    # runroots never see (and never sweep) each other's containers
+    runtime_root: str = _f("", _absolute_or_derived)
     runtime_type: str = _f("oci", _check(lambda v: v == "oci", 'must be "oci"'))
 
 
-_RUNC = RuntimeHandler(runtime_path="/usr/sbin/runc", runtime_root="/run/podrt/runc")
+_RUNC = RuntimeHandler(runtime_path="/usr/sbin/runc")
 
 
 @attrs.frozen
@@ -205,7 +216,7 @@ class RuntimeConfig:
 
     @property
     def shm_size_bytes(self) -> int:
-        number, unit = re.fullmatch(_SIZE_RE, self.shm_size).groups()
+        number, unit = re.fullmatch(_SIZE_RE, self.shm_size).groups()  # type: ignore[union-attr]  # validated
         return int(number) * _SIZE_UNITS[unit]
 
 
@@ -230,7 +241,7 @@ class NetworkConfig:
     network_dir: str = _f("/etc/cni/net.d", _absolute)
     plugin_dirs: tuple[str, ...] = _f(("/usr/lib/cni", "/opt/cni/bin"),
                                       _nonempty, _each(_absolute))
-    netns_dir: str = _f("/run/podrt/netns", _absolute)
+    netns_dir: str = _f("", _absolute_or_derived)  # "": <runroot>/netns
     plugin_timeout: float = _f(60.0, _positive)  # per plugin call; then its process group is killed
 
 
@@ -262,6 +273,18 @@ class Config:
     metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
     debug: DebugConfig = attrs.field(factory=DebugConfig)
 
+    def __attrs_post_init__(self) -> None:
+        """Fill the runroot-derived paths left "" (frozen: set once, here)."""
+        run = self.runroot
+        if not self.api.listen:
+            object.__setattr__(self, "api", attrs.evolve(self.api, listen=os.path.join(run, "podrt.sock")))
+        if not self.network.netns_dir:
+            object.__setattr__(self, "network", attrs.evolve(self.network, netns_dir=os.path.join(run, "netns")))
+        if any(not h.runtime_root for h in self.runtime.runtimes.values()):
+            runtimes = {name: h if h.runtime_root else attrs.evolve(h, runtime_root=_handler_root(run, name))
+                        for name, h in self.runtime.runtimes.items()}
+            object.__setattr__(self, "runtime", attrs.evolve(self.runtime, runtimes=runtimes))
+
     def runtime_handler(self, name: str) -> RuntimeHandler:
         try:
             return self.runtime.runtimes[name]
@@ -269,6 +292,21 @@ class Config:
             known = ", ".join(sorted(self.runtime.runtimes))
             raise UnknownRuntimeHandler(
                 f"unknown runtime handler {name!r} (known: {known})") from None
+
+
+# What podrt itself keeps in the runroot: a handler of one of these names needs
+# an explicit runtime_root (sandbox/container run dirs, conmon's exit files, netns pins).
+_RUNROOT_ENTRIES = frozenset({"sandboxes", "containers", "exits", "netns"})
+_HANDLER_DIR_RE = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"  # a RuntimeClass handler: a DNS label
+
+
+def _handler_root(runroot: str, name: str) -> str:
+    """<runroot>/<name>: /run/podrt/runc for the default, as before runroots were honoured."""
+    if re.fullmatch(_HANDLER_DIR_RE, name) is None or name in _RUNROOT_ENTRIES:
+        raise _Invalid(f"must be set: the handler's name {_show(name)} cannot be its directory in the runroot "
+                       f"(a name must be a DNS label other than {', '.join(sorted(_RUNROOT_ENTRIES))})",
+                       field="runtime", sub=("runtimes", name, "runtime_root"))
+    return os.path.join(runroot, name)
 
 
 @attrs.frozen
@@ -334,7 +372,21 @@ def _build(cls: type, table: dict, path: _Path, origins: dict) -> Any:
     try:
         return cls(**kwargs)
     except _Invalid as e:  # cross-field checks in __attrs_post_init__
-        _fail(origins, path + ((e.field,) if e.field else ()), str(e))
+        where = path + ((e.field, *e.sub) if e.field else ())
+        _fail(origins, where, str(e), at=where[:-1] if e.sub else None)
+
+
+def _defaults(cls: type) -> dict:
+    """The attrs defaults of ``cls`` as a table, before any derivation (layer 0)."""
+    table = {}
+    for field in attrs.fields(cls):
+        if attrs.has(field.type):
+            table[field.name] = _defaults(field.type)
+        elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            table[field.name] = _unstructure(field.default.factory())
+        elif field.default is not attrs.NOTHING:
+            table[field.name] = _unstructure(field.default)
+    return table
 
 
 def _unstructure(value: Any) -> Any:
@@ -373,7 +425,7 @@ def load_config(path: Path | None = None, dropin_dir: Path | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Config:
     """Load defaults <- main file <- sorted drop-ins <- overrides, then validate."""
     explicit = path is not None
-    path = Path(path) if explicit else DEFAULT_CONFIG_PATH
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     dropin_dir = Path(dropin_dir) if dropin_dir is not None else path.parent / DROPIN_DIRNAME
     files = []
     if path.exists():
@@ -383,7 +435,7 @@ def load_config(path: Path | None = None, dropin_dir: Path | None = None,
     if dropin_dir.is_dir():
         files += sorted((p for p in dropin_dir.glob("*.toml") if p.is_file()),
                         key=lambda p: p.name)
-    raw: dict = _unstructure(_Root())  # layer 0: the defaults
+    raw: dict = _defaults(_Root)  # layer 0: the defaults ("" where derived from the runroot)
     origins: dict = {}  # key path -> file that set it last (None: default/override)
     for file in files:
         _merge(raw, _read_toml(file), str(file), origins)

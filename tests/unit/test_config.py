@@ -177,6 +177,35 @@ def test_runtime_handler_lookup():
     assert "kata" in str(excinfo.value) and "runc" in str(excinfo.value)
 
 
+def test_state_paths_derive_from_the_runroot(main, tmp_path):
+    """Two daemons with their own runroots share no runc root, netns dir or socket."""
+    write(main, """
+        [podrt]
+        runroot = "/run/b"
+        [podrt.runtime.runtimes.crun]
+        runtime_path = "/usr/bin/crun"
+        [podrt.runtime.runtimes.kata]
+        runtime_path = "/usr/bin/kata"
+        runtime_root = "/run/kata"
+    """)
+    cfg = load_config(main)
+    assert cfg.runtime_handler("runc").runtime_root == "/run/b/runc"
+    assert cfg.runtime_handler("crun").runtime_root == "/run/b/crun"
+    assert cfg.runtime_handler("kata").runtime_root == "/run/kata"  # set: kept
+    assert cfg.network.netns_dir == "/run/b/netns"
+    assert cfg.api.listen == "/run/b/podrt.sock"
+    # the CLI's --runroot is the last layer: what it derives follows it
+    cfg = load_config(main, overrides={"podrt.runroot": "/run/c", "podrt.network.netns_dir": "/srv/ns"})
+    assert (cfg.runtime_handler("runc").runtime_root, cfg.api.listen) == ("/run/c/runc", "/run/c/podrt.sock")
+    assert cfg.network.netns_dir == "/srv/ns"
+    # a derived path is kept as it was derived by the dump, so the dump loads to the same config
+    assert load_config(write(tmp_path / "dump" / "d.toml", dump_config(cfg))) == cfg
+    # direct construction derives too; an explicit path (the test daemons' configs) is kept
+    assert Config(runroot="/r").runtime_handler("runc").runtime_root == "/r/runc"
+    explicit = Config(runroot="/r", runtime=RuntimeConfig(runtimes={"runc": RuntimeHandler("/usr/sbin/runc", "/x/runc")}))
+    assert explicit.runtime_handler("runc").runtime_root == "/x/runc"
+
+
 # --------------------------------------------------------------- file layers
 
 def test_file_overrides_defaults(main):
@@ -461,8 +490,13 @@ BAD = [
     ('[podrt.runtime]\nconmon_cgroup = "foo"\n', "podrt.runtime.conmon_cgroup", ".slice"),
     ('[podrt.runtime]\ncgroup_manager = "systemd"\nconmon_cgroup = ".slice"\n',
      "podrt.runtime.conmon_cgroup", ".slice"),
-    ("[podrt.runtime.runtimes.crun]\nruntime_path = \"/usr/bin/crun\"\n",
-     "podrt.runtime.runtimes.crun.runtime_root", "missing"),
+    ("[podrt.runtime.runtimes.crun]\nruntime_root = \"/run/crun\"\n",
+     "podrt.runtime.runtimes.crun.runtime_path", "missing"),
+    # a handler whose runtime_root would be derived from a name that is no plain dir name
+    ("[podrt.runtime.runtimes.\"../x\"]\nruntime_path = \"/usr/bin/crun\"\n",
+     "podrt.runtime.runtimes.../x.runtime_root", "must be set"),
+    ("[podrt.runtime.runtimes.netns]\nruntime_path = \"/usr/bin/crun\"\n",
+     "podrt.runtime.runtimes.netns.runtime_root", "must be set"),
 ]
 
 

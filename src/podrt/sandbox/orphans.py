@@ -2,19 +2,25 @@
 
 The journal makes this rare (a creation's resources are journaled before they
 exist), but state can also be lost by hand or by an older podrt; this pass
-makes "nothing leaks" hold anyway. Only podrt's own dirs are looked at.
+makes "nothing leaks" hold anyway. Only podrt's own dirs are looked at, and
+of the runtime's containers only those whose bundle is one of this daemon's
+run dirs: a runtime root shared with another daemon (or set to runc's own
+/run/runc) holds containers that are not ours to stop.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import shutil
 from pathlib import Path
+from typing import Any, Awaitable
 
 from podrt import cgroups, mounts
 from podrt.network.netns import remove_netns
+from podrt.oci.runtime import OciRuntime
 from podrt.sandbox.context import SandboxDeps
 from podrt.steps.sandbox.cgroups import CgroupParent
 
@@ -26,20 +32,21 @@ def _children(directory: Path) -> list[Path]:
 
 
 async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
-    """Remove runc containers, netns pins, CNI attachments and dirs of unknown IDs."""
+    """Remove runc containers, netns pins, CNI attachments, cgroups and dirs of unknown IDs."""
     released: list[str] = []
 
-    async def attempt(what: str, coro) -> None:  # type: ignore[no-untyped-def]
+    async def attempt(what: str, coro: Awaitable[Any]) -> None:
         try:
-            await coro
-            released.append(what)
+            if await coro is not False:  # False: looked at, not ours
+                released.append(what)
         except Exception as exc:
             log.error("could not release orphan %s: %s", what, exc)
 
-    for name, runtime in deps.runtimes.items():
-        for state_dir in _children(Path(deps.config.runtime.runtimes[name].runtime_root)):
+    lost_pods: dict[str, str] = {}  # infras released below: sandbox id -> cgroupsPath ("": systemd's)
+    for runtime in deps.runtimes.values():
+        for state_dir in _children(Path(runtime.runtime_root)):
             if state_dir.is_dir() and state_dir.name not in known:
-                await attempt(f"container {state_dir.name}", _stop_delete(runtime, state_dir.name))
+                await attempt(f"container {state_dir.name}", _release_container(deps, runtime, state_dir.name, lost_pods))
     for sandbox_id, cache in deps.cni.cached_sandbox_ids().items():
         if sandbox_id not in known:
             await attempt(f"CNI attachment of {sandbox_id}", deps.cni.delete_cached(cache))
@@ -48,14 +55,18 @@ async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
     for pin in _children(Path(deps.config.network.netns_dir)):
         if pin.name not in known:
             await attempt(f"netns {pin}", remove_netns(pin))
-    for sandbox_id, cgroups_path in _orphan_cgroups(deps, known).items():
+    pod_cgroups = {i: p for i, p in lost_pods.items() if p} | _orphan_cgroups(deps, known)  # a spec on disk wins
+    for sandbox_id, cgroups_path in pod_cgroups.items():
         data = {"remove": [cgroups_path, cgroups.conmon_cgroup(posixpath.dirname(cgroups_path), sandbox_id)],
                 "prune_parent": cgroups.DEFAULT_CGROUPFS_PARENT}
         await attempt(f"cgroups of {sandbox_id}", CgroupParent(deps).undo(data))
+    lost_logs = set(lost_pods)
     for run_dir in _children(deps.runroot / "sandboxes"):
         if run_dir.name not in known:
             await attempt(f"run dir {run_dir}", _remove_dir(run_dir))
-            await attempt(f"default log dir of {run_dir.name}", _remove_default_log(deps, run_dir.name))
+            lost_logs.add(run_dir.name)
+    for sandbox_id in sorted(lost_logs):
+        await attempt(f"default log dir of {sandbox_id}", _remove_default_log(deps, sandbox_id))
     for state_dir in _children(deps.root / "sandboxes"):
         if state_dir.name not in known:
             await attempt(f"state dir {state_dir}", _remove_dir(state_dir))
@@ -64,11 +75,53 @@ async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
     return released
 
 
+async def _release_container(deps: SandboxDeps, runtime: OciRuntime, container_id: str,
+                             lost_pods: dict[str, str]) -> bool:
+    """Stop and delete a container of this daemon's; False (untouched) for another's.
+
+    Ours: its bundle is this daemon's run dir for that ID (a pod's infra, or a
+    container: ContainerDeps.run_dir). An infra's cgroupsPath goes into
+    `lost_pods`, read while it still runs: its spec may be lost with its dirs,
+    and its conmon cgroup and default log dir are found from it."""
+    state = await runtime.state(container_id)
+    if state is None:
+        log.debug("%s knows no container %s: left alone", runtime.handler_name, container_id)
+        return False
+    bundle = os.path.realpath(str(state.get("bundle") or "/nonexistent"))
+    infra = bundle == os.path.realpath(deps.run_dir(container_id))
+    if not infra and bundle != os.path.realpath(deps.runroot / "containers" / container_id):
+        log.debug("container %s is not this daemon's (bundle %s, runroot %s): left alone",
+                  container_id, bundle, deps.runroot)
+        return False
+    if infra:  # with systemd, systemd owns the tree: no cgroups of ours to remove ("")
+        cgroupfs = deps.config.runtime.cgroup_manager == "cgroupfs"
+        lost_pods[container_id] = _infra_cgroups_path(container_id, int(state.get("pid") or 0)) if cgroupfs else ""
+    await runtime.stop(container_id, timeout=5.0)
+    await runtime.delete(container_id)
+    return True
+
+
+def _infra_cgroups_path(sandbox_id: str, pid: int) -> str:
+    """The pod's cgroupsPath (cgroupfs) from its running infra's /proc/<pid>/cgroup;
+    podrt's default parent when it no longer runs (its cgroup is then runc's to remove,
+    and a conmon cgroup under a kubelet's parent cannot be found without the spec)."""
+    name = f"podrt-{sandbox_id}"
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines() if pid > 0 else []
+    except OSError:
+        lines = []
+    for line in lines:
+        path = line.split(":", 2)[-1]
+        if posixpath.basename(path) == name:
+            return path
+    return posixpath.join(cgroups.DEFAULT_CGROUPFS_PARENT, name)
+
+
 def _orphan_cgroups(deps: SandboxDeps, known: set[str]) -> dict[str, str]:
     """cgroupsPath of each unknown sandbox whose spec is still on disk (cgroupfs only)."""
     if deps.config.runtime.cgroup_manager != "cgroupfs":
         return {}
-    found = {}
+    found: dict[str, str] = {}
     for base in (deps.runroot / "sandboxes", deps.root / "sandboxes"):
         for d in _children(base):
             if d.name in known or d.name in found:
@@ -78,11 +131,6 @@ def _orphan_cgroups(deps: SandboxDeps, known: set[str]) -> dict[str, str]:
             except (OSError, ValueError, KeyError, TypeError):
                 continue
     return found
-
-
-async def _stop_delete(runtime, container_id: str) -> None:  # type: ignore[no-untyped-def]
-    await runtime.stop(container_id, timeout=5.0)
-    await runtime.delete(container_id)
 
 
 async def _remove_default_log(deps: SandboxDeps, sandbox_id: str) -> None:
