@@ -1,18 +1,39 @@
 """The leak audit, written once: the session fixture compares host snapshots
-before and after the whole run (anything named podrt), and `audit_daemon_dirs`
-checks everything one test daemon's pods can leave."""
+before and after the whole run, and `audit_daemon_dirs` checks everything one
+test daemon's pods can leave.
+
+Only podrt's own resources count, so the suite passes on a node where another
+runtime (containerd, CRI-O) makes and drops netns, veths and conmon/runc
+processes of its own meanwhile: what lies in podrt's places (its default dirs,
+the tests' temporary bases), what is named for podrt (cgroups, bridges, netns),
+the veths on podrt's bridges, and processes that name a podrt place or run in
+a podrt cgroup."""
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
+import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import attrs
 
 from podrt.cgroups.hierarchy import hierarchies
 from tests.support.daemon import DaemonDirs
+
+MARKER = "podrt"  # in the names podrt gives: cgroups podrt-<id>, bridges podrt0/podrttest0, dirs
+
+
+def podrt_places() -> tuple[str, ...]:
+    """Path prefixes of what podrt and its tests make: the daemon's default dirs,
+    every test's or benchmark's temporary base (mkdtemp prefix "podrt-"), and
+    pytest's tmp_path root (some tests run a daemon there)."""
+    tmp = tempfile.gettempdir()
+    return ("/run/podrt/", "/var/lib/podrt/", os.path.join(tmp, MARKER + "-"),
+            os.path.join(tmp, f"pytest-of-{getpass.getuser()}") + "/")
 
 
 @attrs.frozen
@@ -33,24 +54,51 @@ class HostSnapshot:
         return out
 
 
-def _mounts(marker: str) -> frozenset[str]:
-    with open("/proc/self/mounts") as f:
-        return frozenset(line.split()[1] for line in f if marker in line.split()[1])
+def _podrts(path: str, places: tuple[str, ...]) -> bool:
+    return MARKER in path or path.startswith(places)
 
 
-def _netns() -> frozenset[str]:
-    found = set()
-    for d in (Path("/run/netns"), Path("/var/run/netns")):
-        if d.is_dir():
-            found.update(str(d / n) for n in os.listdir(d))
+def _mountinfo() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of each mount, as this process sees them."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            found.append((point, fields[fields.index("-") + 1]))
+    return found
+
+
+def _mounts(places: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(point for point, _ in _mountinfo() if _podrts(point, places))
+
+
+def _netns(places: tuple[str, ...]) -> frozenset[str]:
+    """podrt's netns pins: nsfs mounts in its places, files in its default netns
+    dir, and podrt-named ones in the admin's /run/netns (containerd's cni-<uuid>
+    there are not podrt's)."""
+    found = {point for point, fstype in _mountinfo() if fstype == "nsfs" and _podrts(point, places)}
+    for d, ours in ((Path("/run/podrt/netns"), ""), (Path("/run/netns"), MARKER), (Path("/var/run/netns"), MARKER)):
+        with contextlib.suppress(OSError):
+            found.update(str(d / n) for n in os.listdir(d) if n.startswith(ours))
     return frozenset(found)
 
 
 def _links() -> frozenset[str]:
-    return frozenset(os.listdir("/sys/class/net"))
+    """podrt's bridges (the tests' podrttest0, podrtcni0; `podrt install-network`'s
+    podrt0) and the veths on them; CNI names a veth at random, its bridge says whose it is."""
+    found = set()
+    for name in os.listdir("/sys/class/net"):
+        try:
+            master = os.path.basename(os.readlink(f"/sys/class/net/{name}/master"))
+        except OSError:  # no master, or the link went meanwhile
+            master = ""
+        if MARKER in name or MARKER in master:
+            found.add(name)
+    return frozenset(found)
 
 
-def _cgroups(marker: str) -> frozenset[str]:
+def _cgroups(marker: str = MARKER) -> frozenset[str]:
     """Every cgroup named for podrt in every hierarchy (v1's controllers, or the v2 tree)."""
     found = set()
     for top in hierarchies():
@@ -63,29 +111,54 @@ def _cgroups(marker: str) -> frozenset[str]:
     return frozenset(found)
 
 
-def _processes(names: tuple[str, ...]) -> frozenset[str]:
+def _in_podrt_cgroup(pid: str) -> bool:
+    """In a pod's or container's cgroup (cgroupfs podrt-<id>, systemd podrt-<id>.scope)."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return any(part.startswith(MARKER) for line in lines for part in line.split(":", 2)[-1].split("/"))
+
+
+def _processes(places: tuple[str, ...]) -> frozenset[str]:
+    """Live processes of podrt's: test daemons, conmon and runc (their command
+    lines name a place: config, bundle, --root), and what runs in pods (catatonit,
+    container processes: in podrt's cgroups)."""
     found = set()
+    encoded = tuple(p.encode() for p in places)
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":  # zombies are dead; init reaps them late here
+                continue
+            if any(p in cmdline for p in encoded) or _in_podrt_cgroup(pid):
+                found.add(f"{pid}:{stat[stat.index('(') + 1:stat.rindex(')')]}")
+        except (OSError, IndexError, ValueError):  # gone meanwhile
             continue
-        if comm in names and state != "Z":  # zombies are dead; init reaps them late here
-            found.add(f"{pid}:{comm}")
     return frozenset(found)
 
 
-def snapshot(marker: str = "podrt") -> HostSnapshot:
+def snapshot(places: tuple[str, ...] | None = None) -> HostSnapshot:
+    """podrt's resources on this host now (see the module's docstring)."""
+    places = podrt_places() if places is None else places
     return HostSnapshot(
-        mounts=_mounts(marker),
-        netns=_netns(),
+        mounts=_mounts(places),
+        netns=_netns(places),
         links=_links(),
-        cgroups=_cgroups(marker),
-        processes=_processes(("conmon", "runc", "catatonit")),
+        cgroups=_cgroups(),
+        processes=_processes(places),
     )
+
+
+def _daemon_ids(d: DaemonDirs) -> set[str] | None:
+    """The IDs of the pods and containers a test daemon made: each creation is a
+    transaction its log names ("tx RunPodSandbox <id>: ...", "replayed ... tx <id>"); None without a log.
+    Other daemons' pods (other tests, other sessions) share podrt's default cgroup parent."""
+    try:
+        text = (d.base / "daemon.log").read_bytes()
+    except FileNotFoundError:
+        return None
+    return {m.decode() for m in re.findall(rb"\btx (?:[A-Za-z]+ )?([0-9a-f]{64})\b", text)}
 
 
 def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
@@ -125,7 +198,9 @@ def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
                 conmons.append(pid)
     if conmons:
         found["conmon processes"] = conmons
-    cgroups = [str(p) for h in hierarchies() for p in h.glob("podrt/podrt-*")]
+    ids = _daemon_ids(d)
+    cgroups = [str(p) for h in hierarchies() for p in h.glob("podrt/podrt-*")
+               if ids is None or p.name.rsplit("-", 1)[-1] in ids]
     if cgroups:
         found["cgroups"] = cgroups
     return found
