@@ -13,3 +13,31 @@ def leak_audit() -> object:
     yield
     leaked = before.diff(snapshot())
     assert not leaked, f"the test suite left host resources behind: {leaked}"
+
+
+def _daemon_problems(before: int) -> None:
+    from tests.support.daemon import DaemonProcess
+
+    new = DaemonProcess.problems[before:]
+    del DaemonProcess.problems[before:]
+    assert not new, "a test daemon logged what only a bug in podrt logs:\n" + "\n\n".join(new)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def daemon_logs_module() -> object:
+    """Daemons of module fixtures are stopped after the last test: checked here (autouse: torn down last)."""
+    from tests.support.daemon import DaemonProcess
+
+    before = len(DaemonProcess.problems)
+    yield
+    _daemon_problems(before)
+
+
+@pytest.fixture(autouse=True)
+def daemon_logs() -> object:
+    """No test daemon stopped during a test logged a traceback or an unretrieved task exception."""
+    from tests.support.daemon import DaemonProcess
+
+    before = len(DaemonProcess.problems)
+    yield
+    _daemon_problems(before)

@@ -195,7 +195,9 @@ async def test_lifecycle_and_what_the_process_sees(daemon: DaemonProcess, regist
             await _status(c, container_id)
         assert err.value.status == Status.NOT_FOUND
         assert not (daemon.dirs.root / "containers" / container_id).exists()
+        assert _log_lines(st.log_path)[-1] == "got INT"  # the log stays: the kubelet's, as with CRI-O and containerd
         await _remove_pod(c, pod[0])
+        assert not Path(st.log_path).parent.exists()  # podrt's own log dir (the pod named none) goes with the pod
 
 
 async def test_exits_are_reported_with_code_and_reason(daemon: DaemonProcess, registry: Registry) -> None:
@@ -491,6 +493,24 @@ async def test_a_root_on_overlayfs_is_named_not_an_internal_error(registry: Regi
     ({"working_dir": "relative"}, Status.INVALID_ARGUMENT, "must be absolute"),
     ({"linux": cri.LinuxContainerConfig(resources=cri.LinuxContainerResources(cpu_period=10, cpu_quota=5))},
      Status.INVALID_ARGUMENT, "cpu_quota: 5 is out of range"),
+    # each class of exception bad input used to raise below the checks (INTERNAL, with a traceback):
+    # OSError from a path
+    ({"log_path": "x" * 5000}, Status.INVALID_ARGUMENT, "longer than a path may be (4095)"),
+    ({"log_path": "x" * 300}, Status.INVALID_ARGUMENT, "component is longer than 255 bytes"),
+    ({"log_path": "."}, Status.INVALID_ARGUMENT, "names a directory"),
+    # ValueError from a path (os.lexists) and from a list only the kernel parsed
+    ({"mounts": [cri.Mount(container_path="/data", host_path="/tmp\0x")]}, Status.INVALID_ARGUMENT, "without a NUL byte"),
+    ({"linux": cri.LinuxContainerConfig(resources=cri.LinuxContainerResources(cpuset_cpus="0-1-2"))},
+     Status.INVALID_ARGUMENT, "cpuset_cpus '0-1-2': not a list like 0-3,8"),
+    ({"linux": cri.LinuxContainerConfig(resources=cri.LinuxContainerResources(cpuset_cpus="4095"))},
+     Status.INVALID_ARGUMENT, "this host has no CPUs 4095"),
+    ({"linux": cri.LinuxContainerConfig(resources=cri.LinuxContainerResources(
+        hugepage_limits=[cri.HugepageLimit(page_size="16GB", limit=0)]))}, Status.INVALID_ARGUMENT, "no such huge pages"),
+    # UnicodeError: an environment value that is not UTF-8
+    ({"envs": [cri.KeyValue(key="A", value=b"\xff")]}, Status.INVALID_ARGUMENT, "envs[0].value: not UTF-8"),
+    # what only runc finds out, from the image: its message, FAILED_PRECONDITION
+    ({"command": ["/etc"]}, Status.FAILED_PRECONDITION, 'the OCI runtime refused the container as configured'),
+    ({"command": ["nosuch"]}, Status.FAILED_PRECONDITION, 'exec: "nosuch": executable file not found in $PATH'),
 ])
 async def test_bad_input_is_refused_and_nothing_is_made(daemon: DaemonProcess, registry: Registry, change: dict[str, Any],
                                                         status: Status, fragment: str) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import tomli_w
@@ -63,14 +64,29 @@ def podrt_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "podrt.cli", *args]
 
 
+LOG_PROBLEMS = (b"Traceback (most recent call last)", b"was never retrieved")  # a bug in podrt, whatever the test
+_RECORD_START = re.compile(rb"\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # podrt's log line prefix
+
+
 class DaemonProcess:
-    """A `podrt serve` child; waits for its socket; stopped by PID only."""
+    """A `podrt serve` child; waits for its socket; stopped by PID only.
+
+    Each stop or kill reads what the daemon logged since the last one: a
+    traceback or an asyncio "never retrieved" is a bug in podrt (bad input
+    gets a status and one line), recorded in `problems` for the suite's
+    fixture to fail the test (or module) that ran the daemon. Tracebacks of a
+    fault plan's InjectedFault are the test's own; a test that makes podrt
+    fail unexpectedly otherwise sets `expect_tracebacks`."""
+
+    problems: ClassVar[list[str]] = []
 
     def __init__(self, dirs: DaemonDirs, *extra_args: str) -> None:
         self.dirs = dirs
         self.log_path = dirs.base / "daemon.log"
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
+        self.expect_tracebacks = False
+        self._checked = 0  # log bytes already read for problems
 
     def start(self, timeout: float = 15.0) -> "DaemonProcess":
         timeout *= FACTOR
@@ -102,12 +118,36 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout=timeout)
+            code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()  # a hung daemon must not outlive its test
             raise
+        self.check_log()
+        return code
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        self.check_log()
+
+    def check_log(self) -> None:
+        """Record the log's tracebacks and unretrieved task exceptions since the last check."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._checked)
+                new = f.read()
+        except FileNotFoundError:
+            return
+        self._checked += len(new)
+        if self.expect_tracebacks:
+            return
+        for marker in LOG_PROBLEMS:
+            at = new.find(marker)
+            while at >= 0:
+                end = _RECORD_START.search(new, at)  # the next log record ends this one
+                if b"InjectedFault" not in new[at:end.start() if end else len(new)]:  # a test's fault plan: expected
+                    excerpt = new[max(0, at - 400):at + 2500].decode(errors="replace")
+                    DaemonProcess.problems.append(f"{self.log_path}: {marker.decode()}:\n{excerpt}")
+                    return
+                at = new.find(marker, at + 1)

@@ -17,7 +17,8 @@ import pytest
 from podrt import apparmor, cgroups, mountinfo
 from podrt.api.runtime import v1 as cri
 from podrt.config import Config, RuntimeConfig
-from podrt.container import spec as spec_mod
+from podrt.container import hostfit, spec as spec_mod
+from podrt.container.hostfit import page_size
 from podrt.container.context import ContainerContext
 from podrt.container.devices import device_nodes
 from podrt.container.model import (
@@ -36,14 +37,13 @@ from podrt.container.spec import (
     check_propagation,
     environment,
     oci_resources,
-    page_size,
     process_args,
     resolve_user,
     rootfs_propagation,
     spec_user,
 )
 from podrt.container.store import config_from_dict, config_to_dict
-from podrt.container.validate import check_request, check_resources
+from podrt.container.validate import check_host_fit, check_request, check_resources
 from podrt.cri import container_convert as cconv
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.images.manager import ImageView
@@ -116,8 +116,11 @@ def test_capabilities_adds_drops_and_all() -> None:
         "CAP_NET_BIND_SERVICE",)
     with_admin = capabilities(ContainerConfig(name="c", add_capabilities=("CAP_SYS_ADMIN",), drop_capabilities=("KILL",)))
     assert "CAP_SYS_ADMIN" in with_admin and "CAP_KILL" not in with_admin
-    with pytest.raises(InvalidArgument, match="CAP_BOGUS"):
-        capabilities(ContainerConfig(name="c", add_capabilities=("BOGUS",)))
+    with pytest.raises(InvalidArgument, match="add_capabilities: unknown capability 'BOGUS'"):
+        check_request(ContainerConfig(name="c", image="i", add_capabilities=("BOGUS",)), _pod())
+    with pytest.raises(InvalidArgument, match="drop_capabilities: unknown capability ''"):
+        check_request(ContainerConfig(name="c", image="i", drop_capabilities=("",)), _pod())
+    check_request(ContainerConfig(name="c", image="i", add_capabilities=("all", "cap_net_raw", "NET_ADMIN")), _pod())
 
 
 # ---- the whole spec ---------------------------------------------------------------
@@ -144,7 +147,7 @@ def host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cgroups, "unified", lambda: False)
     monkeypatch.setattr(cgroups, "swap_accounting", lambda: True)
     monkeypatch.setattr(cgroups, "available", lambda controller: True)
-    monkeypatch.setattr(spec_mod, "hugepage_sizes", lambda: frozenset({"2MB", "1GB"}))
+    monkeypatch.setattr(hostfit, "hugepage_sizes", lambda: frozenset({"2MB", "1GB"}))
     monkeypatch.setattr(spec_mod, "current_oom_score_adj", lambda: 0)
 
 
@@ -263,6 +266,73 @@ def test_security_checks() -> None:
     assert "apparmor.localhost_ref" in refusal(apparmor=ProfileType.LOCALHOST, apparmor_localhost_ref="localhost/")
 
 
+def test_process_and_path_checks(tmp_path: Path) -> None:
+    """What execve, the kernel's path limits or the log dir would refuse later, named up front."""
+    pod = _pod()
+    pod.log_directory = str(tmp_path / "logs")
+    (tmp_path / "logs" / "sub").mkdir(parents=True)
+
+    def refusal(**fields: Any) -> str:
+        with pytest.raises(InvalidArgument) as err:
+            check_request(ContainerConfig(name="c", image="i", **fields), pod)
+        return str(err.value)
+
+    assert "command[0] must name an executable" in refusal(command=("",))
+    assert "args[1] must not contain a NUL" in refusal(args=("a", "b\0"))
+    assert "envs[0].value of 'A' must not contain a NUL" in refusal(envs=(("A", "x\0"),))
+    assert "working_dir 'rel' must be absolute" in refusal(working_dir="rel")
+    assert "longer than a path may be" in refusal(working_dir="/x" * 2100)
+    assert "component is longer than 255" in refusal(working_dir="/" + "n" * 256)
+    assert "names a directory" in refusal(log_path="dir/")
+    assert "names a directory" in refusal(log_path=".")
+    assert "is a directory in the pod's log directory" in refusal(log_path="sub")
+    assert "component is longer than 255" in refusal(log_path="x" * 256 + ".log")
+    assert "longer than a path may be" in refusal(log_path="s/" * 2100 + "x.log")
+    assert "must not contain a NUL" in refusal(log_path="a\0b")
+    assert "mounts[0].host_path" in refusal(mounts=(Mount("/data", str(tmp_path) + "\0x"),))  # not a ValueError from lexists
+    assert "mounts[0].container_path" in refusal(mounts=(Mount("/" + "n" * 300, str(tmp_path)),))
+    check_request(ContainerConfig(name="c", image="i", log_path="sub/app.log", working_dir="/a/../b",
+                                  command=("/bin/sh",), envs=(("A", "é"),)), pod)
+
+
+def test_host_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPUs, nodes, page sizes and controllers the host lacks are refused by field name."""
+    monkeypatch.setattr(hostfit, "online_cpus", lambda: frozenset({0, 1}))
+    monkeypatch.setattr(hostfit, "online_nodes", lambda: frozenset({0}))
+    monkeypatch.setattr(hostfit, "hugepage_sizes", lambda: frozenset({"2MB"}))
+    monkeypatch.setattr(cgroups, "unified", lambda: True)
+    monkeypatch.setattr(cgroups, "available", lambda controller: controller in ("cpu", "memory"))
+
+    def refusal(r: Resources) -> str:
+        with pytest.raises(InvalidArgument) as err:
+            check_host_fit("linux", r)
+        return str(err.value)
+
+    assert "cpuset_cpus '0-3': this host has no CPUs 2,3 (online: 0,1)" in refusal(Resources(cpuset_cpus="0-3"))
+    assert "cpuset_mems '1': this host has no memory nodes 1" in refusal(Resources(cpuset_mems="1"))
+    assert "page_size 1GB: this host has no such huge pages (it has: 2MB)" in refusal(
+        Resources(hugepage_limits=(HugepageLimit("1GB", 0),)))
+    assert "cgroup.procs is the cgroup's own interface" in refusal(Resources(unified={"cgroup.procs": "1"}))
+    assert "pids.max: this host has no pids controller" in refusal(Resources(unified={"pids.max": "10"}))
+    check_host_fit("linux", Resources(cpuset_cpus="1,0", cpuset_mems="0", hugepage_limits=(HugepageLimit("2MB", 0),),
+                                      unified={"memory.high": "max"}))
+    monkeypatch.setattr(cgroups, "unified", lambda: False)
+    assert "cgroup v2 only" in refusal(Resources(unified={"memory.high": "max"}))
+
+
+@pytest.mark.parametrize("text, ids", [("0", {0}), ("0-2,5", {0, 1, 2, 5}), ("3,1", {1, 3}), ("7-7", {7})])
+def test_id_lists(text: str, ids: set[int]) -> None:
+    assert hostfit.id_list(text) == ids
+
+
+@pytest.mark.parametrize("text", ["", "0-", "-1", "/dev/sda", "é", "1-0", "0,,1", "0-1-2", " 0", "0x1", "99999", "a-b"])
+def test_id_list_refusals(text: str) -> None:
+    with pytest.raises(ValueError):
+        hostfit.id_list(text)
+    with pytest.raises(InvalidArgument, match="cpuset_cpus"):
+        check_resources("linux", Resources(cpuset_cpus=text or ","))
+
+
 # ---- resources ----------------------------------------------------------------------
 
 def test_oci_resources_memory_swap_hugepages_unified(host: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,8 +342,6 @@ def test_oci_resources_memory_swap_hugepages_unified(host: None, monkeypatch: py
     assert out["hugepageLimits"] == [{"pageSize": "2MB", "limit": 1 << 21}]  # sizes this host lacks are left out
     assert oci_resources(attrs.evolve(r, memory_swap_limit=-1))["memory"]["swap"] == -1
     assert oci_resources(attrs.evolve(r, memory_swap_limit=128 << 20))["memory"]["swap"] == 128 << 20
-    with pytest.raises(InvalidArgument, match="unified: cgroup v2 only"):
-        oci_resources(Resources(unified={"memory.high": "1000000"}))
     monkeypatch.setattr(cgroups, "swap_accounting", lambda: False)
     monkeypatch.setattr(cgroups, "unified", lambda: True)
     out = oci_resources(attrs.evolve(r, unified={"memory.high": "1000000"}))
@@ -289,7 +357,8 @@ def test_page_size_names() -> None:
 
 @pytest.mark.parametrize("r, fragment", [
     (Resources(memory_swap_limit=1 << 30), "needs memory_limit_in_bytes"),
-    (Resources(memory_limit=2 << 20, memory_swap_limit=1 << 20), "at least memory_limit_in_bytes"),
+    (Resources(memory_limit=4096), "4096 is too low: a container needs at least 12582912"),
+    (Resources(memory_limit=32 << 20, memory_swap_limit=16 << 20), "at least memory_limit_in_bytes"),
     (Resources(hugepage_limits=(HugepageLimit("2M", 0),)), "hugepage_limits[0].page_size '2M'"),
     (Resources(hugepage_limits=(HugepageLimit("2MB", 0), HugepageLimit("2MB", 1))), "given twice"),
     (Resources(unified={"../memory.high": "1"}), "not a cgroup v2 file name"),

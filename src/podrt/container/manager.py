@@ -29,20 +29,20 @@ from podrt.container.events import EventBus, EventType
 from podrt.container.model import ContainerConfig, ContainerStatus, Resources
 from podrt.container.spec import oci_resources
 from podrt.container.store import ContainerState, load_all
-from podrt.container.validate import check_pod_ready, check_request
+from podrt.container.validate import check_host_fit, check_pod_ready, check_request
 from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from podrt.images.manager import ImageManager
 from podrt.images.store import ImageRecord
 from podrt.inotify import DirWatch
 from podrt.oci import attach, conmon, execproc
-from podrt.oci.runtime import ExecTimeout, OciRuntime
+from podrt.oci.runtime import ExecTimeout, OciRuntime, RuntimeRefused
 from podrt.oci.seccomp import ProfileType
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
 from podrt.sandbox.manager import SandboxManager, SandboxView
 from podrt.sandbox.model import NsMode, SandboxConfig
 from podrt.steps.base import DepsStep, runtime_for
-from podrt.steps.container.create import ContainerCreate
+from podrt.steps.container.create import ContainerCreate, refusal
 from podrt.steps.container.spec import ContainerSpec
 from podrt.steps.container.state import ContainerSaveState
 from podrt.steps.container.storage import ContainerStorage
@@ -193,7 +193,10 @@ class ContainerManager:
             status = self._status(state)
             if status != ContainerStatus.CREATED:
                 raise FailedPrecondition(f"container {container_id} is {status.value}, not created: it cannot be started")
-            await self._runtime(state).start(container_id)
+            try:
+                await self._runtime(state).start(container_id)
+            except RuntimeRefused as exc:
+                raise FailedPrecondition(refusal(exc)) from None
             state.started_at = time.time_ns()
             await finish_in_thread(state.save)
         self.events.publish(container_id, state.sandbox_id, EventType.STARTED)
@@ -243,7 +246,10 @@ class ContainerManager:
         self.events.publish(container_id, state.sandbox_id, EventType.DELETED)
 
     async def _teardown(self, state: ContainerState) -> None:
-        records = state.records
+        """Removal undoes the creation, but the log file stays: it is the
+        kubelet's (`kubectl logs --previous`, its own rotation and removal),
+        as CRI-O and containerd leave it. A rolled back creation removes it."""
+        records = [(r[0], r[1], {**r[2], "log_file": ""}) if r[1] == ContainerStorage.kind else r for r in state.records]
         for part in ([r for r in records if r[1] not in RELEASED_LAST], [r for r in records if r[1] in RELEASED_LAST]):
             failures = await teardown(part, self._undo_steps, log=log)
             if failures:
@@ -330,8 +336,12 @@ class ContainerManager:
             status = self._status(state)
             if status not in (ContainerStatus.CREATED, ContainerStatus.RUNNING):
                 raise FailedPrecondition(f"container {container_id} is {status.value}: its resources cannot change")
-            await self._runtime(state).update(
-                container_id, oci_resources(resources), work_dir=self.deps.run_dir(container_id))
+            check_host_fit("linux", resources)
+            try:
+                await self._runtime(state).update(
+                    container_id, oci_resources(resources), work_dir=self.deps.run_dir(container_id))
+            except RuntimeRefused as exc:
+                raise FailedPrecondition(f"the OCI runtime refused the new resources: {exc}") from None
             kept = attrs.evolve(resources, oom_score_adj=state.config.resources.oom_score_adj)  # a process setting runc does not update
             state.config = attrs.evolve(state.config, resources=kept)
             await finish_in_thread(state.save)

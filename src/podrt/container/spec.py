@@ -32,7 +32,6 @@ pod's namespaces. The rules are the kubelet's and CRI-O's:
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -40,7 +39,9 @@ from typing import Any, Iterable
 from podrt import apparmor, cgroups, mountinfo
 from podrt.config import Config
 from podrt.container.context import ContainerContext
+from podrt.container import hostfit
 from podrt.container.devices import device_nodes
+from podrt.container.validate import capability_name
 from podrt.container.model import ContainerConfig, ContainerUser, GroupsPolicy, Mount, Propagation, Resources
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.oci.seccomp import profile_for
@@ -99,15 +100,10 @@ def resolve_user(cfg: ContainerConfig, image: dict[str, Any], rootfs: Path) -> t
 
 
 def capabilities(cfg: ContainerConfig) -> tuple[str, ...]:
-    def norm(caps: Iterable[str]) -> set[str]:
-        return {c.upper() if c.upper().startswith("CAP_") else f"CAP_{c.upper()}" for c in caps}
-
-    add, drop = norm(cfg.add_capabilities), norm(cfg.drop_capabilities)
+    """Names were checked by validate.check_security."""
+    add, drop = ({capability_name(c) for c in caps} for caps in (cfg.add_capabilities, cfg.drop_capabilities))
     have = set() if "CAP_ALL" in drop else set(DEFAULT_CAPABILITIES) - drop
     have |= set(host_capabilities()) if "CAP_ALL" in add else add
-    unknown = have - set(ALL_CAPABILITIES)
-    if unknown:
-        raise InvalidArgument(f"unknown capabilities: {', '.join(sorted(unknown))}")
     return tuple(c for c in ALL_CAPABILITIES if c in have)
 
 
@@ -250,8 +246,7 @@ def oci_resources(r: Resources) -> dict[str, Any]:
     containerd: swap only where the host accounts for it, and then no swap
     (memory+swap = memory) unless the request names a swap limit; hugepage
     limits for the page sizes the host has, where it has the hugetlb controller
-    (containerd's tolerate_missing_hugetlb_controller); unified (cgroup v2 files)
-    is refused on cgroup v1, where runc would fail on it."""
+    (containerd's tolerate_missing_hugetlb_controller); unified as given."""
     out: dict[str, Any] = {}
     cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota), ("period", r.cpu_period)) if v}
     if r.cpuset_cpus:
@@ -264,32 +259,12 @@ def oci_resources(r: Resources) -> dict[str, Any]:
         out["memory"] = {"limit": r.memory_limit}
         if cgroups.swap_accounting():
             out["memory"]["swap"] = r.memory_swap_limit or r.memory_limit
-    sizes = hugepage_sizes() if cgroups.available("hugetlb") else frozenset()
+    sizes = hostfit.hugepage_sizes() if cgroups.available("hugetlb") else frozenset()
     if limits := [{"pageSize": h.page_size, "limit": h.limit} for h in r.hugepage_limits if h.page_size in sizes]:
         out["hugepageLimits"] = limits
-    if r.unified:
-        if not cgroups.unified():
-            raise InvalidArgument("linux.resources.unified: cgroup v2 only, and this host has cgroup v1")
+    if r.unified:  # refused on cgroup v1 by validate.check_host_fit
         out["unified"] = dict(r.unified)
     return out
-
-
-@functools.cache
-def hugepage_sizes() -> frozenset[str]:
-    """The host's huge page sizes in the kubelet's form ("2MB", "1GB")."""
-    try:
-        names = os.listdir("/sys/kernel/mm/hugepages")
-    except OSError:
-        return frozenset()
-    return frozenset(page_size(int(n.removeprefix("hugepages-").removesuffix("kB")))
-                     for n in names if n.startswith("hugepages-") and n.endswith("kB") and n[10:-2].isdigit())
-
-
-def page_size(kib: int) -> str:
-    for unit, scale in (("GB", 1 << 20), ("MB", 1 << 10)):
-        if kib % scale == 0:
-            return f"{kib // scale}{unit}"
-    return f"{kib}KB"
 
 
 def _strings(value: Any) -> tuple[str, ...]:

@@ -7,9 +7,12 @@ import os
 import posixpath
 import re
 
+from podrt import cgroups
+from podrt.container import hostfit
 from podrt.container.model import ContainerConfig, Propagation, Resources
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.oci.seccomp import ProfileType
+from podrt.oci.spec import ALL_CAPABILITIES
 from podrt.sandbox.model import NsMode
 from podrt.sandbox.store import SandboxState
 from podrt.sandbox.validate import NAME_PART
@@ -17,6 +20,8 @@ from podrt.sandbox.validate import NAME_PART
 _SC = "linux.security_context"
 _PAGE_SIZE = re.compile(r"[1-9][0-9]*(KB|MB|GB|TB|PB)")  # the kubelet's form: "2MB", "1GB"
 _UNIFIED_KEY = re.compile(r"[a-z][a-z0-9_]*\.[a-z0-9_.]+")  # a cgroup v2 interface file, e.g. "memory.high"
+MIN_MEMORY = 12 << 20  # CRI-O's floor: below it runc's init (and the process) cannot start
+NAME_MAX, PATH_MAX = 255, 4095  # bytes of one path component and of a whole path (with room for the NUL)
 
 
 def check_request(cfg: ContainerConfig, pod: SandboxState) -> None:
@@ -28,12 +33,11 @@ def check_request(cfg: ContainerConfig, pod: SandboxState) -> None:
         raise InvalidArgument("ContainerConfig.image.image must not be empty")
     if cfg.privileged and not pod.config.privileged:
         raise InvalidArgument("a privileged container needs a privileged pod sandbox")
-    if cfg.log_path and (posixpath.isabs(cfg.log_path) or ".." in cfg.log_path.split("/")):
-        raise InvalidArgument(f"log_path {cfg.log_path!r} must be relative to the pod's log directory, without '..'")
+    check_process(cfg)
+    check_log_path(cfg.log_path, pod.log_directory)
     for n, m in enumerate(cfg.mounts):
         where = f"mounts[{n}]"
-        if not posixpath.isabs(m.container_path):
-            raise InvalidArgument(f"{where}.container_path {m.container_path!r} must be absolute")
+        _check_path(f"{where}.container_path", m.container_path, dots=True)
         if m.image:
             if m.propagation != Propagation.PRIVATE:
                 raise InvalidArgument(f"{where}.propagation: an image volume's is private")
@@ -41,17 +45,47 @@ def check_request(cfg: ContainerConfig, pod: SandboxState) -> None:
             if sub and (posixpath.isabs(sub) or ".." in sub.split("/") or "\0" in sub):
                 raise InvalidArgument(f"{where}.image_sub_path {sub!r} must be relative, without '..'")
             continue
-        if not os.path.isabs(m.host_path):
-            raise InvalidArgument(f"{where}.host_path {m.host_path!r} must be absolute")
+        _check_path(f"{where}.host_path", m.host_path, dots=True)
         if not os.path.lexists(m.host_path):
             raise InvalidArgument(f"{where}.host_path {m.host_path} does not exist")
     check_devices(cfg)
-    if cfg.working_dir and not posixpath.isabs(cfg.working_dir):
-        raise InvalidArgument(f"working_dir {cfg.working_dir!r} must be absolute")
-    for key, _ in cfg.envs:
-        if not key or "=" in key or "\0" in key:
-            raise InvalidArgument(f"invalid environment variable name {key!r}")
     check_security(cfg)
+    check_host_fit("linux.resources", cfg.resources)
+
+
+def check_process(cfg: ContainerConfig) -> None:
+    """What execve and the OCI process take: strings without NUL, an absolute
+    working dir, environment names without '='."""
+    if cfg.command and not cfg.command[0]:
+        raise InvalidArgument("command[0] must name an executable, not be empty")
+    for field, values in (("command", cfg.command), ("args", cfg.args)):
+        for n, value in enumerate(values):
+            if "\0" in value:
+                raise InvalidArgument(f"{field}[{n}] must not contain a NUL byte")
+    if cfg.working_dir:
+        _check_path("working_dir", cfg.working_dir, dots=True)
+    for n, (key, value) in enumerate(cfg.envs):
+        if not key or "=" in key or "\0" in key:
+            raise InvalidArgument(f"envs[{n}].key {key!r:.100}: not a valid environment variable name")
+        if "\0" in value:
+            raise InvalidArgument(f"envs[{n}].value of {key!r:.100} must not contain a NUL byte")
+
+
+def check_log_path(log_path: str, log_directory: str) -> None:
+    """A file name the kubelet can find below the pod's log dir: relative,
+    without '..', not a directory, within the kernel's name and path limits."""
+    if not log_path:
+        return  # podrt names one (the kubelet always does)
+    what = f"log_path {log_path!r:.200}"
+    if "\0" in log_path:
+        raise InvalidArgument(f"{what} must not contain a NUL byte")
+    if posixpath.isabs(log_path) or ".." in log_path.split("/"):
+        raise InvalidArgument(f"{what} must be relative to the pod's log directory, without '..'")
+    if log_path.endswith("/") or posixpath.normpath(log_path) == ".":
+        raise InvalidArgument(f"{what} names a directory, not a file")
+    _check_lengths(what, posixpath.join(log_directory, log_path))
+    if os.path.isdir(posixpath.join(log_directory, log_path)):
+        raise InvalidArgument(f"{what} is a directory in the pod's log directory {log_directory}")
 
 
 def check_devices(cfg: ContainerConfig) -> None:
@@ -75,15 +109,33 @@ def check_security(cfg: ContainerConfig) -> None:
         raise InvalidArgument(f"{_SC}.apparmor.localhost_ref must name a profile for a Localhost profile_type")
     if cfg.pid_mode == NsMode.TARGET and not cfg.pid_target_id:
         raise InvalidArgument(f"{_SC}.namespace_options.target_id must name a container when pid is TARGET")
+    for field in ("add_capabilities", "drop_capabilities"):
+        for name in getattr(cfg, field):
+            if capability_name(name) not in (*ALL_CAPABILITIES, "CAP_ALL"):
+                raise InvalidArgument(f"{_SC}.capabilities.{field}: unknown capability {name!r:.100}")
+
+
+def capability_name(name: str) -> str:
+    """CRI takes names with or without "CAP_", in any case; "ALL" means every one."""
+    upper = name.upper()
+    return upper if upper.startswith("CAP_") else f"CAP_{upper}"
 
 
 def check_resources(field: str, r: Resources) -> None:
     """What runc would refuse with an unhelpful message, named here instead."""
+    if 0 < r.memory_limit < MIN_MEMORY:
+        raise InvalidArgument(f"{field}.memory_limit_in_bytes {r.memory_limit} is too low: a container needs at least {MIN_MEMORY}")
     if r.memory_swap_limit and not r.memory_limit:
         raise InvalidArgument(f"{field}.memory_swap_limit_in_bytes needs memory_limit_in_bytes (swap counts on top of it)")
     if r.memory_swap_limit > 0 and r.memory_swap_limit < r.memory_limit:
         raise InvalidArgument(f"{field}.memory_swap_limit_in_bytes {r.memory_swap_limit} is memory plus swap: "
                               f"it must be at least memory_limit_in_bytes ({r.memory_limit}), or -1 for unlimited")
+    for name in ("cpuset_cpus", "cpuset_mems"):
+        if value := getattr(r, name):
+            try:
+                hostfit.id_list(value)
+            except ValueError as exc:
+                raise InvalidArgument(f"{field}.{name} {value!r:.100}: not a list like 0-3,8: {exc}") from None
     sizes = [h.page_size for h in r.hugepage_limits]
     for n, size in enumerate(sizes):
         if not _PAGE_SIZE.fullmatch(size):
@@ -97,9 +149,49 @@ def check_resources(field: str, r: Resources) -> None:
             raise InvalidArgument(f"{field}.unified[{key!r}]: the value must be one line")
 
 
-def _check_path(field: str, path: str) -> None:
-    if not posixpath.isabs(path) or "\0" in path or ".." in path.split("/"):
-        raise InvalidArgument(f"{field} {path!r} must be an absolute path without '..'")
+def check_host_fit(field: str, r: Resources) -> None:
+    """The CPUs, memory nodes, page sizes and cgroup controllers the request
+    names must be this host's (for create and for update)."""
+    for name, have, what in (("cpuset_cpus", hostfit.online_cpus(), "CPUs"), ("cpuset_mems", hostfit.online_nodes(), "memory nodes")):
+        if value := getattr(r, name):
+            if missing := hostfit.id_list(value) - have:
+                raise InvalidArgument(f"{field}.{name} {value!r}: this host has no {what} {_ids(missing)} "
+                                      f"(online: {_ids(have)})")
+    sizes = hostfit.hugepage_sizes()
+    for n, h in enumerate(r.hugepage_limits):
+        if h.page_size not in sizes:
+            raise InvalidArgument(f"{field}.hugepage_limits[{n}].page_size {h.page_size}: this host has no such "
+                                  f"huge pages (it has: {', '.join(sorted(sizes)) or 'none'})")
+    if r.unified and not cgroups.unified():
+        raise InvalidArgument(f"{field}.unified: cgroup v2 only, and this host has cgroup v1")
+    for key in r.unified:
+        controller = key.split(".", 1)[0]
+        if controller == "cgroup":
+            raise InvalidArgument(f"{field}.unified: {key} is the cgroup's own interface, not a resource")
+        if cgroups.unified() and not cgroups.available(controller):
+            raise InvalidArgument(f"{field}.unified: {key}: this host has no {controller} controller")
+
+
+def _ids(ids: frozenset[int]) -> str:
+    shown = sorted(ids)[:16]
+    return ",".join(map(str, shown)) + (",..." if len(ids) > len(shown) else "")
+
+
+def _check_path(field: str, path: str, dots: bool = False) -> None:
+    """Absolute, no NUL, within the kernel's limits; without '..' unless
+    `dots` (a path runc resolves in the container's root, or the host's own)."""
+    if not posixpath.isabs(path) or "\0" in path or (not dots and ".." in path.split("/")):
+        rule = "absolute" if dots else "absolute, without '..'"
+        raise InvalidArgument(f"{field} {path!r:.200} must be {rule}{', without a NUL byte' if chr(0) in path else ''}")
+    _check_lengths(f"{field} {path!r:.200}", path)
+
+
+def _check_lengths(what: str, path: str) -> None:
+    encoded = path.encode("utf-8", "surrogateescape")
+    if len(encoded) > PATH_MAX:
+        raise InvalidArgument(f"{what}: {len(encoded)} bytes, longer than a path may be ({PATH_MAX})")
+    if any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise InvalidArgument(f"{what}: a path component is longer than {NAME_MAX} bytes")
 
 
 def check_pod_ready(pod: SandboxState, ready: bool) -> None:

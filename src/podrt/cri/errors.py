@@ -10,8 +10,15 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from podrt import errors
+from podrt.logutil import RateLimited
 
 log = logging.getLogger(__name__)
+_refusals = RateLimited(log)
+# Answers worth a line in the daemon's log: why a request was refused or could
+# not be done. NotFound and AlreadyExists are routine (the kubelet polls and retries).
+_LOGGED = frozenset({Status.INVALID_ARGUMENT, Status.FAILED_PRECONDITION, Status.RESOURCE_EXHAUSTED,
+                     Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.PERMISSION_DENIED})
+LOGGED_CHARS = 300
 
 _STATUS: dict[type[errors.PodrtError], Status] = {
     errors.InvalidArgument: Status.INVALID_ARGUMENT,
@@ -38,8 +45,9 @@ def _exhausted(exc: Exception) -> errors.ResourceExhausted | None:
 def to_grpc_error(exc: Exception, operation: str) -> GRPCError:
     """Turn any exception from a handler into a GRPCError with a readable message.
 
-    Unexpected exceptions are logged with their traceback here, on the server;
-    the client gets INTERNAL and one line, never a traceback.
+    A refusal is one rate-limited log line (the client made it, and may
+    repeat it); unexpected exceptions are logged with their traceback here,
+    on the server; the client gets INTERNAL and one line, never a traceback.
     """
     if isinstance(exc, GRPCError):
         return exc
@@ -47,6 +55,8 @@ def to_grpc_error(exc: Exception, operation: str) -> GRPCError:
     for cls in type(exc).__mro__:
         status = _STATUS.get(cls)  # type: ignore[arg-type]
         if status is not None:
+            if status in _LOGGED:
+                _refusals.warning("%s: %s: %.*s", operation, status.name, LOGGED_CHARS, str(exc))
             return GRPCError(status, str(exc))
     log.error("%s failed unexpectedly", operation, exc_info=exc)
     return GRPCError(Status.INTERNAL, f"{operation}: internal error: {type(exc).__name__}: {exc}")

@@ -42,6 +42,12 @@ class OciRuntimeError(Exception):
     """runc or conmon failed; the message is one line with their own error text."""
 
 
+class RuntimeRefused(OciRuntimeError):
+    """runc ran and refused the container with its own message (an executable
+    the image lacks, a mount it cannot make, a value the kernel refuses): the
+    request does not fit the image or host. Not a failure of podrt's."""
+
+
 class ExecTimeout(Exception):
     """An exec'd command ran past its timeout (and was killed with its children)."""
 
@@ -164,11 +170,8 @@ class OciRuntime:
             socket_dir=Path(socket_dir), runtime_args=("--log-format=json",),
             stdin=stdio.stdin, leave_stdin_open=stdio.stdin and not stdio.stdin_once, tty=stdio.tty,
         )
-        try:
-            for d in (spec.exit_dir, spec.persist_dir, spec.socket_dir, spec.log_path.parent):
-                d.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OciRuntimeError(f"create container {container_id}: {exc}") from None
+        for d in (spec.exit_dir, spec.persist_dir, spec.socket_dir, spec.log_path.parent):
+            d.mkdir(parents=True, exist_ok=True)  # an OSError as is: a full disk is ResourceExhausted
         started: ConmonLaunch | None = None
         try:
             async with asyncio.timeout(timeout):
@@ -194,8 +197,9 @@ class OciRuntime:
             raise OciRuntimeError(f"create container {spec.container_id}: conmon exited without "
                                   f"reporting a pid (see {spec.log_path})")
         if reply.pid <= 0:
-            text = runc_error_text(reply.message) or f"runtime failed with {reply.pid}"
-            raise OciRuntimeError(f"create container {spec.container_id}: {text}")
+            if text := runc_error_text(reply.message):
+                raise RuntimeRefused(f"create container {spec.container_id}: {text}")
+            raise OciRuntimeError(f"create container {spec.container_id}: runtime failed with {reply.pid}")
         conmon_pid = conmon.read_pidfile(spec.conmon_pidfile)
         if conmon_pid is None:
             raise OciRuntimeError(f"create container {spec.container_id}: conmon wrote no pidfile "
@@ -222,7 +226,9 @@ class OciRuntime:
 
     async def start(self, container_id: str) -> None:
         """runc start: run the process of a created container."""
-        await self._runc_checked("start", container_id)
+        result = await self._runc("start", container_id)
+        if result.returncode != 0:
+            raise RuntimeRefused(f"{self.handler_name} start {container_id}: {result.error}")
 
     async def state(self, container_id: str) -> dict[str, Any] | None:
         """runc state as a dict; None when runc does not know the id."""
@@ -300,9 +306,11 @@ class OciRuntime:
         with os.fdopen(fd, "w") as f:
             json.dump(resources, f)
         try:
-            await self._runc_checked("update", "--resources", path, container_id)
+            result = await self._runc("update", "--resources", path, container_id)
         finally:
             os.unlink(path)
+        if result.returncode != 0:  # a value the kernel refuses, or a container that exited meanwhile
+            raise RuntimeRefused(f"{self.handler_name} update {container_id}: {result.error}")
 
     def _exec_command(self, container_id: str, process: dict[str, Any], work_dir: Path, *,
                       log_to_file: bool = False) -> tuple[list[str], Path, Path, Path | None]:

@@ -6,10 +6,18 @@ from pathlib import Path
 from typing import Any
 
 from podrt.container.context import ContainerContext
-from podrt.oci.runtime import Stdio
+from podrt.errors import FailedPrecondition
+from podrt.oci.runtime import RuntimeRefused, Stdio
 from podrt.steps.base import DepsStep
 
 CREATE_TIMEOUT = 60.0
+
+
+def refusal(exc: RuntimeRefused) -> str:
+    """The client's message for runc's refusal of a container: the request
+    asked for what this image or host cannot do (FailedPrecondition, as the
+    kubelet shows it in CreateContainerError / RunContainerError)."""
+    return f"the OCI runtime refused the container as configured: {exc}"
 
 
 class ContainerCreate(DepsStep):
@@ -22,9 +30,12 @@ class ContainerCreate(DepsStep):
 
     async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
         run = self.deps.run_dir(ctx.id)
-        proc = await self.runtime(data["handler"]).create(
-            ctx.id, run, log_path=Path(ctx.log_path), exit_dir=self.deps.exit_dir, persist_dir=run / "conmon",
-            socket_dir=run, stdio=Stdio(ctx.config.stdin, ctx.config.stdin_once, ctx.config.tty), timeout=CREATE_TIMEOUT)
+        try:
+            proc = await self.runtime(data["handler"]).create(
+                ctx.id, run, log_path=Path(ctx.log_path), exit_dir=self.deps.exit_dir, persist_dir=run / "conmon",
+                socket_dir=run, stdio=Stdio(ctx.config.stdin, ctx.config.stdin_once, ctx.config.tty), timeout=CREATE_TIMEOUT)
+        except RuntimeRefused as exc:
+            raise FailedPrecondition(refusal(exc)) from None
         ctx.pid, ctx.conmon_pid = proc.pid, proc.conmon_pid
 
     async def undo(self, data: dict[str, Any]) -> None:

@@ -26,14 +26,15 @@ def ensure_sane_log_path(log_path: Path) -> None:
 
 
 def remove_dirs_and_log(dirs: list[str], log_file: str) -> None:
-    """A pod's or a container's dirs, and its own log file."""
+    """A pod's or a container's dirs, and its own log file ("": kept)."""
     for d in dirs:
         if os.path.lexists(d):
             shutil.rmtree(d)
-    try:
-        os.unlink(log_file)
-    except FileNotFoundError:
-        pass
+    if log_file:
+        try:
+            os.unlink(log_file)
+        except FileNotFoundError:
+            pass
 
 
 class Storage(SandboxStep):
@@ -46,6 +47,9 @@ class Storage(SandboxStep):
             "log_dir": str(log_dir),
             "log_file": ctx.infra_log_path,
             "log_dir_created": not log_dir.exists(),  # decided before do(): undo may run after a crash
+            # podrt's own dir for a pod that named none (crictl): no kubelet
+            # reads or removes its containers' logs, so it goes with the pod
+            "log_dir_own": log_dir == Path(self.deps.config.log_dir) / ctx.id,
         }
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
@@ -63,7 +67,12 @@ class Storage(SandboxStep):
 
     async def undo(self, data: dict[str, Any]) -> None:
         remove_dirs_and_log(data["dirs"], data["log_file"])  # the infra's own log; the kubelet owns the rest
-        if data["log_dir_created"]:
+        if data.get("log_dir_own"):
+            try:
+                shutil.rmtree(data["log_dir"])
+            except FileNotFoundError:
+                pass
+        elif data["log_dir_created"]:
             try:
                 os.rmdir(data["log_dir"])  # only if empty: another attempt of the pod may log there
             except OSError:
