@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, help="config file (default /etc/podrt/podrt.toml; drop-ins from its podrt.d/)")
     common.add_argument("--root", help="persistent state dir (default /var/lib/podrt)")
     common.add_argument("--runroot", help="volatile state dir (default /run/podrt)")
-    common.add_argument("--listen", help="CRI unix socket path (default /run/podrt/podrt.sock)")
+    common.add_argument("--listen", help="CRI unix socket path (default <runroot>/podrt.sock)")
     common.add_argument("--log-level", help="debug, info, warning or error")
     common.add_argument("--cni-config-dir", help="CNI config dir (default /etc/cni/net.d)")
     common.add_argument("--cni-plugin-dir", action="append", help="CNI plugin dir; repeat for several")

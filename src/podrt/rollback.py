@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 import attrs
 
 from podrt.aio import await_shielded, finish_in_thread
+from podrt.errors import PodrtError
 from podrt.fsutil import atomic_write, fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -197,7 +198,10 @@ async def _undo_all(records: Sequence[StepRecord], resolve: Callable[[StepRecord
         except Exception as exc:
             error = exc
             failures.append(UndoFailure(rec.name, exc))
-            log.warning("undo of step %s (%s) failed: %r", rec.name, rec.kind, exc, exc_info=exc)
+            # the host's condition (a busy mount, a full disk) or a step this podrt
+            # does not know is said in one line; anything else is a bug: its traceback
+            said = isinstance(exc, (OSError, UnknownStepKind, PodrtError))
+            log.warning("undo of step %s (%s) failed: %r", rec.name, rec.kind, exc, exc_info=None if said else exc)
         if on_undo is not None:
             _quietly(log, f"bookkeeping after undo of {rec.name}", on_undo, rec, time.monotonic() - start, error)
     return failures

@@ -735,3 +735,43 @@ async def test_fault_at_every_step_leaks_nothing(registry: Registry, step: str, 
         finally:
             proc.stop()
         assert audit_daemon_dirs(d) == {}
+
+
+@pytest.mark.parametrize("deadline", [0.02, 0.06, 0.12, 0.25])
+async def test_retry_after_a_create_deadline_makes_one_container(daemon: DaemonProcess, registry: Registry,
+                                                                 deadline: float) -> None:
+    """The kubelet's CreateContainer times out (its deadline is cut at a
+    different step each time) and it sends the same request again: the retry
+    succeeds, once the cut creation has unwound, and the pod has one container
+    of that name, which runs; nothing of the cut one is left."""
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        req = cri.CreateContainerRequest(pod_sandbox_id=pod[0], config=_config(registry, command=["/bin/sleep", "60"]),
+                                         sandbox_config=pod[1])
+        first: str | None = None
+        try:
+            first = (await c.runtime.create_container(req, timeout=deadline)).container_id  # fast enough: fine too
+        except (GRPCError, asyncio.TimeoutError) as exc:
+            assert not isinstance(exc, GRPCError) or exc.status == Status.DEADLINE_EXCEEDED, exc
+        retried, refusals = None, []
+        until = time.monotonic() + 20 * FACTOR
+        while retried is None and time.monotonic() < until:
+            try:
+                retried = (await c.runtime.create_container(req, timeout=30 * FACTOR)).container_id
+            except GRPCError as exc:  # the kubelet's next sync tries again
+                refusals.append(exc)
+                if first is None and exc.status == Status.ALREADY_EXISTS:  # the cut one still unwinding
+                    await asyncio.sleep(0.05)
+                    continue
+                if first is not None and exc.status == Status.ALREADY_EXISTS:
+                    retried = first  # the first made it: the name is taken by the container the kubelet will find
+                    break
+                raise
+        assert retried is not None, refusals[-3:]
+        listed = (await c.runtime.list_containers(cri.ListContainersRequest(
+            filter=cri.ContainerFilter(pod_sandbox_id=pod[0])))).containers
+        assert [x.id for x in listed] == [retried]
+        await c.runtime.start_container(cri.StartContainerRequest(container_id=retried))
+        assert (await _status(c, retried)).state == cri.ContainerState.CONTAINER_RUNNING
+        await _remove_pod(c, pod[0])
+        assert _empty(daemon.dirs.root / "containers")

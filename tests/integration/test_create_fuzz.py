@@ -24,7 +24,7 @@ from tests.support.registry import Registry
 
 pytestmark = containers_marks
 
-COUNT = int(os.environ.get("PODRT_CREATE_FUZZ_COUNT", "80"))
+COUNT = int(os.environ.get("PODRT_CREATE_FUZZ_COUNT", "200"))
 SEED = int(os.environ.get("PODRT_CREATE_FUZZ_SEED", "16"))
 
 

@@ -458,3 +458,15 @@ async def test_commit_that_cannot_be_made_durable_rolls_back(tmp_path: Path, mon
         await Transaction("t", [RecStep(rec, "a"), RecStep(rec, "b")], journal=Journal(tmp_path)).run(None)
     assert rec.events == [("do", "a"), ("do", "b"), ("undo", "b"), ("undo", "a")]
     assert journal_files(tmp_path) == []
+
+
+async def test_undo_failures_from_the_host_are_one_line_bugs_keep_their_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """A busy mount (OSError) is the host's condition: one line; a TypeError in an undo is a bug: its traceback."""
+    rec = Recorder()
+    rec.fail_undo.update({"a": OSError(16, "Device or resource busy"), "b": TypeError("a bug")})
+    tx = Transaction("sandbox", [RecStep(rec, "a"), RecStep(rec, "b"), RecStep(rec, "c", fail_do=RuntimeError("x"))])
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError):
+        await tx.run(None)
+    undo_lines = {r.getMessage().split(" ")[3]: r for r in caplog.records if "undo of step" in r.getMessage()}
+    assert undo_lines["a"].exc_info is None and "Device or resource busy" in undo_lines["a"].getMessage()
+    assert undo_lines["b"].exc_info is not None

@@ -58,3 +58,21 @@ def test_method_table_routes_unknown_paths_to_unimplemented() -> None:
     assert table.get("/a/B") is known
     fallback = table.get("/a/C")
     assert fallback is not None and fallback is not known
+
+
+def test_refusals_are_one_line_and_bugs_a_traceback(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request's refusal is a warning without traceback (routine NotFound: nothing); INTERNAL keeps its traceback."""
+    import logging
+
+    from podrt.cri import errors as cri_errors
+    from podrt.logutil import RateLimited
+
+    monkeypatch.setattr(cri_errors, "_refusals", RateLimited(cri_errors.log))  # a burst of its own
+    with caplog.at_level(logging.WARNING, logger="podrt.cri.errors"):
+        to_grpc_error(errors.FailedPrecondition("runc said no"), "CreateContainer")
+        to_grpc_error(errors.NotFound("container x not found"), "ContainerStatus")
+        to_grpc_error(KeyError("bug"), "CreateContainer")
+    refusal, bug = caplog.records
+    assert refusal.levelno == logging.WARNING and refusal.exc_info is None
+    assert refusal.getMessage() == "CreateContainer: FAILED_PRECONDITION: runc said no"
+    assert bug.levelno == logging.ERROR and bug.exc_info is not None

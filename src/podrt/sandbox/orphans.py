@@ -23,6 +23,7 @@ from podrt.network.netns import remove_netns
 from podrt.oci.runtime import OciRuntime
 from podrt.sandbox.context import SandboxDeps
 from podrt.steps.sandbox.cgroups import CgroupParent
+from podrt.steps.sandbox.storage import remove_own_log_dir
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +135,8 @@ def _orphan_cgroups(deps: SandboxDeps, known: set[str]) -> dict[str, str]:
 
 
 async def _remove_default_log(deps: SandboxDeps, sandbox_id: str) -> None:
-    """The infra log in `<log_dir>/<id>` (a kubelet-given log dir is unknown without state)."""
-    log_dir = Path(deps.config.log_dir) / sandbox_id
-    (log_dir / f"{sandbox_id}.log").unlink(missing_ok=True)
-    try:
-        log_dir.rmdir()
-    except FileNotFoundError:
-        pass
+    """podrt's own log dir `<log_dir>/<id>` (a kubelet-given log dir is unknown without state)."""
+    remove_own_log_dir(Path(deps.config.log_dir) / sandbox_id)
 
 
 async def _remove_dir(directory: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podrt.network.cni import CniPodInfo
+from podrt.errors import Unavailable
+from podrt.network.cni import CniError, CniPodInfo
 from podrt.network.cniconf import network_from_raw
 from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
@@ -39,7 +40,10 @@ class CniAdd(SandboxStep):
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         network = network_from_raw(data["network"], Path(data["path"]))
-        result = await self.deps.cni.add(network, CniPodInfo(*data["pod"]), data["netns"], IFNAME, data["ports"])
+        try:
+            result = await self.deps.cni.add(network, CniPodInfo(*data["pod"]), data["netns"], IFNAME, data["ports"])
+        except CniError as exc:  # the network plugin's failure, not podrt's: the kubelet retries the pod
+            raise Unavailable(f"the pod network could not be set up: {exc}") from None
         ctx.ips = list(result.ip_addresses)
         data["ips"] = ctx.ips
 

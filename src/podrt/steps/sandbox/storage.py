@@ -37,6 +37,15 @@ def remove_dirs_and_log(dirs: list[str], log_file: str) -> None:
             pass
 
 
+def remove_own_log_dir(log_dir: Path) -> None:
+    """podrt's own log dir of a pod that named none (crictl): no kubelet reads
+    or removes its containers' logs, so the whole dir goes with the pod."""
+    try:
+        shutil.rmtree(log_dir)
+    except FileNotFoundError:
+        pass
+
+
 class Storage(SandboxStep):
     kind = "storage"
 
@@ -47,8 +56,6 @@ class Storage(SandboxStep):
             "log_dir": str(log_dir),
             "log_file": ctx.infra_log_path,
             "log_dir_created": not log_dir.exists(),  # decided before do(): undo may run after a crash
-            # podrt's own dir for a pod that named none (crictl): no kubelet
-            # reads or removes its containers' logs, so it goes with the pod
             "log_dir_own": log_dir == Path(self.deps.config.log_dir) / ctx.id,
         }
 
@@ -68,10 +75,7 @@ class Storage(SandboxStep):
     async def undo(self, data: dict[str, Any]) -> None:
         remove_dirs_and_log(data["dirs"], data["log_file"])  # the infra's own log; the kubelet owns the rest
         if data.get("log_dir_own"):
-            try:
-                shutil.rmtree(data["log_dir"])
-            except FileNotFoundError:
-                pass
+            remove_own_log_dir(Path(data["log_dir"]))
         elif data["log_dir_created"]:
             try:
                 os.rmdir(data["log_dir"])  # only if empty: another attempt of the pod may log there
