@@ -101,6 +101,12 @@ def test_unknown_names_are_refused(rootfs: Path) -> None:
         resolve_user(ContainerConfig(name="c", run_as_username="ghost"), {}, rootfs)
     with pytest.raises(InvalidArgument, match="group 'nope'"):
         resolve_user(ContainerConfig(name="c"), {"User": "app:nope"}, rootfs)
+    with pytest.raises(InvalidArgument, match="user '²'"):  # str.isdigit() says yes; int() refuses
+        resolve_user(ContainerConfig(name="c", run_as_username="²"), {}, rootfs)
+    with pytest.raises(InvalidArgument, match="user '99999999999999999999' is out of range"):
+        resolve_user(ContainerConfig(name="c", run_as_username="99999999999999999999"), {}, rootfs)
+    with pytest.raises(InvalidArgument, match="group '2147483648' is out of range"):
+        resolve_user(ContainerConfig(name="c"), {"User": "0:2147483648"}, rootfs)
 
 
 def test_an_etc_passwd_that_is_a_symlink_is_not_followed(tmp_path: Path) -> None:
@@ -291,6 +297,12 @@ def test_process_and_path_checks(tmp_path: Path) -> None:
     assert "must not contain a NUL" in refusal(log_path="a\0b")
     assert "mounts[0].host_path" in refusal(mounts=(Mount("/data", str(tmp_path) + "\0x"),))  # not a ValueError from lexists
     assert "mounts[0].container_path" in refusal(mounts=(Mount("/" + "n" * 300, str(tmp_path)),))
+    (tmp_path / "logs" / "file").write_text("")
+    (tmp_path / "logs" / "link").symlink_to(tmp_path)
+    assert "logs/file is not a directory" in refusal(log_path="file/1.log")  # mkdir would raise FileExistsError
+    assert "logs/link is not a directory" in refusal(log_path="link/1.log")  # conmon would write outside the log dir
+    with pytest.raises(InvalidArgument, match="component is longer than 255"):  # the name podrt makes, checked too
+        check_request(ContainerConfig(name="n" * 253, image="i"), pod)
     check_request(ContainerConfig(name="c", image="i", log_path="sub/app.log", working_dir="/a/../b",
                                   command=("/bin/sh",), envs=(("A", "é"),)), pod)
 

@@ -11,6 +11,7 @@ import pytest
 from podrt.api.runtime import v1 as cri
 from podrt.config import ConfigError
 from podrt.cri.image import credentials
+from podrt.errors import InvalidArgument
 from podrt.images import auth
 from podrt.images.registry import Credentials
 
@@ -48,3 +49,15 @@ def test_auth_config_forms() -> None:
     assert credentials(cri.AuthConfig(auth=_b64("u:p:with:colons"))) == Credentials("u", "p:with:colons")
     assert credentials(cri.AuthConfig(identity_token="t")) == Credentials(identity_token="t")
     assert credentials(cri.AuthConfig(registry_token="r")) == Credentials(registry_token="r")
+
+
+@pytest.mark.parametrize("auth, fragment", [
+    (cri.AuthConfig(username="robot:ci", password="p"), "auth.username must not contain ':'"),
+    (cri.AuthConfig(username="u\n", password="p"), "auth.username must not contain control characters"),
+    (cri.AuthConfig(registry_token="tok\n"), "auth.registry_token must not contain control"),
+    (cri.AuthConfig(identity_token="a\rb"), "auth.identity_token must not contain control"),
+])
+def test_credentials_a_header_cannot_carry_are_refused(auth: cri.AuthConfig, fragment: str) -> None:
+    """aiohttp would raise ValueError on them once the registry asks for auth: INTERNAL before."""
+    with pytest.raises(InvalidArgument, match=fragment):
+        credentials(auth)

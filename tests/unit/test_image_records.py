@@ -8,6 +8,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from podrt.cri.image import image_message
+from podrt.images.manager import ImageView
 from podrt.images.store import ImageRecord, ImageStore
 
 
@@ -75,3 +79,11 @@ def test_keeping_an_unchanged_record_writes_nothing(tmp_path: Path) -> None:
     time.sleep(0.01)
     store.keep(_record(1, "r/app:v1"))  # a PullImage by tag of an image already there
     assert (path.stat().st_mtime_ns, (tmp_path / "records" / ".generation").read_text()) == before
+
+
+@pytest.mark.parametrize("user, uid, name", [("1000", 1000, ""), ("1000:10", 1000, ""), ("app", None, "app"),
+                                             ("²", None, "²"), ("99999999999999999999", None, "99999999999999999999")])
+def test_an_images_user_as_listimages_reports_it(user: str, uid: int | None, name: str) -> None:
+    """A number runc can take is the uid; anything else (a name, "²", out of range) the username, never an exception."""
+    msg = image_message(ImageView(ImageRecord("sha256:i", (), (), "", (), 0), {"config": {"User": user}}))
+    assert (msg.uid.value if msg.is_set("uid") and msg.uid is not None else None, msg.username) == (uid, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -423,3 +424,28 @@ def test_plan_factory_is_consistent() -> None:
     plan = make_plan(network=NsMode.NODE, cpu_shares=7)
     assert plan.config.host_network and plan.netns_path is None and plan.cpu_shares == 7
     assert attrs.evolve(plan, cpu_shares=8).cpu_shares == 8
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ({"defaultAction": "SCMP_ACT_ALLOW", "archMap": ["x86"]}, "malformed archMap"),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["kill"], "includes": ["caps"]}]}, "malformed"),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["kill"], "includes": {"minKernel": 4.8}}]}, "malformed"),
+])
+def test_profiles_of_odd_shape_are_refused_as_profiles(tmp_path: Path, content: object, fragment: str) -> None:
+    """A Docker-form profile's extensions of the wrong type: ValueError (InvalidArgument), not AttributeError."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=fragment):
+        load_localhost_profile(str(path))
+
+
+def test_a_fifo_or_device_named_as_a_profile_does_not_block(tmp_path: Path) -> None:
+    """Opened without blocking and refused: a FIFO with no writer would stall the daemon's loop."""
+    os.mkfifo(tmp_path / "fifo")
+    for path in (str(tmp_path / "fifo"), "/dev/zero", str(tmp_path)):
+        with pytest.raises(ValueError, match="not a regular file"):
+            load_localhost_profile(path)
+    big = tmp_path / "big.json"
+    big.write_text(" " * (2 << 20) + "{}")
+    with pytest.raises(ValueError, match="larger than"):
+        load_localhost_profile(str(big))

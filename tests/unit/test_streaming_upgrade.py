@@ -58,3 +58,13 @@ def test_websocket_without_a_shared_protocol_is_refused() -> None:
     client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
     out = RequestReader().feed(client.send(wsproto.events.Request(host="x", target="/exec/abc", subprotocols=["mqtt"])))
     assert isinstance(out, Refusal) and out.status == 403
+
+
+def test_websocket_handshake_headers_wsproto_cannot_decode_are_a_400() -> None:
+    """wsproto decodes headers as ASCII and Host as IDNA: UnicodeError there was a session traceback and no answer."""
+    base = (b"GET /exec/abc HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n")
+    for headers in (b"Host: xn--zz-\r\nConnection: Upgrade\r\n", b"Host: x\r\nConnection: Upgrade, \xff\r\n",
+                    b"Host: x\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: v4.channel.k8s.io, \xe9\r\n"):
+        out = RequestReader().feed(base + headers + b"\r\n")
+        assert isinstance(out, Refusal) and out.status == 400, (headers, out)

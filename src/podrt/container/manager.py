@@ -29,7 +29,7 @@ from podrt.container.events import EventBus, EventType
 from podrt.container.model import ContainerConfig, ContainerStatus, Resources
 from podrt.container.spec import oci_resources
 from podrt.container.store import ContainerState, load_all
-from podrt.container.validate import check_host_fit, check_pod_ready, check_request
+from podrt.container.validate import check_host_fit, check_pod_ready, check_request, log_name
 from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from podrt.images.manager import ImageManager
 from podrt.images.store import ImageRecord
@@ -143,12 +143,11 @@ class ContainerManager:
         inner = image.config.get("config")
         stop_signal = str(inner.get("StopSignal") or "SIGTERM") if isinstance(inner, dict) else "SIGTERM"
         container_id = naming.new_id()
-        log_name = cfg.log_path or f"{cfg.name}_{cfg.attempt}.log"  # the kubelet always names one
         ctx = ContainerContext(
             id=container_id, config=cfg, sandbox=pod.state, name=container_name(cfg, pod.state.config),
             image=image, image_ref=cfg.image,
             lowers=self._lowers(record), volumes=volumes,
-            created_at=time.time_ns(), log_path=str(Path(pod.state.log_directory) / log_name), stop_signal=stop_signal,
+            created_at=time.time_ns(), log_path=str(Path(pod.state.log_directory) / log_name(cfg)), stop_signal=stop_signal,
             target_pid=self._target_pid(cfg, pod.state.id) if cfg.pid_mode == NsMode.TARGET else 0)
         tx = Transaction("CreateContainer", _steps(self.deps), tx_id=container_id,
                          journal=self._journal, faults=self._faults, observer=self._observer, log=log)

@@ -4,6 +4,7 @@ messages to and from these; managers and steps never see protobuf classes."""
 from __future__ import annotations
 
 import enum
+import re
 from typing import Mapping
 
 import attrs
@@ -11,6 +12,18 @@ import attrs
 from podrt.oci.seccomp import ProfileType
 from podrt.sandbox.model import NsMode
 from podrt.selinux import SelinuxOptions
+
+
+MAX_ID = 2**31 - 1  # runc (and Kubernetes' validation) take uids and gids up to 2^31-1
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() takes "²", which int() refuses
+
+
+def numeric_id(text: str) -> int | None:
+    """A uid or gid written as a number (an image's User, a passwd row), or None."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
 
 
 class Propagation(str, enum.Enum):

@@ -42,7 +42,7 @@ from podrt.container.context import ContainerContext
 from podrt.container import hostfit
 from podrt.container.devices import device_nodes
 from podrt.container.validate import capability_name
-from podrt.container.model import ContainerConfig, ContainerUser, GroupsPolicy, Mount, Propagation, Resources
+from podrt.container.model import MAX_ID, ContainerConfig, ContainerUser, GroupsPolicy, Mount, Propagation, Resources, numeric_id
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.oci.seccomp import profile_for
 from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_PATH, Namespace, SpecInput, bind, build_spec, host_capabilities, standard_mounts
@@ -282,7 +282,16 @@ def _table(rootfs: Path, path: str) -> list[list[str]]:
 
 
 def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    return numeric_id(text)
+
+
+def _number(what: str, text: str) -> int | None:
+    """A user or group given as a number (None: a name); refused beyond what runc takes."""
+    if not text.isascii() or not text.isdigit():
+        return None
+    if (value := numeric_id(text)) is None:
+        raise InvalidArgument(f"{what} {text[:30]!r} is out of range (0 to {MAX_ID})")
+    return value
 
 
 def _primary_gid(passwd: list[list[str]], uid: int) -> int:
@@ -292,8 +301,7 @@ def _primary_gid(passwd: list[list[str]], uid: int) -> int:
 
 def _user(user: str, passwd: list[list[str]]) -> tuple[int, str, int]:
     """(uid, name, primary gid) of a name or number."""
-    if user.isdigit():
-        uid = int(user)
+    if (uid := _number("user", user)) is not None:
         row = next((r for r in passwd if len(r) > 3 and _int(r[2]) == uid), None)
         return uid, row[0] if row else "", (_int(row[3]) or 0) if row else 0
     row = next((r for r in passwd if len(r) > 3 and r[0] == user), None)
@@ -303,8 +311,8 @@ def _user(user: str, passwd: list[list[str]]) -> tuple[int, str, int]:
 
 
 def _group(group: str, groups: list[list[str]]) -> int:
-    if group.isdigit():
-        return int(group)
+    if (gid := _number("group", group)) is not None:
+        return gid
     row = next((r for r in groups if len(r) > 2 and r[0] == group), None)
     if row is None or _int(row[2]) is None:
         raise InvalidArgument(f"group {group!r} is not in the image's /etc/group")

@@ -15,13 +15,12 @@ from podrt.oci.seccomp import ProfileType
 from podrt.oci.spec import ALL_CAPABILITIES
 from podrt.sandbox.model import NsMode
 from podrt.sandbox.store import SandboxState
-from podrt.sandbox.validate import NAME_PART
+from podrt.sandbox.validate import NAME_PART, check_dirs, check_path_lengths
 
 _SC = "linux.security_context"
 _PAGE_SIZE = re.compile(r"[1-9][0-9]*(KB|MB|GB|TB|PB)")  # the kubelet's form: "2MB", "1GB"
 _UNIFIED_KEY = re.compile(r"[a-z][a-z0-9_]*\.[a-z0-9_.]+")  # a cgroup v2 interface file, e.g. "memory.high"
 MIN_MEMORY = 12 << 20  # CRI-O's floor: below it runc's init (and the process) cannot start
-NAME_MAX, PATH_MAX = 255, 4095  # bytes of one path component and of a whole path (with room for the NUL)
 
 
 def check_request(cfg: ContainerConfig, pod: SandboxState) -> None:
@@ -34,7 +33,7 @@ def check_request(cfg: ContainerConfig, pod: SandboxState) -> None:
     if cfg.privileged and not pod.config.privileged:
         raise InvalidArgument("a privileged container needs a privileged pod sandbox")
     check_process(cfg)
-    check_log_path(cfg.log_path, pod.log_directory)
+    check_log_path(log_name(cfg), pod.log_directory)
     for n, m in enumerate(cfg.mounts):
         where = f"mounts[{n}]"
         _check_path(f"{where}.container_path", m.container_path, dots=True)
@@ -71,11 +70,15 @@ def check_process(cfg: ContainerConfig) -> None:
             raise InvalidArgument(f"envs[{n}].value of {key!r:.100} must not contain a NUL byte")
 
 
+def log_name(cfg: ContainerConfig) -> str:
+    """The container's log file below the pod's log dir (the kubelet always names one)."""
+    return cfg.log_path or f"{cfg.name}_{cfg.attempt}.log"
+
+
 def check_log_path(log_path: str, log_directory: str) -> None:
-    """A file name the kubelet can find below the pod's log dir: relative,
-    without '..', not a directory, within the kernel's name and path limits."""
-    if not log_path:
-        return  # podrt names one (the kubelet always does)
+    """A file the kubelet can find below the pod's log dir: relative, without
+    '..', not a directory, within the kernel's name and path limits, its
+    existing parents real directories (conmon follows a symlink anywhere)."""
     what = f"log_path {log_path!r:.200}"
     if "\0" in log_path:
         raise InvalidArgument(f"{what} must not contain a NUL byte")
@@ -83,9 +86,10 @@ def check_log_path(log_path: str, log_directory: str) -> None:
         raise InvalidArgument(f"{what} must be relative to the pod's log directory, without '..'")
     if log_path.endswith("/") or posixpath.normpath(log_path) == ".":
         raise InvalidArgument(f"{what} names a directory, not a file")
-    _check_lengths(what, posixpath.join(log_directory, log_path))
+    check_path_lengths(what, posixpath.join(log_directory, log_path))
     if os.path.isdir(posixpath.join(log_directory, log_path)):
         raise InvalidArgument(f"{what} is a directory in the pod's log directory {log_directory}")
+    check_dirs(what, log_directory, log_path.split("/")[:-1], symlinks=False)
 
 
 def check_devices(cfg: ContainerConfig) -> None:
@@ -183,15 +187,7 @@ def _check_path(field: str, path: str, dots: bool = False) -> None:
     if not posixpath.isabs(path) or "\0" in path or (not dots and ".." in path.split("/")):
         rule = "absolute" if dots else "absolute, without '..'"
         raise InvalidArgument(f"{field} {path!r:.200} must be {rule}{', without a NUL byte' if chr(0) in path else ''}")
-    _check_lengths(f"{field} {path!r:.200}", path)
-
-
-def _check_lengths(what: str, path: str) -> None:
-    encoded = path.encode("utf-8", "surrogateescape")
-    if len(encoded) > PATH_MAX:
-        raise InvalidArgument(f"{what}: {len(encoded)} bytes, longer than a path may be ({PATH_MAX})")
-    if any(len(part) > NAME_MAX for part in encoded.split(b"/")):
-        raise InvalidArgument(f"{what}: a path component is longer than {NAME_MAX} bytes")
+    check_path_lengths(f"{field} {path!r:.200}", path)
 
 
 def check_pod_ready(pod: SandboxState, ready: bool) -> None:

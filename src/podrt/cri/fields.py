@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Mapping, TypeVar
 
+from podrt.container.model import MAX_ID
 from podrt.errors import InvalidArgument
 
 T = TypeVar("T")
 
-MAX_ID = 2**31 - 1  # runc (and Kubernetes' validation) take uids and gids up to 2^31-1
 
 
 def enum_value(field: str, table: Mapping[int, T], value: int) -> T:

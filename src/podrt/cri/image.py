@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from podrt.api.runtime import v1 as cri
+from podrt.container.model import numeric_id
 from podrt.cri.listcache import ListCache
 from podrt.cri.stats_convert import fs_usage
+from podrt.errors import InvalidArgument
 from podrt.images.manager import ImageManager, ImageView
 from podrt.images.registry import Credentials
 
@@ -23,15 +25,20 @@ def credentials(auth: cri.AuthConfig | None) -> Credentials | None:
         base = Credentials.from_auth(auth.auth)
     else:
         base = Credentials(auth.username, auth.password)
+    if ":" in base.username:
+        raise InvalidArgument("auth.username must not contain ':' (Basic auth sends user:password)")
+    for field, value in (("username", base.username), ("identity_token", auth.identity_token),
+                         ("registry_token", auth.registry_token)):
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):  # they go into an HTTP header
+            raise InvalidArgument(f"auth.{field} must not contain control characters")
     return Credentials(base.username, base.password, auth.identity_token, auth.registry_token)
 
 
 def _user(view: ImageView) -> tuple[cri.Int64Value | None, str]:
     """The config's User as CRI reports it: a numeric user as uid, a name as username."""
     user = view.user.split(":", 1)[0]
-    if user.isdigit():
-        return cri.Int64Value(int(user)), ""
-    return None, user
+    uid = numeric_id(user)
+    return (cri.Int64Value(uid), "") if uid is not None else (None, user)
 
 
 def image_message(view: ImageView) -> cri.Image:

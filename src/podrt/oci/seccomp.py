@@ -10,10 +10,12 @@ Docker's conditional rules are resolved here the same way.
 
 from __future__ import annotations
 
+import enum
+import errno
 import json
 import os
-import enum
 import platform
+import stat
 from typing import Any
 
 from podrt.oci.spec import DEFAULT_CAPABILITIES
@@ -112,6 +114,7 @@ ARCH_SYSCALLS: tuple[str, ...] = (
 # Docker's conditional rules use its own architecture names.
 _DOCKER_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 _OCI_SYSCALL_KEYS = ("names", "action", "errnoRet", "args")
+MAX_PROFILE = 1 << 20  # bytes; Docker's default profile is about 20 KB
 _OCI_PROFILE_KEYS = ("defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath", "listenerMetadata")
 
 
@@ -161,8 +164,7 @@ def load_localhost_profile(path: str) -> dict[str, Any]:
     unreadable, is not JSON, or is not a profile.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
+        raw = json.loads(_read_profile(path))
     except OSError as e:
         raise ValueError(f"seccomp profile {path}: cannot read: {e.strerror or e}") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -174,10 +176,29 @@ def load_localhost_profile(path: str) -> dict[str, Any]:
         raise ValueError(f"seccomp profile {path}: syscalls must be a list of objects")
 
     profile = {k: raw[k] for k in _OCI_PROFILE_KEYS if k in raw}
-    if "archMap" in raw and "architectures" not in profile:
-        profile["architectures"] = _architectures(raw["archMap"] or [])
-    profile["syscalls"] = [_oci_rule(r) for r in syscalls if _docker_rule_applies(r)]
+    try:  # Docker's extensions are walked as JSON came: any other shape is the file's fault
+        if "archMap" in raw and "architectures" not in profile:
+            profile["architectures"] = _architectures(raw["archMap"] or [])
+        profile["syscalls"] = [_oci_rule(r) for r in syscalls if _docker_rule_applies(r)]
+    except (AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"seccomp profile {path}: malformed archMap, includes or excludes: {e}") from e
     return profile
+
+
+def _read_profile(path: str) -> bytes:
+    """A regular file of at most MAX_PROFILE bytes: opened without blocking,
+    so a FIFO or a device named as a profile cannot stall the daemon."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > MAX_PROFILE:
+            raise OSError(errno.EFBIG, f"larger than {MAX_PROFILE} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(MAX_PROFILE + 1)
+    finally:
+        os.close(fd)
 
 
 def profile_for(

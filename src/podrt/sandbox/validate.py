@@ -41,7 +41,14 @@ SAFE_SYSCTLS = frozenset(
         "net.ipv4.tcp_keepalive_probes",
     }
 )
-_IPC_SYSCTLS = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
+# the IPC namespace's own (runc's list): other kernel.* names are the node's
+_IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                          "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"})
+
+
+def _ipc_sysctl(key: str) -> bool:
+    return key in _IPC_SYSCTLS or key.startswith("fs.mqueue.")
+NAME_MAX, PATH_MAX = 255, 4095  # bytes of one path component and of a whole path (with room for the NUL)
 MAX_DNS_SEARCHES = 32
 MAX_DNS_SERVERS = 3
 
@@ -97,7 +104,7 @@ def check_sysctls(cfg: SandboxConfig, allowed_unsafe: Iterable[str] | None = Non
             raise InvalidArgument(f"invalid sysctl name {key!r}")
         if not value or "\n" in value or "\x00" in value:
             raise InvalidArgument(f"invalid value {value!r} for sysctl {key}")
-        is_net, is_ipc = key.startswith("net."), key.startswith(_IPC_SYSCTLS)
+        is_net, is_ipc = key.startswith("net."), _ipc_sysctl(key)
         if not (is_net or is_ipc):
             raise InvalidArgument(f"sysctl {key} is not namespaced: it would change the whole node")
         if is_net and cfg.host_network:
@@ -141,7 +148,7 @@ def pod_sysctls(cfg: SandboxConfig, config: Config) -> dict[str, str]:
     out = {}
     for item in config.runtime.default_sysctls:
         key, value = item.split("=", 1)
-        if (cfg.host_network and key.startswith("net.")) or (cfg.host_ipc and key.startswith(_IPC_SYSCTLS)):
+        if (cfg.host_network and key.startswith("net.")) or (cfg.host_ipc and _ipc_sysctl(key)):
             continue
         out[key] = value
     out.update(cfg.sysctls)
@@ -168,12 +175,37 @@ def check_no_nul(cfg: SandboxConfig) -> None:
             raise InvalidArgument(f"{field} must not contain a NUL character")
 
 
+def check_path_lengths(what: str, path: str) -> None:
+    """The kernel's limits, named before an OS call answers ENAMETOOLONG mid-creation."""
+    encoded = path.encode("utf-8", "surrogateescape")
+    if len(encoded) > PATH_MAX:
+        raise InvalidArgument(f"{what}: {len(encoded)} bytes, longer than a path may be ({PATH_MAX})")
+    if any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise InvalidArgument(f"{what}: a path component is longer than {NAME_MAX} bytes")
+
+
+def check_dirs(what: str, top: str, parts: Iterable[str], *, symlinks: bool) -> None:
+    """The dirs `top`/`parts`... that exist must be directories, so the mkdir
+    that makes the rest cannot fail; with `symlinks` false, not symlinks
+    either (a file conmon writes must stay below `top`)."""
+    path = top
+    for part in parts:
+        path = os.path.join(path, part)
+        if not os.path.lexists(path):
+            return
+        if (not symlinks and os.path.islink(path)) or not os.path.isdir(path):
+            raise InvalidArgument(f"{what}: {path} is not a directory")
+
+
 def check_request(cfg: SandboxConfig, config: Config) -> None:
     """Every check that needs no host state, in the order a person would fix them."""
     check_metadata(cfg)
     check_no_nul(cfg)
-    if cfg.log_directory and not os.path.isabs(cfg.log_directory):
-        raise InvalidArgument(f"log_directory {cfg.log_directory!r} must be an absolute path")
+    if cfg.log_directory:
+        if not os.path.isabs(cfg.log_directory):
+            raise InvalidArgument(f"log_directory {cfg.log_directory!r} must be an absolute path")
+        check_path_lengths(f"log_directory {cfg.log_directory!r:.200}", cfg.log_directory)
+        check_dirs(f"log_directory {cfg.log_directory!r:.200}", "/", cfg.log_directory.split("/"), symlinks=True)
     if cfg.runtime_handler and cfg.runtime_handler not in config.runtime.runtimes:
         known = ", ".join(sorted(config.runtime.runtimes))
         raise InvalidArgument(f"unknown runtime handler {cfg.runtime_handler!r} (known: {known})")
@@ -190,9 +222,11 @@ def check_request(cfg: SandboxConfig, config: Config) -> None:
     for pm in cfg.port_mappings:  # port numbers were range-checked by the converter
         if pm.host_ip:
             try:
-                ipaddress.ip_address(pm.host_ip)
+                address = ipaddress.ip_address(pm.host_ip)
             except ValueError:
                 raise InvalidArgument(f"invalid port mapping host_ip {pm.host_ip!r}") from None
+            if getattr(address, "scope_id", None):  # fe80::1%eth0: Python parses a zone, iptables does not
+                raise InvalidArgument(f"port mapping host_ip {pm.host_ip!r}: an address with a zone cannot be mapped")
     cgroups.sandbox_cgroup(config.runtime.cgroup_manager, cfg.cgroup_parent, "0" * 64)  # raises on a bad parent
     try:  # read the profile now, before anything is created for the pod
         seccomp_profile(cfg, config)

@@ -102,7 +102,7 @@ class RequestReader:
         try:
             ws.receive_data(bytes(self._raw))
             request = next((e for e in ws.events() if isinstance(e, wsproto.events.Request)), None)
-        except RemoteProtocolError as exc:  # no Sec-WebSocket-Key, not a GET, ...
+        except (RemoteProtocolError, ValueError) as exc:  # no Sec-WebSocket-Key, not a GET, a header not ASCII or a bad IDNA Host
             return self._refuse(400, f"bad WebSocket handshake: {exc}")
         if request is None:
             return self._refuse(400, "not a WebSocket handshake")

@@ -5,14 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podrt.errors import InvalidArgument
-from podrt.oci.runtime import OciRuntimeError
+from podrt.errors import FailedPrecondition, InvalidArgument
+from podrt.oci.runtime import RuntimeRefused
 from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
 
-SYSCTL_REFUSED = "write /proc/sys/"  # runc's words when the kernel rejects a sysctl
+SYSCTL_WORDS = ("/proc/sys/", "sysctl")  # runc's when it or the kernel rejects a sysctl
 STOP_TIMEOUT = 10.0
 CREATE_TIMEOUT = 60.0
+
+
+def _refused(exc: RuntimeRefused) -> InvalidArgument | FailedPrecondition:
+    """runc's refusal of the infra: a sysctl only runc or the kernel can judge
+    is the request's value (InvalidArgument); anything else (a seccomp profile
+    or cgroup parent runc cannot apply) the pod as configured (FailedPrecondition)."""
+    if any(word in str(exc) for word in SYSCTL_WORDS):
+        return InvalidArgument(f"a sysctl was refused by the kernel or the runtime: {exc}")
+    return FailedPrecondition(f"the OCI runtime refused the pod's infra container as configured: {exc}")
 
 
 class InfraStart(SandboxStep):
@@ -36,14 +45,14 @@ class InfraStart(SandboxStep):
                 conmon_cgroup_procs=[Path(p) for p in ctx.conmon_cgroup_procs],
                 timeout=CREATE_TIMEOUT,
             )
-        except OciRuntimeError as exc:
-            if SYSCTL_REFUSED in str(exc):  # the request's value, which only the kernel can judge
-                raise InvalidArgument(f"a sysctl value was refused by the kernel: {exc}") from None
-            raise
+        except RuntimeRefused as exc:
+            raise _refused(exc) from None
         try:
             await runtime.start(ctx.id)
-        except BaseException:
+        except BaseException as exc:
             await self.undo(data)
+            if isinstance(exc, RuntimeRefused):
+                raise _refused(exc) from None
             raise
         ctx.infra_pid, ctx.conmon_pid = proc.pid, proc.conmon_pid
         data.update(pid=proc.pid, conmon_pid=proc.conmon_pid)
