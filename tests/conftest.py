@@ -1,9 +1,10 @@
-"""Suite-wide: the leak audit around the whole run."""
+"""Suite-wide: the leak audit around the whole run; no test daemon may log a traceback."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.support.daemon import DaemonProcess
 from tests.support.leaks import snapshot
 
 
@@ -16,8 +17,6 @@ def leak_audit() -> object:
 
 
 def _daemon_problems(before: int) -> None:
-    from tests.support.daemon import DaemonProcess
-
     new = DaemonProcess.problems[before:]
     del DaemonProcess.problems[before:]
     assert not new, "a test daemon logged what only a bug in podrt logs:\n" + "\n\n".join(new)
@@ -26,8 +25,6 @@ def _daemon_problems(before: int) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def daemon_logs_module() -> object:
     """Daemons of module fixtures are stopped after the last test: checked here (autouse: torn down last)."""
-    from tests.support.daemon import DaemonProcess
-
     before = len(DaemonProcess.problems)
     yield
     _daemon_problems(before)
@@ -35,9 +32,10 @@ def daemon_logs_module() -> object:
 
 @pytest.fixture(autouse=True)
 def daemon_logs() -> object:
-    """No test daemon stopped during a test logged a traceback or an unretrieved task exception."""
-    from tests.support.daemon import DaemonProcess
-
+    """No test daemon logged a traceback or an unretrieved task exception
+    during a test (those still running are read now: the module's daemons)."""
     before = len(DaemonProcess.problems)
     yield
+    for daemon in list(DaemonProcess.live):
+        daemon.check_log()
     _daemon_problems(before)

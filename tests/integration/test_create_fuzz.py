@@ -3,8 +3,8 @@ daemon: a valid pod and image, one odd field per request. Every answer is a
 client-side status (never INTERNAL or UNKNOWN), every container made starts,
 execs, stops and is removed, the log has no traceback, nothing is left.
 
-PODRT_CREATE_FUZZ_COUNT sets the number of requests (small by default, for
-CI); PODRT_CREATE_FUZZ_SEED the seed. benchmarks/bench_create_fuzz.py is the long run.
+PODRT_CREATE_FUZZ_COUNT sets the number of requests (200 by default, for
+CI; the cgroup-v2 lane sends 60); PODRT_CREATE_FUZZ_SEED the seed. benchmarks/bench_create_fuzz.py is the long run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.support.daemon import DaemonProcess
 from tests.support.pods import pod_config
 from tests.support.registry import Registry
 
-pytestmark = containers_marks
+pytestmark = [*containers_marks, pytest.mark.cgroups]  # cpusets, memory and unified keys: also in the cgroup-v2 lane
 
 COUNT = int(os.environ.get("PODRT_CREATE_FUZZ_COUNT", "200"))
 SEED = int(os.environ.get("PODRT_CREATE_FUZZ_SEED", "16"))

@@ -26,6 +26,7 @@ from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
 from tests.support.client import CriClient
+from tests.support.slow import FACTOR
 
 Mutation = Callable[[random.Random, cri.ContainerConfig], str]  # changes the config, returns what it did
 SERVER_SIDE = {Status.INTERNAL, Status.UNKNOWN, Status.DATA_LOSS, Status.UNIMPLEMENTED}
@@ -296,8 +297,13 @@ async def _call(result: CreateResult, what: str, label: str, coro: Any) -> Any:
     return out
 
 
+async def _running(c: CriClient, cid: str) -> bool:
+    status = (await c.runtime.container_status(cri.ContainerStatusRequest(container_id=cid))).status
+    return status.state == cri.ContainerState.CONTAINER_RUNNING
+
+
 async def run_create_fuzz(c: CriClient, pod_id: str, pod_config: cri.PodSandboxConfig, fuzzer: CreateFuzzer,
-                          count: int, exec_timeout: int = 10) -> CreateResult:
+                          count: int, exec_timeout: int = int(10 * FACTOR)) -> CreateResult:
     """`count` requests; each container made goes through start, exec (if it
     runs), stop and remove, and must answer each with a client-side status."""
     result = CreateResult()
@@ -306,25 +312,24 @@ async def run_create_fuzz(c: CriClient, pod_id: str, pod_config: cri.PodSandboxC
         label, cfg = fuzzer.request(n)
         result.sent += 1
         req = cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=cfg, sandbox_config=pod_config)
-        created = await _call(result, "CreateContainer", label, c.runtime.create_container(req, timeout=60))
+        created = await _call(result, "CreateContainer", label, c.runtime.create_container(req, timeout=60 * FACTOR))
         if created is None:
             continue
         result.created += 1
         cid = created.container_id
         started = await _call(result, "StartContainer", label, c.runtime.start_container(
-            cri.StartContainerRequest(container_id=cid), timeout=60))
+            cri.StartContainerRequest(container_id=cid), timeout=60 * FACTOR))
         if started is not None:
             await asyncio.sleep(0.05)
-            state = (await c.runtime.container_status(cri.ContainerStatusRequest(container_id=cid))).status.state
-            if state == cri.ContainerState.CONTAINER_RUNNING:
+            if await _running(c, cid):
                 ran = await _call(result, "ExecSync", label, c.runtime.exec_sync(
                     cri.ExecSyncRequest(container_id=cid, cmd=["/bin/true"], timeout=exec_timeout), timeout=exec_timeout + 30))
-                if ran is None:
+                if ran is None and await _running(c, cid):  # not a command that exited meanwhile
                     result.failures.append(f"exec in a running container refused [{label}]")
         stopped = await _call(result, "StopContainer", label, c.runtime.stop_container(
-            cri.StopContainerRequest(container_id=cid, timeout=0), timeout=60))
+            cri.StopContainerRequest(container_id=cid, timeout=0), timeout=60 * FACTOR))
         removed = await _call(result, "RemoveContainer", label, c.runtime.remove_container(
-            cri.RemoveContainerRequest(container_id=cid), timeout=60))
+            cri.RemoveContainerRequest(container_id=cid), timeout=60 * FACTOR))
         if stopped is None or removed is None:
             result.failures.append(f"container {cid} [{label}]: stop {stopped is not None}, remove {removed is not None}")
     result.seconds = time.monotonic() - start

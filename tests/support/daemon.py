@@ -68,6 +68,13 @@ LOG_PROBLEMS = (b"Traceback (most recent call last)", b"was never retrieved")  #
 _RECORD_START = re.compile(rb"\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # podrt's log line prefix
 
 
+def _injected(record: bytes) -> bool:
+    """A traceback whose exception is a fault plan's InjectedFault: the test's
+    own doing (one chained from it, raised while handling it, is not)."""
+    lines = [line for line in record.splitlines() if line.strip()]
+    return bool(lines) and lines[-1].startswith(b"podrt.rollback.InjectedFault")
+
+
 class DaemonProcess:
     """A `podrt serve` child; waits for its socket; stopped by PID only.
 
@@ -79,6 +86,7 @@ class DaemonProcess:
     fail unexpectedly otherwise sets `expect_tracebacks`."""
 
     problems: ClassVar[list[str]] = []
+    live: ClassVar[set["DaemonProcess"]] = set()  # read after each test too: a module's daemon blames the right test
 
     def __init__(self, dirs: DaemonDirs, *extra_args: str) -> None:
         self.dirs = dirs
@@ -99,6 +107,8 @@ class DaemonProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
+        self._checked = max(self._checked, offset)  # an earlier daemon's lines were its own to check
+        DaemonProcess.live.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -123,6 +133,7 @@ class DaemonProcess:
             self.kill()  # a hung daemon must not outlive its test
             raise
         self.check_log()
+        DaemonProcess.live.discard(self)
         return code
 
     def kill(self) -> None:
@@ -130,6 +141,7 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.check_log()
+        DaemonProcess.live.discard(self)
 
     def check_log(self) -> None:
         """Record the log's tracebacks and unretrieved task exceptions since the last check."""
@@ -139,6 +151,7 @@ class DaemonProcess:
                 new = f.read()
         except FileNotFoundError:
             return
+        new = new[:new.rfind(b"\n") + 1]  # whole lines: a running daemon may be mid-record
         self._checked += len(new)
         if self.expect_tracebacks:
             return
@@ -146,7 +159,8 @@ class DaemonProcess:
             at = new.find(marker)
             while at >= 0:
                 end = _RECORD_START.search(new, at)  # the next log record ends this one
-                if b"InjectedFault" not in new[at:end.start() if end else len(new)]:  # a test's fault plan: expected
+                record = new[at:end.start() if end else len(new)]
+                if not _injected(record):
                     excerpt = new[max(0, at - 400):at + 2500].decode(errors="replace")
                     DaemonProcess.problems.append(f"{self.log_path}: {marker.decode()}:\n{excerpt}")
                     return

@@ -65,14 +65,18 @@ def test_refusals_are_one_line_and_bugs_a_traceback(caplog: pytest.LogCaptureFix
     import logging
 
     from podrt.cri import errors as cri_errors
-    from podrt.logutil import RateLimited
 
-    monkeypatch.setattr(cri_errors, "_refusals", RateLimited(cri_errors.log))  # a burst of its own
+    monkeypatch.setattr(cri_errors, "_refusals", {})  # budgets of its own
     with caplog.at_level(logging.WARNING, logger="podrt.cri.errors"):
         to_grpc_error(errors.FailedPrecondition("runc said no"), "CreateContainer")
         to_grpc_error(errors.NotFound("container x not found"), "ContainerStatus")
+        for _ in range(10):  # a probe's noise uses its own budget ...
+            to_grpc_error(errors.DeadlineExceeded("probe"), "ExecSync")
+        to_grpc_error(errors.InvalidArgument("mounts[0].host_path /x\n2025-01-01 ERROR forged"), "CreateContainer")
         to_grpc_error(KeyError("bug"), "CreateContainer")
-    refusal, bug = caplog.records
+    refusal, *probes, forged, bug = caplog.records
     assert refusal.levelno == logging.WARNING and refusal.exc_info is None
     assert refusal.getMessage() == "CreateContainer: FAILED_PRECONDITION: runc said no"
+    assert len(probes) == 5  # ... of 5 lines in 10 s
+    assert forged.getMessage() == "CreateContainer: INVALID_ARGUMENT: mounts[0].host_path /x\\x0a2025-01-01 ERROR forged"
     assert bug.levelno == logging.ERROR and bug.exc_info is not None

@@ -83,7 +83,7 @@ def _cfg(**kw: object) -> SandboxConfig:
         (_cfg(hostname="x" * 65), "hostname"),
         (_cfg(dns=DnsConfig(servers=("1.1.1.1",) * 4)), "at most 3"),
         (_cfg(dns=DnsConfig(options=("ndots:5 x",))), "dns_config.options"),
-        (_cfg(sysctls={"vm.swappiness": "1"}), "not namespaced"),
+        (_cfg(sysctls={"vm.swappiness": "1"}), "not one of a pod's own namespaces"),
         (_cfg(namespaces=NamespaceOptions(pid=NsMode.TARGET)), "namespace_options.pid: TARGET is for containers only"),
         (_cfg(sysctls={"kernel.msgmax": "1"}, namespaces=NamespaceOptions(ipc=NsMode.NODE)), "host IPC"),
         (_cfg(sysctls={"net.ipv4.tcp_syncookies": "1"}, namespaces=NamespaceOptions(network=NsMode.NODE)), "host network"),

@@ -34,6 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+GUEST_CREATE_FUZZ = 60  # CreateContainer fuzz requests in the guest (TCG is slow; the host runs 200)
 CACHE = Path(os.environ.get("PODRT_VM_CACHE", "/var/cache/podrt-vm"))
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 # Not built into Debian's kernel, needed before the root is mounted, in load order.
@@ -132,7 +133,7 @@ def run(pytest_args: list[str], timeout: float, memory_mb: int, cpus: int, comma
         (share / "pytest.args").write_text("\n".join(pytest_args or DEFAULT_PYTEST) + "\n")
         if command:
             (share / "command").write_text(command)
-        (share / "env").write_text(f"PODRT_TEST_TIME_FACTOR={TIME_FACTOR}\n")
+        (share / "env").write_text(f"PODRT_TEST_TIME_FACTOR={TIME_FACTOR}\nPODRT_CREATE_FUZZ_COUNT={GUEST_CREATE_FUZZ}\n")
         argv = qemu_argv(vmlinuz, work / "initramfs.gz", share, memory_mb, cpus, modules)
         print(f"[lane] {' '.join(argv)}", flush=True)
         started = time.monotonic()

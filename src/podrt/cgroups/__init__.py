@@ -10,11 +10,11 @@ from podrt.cgroups.hierarchy import CGROUP_ROOT, Hierarchy, available, mode, swa
 from podrt.cgroups.paths import (DEFAULT_CGROUPFS_PARENT, DEFAULT_SYSTEMD_PARENT, conmon_cgroup, fs_path, parent_dir,
                                  sandbox_cgroup, shared_parent)
 from podrt.cgroups.reader import oom_killed, read as read_usage
-from podrt.cgroups.tree import create, exists, remove
+from podrt.cgroups.tree import create, exists, kill_procs, remove
 from podrt.cgroups.usage import Pressure, PressureLine, Usage, total
 
 __all__ = [
     "CGROUP_ROOT", "DEFAULT_CGROUPFS_PARENT", "DEFAULT_SYSTEMD_PARENT", "Hierarchy", "Pressure", "PressureLine", "Usage",
-    "available", "conmon_cgroup", "create", "exists", "fs_path", "mode", "oom_killed", "parent_dir", "read_usage",
+    "available", "conmon_cgroup", "create", "exists", "fs_path", "kill_procs", "mode", "oom_killed", "parent_dir", "read_usage",
     "remove", "sandbox_cgroup", "shared_parent", "swap_accounting", "total", "unified",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from pathlib import Path
 
 from podrt.cgroups.hierarchy import CGROUP_ROOT, hierarchies
@@ -77,3 +78,22 @@ def remove(path: str, *, prune_parent: str | None = None, root: Path = CGROUP_RO
                     raise
     if busy:
         raise OSError(errno.EBUSY, f"cgroup still in use: {', '.join(busy)}")
+
+
+def kill_procs(path: str, root: Path = CGROUP_ROOT) -> int:
+    """SIGKILL every process left in `path` (a container's own cgroup, after
+    its runtime lost track of it: runc cut down mid-create leaves its init
+    there); the number signalled."""
+    pids: set[int] = set()
+    for h in hierarchies(root):
+        for procs in (h / fs_path(path).lstrip("/")).glob("**/cgroup.procs"):
+            try:
+                pids.update(int(line) for line in procs.read_text().split())
+            except (OSError, ValueError):  # gone meanwhile
+                continue
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)

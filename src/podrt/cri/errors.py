@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -13,7 +14,8 @@ from podrt import errors
 from podrt.logutil import RateLimited
 
 log = logging.getLogger(__name__)
-_refusals = RateLimited(log)
+_refusals: dict[tuple[str, Status], RateLimited] = {}  # a budget per operation and status: probes' noise hides no create
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Answers worth a line in the daemon's log: why a request was refused or could
 # not be done. NotFound and AlreadyExists are routine (the kubelet polls and retries).
 _LOGGED = frozenset({Status.INVALID_ARGUMENT, Status.FAILED_PRECONDITION, Status.RESOURCE_EXHAUSTED,
@@ -31,6 +33,12 @@ _STATUS: dict[type[errors.PodrtError], Status] = {
     errors.PermissionDenied: Status.PERMISSION_DENIED,
 }
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def loggable(text: str) -> str:
+    """A client's text in one log line: bounded, its control characters escaped
+    (a host_path with a newline must not forge a record, or a traceback)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text[:LOGGED_CHARS])
 
 
 def _exhausted(exc: Exception) -> errors.ResourceExhausted | None:
@@ -56,7 +64,8 @@ def to_grpc_error(exc: Exception, operation: str) -> GRPCError:
         status = _STATUS.get(cls)  # type: ignore[arg-type]
         if status is not None:
             if status in _LOGGED:
-                _refusals.warning("%s: %s: %.*s", operation, status.name, LOGGED_CHARS, str(exc))
+                limiter = _refusals.setdefault((operation, status), RateLimited(log))
+                limiter.warning("%s: %s: %s", operation, status.name, loggable(str(exc)))
             return GRPCError(status, str(exc))
     log.error("%s failed unexpectedly", operation, exc_info=exc)
     return GRPCError(Status.INTERNAL, f"{operation}: internal error: {type(exc).__name__}: {exc}")

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
-import os
 import logging
+import os
 import signal as signal_mod
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import attrs
 
-from podrt import proc
+from podrt import cgroups, proc
 from podrt.oci import conmon, execproc
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 from podrt.oci.runclog import runc_error_text
@@ -119,6 +121,29 @@ def _any_in(text: str, needles: Sequence[str]) -> bool:
     return any(n in text for n in needles)
 
 
+async def remove_cgroup(path: str, wait: float = KILL_WAIT) -> None:
+    """The container's own cgroup, with whatever runc left in it; EBUSY (an
+    undo failure, retried from the journal) only if a killed process outlives `wait`."""
+    deadline = time.monotonic() + wait
+    while True:
+        cgroups.kill_procs(path)
+        try:
+            return cgroups.remove(path)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.02)
+
+
+def _bundle_cgroup(bundle: Path) -> str:
+    """linux.cgroupsPath of the bundle's spec ("" when it cannot be read)."""
+    try:
+        spec = json.loads((bundle / "config.json").read_bytes())
+        return str(spec["linux"]["cgroupsPath"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 class OciRuntime:
     """One runtime handler (runc binary + its --root) plus the conmon that monitors containers."""
 
@@ -207,7 +232,7 @@ class OciRuntime:
         return ContainerProcess(pid=reply.pid, conmon_pid=conmon_pid)
 
     async def _undo_create(self, spec: ConmonSpec, started: ConmonLaunch | None) -> None:
-        """Leave nothing of a failed create: launcher, conmon (and its runc), runc state, symlink."""
+        """Leave nothing of a failed create: launcher, conmon (and its runc), runc state, symlink, cgroup."""
         if started is not None:
             await conmon.kill_launcher(started.proc)
         pids = set(conmon.find_conmon_pids(spec.container_id))
@@ -221,6 +246,11 @@ class OciRuntime:
             await self.delete(spec.container_id, socket_dir=spec.socket_dir)
         except OciRuntimeError as exc:
             self.log.warning("cleanup of failed create: %s", exc)
+        if cgroup := _bundle_cgroup(spec.bundle):  # runc cut down mid-create has no state for delete to go by
+            try:
+                await remove_cgroup(cgroup)
+            except OSError as exc:
+                self.log.warning("cleanup of failed create %s: cgroup %s: %s", spec.container_id, cgroup, exc)
 
     # ------------------------------------------------------- other commands
 

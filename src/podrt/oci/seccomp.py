@@ -188,9 +188,11 @@ def load_localhost_profile(path: str) -> dict[str, Any]:
 def _read_profile(path: str) -> bytes:
     """A regular file of at most MAX_PROFILE bytes: opened without blocking,
     so a FIFO or a device named as a profile cannot stall the daemon."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.stat(path).st_mode):  # never opened: opening some devices acts (a watchdog arms)
+        raise OSError(errno.EINVAL, "not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        st = os.fstat(fd)
+        st = os.fstat(fd)  # again: it may have been swapped since
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
         if st.st_size > MAX_PROFILE:

@@ -20,6 +20,7 @@ from typing import Any, Awaitable
 
 from podrt import cgroups, mounts
 from podrt.network.netns import remove_netns
+from podrt.sandbox.naming import is_id
 from podrt.oci.runtime import OciRuntime
 from podrt.sandbox.context import SandboxDeps
 from podrt.steps.sandbox.cgroups import CgroupParent
@@ -54,7 +55,7 @@ async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
     for tmp in deps.cni.cache_dir.glob(".*.tmp"):  # a write a crash cut short
         tmp.unlink(missing_ok=True)
     for pin in _children(Path(deps.config.network.netns_dir)):
-        if pin.name not in known:
+        if is_id(pin.name) and pin.name not in known:  # a shared dir (/run/netns) holds others' pins too
             await attempt(f"netns {pin}", remove_netns(pin))
     pod_cgroups = {i: p for i, p in lost_pods.items() if p} | _orphan_cgroups(deps, known)  # a spec on disk wins
     for sandbox_id, cgroups_path in pod_cgroups.items():
@@ -85,7 +86,10 @@ async def _release_container(deps: SandboxDeps, runtime: OciRuntime, container_i
     `lost_pods`, read while it still runs: its spec may be lost with its dirs,
     and its conmon cgroup and default log dir are found from it."""
     state = await runtime.state(container_id)
-    if state is None:
+    if state is None:  # no state.json: a `runc create` cut down; ours if its run dir is
+        if deps.run_dir(container_id).exists() or (deps.runroot / "containers" / container_id).exists():
+            await runtime.delete(container_id)  # --force removes the half-made state dir
+            return True
         log.debug("%s knows no container %s: left alone", runtime.handler_name, container_id)
         return False
     bundle = os.path.realpath(str(state.get("bundle") or "/nonexistent"))

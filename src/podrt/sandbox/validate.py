@@ -106,7 +106,8 @@ def check_sysctls(cfg: SandboxConfig, allowed_unsafe: Iterable[str] | None = Non
             raise InvalidArgument(f"invalid value {value!r} for sysctl {key}")
         is_net, is_ipc = key.startswith("net."), _ipc_sysctl(key)
         if not (is_net or is_ipc):
-            raise InvalidArgument(f"sysctl {key} is not namespaced: it would change the whole node")
+            raise InvalidArgument(f"sysctl {key} is not one of a pod's own namespaces (net.*, fs.mqueue.* and the IPC "
+                                  "namespace's kernel.msg*, sem and shm* limits, as runc takes them): not for a pod")
         if is_net and cfg.host_network:
             raise InvalidArgument(f"sysctl {key} cannot be set for a pod on the host network")
         if is_ipc and cfg.host_ipc:

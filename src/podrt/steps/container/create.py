@@ -7,7 +7,7 @@ from typing import Any
 
 from podrt.container.context import ContainerContext
 from podrt.errors import FailedPrecondition
-from podrt.oci.runtime import RuntimeRefused, Stdio
+from podrt.oci.runtime import RuntimeRefused, Stdio, remove_cgroup
 from podrt.steps.base import DepsStep
 
 CREATE_TIMEOUT = 60.0
@@ -26,7 +26,7 @@ class ContainerCreate(DepsStep):
     def record(self, ctx: ContainerContext) -> dict[str, Any]:
         run = self.deps.run_dir(ctx.id)
         return {"id": ctx.id, "handler": ctx.runtime_handler, "socket_dir": str(run),
-                "exit_file": str(self.deps.exit_dir / ctx.id)}
+                "exit_file": str(self.deps.exit_dir / ctx.id), "cgroup": ctx.spec.get("linux", {}).get("cgroupsPath", "")}
 
     async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
         run = self.deps.run_dir(ctx.id)
@@ -43,3 +43,5 @@ class ContainerCreate(DepsStep):
         await runtime.stop(data["id"], timeout=0)  # a rollback or a removal: no grace
         await runtime.delete(data["id"], socket_dir=Path(data["socket_dir"]))
         Path(data["exit_file"]).unlink(missing_ok=True)
+        if cgroup := data.get("cgroup"):  # runc cut down mid-create (a client's deadline) has no state to delete by
+            await remove_cgroup(cgroup)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ class ContainerStorage(DepsStep):
     kind = "ctr-storage"
 
     def record(self, ctx: ContainerContext) -> dict[str, Any]:
-        return {"dirs": [str(self.deps.container_dir(ctx.id)), str(self.deps.run_dir(ctx.id))], "log_file": ctx.log_path}
+        # a log file there already (an earlier container's, kept for the kubelet) is not this creation's to remove
+        log_file = "" if os.path.lexists(ctx.log_path) else ctx.log_path
+        return {"dirs": [str(self.deps.container_dir(ctx.id)), str(self.deps.run_dir(ctx.id))], "log_file": log_file}
 
     async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
         try:
