@@ -105,7 +105,7 @@ def check_devices(cfg: ContainerConfig) -> None:
 
 
 def check_security(cfg: ContainerConfig) -> None:
-    """Masked and read-only paths, AppArmor and the PID namespace mode."""
+    """Masked and read-only paths, AppArmor, the PID namespace mode, capability names."""
     for field in ("masked_paths", "readonly_paths"):
         for n, path in enumerate(getattr(cfg, field)):
             _check_path(f"{_SC}.{field}[{n}]", path)
