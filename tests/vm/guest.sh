@@ -6,7 +6,8 @@
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 out=/lane-out
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
-off() { sync; echo o > /proc/sysrq-trigger; sleep 30; }
+# PID 1 must not exit while the power goes: sleep itself can fail as the root is torn down
+off() { sync; echo o > /proc/sysrq-trigger; while :; do sleep 1 2>/dev/null || :; done; }
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
