@@ -68,28 +68,16 @@ async def test_pods_survive_restart_and_dead_infra_is_not_ready(net_dirs: Daemon
         restarted.kill()
 
 
-async def test_restart_releases_what_belongs_to_no_sandbox(net_dirs: DaemonDirs) -> None:
-    """A pod whose state file is lost: its container, netns, IP lease and dirs are released."""
-    daemon = DaemonProcess(net_dirs).start()
+async def _pod_of_a_killed_daemon(dirs: DaemonDirs) -> str:
+    """A pod made by a daemon that then dies by SIGKILL (its pod runs on)."""
+    daemon = DaemonProcess(dirs).start()
     try:
-        async with connect(net_dirs.socket) as c:
+        async with connect(dirs.socket) as c:
             pod_id = (await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod_config()))).pod_sandbox_id
         daemon.stop(signal.SIGKILL)
     finally:
         daemon.kill()
-    (net_dirs.root / "sandboxes" / pod_id / "state.json").unlink()
-    assert audit_daemon_dirs(net_dirs) != {}
-    restarted = DaemonProcess(net_dirs).start()
-    try:
-        assert f"container {pod_id}" in restarted.log()
-        async with connect(net_dirs.socket) as c:
-            assert (await c.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items == []
-        deadline = time.monotonic() + 10  # conmon leaves once its container is gone
-        while audit_daemon_dirs(net_dirs) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert audit_daemon_dirs(net_dirs) == {}
-    finally:
-        restarted.kill()
+    return pod_id
 
 
 def _cgroups_of(object_id: str) -> list[Path]:
@@ -104,16 +92,25 @@ def _wait_clean(dirs: DaemonDirs) -> None:
     assert audit_daemon_dirs(dirs) == {}
 
 
+async def test_restart_releases_what_belongs_to_no_sandbox(net_dirs: DaemonDirs) -> None:
+    """A pod whose state file is lost: its container, netns, IP lease and dirs are released."""
+    pod_id = await _pod_of_a_killed_daemon(net_dirs)
+    (net_dirs.root / "sandboxes" / pod_id / "state.json").unlink()
+    assert audit_daemon_dirs(net_dirs) != {}
+    restarted = DaemonProcess(net_dirs).start()
+    try:
+        assert f"container {pod_id}" in restarted.log()
+        async with connect(net_dirs.socket) as c:
+            assert (await c.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items == []
+        _wait_clean(net_dirs)
+    finally:
+        restarted.kill()
+
+
 async def test_restart_releases_a_pod_whose_state_and_run_dir_are_lost(net_dirs: DaemonDirs) -> None:
     """Nothing of the pod but its runc container is left: that container's bundle
     says it is ours, and its conmon cgroup and default log dir go with it."""
-    daemon = DaemonProcess(net_dirs).start()
-    try:
-        async with connect(net_dirs.socket) as c:
-            pod_id = (await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod_config()))).pod_sandbox_id
-        daemon.stop(signal.SIGKILL)
-    finally:
-        daemon.kill()
+    pod_id = await _pod_of_a_killed_daemon(net_dirs)
     run_dir = net_dirs.runroot / "sandboxes" / pod_id
     mounts.umount(str(run_dir / "shm"))
     shutil.rmtree(run_dir)

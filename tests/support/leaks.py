@@ -21,6 +21,7 @@ from pathlib import Path
 
 import attrs
 
+from podrt import mountinfo
 from podrt.cgroups.hierarchy import hierarchies
 from tests.support.daemon import DaemonDirs
 
@@ -58,26 +59,15 @@ def _podrts(path: str, places: tuple[str, ...]) -> bool:
     return MARKER in path or path.startswith(places)
 
 
-def _mountinfo() -> list[tuple[str, str]]:
-    """(mount point, filesystem type) of each mount, as this process sees them."""
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            found.append((point, fields[fields.index("-") + 1]))
-    return found
+def _mounts(mounts: list[mountinfo.MountEntry], places: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(m.mount_point for m in mounts if _podrts(m.mount_point, places))
 
 
-def _mounts(places: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(point for point, _ in _mountinfo() if _podrts(point, places))
-
-
-def _netns(places: tuple[str, ...]) -> frozenset[str]:
+def _netns(mounts: list[mountinfo.MountEntry], places: tuple[str, ...]) -> frozenset[str]:
     """podrt's netns pins: nsfs mounts in its places, files in its default netns
     dir, and podrt-named ones in the admin's /run/netns (containerd's cni-<uuid>
     there are not podrt's)."""
-    found = {point for point, fstype in _mountinfo() if fstype == "nsfs" and _podrts(point, places)}
+    found = {m.mount_point for m in mounts if m.fstype == "nsfs" and _podrts(m.mount_point, places)}
     for d, ours in ((Path("/run/podrt/netns"), ""), (Path("/run/netns"), MARKER), (Path("/var/run/netns"), MARKER)):
         with contextlib.suppress(OSError):
             found.update(str(d / n) for n in os.listdir(d) if n.startswith(ours))
@@ -141,9 +131,10 @@ def _processes(places: tuple[str, ...]) -> frozenset[str]:
 def snapshot(places: tuple[str, ...] | None = None) -> HostSnapshot:
     """podrt's resources on this host now (see the module's docstring)."""
     places = podrt_places() if places is None else places
+    mounts = mountinfo.read()
     return HostSnapshot(
-        mounts=_mounts(places),
-        netns=_netns(places),
+        mounts=_mounts(mounts, places),
+        netns=_netns(mounts, places),
         links=_links(),
         cgroups=_cgroups(),
         processes=_processes(places),

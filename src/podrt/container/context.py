@@ -35,7 +35,7 @@ class ContainerDeps(DaemonPaths):
         return self.root / "containers" / container_id
 
     def run_dir(self, container_id: str) -> Path:
-        return self.runroot / "containers" / container_id
+        return self.container_run_dir(container_id)
 
 
 @attrs.frozen

@@ -83,7 +83,7 @@ def resolve_user(cfg: ContainerConfig, image: dict[str, Any], rootfs: Path) -> t
     passwd = _table(rootfs, "/etc/passwd")
     groups = _table(rootfs, "/etc/group")
     if cfg.run_as_user is not None:
-        uid, name = cfg.run_as_user, next((r[0] for r in passwd if _int(r[2]) == cfg.run_as_user), "")
+        uid, name = cfg.run_as_user, next((r[0] for r in passwd if numeric_id(r[2]) == cfg.run_as_user), "")
         gid = cfg.run_as_group if cfg.run_as_group is not None else _primary_gid(passwd, uid)
     else:
         spec = cfg.run_as_username or str(image.get("User") or "")
@@ -95,7 +95,7 @@ def resolve_user(cfg: ContainerConfig, image: dict[str, Any], rootfs: Path) -> t
             gid = _group(group, groups)
     extra = list(cfg.supplemental_groups)
     if name and cfg.groups_policy == GroupsPolicy.MERGE:
-        extra += [g for row in groups if len(row) > 3 and name in row[3].split(",") and (g := _int(row[2])) is not None]
+        extra += [g for row in groups if len(row) > 3 and name in row[3].split(",") and (g := numeric_id(row[2])) is not None]
     return uid, gid, tuple(dict.fromkeys(g for g in extra if g != gid))
 
 
@@ -281,10 +281,6 @@ def _table(rootfs: Path, path: str) -> list[list[str]]:
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
-def _int(text: str) -> int | None:
-    return numeric_id(text)
-
-
 def _number(what: str, text: str) -> int | None:
     """A user or group given as a number (None: a name); refused beyond what runc takes."""
     if not text.isascii() or not text.isdigit():
@@ -295,25 +291,25 @@ def _number(what: str, text: str) -> int | None:
 
 
 def _primary_gid(passwd: list[list[str]], uid: int) -> int:
-    row = next((r for r in passwd if len(r) > 3 and _int(r[2]) == uid), None)
-    return (_int(row[3]) or 0) if row else 0
+    row = next((r for r in passwd if len(r) > 3 and numeric_id(r[2]) == uid), None)
+    return (numeric_id(row[3]) or 0) if row else 0
 
 
 def _user(user: str, passwd: list[list[str]]) -> tuple[int, str, int]:
     """(uid, name, primary gid) of a name or number."""
     if (uid := _number("user", user)) is not None:
-        row = next((r for r in passwd if len(r) > 3 and _int(r[2]) == uid), None)
-        return uid, row[0] if row else "", (_int(row[3]) or 0) if row else 0
+        row = next((r for r in passwd if len(r) > 3 and numeric_id(r[2]) == uid), None)
+        return uid, row[0] if row else "", (numeric_id(row[3]) or 0) if row else 0
     row = next((r for r in passwd if len(r) > 3 and r[0] == user), None)
-    if row is None or _int(row[2]) is None:
+    if row is None or numeric_id(row[2]) is None:
         raise InvalidArgument(f"user {user!r} is not in the image's /etc/passwd")
-    return int(row[2]), user, _int(row[3]) or 0
+    return int(row[2]), user, numeric_id(row[3]) or 0
 
 
 def _group(group: str, groups: list[list[str]]) -> int:
     if (gid := _number("group", group)) is not None:
         return gid
     row = next((r for r in groups if len(r) > 2 and r[0] == group), None)
-    if row is None or _int(row[2]) is None:
+    if row is None or numeric_id(row[2]) is None:
         raise InvalidArgument(f"group {group!r} is not in the image's /etc/group")
     return int(row[2])

@@ -156,9 +156,9 @@ def check_resources(field: str, r: Resources) -> None:
 def check_host_fit(field: str, r: Resources) -> None:
     """The CPUs, memory nodes, page sizes and cgroup controllers the request
     names must be this host's (for create and for update)."""
-    for name, have, what in (("cpuset_cpus", hostfit.online_cpus(), "CPUs"), ("cpuset_mems", hostfit.online_nodes(), "memory nodes")):
-        if value := getattr(r, name):
-            if missing := hostfit.id_list(value) - have:
+    for name, online, what in (("cpuset_cpus", hostfit.online_cpus, "CPUs"), ("cpuset_mems", hostfit.online_nodes, "memory nodes")):
+        if value := getattr(r, name):  # sysfs is read only for a request that names some
+            if missing := hostfit.id_list(value) - (have := online()):
                 raise InvalidArgument(f"{field}.{name} {value!r}: this host has no {what} {_ids(missing)} "
                                       f"(online: {_ids(have)})")
     sizes = hostfit.hugepage_sizes()

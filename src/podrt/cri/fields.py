@@ -16,7 +16,6 @@ from podrt.errors import InvalidArgument
 T = TypeVar("T")
 
 
-
 def enum_value(field: str, table: Mapping[int, T], value: int) -> T:
     """The domain value for a wire enum value (unknown ones decode as plain ints)."""
     try:

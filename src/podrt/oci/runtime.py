@@ -126,12 +126,12 @@ async def remove_cgroup(path: str, wait: float = KILL_WAIT) -> None:
     undo failure, retried from the journal) only if a killed process outlives `wait`."""
     deadline = time.monotonic() + wait
     while True:
-        cgroups.kill_procs(path)
         try:
-            return cgroups.remove(path)
+            return cgroups.remove(path)  # usually gone already (runc delete) or empty
         except OSError as exc:
             if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                 raise
+        cgroups.kill_procs(path)
         await asyncio.sleep(0.02)
 
 

@@ -45,6 +45,10 @@ class DaemonPaths:
     def images_dir(self) -> Path:
         return self.root / "images"
 
+    def container_run_dir(self, container_id: str) -> Path:
+        """A container's bundle (runc's config.json), conmon's files, its exec specs."""
+        return self.runroot / "containers" / container_id
+
 
 @attrs.define
 class SandboxDeps(DaemonPaths):
@@ -64,6 +68,10 @@ class SandboxDeps(DaemonPaths):
 
     def run_dir(self, sandbox_id: str) -> Path:
         return self.runroot / "sandboxes" / sandbox_id
+
+    def own_log_dir(self, sandbox_id: str) -> Path:
+        """podrt's log dir for a pod whose request names none (crictl's); the kubelet always names one."""
+        return Path(self.config.log_dir) / sandbox_id
 
 
 @attrs.define

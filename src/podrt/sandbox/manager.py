@@ -239,7 +239,7 @@ class SandboxManager:
             created_at=time.time_ns(),
             pod_name=name,
             infra_name=naming.infra_name(cfg),
-            log_directory=cfg.log_directory or str(Path(self.deps.config.log_dir) / sandbox_id),
+            log_directory=cfg.log_directory or str(self.deps.own_log_dir(sandbox_id)),
             network=network,
             pause=pause,
         )

@@ -20,9 +20,9 @@ from typing import Any, Awaitable
 
 from podrt import cgroups, mounts
 from podrt.network.netns import remove_netns
-from podrt.sandbox.naming import is_id
 from podrt.oci.runtime import OciRuntime
 from podrt.sandbox.context import SandboxDeps
+from podrt.sandbox.naming import is_id
 from podrt.steps.sandbox.cgroups import CgroupParent
 from podrt.steps.sandbox.storage import remove_own_log_dir
 
@@ -85,16 +85,17 @@ async def _release_container(deps: SandboxDeps, runtime: OciRuntime, container_i
     container: ContainerDeps.run_dir). An infra's cgroupsPath goes into
     `lost_pods`, read while it still runs: its spec may be lost with its dirs,
     and its conmon cgroup and default log dir are found from it."""
+    infra_dir, container_dir = deps.run_dir(container_id), deps.container_run_dir(container_id)
     state = await runtime.state(container_id)
     if state is None:  # no state.json: a `runc create` cut down; ours if its run dir is
-        if deps.run_dir(container_id).exists() or (deps.runroot / "containers" / container_id).exists():
+        if infra_dir.exists() or container_dir.exists():
             await runtime.delete(container_id)  # --force removes the half-made state dir
             return True
         log.debug("%s knows no container %s: left alone", runtime.handler_name, container_id)
         return False
     bundle = os.path.realpath(str(state.get("bundle") or "/nonexistent"))
-    infra = bundle == os.path.realpath(deps.run_dir(container_id))
-    if not infra and bundle != os.path.realpath(deps.runroot / "containers" / container_id):
+    infra = bundle == os.path.realpath(infra_dir)
+    if not infra and bundle != os.path.realpath(container_dir):
         log.debug("container %s is not this daemon's (bundle %s, runroot %s): left alone",
                   container_id, bundle, deps.runroot)
         return False
@@ -140,7 +141,7 @@ def _orphan_cgroups(deps: SandboxDeps, known: set[str]) -> dict[str, str]:
 
 async def _remove_default_log(deps: SandboxDeps, sandbox_id: str) -> None:
     """podrt's own log dir `<log_dir>/<id>` (a kubelet-given log dir is unknown without state)."""
-    remove_own_log_dir(Path(deps.config.log_dir) / sandbox_id)
+    remove_own_log_dir(deps.own_log_dir(sandbox_id))
 
 
 async def _remove_dir(directory: Path) -> None:

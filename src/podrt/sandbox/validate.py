@@ -46,11 +46,13 @@ _IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "ke
                           "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"})
 
 
-def _ipc_sysctl(key: str) -> bool:
-    return key in _IPC_SYSCTLS or key.startswith("fs.mqueue.")
 NAME_MAX, PATH_MAX = 255, 4095  # bytes of one path component and of a whole path (with room for the NUL)
 MAX_DNS_SEARCHES = 32
 MAX_DNS_SERVERS = 3
+
+
+def _ipc_sysctl(key: str) -> bool:
+    return key in _IPC_SYSCTLS or key.startswith("fs.mqueue.")
 
 
 def _label_key(key: str) -> str | None:

@@ -56,7 +56,7 @@ class Storage(SandboxStep):
             "log_dir": str(log_dir),
             "log_file": ctx.infra_log_path,
             "log_dir_created": not log_dir.exists(),  # decided before do(): undo may run after a crash
-            "log_dir_own": log_dir == Path(self.deps.config.log_dir) / ctx.id,
+            "log_dir_own": log_dir == self.deps.own_log_dir(ctx.id),
         }
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
