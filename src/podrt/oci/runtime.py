@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import attrs
 
 from podrt import cgroups, proc
+from podrt.aio import await_shielded
 from podrt.oci import conmon, execproc
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 from podrt.oci.runclog import runc_error_text
@@ -203,8 +204,11 @@ class OciRuntime:
                 started = await conmon.launch(spec, conmon_cgroup_procs)
                 return await self._finish_create(spec, started)
         except BaseException as exc:
-            # shielded: a second cancellation must not interrupt the clean-up
-            await asyncio.shield(self._undo_create(spec, started))
+            # waited out however often we are cancelled: the caller's own undo (the
+            # bundle's removal) must not run while this clean-up still needs it
+            undone = asyncio.ensure_future(self._undo_create(spec, started))
+            if await await_shielded(undone) and not isinstance(exc, asyncio.CancelledError):
+                raise asyncio.CancelledError(f"cancelled while cleaning up the create of {container_id}") from exc
             if isinstance(exc, TimeoutError):
                 raise OciRuntimeError(f"create container {container_id}: timed out after {timeout:g}s") from None
             if isinstance(exc, ConmonError):

@@ -40,8 +40,10 @@ class ContainerCreate(DepsStep):
 
     async def undo(self, data: dict[str, Any]) -> None:
         runtime = self.runtime(data["handler"])
-        await runtime.stop(data["id"], timeout=0)  # a rollback or a removal: no grace
+        exit_file = Path(data["exit_file"])
+        # a rollback or a removal: no grace; conmon's exit file is awaited, or it comes after its removal below
+        await runtime.stop(data["id"], timeout=0, exit_dir=exit_file.parent)
         await runtime.delete(data["id"], socket_dir=Path(data["socket_dir"]))
-        Path(data["exit_file"]).unlink(missing_ok=True)
+        exit_file.unlink(missing_ok=True)
         if cgroup := data.get("cgroup"):  # runc cut down mid-create (a client's deadline) has no state to delete by
             await remove_cgroup(cgroup)

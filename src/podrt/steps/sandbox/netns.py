@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from podrt.aio import finish_in_thread
+from podrt.aio import await_shielded, finish_in_thread
 from podrt.network.links import loopback_up
 from podrt.network.netns import create_netns, remove_netns
 from podrt.sandbox.context import SandboxContext
@@ -27,8 +27,10 @@ class NetNamespace(SandboxStep):
         await create_netns(path.parent, path.name)
         try:
             await finish_in_thread(loopback_up, str(path))
-        except BaseException:
-            await asyncio.shield(remove_netns(path))  # its own partial work
+        except BaseException as exc:
+            cancelled = await await_shielded(asyncio.ensure_future(remove_netns(path)))  # its own partial work, whole
+            if cancelled and not isinstance(exc, asyncio.CancelledError):
+                raise asyncio.CancelledError(f"cancelled while removing {path}") from exc
             raise
         ctx.netns_path = str(path)
 
