@@ -315,6 +315,8 @@ class OciRuntime:
         if exit_dir is None:
             return
         exit_file = Path(exit_dir) / container_id
+        if not exit_file.exists() and not conmon.find_conmon_pids(container_id):
+            return  # its conmon is gone (killed with a daemon, at a failed create's clean-up): no file comes
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXIT_FILE_WAIT
         while not exit_file.exists():
