@@ -167,7 +167,7 @@ def _command(args: argparse.Namespace) -> int:
         sys.stdout.write(dump_config(cfg))
         return 0
     if args.command == "check":
-        from podrt.hostcheck import format_results, run_checks
+        from podrt.node.check import format_results, run_checks
 
         report, healthy = format_results(run_checks(cfg))
         print(report)

@@ -17,27 +17,27 @@ from podrt.cri import hooks
 from podrt.cri.image import ImageService
 from podrt.cri.runtime import RuntimeService
 from podrt.errors import FailedPrecondition, StartError
-from podrt.hostcheck import required_binaries
+from podrt.node.check import required_binaries
 from podrt.images.manager import ImageManager
 from podrt.container.context import ContainerDeps
 from podrt.container.events import EVENT_QUEUE, EventBus
 from podrt.container.manager import ContainerManager
-from podrt.fsutil import usage
+from podrt.host.fsutil import usage
 from podrt.images.pause import PauseImage, PauseSource
-from podrt.metrics import Metrics
+from podrt.cri.metrics import Metrics
 from podrt.network.cni import CniInvoker
 from podrt.network.cniconf import network_finder
 from podrt.oci.runtime import OciRuntime
-from podrt.oom import effective_oom_score_adj
+from podrt.host.oom import effective_oom_score_adj
 from podrt.rollback import FaultPlan, Journal, StepRegistry
-from podrt.runtime_status import RuntimeStatusManager
+from podrt.node.status import RuntimeStatusManager
 from podrt.sandbox.context import SandboxDeps
 from podrt.sandbox.manager import SandboxManager
 from podrt.server import CriServer, listen_unix, remove_socket
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
 from podrt.streaming.server import StreamServer
-from podrt.tasks import TaskOwner
+from podrt.aio.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 

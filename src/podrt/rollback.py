@@ -24,7 +24,7 @@ import attrs
 
 from podrt.aio import await_shielded, finish_in_thread
 from podrt.errors import PodrtError
-from podrt.fsutil import atomic_write, fsync_dir
+from podrt.host.fsutil import atomic_write, fsync_dir
 
 logger = logging.getLogger(__name__)
 

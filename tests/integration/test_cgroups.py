@@ -18,7 +18,7 @@ from betterproto import serialized_on_wire as sent
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from podrt import cgroups
+from podrt.host import cgroups
 from podrt.api.runtime import v1 as cri
 from tests.integration.conftest import _network_dirs
 from tests.integration.test_containers import (_config, _create, _exec, _module_daemon, _no_traceback, _pod, _remove_pod,

@@ -22,7 +22,7 @@ from typing import Iterator
 import pytest
 
 from podrt.oci import conmon as conmon_mod
-from podrt.cgroups.hierarchy import CGROUP_ROOT, hierarchies, unified
+from podrt.host.cgroups.hierarchy import CGROUP_ROOT, hierarchies, unified
 from podrt.oci.conmon import ConmonSpec, conmon_argv, parse_sync_reply
 from podrt.oci.runtime import ContainerProcess, OciRuntime, OciRuntimeError, runc_error_text
 

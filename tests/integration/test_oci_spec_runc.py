@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from podrt.cgroups.hierarchy import hierarchies
-from podrt.oci.seccomp import default_profile
+from podrt.host.cgroups.hierarchy import hierarchies
+from podrt.security.seccomp import default_profile
 from podrt.sandbox.infra_spec import build_infra_spec
 from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 

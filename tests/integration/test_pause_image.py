@@ -112,7 +112,7 @@ async def test_a_pause_image_of_120_layers_mounts(net_dirs: DaemonDirs, registry
     """Absolute layer paths would overflow mount(2)'s one page of options;
     the short relative links fit."""
     from podrt.images.store import ImageStore
-    from podrt.overlay import PAGE_LIMIT
+    from podrt.host.overlay import PAGE_LIMIT
 
     _configure(net_dirs, registry, f"{registry.host}/test/pause:many")
     daemon = DaemonProcess(net_dirs).start()

@@ -17,8 +17,8 @@ import pytest
 import tomli_w
 
 from podrt.api.runtime import v1 as cri
-from podrt.cgroups.hierarchy import hierarchies
-from podrt import mounts
+from podrt.host.cgroups.hierarchy import hierarchies
+from podrt.host import mounts
 from tests.integration.conftest import _network_dirs, remove_all_pods
 from tests.support.leaks import audit_daemon_dirs
 from tests.support.client import CriClient, connect

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import attrs
 
-from podrt import mountinfo
-from podrt.cgroups.hierarchy import hierarchies
+from podrt.host import mountinfo
+from podrt.host.cgroups.hierarchy import hierarchies
 from tests.support.daemon import DaemonDirs
 
 MARKER = "podrt"  # in the names podrt gives: cgroups podrt-<id>, bridges podrt0/podrttest0, dirs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from podrt.cgroups import fs_path, oom_killed, parent_dir, shared_parent
+from podrt.host.cgroups import fs_path, oom_killed, parent_dir, shared_parent
 
 
 @pytest.mark.parametrize("cgroups_path, expected", [

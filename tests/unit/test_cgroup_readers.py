@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from podrt import cgroups
-from podrt.cgroups import hierarchy, v2
-from podrt.cgroups.usage import PressureLine, Usage
+from podrt.host import cgroups
+from podrt.host.cgroups import hierarchy, v2
+from podrt.host.cgroups.usage import PressureLine, Usage
 
 V2_FILES = {
     "cgroup.controllers": "cpuset cpu io memory hugetlb pids\n",
@@ -167,7 +167,7 @@ def test_removal_goes_children_first(tmp_path: Path) -> None:
 def test_podrt_check_names_the_hierarchy_and_a_missing_controller(tmp_path: Path) -> None:
     """`podrt check` on fake roots: v2 with and without memory offered, v1 without pids."""
     from podrt.config import Config
-    from podrt.hostcheck import cgroup_checks
+    from podrt.node.check import cgroup_checks
 
     _tree(tmp_path / "v2", {"cgroup.controllers": "cpu io memory pids\n", "cgroup.subtree_control": "cpu memory\n"})
     hierarchy, controllers = cgroup_checks(Config(), tmp_path / "v2")

@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 from podrt.container.events import EventBus, EventType
-from podrt.inotify import IN_MOVED_TO, IN_Q_OVERFLOW, DirWatch, parse
+from podrt.host.inotify import IN_MOVED_TO, IN_Q_OVERFLOW, DirWatch, parse
 
 
 async def _drain(items: object, count: int) -> list[object]:

@@ -14,7 +14,8 @@ from typing import Any
 import attrs
 import pytest
 
-from podrt import apparmor, cgroups, mountinfo
+from podrt.security import apparmor
+from podrt.host import cgroups, mountinfo
 from podrt.api.runtime import v1 as cri
 from podrt.config import Config, RuntimeConfig
 from podrt.container import hostfit, spec as spec_mod
@@ -48,7 +49,7 @@ from podrt.cri import container_convert as cconv
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.images.manager import ImageView
 from podrt.images.store import ImageRecord
-from podrt.oci.seccomp import ProfileType
+from podrt.security.seccomp import ProfileType
 from podrt.oci.spec import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, DeviceNode
 from podrt.sandbox.model import NamespaceOptions, NsMode, SandboxConfig
 from podrt.sandbox.store import SandboxState

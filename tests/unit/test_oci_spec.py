@@ -10,8 +10,8 @@ from typing import Any
 import attrs
 import pytest
 
-from podrt import cgroups
-from podrt.oci.seccomp import (
+from podrt.host import cgroups
+from podrt.security.seccomp import (
     ALLOWED_SYSCALLS,
     CLONE_NAMESPACE_FLAGS,
     default_profile,
@@ -21,7 +21,7 @@ from podrt.oci.seccomp import (
 import podrt.oci.spec as spec_module
 from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from podrt.sandbox.infra_spec import build_infra_spec
-from podrt.oci.seccomp import ProfileType
+from podrt.security.seccomp import ProfileType
 from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 
 NETNS = "/var/run/netns/podrt-abc"

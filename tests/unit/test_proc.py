@@ -1,4 +1,4 @@
-"""podrt.proc with real children: groups killed, pipes bounded, output kept."""
+"""podrt.host.proc with real children: groups killed, pipes bounded, output kept."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from podrt import proc
+from podrt.host import proc
 from podrt.oci.conmon import pid_running
 
 

@@ -9,7 +9,7 @@ from podrt import errors
 from podrt.config import Config
 from podrt.cri.errors import to_grpc_error
 from podrt.cri.hooks import operation_name
-from podrt.runtime_status import RuntimeStatusManager
+from podrt.node.status import RuntimeStatusManager
 from podrt.server import _MethodTable
 
 

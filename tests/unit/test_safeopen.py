@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from podrt import safeopen
+from podrt.host import safeopen
 
 
 @pytest.fixture

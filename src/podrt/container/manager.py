@@ -21,7 +21,8 @@ from typing import Callable, Iterable
 
 import attrs
 
-from podrt import apparmor, cgroups
+from podrt.security import apparmor
+from podrt.host import cgroups
 from podrt.aio import finish_in_thread
 from podrt.container.context import ContainerContext, ContainerDeps, VolumeSource
 from podrt.container import stats
@@ -33,10 +34,10 @@ from podrt.container.validate import check_host_fit, check_pod_ready, check_requ
 from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from podrt.images.manager import ImageManager
 from podrt.images.store import ImageRecord
-from podrt.inotify import DirWatch
+from podrt.host.inotify import DirWatch
 from podrt.oci import attach, conmon, execproc
 from podrt.oci.runtime import ExecTimeout, OciRuntime, RuntimeRefused
-from podrt.oci.seccomp import ProfileType
+from podrt.security.seccomp import ProfileType
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
 from podrt.sandbox.manager import SandboxManager, SandboxView

@@ -9,9 +9,9 @@ from typing import Mapping
 
 import attrs
 
-from podrt.oci.seccomp import ProfileType
+from podrt.security.seccomp import ProfileType
 from podrt.sandbox.model import NsMode
-from podrt.selinux import SelinuxOptions
+from podrt.security.selinux import SelinuxOptions
 
 
 MAX_ID = 2**31 - 1  # runc (and Kubernetes' validation) take uids and gids up to 2^31-1

@@ -36,7 +36,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from podrt import apparmor, cgroups, mountinfo
+from podrt.security import apparmor
+from podrt.host import cgroups, mountinfo
 from podrt.config import Config
 from podrt.container.context import ContainerContext
 from podrt.container import hostfit
@@ -44,15 +45,15 @@ from podrt.container.devices import device_nodes
 from podrt.container.validate import capability_name
 from podrt.container.model import MAX_ID, ContainerConfig, ContainerUser, GroupsPolicy, Mount, Propagation, Resources, numeric_id
 from podrt.errors import FailedPrecondition, InvalidArgument
-from podrt.oci.seccomp import profile_for
+from podrt.security.seccomp import profile_for
 from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_PATH, Namespace, SpecInput, bind, build_spec, host_capabilities, standard_mounts
 from podrt.oci.conmon import pid_running
-from podrt.oom import current_oom_score_adj
-from podrt.safeopen import read_in_root
+from podrt.host.oom import current_oom_score_adj
+from podrt.host.safeopen import read_in_root
 from podrt.sandbox.infra_spec import pod_file_binds
 from podrt.sandbox.model import NsMode
 from podrt.sandbox.validate import pod_sysctls
-from podrt.selinux import process_label
+from podrt.security.selinux import process_label
 
 NAME_PREFIX = "io.podrt.container."
 

@@ -1,5 +1,5 @@
 """Resource usage of containers (ContainerStats) and pods (PodSandboxStats):
-their cgroups (podrt.cgroups, on v1 or v2) and their writable layers. CPU use
+their cgroups (podrt.host.cgroups, on v1 or v2) and their writable layers. CPU use
 as a rate (nano cores) needs an earlier sample: the first read of a container
 has none, as with containerd."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import attrs
 
-from podrt import cgroups
-from podrt.fsutil import usage as disk_usage
+from podrt.host import cgroups
+from podrt.host.fsutil import usage as disk_usage
 from podrt.network import links
 from podrt.network.links import Interface
 

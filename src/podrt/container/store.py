@@ -11,10 +11,10 @@ from typing import Any
 import attrs
 
 from podrt.container.model import ContainerConfig, ContainerUser, Device, GroupsPolicy, HugepageLimit, Mount, Propagation, Resources
-from podrt.fsutil import atomic_write
-from podrt.oci.seccomp import ProfileType
+from podrt.host.fsutil import atomic_write
+from podrt.security.seccomp import ProfileType
 from podrt.sandbox.model import NsMode
-from podrt.selinux import SelinuxOptions
+from podrt.security.selinux import SelinuxOptions
 
 STATE_FILE = "state.json"
 FORMAT_VERSION = 1

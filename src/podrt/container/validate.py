@@ -7,11 +7,11 @@ import os
 import posixpath
 import re
 
-from podrt import cgroups
+from podrt.host import cgroups
 from podrt.container import hostfit
 from podrt.container.model import ContainerConfig, Propagation, Resources
 from podrt.errors import FailedPrecondition, InvalidArgument
-from podrt.oci.seccomp import ProfileType
+from podrt.security.seccomp import ProfileType
 from podrt.oci.spec import ALL_CAPABILITIES
 from podrt.sandbox.model import NsMode
 from podrt.sandbox.store import SandboxState

@@ -21,8 +21,8 @@ from podrt.container.validate import check_resources
 from podrt.cri.fields import enum_value, id_value, in_range
 from podrt.errors import InvalidArgument
 from podrt.cri.sandbox_convert import NS_MODES, PROFILES
-from podrt.oci.seccomp import ProfileType
-from podrt.selinux import SelinuxOptions
+from podrt.security.seccomp import ProfileType
+from podrt.security.selinux import SelinuxOptions
 
 _PROPAGATION = {cri.MountPropagation.PROPAGATION_PRIVATE: Propagation.PRIVATE,
                 cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER: Propagation.HOST_TO_CONTAINER,

@@ -16,7 +16,7 @@ from grpclib.const import Status
 
 from podrt.cri.errors import to_grpc_error
 from podrt.errors import SHUTTING_DOWN
-from podrt.metrics import Metrics
+from podrt.cri.metrics import Metrics
 from podrt.server import CriServer, guard_requests
 
 KNOWN_PREFIXES = ("/runtime.v1.RuntimeService/", "/runtime.v1.ImageService/")

@@ -16,7 +16,7 @@ from podrt.cri import sandbox_convert as conv
 from podrt.cri import stats_convert as sconv
 from podrt.cri.listcache import ListCache
 from podrt.errors import InvalidArgument, NotFound
-from podrt.runtime_status import RuntimeStatusManager
+from podrt.node.status import RuntimeStatusManager
 from podrt.sandbox.manager import SandboxManager, SandboxView
 from podrt.streaming.server import AttachRequest, ExecRequest, PortForwardRequest, StreamServer
 

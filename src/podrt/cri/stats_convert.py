@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from podrt import cgroups
+from podrt.host import cgroups
 from podrt.api.runtime import v1 as cri
 from podrt.container.manager import ContainerView
 from podrt.container.stats import PodSample, Sample

@@ -25,7 +25,7 @@ import aiofiles
 import aiofiles.os
 
 from podrt.aio import SharedTask
-from podrt.fsutil import fsync_dir, usage
+from podrt.host.fsutil import fsync_dir, usage
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 

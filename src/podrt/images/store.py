@@ -31,11 +31,11 @@ from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator
 import attrs
 
 from podrt.aio import finish_in_own_thread, finish_in_thread
-from podrt.fsutil import atomic_write, fsync_dir, usage
+from podrt.host.fsutil import atomic_write, fsync_dir, usage
 from podrt.images.blobs import BlobStore, parse_digest
 from podrt.images.pipe import ThreadPipe
 from podrt.images.unpack import unpack_layer
-from podrt.libc import error, libc
+from podrt.host.libc import error, libc
 
 SHORT_LEN = 26  # like containers/storage's link names
 

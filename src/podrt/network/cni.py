@@ -23,8 +23,8 @@ from typing import Any
 
 import attrs
 
-from podrt import proc
-from podrt.fsutil import atomic_write
+from podrt.host import proc
+from podrt.host.fsutil import atomic_write
 from podrt.network.cniconf import CniNetwork, network_from_raw
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from typing import Iterable
 
-from podrt.fsutil import atomic_write
+from podrt.host.fsutil import atomic_write
 from podrt.network.cniconf import CniNetwork, find_network
 
 NAME = "podrt"

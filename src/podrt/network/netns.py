@@ -30,7 +30,7 @@ import shutil
 import time
 from pathlib import Path
 
-from podrt import mounts, proc
+from podrt.host import mounts, proc
 
 CREATE_TIMEOUT = 10.0
 

@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from podrt.aio import await_shielded
-from podrt.libc import error, libc
+from podrt.host.libc import error, libc
 
 CLONE_NEWNET = 0x40000000
 CONNECT_TIMEOUT = 10.0

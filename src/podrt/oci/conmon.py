@@ -28,7 +28,7 @@ from typing import IO, Sequence
 
 import attrs
 
-from podrt.proc import kill_group
+from podrt.host.proc import kill_group
 
 CONMON_PIDFILE = "conmon.pid"
 CONTAINER_PIDFILE = "pidfile"

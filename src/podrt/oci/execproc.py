@@ -29,7 +29,7 @@ from typing import Sequence
 
 import attrs
 
-from podrt import proc as procmod
+from podrt.host import proc as procmod
 from podrt.oci.runclog import runc_error_text
 
 CHUNK = 64 * 1024

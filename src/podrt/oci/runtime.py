@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import attrs
 
-from podrt import cgroups, proc
+from podrt.host import cgroups, proc
 from podrt.aio import await_shielded
 from podrt.oci import conmon, execproc
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from podrt import cgroups
+from podrt.host import cgroups
 from podrt.oci.spec import BIND_RO, Namespace, SpecInput, bind, build_spec, standard_mounts
 from podrt.sandbox.model import InfraPlan
 

@@ -40,7 +40,7 @@ from podrt.steps.sandbox.shm import ShmMount
 from podrt.steps.sandbox.spec import InfraSpec
 from podrt.steps.sandbox.state import SaveState
 from podrt.steps.sandbox.storage import Storage
-from podrt.tasks import TaskOwner
+from podrt.aio.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Mapping
 
 import attrs
 
-from podrt.oci.seccomp import ProfileType  # noqa: F401  the pod's seccomp field is of the OCI-level kind
-from podrt.selinux import SelinuxOptions  # noqa: F401  likewise its SELinux options
+from podrt.security.seccomp import ProfileType  # noqa: F401  the pod's seccomp field is of the OCI-level kind
+from podrt.security.selinux import SelinuxOptions  # noqa: F401  likewise its SELinux options
 
 
 class NsMode(str, enum.Enum):

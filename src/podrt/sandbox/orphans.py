@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Awaitable
 
-from podrt import cgroups, mounts
+from podrt.host import cgroups, mounts
 from podrt.network.netns import remove_netns
 from podrt.oci.runtime import OciRuntime
 from podrt.sandbox.context import SandboxDeps

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from podrt.fsutil import atomic_write
+from podrt.host.fsutil import atomic_write
 from podrt.sandbox.model import (
     DnsConfig,
     NamespaceOptions,

@@ -11,9 +11,9 @@ import os
 import re
 from typing import Iterable, Mapping
 
-from podrt import cgroups
+from podrt.host import cgroups
 from podrt.config import Config
-from podrt.oci.seccomp import profile_for
+from podrt.security.seccomp import profile_for
 from podrt.errors import InvalidArgument
 from podrt.sandbox.model import NsMode, SandboxConfig
 

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from podrt import mountinfo, mounts, overlay
+from podrt.host import mountinfo, mounts, overlay
 from podrt.aio import finish_in_thread
 from podrt.errors import FailedPrecondition
 from podrt.steps.base import DepsStep

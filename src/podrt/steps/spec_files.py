@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from podrt.aio import finish_in_thread
-from podrt.fsutil import atomic_write
+from podrt.host.fsutil import atomic_write
 from podrt.steps.base import DepsStep
 
 

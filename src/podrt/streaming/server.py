@@ -28,7 +28,7 @@ import attrs
 from podrt.aio import await_shielded
 from podrt.config import ApiConfig
 from podrt.errors import PodrtError, StartError
-from podrt.metrics import Metrics
+from podrt.cri.metrics import Metrics
 from podrt.network.nssocket import connect_localhost
 from podrt.oci.attach import AttachSocket
 from podrt.oci.execproc import ExecProcess

@@ -7,7 +7,7 @@ import errno
 import time
 from typing import Any
 
-from podrt import cgroups
+from podrt.host import cgroups
 from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
 

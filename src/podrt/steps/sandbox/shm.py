@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from podrt import mounts
+from podrt.host import mounts
 from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
 

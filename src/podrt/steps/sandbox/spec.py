@@ -11,7 +11,7 @@ from podrt.sandbox.infra_spec import build_infra_spec
 from podrt.sandbox.context import SandboxContext
 from podrt.sandbox.model import InfraPlan
 from podrt.sandbox.validate import pod_sysctls, seccomp_profile
-from podrt.selinux import process_label
+from podrt.security.selinux import process_label
 from podrt.steps.spec_files import WriteSpec
 
 

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from podrt.errors import FailedPrecondition
-from podrt.oci.seccomp import ProfileType
+from podrt.security.seccomp import ProfileType
 
 log = logging.getLogger(__name__)
 

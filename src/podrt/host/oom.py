@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from podrt import proc
+from podrt.host import proc
 
 log = logging.getLogger(__name__)
 

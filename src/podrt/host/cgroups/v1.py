@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cgroupspy.nodes import Node  # type: ignore[import-untyped]
 
-from podrt.cgroups.usage import Usage
+from podrt.host.cgroups.usage import Usage
 
 UNLIMITED = 1 << 62  # v1 shows "no limit" as a page-rounded 2^63-1
 USER_HZ = os.sysconf("SC_CLK_TCK")  # cpuacct.stat counts in these ticks

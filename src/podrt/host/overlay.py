@@ -18,9 +18,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from podrt import mounts
+from podrt.host import mounts
 from podrt.aio import await_shielded
-from podrt.libc import error, libc
+from podrt.host.libc import error, libc
 
 PAGE_LIMIT = os.sysconf("SC_PAGESIZE") - 1  # the options string and its NUL
 _CLONE_FS = 0x00000200

@@ -6,12 +6,12 @@
 - usage, v1, v2, reader: what a cgroup says of its processes, read the host's way.
 """
 
-from podrt.cgroups.hierarchy import CGROUP_ROOT, Hierarchy, available, mode, swap_accounting, unified
-from podrt.cgroups.paths import (DEFAULT_CGROUPFS_PARENT, DEFAULT_SYSTEMD_PARENT, conmon_cgroup, fs_path, parent_dir,
+from podrt.host.cgroups.hierarchy import CGROUP_ROOT, Hierarchy, available, mode, swap_accounting, unified
+from podrt.host.cgroups.paths import (DEFAULT_CGROUPFS_PARENT, DEFAULT_SYSTEMD_PARENT, conmon_cgroup, fs_path, parent_dir,
                                  sandbox_cgroup, shared_parent)
-from podrt.cgroups.reader import oom_killed, read as read_usage
-from podrt.cgroups.tree import create, exists, kill_procs, remove
-from podrt.cgroups.usage import Pressure, PressureLine, Usage, total
+from podrt.host.cgroups.reader import oom_killed, read as read_usage
+from podrt.host.cgroups.tree import create, exists, kill_procs, remove
+from podrt.host.cgroups.usage import Pressure, PressureLine, Usage, total
 
 __all__ = [
     "CGROUP_ROOT", "DEFAULT_CGROUPFS_PARENT", "DEFAULT_SYSTEMD_PARENT", "Hierarchy", "Pressure", "PressureLine", "Usage",

@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 
-from podrt.libc import error, last_errno, libc
+from podrt.host.libc import error, last_errno, libc
 
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10

@@ -5,7 +5,7 @@ container's init exits (GLib writes a temporary file and renames it in, so
 IN_MOVED_TO; IN_CLOSE_WRITE covers a writer that does not). The kernel's
 queue can overflow; the callback then gets None and must rescan.
 
-Through libc (podrt.libc): the calls are three and stable, and no
+Through libc (podrt.host.libc): the calls are three and stable, and no
 well-kept package wraps them for asyncio.
 """
 
@@ -17,7 +17,7 @@ import struct
 from pathlib import Path
 from typing import Callable
 
-from podrt.libc import error, libc
+from podrt.host.libc import error, libc
 
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from podrt.cgroups.usage import Pressure, PressureLine, Usage
+from podrt.host.cgroups.usage import Pressure, PressureLine, Usage
 
 
 def _text(path: Path) -> str | None:

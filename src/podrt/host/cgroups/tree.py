@@ -13,8 +13,8 @@ import os
 import signal
 from pathlib import Path
 
-from podrt.cgroups.hierarchy import CGROUP_ROOT, hierarchies
-from podrt.cgroups.paths import fs_path
+from podrt.host.cgroups.hierarchy import CGROUP_ROOT, hierarchies
+from podrt.host.cgroups.paths import fs_path
 
 CONMON_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
 

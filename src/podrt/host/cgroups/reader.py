@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from podrt.cgroups import hierarchy, v1, v2
-from podrt.cgroups.hierarchy import CGROUP_ROOT
-from podrt.cgroups.paths import fs_path
-from podrt.cgroups.usage import Usage
+from podrt.host.cgroups import hierarchy, v1, v2
+from podrt.host.cgroups.hierarchy import CGROUP_ROOT
+from podrt.host.cgroups.paths import fs_path
+from podrt.host.cgroups.usage import Usage
 
 
 def read(cgroups_path: str, root: Path = CGROUP_ROOT) -> Usage | None:

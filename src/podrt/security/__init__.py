@@ -1,0 +1,1 @@
+"""Confinement a container runs under: seccomp profiles, AppArmor, SELinux labels."""
