@@ -22,10 +22,10 @@ from grpclib.const import Cardinality
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
+from common import busybox_daemon, call_raw, pct  # noqa: E402  beside this script
+
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from tests.support.fuzz import RawCodec  # noqa: E402
-
-from common import busybox_daemon, call_raw, pct  # noqa: E402  beside this script
 
 IMAGE_REPO = "bench/busybox"
 

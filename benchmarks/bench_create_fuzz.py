@@ -19,14 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
+from bench_containers import pod_config  # noqa: E402  beside this script
+from common import busybox_daemon  # noqa: E402
+
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from tests.support.client import connect  # noqa: E402
 from tests.support.ctrfuzz import CreateFuzzer, CreateResult, run_create_fuzz  # noqa: E402
 from tests.support.daemon import DaemonDirs  # noqa: E402
 from tests.support.leaks import audit_daemon_dirs  # noqa: E402
-
-from bench_containers import pod_config  # noqa: E402  beside this script
-from common import busybox_daemon  # noqa: E402
 
 
 def report(result: CreateResult) -> None:

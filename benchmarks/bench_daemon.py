@@ -16,11 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import pct, socket_path, wait_ready, write_config  # beside this script
 from grpclib.client import Channel
 
 from podrt.api.runtime import v1 as cri
-
-from common import pct, socket_path, wait_ready, write_config  # beside this script
 
 
 def rss_kib(pid: int) -> int:

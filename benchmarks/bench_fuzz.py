@@ -20,17 +20,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
+from bench_daemon import rss_kib  # noqa: E402  beside this script
+from bench_sandbox import setup  # noqa: E402
+from common import socket_path, wait_ready  # noqa: E402
 from grpclib.client import Channel  # noqa: E402
 
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from tests.integration.conftest import remove_all_pods  # noqa: E402
 from tests.support.daemon import DaemonDirs  # noqa: E402
-from tests.support.fuzz import FuzzResult, Fuzzer, run_fuzz  # noqa: E402
+from tests.support.fuzz import Fuzzer, FuzzResult, run_fuzz  # noqa: E402
 from tests.support.leaks import audit_daemon_dirs, scrub_daemon_dirs  # noqa: E402
-
-from bench_daemon import rss_kib  # noqa: E402  beside this script
-from bench_sandbox import setup  # noqa: E402
-from common import socket_path, wait_ready  # noqa: E402
 
 
 def report(result: FuzzResult) -> None:

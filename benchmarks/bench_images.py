@@ -21,13 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
+from common import call_raw, pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
 from grpclib.client import Channel  # noqa: E402
 
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from podrt.images.unpack import unpack_layer  # noqa: E402
 from tests.support.registry import Registry, image, push  # noqa: E402
-
-from common import call_raw, pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
 
 LAYER_MB = 17
 

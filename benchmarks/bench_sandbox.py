@@ -22,11 +22,11 @@ from grpclib.client import Channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
+from common import call_raw, pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
+
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from tests.support.daemon import DaemonDirs  # noqa: E402
 from tests.support.leaks import scrub_daemon_dirs  # noqa: E402
-
-from common import call_raw, pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
 
 
 def setup(base: Path) -> Path:

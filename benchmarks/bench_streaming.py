@@ -25,16 +25,17 @@ from grpclib.client import Channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
+from bench_containers import IMAGE_REPO, run  # noqa: E402  beside this script
+from bench_sandbox import config as pod_config  # noqa: E402
+from bench_sandbox import setup
+from common import pct, socket_path, wait_ready  # noqa: E402
+
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from podrt.network.nssocket import netns_socket  # noqa: E402
 from tests.support import streamclient as sc  # noqa: E402
 from tests.support.daemon import DaemonDirs  # noqa: E402
 from tests.support.leaks import scrub_daemon_dirs  # noqa: E402
 from tests.support.registry import serve_busybox  # noqa: E402
-
-from bench_containers import IMAGE_REPO, run  # noqa: E402  beside this script
-from bench_sandbox import config as pod_config, setup  # noqa: E402
-from common import pct, socket_path, wait_ready  # noqa: E402
 
 PORT = 8080
 

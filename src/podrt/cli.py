@@ -8,8 +8,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from podrt import __version__
 from podrt.config import Config, ConfigError, dump_config, load_config

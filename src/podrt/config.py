@@ -26,13 +26,14 @@ import os
 import re
 import tomllib
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
+import tomli_w
 
 from podrt.errors import InvalidArgument
-import tomli_w
 
 DEFAULT_CONFIG_PATH = Path("/etc/podrt/podrt.toml")
 DROPIN_DIRNAME = "podrt.d"

@@ -9,35 +9,36 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
+from podrt.aio.tasks import TaskOwner
 from podrt.config import Config
-from podrt.cri import hooks
-from podrt.cri.image import ImageService
-from podrt.cri.runtime import RuntimeService
-from podrt.errors import FailedPrecondition, StartError
-from podrt.node.check import required_binaries
-from podrt.images.manager import ImageManager
 from podrt.container.context import ContainerDeps
 from podrt.container.events import EVENT_QUEUE, EventBus
 from podrt.container.manager import ContainerManager
-from podrt.host.fsutil import usage
-from podrt.images.pause import PauseImage, PauseSource
+from podrt.cri import hooks
+from podrt.cri.image import ImageService
 from podrt.cri.metrics import Metrics
+from podrt.cri.runtime import RuntimeService
+from podrt.errors import FailedPrecondition, StartError
+from podrt.host.fsutil import usage
+from podrt.host.oom import effective_oom_score_adj
+from podrt.images.manager import ImageManager
+from podrt.images.pause import PauseImage, PauseSource
 from podrt.network.cni import CniInvoker
 from podrt.network.cniconf import network_finder
-from podrt.oci.runtime import OciRuntime
-from podrt.host.oom import effective_oom_score_adj
-from podrt.rollback import FaultPlan, Journal, StepRegistry
+from podrt.node.check import required_binaries
 from podrt.node.status import RuntimeStatusManager
+from podrt.oci.runtime import OciRuntime
+from podrt.rollback import FaultPlan, Journal, StepRegistry
 from podrt.sandbox.context import SandboxDeps
 from podrt.sandbox.manager import SandboxManager
 from podrt.server import CriServer, listen_unix, remove_socket
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
 from podrt.streaming.server import StreamServer
-from podrt.aio.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,15 @@ import socket
 import stat
 import struct
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
 import betterproto
 from grpclib.const import Cardinality, Handler, Status
-from grpclib.exceptions import GRPCError
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
 from podrt.errors import FailedPrecondition

@@ -7,9 +7,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -18,7 +18,6 @@ from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
 from tests.support.leaks import audit_daemon_dirs, scrub_daemon_dirs
 from tests.support.registry import Registry, busybox_registry
-
 
 TEST_BRIDGE = "podrttest0"
 TEST_SUBNET = "10.233.64.0/24"

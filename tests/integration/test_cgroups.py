@@ -10,19 +10,30 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from betterproto import serialized_on_wire as sent
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from podrt.host import cgroups
 from podrt.api.runtime import v1 as cri
+from podrt.host import cgroups
 from tests.integration.conftest import _network_dirs
-from tests.integration.test_containers import (_config, _create, _exec, _module_daemon, _no_traceback, _pod, _remove_pod,
-                                               _running, _start, _status, _wait_exit)
+from tests.integration.test_containers import (
+    _config,
+    _create,
+    _exec,
+    _module_daemon,
+    _no_traceback,
+    _pod,
+    _remove_pod,
+    _running,
+    _start,
+    _status,
+    _wait_exit,
+)
 from tests.support.client import connect
 from tests.support.daemon import DaemonProcess
 from tests.support.leaks import audit_daemon_dirs

@@ -10,12 +10,13 @@ CI; the cgroup-v2 lane sends 60); PODRT_CREATE_FUZZ_SEED the seed. benchmarks/be
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from podrt.api.runtime import v1 as cri
-from tests.integration.test_containers import _module_daemon, pytestmark as containers_marks
+from tests.integration.test_containers import _module_daemon
+from tests.integration.test_containers import pytestmark as containers_marks
 from tests.support.client import connect
 from tests.support.ctrfuzz import CreateFuzzer, run_create_fuzz
 from tests.support.daemon import DaemonProcess

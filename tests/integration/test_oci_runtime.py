@@ -16,13 +16,13 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from podrt.oci import conmon as conmon_mod
 from podrt.host.cgroups.hierarchy import CGROUP_ROOT, hierarchies, unified
+from podrt.oci import conmon as conmon_mod
 from podrt.oci.conmon import ConmonSpec, conmon_argv, parse_sync_reply
 from podrt.oci.runtime import ContainerProcess, OciRuntime, OciRuntimeError, runc_error_text
 

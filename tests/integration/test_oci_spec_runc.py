@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from podrt.host.cgroups.hierarchy import hierarchies
-from podrt.security.seccomp import default_profile
 from podrt.sandbox.infra_spec import build_infra_spec
 from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
+from podrt.security.seccomp import default_profile
 
 RUNC = "/usr/sbin/runc"
 CATATONIT = "/usr/bin/catatonit"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from grpclib.const import Status
@@ -111,8 +111,8 @@ async def test_pulled_at_first_use_pinned_and_each_pod_on_an_overlay(net_dirs: D
 async def test_a_pause_image_of_120_layers_mounts(net_dirs: DaemonDirs, registry: Registry) -> None:
     """Absolute layer paths would overflow mount(2)'s one page of options;
     the short relative links fit."""
-    from podrt.images.store import ImageStore
     from podrt.host.overlay import PAGE_LIMIT
+    from podrt.images.store import ImageStore
 
     _configure(net_dirs, registry, f"{registry.host}/test/pause:many")
     daemon = DaemonProcess(net_dirs).start()

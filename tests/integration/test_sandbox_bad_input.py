@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podrt.api.runtime import v1 as cri
-from tests.support.leaks import audit_daemon_dirs
 from tests.support.client import connect
 from tests.support.daemon import DaemonProcess
+from tests.support.leaks import audit_daemon_dirs
 from tests.support.pods import host_ns, pod_config
 
 pytestmark = pytest.mark.root

@@ -18,9 +18,9 @@ from grpclib.exceptions import GRPCError
 from podrt.api.runtime import v1 as cri
 from podrt.sandbox.manager import STEP_CLASSES
 from tests.integration.conftest import remove_all_pods, write_test_conflist
-from tests.support.leaks import audit_daemon_dirs
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
+from tests.support.leaks import audit_daemon_dirs
 from tests.support.pods import pod_config
 
 pytestmark = pytest.mark.root

@@ -11,18 +11,17 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 import tomli_w
 
 from podrt.api.runtime import v1 as cri
-from podrt.host.cgroups.hierarchy import hierarchies
 from podrt.host import mounts
+from podrt.host.cgroups.hierarchy import hierarchies
 from tests.integration.conftest import _network_dirs, remove_all_pods
-from tests.support.leaks import audit_daemon_dirs
 from tests.support.client import CriClient, connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
+from tests.support.leaks import audit_daemon_dirs
 from tests.support.pods import host_ns, pod_config
 from tests.support.registry import BUSYBOX, REGISTRY_BIN, Registry
 from tests.support.slow import FACTOR

@@ -37,7 +37,7 @@ async def _call(sock: str, delay: float, client_timeout: float | None) -> str | 
         async with connect(sock) as c:  # type: ignore[arg-type]
             resp = await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod_config()), timeout=client_timeout)
         return resp.pod_sandbox_id
-    except (GRPCError, StreamTerminatedError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, GRPCError, StreamTerminatedError, OSError):
         # refused while shutting down, socket gone, the client gave up, or the
         # request was still unread in the socket when the daemon had finished
         return None

@@ -10,8 +10,8 @@ import asyncio
 import os
 import re
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import pytest
 from grpclib.const import Status

@@ -12,8 +12,9 @@ import re
 import socket
 import ssl
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 

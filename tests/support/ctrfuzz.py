@@ -17,9 +17,10 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError

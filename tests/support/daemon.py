@@ -86,7 +86,7 @@ class DaemonProcess:
     fail unexpectedly otherwise sets `expect_tracebacks`."""
 
     problems: ClassVar[list[str]] = []
-    live: ClassVar[set["DaemonProcess"]] = set()  # read after each test too: a module's daemon blames the right test
+    live: ClassVar[set[DaemonProcess]] = set()  # read after each test too: a module's daemon blames the right test
 
     def __init__(self, dirs: DaemonDirs, *extra_args: str) -> None:
         self.dirs = dirs
@@ -96,7 +96,7 @@ class DaemonProcess:
         self.expect_tracebacks = False
         self._checked = 0  # log bytes already read for problems
 
-    def start(self, timeout: float = 15.0) -> "DaemonProcess":
+    def start(self, timeout: float = 15.0) -> DaemonProcess:
         timeout *= FACTOR
         log = open(self.log_path, "ab")
         offset = log.tell()  # a restart appends: only its own lines count

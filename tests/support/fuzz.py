@@ -35,9 +35,10 @@ import re
 import struct
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 
 import betterproto
 from grpclib.client import Channel
@@ -265,7 +266,7 @@ class Fuzzer:
                         self.enforce(subs[f"{name}.value"], sub)
             elif m.proto_type != "map" and (rule := self._rule(name)):
                 ok, make = rule
-                fix = lambda x: x if ok(x) else make()  # noqa: E731
+                fix = lambda x, ok=ok, make=make: x if ok(x) else make()  # noqa: E731
                 node[name] = [fix(x) for x in v] if isinstance(v, list) else fix(v)
         return node
 
@@ -496,7 +497,7 @@ async def send(channel: Channel, rpc: Rpc, body: bytes, timeout: float) -> tuple
         return "OK", "", first  # type: ignore[return-value]
     except GRPCError as err:
         return err.status.name, err.message or "", None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return "DEADLINE_EXCEEDED", f"no answer in {timeout}s", None
     except Exception as exc:  # a reset stream, a closed connection: the daemon gave no gRPC answer
         return "NO_ANSWER", f"{type(exc).__name__}: {exc}", None

@@ -45,7 +45,7 @@ class HostSnapshot:
     cgroups: frozenset[str]
     processes: frozenset[str]
 
-    def diff(self, later: "HostSnapshot") -> dict[str, list[str]]:
+    def diff(self, later: HostSnapshot) -> dict[str, list[str]]:
         """What `later` has that this snapshot had not."""
         out = {}
         for field in attrs.fields(HostSnapshot):

@@ -12,8 +12,14 @@ from hypothesis import strategies as st
 
 from podrt import config as config_mod
 from podrt.config import (
-    ApiConfig, Config, ConfigError, RuntimeConfig, RuntimeHandler,
-    UnknownRuntimeHandler, dump_config, load_config,
+    ApiConfig,
+    Config,
+    ConfigError,
+    RuntimeConfig,
+    RuntimeHandler,
+    UnknownRuntimeHandler,
+    dump_config,
+    load_config,
 )
 
 EXPECTED_DEFAULTS = {
@@ -370,7 +376,7 @@ def configs(draw) -> Config:
         api=attrs.evolve(
             base.api,
             listen=draw(_abs_paths),
-            socket_mode="0%o" % draw(st.integers(0, 0o777)),
+            socket_mode=f"0{draw(st.integers(0, 0o777)):o}",
             stream_port=draw(st.integers(0, 65535)),
         ),
         runtime=attrs.evolve(
@@ -378,8 +384,7 @@ def configs(draw) -> Config:
             runtimes=runtimes,
             default_runtime=draw(st.sampled_from(sorted(runtimes))),
             infra_oom_score_adj=draw(st.integers(-1000, 1000)),
-            shm_size="%d%s" % (draw(st.integers(1, 10**12)),
-                               draw(st.sampled_from(["", "k", "Ki", "M", "Mi", "G", "Gi"]))),
+            shm_size=f"{draw(st.integers(1, 10**12))}{draw(st.sampled_from(['', 'k', 'Ki', 'M', 'Mi', 'G', 'Gi']))}",
             sandbox_claim_timeout=draw(st.floats(min_value=1e-9, max_value=1e12)),
             default_sysctls=tuple(draw(st.lists(
                 st.from_regex(r"[a-z][a-z0-9_.]{0,15}=[^\n]{1,15}", fullmatch=True),

@@ -14,14 +14,13 @@ from typing import Any
 import attrs
 import pytest
 
-from podrt.security import apparmor
-from podrt.host import cgroups, mountinfo
 from podrt.api.runtime import v1 as cri
 from podrt.config import Config, RuntimeConfig
-from podrt.container import hostfit, spec as spec_mod
-from podrt.container.hostfit import page_size
+from podrt.container import hostfit
+from podrt.container import spec as spec_mod
 from podrt.container.context import ContainerContext
 from podrt.container.devices import device_nodes
+from podrt.container.hostfit import page_size
 from podrt.container.model import (
     ContainerConfig,
     ContainerUser,
@@ -47,12 +46,14 @@ from podrt.container.store import config_from_dict, config_to_dict
 from podrt.container.validate import check_host_fit, check_request, check_resources
 from podrt.cri import container_convert as cconv
 from podrt.errors import FailedPrecondition, InvalidArgument
+from podrt.host import cgroups, mountinfo
 from podrt.images.manager import ImageView
 from podrt.images.store import ImageRecord
-from podrt.security.seccomp import ProfileType
 from podrt.oci.spec import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, DeviceNode
 from podrt.sandbox.model import NamespaceOptions, NsMode, SandboxConfig
 from podrt.sandbox.store import SandboxState
+from podrt.security import apparmor
+from podrt.security.seccomp import ProfileType
 
 IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["--default"], "Env": ["PATH=/image/bin", "A=image", "B=image"]}
 

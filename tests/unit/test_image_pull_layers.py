@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator, BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
 from podrt import errors
 from podrt.aio import SharedTask
-from podrt.images import pull, store as store_module
+from podrt.images import pull
+from podrt.images import store as store_module
 from podrt.images.reference import parse
 from podrt.images.registry import Manifest
 from podrt.images.store import ImageStore, chain_ids

@@ -11,7 +11,13 @@ import pytest
 from podrt.config import ConfigError
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.images.registries import (
-    CertsD, Endpoint, RegistriesConf, Registry, TlsFiles, load, resolve,
+    CertsD,
+    Endpoint,
+    RegistriesConf,
+    Registry,
+    TlsFiles,
+    load,
+    resolve,
 )
 
 

@@ -10,19 +10,19 @@ from typing import Any
 import attrs
 import pytest
 
+import podrt.oci.spec as spec_module
 from podrt.host import cgroups
+from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
+from podrt.sandbox.infra_spec import build_infra_spec
+from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 from podrt.security.seccomp import (
     ALLOWED_SYSCALLS,
     CLONE_NAMESPACE_FLAGS,
+    ProfileType,
     default_profile,
     load_localhost_profile,
     profile_for,
 )
-import podrt.oci.spec as spec_module
-from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
-from podrt.sandbox.infra_spec import build_infra_spec
-from podrt.security.seccomp import ProfileType
-from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 
 NETNS = "/var/run/netns/podrt-abc"
 

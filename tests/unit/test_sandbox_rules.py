@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from podrt.host import cgroups
 from podrt.config import Config, RuntimeConfig
 from podrt.errors import InvalidArgument
+from podrt.host import cgroups
 from podrt.sandbox import naming
-from podrt.security.seccomp import ProfileType
 from podrt.sandbox.model import DnsConfig, NamespaceOptions, NsMode, PortMapping, SandboxConfig, SeccompProfile
 from podrt.sandbox.validate import check_request, pod_sysctls, seccomp_profile
+from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions, process_label
 from podrt.steps.sandbox.files import render_resolv_conf
 from podrt.steps.sandbox.storage import ensure_sane_log_path

@@ -5,7 +5,16 @@ break the rules get a RST_STREAM, and the connection goes on."""
 from __future__ import annotations
 
 from podrt.streaming import spdy
-from podrt.streaming.session import DATA_CHUNK, DataReceived, Pong, Replied, Session, SessionEnded, StreamOpened, StreamReset
+from podrt.streaming.session import (
+    DATA_CHUNK,
+    DataReceived,
+    Pong,
+    Replied,
+    Session,
+    SessionEnded,
+    StreamOpened,
+    StreamReset,
+)
 
 
 def _pair() -> tuple[Session, Session]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from typing import Iterable
+from collections.abc import Iterable
 
 from podrt.container.model import Device
 from podrt.errors import InvalidArgument

@@ -15,7 +15,8 @@ import contextlib
 import enum
 import logging
 import time
-from typing import Any, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import attrs
 

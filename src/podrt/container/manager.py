@@ -16,32 +16,32 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import attrs
 
-from podrt.security import apparmor
-from podrt.host import cgroups
 from podrt.aio import finish_in_thread
-from podrt.container.context import ContainerContext, ContainerDeps, VolumeSource
 from podrt.container import stats
+from podrt.container.context import ContainerContext, ContainerDeps, VolumeSource
 from podrt.container.events import EventBus, EventType
 from podrt.container.model import ContainerConfig, ContainerStatus, Resources
 from podrt.container.spec import oci_resources
 from podrt.container.store import ContainerState, load_all
 from podrt.container.validate import check_host_fit, check_pod_ready, check_request, log_name
 from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from podrt.host import cgroups
+from podrt.host.inotify import DirWatch
 from podrt.images.manager import ImageManager
 from podrt.images.store import ImageRecord
-from podrt.host.inotify import DirWatch
 from podrt.oci import attach, conmon, execproc
 from podrt.oci.runtime import ExecTimeout, OciRuntime, RuntimeRefused
-from podrt.security.seccomp import ProfileType
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
 from podrt.sandbox.manager import SandboxManager, SandboxView
 from podrt.sandbox.model import NsMode, SandboxConfig
+from podrt.security import apparmor
+from podrt.security.seccomp import ProfileType
 from podrt.steps.base import DepsStep, runtime_for
 from podrt.steps.container.create import ContainerCreate, refusal
 from podrt.steps.container.spec import ContainerSpec

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import attrs
 
-from podrt.security.seccomp import ProfileType
 from podrt.sandbox.model import NsMode
+from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions
-
 
 MAX_ID = 2**31 - 1  # runc (and Kubernetes' validation) take uids and gids up to 2^31-1
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() takes "²", which int() refuses

@@ -33,26 +33,46 @@ pod's namespaces. The rules are the kubelet's and CRI-O's:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from podrt.security import apparmor
-from podrt.host import cgroups, mountinfo
 from podrt.config import Config
-from podrt.container.context import ContainerContext
 from podrt.container import hostfit
+from podrt.container.context import ContainerContext
 from podrt.container.devices import device_nodes
+from podrt.container.model import (
+    MAX_ID,
+    ContainerConfig,
+    ContainerUser,
+    GroupsPolicy,
+    Mount,
+    Propagation,
+    Resources,
+    numeric_id,
+)
 from podrt.container.validate import capability_name
-from podrt.container.model import MAX_ID, ContainerConfig, ContainerUser, GroupsPolicy, Mount, Propagation, Resources, numeric_id
 from podrt.errors import FailedPrecondition, InvalidArgument
-from podrt.security.seccomp import profile_for
-from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_PATH, Namespace, SpecInput, bind, build_spec, host_capabilities, standard_mounts
-from podrt.oci.conmon import pid_running
+from podrt.host import cgroups, mountinfo
 from podrt.host.oom import current_oom_score_adj
 from podrt.host.safeopen import read_in_root
+from podrt.oci.conmon import pid_running
+from podrt.oci.spec import (
+    ALL_CAPABILITIES,
+    DEFAULT_CAPABILITIES,
+    DEFAULT_PATH,
+    Namespace,
+    SpecInput,
+    bind,
+    build_spec,
+    host_capabilities,
+    standard_mounts,
+)
 from podrt.sandbox.infra_spec import pod_file_binds
 from podrt.sandbox.model import NsMode
 from podrt.sandbox.validate import pod_sysctls
+from podrt.security import apparmor
+from podrt.security.seccomp import profile_for
 from podrt.security.selinux import process_label
 
 NAME_PREFIX = "io.podrt.container."

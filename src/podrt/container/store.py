@@ -10,10 +10,19 @@ from typing import Any
 
 import attrs
 
-from podrt.container.model import ContainerConfig, ContainerUser, Device, GroupsPolicy, HugepageLimit, Mount, Propagation, Resources
+from podrt.container.model import (
+    ContainerConfig,
+    ContainerUser,
+    Device,
+    GroupsPolicy,
+    HugepageLimit,
+    Mount,
+    Propagation,
+    Resources,
+)
 from podrt.host.fsutil import atomic_write
-from podrt.security.seccomp import ProfileType
 from podrt.sandbox.model import NsMode
+from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions
 
 STATE_FILE = "state.json"
@@ -85,7 +94,7 @@ class ContainerState:
         return json.dumps(doc).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes, path: str) -> "ContainerState":
+    def from_json(cls, raw: bytes, path: str) -> ContainerState:
         doc = json.loads(raw)
         if doc.pop("version", None) != FORMAT_VERSION:
             raise ValueError("unknown state format version")

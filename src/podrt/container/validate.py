@@ -7,15 +7,15 @@ import os
 import posixpath
 import re
 
-from podrt.host import cgroups
 from podrt.container import hostfit
 from podrt.container.model import ContainerConfig, Propagation, Resources
 from podrt.errors import FailedPrecondition, InvalidArgument
-from podrt.security.seccomp import ProfileType
+from podrt.host import cgroups
 from podrt.oci.spec import ALL_CAPABILITIES
 from podrt.sandbox.model import NsMode
 from podrt.sandbox.store import SandboxState
 from podrt.sandbox.validate import NAME_PART, check_dirs, check_path_lengths
+from podrt.security.seccomp import ProfileType
 
 _SC = "linux.security_context"
 _PAGE_SIZE = re.compile(r"[1-9][0-9]*(KB|MB|GB|TB|PB)")  # the kubelet's form: "2MB", "1GB"

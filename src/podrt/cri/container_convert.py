@@ -19,8 +19,8 @@ from podrt.container.model import (
 )
 from podrt.container.validate import check_resources
 from podrt.cri.fields import enum_value, id_value, in_range
-from podrt.errors import InvalidArgument
 from podrt.cri.sandbox_convert import NS_MODES, PROFILES
+from podrt.errors import InvalidArgument
 from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions
 

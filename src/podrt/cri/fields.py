@@ -8,7 +8,8 @@ client gets InvalidArgument naming the field instead.
 
 from __future__ import annotations
 
-from typing import Mapping, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
 from podrt.container.model import MAX_ID
 from podrt.errors import InvalidArgument

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from grpclib.const import Status
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError
-from grpclib.const import Status
 
 from podrt.cri.errors import to_grpc_error
-from podrt.errors import SHUTTING_DOWN
 from podrt.cri.metrics import Metrics
+from podrt.errors import SHUTTING_DOWN
 from podrt.server import CriServer, guard_requests
 
 KNOWN_PREFIXES = ("/runtime.v1.RuntimeService/", "/runtime.v1.ImageService/")

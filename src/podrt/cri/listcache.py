@@ -9,7 +9,8 @@ of ms; joining cached bytes, ~1 ms.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Hashable, Iterable, TypeVar
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Generic, TypeVar
 
 import betterproto
 

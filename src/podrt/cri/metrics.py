@@ -92,7 +92,7 @@ class Metrics:
     def step_finished(self, tx_kind: str, step: str, phase: str, seconds: float, ok: bool) -> None:
         self.step_duration.labels(tx_kind, step, phase, str(ok).lower()).observe(seconds)
 
-    def tx_finished(self, report: "TxReport") -> None:
+    def tx_finished(self, report: TxReport) -> None:
         self.transactions.labels(report.kind, report.outcome).inc()
 
     def serve(self, host: str, port: int) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import grpclib.const
@@ -61,7 +62,7 @@ class RuntimeService(cri.RuntimeServiceBase):
             cri.GetEventsRequest, cri.ContainerEventResponse)
         return mapping
 
-    async def _container_events(self, stream: "grpclib.server.Stream[Any, Any]") -> None:
+    async def _container_events(self, stream: grpclib.server.Stream[Any, Any]) -> None:
         """Every container event from now until the client leaves or podrt
         stops. Headers go out once subscribed: a client that has them misses nothing later."""
         await stream.recv_message()

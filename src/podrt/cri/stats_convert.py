@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from podrt.host import cgroups
 from podrt.api.runtime import v1 as cri
 from podrt.container.manager import ContainerView
 from podrt.container.stats import PodSample, Sample
 from podrt.cri import sandbox_convert
+from podrt.host import cgroups
 from podrt.network.links import Interface
 from podrt.sandbox.manager import SandboxView
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from podrt.host.libc import error, libc
 

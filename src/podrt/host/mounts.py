@@ -5,7 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 
-from podrt.host.libc import error, last_errno, libc as _libc
+from podrt.host.libc import error, last_errno
+from podrt.host.libc import libc as _libc
 
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from podrt.host import mounts
 from podrt.aio import await_shielded
+from podrt.host import mounts
 from podrt.host.libc import error, libc
 
 PAGE_LIMIT = os.sysconf("SC_PAGESIZE") - 1  # the options string and its NUL

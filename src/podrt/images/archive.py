@@ -49,8 +49,9 @@ import shutil
 import tarfile
 import time
 import zlib
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import IO, Any, AsyncGenerator, Protocol
+from typing import IO, Any, Protocol
 
 from podrt.errors import InvalidArgument, NotFound
 from podrt.images import reference

@@ -18,8 +18,8 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import aiofiles
 import aiofiles.os

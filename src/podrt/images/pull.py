@@ -16,15 +16,16 @@ import logging
 import platform
 import ssl
 import time
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable
+from typing import Any
 
 import aiohttp
 import attrs
 
 from podrt import errors
-from podrt.config import ConfigError
 from podrt.aio import await_shielded
+from podrt.config import ConfigError
 from podrt.images import auth, registries
 from podrt.images.blobs import BlobMismatch, chunks_of, parse_digest
 from podrt.images.pipe import ThreadPipe

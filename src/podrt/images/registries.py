@@ -33,8 +33,9 @@ import logging
 import re
 import ssl
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import attrs
 

@@ -18,7 +18,7 @@ import logging
 import re
 import ssl
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import aiohttp
@@ -58,7 +58,7 @@ class Credentials:
     registry_token: str = ""
 
     @classmethod
-    def from_auth(cls, auth: str) -> "Credentials":
+    def from_auth(cls, auth: str) -> Credentials:
         """docker config.json's `auth`: base64 of "user:password"."""
         try:
             user, _, password = base64.b64decode(auth, validate=True).decode().partition(":")

@@ -25,17 +25,19 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, ContextManager, Iterable, Iterator
+from typing import Any, BinaryIO
 
 import attrs
 
 from podrt.aio import finish_in_own_thread, finish_in_thread
 from podrt.host.fsutil import atomic_write, fsync_dir, usage
+from podrt.host.libc import error, libc
 from podrt.images.blobs import BlobStore, parse_digest
 from podrt.images.pipe import ThreadPipe
 from podrt.images.unpack import unpack_layer
-from podrt.host.libc import error, libc
 
 SHORT_LEN = 26  # like containers/storage's link names
 
@@ -74,7 +76,7 @@ class ImageRecord:
         return json.dumps(attrs.asdict(self)).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> "ImageRecord":
+    def from_json(cls, raw: bytes) -> ImageRecord:
         doc = json.loads(raw)
         for key in ("repo_tags", "repo_digests", "layers"):
             doc[key] = tuple(doc[key])
@@ -239,7 +241,7 @@ class ImageStore:
         await finish_in_own_thread(self._add_layer, chain_id, diff_id, lambda: pipe, media_type,
                                    name=f"unpack {chain_id[7:19]}")
 
-    def _add_layer(self, chain_id: str, diff_id: str, open_stream: Callable[[], ContextManager[BinaryIO]],
+    def _add_layer(self, chain_id: str, diff_id: str, open_stream: Callable[[], AbstractContextManager[BinaryIO]],
                    media_type: str) -> None:
         """Unpack into a temp dir and put it in place whole; a diff ID other
         than the config's is refused."""

@@ -8,8 +8,9 @@ parses wins; a single-plugin .conf is wrapped into a one-plugin list.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 

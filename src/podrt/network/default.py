@@ -13,8 +13,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from podrt.host.fsutil import atomic_write
 from podrt.network.cniconf import CniNetwork, find_network

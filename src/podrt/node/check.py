@@ -10,19 +10,19 @@ import os
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import attrs
 
-from podrt.host import cgroups, mountinfo, proc
 from podrt.config import Config, ConfigError
+from podrt.host import cgroups, mountinfo, proc
+from podrt.host.oom import can_set
 from podrt.images import registries
 from podrt.images.pause import is_builtin
 from podrt.network import default as default_network
 from podrt.network.cni import find_plugin
 from podrt.network.cniconf import find_network
-from podrt.host.oom import can_set
 
 APT_HINT = "apt-get install -y runc conmon containernetworking-plugins catatonit iproute2 iptables"
 BASE_CNI_PLUGINS = ("bridge", "host-local", "portmap")  # no loopback: podrt brings lo up itself

@@ -23,8 +23,9 @@ import json
 import os
 import signal
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 import attrs
 

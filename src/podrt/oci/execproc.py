@@ -24,8 +24,8 @@ import signal
 import struct
 import subprocess
 import termios
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import attrs
 

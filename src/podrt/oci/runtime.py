@@ -21,13 +21,14 @@ import os
 import signal as signal_mod
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import attrs
 
-from podrt.host import cgroups, proc
 from podrt.aio import await_shielded
+from podrt.host import cgroups, proc
 from podrt.oci import conmon, execproc
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 from podrt.oci.runclog import runc_error_text

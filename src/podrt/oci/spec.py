@@ -11,8 +11,9 @@ root (privileged capabilities read the host's bounding set).
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 

@@ -7,7 +7,8 @@ them; podrt's own keys are io.podrt.*.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -26,7 +27,7 @@ def infra_labels(labels: Mapping[str, str]) -> dict[str, str]:
     return {**labels, CONTAINER_NAME_LABEL: INFRA_CONTAINER_NAME}
 
 
-def sandbox_annotations(ctx: "SandboxContext", stop_signal: str) -> dict[str, str]:
+def sandbox_annotations(ctx: SandboxContext, stop_signal: str) -> dict[str, str]:
     cfg = ctx.config
     ann = dict(cfg.annotations)
     ann.update(

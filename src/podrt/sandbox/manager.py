@@ -12,12 +12,13 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable
 
 import attrs
 
 from podrt.aio import finish_in_thread
+from podrt.aio.tasks import TaskOwner
 from podrt.errors import SHUTTING_DOWN, DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from podrt.network import links
 from podrt.network.cniconf import CniNetwork
@@ -29,18 +30,17 @@ from podrt.sandbox.orphans import release_orphans
 from podrt.sandbox.store import SandboxState, load_all
 from podrt.sandbox.validate import check_request
 from podrt.steps.base import SandboxStep
+from podrt.steps.names import IndexId, ReserveNames
+from podrt.steps.rootfs import Rootfs
 from podrt.steps.sandbox.cgroups import CgroupParent
 from podrt.steps.sandbox.cni import CniAdd
 from podrt.steps.sandbox.files import HostFiles
-from podrt.steps.names import IndexId, ReserveNames
 from podrt.steps.sandbox.netns import NetNamespace
-from podrt.steps.rootfs import Rootfs
 from podrt.steps.sandbox.runtime import InfraStart
 from podrt.steps.sandbox.shm import ShmMount
 from podrt.steps.sandbox.spec import InfraSpec
 from podrt.steps.sandbox.state import SaveState
 from podrt.steps.sandbox.storage import Storage
-from podrt.aio.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ managers and steps never see generated protobuf classes."""
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from collections.abc import Mapping
 
 import attrs
 

@@ -15,8 +15,9 @@ import logging
 import os
 import posixpath
 import shutil
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Awaitable
+from typing import Any
 
 from podrt.host import cgroups, mounts
 from podrt.network.netns import remove_netns

@@ -87,7 +87,7 @@ class SandboxState:
         return json.dumps(doc).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes, path: str) -> "SandboxState":
+    def from_json(cls, raw: bytes, path: str) -> SandboxState:
         doc = json.loads(raw)
         if doc.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported state version {doc.get('version')!r}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
-from podrt.host import cgroups
 from podrt.config import Config
-from podrt.security.seccomp import profile_for
 from podrt.errors import InvalidArgument
+from podrt.host import cgroups
 from podrt.sandbox.model import NsMode, SandboxConfig
+from podrt.security.seccomp import profile_for
 
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from podrt.host import mountinfo, mounts, overlay
 from podrt.aio import finish_in_thread
 from podrt.errors import FailedPrecondition
+from podrt.host import mountinfo, mounts, overlay
 from podrt.steps.base import DepsStep
-
 
 NO_UPPER = ("overlay", "nfs", "nfs4", "9p", "fuse", "cifs", "smb3")  # filesystems overlayfs refuses as upper
 

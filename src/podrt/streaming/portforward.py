@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import socket
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from podrt.streaming import channels

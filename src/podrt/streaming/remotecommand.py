@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import attrs
 

@@ -21,14 +21,15 @@ import contextlib
 import logging
 import socket
 import ssl
-from typing import Awaitable, Callable, Protocol, Union
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import attrs
 
 from podrt.aio import await_shielded
 from podrt.config import ApiConfig
-from podrt.errors import PodrtError, StartError
 from podrt.cri.metrics import Metrics
+from podrt.errors import PodrtError, StartError
 from podrt.network.nssocket import connect_localhost
 from podrt.oci.attach import AttachSocket
 from podrt.oci.execproc import ExecProcess
@@ -69,7 +70,7 @@ class PortForwardRequest:
     kind = "portforward"
 
 
-Request = Union[ExecRequest, AttachRequest, PortForwardRequest]
+Request = ExecRequest | AttachRequest | PortForwardRequest
 
 
 class Backend(Protocol):

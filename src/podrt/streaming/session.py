@@ -11,8 +11,6 @@ for the transport to drain. WINDOW_UPDATE and SETTINGS are read and ignored.
 
 from __future__ import annotations
 
-from typing import Union
-
 import attrs
 
 from podrt.streaming import spdy
@@ -57,7 +55,7 @@ class SessionEnded:
     status: int
 
 
-Event = Union[StreamOpened, Replied, DataReceived, StreamReset, Pong, SessionEnded]
+Event = StreamOpened | Replied | DataReceived | StreamReset | Pong | SessionEnded
 
 
 @attrs.define

@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 import struct
 import zlib
-from typing import Union
 
 import attrs
 
@@ -146,7 +145,7 @@ class WindowUpdate:
     delta: int
 
 
-Frame = Union[Data, SynStream, SynReply, RstStream, Settings, Ping, GoAway, HeadersFrame, WindowUpdate]
+Frame = Data | SynStream | SynReply | RstStream | Settings | Ping | GoAway | HeadersFrame | WindowUpdate
 
 
 def header(headers: Headers, name: str) -> str | None:

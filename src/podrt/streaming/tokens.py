@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from podrt.errors import ResourceExhausted
 

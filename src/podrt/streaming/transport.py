@@ -17,7 +17,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import wsproto
 import wsproto.events

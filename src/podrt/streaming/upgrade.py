@@ -12,8 +12,6 @@ sub-protocols are `Sec-WebSocket-Protocol`'s.
 
 from __future__ import annotations
 
-from typing import Union
-
 import attrs
 import h11
 import wsproto
@@ -50,7 +48,7 @@ class Refusal:
     response: bytes
 
 
-Outcome = Union[SpdyUpgrade, WebSocketUpgrade, Refusal]
+Outcome = SpdyUpgrade | WebSocketUpgrade | Refusal
 
 
 class RequestReader:

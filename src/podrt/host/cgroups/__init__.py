@@ -7,9 +7,17 @@
 """
 
 from podrt.host.cgroups.hierarchy import CGROUP_ROOT, Hierarchy, available, mode, swap_accounting, unified
-from podrt.host.cgroups.paths import (DEFAULT_CGROUPFS_PARENT, DEFAULT_SYSTEMD_PARENT, conmon_cgroup, fs_path, parent_dir,
-                                 sandbox_cgroup, shared_parent)
-from podrt.host.cgroups.reader import oom_killed, read as read_usage
+from podrt.host.cgroups.paths import (
+                                 DEFAULT_CGROUPFS_PARENT,
+                                 DEFAULT_SYSTEMD_PARENT,
+                                 conmon_cgroup,
+                                 fs_path,
+                                 parent_dir,
+                                 sandbox_cgroup,
+                                 shared_parent,
+)
+from podrt.host.cgroups.reader import oom_killed
+from podrt.host.cgroups.reader import read as read_usage
 from podrt.host.cgroups.tree import create, exists, kill_procs, remove
 from podrt.host.cgroups.usage import Pressure, PressureLine, Usage, total
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import attrs
 
 
-
 @attrs.frozen
 class PressureLine:
     """One line of a v2 *.pressure file: the share of time tasks stalled."""

@@ -11,7 +11,6 @@ from podrt.host import cgroups
 from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
 
-
 BUSY_WAIT = 5.0
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from podrt.errors import InvalidArgument
 from podrt.sandbox.annotations import sandbox_annotations
-from podrt.sandbox.infra_spec import build_infra_spec
 from podrt.sandbox.context import SandboxContext
+from podrt.sandbox.infra_spec import build_infra_spec
 from podrt.sandbox.model import InfraPlan
 from podrt.sandbox.validate import pod_sysctls, seccomp_profile
 from podrt.security.selinux import process_label
