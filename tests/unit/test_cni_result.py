@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from podrt.host.procfs import pid_running
 from podrt.network.cni import (
     CniError,
     CniInvoker,
@@ -24,7 +25,6 @@ from podrt.network.cni import (
     plugin_error,
 )
 from podrt.network.cniconf import CniNetwork
-from podrt.oci.conmon import pid_running
 
 POD = CniPodInfo(namespace="default", name="web-0", uid="1234-abcd", sandbox_id="0123456789abcdef")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from podrt.host import proc
-from podrt.oci.conmon import pid_running
+from podrt.host.procfs import pid_running
 
 
 def _pid(path: Path) -> int:

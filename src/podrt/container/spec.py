@@ -55,8 +55,8 @@ from podrt.container.validate import capability_name
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.host import cgroups, mountinfo
 from podrt.host.oom import current_oom_score_adj
+from podrt.host.procfs import pid_running
 from podrt.host.safeopen import read_in_root
-from podrt.oci.conmon import pid_running
 from podrt.oci.spec import (
     ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,

@@ -23,10 +23,10 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from podrt.aio import await_shielded
+from podrt.host import procfs
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,7 @@ def group_has_members(pgid: int) -> bool:
     """Whether any process is still in group `pgid`. Checked before signalling
     a group whose leader is already reaped: an empty group's ID is free for
     reuse, and then it is not ours."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == pgid:
-                return True
-    return False
+    return any(st.pgrp == pgid for _, st in procfs.scan())
 
 
 def _describe(argv: Sequence[str]) -> str:

@@ -25,12 +25,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 
-from podrt.host import mounts, proc
+from podrt.host import mountinfo, mounts, proc
 
 CREATE_TIMEOUT = 10.0
 
@@ -42,21 +41,7 @@ class NetnsError(OSError):
 def is_netns_mounted(path: str | os.PathLike[str]) -> bool:
     """Whether an nsfs (namespace) mount sits on `path`, per /proc/self/mountinfo."""
     target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            try:
-                sep = fields.index("-")
-            except ValueError:
-                continue
-            if fields[sep + 1] == "nsfs" and _unescape(fields[4]) == target:
-                return True
-    return False
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+    return any(e.fstype == "nsfs" and e.mount_point == target for e in mountinfo.read())
 
 
 def _check_name(name: str) -> None:

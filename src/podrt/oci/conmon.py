@@ -29,6 +29,7 @@ from typing import IO
 
 import attrs
 
+from podrt.host import procfs
 from podrt.host.proc import kill_group
 
 CONMON_PIDFILE = "conmon.pid"
@@ -247,31 +248,18 @@ def find_conmon_pids(container_id: str) -> list[int]:
 
     Used on a failed create, where the pidfile may not have been written yet.
     """
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and monitors(int(entry), container_id)]
+    return [pid for pid in procfs.pids() if monitors(pid, container_id)]
 
 
 def monitors(pid: int, container_id: str) -> bool:
     """Whether `pid` is a conmon of this container (not a process that took a dead conmon's pid)."""
-    try:
-        if Path(f"/proc/{pid}/comm").read_text().strip() != "conmon":
-            return False
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    if procfs.comm(pid) != "conmon" or (args := procfs.cmdline(pid)) is None:
         return False
     return _has_option(args, b"-c", container_id.encode()) or _has_option(args, b"--cid", container_id.encode())
 
 
 def _has_option(args: list[bytes], flag: bytes, value: bytes) -> bool:
     return any(a == flag and b == value for a, b in zip(args, args[1:])) or flag + b"=" + value in args
-
-
-def pid_running(pid: int) -> bool:
-    """True while the process exists and is not a zombie (an unreaped orphan counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 async def wait_pid_exit(pid: int, timeout: float) -> bool:
@@ -287,8 +275,13 @@ async def wait_pid_exit(pid: int, timeout: float) -> bool:
     except OSError:
         return await _poll_pid_exit(pid, timeout)
     loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, readable)
     try:
         async with asyncio.timeout(timeout):
             await exited
@@ -303,7 +296,7 @@ async def wait_pid_exit(pid: int, timeout: float) -> bool:
 async def _poll_pid_exit(pid: int, timeout: float) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while pid_running(pid):
+    while procfs.pid_running(pid):
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(0.02)

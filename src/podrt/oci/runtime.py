@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from podrt.aio import await_shielded
-from podrt.host import cgroups, proc
+from podrt.host import cgroups, proc, procfs
 from podrt.oci import conmon, execproc
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 from podrt.oci.runclog import runc_error_text
@@ -60,11 +60,7 @@ def kill_exec(pid_file: Path, container_id: str) -> None:
     """The exec'd process and what it started, if runc wrote its pid and that
     pid is still a process of this container (not a reused one)."""
     pid = conmon.read_pidfile(pid_file)
-    try:
-        in_container = bool(pid) and container_id in Path(f"/proc/{pid}/cgroup").read_text()
-    except OSError:  # gone already
-        return
-    if in_container:
+    if pid and container_id in (procfs.cgroup(pid) or ""):  # None: gone already
         kill_tree(pid)
 
 
@@ -74,13 +70,8 @@ def kill_tree(pid: int | None) -> None:
     if not pid:
         return
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
+    for child, st in procfs.scan():
+        children.setdefault(st.ppid, []).append(child)
     order, todo = [], [pid]
     while todo:
         current = todo.pop()
@@ -242,7 +233,7 @@ class OciRuntime:
             await conmon.kill_launcher(started.proc)
         pids = set(conmon.find_conmon_pids(spec.container_id))
         pidfile_pid = conmon.read_pidfile(spec.conmon_pidfile)
-        if pidfile_pid is not None and conmon.pid_running(pidfile_pid):
+        if pidfile_pid is not None and procfs.pid_running(pidfile_pid):
             pids.add(pidfile_pid)
         for pid in pids:
             if not await conmon.kill_and_wait(pid):
@@ -310,7 +301,7 @@ class OciRuntime:
         if st is None or st.get("status") == "stopped":
             return None
         pid = int(st.get("pid") or 0)
-        return pid if pid > 0 and conmon.pid_running(pid) else None
+        return pid if pid > 0 and procfs.pid_running(pid) else None
 
     async def _after_exit(self, container_id: str, exit_dir: Path | None) -> None:
         if exit_dir is None:
