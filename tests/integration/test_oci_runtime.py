@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from podrt.host import procfs
 from podrt.host.cgroups.hierarchy import CGROUP_ROOT, hierarchies, unified
 from podrt.oci import conmon as conmon_mod
 from podrt.oci.conmon import ConmonSpec, conmon_argv, parse_sync_reply
@@ -228,7 +229,7 @@ async def test_create_start_stop_delete(host: Host) -> None:
     await rt.start(cid)
     st = await rt.state(cid)
     assert st["status"] == "running"
-    assert conmon_mod.pid_running(proc.pid) and conmon_mod.pid_running(proc.conmon_pid)
+    assert procfs.pid_running(proc.pid) and procfs.pid_running(proc.conmon_pid)
     assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == "catatonit"
     assert Path(f"/proc/{proc.conmon_pid}/comm").read_text().strip() == "conmon"
     persist = host.persist_dir(cid)
@@ -242,8 +243,8 @@ async def test_create_start_stop_delete(host: Host) -> None:
     code = rt.exit_code(host.exit_dir, cid)
     assert code is not None
     assert (await rt.state(cid))["status"] == "stopped"
-    assert not conmon_mod.pid_running(proc.pid)
-    assert await _wait_for(lambda: not conmon_mod.pid_running(proc.conmon_pid)), "conmon outlived its container"
+    assert not procfs.pid_running(proc.pid)
+    assert await _wait_for(lambda: not procfs.pid_running(proc.conmon_pid)), "conmon outlived its container"
     await rt.stop(cid, timeout=1)  # stopped: nothing to do
 
     await rt.delete(cid, socket_dir=host.socket_dir)
@@ -262,7 +263,7 @@ async def test_stop_escalates_to_sigkill(host: Host) -> None:
     started = time.monotonic()
     await rt.stop(cid, timeout=0.5, stop_signal="SIGWINCH", exit_dir=host.exit_dir)
     assert time.monotonic() - started >= 0.5
-    assert not conmon_mod.pid_running(proc.pid)
+    assert not procfs.pid_running(proc.pid)
     assert rt.exit_code(host.exit_dir, cid) == 137
     await rt.delete(cid)
 
@@ -294,8 +295,8 @@ async def test_create_failure_reports_runc_error_and_leaves_nothing(host: Host) 
     assert not (host.socket_dir / cid).exists()
     conmon_pid = conmon_mod.read_pidfile(host.persist_dir(cid) / conmon_mod.CONMON_PIDFILE)
     if conmon_pid is not None:
-        assert not conmon_mod.pid_running(conmon_pid)
-    assert not [p for p in _pids_mentioning(cid) if conmon_mod.pid_running(p)]
+        assert not procfs.pid_running(conmon_pid)
+    assert not [p for p in _pids_mentioning(cid) if procfs.pid_running(p)]
 
 
 @on_host
@@ -305,7 +306,7 @@ async def test_create_failure_before_conmon_runs(host: Host) -> None:
     with pytest.raises(OciRuntimeError, match="cannot move conmon into"):
         await host.create(cid, host.bundle(cid), conmon_cgroup_procs=[host.base / "nope" / "cgroup.procs"])
     assert await host.runtime.state(cid) is None
-    assert not [p for p in _pids_mentioning(cid) if conmon_mod.pid_running(p)]
+    assert not [p for p in _pids_mentioning(cid) if procfs.pid_running(p)]
 
 
 @on_host
@@ -346,11 +347,11 @@ async def _assert_nothing_left(host: Host, cid: str, hung_pidfile: Path) -> None
     conmon_pid = conmon_mod.read_pidfile(host.persist_dir(cid) / conmon_mod.CONMON_PIDFILE)
     assert conmon_pid is not None, "conmon had started"
     host.pids.add(conmon_pid)
-    assert not conmon_mod.pid_running(conmon_pid)
+    assert not procfs.pid_running(conmon_pid)
     hung = conmon_mod.read_pidfile(hung_pidfile)
     assert hung is not None, "the hanging create had started"
     host.pids.add(hung)
-    assert await _wait_for(lambda: not conmon_mod.pid_running(hung), timeout=5), "hung runc create survived"
+    assert await _wait_for(lambda: not procfs.pid_running(hung), timeout=5), "hung runc create survived"
     assert not (host.socket_dir / cid).exists()
 
 
