@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import stat
@@ -15,6 +16,11 @@ from podrt.api.runtime import v1 as cri
 from podrt.rollback import Journal
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="starts the daemon, which runs runc, conmon and catatonit: needs root"),
+]
 
 
 def test_socket_created_with_mode_0660_in_new_parent_dir(tmp_path: Path) -> None:

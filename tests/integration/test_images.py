@@ -23,8 +23,12 @@ from tests.support.daemon import DaemonDirs, DaemonProcess
 from tests.support.registry import REGISTRY_BIN, BuiltImage, Registry, image, push
 from tests.support.registry import digest as digest_of
 
-pytestmark = pytest.mark.skipif(not os.path.exists(REGISTRY_BIN),
-                                reason="needs Debian's docker-registry (scripts/install-test-deps.sh installs it)")
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="starts the daemon, which runs runc, conmon and catatonit: needs root"),
+    pytest.mark.skipif(not os.path.exists(REGISTRY_BIN),
+                       reason="needs Debian's docker-registry (scripts/install-test-deps.sh installs it)"),
+]
 
 BASE = {"etc/os-release": b"ID=test\n", "bin/sh": b"\x7fELF" + b"s" * 20000}
 APP = image(BASE, {"app/run": b"#!/bin/sh\necho hi\n"}, user="1000")

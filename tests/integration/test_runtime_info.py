@@ -4,6 +4,7 @@ over the real socket of a real `podrt serve`."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from grpclib.const import Status
@@ -14,6 +15,11 @@ from tests.integration.conftest import write_test_conflist
 from tests.support.client import connect
 from tests.support.daemon import DaemonProcess
 from tests.support.h2raw import raw_unary
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="starts the daemon, which runs runc, conmon and catatonit: needs root"),
+]
 
 
 async def test_version(shared_daemon: DaemonProcess) -> None:

@@ -22,6 +22,17 @@ def _pid(path: Path) -> int:
     raise AssertionError(f"{path} never written")
 
 
+def _gone(pid: int, within: float = 10.0) -> bool:
+    """Whether `pid` is gone (or a zombie) within `within` s: a SIGKILL is
+    delivered, and the orphan reaped, a moment after the signal was sent."""
+    deadline = time.monotonic() + within
+    while pid_running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 async def test_cancel_kills_the_whole_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "sleeper"
     task = asyncio.ensure_future(proc.run(["sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], timeout=60))
@@ -29,7 +40,7 @@ async def test_cancel_kills_the_whole_group(tmp_path: Path) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not pid_running(sleeper)
+    assert await asyncio.to_thread(_gone, sleeper)
 
 
 async def test_output_is_kept_when_a_helper_outside_the_group_holds_the_pipe(tmp_path: Path) -> None:
@@ -51,7 +62,7 @@ def test_run_sync_kills_leftovers_holding_its_pipes(tmp_path: Path) -> None:
     pidfile = tmp_path / "leftover"
     code, out, _ = proc.run_sync(["sh", "-c", f"echo hi; sleep 300 & echo $! > {pidfile}"], timeout=60)
     assert (code, out) == (0, "hi\n")
-    assert not pid_running(_pid(pidfile))
+    assert _gone(_pid(pidfile))
 
 
 def test_run_sync_timeout(tmp_path: Path) -> None:
