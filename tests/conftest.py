@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.support.daemon import DaemonProcess
 from tests.support.leaks import snapshot
+from tests.support.slow import FACTOR
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Per-test timeouts (pyproject's default or a test's own mark) scale by the
+    time factor, as the tests' waits do: the VM lane runs ten times slower."""
+    if FACTOR == 1 or not config.pluginmanager.hasplugin("timeout"):
+        return
+    # pytest-timeout's own order: --timeout, then PYTEST_TIMEOUT, then pyproject
+    default = float(config.getoption("timeout") or os.environ.get("PYTEST_TIMEOUT") or config.getini("timeout") or 0)
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        seconds = default
+        if mark is not None:
+            seconds = float(mark.args[0] if mark.args else mark.kwargs.get("timeout", default))
+        if seconds > 0:
+            item.add_marker(pytest.mark.timeout(seconds * FACTOR), append=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

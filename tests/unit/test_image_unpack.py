@@ -612,18 +612,12 @@ def test_same_tree_as_gnu_tar(tmp_path: Path) -> None:
     assert our_links == tar_links == {frozenset({"usr/bin/su", "usr/bin/su-again", "usr/bin/su-thrice"})}
 
 
+@pytest.mark.timeout(10)  # the regression fails, rather than passing 37 s later
 def test_absurd_pax_mtime_is_clamped_not_computed(tmp_path: Path) -> None:
     """A PAX mtime of 1e999985 once made int(Decimal * 1e9) build a
     3-million-bit number, holding the GIL for ~37 s per entry."""
-    import signal
-
     info, data = file("f", b"x")
     info.pax_headers = {"mtime": "1e999985"}
     huge = layer((info, data))
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("unpack hung on a PAX mtime")))
-    signal.alarm(10)
-    try:
-        target, _ = unpack(tmp_path, huge)
-    finally:
-        signal.alarm(0)
+    target, _ = unpack(tmp_path, huge)
     assert (target / "f").read_bytes() == b"x"
