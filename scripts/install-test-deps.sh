@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs (Debian 12, as root): the real host
-# parts the integration tests run, and a venv at .venv with podrt and test tools.
+# parts the integration tests run, and a venv at .venv with podrt, test and lint tools.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -18,6 +18,6 @@ apt-get install -y -qq --no-install-recommends qemu-system-x86 kmod >/dev/null
 
 python3 -m venv "$here/.venv"
 "$here/.venv/bin/pip" install -q --upgrade pip
-"$here/.venv/bin/pip" install -q -e "$here[test]"
+"$here/.venv/bin/pip" install -q -e "$here[test,lint]"  # lint: ruff and mypy, which .ci/run runs first
 # The lane's kernel: Debian's linux-image-amd64 package, unpacked into /var/cache/podrt-vm.
 "$here/.venv/bin/python" "$here/tests/vm/lane.py" fetch >/dev/null
