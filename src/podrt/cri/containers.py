@@ -1,0 +1,76 @@
+"""CreateContainer, StartContainer, StopContainer, RemoveContainer, ContainerStatus,
+ListContainers, UpdateContainerResources, ReopenContainerLog, ExecSync."""
+
+from __future__ import annotations
+
+from podrt.api.runtime import v1 as cri
+from podrt.container.manager import ContainerView
+from podrt.cri import container_convert as cconv
+from podrt.cri.listcache import ListCache
+from podrt.cri.rpcgroup import RpcGroup, labels_match
+
+
+class ContainerRpcs(RpcGroup):
+    _container_list: ListCache[ContainerView]
+
+    def _init_containers(self) -> None:
+        self._container_list = ListCache(cri.ListContainersResponse, cconv.container,
+                                         key=lambda v: (v.state.id, v.status))  # listed fields change only with it
+
+    async def create_container(self, create_container_request: cri.CreateContainerRequest) -> cri.CreateContainerResponse:
+        req = create_container_request
+        container_id = await self._containers.create(req.pod_sandbox_id, cconv.container_config(req))
+        return cri.CreateContainerResponse(container_id=container_id)
+
+    async def start_container(self, start_container_request: cri.StartContainerRequest) -> cri.StartContainerResponse:
+        await self._containers.start(start_container_request.container_id)
+        return cri.StartContainerResponse()
+
+    async def stop_container(self, stop_container_request: cri.StopContainerRequest) -> cri.StopContainerResponse:
+        req = stop_container_request
+        await self._containers.stop(req.container_id, float(max(req.timeout, 0)))
+        return cri.StopContainerResponse()
+
+    async def remove_container(self, remove_container_request: cri.RemoveContainerRequest) -> cri.RemoveContainerResponse:
+        await self._containers.remove(remove_container_request.container_id)
+        return cri.RemoveContainerResponse()
+
+    async def container_status(self, container_status_request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse:
+        req = container_status_request
+        view = self._containers.view(self._containers.resolve(req.container_id))
+        info = await self._containers.inspect(view) if req.verbose else None
+        return cconv.container_status(view, info)
+
+    async def list_containers(self, list_containers_request: cri.ListContainersRequest) -> cri.ListContainersResponse:
+        f = list_containers_request.filter
+        ids = self._containers.matching_ids(f.id) if f.id else None
+        want_state = f.state.state if f.is_set("state") else None
+        selector = dict(f.label_selector)
+        pod = f.pod_sandbox_id
+
+        def match(view: ContainerView) -> bool:
+            if want_state is not None and cconv.STATE[view.status] != want_state:
+                return False
+            if pod and not view.state.sandbox_id.startswith(pod):
+                return False
+            labels = view.state.config.labels
+            return labels_match(labels, selector)
+
+        unfiltered = ids is None and want_state is None and not selector and not pod
+        return self._container_list.response(self._containers.list(match, ids), full=unfiltered)
+
+    async def update_container_resources(self, update_container_resources_request: cri.UpdateContainerResourcesRequest
+                                         ) -> cri.UpdateContainerResourcesResponse:
+        req = update_container_resources_request
+        await self._containers.update_resources(req.container_id, cconv.resources("linux", req.linux))
+        return cri.UpdateContainerResourcesResponse()
+
+    async def reopen_container_log(self, reopen_container_log_request: cri.ReopenContainerLogRequest
+                                   ) -> cri.ReopenContainerLogResponse:
+        await self._containers.reopen_log(reopen_container_log_request.container_id)
+        return cri.ReopenContainerLogResponse()
+
+    async def exec_sync(self, exec_sync_request: cri.ExecSyncRequest) -> cri.ExecSyncResponse:
+        req = exec_sync_request
+        code, out, err = await self._containers.exec_sync(req.container_id, tuple(req.cmd), float(max(req.timeout, 0)))
+        return cri.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)

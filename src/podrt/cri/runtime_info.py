@@ -1,0 +1,39 @@
+"""Version, Status, RuntimeConfig, UpdateRuntimeConfig: the node-level RPCs."""
+
+from __future__ import annotations
+
+import attrs
+
+from podrt.api.runtime import v1 as cri
+from podrt.cri.rpcgroup import RpcGroup
+
+_CGROUP_DRIVERS = {"systemd": cri.CgroupDriver.SYSTEMD, "cgroupfs": cri.CgroupDriver.CGROUPFS}
+
+
+class RuntimeInfoRpcs(RpcGroup):
+    async def version(self, version_request: cri.VersionRequest) -> cri.VersionResponse:
+        return cri.VersionResponse(**attrs.asdict(self._status.version()))
+
+    async def status(self, status_request: cri.StatusRequest) -> cri.StatusResponse:
+        conditions = [cri.RuntimeCondition(**attrs.asdict(c)) for c in self._status.conditions()]
+        handlers = [
+            cri.RuntimeHandler(name=name, features=cri.RuntimeHandlerFeatures())
+            for name in self._status.config.runtime.runtimes
+        ]
+        return cri.StatusResponse(
+            status=cri.RuntimeStatus(conditions=conditions),
+            info=self._status.verbose_info() if status_request.verbose else {},
+            runtime_handlers=handlers,
+            features=cri.RuntimeFeatures(supplemental_groups_policy=True),  # Strict: container/spec.py resolve_user
+        )
+
+    async def runtime_config(self, runtime_config_request: cri.RuntimeConfigRequest) -> cri.RuntimeConfigResponse:
+        driver = _CGROUP_DRIVERS[self._status.config.runtime.cgroup_manager]
+        return cri.RuntimeConfigResponse(linux=cri.LinuxRuntimeConfiguration(cgroup_driver=driver))
+
+    async def update_runtime_config(
+        self, update_runtime_config_request: cri.UpdateRuntimeConfigRequest
+    ) -> cri.UpdateRuntimeConfigResponse:
+        config = update_runtime_config_request.runtime_config
+        self._status.update_pod_cidr(config.network_config.pod_cidr if config else "")
+        return cri.UpdateRuntimeConfigResponse()
