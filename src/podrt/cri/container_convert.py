@@ -18,7 +18,7 @@ from podrt.container.model import (
     Resources,
 )
 from podrt.container.validate import check_resources
-from podrt.cri.fields import enum_value, id_value, in_range
+from podrt.cri.fields import enum_value, id_value, in_range, or_unset, wire_enum
 from podrt.cri.sandbox_convert import NS_MODES, PROFILES
 from podrt.errors import InvalidArgument
 from podrt.security.seccomp import ProfileType
@@ -27,13 +27,13 @@ from podrt.security.selinux import SelinuxOptions
 _PROPAGATION = {cri.MountPropagation.PROPAGATION_PRIVATE: Propagation.PRIVATE,
                 cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER: Propagation.HOST_TO_CONTAINER,
                 cri.MountPropagation.PROPAGATION_BIDIRECTIONAL: Propagation.BIDIRECTIONAL}
-_PROPAGATION_BACK = {v: k for k, v in _PROPAGATION.items()}
+_PROPAGATION_BACK = wire_enum({v: k for k, v in _PROPAGATION.items()}, cri.MountPropagation)
 _GROUPS_POLICY = {cri.SupplementalGroupsPolicy.Merge: GroupsPolicy.MERGE,
                   cri.SupplementalGroupsPolicy.Strict: GroupsPolicy.STRICT}
-STATE = {ContainerStatus.CREATED: cri.ContainerState.CONTAINER_CREATED,
-         ContainerStatus.RUNNING: cri.ContainerState.CONTAINER_RUNNING,
-         ContainerStatus.EXITED: cri.ContainerState.CONTAINER_EXITED,
-         ContainerStatus.UNKNOWN: cri.ContainerState.CONTAINER_UNKNOWN}
+STATE = wire_enum({ContainerStatus.CREATED: cri.ContainerState.CONTAINER_CREATED,
+                   ContainerStatus.RUNNING: cri.ContainerState.CONTAINER_RUNNING,
+                   ContainerStatus.EXITED: cri.ContainerState.CONTAINER_EXITED,
+                   ContainerStatus.UNKNOWN: cri.ContainerState.CONTAINER_UNKNOWN}, cri.ContainerState)
 _SC = "config.linux.security_context"
 MAX_INT64 = 2**63 - 1
 
@@ -176,9 +176,9 @@ def container_status(view: ContainerView, verbose_info: dict[str, object] | None
         reason=s.reason, message=s.message, labels=dict(s.config.labels), annotations=dict(s.config.annotations),
         mounts=[cri.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
                           propagation=_PROPAGATION_BACK[m.propagation],
-                          image=cri.ImageSpec(image=m.image) if m.image else None, image_sub_path=m.image_sub_path)
+                          image=or_unset(cri.ImageSpec(image=m.image) if m.image else None), image_sub_path=m.image_sub_path)
                 for m in s.config.mounts],
-        log_path=s.log_path, user=container_user(s.user) if s.user else None,
+        log_path=s.log_path, user=or_unset(container_user(s.user) if s.user else None),
         resources=cri.ContainerResources(linux=cri.LinuxContainerResources(
             cpu_period=r.cpu_period, cpu_quota=r.cpu_quota, cpu_shares=r.cpu_shares,
             memory_limit_in_bytes=r.memory_limit, cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,

@@ -61,7 +61,7 @@ def to_grpc_error(exc: Exception, operation: str) -> GRPCError:
         return exc
     exc = _exhausted(exc) or exc
     for cls in type(exc).__mro__:
-        status = _STATUS.get(cls)  # type: ignore[arg-type]
+        status = _STATUS.get(cls)
         if status is not None:
             if status in _LOGGED:
                 limiter = _refusals.setdefault((operation, status), RateLimited(log))

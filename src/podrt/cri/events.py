@@ -11,6 +11,7 @@ from podrt.container.events import ContainerEvent, EventType
 from podrt.container.manager import ContainerView
 from podrt.cri import container_convert as cconv
 from podrt.cri import sandbox_convert as conv
+from podrt.cri.fields import or_unset
 from podrt.cri.rpcgroup import RpcGroup
 from podrt.errors import NotFound
 
@@ -56,4 +57,4 @@ class EventRpcs(RpcGroup):
                     for v in self._containers.list(lambda v: v.state.sandbox_id == event.sandbox_id)]
         return cri.ContainerEventResponse(
             container_id=event.container_id, container_event_type=cri.ContainerEventType(event.type.value),
-            created_at=event.at, pod_sandbox_status=pod_status, containers_statuses=statuses)
+            created_at=event.at, pod_sandbox_status=or_unset(pod_status), containers_statuses=statuses)

@@ -8,13 +8,15 @@ client gets InvalidArgument naming the field instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeVar
+from collections.abc import Hashable, Mapping
+from typing import TypeVar, cast
 
 from podrt.container.model import MAX_ID
 from podrt.errors import InvalidArgument
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+E = TypeVar("E", bound=int)
 
 
 def enum_value(field: str, table: Mapping[int, T], value: int) -> T:
@@ -35,3 +37,15 @@ def in_range(field: str, value: int, low: int, high: int) -> int:
 def id_value(field: str, value: int) -> int:
     """A uid or gid."""
     return in_range(field, value, 0, MAX_ID)
+
+
+def wire_enum(table: Mapping[K, int], enum: type[E]) -> dict[K, E]:
+    """`table` with its values typed as the wire enum they are (the same
+    members): mypy reads a betterproto enum's members as plain ints."""
+    return {k: enum(v) for k, v in table.items()}
+
+
+def or_unset(value: T | None) -> T:
+    """A message field's value, or None, which leaves it unset: betterproto
+    takes None, though its generated annotations name the message alone."""
+    return cast(T, value)

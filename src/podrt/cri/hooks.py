@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
+from grpclib._typing import IServerMethodFunc  # RecvRequest.method_func's type
 from grpclib.const import Status
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError
@@ -46,8 +46,8 @@ def bounded(error: GRPCError) -> GRPCError:
     return GRPCError(error.status, cut, error.details)
 
 
-def _wrap(func: Callable[[Any], Any], operation: str, metrics: Metrics, server: CriServer,
-          max_msg_size: int) -> Callable[[Any], Any]:
+def _wrap(func: IServerMethodFunc, operation: str, metrics: Metrics, server: CriServer,
+          max_msg_size: int) -> IServerMethodFunc:
     async def handler(stream: Any) -> None:
         start = time.perf_counter()
         code = "OK"

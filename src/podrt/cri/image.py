@@ -14,6 +14,7 @@ from podrt.cri.stats_convert import fs_usage
 from podrt.errors import InvalidArgument
 from podrt.images.manager import ImageManager, ImageView
 from podrt.images.registry import Credentials
+from podrt.images.store import ImageRecord
 
 
 def credentials(auth: cri.AuthConfig | None) -> Credentials | None:
@@ -56,7 +57,7 @@ class ImageService(cri.ImageServiceBase):
         """`writable`: where the writable layers live, and their (bytes, inodes)."""
         self._images, self._writable = images, writable
         # a record is immutable (a changed one is a new object): it keys its own encoding
-        self._list_cache = ListCache(cri.ListImagesResponse, lambda r: image_message(images.view(r)), key=lambda r: r)
+        self._list_cache: ListCache[ImageRecord] = ListCache(cri.ListImagesResponse, lambda r: image_message(images.view(r)), key=lambda r: r)
 
     async def pull_image(self, pull_image_request: cri.PullImageRequest) -> cri.PullImageResponse:
         req = pull_image_request

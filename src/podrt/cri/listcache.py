@@ -39,7 +39,7 @@ def encoded(response_cls: type[betterproto.Message], data: bytes) -> Any:
 
 class _Encoded:
     def __bytes__(self) -> bytes:
-        return self._encoded  # type: ignore[attr-defined,no-any-return]
+        return self._encoded  # type: ignore[attr-defined]
 
 
 def _encoded_class(response_cls: type[betterproto.Message]) -> type[betterproto.Message]:

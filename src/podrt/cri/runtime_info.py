@@ -5,9 +5,10 @@ from __future__ import annotations
 import attrs
 
 from podrt.api.runtime import v1 as cri
+from podrt.cri.fields import wire_enum
 from podrt.cri.rpcgroup import RpcGroup
 
-_CGROUP_DRIVERS = {"systemd": cri.CgroupDriver.SYSTEMD, "cgroupfs": cri.CgroupDriver.CGROUPFS}
+_CGROUP_DRIVERS = wire_enum({"systemd": cri.CgroupDriver.SYSTEMD, "cgroupfs": cri.CgroupDriver.CGROUPFS}, cri.CgroupDriver)
 
 
 class RuntimeInfoRpcs(RpcGroup):

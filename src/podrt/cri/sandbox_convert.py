@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from podrt.api.runtime import v1 as cri
-from podrt.cri.fields import enum_value, id_value, in_range
+from podrt.cri.fields import enum_value, id_value, in_range, wire_enum
 from podrt.sandbox.annotations import infra_labels
 from podrt.sandbox.manager import SandboxView
 from podrt.sandbox.model import (
@@ -21,7 +21,9 @@ from podrt.sandbox.model import (
 
 NS_MODES = {cri.NamespaceMode.POD: NsMode.POD, cri.NamespaceMode.CONTAINER: NsMode.CONTAINER,
        cri.NamespaceMode.NODE: NsMode.NODE, cri.NamespaceMode.TARGET: NsMode.TARGET}
-_NS_BACK = {v: k for k, v in NS_MODES.items()}
+_NS_BACK = wire_enum({v: k for k, v in NS_MODES.items()}, cri.NamespaceMode)
+_STATE = wire_enum({True: cri.PodSandboxState.SANDBOX_READY, False: cri.PodSandboxState.SANDBOX_NOTREADY},
+                   cri.PodSandboxState)
 _PROTO = {cri.Protocol.TCP: "tcp", cri.Protocol.UDP: "udp", cri.Protocol.SCTP: "sctp"}
 PROFILES = {
     cri.SecurityProfileProfileType.RuntimeDefault: ProfileType.RUNTIME_DEFAULT,
@@ -90,7 +92,7 @@ def metadata(cfg: SandboxConfig) -> cri.PodSandboxMetadata:
 
 
 def _state(view: SandboxView) -> cri.PodSandboxState:
-    return cri.PodSandboxState.SANDBOX_READY if view.ready else cri.PodSandboxState.SANDBOX_NOTREADY
+    return _STATE[view.ready]
 
 
 def labels(view: SandboxView) -> dict[str, str]:

@@ -8,6 +8,7 @@ from podrt.api.runtime import v1 as cri
 from podrt.container.manager import ContainerView
 from podrt.container.stats import PodSample, Sample
 from podrt.cri import sandbox_convert
+from podrt.cri.fields import or_unset
 from podrt.host import cgroups
 from podrt.network.links import Interface
 from podrt.sandbox.manager import SandboxView
@@ -38,18 +39,18 @@ def _cpu(at: int, usage: cgroups.Usage | None, nano_cores: int | None) -> cri.Cp
     if usage is None:
         return None
     return cri.CpuUsage(timestamp=at, usage_core_nano_seconds=_u64(usage.cpu_ns),
-                        usage_nano_cores=_u64(nano_cores) if nano_cores is not None else None,
-                        psi=_psi(usage.cpu_pressure))
+                        usage_nano_cores=or_unset(_u64(nano_cores) if nano_cores is not None else None),
+                        psi=or_unset(_psi(usage.cpu_pressure)))
 
 
 def _memory(at: int, usage: cgroups.Usage | None) -> cri.MemoryUsage | None:
     if usage is None:
         return None
     available = _u64(usage.limit_bytes - usage.working_set_bytes) if usage.limit_bytes is not None else None
-    return cri.MemoryUsage(timestamp=at, working_set_bytes=_u64(usage.working_set_bytes), available_bytes=available,
+    return cri.MemoryUsage(timestamp=at, working_set_bytes=_u64(usage.working_set_bytes), available_bytes=or_unset(available),
                            usage_bytes=_u64(usage.memory_bytes), rss_bytes=_u64(usage.rss_bytes),
                            page_faults=_u64(usage.page_faults), major_page_faults=_u64(usage.major_page_faults),
-                           psi=_psi(usage.memory_pressure))
+                           psi=or_unset(_psi(usage.memory_pressure)))
 
 
 def _swap(at: int, usage: cgroups.Usage | None) -> cri.SwapUsage | None:
@@ -57,14 +58,14 @@ def _swap(at: int, usage: cgroups.Usage | None) -> cri.SwapUsage | None:
     if usage is None or usage.swap_bytes is None:
         return None
     available = _u64(usage.swap_limit_bytes - usage.swap_bytes) if usage.swap_limit_bytes is not None else None
-    return cri.SwapUsage(timestamp=at, swap_usage_bytes=_u64(usage.swap_bytes), swap_available_bytes=available)
+    return cri.SwapUsage(timestamp=at, swap_usage_bytes=_u64(usage.swap_bytes), swap_available_bytes=or_unset(available))
 
 
 def _io(at: int, usage: cgroups.Usage | None) -> cri.IoUsage | None:
     """CRI's IoUsage carries pressure alone (v2)."""
     if usage is None or usage.io_pressure is None:
         return None
-    return cri.IoUsage(timestamp=at, psi=_psi(usage.io_pressure))
+    return cri.IoUsage(timestamp=at, psi=or_unset(_psi(usage.io_pressure)))
 
 
 def container_stats(view: ContainerView, sample: Sample, writable_fs: Path) -> cri.ContainerStats:
@@ -72,10 +73,10 @@ def container_stats(view: ContainerView, sample: Sample, writable_fs: Path) -> c
     return cri.ContainerStats(
         attributes=cri.ContainerAttributes(id=s.id, metadata=cri.ContainerMetadata(name=s.config.name, attempt=s.config.attempt),
                                            labels=dict(s.config.labels), annotations=dict(s.config.annotations)),
-        cpu=_cpu(sample.at, sample.cgroup, sample.nano_cores),
-        memory=_memory(sample.at, sample.cgroup),
+        cpu=or_unset(_cpu(sample.at, sample.cgroup, sample.nano_cores)),
+        memory=or_unset(_memory(sample.at, sample.cgroup)),
         writable_layer=fs_usage(writable_fs, sample.writable_bytes, sample.writable_inodes, sample.at),
-        swap=_swap(sample.at, sample.cgroup), io=_io(sample.at, sample.cgroup))
+        swap=or_unset(_swap(sample.at, sample.cgroup)), io=or_unset(_io(sample.at, sample.cgroup)))
 
 
 def _interface(i: Interface) -> cri.NetworkInterfaceUsage:
@@ -89,12 +90,13 @@ def pod_stats(view: SandboxView, sample: PodSample, containers: list[cri.Contain
     default = next((i for i in wired if i.name == DEFAULT_INTERFACE), wired[0] if wired else None)
     network = None
     if sample.interfaces:
-        network = cri.NetworkUsage(timestamp=sample.at, default_interface=_interface(default) if default else None,
+        network = cri.NetworkUsage(timestamp=sample.at, default_interface=or_unset(_interface(default) if default else None),
                                    interfaces=[_interface(i) for i in wired])
     process = cri.ProcessUsage(timestamp=sample.at, process_count=_u64(sample.cgroup.processes)) if sample.cgroup else None
     return cri.PodSandboxStats(
         attributes=cri.PodSandboxAttributes(id=view.state.id, metadata=sandbox_convert.metadata(cfg),
                                             labels=sandbox_convert.labels(view), annotations=dict(cfg.annotations)),
-        linux=cri.LinuxPodSandboxStats(cpu=_cpu(sample.at, sample.cgroup, sample.nano_cores), memory=_memory(sample.at, sample.cgroup),
-                                       network=network, process=process, containers=containers,
-                                       io=_io(sample.at, sample.cgroup)))
+        linux=cri.LinuxPodSandboxStats(cpu=or_unset(_cpu(sample.at, sample.cgroup, sample.nano_cores)),
+                                       memory=or_unset(_memory(sample.at, sample.cgroup)),
+                                       network=or_unset(network), process=or_unset(process), containers=containers,
+                                       io=or_unset(_io(sample.at, sample.cgroup))))
