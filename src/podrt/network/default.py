@@ -22,14 +22,13 @@ from podrt.network.cniconf import CniNetwork, find_network
 NAME = "podrt"
 BRIDGE = "podrt0"
 FILE_NAME = "10-podrt-bridge.conflist"
-CANDIDATES = tuple(ipaddress.ip_network(f"10.{n}.0.0/16") for n in (85, 86, 87, 89, 90, 91, 92, 93, 94, 95))
-
 Net = ipaddress.IPv4Network
+CANDIDATES = tuple(Net(f"10.{n}.0.0/16") for n in (85, 86, 87, 89, 90, 91, 92, 93, 94, 95))
 
 
 def host_networks(skip_interface: str = BRIDGE) -> list[Net]:
     """IPv4 networks the host routes or holds addresses in, except on `skip_interface`."""
-    from pyroute2 import IPRoute  # netlink: no `ip` output to parse
+    from pyroute2 import IPRoute  # type: ignore[import-untyped]  # netlink: no `ip` output to parse
 
     found: list[Net] = []
     with IPRoute() as ipr:
@@ -37,10 +36,10 @@ def host_networks(skip_interface: str = BRIDGE) -> list[Net]:
         for route in ipr.get_routes(family=socket.AF_INET):
             dst, oif = route.get_attr("RTA_DST"), route.get_attr("RTA_OIF")
             if dst and names.get(oif) != skip_interface:
-                found.append(ipaddress.ip_network(f"{dst}/{route['dst_len']}", strict=False))
+                found.append(Net(f"{dst}/{route['dst_len']}", strict=False))
         for addr in ipr.get_addr(family=socket.AF_INET):
             if names.get(addr["index"]) != skip_interface:
-                found.append(ipaddress.ip_network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False))
+                found.append(Net(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False))
     return found
 
 
@@ -78,8 +77,9 @@ def install(cni_dir: Path, used: Iterable[Net] | None = None) -> str:
     return f"installed the default pod network {NAME} (bridge {BRIDGE}, {subnet}) as {path}"
 
 
-def default_subnet(network: CniNetwork) -> Net | None:
-    """The subnet of podrt's own default network, None for any other network."""
+def default_subnet(network: CniNetwork) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The subnet of podrt's own default network, None for any other network
+    (IPv6 only if someone wrote one into it)."""
     if network.name != NAME:
         return None
     for plugin in network.raw.get("plugins", []):

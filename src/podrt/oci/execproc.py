@@ -24,7 +24,7 @@ import signal
 import struct
 import subprocess
 import termios
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -36,6 +36,7 @@ CHUNK = 64 * 1024
 PIPE_GRACE = 1.0  # after runc's exit, for output still in flight; a background process may hold the pipes
 PIPE_LIMIT_AFTER_EXIT = 10.0  # and at most this long, however slowly a client reads what a background process writes
 DEFAULT_SIZE = (80, 24)
+KillTree = Callable[[Path], None]  # kills what runc exec started, by its pid file (oci/runtime.kill_exec)
 MAX_SIZE = 65535  # a winsize field
 
 
@@ -49,7 +50,7 @@ class ExecProcess:
     """One running exec. Call close() in every case: it kills what still runs and removes the files."""
 
     def __init__(self, child: asyncio.subprocess.Process, watch: procmod._ExitWatch, *, master: int | None,
-                 files: Sequence[Path], pid_file: Path, log_file: Path, kill_tree) -> None:
+                 files: Sequence[Path], pid_file: Path, log_file: Path, kill_tree: KillTree) -> None:
         self._child, self._watch = child, watch
         self._master = master
         self._files, self._pid_file, self._log_file = files, pid_file, log_file
@@ -87,10 +88,15 @@ class ExecProcess:
                     return b""
                 raise
 
-    async def _ready(self, add, remove) -> None:
+    async def _ready(self, add: Callable[[int, Callable[[], None]], object], remove: Callable[[int], object]) -> None:
         assert self._master is not None
-        ready = self._loop.create_future()
-        add(self._master, lambda: ready.done() or ready.set_result(None))
+        ready: asyncio.Future[None] = self._loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        add(self._master, wake)
         try:
             await ready
         finally:
@@ -209,7 +215,7 @@ def set_size(fd: int, width: int, height: int) -> None:
 
 
 async def start(argv: list[str], *, stdin: bool, stderr: bool, tty: bool, files: Sequence[Path],
-                pid_file: Path, log_file: Path, env: dict[str, str], kill_tree) -> ExecProcess:
+                pid_file: Path, log_file: Path, env: dict[str, str], kill_tree: KillTree) -> ExecProcess:
     """Spawn `runc exec` (argv) with pipes or our pty."""
     if not tty:
         child, watch = await procmod.spawn(

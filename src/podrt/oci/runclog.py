@@ -17,7 +17,8 @@ def runc_error_text(stderr: bytes | str) -> str:
     messages are preferred, any other non-empty line is the fallback.
     """
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
-    errors, others = [], []
+    errors: list[str] = []
+    others: list[str] = []
     for line in text.splitlines():
         level, msg = _decode_log_line(line.strip())
         if msg:

@@ -226,8 +226,8 @@ class StreamServer:
         try:
             await asyncio.wait(tasks[:2] + [closed], return_when=asyncio.FIRST_COMPLETED)
             for task in tasks[:2]:  # a failure in the work or the reader ends this session, logged
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
         finally:
             if not tasks[0].done():  # cut short (client gone, idle, daemon stopping): nothing more is sent,
                 conn.closed.set()  # so no cancelled handler can wait on a client that reads nothing

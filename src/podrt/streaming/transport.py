@@ -156,6 +156,14 @@ class Connection:
             self._writer.transport.abort()
             self.closed.set()
 
+    async def run(self) -> None:
+        """Read until the client leaves or breaks the protocol (each transport its own)."""
+        raise NotImplementedError
+
+    async def finish(self) -> None:
+        """The session's work is done: say so in the protocol, then close (each transport its own)."""
+        raise NotImplementedError
+
     async def aclose(self) -> None:
         """Close after a short linger: our end first, then what the client
         still sends is read and dropped until it closes. Closing with unread
@@ -228,6 +236,7 @@ class SpdyConnection(Connection):
         self._opened.put_nowait(None)
 
     async def _event(self, event: object) -> None:
+        pipe: Pipe | None
         if isinstance(event, StreamOpened):
             if self._refusing or len(self._streams) >= MAX_STREAMS:
                 self._refuse(event.stream_id)
