@@ -35,6 +35,7 @@ def daemon(registry: Registry) -> Iterator[DaemonProcess]:
         yield proc
 
 
+@pytest.mark.timeout(300 + COUNT)  # ~0.08 s a request here (15 s for 200): a long run's COUNT gets its time
 async def test_semi_valid_create_requests_get_client_statuses(daemon: DaemonProcess, registry: Registry) -> None:
     d = daemon.dirs
     fuzzer = CreateFuzzer(SEED, d.base / "create-fuzz", f"{registry.host}/test/busybox:v1")

@@ -28,6 +28,7 @@ LOG_BYTES_PER_REQUEST = 70  # about 200 KB for 3000 requests: rate-limited lines
 LOG_BYTES_BASE = 16 * 1024  # start-up and pod lines
 
 
+@pytest.mark.timeout(300 + COUNT // 10)  # ~3 s for 2000 requests here: a long run's COUNT gets its time
 async def test_fuzzed_requests_are_answered_cleanly(pod_daemon: DaemonProcess) -> None:
     d = pod_daemon.dirs
     log_start = pod_daemon.log_path.stat().st_size
