@@ -26,14 +26,14 @@ import os
 import re
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import tomli_w
 
-from podrt.errors import InvalidArgument
+from podrt.oci.reference import is_reference
 
 DEFAULT_CONFIG_PATH = Path("/etc/podrt/podrt.toml")
 DROPIN_DIRNAME = "podrt.d"
@@ -74,41 +74,33 @@ def _got(value: Any) -> str:
 # -------------------------------------------------------------- validators
 # attrs-style validators (instance, attribute, value); they never look at the
 # instance, so the loader can run them per field to report the exact key.
-
-def _is_reference(value: str) -> bool:
-    from podrt.images.reference import parse  # the images package needs config: imported when checked
-
-    try:
-        parse(value)
-        return True
-    except InvalidArgument:
-        return False
+_Validator = Callable[[Any, Any, Any], None]
 
 
-def _check(pred, must: str):
-    def validate(_inst, _attr, value):
+def _check(pred: Callable[[Any], Any], must: str) -> _Validator:
+    def validate(_inst: Any, _attr: Any, value: Any) -> None:
         if not pred(value):
             raise _Invalid(f"{must}, got {_show(value)}")
     return validate
 
 
-def _one_of(*choices: str):
+def _one_of(*choices: str) -> _Validator:
     quoted = [json.dumps(c) for c in choices]
     alts = " or ".join(quoted) if len(quoted) == 2 else "one of " + ", ".join(quoted)
     return _check(lambda v: v in choices, f"must be {alts}")
 
 
-def _in_range(lo: int, hi: int | None = None):
+def _in_range(lo: int, hi: int | None = None) -> _Validator:
     must = f"must be >= {lo}" if hi is None else f"must be between {lo} and {hi}"
     return _check(lambda v: lo <= v and (hi is None or v <= hi), must)
 
 
-def _matches(regex: str, must: str):
+def _matches(regex: str, must: str) -> _Validator:
     return _check(lambda v: re.fullmatch(regex, v) is not None, must)
 
 
-def _each(validator):
-    def validate(inst, attr, value):
+def _each(validator: _Validator) -> _Validator:
+    def validate(inst: Any, attr: Any, value: Any) -> None:
         for i, item in enumerate(value):
             try:
                 validator(inst, attr, item)
@@ -126,7 +118,7 @@ _SIZE_UNITS = {None: 1, "k": 10**3, "Ki": 2**10, "M": 10**6, "Mi": 2**20,
                "G": 10**9, "Gi": 2**30}
 
 
-def _f(default: Any, *validators):
+def _f(default: Any, *validators: _Validator) -> Any:
     """A config field: default plus validators (all run on every construction)."""
     validator = attrs.validators.and_(*validators) if validators else None
     if isinstance(default, dict):
@@ -224,7 +216,7 @@ class RuntimeConfig:
 @attrs.frozen
 class ImageConfig:
     # the builtin (catatonit, built at start) or an image reference, pulled when first needed
-    pause_image: str = _f("podrt.local/pause:builtin", _nonempty, _check(_is_reference, "must be an image reference"))
+    pause_image: str = _f("podrt.local/pause:builtin", _nonempty, _check(is_reference, "must be an image reference"))
     # the builtin's command; a pulled pause image runs its own entrypoint and cmd (this when it has none)
     pause_command: tuple[str, ...] = _f(("/catatonit", "-P"), _nonempty)
     catatonit_path: str = _f("/usr/bin/catatonit", _absolute)
@@ -325,7 +317,7 @@ _SCALARS = {
 }
 
 
-def _fail(origins: dict, path: _Path, msg: str, at: _Path | None = None):
+def _fail(origins: dict, path: _Path, msg: str, at: _Path | None = None) -> NoReturn:
     key = ".".join(path).replace(".[", "[")
     source = origins.get(at or tuple(p for p in path if not p.startswith("[")))
     text = f"{source}: {key}: {msg}" if source else f"{key}: {msg}"
@@ -400,7 +392,7 @@ def _unstructure(value: Any) -> Any:
     return value
 
 
-def _merge(base: dict, layer: Mapping, source: str | None, origins: dict, path: _Path = ()):
+def _merge(base: dict, layer: Mapping, source: str | None, origins: dict, path: _Path = ()) -> None:
     """Deep-merge ``layer`` into ``base``; remember which source set each key."""
     for key, value in layer.items():
         origins[path + (key,)] = source

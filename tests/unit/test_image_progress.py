@@ -11,7 +11,7 @@ import pytest
 
 from podrt import errors
 from podrt.images import pull
-from podrt.images.reference import parse
+from podrt.oci.reference import parse
 
 DIGEST = "sha256:" + "ab" * 32
 

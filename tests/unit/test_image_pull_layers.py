@@ -22,9 +22,9 @@ from podrt import errors
 from podrt.aio import SharedTask
 from podrt.images import pull
 from podrt.images import store as store_module
-from podrt.images.reference import parse
 from podrt.images.registry import Manifest
 from podrt.images.store import ImageStore, chain_ids
+from podrt.oci.reference import parse
 from tests.support.registry import OCI_MANIFEST, digest, image, layer
 
 HOSTILE_A = {"../escape-a": b"a"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from podrt.errors import InvalidArgument
-from podrt.images import reference as ref
-from podrt.images.reference import Reference
+from podrt.oci import reference as ref
+from podrt.oci.reference import Reference
 
 H64 = "a" * 64
 H128 = "b" * 128

@@ -54,12 +54,12 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from podrt.errors import InvalidArgument, NotFound
-from podrt.images import reference
 from podrt.images.blobs import BlobMismatch, chunks_of, digest_of, parse_digest
 from podrt.images.pull import host_platform, select_platform
 from podrt.images.registry import INDEX_TYPES
 from podrt.images.store import ImageRecord, ImageStore, chain_ids
 from podrt.images.unpack import CorruptLayer, UnsafeLayer, compression, lexical_parts
+from podrt.oci import reference
 
 log = logging.getLogger(__name__)
 

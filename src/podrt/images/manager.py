@@ -23,9 +23,9 @@ from podrt.aio import SharedTask, finish_in_thread
 from podrt.config import Config
 from podrt.errors import FailedPrecondition
 from podrt.images.pull import Puller, PullSettings
-from podrt.images.reference import Reference, looks_like_image_id, parse, parse_id
 from podrt.images.registry import Credentials
 from podrt.images.store import ImageRecord, ImageStore
+from podrt.oci.reference import Reference, looks_like_image_id, parse, parse_id
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from podrt.config import ImageConfig
 from podrt.images.blobs import chunks_of, digest_of
 from podrt.images.manager import ImageManager
 from podrt.images.pull import host_platform
-from podrt.images.reference import parse
 from podrt.images.store import ImageRecord, ImageStore
+from podrt.oci.reference import parse
 
 BUILTIN_PAUSE_IMAGE = "podrt.local/pause:builtin"
 STOP_SIGNAL = "SIGTERM"  # catatonit exits on SIGTERM/SIGINT

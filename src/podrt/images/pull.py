@@ -29,10 +29,10 @@ from podrt.config import ConfigError
 from podrt.images import auth, registries
 from podrt.images.blobs import BlobMismatch, chunks_of, parse_digest
 from podrt.images.pipe import ThreadPipe
-from podrt.images.reference import Reference
 from podrt.images.registry import INDEX_TYPES, Credentials, Manifest, RegistryClient, RegistryError
 from podrt.images.store import ImageRecord, ImageStore, chain_ids
 from podrt.images.unpack import CorruptLayer, UnsafeLayer
+from podrt.oci.reference import Reference
 
 log = logging.getLogger(__name__)
 

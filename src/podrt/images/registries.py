@@ -41,7 +41,7 @@ import attrs
 
 from podrt.config import ConfigError
 from podrt.errors import FailedPrecondition, InvalidArgument
-from podrt.images import reference
+from podrt.oci import reference
 
 log = logging.getLogger(__name__)
 

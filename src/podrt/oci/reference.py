@@ -151,6 +151,15 @@ def parse(text: str) -> Reference:
     )
 
 
+def is_reference(text: str) -> bool:
+    """Whether ``text`` parses (config's check of the pause image)."""
+    try:
+        parse(text)
+        return True
+    except InvalidArgument:
+        return False
+
+
 def looks_like_image_id(text: str) -> bool:
     """True for an image ID: 64 lowercase hex digits, bare or ``sha256:``-prefixed."""
     return _IMAGE_ID.fullmatch(text) is not None
