@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import json
 import logging
 import os
 import re
@@ -24,11 +23,12 @@ import attrs
 
 from podrt.aio import await_shielded, finish_in_thread
 from podrt.errors import PodrtError
-from podrt.host.fsutil import atomic_write, fsync_dir
+from podrt.state.journal import JournalFile
 
 logger = logging.getLogger(__name__)
 
 When = Literal["before", "after"]
+Outcome = Literal["committed", "rolled_back", "rollback_incomplete"]
 
 
 class Step(abc.ABC):
@@ -89,7 +89,7 @@ class StepTiming:
 class TxReport:
     tx_id: str
     kind: str
-    outcome: Literal["committed", "rolled_back", "rollback_incomplete"]
+    outcome: Outcome
     seconds: float
     failed_step: str | None
     timings: list[StepTiming]
@@ -213,77 +213,6 @@ async def teardown(records: Iterable[Sequence[Any]],
     """Undo a committed transaction from its records (also as JSON lists); not shielded."""
     plan = [StepRecord(*r) for r in records]
     return await _undo_all(plan, _resolver(registry_or_steps), log or logger)
-
-
-def _json_copy(data: dict[str, Any]) -> dict[str, Any]:
-    """Deep copy that also proves the data is JSON-serialisable before anything runs."""
-    return json.loads(json.dumps(data))
-
-
-_is_str = attrs.validators.instance_of(str)
-
-
-@attrs.define
-class JournalEntry:
-    """Validated, so a hand-edited or truncated-but-parseable journal is reported as corrupt."""
-
-    name: str = attrs.field(validator=_is_str)
-    kind: str = attrs.field(validator=_is_str)
-    data: dict[str, Any] = attrs.field(validator=attrs.validators.instance_of(dict))
-    state: Literal["intent", "done"] = attrs.field(validator=attrs.validators.in_(("intent", "done")))
-
-
-class JournalFile:
-    """The on-disk undo stack of one transaction."""
-
-    def __init__(self, path: Path, tx_id: str, tx_kind: str,
-                 entries: list[JournalEntry] | None = None, created: float | None = None) -> None:
-        self.path, self.tx_id, self.tx_kind = path, tx_id, tx_kind
-        self.created = time.time() if created is None else created
-        self._entries, self._dirty = entries or [], False
-
-    def entries(self) -> list[JournalEntry]:
-        return list(self._entries)
-
-    def intent(self, step_name: str, kind: str, data: dict[str, Any]) -> None:
-        if any(e.name == step_name for e in self._entries):
-            raise ValueError(f"step {step_name!r} is already in journal {self.tx_id}")
-        self._write([*self._entries, JournalEntry(step_name, kind, _json_copy(data), "intent")])
-
-    def done(self, step_name: str, data: dict[str, Any]) -> None:
-        """Lazy (no fsync of its own): folded into the next write; intent data suffices till then."""
-        entry = next(e for e in self._entries if e.name == step_name)
-        entry.data, entry.state, self._dirty = _json_copy(data), "done", True
-
-    def remove_entry(self, step_name: str) -> None:
-        remaining = [e for e in self._entries if e.name != step_name]
-        if len(remaining) != len(self._entries):
-            self._write(remaining)
-
-    def flush(self) -> None:
-        if self._dirty:
-            self._write(self._entries)
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-        fsync_dir(self.path.parent)  # durable, or a crash could "undo" a committed tx
-        self._entries, self._dirty = [], False
-
-    def _write(self, entries: list[JournalEntry]) -> None:
-        doc = {"version": 1, "tx_id": self.tx_id, "tx_kind": self.tx_kind, "created": self.created,
-               "entries": [attrs.asdict(e) for e in entries]}
-        atomic_write(self.path, json.dumps(doc).encode())
-        self._entries, self._dirty = entries, False
-
-    @classmethod
-    def load(cls, path: Path) -> JournalFile:
-        """Raises ValueError on anything malformed (JSON and Unicode errors are ValueErrors too)."""
-        try:
-            doc = json.loads(path.read_bytes())
-            entries = [JournalEntry(**e) for e in doc["entries"]]
-            return cls(path, str(doc["tx_id"]), str(doc["tx_kind"]), entries, float(doc["created"]))
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed journal: {exc!r}") from exc
 
 
 class Journal:
@@ -475,7 +404,7 @@ class Transaction:
 
     def _finish(self, start: float, failed_step: str | None, records: list[StepRecord],
                 undos_run: list[str], failures: list[UndoFailure]) -> TxReport:
-        outcome = "committed" if failed_step is None else "rollback_incomplete" if failures else "rolled_back"
+        outcome: Outcome = "committed" if failed_step is None else "rollback_incomplete" if failures else "rolled_back"
         report = TxReport(self.tx_id, self.kind, outcome, time.monotonic() - start, failed_step,
                           list(self._timings), undos_run, failures, list(records))
         self._log.info("tx %s %s %s in %.3fs failed_step=%s undos_run=%s undo_failures=%s", self.kind,

@@ -17,7 +17,6 @@ from podrt.rollback import (
     FaultPlan,
     InjectedFault,
     Journal,
-    JournalFile,
     Step,
     StepRecord,
     StepRegistry,
@@ -27,6 +26,7 @@ from podrt.rollback import (
     UnknownStepKind,
     teardown,
 )
+from podrt.state.journal import JournalFile
 
 
 class Recorder:
