@@ -15,9 +15,9 @@ from typing import IO
 
 from podrt.aio.tasks import TaskOwner
 from podrt.config import Config
-from podrt.container.context import ContainerDeps
 from podrt.container.events import EVENT_QUEUE, EventBus
 from podrt.container.manager import ContainerManager
+from podrt.container.spec import build_container_spec
 from podrt.cri import hooks
 from podrt.cri.image import ImageService
 from podrt.cri.metrics import Metrics
@@ -33,11 +33,13 @@ from podrt.node.check import required_binaries
 from podrt.node.status import RuntimeStatusManager
 from podrt.oci.runtime import OciRuntime
 from podrt.rollback import FaultPlan, Journal, StepRegistry
-from podrt.sandbox.context import SandboxDeps
+from podrt.sandbox.infra_spec import infra_spec
 from podrt.sandbox.manager import SandboxManager
 from podrt.server import CriServer, listen_unix, remove_socket
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
+from podrt.steps.container.context import ContainerDeps
+from podrt.steps.sandbox.context import SandboxDeps
 from podrt.streaming.server import StreamServer
 
 log = logging.getLogger(__name__)
@@ -85,13 +87,15 @@ class Daemon:
             },
             pause_image=self._pause_image,
             oom_score_adj=effective_oom_score_adj(rt.infra_oom_score_adj),
+            build_spec=infra_spec,
         )
         self.sandboxes = SandboxManager(self.deps, registry=self.steps, journal=self.journal, faults=self.faults,
                                         observer=self.metrics, tasks=self.tasks)
         self.images = ImageManager(config, self.deps.images_dir)
         self.pause = PauseSource(self.images, config.image)
         self.containers = ContainerManager(
-            ContainerDeps(config=config, names=self.deps.names, ids=IdIndex(), runtimes=self.deps.runtimes),
+            ContainerDeps(config=config, names=self.deps.names, ids=IdIndex(), runtimes=self.deps.runtimes,
+                          build_spec=build_container_spec),
             sandboxes=self.sandboxes, images=self.images, registry=self.steps, journal=self.journal,
             faults=self.faults, observer=self.metrics,
             events=EventBus(EVENT_QUEUE, on_drop=self.metrics.container_events_dropped.inc))

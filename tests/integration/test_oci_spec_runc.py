@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from podrt.host.cgroups.hierarchy import hierarchies
+from podrt.model.sandbox import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 from podrt.sandbox.infra_spec import build_infra_spec
-from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 from podrt.security.seccomp import default_profile
 
 RUNC = "/usr/sbin/runc"

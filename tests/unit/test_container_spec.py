@@ -18,19 +18,8 @@ from podrt.api.runtime import v1 as cri
 from podrt.config import Config, RuntimeConfig
 from podrt.container import hostfit
 from podrt.container import spec as spec_mod
-from podrt.container.context import ContainerContext
 from podrt.container.devices import device_nodes
 from podrt.container.hostfit import page_size
-from podrt.container.model import (
-    ContainerConfig,
-    ContainerUser,
-    Device,
-    GroupsPolicy,
-    HugepageLimit,
-    Mount,
-    Propagation,
-    Resources,
-)
 from podrt.container.spec import (
     build_container_spec,
     capabilities,
@@ -40,7 +29,6 @@ from podrt.container.spec import (
     process_args,
     resolve_user,
     rootfs_propagation,
-    spec_user,
 )
 from podrt.container.store import config_from_dict, config_to_dict
 from podrt.container.validate import check_host_fit, check_request, check_resources
@@ -49,11 +37,23 @@ from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.host import cgroups, mountinfo
 from podrt.images.manager import ImageView
 from podrt.images.store import ImageRecord
+from podrt.model.container import (
+    ContainerConfig,
+    ContainerUser,
+    Device,
+    GroupsPolicy,
+    HugepageLimit,
+    Mount,
+    Propagation,
+    Resources,
+    spec_user,
+)
+from podrt.model.sandbox import NamespaceOptions, NsMode, SandboxConfig
 from podrt.oci.spec import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, DeviceNode
-from podrt.sandbox.model import NamespaceOptions, NsMode, SandboxConfig
 from podrt.sandbox.store import SandboxState
 from podrt.security import apparmor
 from podrt.security.seccomp import ProfileType
+from podrt.steps.container.context import ContainerContext
 
 IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["--default"], "Env": ["PATH=/image/bin", "A=image", "B=image"]}
 

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from podrt.api.runtime import v1 as cri
 from podrt.cri import sandbox_convert as conv
 from podrt.cri.listcache import ListCache, _varint
+from podrt.model.sandbox import SandboxConfig
 from podrt.sandbox.manager import SandboxView
-from podrt.sandbox.model import SandboxConfig
 from podrt.sandbox.store import SandboxState
 
 

@@ -12,9 +12,9 @@ import pytest
 
 import podrt.oci.spec as spec_module
 from podrt.host import cgroups
+from podrt.model.sandbox import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 from podrt.oci.spec import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from podrt.sandbox.infra_spec import build_infra_spec
-from podrt.sandbox.model import InfraPlan, NamespaceOptions, NsMode, SandboxConfig
 from podrt.security.seccomp import (
     ALLOWED_SYSCALLS,
     CLONE_NAMESPACE_FLAGS,

@@ -11,8 +11,8 @@ import pytest
 from podrt.config import Config, RuntimeConfig
 from podrt.errors import InvalidArgument
 from podrt.host import cgroups
+from podrt.model.sandbox import DnsConfig, NamespaceOptions, NsMode, PortMapping, SandboxConfig, SeccompProfile
 from podrt.sandbox import naming
-from podrt.sandbox.model import DnsConfig, NamespaceOptions, NsMode, PortMapping, SandboxConfig, SeccompProfile
 from podrt.sandbox.validate import check_request, pod_sysctls, seccomp_profile
 from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions, process_label

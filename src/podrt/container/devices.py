@@ -11,8 +11,8 @@ import posixpath
 import stat
 from collections.abc import Iterable
 
-from podrt.container.model import Device
 from podrt.errors import InvalidArgument
+from podrt.model.container import Device
 from podrt.oci.spec import DeviceNode
 
 _TYPES = {stat.S_IFCHR: "c", stat.S_IFBLK: "b"}

@@ -23,9 +23,7 @@ import attrs
 
 from podrt.aio import finish_in_thread
 from podrt.container import stats
-from podrt.container.context import ContainerContext, ContainerDeps, VolumeSource
 from podrt.container.events import EventBus, EventType
-from podrt.container.model import ContainerConfig, ContainerStatus, Resources
 from podrt.container.spec import oci_resources
 from podrt.container.store import ContainerState, load_all
 from podrt.container.validate import check_host_fit, check_pod_ready, check_request, log_name
@@ -34,15 +32,17 @@ from podrt.host import cgroups
 from podrt.host.inotify import DirWatch
 from podrt.images.manager import ImageManager
 from podrt.images.store import ImageRecord
+from podrt.model.container import ContainerConfig, ContainerStatus, Resources
+from podrt.model.sandbox import NsMode, SandboxConfig
 from podrt.oci import attach, conmon, execproc
 from podrt.oci.runtime import ExecTimeout, OciRuntime, RuntimeRefused
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
 from podrt.sandbox.manager import SandboxManager, SandboxView
-from podrt.sandbox.model import NsMode, SandboxConfig
 from podrt.security import apparmor
 from podrt.security.seccomp import ProfileType
 from podrt.steps.base import DepsStep, runtime_for
+from podrt.steps.container.context import ContainerContext, ContainerDeps, VolumeSource
 from podrt.steps.container.create import ContainerCreate, refusal
 from podrt.steps.container.spec import ContainerSpec
 from podrt.steps.container.state import ContainerSaveState

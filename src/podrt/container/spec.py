@@ -39,24 +39,23 @@ from typing import Any
 
 from podrt.config import Config
 from podrt.container import hostfit
-from podrt.container.context import ContainerContext
 from podrt.container.devices import device_nodes
-from podrt.container.model import (
-    MAX_ID,
-    ContainerConfig,
-    ContainerUser,
-    GroupsPolicy,
-    Mount,
-    Propagation,
-    Resources,
-    numeric_id,
-)
 from podrt.container.validate import capability_name
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.host import cgroups, mountinfo
 from podrt.host.oom import current_oom_score_adj
 from podrt.host.procfs import pid_running
 from podrt.host.safeopen import read_in_root
+from podrt.model.container import (
+    MAX_ID,
+    ContainerConfig,
+    GroupsPolicy,
+    Mount,
+    Propagation,
+    Resources,
+    numeric_id,
+)
+from podrt.model.sandbox import NsMode
 from podrt.oci.spec import (
     ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
@@ -69,11 +68,11 @@ from podrt.oci.spec import (
     standard_mounts,
 )
 from podrt.sandbox.infra_spec import pod_file_binds
-from podrt.sandbox.model import NsMode
 from podrt.sandbox.validate import pod_sysctls
 from podrt.security import apparmor
 from podrt.security.seccomp import profile_for
 from podrt.security.selinux import process_label
+from podrt.steps.container.context import ContainerContext
 
 NAME_PREFIX = "io.podrt.container."
 
@@ -167,12 +166,6 @@ def build_container_spec(ctx: ContainerContext, config: Config) -> dict[str, Any
         selinux_label=process_label(cfg.selinux, shares_host=shares_host_pid or pod.config.host_ipc),
         annotations={**cfg.annotations, NAME_PREFIX + "name": ctx.name, NAME_PREFIX + "sandbox-id": pod.id},
     ))
-
-
-def spec_user(spec: dict[str, Any]) -> ContainerUser:
-    """The ids a built spec runs its process with (ContainerStatus.user)."""
-    user = spec["process"]["user"]
-    return ContainerUser(user["uid"], user["gid"], tuple(user.get("additionalGids", ())))
 
 
 def oom_score_adj(wanted: int) -> int:

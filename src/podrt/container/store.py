@@ -10,7 +10,8 @@ from typing import Any
 
 import attrs
 
-from podrt.container.model import (
+from podrt.host.fsutil import atomic_write
+from podrt.model.container import (
     ContainerConfig,
     ContainerUser,
     Device,
@@ -20,8 +21,7 @@ from podrt.container.model import (
     Propagation,
     Resources,
 )
-from podrt.host.fsutil import atomic_write
-from podrt.sandbox.model import NsMode
+from podrt.model.sandbox import NsMode
 from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions
 

@@ -8,11 +8,11 @@ import posixpath
 import re
 
 from podrt.container import hostfit
-from podrt.container.model import ContainerConfig, Propagation, Resources
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.host import cgroups
+from podrt.model.container import ContainerConfig, Propagation, Resources
+from podrt.model.sandbox import NsMode
 from podrt.oci.spec import ALL_CAPABILITIES
-from podrt.sandbox.model import NsMode
 from podrt.sandbox.store import SandboxState
 from podrt.sandbox.validate import NAME_PART, check_dirs, check_path_lengths
 from podrt.security.seccomp import ProfileType

@@ -6,7 +6,11 @@ import json
 
 from podrt.api.runtime import v1 as cri
 from podrt.container.manager import ContainerView
-from podrt.container.model import (
+from podrt.container.validate import check_resources
+from podrt.cri.fields import enum_value, id_value, in_range, or_unset, wire_enum
+from podrt.cri.sandbox_convert import NS_MODES, PROFILES
+from podrt.errors import InvalidArgument
+from podrt.model.container import (
     ContainerConfig,
     ContainerStatus,
     ContainerUser,
@@ -17,10 +21,6 @@ from podrt.container.model import (
     Propagation,
     Resources,
 )
-from podrt.container.validate import check_resources
-from podrt.cri.fields import enum_value, id_value, in_range, or_unset, wire_enum
-from podrt.cri.sandbox_convert import NS_MODES, PROFILES
-from podrt.errors import InvalidArgument
 from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions
 
@@ -139,7 +139,7 @@ def _apparmor(sc: cri.LinuxContainerSecurityContext) -> tuple[ProfileType, str]:
 
 
 def container_user(user: ContainerUser) -> cri.ContainerUser:
-    """ContainerStatus.user from the ids the container runs with (container.spec.spec_user)."""
+    """ContainerStatus.user from the ids the container runs with (model.container.spec_user)."""
     return cri.ContainerUser(linux=cri.LinuxContainerUser(uid=user.uid, gid=user.gid,
                                                           supplemental_groups=list(user.supplemental_groups)))
 

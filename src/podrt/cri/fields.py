@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import TypeVar, cast
 
-from podrt.container.model import MAX_ID
 from podrt.errors import InvalidArgument
+from podrt.model.container import MAX_ID
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)

@@ -8,13 +8,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from podrt.api.runtime import v1 as cri
-from podrt.container.model import numeric_id
 from podrt.cri.listcache import ListCache
 from podrt.cri.stats_convert import fs_usage
 from podrt.errors import InvalidArgument
 from podrt.images.manager import ImageManager, ImageView
 from podrt.images.registry import Credentials
 from podrt.images.store import ImageRecord
+from podrt.model.container import numeric_id
 
 
 def credentials(auth: cri.AuthConfig | None) -> Credentials | None:

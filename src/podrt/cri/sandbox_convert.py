@@ -6,9 +6,7 @@ import json
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri.fields import enum_value, id_value, in_range, wire_enum
-from podrt.sandbox.annotations import infra_labels
-from podrt.sandbox.manager import SandboxView
-from podrt.sandbox.model import (
+from podrt.model.sandbox import (
     DnsConfig,
     NamespaceOptions,
     NsMode,
@@ -18,6 +16,8 @@ from podrt.sandbox.model import (
     SeccompProfile,
     SelinuxOptions,
 )
+from podrt.sandbox.annotations import infra_labels
+from podrt.sandbox.manager import SandboxView
 
 NS_MODES = {cri.NamespaceMode.POD: NsMode.POD, cri.NamespaceMode.CONTAINER: NsMode.CONTAINER,
        cri.NamespaceMode.NODE: NsMode.NODE, cri.NamespaceMode.TARGET: NsMode.TARGET}

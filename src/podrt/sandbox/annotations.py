@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import attrs
 
 from podrt.sandbox.naming import INFRA_CONTAINER_NAME
-
-if TYPE_CHECKING:
-    from podrt.sandbox.context import SandboxContext
+from podrt.steps.sandbox.context import IP_ANNOTATION, SandboxContext
 
 CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
 PREFIX = "io.podrt."
-IP_ANNOTATION = PREFIX + "ip"  # set once CNI has answered (see steps/state.py)
 
 
 def infra_labels(labels: Mapping[str, str]) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """The infra container's OCI spec: a pod's request and the paths earlier
 steps decided (InfraPlan), turned into the general builder's SpecInput.
+The InfraSpec step calls infra_spec through SandboxDeps.build_spec: the pod's
+rules live here with the manager, and steps/ imports nothing from sandbox/.
 
 Modelled on CRI-O's infra container: a read-only rootfs, the default small
 capability set, the pod's namespaces (the network one joined by path, since
@@ -11,9 +13,47 @@ from __future__ import annotations
 
 from typing import Any
 
+from podrt.errors import InvalidArgument
 from podrt.host import cgroups
+from podrt.model.sandbox import InfraPlan
 from podrt.oci.spec import BIND_RO, Namespace, SpecInput, bind, build_spec, standard_mounts
-from podrt.sandbox.model import InfraPlan
+from podrt.sandbox.annotations import sandbox_annotations
+from podrt.sandbox.validate import pod_sysctls, seccomp_profile
+from podrt.security.selinux import process_label
+from podrt.steps.sandbox.context import SandboxContext, SandboxDeps
+
+
+def infra_spec(ctx: SandboxContext, deps: SandboxDeps) -> dict[str, Any]:
+    """SandboxDeps.build_spec: the InfraSpec step's spec."""
+    return build_infra_spec(infra_plan(ctx, deps))
+
+
+def infra_plan(ctx: SandboxContext, deps: SandboxDeps) -> InfraPlan:
+    """The pod's request plus every path and value the earlier steps decided."""
+    cfg, rt, pause = ctx.config, deps.config.runtime, ctx.pause
+    assert pause is not None and ctx.rootfs, "the Rootfs step ran first"
+    try:
+        seccomp = seccomp_profile(cfg, deps.config)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return InfraPlan(
+        sandbox_id=ctx.id,
+        config=cfg,
+        rootfs=ctx.rootfs,
+        process_args=pause.command,
+        hostname="" if cfg.host_network else ctx.hostname,
+        hostname_file=ctx.hostname_file,
+        resolv_conf=ctx.resolv_conf,
+        shm_path=ctx.shm_path,
+        netns_path=ctx.netns_path,
+        cgroups_path=ctx.cgroups_path,
+        oom_score_adj=deps.oom_score_adj,
+        cpu_shares=rt.infra_cpu_shares,
+        sysctls=pod_sysctls(cfg, deps.config),
+        seccomp=seccomp,
+        annotations=sandbox_annotations(ctx, pause.stop_signal),
+        selinux_label=process_label(cfg.selinux, shares_host=cfg.host_pid or cfg.host_ipc),
+    )
 
 
 def build_infra_spec(plan: InfraPlan) -> dict[str, Any]:

@@ -20,12 +20,11 @@ import attrs
 from podrt.aio import finish_in_thread
 from podrt.aio.tasks import TaskOwner
 from podrt.errors import SHUTTING_DOWN, DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from podrt.model.sandbox import SandboxConfig
 from podrt.network import links
 from podrt.network.cniconf import CniNetwork
 from podrt.rollback import FaultPlan, Journal, StepRegistry, Transaction, TxObserver, teardown
 from podrt.sandbox import naming
-from podrt.sandbox.context import SandboxContext, SandboxDeps
-from podrt.sandbox.model import SandboxConfig
 from podrt.sandbox.orphans import release_orphans
 from podrt.sandbox.store import SandboxState, load_all
 from podrt.sandbox.validate import check_request
@@ -34,6 +33,7 @@ from podrt.steps.names import IndexId, ReserveNames
 from podrt.steps.rootfs import Rootfs
 from podrt.steps.sandbox.cgroups import CgroupParent
 from podrt.steps.sandbox.cni import CniAdd
+from podrt.steps.sandbox.context import SandboxContext, SandboxDeps
 from podrt.steps.sandbox.files import HostFiles
 from podrt.steps.sandbox.netns import NetNamespace
 from podrt.steps.sandbox.runtime import InfraStart

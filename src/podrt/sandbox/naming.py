@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 
-from podrt.sandbox.model import SandboxConfig
+from podrt.model.sandbox import SandboxConfig
 
 INFRA_CONTAINER_NAME = "POD"
 

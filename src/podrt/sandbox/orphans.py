@@ -22,9 +22,9 @@ from typing import Any
 from podrt.host import cgroups, mounts
 from podrt.network.netns import remove_netns
 from podrt.oci.runtime import OciRuntime
-from podrt.sandbox.context import SandboxDeps
 from podrt.sandbox.naming import is_id
 from podrt.steps.sandbox.cgroups import CgroupParent
+from podrt.steps.sandbox.context import SandboxDeps
 from podrt.steps.sandbox.storage import remove_own_log_dir
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from podrt.host.fsutil import atomic_write
-from podrt.sandbox.model import (
+from podrt.model.sandbox import (
     DnsConfig,
     NamespaceOptions,
     NsMode,

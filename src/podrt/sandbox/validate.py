@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from podrt.config import Config
 from podrt.errors import InvalidArgument
 from podrt.host import cgroups
-from podrt.sandbox.model import NsMode, SandboxConfig
+from podrt.model.sandbox import NsMode, SandboxConfig
 from podrt.security.seccomp import profile_for
 
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podrt.container.context import ContainerContext
 from podrt.errors import FailedPrecondition
 from podrt.oci.runtime import RuntimeRefused, Stdio, remove_cgroup
 from podrt.steps.base import DepsStep
+from podrt.steps.container.context import ContainerContext
 
 CREATE_TIMEOUT = 60.0
 

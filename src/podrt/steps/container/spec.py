@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from podrt.aio import finish_in_thread
-from podrt.container.context import ContainerContext
-from podrt.container.spec import build_container_spec
+from podrt.steps.container.context import ContainerContext
 from podrt.steps.spec_files import WriteSpec
 
 
@@ -17,4 +16,4 @@ class ContainerSpec(WriteSpec):
         return [str(self.deps.run_dir(ctx.id) / "config.json"), str(self.deps.container_dir(ctx.id) / "config.json")]
 
     async def build(self, ctx: ContainerContext) -> dict[str, Any]:
-        return await finish_in_thread(build_container_spec, ctx, self.deps.config)  # reads the image's /etc/passwd
+        return await finish_in_thread(self.deps.build_spec, ctx, self.deps.config)  # reads the image's /etc/passwd

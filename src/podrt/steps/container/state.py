@@ -6,10 +6,10 @@ import os
 from typing import Any
 
 from podrt.aio import finish_in_thread
-from podrt.container.context import ContainerContext
-from podrt.container.spec import spec_user
 from podrt.container.store import STATE_FILE, ContainerState
+from podrt.model.container import spec_user
 from podrt.steps.base import DepsStep
+from podrt.steps.container.context import ContainerContext
 
 
 class ContainerSaveState(DepsStep):

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from podrt.container.context import ContainerContext
 from podrt.steps.base import DepsStep
+from podrt.steps.container.context import ContainerContext
 from podrt.steps.sandbox.storage import ensure_sane_log_path, remove_dirs_and_log
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podrt.container.context import ContainerContext
 from podrt.steps.base import DepsStep
+from podrt.steps.container.context import ContainerContext
 from podrt.steps.rootfs import mount_layers, unmount_layers
 
 

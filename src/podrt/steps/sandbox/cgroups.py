@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from podrt.host import cgroups
-from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
+from podrt.steps.sandbox.context import SandboxContext
 
 BUSY_WAIT = 5.0
 

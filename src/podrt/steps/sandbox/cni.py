@@ -8,8 +8,8 @@ from typing import Any
 from podrt.errors import Unavailable
 from podrt.network.cni import CniError, CniPodInfo
 from podrt.network.cniconf import network_from_raw
-from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
+from podrt.steps.sandbox.context import SandboxContext
 
 IFNAME = "eth0"
 

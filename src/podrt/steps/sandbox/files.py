@@ -7,9 +7,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from podrt.sandbox.context import SandboxContext
-from podrt.sandbox.model import DnsConfig
+from podrt.model.sandbox import DnsConfig
 from podrt.steps.base import SandboxStep
+from podrt.steps.sandbox.context import SandboxContext
 
 
 def render_resolv_conf(dns: DnsConfig) -> str:

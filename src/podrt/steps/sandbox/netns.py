@@ -11,8 +11,8 @@ from typing import Any
 from podrt.aio import await_shielded, finish_in_thread
 from podrt.network.links import loopback_up
 from podrt.network.netns import create_netns, remove_netns
-from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
+from podrt.steps.sandbox.context import SandboxContext
 
 
 class NetNamespace(SandboxStep):

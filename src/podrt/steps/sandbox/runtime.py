@@ -7,8 +7,8 @@ from typing import Any
 
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.oci.runtime import RuntimeRefused
-from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
+from podrt.steps.sandbox.context import SandboxContext
 
 SYSCTL_WORDS = ("/proc/sys/", "sysctl")  # runc's when it or the kernel rejects a sysctl
 STOP_TIMEOUT = 10.0

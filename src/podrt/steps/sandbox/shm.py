@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from podrt.host import mounts
-from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
+from podrt.steps.sandbox.context import SandboxContext
 
 
 class ShmMount(SandboxStep):

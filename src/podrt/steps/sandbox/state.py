@@ -6,10 +6,9 @@ import os
 from typing import Any
 
 from podrt.aio import finish_in_thread
-from podrt.sandbox.annotations import IP_ANNOTATION
-from podrt.sandbox.context import SandboxContext
 from podrt.sandbox.store import STATE_FILE, save_state
 from podrt.steps.base import SandboxStep
+from podrt.steps.sandbox.context import IP_ANNOTATION, SandboxContext
 from podrt.steps.spec_files import write_spec
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from podrt.errors import InvalidArgument
-from podrt.sandbox.context import SandboxContext
 from podrt.steps.base import SandboxStep
+from podrt.steps.sandbox.context import SandboxContext
 
 
 def ensure_sane_log_path(log_path: Path) -> None:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from podrt.config import Config
-from podrt.container.model import ContainerConfig
 from podrt.images.manager import ImageView
+from podrt.model.container import ContainerConfig
 from podrt.oci.runtime import OciRuntime
-from podrt.sandbox.context import DaemonPaths, RootfsSource
 from podrt.sandbox.store import SandboxState
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
+from podrt.steps.context import DaemonPaths, RootfsSource
 
 
 @attrs.define
@@ -25,6 +26,9 @@ class ContainerDeps(DaemonPaths):
     names: NameRegistry  # shared with the pods: one namespace of names, as in CRI-O
     ids: IdIndex  # containers' own
     runtimes: dict[str, OciRuntime]
+    # the container's OCI spec (container.spec.build_container_spec): the container rules are the
+    # manager's, handed down to the ContainerSpec step; runs in a thread (reads the image's /etc/passwd)
+    build_spec: Callable[[ContainerContext, Config], dict[str, Any]]
 
     @property
     def exit_dir(self) -> Path:

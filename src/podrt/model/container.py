@@ -6,10 +6,11 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
-from podrt.sandbox.model import NsMode
+from podrt.model.sandbox import NsMode
 from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions
 
@@ -85,6 +86,12 @@ class ContainerUser:
     uid: int
     gid: int
     supplemental_groups: tuple[int, ...] = ()
+
+
+def spec_user(spec: Mapping[str, Any]) -> ContainerUser:
+    """The ids a built OCI spec runs its process with (ContainerStatus.user)."""
+    user = spec["process"]["user"]
+    return ContainerUser(user["uid"], user["gid"], tuple(user.get("additionalGids", ())))
 
 
 @attrs.frozen

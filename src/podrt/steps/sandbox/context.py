@@ -10,45 +10,15 @@ import attrs
 
 from podrt.config import Config
 from podrt.images.pause import PauseImage
+from podrt.model.sandbox import SandboxConfig
 from podrt.network.cni import CniInvoker
 from podrt.network.cniconf import CniLookup, CniNetwork
 from podrt.oci.runtime import OciRuntime
-from podrt.sandbox.model import SandboxConfig
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
+from podrt.steps.context import DaemonPaths, RootfsSource
 
-
-@attrs.frozen
-class RootfsSource:
-    """What the Rootfs step mounts: an image's layers, or a shared read-only layer as it is."""
-
-    image_id: str
-    image_name: str
-    shared: Path | None  # used as it is (the builtin pause image), no overlay
-    lowers: tuple[str, ...]  # layer links, top first, relative to the images dir
-    dir: Path  # upper/, work/ and merged/ go here
-
-
-class DaemonPaths:
-    """Where the daemon keeps things, from its config (pods' and containers' deps share it)."""
-
-    config: Config  # a field of each attrs subclass
-
-    @property
-    def root(self) -> Path:
-        return Path(self.config.root)
-
-    @property
-    def runroot(self) -> Path:
-        return Path(self.config.runroot)
-
-    @property
-    def images_dir(self) -> Path:
-        return self.root / "images"
-
-    def container_run_dir(self, container_id: str) -> Path:
-        """A container's bundle (runc's config.json), conmon's files, its exec specs."""
-        return self.runroot / "containers" / container_id
+IP_ANNOTATION = "io.podrt.ip"  # the infra spec's: the pod's IPs, set by SaveState once CNI has answered
 
 
 @attrs.define
@@ -63,6 +33,9 @@ class SandboxDeps(DaemonPaths):
     runtimes: dict[str, OciRuntime]
     pause_image: Callable[[], Awaitable[PauseImage]]  # resolved (pulled if need be) per creation
     oom_score_adj: int  # the configured value, clamped where the host cannot lower it
+    # the infra's OCI spec from the pod and what earlier steps decided (sandbox.infra_spec.infra_spec):
+    # the pod's rules (sysctls, seccomp, annotations) are the manager's, handed down to the InfraSpec step
+    build_spec: Callable[[SandboxContext, SandboxDeps], dict[str, Any]]
 
     def sandbox_dir(self, sandbox_id: str) -> Path:
         return self.root / "sandboxes" / sandbox_id
