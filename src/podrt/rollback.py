@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple, Protocol
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 import attrs
 
@@ -31,8 +31,13 @@ When = Literal["before", "after"]
 Outcome = Literal["committed", "rolled_back", "rollback_incomplete"]
 
 
-class Step(abc.ABC):
-    """One phase of a transaction; `kind` is the registry key used for crash replay."""
+Ctx = TypeVar("Ctx", contravariant=True)  # a Step[A] may run where a B is built, if every B is an A
+C = TypeVar("C")
+
+
+class Step(abc.ABC, Generic[Ctx]):
+    """One phase of a transaction over a context of type Ctx (the object being built, which
+    do() fills in); `kind` is the registry key used for crash replay."""
 
     kind: ClassVar[str]
     # False for steps whose effect a crash undoes by itself (in-memory state) or an
@@ -50,12 +55,12 @@ class Step(abc.ABC):
     def name(self, value: str) -> None:
         self._name = value
 
-    def record(self, ctx: Any) -> dict[str, Any]:
+    def record(self, ctx: Ctx) -> dict[str, Any]:
         """JSON data the undo needs; journaled before do() so a crash mid-do is undoable."""
         return {}
 
     @abc.abstractmethod
-    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
+    async def do(self, ctx: Ctx, data: dict[str, Any]) -> None:
         """Complete, or clean up own partial work and raise. May add keys to `data`."""
 
     @abc.abstractmethod
@@ -119,14 +124,14 @@ class StepRegistry:
     """kind -> zero-arg factory of a step able to undo from recorded data (crash replay)."""
 
     def __init__(self) -> None:
-        self._factories: dict[str, Callable[[], Step]] = {}
+        self._factories: dict[str, Callable[[], Step[Any]]] = {}
 
-    def register(self, kind: str, factory: Callable[[], Step]) -> None:
+    def register(self, kind: str, factory: Callable[[], Step[Any]]) -> None:
         if kind in self._factories:
             raise ValueError(f"step kind {kind!r} is already registered")
         self._factories[kind] = factory
 
-    def get(self, kind: str) -> Callable[[], Step]:
+    def get(self, kind: str) -> Callable[[], Step[Any]]:
         if kind not in self._factories:
             raise UnknownStepKind(f"no step registered for kind {kind!r}")
         return self._factories[kind]
@@ -177,7 +182,7 @@ def _quietly(log: logging.Logger, what: str, fn: Callable[..., Any], *args: Any)
         log.exception("%s failed", what)
 
 
-def _resolver(source: StepRegistry | Mapping[str, Step] | Sequence[Step]) -> Callable[[StepRecord], Step]:
+def _resolver(source: StepRegistry | Mapping[str, Step[Any]] | Sequence[Step[Any]]) -> Callable[[StepRecord], Step[Any]]:
     if isinstance(source, StepRegistry):
         return lambda rec: source.get(rec.kind)()
     steps = source if isinstance(source, Mapping) else {s.name: s for s in source}
@@ -187,7 +192,7 @@ def _resolver(source: StepRegistry | Mapping[str, Step] | Sequence[Step]) -> Cal
 UndoHook = Callable[[StepRecord, float, "BaseException | None"], None]
 
 
-async def _undo_all(records: Sequence[StepRecord], resolve: Callable[[StepRecord], Step],
+async def _undo_all(records: Sequence[StepRecord], resolve: Callable[[StepRecord], Step[Any]],
                     log: logging.Logger, on_undo: UndoHook | None = None) -> list[UndoFailure]:
     """THE undo loop (rollback, teardown, replay): newest first, keep going past failures."""
     failures: list[UndoFailure] = []
@@ -208,7 +213,7 @@ async def _undo_all(records: Sequence[StepRecord], resolve: Callable[[StepRecord
 
 
 async def teardown(records: Iterable[Sequence[Any]],
-                   registry_or_steps: StepRegistry | Mapping[str, Step] | Sequence[Step],
+                   registry_or_steps: StepRegistry | Mapping[str, Step[Any]] | Sequence[Step[Any]],
                    *, log: logging.Logger | None = None) -> list[UndoFailure]:
     """Undo a committed transaction from its records (also as JSON lists); not shielded."""
     plan = [StepRecord(*r) for r in records]
@@ -273,10 +278,10 @@ class Journal:
         return report
 
 
-class Transaction:
+class Transaction(Generic[C]):
     """Run steps in order; on failure or cancellation undo the completed ones, newest first."""
 
-    def __init__(self, kind: str, steps: Sequence[Step | Sequence[Step]], *, tx_id: str | None = None,
+    def __init__(self, kind: str, steps: Sequence[Step[C] | Sequence[Step[C]]], *, tx_id: str | None = None,
                  journal: Journal | None = None, faults: FaultPlan | None = None,
                  observer: TxObserver | None = None, log: logging.Logger | None = None) -> None:
         """`steps` in order; an inner sequence is a group whose steps need nothing from
@@ -293,7 +298,7 @@ class Transaction:
         self.completed: list[StepRecord] = []  # live: a last 'state' step persists it with the object
         self._started = False
 
-    async def run(self, ctx: Any) -> TxReport:
+    async def run(self, ctx: C) -> TxReport:
         """Commit and return the report, or roll back and re-raise the original exception."""
         if self._started:
             raise RuntimeError(f"transaction {self.tx_id} can only run once")
@@ -341,7 +346,7 @@ class Transaction:
             raise
         return self._finish(start, None, records, [], [])
 
-    async def _do_one(self, step: Step, ctx: Any, data: dict[str, Any]) -> None:
+    async def _do_one(self, step: Step[C], ctx: C, data: dict[str, Any]) -> None:
         t0, ok = time.monotonic(), False
         try:
             await step.do(ctx, data)
@@ -349,13 +354,13 @@ class Transaction:
         finally:
             self._timed(step.name, "do", time.monotonic() - t0, ok)
 
-    def _completed(self, step: Step, data: dict[str, Any], jf: JournalFile | None) -> None:
+    def _completed(self, step: Step[C], data: dict[str, Any], jf: JournalFile | None) -> None:
         """Push the step's undo on the stack (and mark it done in the journal)."""
         self.completed.append(StepRecord(step.name, step.kind, data))
         if jf and step.journaled:
             jf.done(step.name, data)
 
-    async def _do_group(self, group: list[Step], ctx: Any, datas: list[dict[str, Any]],
+    async def _do_group(self, group: list[Step[C]], ctx: C, datas: list[dict[str, Any]],
                         jf: JournalFile | None) -> None:
         """Run a group's do()s at once; every one that completed is recorded for undo,
         even when a sibling fails or we are cancelled (all are settled first).

@@ -262,7 +262,7 @@ def oci_resources(r: Resources) -> dict[str, Any]:
     limits for the page sizes the host has, where it has the hugetlb controller
     (containerd's tolerate_missing_hugetlb_controller); unified as given."""
     out: dict[str, Any] = {}
-    cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota), ("period", r.cpu_period)) if v}
+    cpu: dict[str, Any] = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota), ("period", r.cpu_period)) if v}
     if r.cpuset_cpus:
         cpu["cpus"] = r.cpuset_cpus
     if r.cpuset_mems:

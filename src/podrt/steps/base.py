@@ -1,26 +1,30 @@
-"""The bases of podrt's steps: built with the daemon's services (deps)."""
+"""The bases of podrt's steps: built with the daemon's services (deps), typed by the
+context they build (Step[Ctx]) and the deps they use."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from podrt.errors import FailedPrecondition
 from podrt.oci.runtime import OciRuntime
-from podrt.rollback import Step
+from podrt.rollback import Ctx, Step
+from podrt.steps.container.context import ContainerContext, ContainerDeps
+from podrt.steps.sandbox.context import SandboxContext, SandboxDeps
+
+# contravariant: a step that needs only what both deps have (names, ids, images_dir) is
+# built with either, and a step of Step[A] runs on any context that is an A
+Deps = TypeVar("Deps", contravariant=True)
 
 
-class DepsStep(Step):
+class DepsStep(Step[Ctx], Generic[Ctx, Deps]):
     """A step whose undo needs only its recorded data and the daemon's
-    services. `deps` is SandboxDeps or ContainerDeps: a shared phase uses
-    only what both have (names, ids, images_dir)."""
+    services. `deps` is SandboxDeps or ContainerDeps: a shared phase is typed
+    by what both have (steps/context.py's protocols)."""
 
     stop_phase: ClassVar[bool] = False  # a pod's: undone by StopPodSandbox too
 
-    def __init__(self, deps: Any) -> None:
+    def __init__(self, deps: Deps) -> None:
         self.deps = deps
-
-    def runtime(self, handler: str) -> OciRuntime:
-        return runtime_for(self.deps.runtimes, handler)
 
 
 def runtime_for(runtimes: dict[str, OciRuntime], handler: str) -> OciRuntime:
@@ -31,5 +35,5 @@ def runtime_for(runtimes: dict[str, OciRuntime], handler: str) -> OciRuntime:
                                  "add it back to stop and remove what runs on it") from None
 
 
-class SandboxStep(DepsStep):
-    """One of RunPodSandbox's own phases (deps: SandboxDeps)."""
+SandboxStep = DepsStep[SandboxContext, SandboxDeps]  # one of RunPodSandbox's own phases
+ContainerStep = DepsStep[ContainerContext, ContainerDeps]  # one of CreateContainer's own phases

@@ -1,13 +1,19 @@
 """What every step's context shares, pods' and containers' alike: where the daemon keeps
-things (DaemonPaths, the base of both deps) and what the Rootfs step mounts."""
+things (DaemonPaths, the base of both deps), what the Rootfs step mounts, and what the
+shared phases need of a context and its deps (protocols both pods' and containers' meet)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
 from podrt.config import Config
+from podrt.state.idindex import IdIndex
+from podrt.state.names import NameRegistry
+
+D = TypeVar("D", contravariant=True)
 
 
 @attrs.frozen
@@ -41,3 +47,35 @@ class DaemonPaths:
     def container_run_dir(self, container_id: str) -> Path:
         """A container's bundle (runc's config.json), conmon's files, its exec specs."""
         return self.runroot / "containers" / container_id
+
+
+class Named(Protocol):
+    """A context whose object takes names (ReserveNames) and an ID (IndexId)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def reserved_names(self) -> list[str]: ...
+
+
+class Registries(Protocol):
+    """Deps holding the names and IDs taken (pods and containers share the names)."""
+
+    @property
+    def names(self) -> NameRegistry: ...
+    @property
+    def ids(self) -> IdIndex: ...
+
+
+class Mounted(Protocol[D]):
+    """A context with a root to mount (Rootfs), whose source it tells given its deps D."""
+
+    rootfs: str
+
+    def rootfs_source(self, deps: D) -> RootfsSource: ...
+
+
+class Specified(Protocol):
+    """A context that gets an OCI spec (WriteSpec)."""
+
+    spec: dict[str, Any]

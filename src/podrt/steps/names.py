@@ -8,16 +8,17 @@ from typing import Any
 from podrt.errors import AlreadyExists
 from podrt.state.names import NameTaken
 from podrt.steps.base import DepsStep
+from podrt.steps.context import Named, Registries
 
 
-class ReserveNames(DepsStep):
+class ReserveNames(DepsStep[Named, Registries]):
     kind = "names"
     journaled = False  # in memory: a crash releases it; restore rebuilds it from disk
 
-    def record(self, ctx: Any) -> dict[str, Any]:
+    def record(self, ctx: Named) -> dict[str, Any]:
         return {"id": ctx.id, "names": ctx.reserved_names}
 
-    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
+    async def do(self, ctx: Named, data: dict[str, Any]) -> None:
         reserved = []
         try:
             for name in data["names"]:
@@ -33,14 +34,14 @@ class ReserveNames(DepsStep):
             self.deps.names.release(name, data["id"])
 
 
-class IndexId(DepsStep):
+class IndexId(DepsStep[Named, Registries]):
     kind = "id"
     journaled = False  # in memory, like the names
 
-    def record(self, ctx: Any) -> dict[str, Any]:
+    def record(self, ctx: Named) -> dict[str, Any]:
         return {"id": ctx.id}
 
-    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
+    async def do(self, ctx: Named, data: dict[str, Any]) -> None:
         self.deps.ids.add(ctx.id)
 
     async def undo(self, data: dict[str, Any]) -> None:

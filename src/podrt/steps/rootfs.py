@@ -10,24 +10,28 @@ import errno
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from podrt.aio import finish_in_thread
 from podrt.errors import FailedPrecondition
 from podrt.host import mountinfo, mounts, overlay
 from podrt.steps.base import DepsStep
+from podrt.steps.context import DaemonPaths, Mounted
 
 NO_UPPER = ("overlay", "nfs", "nfs4", "9p", "fuse", "cifs", "smb3")  # filesystems overlayfs refuses as upper
 
 
-class Rootfs(DepsStep):
+P = TypeVar("P", bound=DaemonPaths)
+
+
+class Rootfs(DepsStep[Mounted[P], P]):
     kind = "rootfs"
 
-    def record(self, ctx: Any) -> dict[str, Any]:
+    def record(self, ctx: Mounted[P]) -> dict[str, Any]:
         source = ctx.rootfs_source(self.deps)
         return {"image": source.image_id, "dir": None if source.shared is not None else str(source.dir)}
 
-    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
+    async def do(self, ctx: Mounted[P], data: dict[str, Any]) -> None:
         source = ctx.rootfs_source(self.deps)
         if data["dir"] is None:
             ctx.rootfs = str(source.shared)

@@ -8,11 +8,12 @@ import abc
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from podrt.aio import finish_in_thread
 from podrt.host.fsutil import atomic_write
 from podrt.steps.base import DepsStep
+from podrt.steps.context import Specified
 
 
 def write_spec(files: list[str], spec: dict[str, Any]) -> None:
@@ -21,21 +22,25 @@ def write_spec(files: list[str], spec: dict[str, Any]) -> None:
         atomic_write(Path(f), payload)
 
 
-class WriteSpec(DepsStep):
+S = TypeVar("S", bound=Specified, contravariant=True)
+D = TypeVar("D", contravariant=True)
+
+
+class WriteSpec(DepsStep[S, D]):
     journaled = False  # files in the object's dirs: the storage undo removes them
 
     @abc.abstractmethod
-    def files(self, ctx: Any) -> list[str]:
+    def files(self, ctx: S) -> list[str]:
         """[bundle config.json, state dir copy]."""
 
     @abc.abstractmethod
-    async def build(self, ctx: Any) -> dict[str, Any]:
+    async def build(self, ctx: S) -> dict[str, Any]:
         """The spec (also kept in ctx.spec)."""
 
-    def record(self, ctx: Any) -> dict[str, Any]:
+    def record(self, ctx: S) -> dict[str, Any]:
         return {"files": self.files(ctx)}
 
-    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
+    async def do(self, ctx: S, data: dict[str, Any]) -> None:
         ctx.spec = await self.build(ctx)
         try:
             await finish_in_thread(write_spec, data["files"], ctx.spec)

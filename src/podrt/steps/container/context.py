@@ -12,6 +12,7 @@ from podrt.config import Config
 from podrt.images.manager import ImageView
 from podrt.model.container import ContainerConfig
 from podrt.oci.runtime import OciRuntime
+from podrt.rollback import StepRecord
 from podrt.sandbox.store import SandboxState
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
@@ -75,7 +76,7 @@ class ContainerContext:
     spec: dict[str, Any] = attrs.field(factory=dict)
     pid: int = 0
     conmon_pid: int = 0
-    completed: list[Any] = attrs.field(factory=list)
+    completed: list[StepRecord] = attrs.field(factory=list)
     state: Any = None
 
     @property

@@ -7,7 +7,7 @@ from typing import Any
 
 from podrt.errors import FailedPrecondition
 from podrt.oci.runtime import RuntimeRefused, Stdio, remove_cgroup
-from podrt.steps.base import DepsStep
+from podrt.steps.base import ContainerStep, runtime_for
 from podrt.steps.container.context import ContainerContext
 
 CREATE_TIMEOUT = 60.0
@@ -20,7 +20,7 @@ def refusal(exc: RuntimeRefused) -> str:
     return f"the OCI runtime refused the container as configured: {exc}"
 
 
-class ContainerCreate(DepsStep):
+class ContainerCreate(ContainerStep):
     kind = "ctr-create"
 
     def record(self, ctx: ContainerContext) -> dict[str, Any]:
@@ -31,7 +31,7 @@ class ContainerCreate(DepsStep):
     async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
         run = self.deps.run_dir(ctx.id)
         try:
-            proc = await self.runtime(data["handler"]).create(
+            proc = await runtime_for(self.deps.runtimes, data["handler"]).create(
                 ctx.id, run, log_path=Path(ctx.log_path), exit_dir=self.deps.exit_dir, persist_dir=run / "conmon",
                 socket_dir=run, stdio=Stdio(ctx.config.stdin, ctx.config.stdin_once, ctx.config.tty), timeout=CREATE_TIMEOUT)
         except RuntimeRefused as exc:
@@ -39,7 +39,7 @@ class ContainerCreate(DepsStep):
         ctx.pid, ctx.conmon_pid = proc.pid, proc.conmon_pid
 
     async def undo(self, data: dict[str, Any]) -> None:
-        runtime = self.runtime(data["handler"])
+        runtime = runtime_for(self.deps.runtimes, data["handler"])
         exit_file = Path(data["exit_file"])
         # a rollback or a removal: no grace; conmon's exit file is awaited, or it comes after its removal below
         await runtime.stop(data["id"], timeout=0, exit_dir=exit_file.parent)

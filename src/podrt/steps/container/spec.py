@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from podrt.aio import finish_in_thread
-from podrt.steps.container.context import ContainerContext
+from podrt.steps.container.context import ContainerContext, ContainerDeps
 from podrt.steps.spec_files import WriteSpec
 
 
-class ContainerSpec(WriteSpec):
+class ContainerSpec(WriteSpec[ContainerContext, ContainerDeps]):
     kind = "ctr-spec"
 
     def files(self, ctx: ContainerContext) -> list[str]:

@@ -8,11 +8,11 @@ from typing import Any
 from podrt.aio import finish_in_thread
 from podrt.container.store import STATE_FILE, ContainerState
 from podrt.model.container import spec_user
-from podrt.steps.base import DepsStep
+from podrt.steps.base import ContainerStep
 from podrt.steps.container.context import ContainerContext
 
 
-class ContainerSaveState(DepsStep):
+class ContainerSaveState(ContainerStep):
     kind = "ctr-state"
     journaled = False  # a file in the container's dir: the storage undo removes it
 

@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from podrt.steps.base import DepsStep
+from podrt.steps.base import ContainerStep
 from podrt.steps.container.context import ContainerContext
 from podrt.steps.sandbox.storage import ensure_sane_log_path, remove_dirs_and_log
 
 
-class ContainerStorage(DepsStep):
+class ContainerStorage(ContainerStep):
     kind = "ctr-storage"
 
     def record(self, ctx: ContainerContext) -> dict[str, Any]:

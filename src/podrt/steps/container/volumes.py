@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podrt.steps.base import DepsStep
+from podrt.steps.base import ContainerStep
 from podrt.steps.container.context import ContainerContext
 from podrt.steps.rootfs import mount_layers, unmount_layers
 
 
-class ImageVolumes(DepsStep):
+class ImageVolumes(ContainerStep):
     kind = "ctr-volumes"
 
     def record(self, ctx: ContainerContext) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from podrt.model.sandbox import SandboxConfig
 from podrt.network.cni import CniInvoker
 from podrt.network.cniconf import CniLookup, CniNetwork
 from podrt.oci.runtime import OciRuntime
+from podrt.rollback import StepRecord
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
 from podrt.steps.context import DaemonPaths, RootfsSource
@@ -76,7 +77,7 @@ class SandboxContext:
     spec: dict[str, Any] = attrs.field(factory=dict)
     infra_pid: int = 0
     conmon_pid: int = 0
-    completed: list[Any] = attrs.field(factory=list)  # the transaction's live records
+    completed: list[StepRecord] = attrs.field(factory=list)  # the transaction's live records
     state: Any = None  # the SandboxState the last step saved
 
     @property

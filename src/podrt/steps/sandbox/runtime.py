@@ -7,7 +7,7 @@ from typing import Any
 
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.oci.runtime import RuntimeRefused
-from podrt.steps.base import SandboxStep
+from podrt.steps.base import SandboxStep, runtime_for
 from podrt.steps.sandbox.context import SandboxContext
 
 SYSCTL_WORDS = ("/proc/sys/", "sysctl")  # runc's when it or the kernel rejects a sysctl
@@ -32,7 +32,7 @@ class InfraStart(SandboxStep):
         return {"id": ctx.id, "handler": ctx.runtime_handler, "stop_signal": ctx.pause.stop_signal if ctx.pause else "SIGTERM"}
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
-        runtime = self.runtime(ctx.runtime_handler)
+        runtime = runtime_for(self.deps.runtimes, ctx.runtime_handler)
         run = self.deps.run_dir(ctx.id)
         try:
             proc = await runtime.create(
@@ -58,6 +58,6 @@ class InfraStart(SandboxStep):
         data.update(pid=proc.pid, conmon_pid=proc.conmon_pid)
 
     async def undo(self, data: dict[str, Any]) -> None:
-        runtime = self.runtime(data["handler"])
+        runtime = runtime_for(self.deps.runtimes, data["handler"])
         await runtime.stop(data["id"], timeout=STOP_TIMEOUT, stop_signal=data["stop_signal"])
         await runtime.delete(data["id"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from podrt.steps.sandbox.context import SandboxContext
+from podrt.steps.sandbox.context import SandboxContext, SandboxDeps
 from podrt.steps.spec_files import WriteSpec
 
 
-class InfraSpec(WriteSpec):
+class InfraSpec(WriteSpec[SandboxContext, SandboxDeps]):
     kind = "spec"
 
     def files(self, ctx: SandboxContext) -> list[str]:
