@@ -19,9 +19,9 @@ from typing import Any
 import attrs
 import pytest
 
-from podrt.container.model import ContainerConfig, ContainerUser, Mount, Propagation
 from podrt.errors import NotFound
-from podrt.sandbox.model import DnsConfig, NamespaceOptions, NsMode, PortMapping, SandboxConfig
+from podrt.model.container import ContainerConfig, ContainerUser, Mount, Propagation
+from podrt.model.sandbox import DnsConfig, NamespaceOptions, NsMode, PortMapping, SandboxConfig
 from podrt.state import store as store_module
 from podrt.state.format import CONTAINER_FORMAT, FORMAT_VERSION, SANDBOX_FORMAT
 from podrt.state.records import ContainerState, PlanStep, SandboxState

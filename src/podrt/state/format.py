@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import attrs
 
-from podrt.container.model import (
+from podrt.model.container import (
     ContainerConfig,
     ContainerUser,
     Device,
@@ -27,7 +27,7 @@ from podrt.container.model import (
     Propagation,
     Resources,
 )
-from podrt.sandbox.model import (
+from podrt.model.sandbox import (
     DnsConfig,
     NamespaceOptions,
     NsMode,

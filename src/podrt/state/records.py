@@ -8,9 +8,9 @@ from typing import Any
 
 import attrs
 
-from podrt.container.model import ContainerConfig, ContainerUser
+from podrt.model.container import ContainerConfig, ContainerUser
+from podrt.model.sandbox import SandboxConfig
 from podrt.rollback import StepRecord
-from podrt.sandbox.model import SandboxConfig
 
 
 @attrs.frozen
