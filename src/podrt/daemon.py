@@ -17,6 +17,7 @@ from podrt.aio.tasks import TaskOwner
 from podrt.config import Config
 from podrt.container.events import EVENT_QUEUE, EventBus
 from podrt.container.manager import ContainerManager
+from podrt.container.recovery import saved as saved_containers
 from podrt.container.spec import build_container_spec
 from podrt.cri import hooks
 from podrt.cri.image import ImageService
@@ -99,10 +100,10 @@ class Daemon:
             sandboxes=self.sandboxes, images=self.images, registry=self.steps, journal=self.journal,
             faults=self.faults, observer=self.metrics,
             events=EventBus(EVENT_QUEUE, on_drop=self.metrics.container_events_dropped.inc))
-        self.sandboxes.stop_containers = self.containers.stop_pod
-        self.sandboxes.remove_containers = self.containers.remove_pod
+        self.sandboxes.stop_containers = self.containers.lifecycle.stop_pod
+        self.sandboxes.remove_containers = self.containers.lifecycle.remove_pod
         self.images.users = lambda image_id: self.sandboxes.image_users(image_id) + self.containers.image_users(image_id)
-        self.streams = StreamServer(config.api, self.containers, self.metrics, config.debug.stream_token_ttl)
+        self.streams = StreamServer(config.api, self.containers.streams, self.metrics, config.debug.stream_token_ttl)
         self.server = CriServer(
             [RuntimeService(self.status, self.sandboxes, self.containers, self.streams),
              ImageService(self.images, self._writable_usage)],
@@ -155,7 +156,7 @@ class Daemon:
                 report = await self.journal.replay(self.steps, log)
                 if report.transactions:
                     log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
-                containers, unreadable = ContainerManager.saved(self.root)
+                containers, unreadable = saved_containers(self.root)
                 for path, problem in unreadable:
                     log.error("cannot restore container from %s: %s", path, problem)
                 await self.sandboxes.restore(containers={c.id for c in containers})

@@ -22,7 +22,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
-from podrt.container.manager import STEP_NAMES
+from podrt.container.create import STEP_NAMES
 from tests.integration.conftest import _network_dirs, remove_all_pods
 from tests.support.client import CriClient, connect
 from tests.support.daemon import DaemonDirs, DaemonProcess, podrt_command

@@ -5,15 +5,21 @@ has none, as with containerd."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
 
+from podrt.container.status import ContainerStatuses, ContainerView
 from podrt.host import cgroups
 from podrt.host.fsutil import usage as disk_usage
 from podrt.network import links
 from podrt.network.links import Interface
+from podrt.sandbox.manager import SandboxView
+from podrt.steps.container.context import ContainerDeps
 
 
 @attrs.frozen
@@ -86,3 +92,41 @@ def pod_sample(sandbox_id: str, cgroup: tuple[str, str] | None, netns_path: str,
         except Exception:  # netlink trouble costs the network part only (NetlinkError is no OSError)
             found = ()
     return PodSample(sandbox_id, time.time_ns(), total, found, tuple(containers))
+
+
+def _in_pod(sandbox_id: str, view: ContainerView) -> bool:
+    return view.state.sandbox_id == sandbox_id
+
+
+class ContainerUsage:
+    """ContainerStats, ListContainerStats, PodSandboxStats: samples, and CPU rates between them."""
+
+    def __init__(self, deps: ContainerDeps, statuses: ContainerStatuses) -> None:
+        self.deps, self._statuses = deps, statuses
+        self._rates = CpuRates()
+
+    def forget(self, container_id: str) -> None:
+        """A removed container's last sample goes with it."""
+        self._rates.forget(container_id)
+
+    async def stats(self, views: Iterable[ContainerView]) -> list[tuple[ContainerView, Sample]]:
+        """Usage of each container (cgroup and writable layer), read in one worker thread."""
+        views = list(views)
+        samples = await asyncio.to_thread(lambda: [
+            read(v.state.id, v.state.cgroups_path, self.deps.container_dir(v.state.id) / "rootfs" / "upper")
+            for v in views])
+        return [(v, attrs.evolve(x, nano_cores=self._rates.rate(x.container_id, x.at, x.cgroup)))
+                for v, x in zip(views, samples)]
+
+    async def pod_stats(self, pods: Iterable[SandboxView]
+                        ) -> list[tuple[SandboxView, PodSample, list[tuple[ContainerView, Sample]]]]:
+        """Each pod's usage (pod_usage) and its network interfaces."""
+        out = []
+        for pod in pods:
+            mine = await self.stats(self._statuses.list(functools.partial(_in_pod, pod.state.id)))
+            cgroup = None if pod.state.stopped else (pod.state.cgroup_parent, pod.state.cgroups_path)
+            netns = "" if pod.state.stopped else pod.state.netns_path or ""
+            sample = await asyncio.to_thread(pod_sample, pod.state.id, cgroup, netns, [s for _, s in mine])
+            sample = attrs.evolve(sample, nano_cores=self._rates.rate(f"pod:{pod.state.id}", sample.at, sample.cgroup))
+            out.append((pod, sample, mine))
+        return out

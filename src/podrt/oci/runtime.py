@@ -29,7 +29,7 @@ import attrs
 
 from podrt.aio import await_shielded
 from podrt.host import cgroups, proc, procfs
-from podrt.oci import conmon, execproc
+from podrt.oci import conmon, execproc, exitfile
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 from podrt.oci.runclog import runc_error_text
 
@@ -404,15 +404,10 @@ class OciRuntime:
 
     def exit_code(self, exit_dir: Path, container_id: str) -> int | None:
         """The exit code conmon wrote (-1 when it killed on timeout); None before the exit."""
-        try:
-            text = (Path(exit_dir) / container_id).read_text().strip()
-        except FileNotFoundError:
-            return None
-        try:
-            return int(text)
-        except ValueError:
-            self.log.warning("exit file of %s holds %r, not a number", container_id, text[:50])
-            return None
+        found = exitfile.read(exit_dir, container_id)
+        if found is not None and found.code is None:
+            self.log.warning("exit file of %s holds %r, not a number", container_id, found.text[:50])
+        return found.code if found is not None else None
 
 
 def _signal_arg(sig: int | str) -> int | str:

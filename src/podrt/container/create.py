@@ -1,0 +1,155 @@
+"""CreateContainer: a transaction of steps, in a pod that is ready and not
+closing. A pod being stopped or removed gets no new container, and waits
+for the creations in flight in it to finish (or unwind) first."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from pathlib import Path
+
+from podrt.container.events import EventBus, EventType
+from podrt.container.status import ContainerStatuses
+from podrt.container.store import ContainerState
+from podrt.container.validate import check_pod_ready, check_request, log_name
+from podrt.errors import FailedPrecondition, InvalidArgument, NotFound
+from podrt.images.manager import ImageManager
+from podrt.images.store import ImageRecord
+from podrt.model.container import ContainerConfig, ContainerStatus
+from podrt.model.sandbox import NsMode, SandboxConfig
+from podrt.rollback import FaultPlan, Journal, Transaction, TxObserver
+from podrt.sandbox import naming
+from podrt.sandbox.manager import SandboxManager, SandboxView
+from podrt.state.registry import Registry
+from podrt.steps.base import DepsStep
+from podrt.steps.container.context import ContainerContext, ContainerDeps, VolumeSource
+from podrt.steps.container.create import ContainerCreate
+from podrt.steps.container.spec import ContainerSpec
+from podrt.steps.container.state import ContainerSaveState
+from podrt.steps.container.storage import ContainerStorage
+from podrt.steps.container.volumes import ImageVolumes
+from podrt.steps.names import IndexId, ReserveNames
+from podrt.steps.rootfs import Rootfs
+
+log = logging.getLogger(__name__)
+
+STEP_ORDER: tuple[type[DepsStep], ...] = (
+    ReserveNames, IndexId, ContainerStorage, Rootfs, ImageVolumes, ContainerSpec, ContainerCreate, ContainerSaveState,
+)
+OWN_KINDS = (ContainerStorage, ImageVolumes, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
+
+
+def steps(deps: ContainerDeps | None) -> list[DepsStep]:
+    """The shared phases get names of their own here (a fault point names one
+    transaction's step); records keep the kind, which teardown goes by."""
+    made = [cls(deps) for cls in STEP_ORDER]
+    for step in made:
+        if not step.kind.startswith("ctr-"):
+            step.name = f"ctr-{step.kind}"
+    return made
+
+
+STEP_NAMES = [step.name for step in steps(None)]
+
+
+def container_name(cfg: ContainerConfig, pod: SandboxConfig) -> str:
+    return f"k8s_{cfg.name}_{pod.name}_{pod.namespace}_{pod.uid}_{cfg.attempt}"
+
+
+class ContainerCreator:
+    def __init__(self, deps: ContainerDeps, table: Registry[ContainerState], statuses: ContainerStatuses, *,
+                 sandboxes: SandboxManager, images: ImageManager, events: EventBus,
+                 journal: Journal, faults: FaultPlan | None, observer: TxObserver | None) -> None:
+        self.deps, self._table, self._statuses = deps, table, statuses
+        self._sandboxes, self._images, self._events = sandboxes, images, events
+        self._journal, self._faults, self._observer = journal, faults, observer
+        self._creating: dict[str, list[asyncio.Future[None]]] = {}  # pod ID -> its creations in flight
+        self._closing: set[str] = set()  # pods being stopped or removed: no new containers
+        self._pending_images: collections.Counter[str] = collections.Counter()  # images of creations in flight
+
+    async def create(self, sandbox_id: str, cfg: ContainerConfig) -> str:
+        pod = self._sandboxes.view(self._sandboxes.resolve(sandbox_id))
+        check_pod_ready(pod.state, pod.ready and pod.state.id not in self._closing)
+        check_request(cfg, pod.state)
+        record = self._image(cfg.image, "image")
+        volumes = tuple(self._volume(n, m.image) for n, m in enumerate(cfg.mounts) if m.image)
+        used = [record.id, *(v.image_id for v in volumes)]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._creating.setdefault(pod.state.id, []).append(done)
+        self._pending_images.update(used)
+        try:
+            return await self._create(pod, cfg, record, volumes)
+        finally:
+            done.set_result(None)
+            self._creating[pod.state.id].remove(done)
+            if not self._creating[pod.state.id]:
+                del self._creating[pod.state.id]
+            self._pending_images.subtract(used)
+            self._pending_images += collections.Counter()  # drops the zeros
+
+    def _image(self, ref: str, what: str) -> ImageRecord:
+        record = self._images.find(ref)
+        if record is None or not self._images.whole(record):
+            raise NotFound(f"{what} {ref} not found in the image store; pull it first")
+        return record
+
+    def _volume(self, index: int, ref: str) -> VolumeSource:
+        record = self._image(ref, f"image volume (mounts[{index}])")
+        return VolumeSource(index, record.id, ref, self._lowers(record))
+
+    def _lowers(self, record: ImageRecord) -> tuple[str, ...]:
+        return tuple(self._images.store.lower_link(c) for c in reversed(record.layers))
+
+    async def _create(self, pod: SandboxView, cfg: ContainerConfig, record: ImageRecord,
+                      volumes: tuple[VolumeSource, ...]) -> str:
+        image = self._images.view(record)
+        inner = image.config.get("config")
+        stop_signal = str(inner.get("StopSignal") or "SIGTERM") if isinstance(inner, dict) else "SIGTERM"
+        container_id = naming.new_id()
+        ctx = ContainerContext(
+            id=container_id, config=cfg, sandbox=pod.state, name=container_name(cfg, pod.state.config),
+            image=image, image_ref=cfg.image,
+            lowers=self._lowers(record), volumes=volumes,
+            created_at=time.time_ns(), log_path=str(Path(pod.state.log_directory) / log_name(cfg)), stop_signal=stop_signal,
+            target_pid=self._target_pid(cfg, pod.state.id) if cfg.pid_mode == NsMode.TARGET else 0)
+        tx = Transaction("CreateContainer", steps(self.deps), tx_id=container_id,
+                         journal=self._journal, faults=self._faults, observer=self._observer, log=log)
+        ctx.completed = tx.completed
+        await tx.run(ctx)
+        assert ctx.state is not None  # the last step saved it
+        self._table.add(container_id, ctx.state)
+        self._events.publish(container_id, pod.state.id, EventType.CREATED)
+        return container_id
+
+    def _target_pid(self, cfg: ContainerConfig, sandbox_id: str) -> int:
+        """The init pid of the running container of the same pod whose PID namespace a TARGET container joins."""
+        where = "config.linux.security_context.namespace_options.target_id"
+        if not cfg.pid_target_id:
+            raise InvalidArgument(f"{where} must name a container for pid mode TARGET")
+        target = self._table.get(self._table.resolve(cfg.pid_target_id))
+        if target.sandbox_id != sandbox_id:
+            raise InvalidArgument(f"{where}: container {target.id} is in another pod")
+        status = self._statuses.status(target)
+        if status != ContainerStatus.RUNNING or not target.pid:
+            raise FailedPrecondition(f"{where}: container {target.id} is {status.value}, not running")
+        return target.pid
+
+    async def close_pod(self, sandbox_id: str) -> None:
+        """From now on the pod gets no new container, and the creations in
+        flight finish (or unwind) before its containers are stopped or removed:
+        none is left behind in a pod that is gone."""
+        self._closing = {i for i in self._closing if self._sandboxes.known(i)} | {sandbox_id}
+        if pending := self._creating.get(sandbox_id):
+            await asyncio.wait(list(pending))
+
+    def reopen_pod(self, sandbox_id: str) -> None:
+        """The pod was not stopped after all: it may get containers again."""
+        self._closing.discard(sandbox_id)
+
+    def pending_users(self, image_id: str) -> list[str]:
+        """The creations in flight that use `image_id`, for RemoveImage's refusal."""
+        if self._pending_images[image_id]:
+            return [f"{self._pending_images[image_id]} container creation(s) in flight"]
+        return []

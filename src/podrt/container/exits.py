@@ -1,0 +1,74 @@
+"""Exits as they happen: an inotify watch on conmon's exit dir records each
+exit in the container's state.json and tells GetContainerEvents subscribers.
+A container's exit is recorded once, under its lock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from podrt.aio import finish_in_thread
+from podrt.container.events import EventBus, EventType
+from podrt.container.status import take_exit
+from podrt.container.store import ContainerState
+from podrt.host.inotify import DirWatch
+from podrt.state.registry import Registry
+from podrt.steps.container.context import ContainerDeps
+
+log = logging.getLogger(__name__)
+
+
+class ExitWatcher:
+    def __init__(self, deps: ContainerDeps, table: Registry[ContainerState], events: EventBus) -> None:
+        self.deps, self._table, self._events = deps, table, events
+        self._watch: DirWatch | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """From start (after restore) to close; then one pass over the exit
+        dir for exits that came while podrt was down or before the watch."""
+        self.deps.exit_dir.mkdir(parents=True, exist_ok=True)
+        self._watch = DirWatch(self.deps.exit_dir, self._written)
+        self._watch.start()
+        self._written(None)
+
+    def _written(self, container_id: str | None) -> None:
+        """DirWatch's callback; None: look at every container not yet exited."""
+        ids = [container_id] if container_id is not None else [
+            i for i, s in self._table.items() if not s.saved_exit]
+        for cid in ids:
+            if cid in self._table:
+                task = asyncio.get_running_loop().create_task(self._record(cid), name=f"exit-{cid}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _record(self, container_id: str) -> None:
+        if container_id not in self._table:  # removed meanwhile: no lock to make
+            return
+        async with self._table.lock(container_id):
+            if (state := self._table.find(container_id)) is not None:
+                await self.save(state)
+
+    async def save(self, state: ContainerState) -> None:
+        """Once per container (under its lock): the exit into state.json, and the STOPPED event."""
+        if state.saved_exit or (state.exit_code is None and not take_exit(state, self.deps)):
+            return
+        try:
+            await finish_in_thread(state.save)
+        except OSError as exc:  # conmon's file still says it at the next start
+            log.warning("cannot save the exit of container %s: %s", state.id, exc)
+        state.saved_exit = True
+        log.info("container %s exited with %s (%s)", state.id, state.exit_code, state.reason)
+        self._events.publish(state.id, state.sandbox_id, EventType.STOPPED)
+
+    async def close(self) -> None:
+        """The watch stops; recorded exits are saved (or read again from conmon's files at the next start)."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=5)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)

@@ -1,0 +1,162 @@
+"""StartContainer, StopContainer, RemoveContainer, UpdateContainerResources,
+ReopenContainerLog, and the containers' part of StopPodSandbox and
+RemovePodSandbox. Each runs under the container's lock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from podrt.aio import finish_in_thread
+from podrt.container.create import ContainerCreator, steps
+from podrt.container.events import EventBus, EventType
+from podrt.container.exits import ExitWatcher
+from podrt.container.spec import oci_resources
+from podrt.container.status import ContainerStatuses, unknown_exit
+from podrt.container.store import ContainerState
+from podrt.container.validate import check_host_fit
+from podrt.errors import FailedPrecondition, Unavailable
+from podrt.model.container import ContainerStatus, Resources
+from podrt.oci import attach, conmon
+from podrt.oci.runtime import OciRuntime, RuntimeRefused
+from podrt.state.registry import Registry, undo_records
+from podrt.steps.base import runtime_for
+from podrt.steps.container.context import ContainerDeps
+from podrt.steps.container.create import refusal
+from podrt.steps.container.storage import ContainerStorage
+from podrt.steps.names import IndexId, ReserveNames
+
+log = logging.getLogger(__name__)
+
+# Undone last by RemoveContainer: while they stand, a failed removal can be retried by ID.
+RELEASED_LAST = frozenset({ContainerStorage.kind, IndexId.kind, ReserveNames.kind})
+REOPEN_WAIT = 5.0  # for conmon to open the new log file
+
+
+class ContainerLifecycle:
+    def __init__(self, deps: ContainerDeps, table: Registry[ContainerState], statuses: ContainerStatuses, *,
+                 exits: ExitWatcher, creator: ContainerCreator, events: EventBus,
+                 forget: Callable[[str], None]) -> None:
+        self.deps, self._table, self._statuses = deps, table, statuses
+        self._exits, self._creator, self._events = exits, creator, events
+        self._forget = forget  # what else keeps a removed container's ID (its CPU rate)
+        self._undo_steps = steps(deps)  # teardown with the containers' own services
+
+    def _runtime(self, state: ContainerState) -> OciRuntime:
+        return runtime_for(self.deps.runtimes, state.runtime_handler)
+
+    async def start(self, id_prefix: str) -> None:
+        container_id = self._table.resolve(id_prefix)
+        async with self._table.lock(container_id):
+            state = self._table.get(container_id)
+            status = self._statuses.status(state)
+            if status != ContainerStatus.CREATED:
+                raise FailedPrecondition(f"container {container_id} is {status.value}, not created: it cannot be started")
+            try:
+                await self._runtime(state).start(container_id)
+            except RuntimeRefused as exc:
+                raise FailedPrecondition(refusal(exc)) from None
+            state.started_at = time.time_ns()
+            await finish_in_thread(state.save)
+        self._events.publish(container_id, state.sandbox_id, EventType.STARTED)
+
+    async def stop(self, id_prefix: str, timeout: float) -> None:
+        """Idempotent; an unknown ID succeeds (the kubelet relies on it)."""
+        if (container_id := self._table.known_id(id_prefix)) is None:
+            return
+        async with self._table.lock(container_id):
+            if (state := self._table.find(container_id)) is not None:
+                await self._stop(state, timeout)
+
+    async def _stop(self, state: ContainerState, timeout: float) -> None:
+        runtime = self._runtime(state)
+        await runtime.stop(state.id, timeout=timeout, stop_signal=state.stop_signal, exit_dir=self.deps.exit_dir)
+        if state.started_at == 0 and state.exit_code is None:  # never started: killed where it waited
+            state.started_at = state.created_at
+        await self._exits.save(state)
+        if state.lost:  # killed without its conmon: no exit file comes
+            unknown_exit(state)
+            await finish_in_thread(state.save)
+            self._events.publish(state.id, state.sandbox_id, EventType.STOPPED)
+        elif not state.saved_exit:  # no exit yet (a start recorded above)
+            await finish_in_thread(state.save)
+
+    async def remove(self, id_prefix: str) -> None:
+        """Idempotent; a running container is stopped forcibly first."""
+        if (container_id := self._table.known_id(id_prefix)) is None:
+            return
+        async with self._table.lock(container_id):
+            if (state := self._table.find(container_id)) is None:
+                return
+            await self.teardown(state)
+            self._table.pop(container_id)
+        self._table.drop_lock(container_id)
+        self._forget(container_id)
+        self._events.publish(container_id, state.sandbox_id, EventType.DELETED)
+
+    async def teardown(self, state: ContainerState) -> None:
+        """Removal undoes the creation, but the log file stays: it is the
+        kubelet's (`kubectl logs --previous`, its own rotation and removal),
+        as CRI-O and containerd leave it. A rolled back creation removes it."""
+        records = [(r[0], r[1], {**r[2], "log_file": ""}) if r[1] == ContainerStorage.kind else r for r in state.records]
+        await undo_records(records, self._undo_steps, what=f"removal of container {state.id}", log=log,
+                           released_last=RELEASED_LAST)
+
+    async def stop_pod(self, sandbox_id: str, timeout: float = 0.0) -> None:
+        """StopPodSandbox: its containers stop first, forcibly, as containerd
+        does: the kubelet has given each its grace period with StopContainer."""
+        await self._creator.close_pod(sandbox_id)
+        try:
+            for state in [s for s in self._table.values() if s.sandbox_id == sandbox_id]:
+                await self.stop(state.id, timeout)
+        except BaseException:
+            self._creator.reopen_pod(sandbox_id)  # the pod is not stopped: it may get containers again
+            raise
+
+    async def remove_pod(self, sandbox_id: str) -> None:
+        """RemovePodSandbox: its containers go first."""
+        await self._creator.close_pod(sandbox_id)
+        for state in [s for s in self._table.values() if s.sandbox_id == sandbox_id]:
+            await self.remove(state.id)
+
+    async def update_resources(self, id_prefix: str, resources: Resources) -> None:
+        """`runc update` of a created or running container; ContainerStatus shows the new values."""
+        container_id = self._table.resolve(id_prefix)
+        async with self._table.lock(container_id):
+            state = self._table.get(container_id)
+            status = self._statuses.status(state)
+            if status not in (ContainerStatus.CREATED, ContainerStatus.RUNNING):
+                raise FailedPrecondition(f"container {container_id} is {status.value}: its resources cannot change")
+            check_host_fit("linux", resources)
+            try:
+                await self._runtime(state).update(
+                    container_id, oci_resources(resources), work_dir=self.deps.run_dir(container_id))
+            except RuntimeRefused as exc:
+                raise FailedPrecondition(f"the OCI runtime refused the new resources: {exc}") from None
+            kept = attrs.evolve(resources, oom_score_adj=state.config.resources.oom_score_adj)  # a process setting runc does not update
+            state.config = attrs.evolve(state.config, resources=kept)
+            await finish_in_thread(state.save)
+
+    async def reopen_log(self, id_prefix: str) -> None:
+        """After the kubelet rotated the log away: conmon opens a new file at
+        the log path (message 2 on its ctl fifo in the bundle, as CRI-O sends)."""
+        container_id = self._table.resolve(id_prefix)
+        state = self._table.get(container_id)
+        status = self._statuses.status(state)
+        if status != ContainerStatus.RUNNING:  # CRI: no new log file for a container that is not running
+            raise FailedPrecondition(f"container {container_id} is {status.value}, not running: its log is not reopened")
+        try:
+            await asyncio.to_thread(attach.write_ctl, self.deps.run_dir(container_id), attach.CTL_REOPEN_LOG)
+        except conmon.ConmonError as exc:
+            raise Unavailable(str(exc)) from None
+        log_path = Path(state.log_path)
+        deadline = time.monotonic() + REOPEN_WAIT
+        while not log_path.exists():
+            if time.monotonic() > deadline:
+                raise Unavailable(f"conmon of container {container_id} did not reopen {log_path}")
+            await asyncio.sleep(0.01)

@@ -1,0 +1,79 @@
+"""After a restart: the containers saved on disk come back (names, IDs;
+exits read lazily), those of pods that are gone are torn down, and each one's
+monitor is checked: a conmon that is gone writes no exit file."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from podrt.aio import finish_in_thread
+from podrt.container.status import ContainerStatuses, take_exit, unknown_exit
+from podrt.container.store import ContainerState, load_all
+from podrt.oci import conmon
+from podrt.state.registry import Registry
+from podrt.steps.base import runtime_for
+from podrt.steps.container.context import ContainerDeps
+
+log = logging.getLogger(__name__)
+
+
+def saved(root: Path) -> tuple[list[ContainerState], list[tuple[Path, str]]]:
+    """The containers on disk under the daemon's root, and (path, problem) of unreadable ones."""
+    return load_all(root / "containers")
+
+
+class ContainerRecovery:
+    def __init__(self, deps: ContainerDeps, table: Registry[ContainerState], statuses: ContainerStatuses, *,
+                 teardown: Callable[[ContainerState], Awaitable[None]]) -> None:
+        self.deps, self._table, self._statuses, self._teardown = deps, table, statuses, teardown
+
+    async def restore(self, states: list[ContainerState], known_pods: set[str]) -> None:
+        """Containers of known pods come back (names, IDs; exits read lazily);
+        those of pods that are gone are torn down."""
+        for state in states:
+            if state.sandbox_id not in known_pods:
+                log.warning("container %s belongs to no pod; removing it", state.id)
+                try:
+                    await self._teardown(state)
+                except Exception as exc:
+                    log.error("cannot remove orphaned container %s: %s", state.id, exc)
+                continue
+            self.deps.names.reserve(state.name, state.id)
+            self.deps.ids.add(state.id)
+            self._table.add(state.id, state)
+            await self.check_monitor(state)
+            log.info("restored container %s (%s)", state.id, self._statuses.status(state).value)
+
+    async def check_monitor(self, state: ContainerState) -> None:
+        """At restore, a container without an exit file whose conmon is gone (a
+        reboot, a kill) will never get one. Still running under runc: UNKNOWN
+        (the kubelet stops it and makes a new one, as with containerd); else it
+        exited unseen, with code 255 as CRI-O says. A start that podrt did not
+        live to record is read from runc's state."""
+        if state.exit_code is not None or take_exit(state, self.deps):
+            return
+        monitored = bool(state.conmon_pid) and conmon.monitors(state.conmon_pid, state.id)
+        if monitored and state.started_at:
+            return
+        try:
+            info = await runtime_for(self.deps.runtimes, state.runtime_handler).state(state.id)
+        except Exception as exc:  # an unknown handler, a runc failure: said, and treated as gone
+            log.warning("cannot read the runtime state of container %s: %s", state.id, exc)
+            info = None
+        status = info.get("status") if info else None
+        if take_exit(state, self.deps):  # conmon wrote it and left while we looked
+            return
+        if monitored:
+            if status in ("running", "stopped"):
+                state.started_at = time.time_ns()  # when exactly is lost; that it started is not
+                await finish_in_thread(state.save)
+            return
+        if status in ("running", "paused", "created"):
+            state.lost = True
+            log.warning("container %s runs, but its conmon is gone: state unknown", state.id)
+            return
+        unknown_exit(state)
+        await finish_in_thread(state.save)

@@ -1,0 +1,116 @@
+"""ContainerStatus and ListContainers: a container's status derived from
+its state and conmon's exit file, its view, its verbose info.
+
+The exit file stays until the container is removed: a status read that finds
+it before the exit watcher does takes the exit into the state (in memory; the
+watcher saves it), so an exit while podrt was down is read at start."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from podrt.container.store import ContainerState
+from podrt.host import cgroups
+from podrt.model.container import ContainerStatus
+from podrt.oci import exitfile
+from podrt.security import apparmor
+from podrt.security.seccomp import ProfileType
+from podrt.state.registry import Registry
+from podrt.steps.base import runtime_for
+from podrt.steps.container.context import ContainerDeps
+
+UNKNOWN_EXIT = 255  # an exit nobody saw (CRI-O's)
+
+
+@attrs.frozen
+class ContainerView:
+    state: ContainerState
+    status: ContainerStatus
+
+
+def derive(state: ContainerState, deps: ContainerDeps, exited: set[str] | None = None) -> ContainerStatus:
+    """From the state, and the exit file when it has appeared (recorded
+    then). `exited`: the IDs with an exit file, when the caller listed them."""
+    if state.exit_code is not None:
+        return ContainerStatus.EXITED
+    if state.lost:
+        return ContainerStatus.UNKNOWN
+    if exited is not None and state.id not in exited:
+        return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
+    if take_exit(state, deps):
+        return ContainerStatus.EXITED
+    return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
+
+
+def take_exit(state: ContainerState, deps: ContainerDeps) -> bool:
+    """Take the exit from conmon's file into the state (in memory: the
+    watcher saves it); False while there is none."""
+    found = exitfile.read(deps.exit_dir, state.id)
+    if found is None:
+        return False
+    code = found.code if found.code is not None else -1
+    state.exit_code, state.finished_at = code, found.finished_at
+    state.reason = "Completed" if code == 0 else "OOMKilled" if oom_killed(state, deps) else "Error"
+    if not state.started_at:
+        state.started_at = state.created_at
+    return True
+
+
+def oom_killed(state: ContainerState, deps: ContainerDeps) -> bool:
+    """conmon's marker in its persist dir, else the cgroup's own counter
+    (which a systemd scope loses once it is empty)."""
+    return (deps.run_dir(state.id) / "conmon" / "oom").exists() or cgroups.oom_killed(state.cgroups_path)
+
+
+def unknown_exit(state: ContainerState) -> None:
+    """An exit nobody saw (its conmon is gone): code 255, as CRI-O says; saved by the caller."""
+    state.exit_code, state.finished_at = UNKNOWN_EXIT, time.time_ns()
+    state.reason = "ContainerStatusUnknown"
+    state.message = "the container's conmon is gone (podrt or the host restarted) and its exit was not recorded"
+    state.started_at = state.started_at or state.created_at
+    state.lost, state.saved_exit = False, True  # saved by the caller; nothing to announce
+
+
+class ContainerStatuses:
+    """Views of the containers in the registry, one at a time or listed."""
+
+    def __init__(self, deps: ContainerDeps, table: Registry[ContainerState]) -> None:
+        self.deps, self._table = deps, table
+
+    def status(self, state: ContainerState, exited: set[str] | None = None) -> ContainerStatus:
+        return derive(state, self.deps, exited)
+
+    def view(self, container_id: str, exited: set[str] | None = None) -> ContainerView:
+        state = self._table.get(container_id)
+        return ContainerView(state, derive(state, self.deps, exited))
+
+    def list(self, match: Callable[[ContainerView], bool] = lambda _v: True,
+             ids: Iterable[str] | None = None) -> builtins.list[ContainerView]:
+        try:
+            exited = set(os.listdir(self.deps.exit_dir))  # one listing, not a file per container
+        except FileNotFoundError:
+            exited = set()
+        return self._table.views(lambda i: self.view(i, exited), match, ids)
+
+    async def inspect(self, view: ContainerView) -> dict[str, object]:
+        """ContainerStatus' verbose info: the OCI spec, runc's view, and what
+        was asked for but not applied on this host."""
+        state = view.state
+        spec_path = self.deps.container_dir(state.id) / "config.json"
+        spec = await asyncio.to_thread(spec_path.read_text) if spec_path.exists() else None
+        try:
+            runtime_state = await runtime_for(self.deps.runtimes, state.runtime_handler).state(state.id)
+        except Exception as exc:  # verbose info is best effort; the status itself is answered
+            runtime_state = {"error": str(exc)}
+        info: dict[str, object] = {"sandboxID": state.sandbox_id, "pid": state.pid, "conmonPid": state.conmon_pid,
+                                   "runtimeSpec": json.loads(spec) if spec else None, "runtimeState": runtime_state}
+        if state.config.apparmor == ProfileType.LOCALHOST and not apparmor.enabled():
+            info["apparmor"] = "not supported: AppArmor is not enabled on this host; the profile is not applied"
+        return info

@@ -1,0 +1,102 @@
+"""The plumbing both managers share, written once: records by full ID, IDs
+by unique prefix, a lock per ID, the listing of views, and the two-phase
+teardown of a record's steps (the ones that hold its name and ID go last, so a
+failed removal can be retried by ID while the name stays taken)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from podrt.errors import NotFound
+from podrt.rollback import Step, StepRegistry, teardown
+from podrt.state.idindex import IdIndex
+
+S = TypeVar("S")
+V = TypeVar("V")
+
+
+class Registry(Generic[S]):
+    """One kind of record (pods, containers) in memory, keyed by full ID."""
+
+    def __init__(self, ids: IdIndex, what: str) -> None:
+        self.ids = ids
+        self._what = what  # "container", "pod sandbox": the NotFound message's noun
+        self._records: dict[str, S] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def resolve(self, id_prefix: str) -> str:
+        """The full ID of a unique prefix; NotFound or InvalidArgument (ambiguous)."""
+        return self.ids.get(id_prefix)
+
+    def known_id(self, id_prefix: str) -> str | None:
+        """The full ID, or None for an unknown one: stop and remove succeed on those (the kubelet relies on it)."""
+        try:
+            return self.resolve(id_prefix)
+        except NotFound:
+            return None
+
+    def matching_ids(self, prefix: str) -> list[str]:
+        return self.ids.matching(prefix)
+
+    def get(self, full_id: str) -> S:
+        record = self._records.get(full_id)
+        if record is None:
+            raise NotFound(f"{self._what} {full_id} not found")
+        return record
+
+    def find(self, full_id: str) -> S | None:
+        return self._records.get(full_id)
+
+    def add(self, full_id: str, record: S) -> None:
+        self._records[full_id] = record
+
+    def pop(self, full_id: str) -> S | None:
+        return self._records.pop(full_id, None)
+
+    def lock(self, full_id: str) -> asyncio.Lock:
+        """The record's lock: its start, stop, removal and exit are serialized."""
+        return self._locks.setdefault(full_id, asyncio.Lock())
+
+    def drop_lock(self, full_id: str) -> None:
+        self._locks.pop(full_id, None)
+
+    def values(self) -> list[S]:
+        """A copy: callers await between records."""
+        return list(self._records.values())
+
+    def items(self) -> list[tuple[str, S]]:
+        return list(self._records.items())
+
+    def views(self, view: Callable[[str], V], match: Callable[[V], bool],
+              ids: Iterable[str] | None = None) -> list[V]:
+        """List*: the view of each record (of `ids` that are known, when given) that `match` accepts."""
+        chosen = self._records if ids is None else [i for i in ids if i in self._records]
+        made = (view(i) for i in chosen)
+        return [v for v in made if match(v)]
+
+    def __contains__(self, full_id: object) -> bool:
+        return full_id in self._records
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+async def undo_records(records: Iterable[Sequence[Any]], undo: StepRegistry | Mapping[str, Step] | Sequence[Step],
+                       *, what: str, log: logging.Logger, released_last: Collection[str] = ()) -> None:
+    """Undo committed steps from their records: first all but those of
+    `released_last` kinds, then those; RuntimeError naming `what` (e.g.
+    "removal of container X") when a phase leaves something behind."""
+    records = list(records)
+    phases = [records] if not released_last else [
+        [r for r in records if r[1] not in released_last], [r for r in records if r[1] in released_last]]
+    for part in phases:
+        failures = await teardown(part, undo, log=log)
+        if failures:
+            detail = "; ".join(f"{f.step}: {f.error}" for f in failures)
+            raise RuntimeError(f"{what} incomplete: {detail}")
