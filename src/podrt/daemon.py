@@ -100,8 +100,8 @@ class Daemon:
             sandboxes=self.sandboxes, images=self.images, registry=self.steps, journal=self.journal,
             faults=self.faults, observer=self.metrics,
             events=EventBus(EVENT_QUEUE, on_drop=self.metrics.container_events_dropped.inc))
-        self.sandboxes.stop_containers = self.containers.lifecycle.stop_pod
-        self.sandboxes.remove_containers = self.containers.lifecycle.remove_pod
+        self.sandboxes.lifecycle.stop_containers = self.containers.lifecycle.stop_pod
+        self.sandboxes.lifecycle.remove_containers = self.containers.lifecycle.remove_pod
         self.images.users = lambda image_id: self.sandboxes.image_users(image_id) + self.containers.image_users(image_id)
         self.streams = StreamServer(config.api, self.containers.streams, self.metrics, config.debug.stream_token_ttl)
         self.server = CriServer(

@@ -16,7 +16,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
-from podrt.sandbox.manager import STEP_CLASSES
+from podrt.sandbox.run import STEP_CLASSES
 from tests.integration.conftest import remove_all_pods, write_test_conflist
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess

@@ -1,0 +1,40 @@
+"""After a restart: names, IDs and pods rebuilt from disk; which infras still
+run (ready) asked of runc; unclaimed pods' timers re-armed; then the orphan
+sweep of what runc and the host hold that no pod or container owns."""
+
+from __future__ import annotations
+
+import logging
+
+from podrt.sandbox.claims import Claims
+from podrt.sandbox.orphans import release_orphans
+from podrt.sandbox.status import SandboxStatuses
+from podrt.sandbox.store import SandboxState, load_all
+from podrt.state.registry import Registry
+from podrt.steps.sandbox.context import SandboxDeps
+
+log = logging.getLogger(__name__)
+
+
+async def restore(deps: SandboxDeps, table: Registry[SandboxState], statuses: SandboxStatuses, claims: Claims,
+                  containers: set[str]) -> None:
+    """`containers`: their IDs, so their runc state is not taken for an orphan's."""
+    sandboxes, bad = load_all(deps.root / "sandboxes")
+    for path, problem in bad:
+        log.error("cannot restore sandbox from %s: %s", path, problem)
+    for state in sandboxes:
+        for name in (state.pod_name, state.infra_name):
+            deps.names.reserve(name, state.id)
+        deps.ids.add(state.id)
+        table.add(state.id, state)
+        alive = False
+        if not state.stopped:
+            runtime = deps.runtimes.get(state.runtime_handler)
+            info = await runtime.state(state.id) if runtime else None
+            alive = bool(info) and info is not None and info.get("status") == "running"
+        statuses.set_alive(state.id, alive)
+        if state.unclaimed:
+            claims.arm(state.id)
+        log.info("restored sandbox %s (%s%s)", state.id, "ready" if alive else "not ready",
+                 ", unclaimed" if state.unclaimed else "")
+    await release_orphans(deps, set(table) | set(containers))
