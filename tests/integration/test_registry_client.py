@@ -84,7 +84,7 @@ async def test_basic_auth(auth_registry: Registry, session: aiohttp.ClientSessio
     await push(auth_registry, "private/app", IMG, "v1", user=("alice", "s3cret"))
     good = RegistryClient(session, auth_registry.host, insecure=True, credentials=Credentials("alice", "s3cret"))
     assert (await good.manifest("private/app", "v1")).digest == IMG.digest
-    from_auth = Credentials.from_auth("YWxpY2U6czNjcmV0")  # base64("alice:s3cret"), docker config.json style
+    from_auth = Credentials.from_docker("YWxpY2U6czNjcmV0")  # base64("alice:s3cret"), docker config.json style
     assert (await RegistryClient(session, auth_registry.host, insecure=True, credentials=from_auth)
             .manifest("private/app", "v1")).digest == IMG.digest
     for creds in (Credentials("alice", "wrong"), Credentials()):

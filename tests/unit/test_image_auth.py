@@ -61,3 +61,18 @@ def test_credentials_a_header_cannot_carry_are_refused(auth: cri.AuthConfig, fra
     """aiohttp would raise ValueError on them once the registry asks for auth: INTERNAL before."""
     with pytest.raises(InvalidArgument, match=fragment):
         credentials(auth)
+
+
+def test_auth_beside_a_username(tmp_path: Path) -> None:
+    """Both forms given: config.json's `auth` wins (as docker reads it), AuthConfig's username (as containerd)."""
+    path = tmp_path / "auth.json"
+    path.write_text(json.dumps({"auths": {"r.example": {"auth": _b64("alice:s3cret"), "username": "bob",
+                                                        "password": "pw"}}}))
+    assert auth.for_host(str(path), "r.example") == Credentials("alice", "s3cret")
+    both = cri.AuthConfig(auth=_b64("alice:s3cret"), username="bob", password="pw")
+    assert credentials(both) == Credentials("bob", "pw")
+
+
+def test_auth_that_is_not_base64_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="not base64"):
+        credentials(cri.AuthConfig(auth="not base64!"))

@@ -22,17 +22,16 @@ def credentials(auth: cri.AuthConfig | None) -> Credentials | None:
     user:password); None without one (the global auth file applies)."""
     if auth is None:
         return None
-    if auth.auth and not auth.username:
-        base = Credentials.from_auth(auth.auth)
-    else:
-        base = Credentials(auth.username, auth.password)
-    if ":" in base.username:
+    # a username beside `auth` wins here, as in containerd's ParseAuth
+    creds = Credentials.from_docker("" if auth.username else auth.auth, auth.username, auth.password,
+                                    auth.identity_token, auth.registry_token)
+    if ":" in creds.username:
         raise InvalidArgument("auth.username must not contain ':' (Basic auth sends user:password)")
-    for field, value in (("username", base.username), ("identity_token", auth.identity_token),
-                         ("registry_token", auth.registry_token)):
+    for field, value in (("username", creds.username), ("identity_token", creds.identity_token),
+                         ("registry_token", creds.registry_token)):
         if any(ord(c) < 32 or ord(c) == 127 for c in value):  # they go into an HTTP header
             raise InvalidArgument(f"auth.{field} must not contain control characters")
-    return Credentials(base.username, base.password, auth.identity_token, auth.registry_token)
+    return creds
 
 
 def _user(view: ImageView) -> tuple[cri.Int64Value | None, str]:

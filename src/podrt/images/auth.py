@@ -34,10 +34,9 @@ def load(path: Path) -> dict[str, Credentials]:
     for key, entry in (doc.get("auths") or {}).items() if isinstance(doc, dict) else ():
         if not isinstance(entry, dict):
             continue
-        creds = Credentials.from_auth(entry["auth"]) if entry.get("auth") else Credentials(
-            str(entry.get("username", "")), str(entry.get("password", "")))
-        out[_host(key)] = Credentials(creds.username, creds.password, str(entry.get("identitytoken", "")),
-                                      str(entry.get("registrytoken", "")))
+        out[_host(key)] = Credentials.from_docker(
+            entry.get("auth") or "", str(entry.get("username", "")), str(entry.get("password", "")),
+            str(entry.get("identitytoken", "")), str(entry.get("registrytoken", "")))
     return out
 
 

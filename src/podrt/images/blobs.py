@@ -18,11 +18,12 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
-import aiofiles
-import aiofiles.os
+import aiofiles  # type: ignore[import-untyped]
+import aiofiles.os  # type: ignore[import-untyped]
 
 from podrt.aio import SharedTask
 from podrt.host.fsutil import fsync_dir, usage
@@ -111,7 +112,7 @@ class BlobStore:
             raise
         return target
 
-    async def fetch_once(self, digest: str, fetch: Callable[[], Awaitable[Path]]) -> Path:
+    async def fetch_once(self, digest: str, fetch: Callable[[], Coroutine[Any, Any, Path]]) -> Path:
         """The blob's path, running `fetch` (which writes it) at most once at a
         time per digest, shared by every concurrent caller."""
         if self.has(digest):

@@ -10,6 +10,7 @@ but never while a pull runs: a pull's blobs and layers have no record yet.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 from collections.abc import Callable
@@ -166,7 +167,7 @@ class ImageManager:
         if removed:
             log.info("image store: freed %s", ", ".join(removed[:20]))
 
-    def _collect_garbage_now(self, keep_layers: set[str], keep_blobs: set[str]) -> list[str]:
+    def _collect_garbage_now(self, keep_layers: set[str], keep_blobs: set[str]) -> builtins.list[str]:
         """Blocking; skipped (and left pending) while an import holds the store."""
         with self.store.exclusive(wait=False) as mine:
             if not mine:

@@ -58,13 +58,17 @@ class Credentials:
     registry_token: str = ""
 
     @classmethod
-    def from_auth(cls, auth: str) -> Credentials:
-        """docker config.json's `auth`: base64 of "user:password"."""
-        try:
-            user, _, password = base64.b64decode(auth, validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            raise errors.InvalidArgument("auth: not base64 of user:password") from None
-        return cls(user, password)
+    def from_docker(cls, auth: str = "", username: str = "", password: str = "",
+                    identity_token: str = "", registry_token: str = "") -> Credentials:
+        """Docker's two forms of a user and password, as config.json and CRI's
+        AuthConfig carry them: `auth`, base64 of "user:password", which wins
+        when given (as docker reads its config.json), or `username` and `password`."""
+        if auth:
+            try:
+                username, _, password = base64.b64decode(auth, validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise errors.InvalidArgument("auth: not base64 of user:password") from None
+        return cls(username, password, identity_token, registry_token)
 
     @property
     def basic(self) -> dict[str, str]:

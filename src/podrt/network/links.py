@@ -40,7 +40,7 @@ def netlink_socket(netns_path: str) -> socket.socket:
 
 def _ipr(netns_path: str) -> Any:
     """pyroute2 is imported at the first pod network: it adds ~9 MiB to the daemon's RSS."""
-    from pyroute2 import IPRoute
+    from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
     # its import sets its logger to log everything: a debug line per netlink message would drown ours
     logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
