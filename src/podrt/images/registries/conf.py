@@ -1,53 +1,24 @@
-"""Where a pull goes: containers-registries.conf(5) v2 and containers-certs.d(5).
-
-Air-gapped and bandwidth-starved nodes depend on mirrors: the image names in
-pod specs stay ``docker.io/...`` while the bytes come from a registry on the
-node's own network. The node's ``/etc/containers/registries.conf`` (plus
-``registries.conf.d``) is the file CRI-O, Podman and skopeo already read, so
-podrt reads the same file with the same rules (containers/image's
-``sysregistriesv2``) and one edit steers every tool on the node alike.
-
-A pull through a mirror records the name the user asked for, not the mirror's:
-the mirror is only where the bytes came from, and kubelet looks the image up
-again by the name in the pod spec.
-
-This module only decides; it never connects. ``resolve`` lists the endpoints to
-try in order and ``CertsD.for_host`` names the TLS files for one of them; the
-puller does the network work.
-
-Behaviour kept from containers/image, since the file is shared with it:
-
-* ``blocked = true`` forbids contacting the registry's own location, not its
-  mirrors: a blocked registry with mirrors is pulled through its mirrors only
-  (what OpenShift's "NeverContactSource" mirror policy writes). Any endpoint
-  whose own name falls under a blocked entry is skipped.
-* Prefix ``example.com`` also matches ``example.com:5000/...`` (the ``:``
-  boundary, documented upstream as unintended but kept).
-* Unknown keys are ignored with a log line (containers/image ignores them),
-  so a file written for a newer Podman does not stop the daemon.
-"""
+"""Reading containers-registries.conf(5) v2 (and the deprecated v1 format)
+with its drop-ins, by containers/image's rules, into a RegistriesConf."""
 
 from __future__ import annotations
 
 import logging
 import re
-import ssl
 import tomllib
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from podrt.config import ConfigError
-from podrt.errors import FailedPrecondition, InvalidArgument
+from podrt.errors import InvalidArgument
+from podrt.images.registries.lookup import PULL_FROM_MIRROR, Mirror, RegistriesConf, Registry
 from podrt.oci import reference
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REGISTRIES_CONF = Path("/etc/containers/registries.conf")
-DEFAULT_CERTS_DIRS = (Path("/etc/containers/certs.d"), Path("/etc/docker/certs.d"))
-PULL_FROM_MIRROR = ("all", "digest-only", "tag-only")
 _HOST_PORT = re.compile(  # docker/distribution's DomainRegexp
     r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
     r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
@@ -64,133 +35,6 @@ _V1_KEYS = ("search", "insecure", "block")
 class _Invalid(ValueError):
     """A problem inside one file; ``_load_file`` prefixes the file name."""
 
-
-@attrs.frozen
-class Mirror:
-    location: str
-    insecure: bool = False
-    pull_from_mirror: str = "all"  # one of PULL_FROM_MIRROR
-
-    def serves(self, by_digest: bool) -> bool:
-        return self.pull_from_mirror != ("tag-only" if by_digest else "digest-only")
-
-
-@attrs.frozen
-class Registry:
-    """One ``[[registry]]`` table, normalised: ``prefix`` is always set."""
-
-    prefix: str
-    location: str  # "" only for a wildcard prefix: names are used as they are
-    source: Path   # the file this entry came from, for error messages
-    insecure: bool = False
-    blocked: bool = False
-    mirrors: tuple[Mirror, ...] = ()
-
-    @property
-    def wildcard(self) -> bool:
-        return self.prefix.startswith("*.")
-
-    def match_length(self, name: str) -> int | None:
-        """How much of ``name`` the prefix covers, or None if it does not match.
-
-        A plain prefix matches at a ``/``, ``:`` or ``@`` boundary (or the whole
-        name); ``*.example.com`` matches any subdomain's host, with or without
-        a port, and covers just the host name.
-        """
-        if self.wildcard:
-            host = name.split("/", 1)[0].split(":", 1)[0]
-            suffix = self.prefix[1:]
-            return len(host) if len(host) > len(suffix) and host.endswith(suffix) else None
-        if name == self.prefix:
-            return len(name)
-        if name.startswith(self.prefix) and name[len(self.prefix)] in "/:@":
-            return len(self.prefix)
-        return None
-
-
-@attrs.frozen
-class Endpoint:
-    registry_host: str  # host[:port] to connect to
-    repository: str     # repository path on that host
-    insecure: bool      # plain HTTP and unverified TLS allowed
-    mirror: bool
-
-
-@attrs.frozen
-class RegistriesConf:
-    registries: tuple[Registry, ...] = ()
-    search_registries: tuple[str, ...] = ()
-    aliases: dict[str, str] = attrs.field(factory=dict)  # short name -> normalised name
-    files: tuple[Path, ...] = ()  # the files read, in order
-
-    def find(self, name: str) -> Registry | None:
-        """The entry with the longest matching prefix (a plain prefix wins a tie)."""
-        best, best_key = None, (0, False)
-        for reg in self.registries:
-            if reg.match_length(name) is not None:
-                key = (len(reg.prefix), not reg.wildcard)
-                if key > best_key:
-                    best, best_key = reg, key
-        return best
-
-    def alias_for(self, short_name: str) -> str | None:
-        """The fully qualified name ``[aliases]`` gives ``short_name`` (no tag), if any."""
-        return self.aliases.get(short_name)
-
-
-# ----------------------------------------------------------------- resolve
-
-def _split(name: str) -> tuple[str, str]:
-    host, slash, repository = name.partition("/")
-    if not slash or not host or not repository:
-        raise InvalidArgument(f'"{name}" is not a registry host followed by a repository')
-    return host, repository
-
-
-def resolve(conf: RegistriesConf, name: str, *, by_digest: bool) -> list[Endpoint]:
-    """The endpoints to try for ``name`` (``host/repo``, no tag or digest), in order.
-
-    Mirrors first (those whose ``pull-from-mirror`` allows this kind of pull),
-    then the registry's own location, with the matched prefix of ``name``
-    rewritten to each endpoint's location.
-    """
-    host, repository = _split(name)
-    if "@" in repository or ":" in repository:
-        raise InvalidArgument(f'"{name}" must be a repository name, without tag or digest')
-    reg = conf.find(name)
-    if reg is None:
-        return [Endpoint(host, repository, insecure=False, mirror=False)]
-
-    cut = reg.match_length(name)
-    assert cut is not None
-    candidates = [(m.location, m.insecure, True) for m in reg.mirrors if m.serves(by_digest)]
-    candidates.append((reg.location, reg.insecure, False))
-    endpoints: list[Endpoint] = []
-    blocked_by: list[Registry] = []
-    for location, insecure, is_mirror in candidates:
-        physical = location + name[cut:] if location else name
-        entry = conf.find(physical)
-        if entry is not None and entry.blocked:
-            blocked_by.append(entry)
-            continue
-        ep_host, slash, ep_repository = physical.partition("/")
-        if not (slash and ep_host and ep_repository):
-            raise FailedPrecondition(f'cannot pull {name}: prefix "{reg.prefix}" in {reg.source} '
-                                     f'maps it to "{physical}", which has no repository')
-        endpoints.append(Endpoint(ep_host, ep_repository, insecure=insecure, mirror=is_mirror))
-    if not endpoints:
-        entry = reg if reg.blocked else blocked_by[0]
-        why = ""
-        if len(candidates) > 1:
-            why = "; its mirrors are blocked too"
-        elif reg.mirrors:
-            why = f"; none of its mirrors serves pulls by {'digest' if by_digest else 'tag'}"
-        raise FailedPrecondition(
-            f'cannot pull {name}: registry "{entry.prefix}" is blocked in {entry.source}{why}')
-    return endpoints
-
-
-# -------------------------------------------------------------------- load
 
 def load(path: Path = DEFAULT_REGISTRIES_CONF, dropin_dir: Path | None = None) -> RegistriesConf:
     """Read ``path`` (may be absent) and then ``<dropin_dir>/*.conf`` by name.
@@ -303,7 +147,8 @@ def _parse_v1(path: Path, v1: Any) -> _FileConf:
     for key, flag in (("block", "blocked"), ("insecure", "insecure")):
         for location in lists[key]:
             entries.setdefault(_location(location, f"registries.{key}"), {})[flag] = True
-    registries = [Registry(prefix=loc, location=loc, source=path, **flags)
+    registries = [Registry(prefix=loc, location=loc, source=path, insecure=flags.get("insecure", False),
+                           blocked=flags.get("blocked", False))
                   for loc, flags in entries.items()]
     return _FileConf(registries, [_search_entry(v) for v in lists["search"]], {})
 
@@ -449,71 +294,3 @@ def _toml_type(value: Any) -> str:
         if isinstance(value, kind):
             return name
     return "an integer" if isinstance(value, int) else type(value).__name__
-
-
-# ---------------------------------------------------------------- certs.d
-
-@attrs.frozen
-class TlsFiles:
-    """TLS material for one registry host. CA files are added to the system
-    trust store, not used instead of it (as containers/image does)."""
-
-    ca_files: list[Path] = attrs.field(factory=list)
-    client_cert: Path | None = None
-    client_key: Path | None = None
-
-
-@attrs.frozen
-class CertsD:
-    """containers-certs.d(5): ``<dir>/<host[:port]>/`` holding ``*.crt`` CA
-    certificates and ``*.cert`` + ``*.key`` client pairs. Only the first
-    directory that has an entry for the host is used, as containers/image does."""
-
-    dirs: list[Path] = attrs.field(factory=lambda: list(DEFAULT_CERTS_DIRS))
-
-    def for_host(self, host_port: str) -> TlsFiles:
-        if not host_port or "/" in host_port or host_port in (".", ".."):
-            raise InvalidArgument(f'"{host_port}" is not a registry host[:port]')
-        for base in self.dirs:
-            directory = base / host_port
-            try:
-                names = sorted(p.name for p in directory.iterdir() if p.is_file())
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                continue
-            return _tls_files(directory, names)
-        return TlsFiles()
-
-
-def _tls_files(directory: Path, names: list[str]) -> TlsFiles:
-    present = set(names)
-    pairs: list[tuple[Path, Path]] = []
-    for name in names:
-        if name.endswith(".cert"):
-            key_name = name.removesuffix(".cert") + ".key"
-            if key_name not in present:
-                raise FailedPrecondition(
-                    f"{directory / name}: client certificate has no key {directory / key_name}")
-            pairs.append((directory / name, directory / key_name))
-        elif name.endswith(".key"):
-            cert_name = name.removesuffix(".key") + ".cert"
-            if cert_name not in present:
-                raise FailedPrecondition(
-                    f"{directory / name}: client key has no certificate {directory / cert_name}")
-    if len(pairs) > 1:  # containers/image offers them all; one is enough for a node
-        log.warning("%s: %d client certificates, using %s", directory, len(pairs), pairs[0][0].name)
-    cert, key = pairs[0] if pairs else (None, None)
-    return TlsFiles([directory / n for n in names if n.endswith(".crt")], cert, key)
-
-
-def ssl_context(certs_dirs: Iterable[Path], host: str) -> ssl.SSLContext | None:
-    """The TLS context for `host`: the system CAs plus certs.d's, and its client
-    certificate; None when certs.d has nothing for it (the defaults apply)."""
-    files = CertsD(list(certs_dirs)).for_host(host)
-    if not files.ca_files and files.client_cert is None:
-        return None
-    ctx = ssl.create_default_context()
-    for ca in files.ca_files:
-        ctx.load_verify_locations(cafile=str(ca))
-    if files.client_cert is not None:
-        ctx.load_cert_chain(str(files.client_cert), str(files.client_key))
-    return ctx
