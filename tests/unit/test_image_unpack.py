@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import zstandard
 
-from podrt.images import unpack as unpack_mod
 from podrt.images.unpack import CorruptLayer, LayerStats, UnsafeLayer, unpack_layer
 
 IS_ROOT = os.geteuid() == 0
@@ -302,7 +301,7 @@ def test_xattrs_the_filesystem_refuses_are_skipped(tmp_path: Path, monkeypatch: 
             raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
         real(path, name, value, *args, **kw)
 
-    monkeypatch.setattr(unpack_mod.os, "setxattr", setxattr)
+    monkeypatch.setattr(os, "setxattr", setxattr)
     root, _ = unpack(tmp_path, layer(file("f", b"x", xattrs={"security.selinux": b"ctx\x00", "user.a": b"1"})))
     assert xattrs_of(root / "f") == {"user.a": b"1"}
 
