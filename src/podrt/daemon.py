@@ -33,11 +33,12 @@ from podrt.network.cniconf import network_finder
 from podrt.node.check import required_binaries
 from podrt.node.status import RuntimeStatusManager
 from podrt.oci.runtime import OciRuntime
-from podrt.rollback import FaultPlan, Journal, StepRegistry
+from podrt.rollback import FaultPlan, StepRegistry
 from podrt.sandbox.infra_spec import infra_spec
 from podrt.sandbox.manager import SandboxManager
 from podrt.server import CriServer, listen_unix, remove_socket
 from podrt.state.idindex import IdIndex
+from podrt.state.journal import Journal
 from podrt.state.names import NameRegistry
 from podrt.steps.container.context import ContainerDeps
 from podrt.steps.sandbox.context import SandboxDeps

@@ -2,8 +2,9 @@
 
 Each phase of e.g. RunPodSandbox is a `Step` with a paired undo. `Transaction.run` runs them
 in order and, on failure or cancellation, undoes the completed ones newest first (CRI-O's
-defer chain, made explicit). A `Journal` records each step *before* it runs, so that the next
-process start can finish a rollback a crash interrupted (`Journal.replay`).
+defer chain, made explicit). A journal (`Journals`: state.journal.Journal) records each step
+*before* it runs, so that the next process start can finish a rollback a crash interrupted
+(state.journal.Journal.replay, through `teardown`).
 """
 
 from __future__ import annotations
@@ -11,19 +12,15 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 import attrs
 
 from podrt.aio import await_shielded, finish_in_thread
 from podrt.errors import PodrtError
-from podrt.state.journal import JournalFile
 
 logger = logging.getLogger(__name__)
 
@@ -103,12 +100,21 @@ class TxReport:
     records: list[StepRecord]
 
 
-@attrs.define
-class ReplayReport:
-    transactions: list[str] = attrs.Factory(list)
-    undos_run: list[tuple[str, str]] = attrs.Factory(list)  # (tx_id, step)
-    failures: list[tuple[str, UndoFailure]] = attrs.Factory(list)
-    kept: list[str] = attrs.Factory(list)  # tx_ids whose journal stays for the next start
+class TxJournal(Protocol):
+    """One transaction's durable undo stack (state.journal.JournalFile): intent before a
+    step runs, done after, entries removed as undos succeed, discarded on commit."""
+
+    def intent(self, step_name: str, kind: str, data: dict[str, Any]) -> None: ...
+    def done(self, step_name: str, data: dict[str, Any]) -> None: ...
+    def remove_entry(self, step_name: str) -> None: ...
+    def flush(self) -> None: ...
+    def discard(self) -> None: ...
+
+
+class Journals(Protocol):
+    """Where transactions' journals are kept (state.journal.Journal, which replays them at start)."""
+
+    def open(self, tx_id: str, tx_kind: str) -> TxJournal: ...
 
 
 class TxObserver(Protocol):
@@ -174,7 +180,7 @@ class FaultPlan:
         return plan
 
 
-def _quietly(log: logging.Logger, what: str, fn: Callable[..., Any], *args: Any) -> None:
+def quietly(log: logging.Logger, what: str, fn: Callable[..., Any], *args: Any) -> None:
     """Bookkeeping (journal, metrics) must never abort a rollback."""
     try:
         fn(*args)
@@ -208,81 +214,24 @@ async def _undo_all(records: Sequence[StepRecord], resolve: Callable[[StepRecord
             said = isinstance(exc, (OSError, UnknownStepKind, PodrtError))
             log.warning("undo of step %s (%s) failed: %r", rec.name, rec.kind, exc, exc_info=None if said else exc)
         if on_undo is not None:
-            _quietly(log, f"bookkeeping after undo of {rec.name}", on_undo, rec, time.monotonic() - start, error)
+            quietly(log, f"bookkeeping after undo of {rec.name}", on_undo, rec, time.monotonic() - start, error)
     return failures
 
 
 async def teardown(records: Iterable[Sequence[Any]],
                    registry_or_steps: StepRegistry | Mapping[str, Step[Any]] | Sequence[Step[Any]],
-                   *, log: logging.Logger | None = None) -> list[UndoFailure]:
-    """Undo a committed transaction from its records (also as JSON lists); not shielded."""
+                   *, log: logging.Logger | None = None, on_undo: UndoHook | None = None) -> list[UndoFailure]:
+    """Undo a committed transaction from its records (also as JSON lists), or a crashed one's
+    from its journal (on_undo: after each undo); not shielded."""
     plan = [StepRecord(*r) for r in records]
-    return await _undo_all(plan, _resolver(registry_or_steps), log or logger)
-
-
-class Journal:
-    """Directory of per-transaction journals; leftovers at startup are replayed."""
-
-    _TX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-    def __init__(self, directory: Path, *, log: logging.Logger | None = None) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._log = log or logger
-
-    def open(self, tx_id: str, tx_kind: str) -> JournalFile:
-        if not self._TX_ID.fullmatch(tx_id):
-            raise ValueError(f"tx_id {tx_id!r} is not a safe file name")
-        path = self.directory / f"{tx_id}.json"
-        if path.exists():
-            raise FileExistsError(f"journal for transaction {tx_id} already exists")
-        jf = JournalFile(path, tx_id, tx_kind)
-        jf._write([])
-        return jf
-
-    def pending(self) -> list[JournalFile]:
-        """Leftover journals, newest first; corrupt ones moved aside. Call only at startup."""
-        for tmp in self.directory.glob(".*.tmp"):  # writes a crash interrupted
-            tmp.unlink(missing_ok=True)
-        found: list[JournalFile] = []
-        for path in sorted(self.directory.glob("*.json")):
-            try:
-                found.append(JournalFile.load(path))
-            except ValueError as exc:
-                aside = path.with_name(path.name + ".corrupt")
-                self._log.error("unparsable journal %s (%s); moved to %s", path, exc, aside)
-                _quietly(self._log, f"moving {path} aside", os.rename, path, aside)
-            except OSError:
-                self._log.exception("cannot read journal %s; skipped", path)
-        return sorted(found, key=lambda jf: jf.created, reverse=True)
-
-    async def replay(self, registry: StepRegistry, log: logging.Logger | None = None) -> ReplayReport:
-        """Undo every leftover entry (intent too: a crash may have hit mid-do), newest first."""
-        log, report = log or self._log, ReplayReport()
-        for jf in self.pending():
-            report.transactions.append(jf.tx_id)
-
-            def on_undo(rec: StepRecord, seconds: float, error: BaseException | None, jf: JournalFile = jf) -> None:
-                report.undos_run.append((jf.tx_id, rec.name))
-                if error is None:
-                    jf.remove_entry(rec.name)
-
-            records = [StepRecord(e.name, e.kind, e.data) for e in jf.entries()]
-            failures = await _undo_all(records, _resolver(registry), log, on_undo)
-            report.failures.extend((jf.tx_id, f) for f in failures)
-            if failures:
-                report.kept.append(jf.tx_id)
-            else:
-                _quietly(log, f"discarding journal {jf.tx_id}", jf.discard)
-            log.info("replayed %s tx %s: %d undos, %d failed", jf.tx_kind, jf.tx_id, len(records), len(failures))
-        return report
+    return await _undo_all(plan, _resolver(registry_or_steps), log or logger, on_undo)
 
 
 class Transaction(Generic[C]):
     """Run steps in order; on failure or cancellation undo the completed ones, newest first."""
 
     def __init__(self, kind: str, steps: Sequence[Step[C] | Sequence[Step[C]]], *, tx_id: str | None = None,
-                 journal: Journal | None = None, faults: FaultPlan | None = None,
+                 journal: Journals | None = None, faults: FaultPlan | None = None,
                  observer: TxObserver | None = None, log: logging.Logger | None = None) -> None:
         """`steps` in order; an inner sequence is a group whose steps need nothing from
         each other and run concurrently (e.g. CNI ADD beside the infra start)."""
@@ -354,14 +303,14 @@ class Transaction(Generic[C]):
         finally:
             self._timed(step.name, "do", time.monotonic() - t0, ok)
 
-    def _completed(self, step: Step[C], data: dict[str, Any], jf: JournalFile | None) -> None:
+    def _completed(self, step: Step[C], data: dict[str, Any], jf: TxJournal | None) -> None:
         """Push the step's undo on the stack (and mark it done in the journal)."""
         self.completed.append(StepRecord(step.name, step.kind, data))
         if jf and step.journaled:
             jf.done(step.name, data)
 
     async def _do_group(self, group: list[Step[C]], ctx: C, datas: list[dict[str, Any]],
-                        jf: JournalFile | None) -> None:
+                        jf: TxJournal | None) -> None:
         """Run a group's do()s at once; every one that completed is recorded for undo,
         even when a sibling fails or we are cancelled (all are settled first).
         Raises the first failure."""
@@ -382,7 +331,7 @@ class Transaction(Generic[C]):
             if error is not None:
                 raise error
 
-    async def _rollback(self, records: list[StepRecord], jf: JournalFile | None,
+    async def _rollback(self, records: list[StepRecord], jf: TxJournal | None,
                         in_flight: list[str]) -> tuple[list[str], list[UndoFailure]]:
         undos_run: list[str] = []
 
@@ -395,17 +344,17 @@ class Transaction(Generic[C]):
         done = {rec.name for rec in records}
         for name in in_flight:  # do() never started, or cleaned up after itself
             if jf and name not in done:
-                _quietly(self._log, f"journal removal of {name}", jf.remove_entry, name)
+                quietly(self._log, f"journal removal of {name}", jf.remove_entry, name)
         failures = await _undo_all(records, _resolver(self.steps), self._log, on_undo)
         if jf:  # keep exactly the failed entries for the next start
-            _quietly(self._log, f"journal update of tx {self.tx_id}", jf.flush if failures else jf.discard)
+            quietly(self._log, f"journal update of tx {self.tx_id}", jf.flush if failures else jf.discard)
         return undos_run, failures
 
     def _timed(self, name: str, phase: Literal["do", "undo"], seconds: float, ok: bool) -> None:
         self._timings.append(StepTiming(name, phase, seconds, ok))
         self._log.debug("tx %s %s: %s %s %.4fs ok=%s", self.kind, self.tx_id, phase, name, seconds, ok)
         if self._observer:
-            _quietly(self._log, "observer", self._observer.step_finished, self.kind, name, phase, seconds, ok)
+            quietly(self._log, "observer", self._observer.step_finished, self.kind, name, phase, seconds, ok)
 
     def _finish(self, start: float, failed_step: str | None, records: list[StepRecord],
                 undos_run: list[str], failures: list[UndoFailure]) -> TxReport:
@@ -415,5 +364,5 @@ class Transaction(Generic[C]):
         self._log.info("tx %s %s %s in %.3fs failed_step=%s undos_run=%s undo_failures=%s", self.kind,
                        self.tx_id, outcome, report.seconds, failed_step, undos_run, [f.step for f in failures])
         if self._observer:
-            _quietly(self._log, "observer", self._observer.tx_finished, report)
+            quietly(self._log, "observer", self._observer.tx_finished, report)
         return report

@@ -13,7 +13,7 @@ import pytest
 from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
-from podrt.rollback import Journal
+from podrt.state.journal import Journal
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from podrt.rollback import Journal, Step, StepRegistry, Transaction, UnknownStepKind
+from podrt.rollback import Step, StepRegistry, Transaction, UnknownStepKind
+from podrt.state.journal import Journal
 from tests.unit.test_rollback import Recorder, RecStep, rec_registry
 
 

@@ -17,6 +17,7 @@ PODRT = SRC / "podrt"
 STEPS_MAY_NOT = ("podrt.sandbox", "podrt.container")
 HOST_MAY = ("podrt.host", "podrt.errors", "podrt.aio")
 CONFIG_MAY_NOT = ("podrt.images",)  # images/ imports config
+ROLLBACK_MAY = ("podrt.aio", "podrt.errors")  # the runner: state/ (its journal) and steps/ import it
 
 # The state steps (and the container context's SandboxState) still use sandbox/store.py and
 # container/store.py; they import podrt.state once the typed store (issue 17, item 3) lands.
@@ -74,3 +75,7 @@ def test_host_imports_only_the_floor(path: Path) -> None:
 
 def test_config_imports_nothing_from_images() -> None:
     assert [name for name in sorted(imports(PODRT / "config.py")) if under(name, CONFIG_MAY_NOT)] == []
+
+
+def test_rollback_imports_only_the_floor() -> None:
+    assert [name for name in sorted(imports(PODRT / "rollback.py")) if not under(name, ROLLBACK_MAY)] == []

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from podrt.rollback import (
     FaultPlan,
     InjectedFault,
-    Journal,
     Step,
     StepRecord,
     StepRegistry,
@@ -26,7 +25,7 @@ from podrt.rollback import (
     UnknownStepKind,
     teardown,
 )
-from podrt.state.journal import JournalFile
+from podrt.state.journal import Journal, JournalFile
 
 
 class Recorder:

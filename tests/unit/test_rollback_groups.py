@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from podrt.rollback import FaultPlan, InjectedFault, Journal, Transaction
+from podrt.rollback import FaultPlan, InjectedFault, Transaction
+from podrt.state.journal import Journal
 from tests.unit.test_rollback import Recorder, RecStep, journal_files
 
 

@@ -19,9 +19,10 @@ from podrt.images.manager import ImageManager
 from podrt.images.store import ImageRecord
 from podrt.model.container import ContainerConfig, ContainerStatus
 from podrt.model.sandbox import NsMode, SandboxConfig
-from podrt.rollback import FaultPlan, Journal, Transaction, TxObserver
+from podrt.rollback import FaultPlan, Transaction, TxObserver
 from podrt.sandbox import naming
 from podrt.sandbox.manager import SandboxManager, SandboxView
+from podrt.state.journal import Journal
 from podrt.state.registry import Registry
 from podrt.steps.base import DepsStep
 from podrt.steps.container.context import ContainerContext, ContainerDeps, VolumeSource

@@ -28,8 +28,9 @@ from podrt.container.store import ContainerState
 from podrt.container.streams import ContainerStreams
 from podrt.images.manager import ImageManager
 from podrt.model.container import ContainerConfig, Resources
-from podrt.rollback import FaultPlan, Journal, StepRegistry, TxObserver
+from podrt.rollback import FaultPlan, StepRegistry, TxObserver
 from podrt.sandbox.manager import SandboxManager, SandboxView
+from podrt.state.journal import Journal
 from podrt.state.registry import Registry
 from podrt.steps.base import DepsStep
 from podrt.steps.container.context import ContainerDeps

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from podrt.aio.tasks import TaskOwner
 from podrt.model.sandbox import SandboxConfig
-from podrt.rollback import FaultPlan, Journal, StepRegistry, TxObserver
+from podrt.rollback import FaultPlan, StepRegistry, TxObserver
 from podrt.sandbox import recovery
 from podrt.sandbox.claims import Claims
 from podrt.sandbox.lifecycle import SandboxLifecycle
 from podrt.sandbox.run import STEP_CLASSES, SandboxRunner
 from podrt.sandbox.status import SandboxStatuses, SandboxView
 from podrt.sandbox.store import SandboxState
+from podrt.state.journal import Journal
 from podrt.state.registry import Registry
 from podrt.steps.base import DepsStep
 from podrt.steps.rootfs import Rootfs

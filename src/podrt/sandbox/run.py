@@ -16,12 +16,13 @@ from podrt.aio.tasks import TaskOwner
 from podrt.errors import SHUTTING_DOWN, DeadlineExceeded, FailedPrecondition, Unavailable
 from podrt.model.sandbox import SandboxConfig
 from podrt.network.cniconf import CniNetwork
-from podrt.rollback import FaultPlan, Journal, Transaction, TxObserver
+from podrt.rollback import FaultPlan, Transaction, TxObserver
 from podrt.sandbox import naming
 from podrt.sandbox.claims import Claims
 from podrt.sandbox.status import SandboxStatuses
 from podrt.sandbox.store import SandboxState
 from podrt.sandbox.validate import check_request
+from podrt.state.journal import Journal
 from podrt.state.registry import Registry
 from podrt.steps.base import DepsStep
 from podrt.steps.names import IndexId, ReserveNames

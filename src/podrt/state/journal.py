@@ -1,4 +1,5 @@
-"""The on-disk undo stack of one transaction (podrt.rollback's Journal keeps a directory of them).
+"""Transactions' journals: the on-disk undo stack of each (JournalFile) in one directory
+(Journal), which podrt.rollback's Transaction writes through and the next start replays.
 
 Each step is written as an intent before it runs and marked done after, so the next start can
 undo what a crash interrupted; a committed transaction's file is removed (durably).
@@ -7,6 +8,9 @@ undo what a crash interrupted; a committed transaction's file is removed (durabl
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +18,9 @@ from typing import Any, Literal
 import attrs
 
 from podrt.host.fsutil import atomic_write, fsync_dir
+from podrt.rollback import StepRecord, StepRegistry, UndoFailure, quietly, teardown
+
+logger = logging.getLogger(__name__)
 
 
 def _json_copy(data: dict[str, Any]) -> dict[str, Any]:
@@ -85,3 +92,69 @@ class JournalFile:
             return cls(path, str(doc["tx_id"]), str(doc["tx_kind"]), entries, float(doc["created"]))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed journal: {exc!r}") from exc
+
+
+@attrs.define
+class ReplayReport:
+    transactions: list[str] = attrs.Factory(list)
+    undos_run: list[tuple[str, str]] = attrs.Factory(list)  # (tx_id, step)
+    failures: list[tuple[str, UndoFailure]] = attrs.Factory(list)
+    kept: list[str] = attrs.Factory(list)  # tx_ids whose journal stays for the next start
+
+
+class Journal:
+    """Directory of per-transaction journals; leftovers at startup are replayed."""
+
+    _TX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+    def __init__(self, directory: Path, *, log: logging.Logger | None = None) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._log = log or logger
+
+    def open(self, tx_id: str, tx_kind: str) -> JournalFile:
+        if not self._TX_ID.fullmatch(tx_id):
+            raise ValueError(f"tx_id {tx_id!r} is not a safe file name")
+        path = self.directory / f"{tx_id}.json"
+        if path.exists():
+            raise FileExistsError(f"journal for transaction {tx_id} already exists")
+        jf = JournalFile(path, tx_id, tx_kind)
+        jf._write([])
+        return jf
+
+    def pending(self) -> list[JournalFile]:
+        """Leftover journals, newest first; corrupt ones moved aside. Call only at startup."""
+        for tmp in self.directory.glob(".*.tmp"):  # writes a crash interrupted
+            tmp.unlink(missing_ok=True)
+        found: list[JournalFile] = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                found.append(JournalFile.load(path))
+            except ValueError as exc:
+                aside = path.with_name(path.name + ".corrupt")
+                self._log.error("unparsable journal %s (%s); moved to %s", path, exc, aside)
+                quietly(self._log, f"moving {path} aside", os.rename, path, aside)
+            except OSError:
+                self._log.exception("cannot read journal %s; skipped", path)
+        return sorted(found, key=lambda jf: jf.created, reverse=True)
+
+    async def replay(self, registry: StepRegistry, log: logging.Logger | None = None) -> ReplayReport:
+        """Undo every leftover entry (intent too: a crash may have hit mid-do), newest first."""
+        log, report = log or self._log, ReplayReport()
+        for jf in self.pending():
+            report.transactions.append(jf.tx_id)
+
+            def on_undo(rec: StepRecord, seconds: float, error: BaseException | None, jf: JournalFile = jf) -> None:
+                report.undos_run.append((jf.tx_id, rec.name))
+                if error is None:
+                    jf.remove_entry(rec.name)
+
+            records = [(e.name, e.kind, e.data) for e in jf.entries()]
+            failures = await teardown(records, registry, log=log, on_undo=on_undo)
+            report.failures.extend((jf.tx_id, f) for f in failures)
+            if failures:
+                report.kept.append(jf.tx_id)
+            else:
+                quietly(log, f"discarding journal {jf.tx_id}", jf.discard)
+            log.info("replayed %s tx %s: %d undos, %d failed", jf.tx_kind, jf.tx_id, len(records), len(failures))
+        return report
