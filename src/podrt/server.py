@@ -99,10 +99,10 @@ def _unimplemented(method_name: str) -> Handler:
     return Handler(answer, Cardinality.STREAM_STREAM, _AnyMessage, _AnyMessage)
 
 
-class _MethodTable(dict):  # type: ignore[type-arg]
+class _MethodTable(dict):
     """The server's path -> handler table; unknown paths get UNIMPLEMENTED."""
 
-    def get(self, key: str, default: Any = None) -> Handler:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Handler:
         found = super().get(key)
         return found if found is not None else _unimplemented(key)
 
