@@ -21,7 +21,6 @@ from podrt.container.recovery import saved as saved_containers
 from podrt.container.spec import build_container_spec
 from podrt.cri import hooks
 from podrt.cri.image import ImageService
-from podrt.cri.metrics import Metrics
 from podrt.cri.runtime import RuntimeService
 from podrt.errors import FailedPrecondition, StartError
 from podrt.host.fsutil import usage
@@ -31,6 +30,7 @@ from podrt.images.pause import PauseImage, PauseSource
 from podrt.network.cni import CniInvoker
 from podrt.network.cniconf import network_finder
 from podrt.node.check import required_binaries
+from podrt.node.metrics import Metrics
 from podrt.node.status import RuntimeStatusManager
 from podrt.oci.runtime import OciRuntime
 from podrt.rollback import FaultPlan, StepRegistry

@@ -16,8 +16,8 @@ from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError
 
 from podrt.cri.errors import to_grpc_error
-from podrt.cri.metrics import Metrics
 from podrt.errors import SHUTTING_DOWN
+from podrt.node.metrics import Metrics
 from podrt.server import CriServer, guard_requests
 
 KNOWN_PREFIXES = ("/runtime.v1.RuntimeService/", "/runtime.v1.ImageService/")

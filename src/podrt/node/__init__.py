@@ -1,1 +1,2 @@
-"""What this node offers: the runtime's status and version, and `podrt check`."""
+"""What the runtime reports about itself and its node: status and version (node/status),
+Prometheus metrics (node/metrics), and `podrt check` (node/check)."""

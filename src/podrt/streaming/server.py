@@ -28,9 +28,9 @@ import attrs
 
 from podrt.aio import await_shielded
 from podrt.config import ApiConfig
-from podrt.cri.metrics import Metrics
 from podrt.errors import PodrtError, StartError
 from podrt.network.nssocket import connect_localhost
+from podrt.node.metrics import Metrics
 from podrt.oci.attach import AttachSocket
 from podrt.oci.execproc import ExecProcess
 from podrt.streaming import portforward, remotecommand, upgrade
