@@ -1,0 +1,155 @@
+"""Stop, remove and exits, with runc and the pod faked: an exit is saved and
+announced once however many paths see it; a stop of a container whose conmon
+is gone records the unknown exit itself; a container stopped before it
+started counts its creation as its start; unknown IDs stop and remove
+quietly; a pod's stop that fails lets the pod get containers again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podrt.container import status
+from podrt.container.events import EventType
+from podrt.container.exits import ExitWatcher
+from podrt.container.lifecycle import ContainerLifecycle
+from podrt.container.status import ContainerStatuses
+from podrt.container.store import ContainerState
+from podrt.errors import FailedPrecondition
+from podrt.model.container import ContainerStatus
+from podrt.state.registry import Registry
+from tests.unit.test_container_status import make_deps, make_state, write_exit
+
+
+class FakeRuntime:
+    """runc stop: conmon writes the exit file unless it is gone; or runc fails."""
+
+    def __init__(self, deps: Any) -> None:
+        self.deps, self.fail, self.conmon_gone = deps, False, False
+        self.stopped: list[tuple[str, float, str]] = []
+
+    async def stop(self, container_id: str, *, timeout: float, stop_signal: str, exit_dir: Path) -> None:
+        if self.fail:
+            raise OSError("runc: permission denied")
+        self.stopped.append((container_id, timeout, stop_signal))
+        if not self.conmon_gone:
+            write_exit(self.deps, container_id, "143")
+
+
+class FakeCreator:
+    def __init__(self) -> None:
+        self.closed: list[str] = []
+        self.reopened: list[str] = []
+
+    async def close_pod(self, sandbox_id: str) -> None:
+        self.closed.append(sandbox_id)
+
+    def reopen_pod(self, sandbox_id: str) -> None:
+        self.reopened.append(sandbox_id)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(status.cgroups, "oom_killed", lambda _path: False)
+        self.deps = make_deps(tmp_path)
+        self.runc = FakeRuntime(self.deps)
+        self.deps.runtimes["runc"] = self.runc  # type: ignore[assignment]
+        self.table: Registry[ContainerState] = Registry(self.deps.ids, "container")
+        self.published: list[tuple[str, EventType]] = []
+        events: Any = type("Events", (), {"publish": lambda _s, cid, _pod, kind: self.published.append((cid, kind))})()
+        self.exits = ExitWatcher(self.deps, self.table, events)
+        self.creator = FakeCreator()
+        self.life = ContainerLifecycle(self.deps, self.table, ContainerStatuses(self.deps, self.table),
+                                       exits=self.exits, creator=self.creator, events=events,  # type: ignore[arg-type]
+                                       forget=lambda _cid: None)
+
+    def add(self, container_id: str, **fields: Any) -> ContainerState:
+        state = make_state(self.deps, container_id, **fields)
+        self.deps.ids.add(container_id)
+        self.table.add(container_id, state)
+        return state
+
+
+def saved(state: ContainerState) -> dict[str, Any]:
+    return json.loads(Path(state.path).read_bytes())
+
+
+async def test_an_exit_is_saved_and_announced_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    state = h.add("c1", started_at=2_000)
+    write_exit(h.deps, "c1", "0")
+    h.exits._written("c1")
+    h.exits._written(None)  # the pass over the dir after the watch started sees it too
+    await asyncio.gather(*h.exits._tasks)
+    await h.life.stop("c1", 10)  # and a stop after it
+    assert h.published == [("c1", EventType.STOPPED)]
+    assert saved(state)["exit_code"] == 0 and state.saved_exit
+    assert h.runc.stopped == [("c1", 10, "SIGTERM")]
+
+
+async def test_a_stop_records_the_exit_conmon_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    state = h.add("c1", started_at=2_000, stop_signal="SIGINT")
+    await h.life.stop("c", 5)
+    assert h.runc.stopped == [("c1", 5, "SIGINT")]
+    assert (state.exit_code, state.reason, saved(state)["exit_code"]) == (143, "Error", 143)
+    assert h.published == [("c1", EventType.STOPPED)]
+
+
+async def test_a_stop_without_conmon_records_the_unknown_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    h.runc.conmon_gone = True
+    state = h.add("c1", started_at=2_000, lost=True)
+    await h.life.stop("c1", 0)
+    assert (state.exit_code, state.reason, state.lost) == (status.UNKNOWN_EXIT, "ContainerStatusUnknown", False)
+    assert saved(state)["exit_code"] == status.UNKNOWN_EXIT
+    assert h.published == [("c1", EventType.STOPPED)]
+    await h.life.stop("c1", 0)
+    assert h.published == [("c1", EventType.STOPPED)]  # once
+
+
+async def test_a_container_stopped_before_its_start_counts_its_creation_as_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    h.runc.conmon_gone = True  # runc killed it where it waited; no exit file (yet)
+    state = h.add("c1")
+    await h.life.stop("c1", 0)
+    assert state.started_at == state.created_at and state.exit_code is None
+    assert saved(state)["started_at"] == state.created_at  # saved though no exit came yet
+    assert h.published == []
+
+
+async def test_unknown_ids_stop_and_remove_quietly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    await h.life.stop("nope", 1)
+    await h.life.remove("nope")
+    assert h.runc.stopped == [] and h.published == []
+
+
+async def test_a_pods_failed_stop_lets_it_get_containers_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    h.add("c1", started_at=2_000)
+    h.add("other", started_at=2_000).sandbox_id = "p2"
+    await h.life.stop_pod("p1")
+    assert h.creator.closed == ["p1"] and h.creator.reopened == []
+    assert [c for c, _t, _s in h.runc.stopped] == ["c1"]  # only the pod's own
+    h.runc.fail = True
+    h.add("c2", started_at=2_000)
+    with pytest.raises(OSError, match="permission denied"):
+        await h.life.stop_pod("p1")
+    assert h.creator.reopened == ["p1"]
+
+
+async def test_start_refuses_a_container_that_is_not_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    h.add("c1", started_at=2_000)
+    with pytest.raises(FailedPrecondition, match="is running, not created"):
+        await h.life.start("c1")
+    write_exit(h.deps, "c1", "0")
+    with pytest.raises(FailedPrecondition, match="is exited, not created"):
+        await h.life.start("c1")
+    assert ContainerStatuses(h.deps, h.table).view("c1").status == ContainerStatus.EXITED
