@@ -17,7 +17,6 @@ from podrt.aio.tasks import TaskOwner
 from podrt.config import Config
 from podrt.container.events import EVENT_QUEUE, EventBus
 from podrt.container.manager import ContainerManager
-from podrt.container.recovery import saved as saved_containers
 from podrt.container.spec import build_container_spec
 from podrt.cri import hooks
 from podrt.cri.image import ImageService
@@ -157,7 +156,7 @@ class Daemon:
                 report = await self.journal.replay(self.steps, log)
                 if report.transactions:
                     log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
-                containers, unreadable = saved_containers(self.root)
+                containers, unreadable = self.containers.saved()
                 for path, problem in unreadable:
                     log.error("cannot restore container from %s: %s", path, problem)
                 await self.sandboxes.restore(containers={c.id for c in containers})

@@ -567,6 +567,48 @@ async def test_a_container_keeps_running_across_a_daemon_restart(registry: Regis
         assert audit_daemon_dirs(d) == {}
 
 
+def _as_previous_podrt_wrote_it(state_file: Path) -> None:
+    """Rewrite a state file in the format of podrt before the typed store
+    (version 1, no kind, the steps as [name, kind, data] lists): what a daemon
+    upgraded in place finds (tests/unit/state_v1 holds files it wrote)."""
+    doc = json.loads(state_file.read_bytes())
+    assert doc.pop("version") == 2 and doc.pop("kind") in ("sandbox", "container")
+    doc["records"] = [[s["name"], s["kind"], s["data"]] for s in doc.pop("steps")]
+    state_file.write_text(json.dumps({**doc, "version": 1}))
+
+
+async def test_a_daemon_upgraded_in_place_takes_over_the_previous_ones_pods_and_containers(registry: Registry) -> None:
+    with _network_dirs() as d:
+        proc = await _start(d, registry)
+        try:
+            async with connect(d.socket) as c:
+                pod = await _pod(c)
+                runs = await _create(c, pod, _config(registry, "runs", command=["/bin/sleep", "100"]))
+                await c.runtime.start_container(cri.StartContainerRequest(container_id=runs))
+                done = await _create(c, pod, _config(registry, "done", command=["/bin/sh", "-c", "exit 3"]))
+                await c.runtime.start_container(cri.StartContainerRequest(container_id=done))
+                await _wait_exit(c, done)
+                before = {cid: await _status(c, cid) for cid in (runs, done)}
+            proc.stop()
+            files = [d.root / "sandboxes" / pod[0] / "state.json",
+                     *(d.root / "containers" / cid / "state.json" for cid in (runs, done))]
+            for state_file in files:
+                _as_previous_podrt_wrote_it(state_file)
+            proc = DaemonProcess(d).start()
+            async with connect(d.socket) as c:
+                ready = (await c.runtime.pod_sandbox_status(cri.PodSandboxStatusRequest(pod_sandbox_id=pod[0]))).status
+                assert ready.state == cri.PodSandboxState.SANDBOX_READY
+                assert await _status(c, runs) == before[runs]
+                assert (await _status(c, done)).exit_code == 3 and await _status(c, done) == before[done]
+                await c.runtime.stop_container(cri.StopContainerRequest(container_id=runs, timeout=0))
+                assert json.loads(files[1].read_bytes())["version"] == 2  # written anew at its next change
+                await _remove_pod(c, pod[0])
+            _no_traceback(proc)
+        finally:
+            proc.stop()
+        assert audit_daemon_dirs(d) == {}
+
+
 @pytest.mark.parametrize("delay_ms", [0, 30, 80])
 async def test_creations_racing_the_pods_removal_leave_no_container(daemon: DaemonProcess, registry: Registry, delay_ms: int) -> None:
     """RemovePodSandbox while CreateContainer calls run: the pod waits for

@@ -17,16 +17,14 @@ from podrt.container import create
 from podrt.container.create import ContainerCreator
 from podrt.container.events import EventBus, EventType
 from podrt.container.status import ContainerStatuses
-from podrt.container.store import ContainerState
 from podrt.errors import AlreadyExists, FailedPrecondition, NotFound
 from podrt.images.manager import ImageView
 from podrt.model.container import ContainerConfig
 from podrt.sandbox.status import SandboxView
-from podrt.state.registry import Registry
 from podrt.steps.base import DepsStep
 from podrt.steps.container.context import ContainerContext, ContainerDeps
 from podrt.steps.names import IndexId, ReserveNames
-from tests.unit.test_container_status import make_deps, make_state
+from tests.unit.test_container_status import make_deps, make_state, make_store
 from tests.unit.test_sandbox_run import make_sandbox
 
 APP = ContainerConfig(name="app", image="busybox")
@@ -96,12 +94,11 @@ class Harness:
         self.deps: ContainerDeps = make_deps(tmp_path)
         Gate.opened, Gate.fail = asyncio.Event(), False
         monkeypatch.setattr(create, "steps", lambda deps: [ReserveNames(deps), IndexId(deps), Gate(deps)])
-        self.table: Registry[ContainerState] = Registry(self.deps.ids, "container")
+        self.table = make_store(self.deps)
         self.events = EventBus(limit=100)
         self.published: list[tuple[str, EventType]] = []
         self.events.publish = lambda cid, _pod, kind: self.published.append((cid, kind))  # type: ignore[method-assign]
-        pod = make_sandbox(tmp_path / "sandboxes", "p1")
-        pod.log_directory = str(tmp_path / "logs")
+        pod = attrs.evolve(make_sandbox(tmp_path / "sandboxes", "p1"), log_directory=str(tmp_path / "logs"))
         self.creator = ContainerCreator(
             self.deps, self.table, ContainerStatuses(self.deps, self.table),
             sandboxes=FakeSandboxes(SandboxView(pod, ready=True)), images=FakeImages(),  # type: ignore[arg-type]

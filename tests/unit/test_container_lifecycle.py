@@ -18,11 +18,10 @@ from podrt.container.events import EventType
 from podrt.container.exits import ExitWatcher
 from podrt.container.lifecycle import ContainerLifecycle
 from podrt.container.status import ContainerStatuses
-from podrt.container.store import ContainerState
 from podrt.errors import FailedPrecondition
 from podrt.model.container import ContainerStatus
-from podrt.state.registry import Registry
-from tests.unit.test_container_status import make_deps, make_state, write_exit
+from podrt.state.records import ContainerState
+from tests.unit.test_container_status import make_deps, make_state, make_store, write_exit
 
 
 class FakeRuntime:
@@ -58,7 +57,7 @@ class Harness:
         self.deps = make_deps(tmp_path)
         self.runc = FakeRuntime(self.deps)
         self.deps.runtimes["runc"] = self.runc  # type: ignore[assignment]
-        self.table: Registry[ContainerState] = Registry(self.deps.ids, "container")
+        self.table = make_store(self.deps)
         self.published: list[tuple[str, EventType]] = []
         events: Any = type("Events", (), {"publish": lambda _s, cid, _pod, kind: self.published.append((cid, kind))})()
         self.exits = ExitWatcher(self.deps, self.table, events)
@@ -73,40 +72,41 @@ class Harness:
         self.table.add(container_id, state)
         return state
 
-
-def saved(state: ContainerState) -> dict[str, Any]:
-    return json.loads(Path(state.path).read_bytes())
+    def saved(self, container_id: str) -> dict[str, Any]:
+        return json.loads(self.table.path(container_id).read_bytes())
 
 
 async def test_an_exit_is_saved_and_announced_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(tmp_path, monkeypatch)
-    state = h.add("c1", started_at=2_000)
+    h.add("c1", started_at=2_000)
     write_exit(h.deps, "c1", "0")
     h.exits._written("c1")
     h.exits._written(None)  # the pass over the dir after the watch started sees it too
     await asyncio.gather(*h.exits._tasks)
     await h.life.stop("c1", 10)  # and a stop after it
     assert h.published == [("c1", EventType.STOPPED)]
-    assert saved(state)["exit_code"] == 0 and state.saved_exit
+    assert h.saved("c1")["exit_code"] == 0 and h.table.get("c1").saved_exit
     assert h.runc.stopped == [("c1", 10, "SIGTERM")]
 
 
 async def test_a_stop_records_the_exit_conmon_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(tmp_path, monkeypatch)
-    state = h.add("c1", started_at=2_000, stop_signal="SIGINT")
+    h.add("c1", started_at=2_000, stop_signal="SIGINT")
     await h.life.stop("c", 5)
     assert h.runc.stopped == [("c1", 5, "SIGINT")]
-    assert (state.exit_code, state.reason, saved(state)["exit_code"]) == (143, "Error", 143)
+    state = h.table.get("c1")
+    assert (state.exit_code, state.reason, h.saved("c1")["exit_code"]) == (143, "Error", 143)
     assert h.published == [("c1", EventType.STOPPED)]
 
 
 async def test_a_stop_without_conmon_records_the_unknown_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(tmp_path, monkeypatch)
     h.runc.conmon_gone = True
-    state = h.add("c1", started_at=2_000, lost=True)
+    h.add("c1", started_at=2_000, lost=True)
     await h.life.stop("c1", 0)
+    state = h.table.get("c1")
     assert (state.exit_code, state.reason, state.lost) == (status.UNKNOWN_EXIT, "ContainerStatusUnknown", False)
-    assert saved(state)["exit_code"] == status.UNKNOWN_EXIT
+    assert h.saved("c1")["exit_code"] == status.UNKNOWN_EXIT
     assert h.published == [("c1", EventType.STOPPED)]
     await h.life.stop("c1", 0)
     assert h.published == [("c1", EventType.STOPPED)]  # once
@@ -116,10 +116,11 @@ async def test_a_container_stopped_before_its_start_counts_its_creation_as_start
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(tmp_path, monkeypatch)
     h.runc.conmon_gone = True  # runc killed it where it waited; no exit file (yet)
-    state = h.add("c1")
+    h.add("c1")
     await h.life.stop("c1", 0)
+    state = h.table.get("c1")
     assert state.started_at == state.created_at and state.exit_code is None
-    assert saved(state)["started_at"] == state.created_at  # saved though no exit came yet
+    assert h.saved("c1")["started_at"] == state.created_at  # saved though no exit came yet
     assert h.published == []
 
 
@@ -133,7 +134,7 @@ async def test_unknown_ids_stop_and_remove_quietly(tmp_path: Path, monkeypatch: 
 async def test_a_pods_failed_stop_lets_it_get_containers_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(tmp_path, monkeypatch)
     h.add("c1", started_at=2_000)
-    h.add("other", started_at=2_000).sandbox_id = "p2"
+    h.add("other", started_at=2_000, sandbox_id="p2")
     await h.life.stop_pod("p1")
     assert h.creator.closed == ["p1"] and h.creator.reopened == []
     assert [c for c, _t, _s in h.runc.stopped] == ["c1"]  # only the pod's own

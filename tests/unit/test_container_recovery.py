@@ -14,11 +14,12 @@ import pytest
 from podrt.container import recovery, status
 from podrt.container.recovery import ContainerRecovery
 from podrt.container.status import ContainerStatuses
-from podrt.container.store import ContainerState
 from podrt.model.container import ContainerStatus
-from podrt.state.registry import Registry
+from podrt.state.format import CONTAINER_FORMAT
+from podrt.state.records import ContainerState
+from podrt.state.store import write_record
 from podrt.steps.container.context import ContainerDeps
-from tests.unit.test_container_status import CREATED_AT, make_deps, make_state, write_exit
+from tests.unit.test_container_status import CREATED_AT, make_deps, make_state, make_store, write_exit
 
 
 class FakeRuntime:
@@ -42,7 +43,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: FakeRuntime,
     monkeypatch.setattr(recovery.conmon, "monitors", lambda pid, _cid: conmon_alive and pid == 42)
     deps = make_deps(tmp_path)
     deps.runtimes["runc"] = runtime  # type: ignore[assignment]
-    table: Registry[ContainerState] = Registry(deps.ids, "container")
+    table = make_store(deps)
     torn: list[str] = []
 
     async def teardown(state: ContainerState) -> None:
@@ -51,8 +52,15 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: FakeRuntime,
     return deps, ContainerRecovery(deps, table, ContainerStatuses(deps, table), teardown=teardown), torn
 
 
-def saved_doc(state: ContainerState) -> dict[str, Any]:
-    return json.loads(Path(state.path).read_bytes())
+def saved_doc(rec: ContainerRecovery, state: ContainerState) -> dict[str, Any]:
+    return json.loads(rec._table.path(state.id).read_bytes())
+
+
+async def check(rec: ContainerRecovery, state: ContainerState) -> ContainerState:
+    """check_monitor of a restored container: its record after."""
+    rec._table.add(state.id, state)
+    await rec.check_monitor(state)
+    return rec._table.get(state.id)
 
 
 async def test_an_exit_file_settles_it_without_asking_runc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,16 +68,17 @@ async def test_an_exit_file_settles_it_without_asking_runc(tmp_path: Path, monke
     deps, rec, _ = setup(tmp_path, monkeypatch, runc, conmon_alive=False)
     state = make_state(deps, conmon_pid=42, started_at=2_000)
     write_exit(deps, "c1", "2")
-    await rec.check_monitor(state)
-    assert (state.exit_code, state.reason, state.lost, runc.asked) == (2, "Error", False, 0)
+    after = await check(rec, state)
+    assert after is state and runc.asked == 0  # the exit watcher's first pass records it
+    now = status.current(after, deps)
+    assert (now.exit_code, now.reason, now.lost) == (2, "Error", False)
 
 
 async def test_a_live_conmon_of_a_started_container_keeps_it_running(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     runc = FakeRuntime(None)
     deps, rec, _ = setup(tmp_path, monkeypatch, runc, conmon_alive=True)
-    state = make_state(deps, conmon_pid=42, started_at=2_000)
-    await rec.check_monitor(state)
+    state = await check(rec, make_state(deps, conmon_pid=42, started_at=2_000))
     assert runc.asked == 0
     assert status.derive(state, deps) == ContainerStatus.RUNNING
 
@@ -78,10 +87,9 @@ async def test_a_live_conmon_of_a_started_container_keeps_it_running(tmp_path: P
 async def test_a_start_podrt_did_not_record_is_read_from_runc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               runc_says: str, started: bool) -> None:
     deps, rec, _ = setup(tmp_path, monkeypatch, FakeRuntime(runc_says), conmon_alive=True)
-    state = make_state(deps, conmon_pid=42)
-    await rec.check_monitor(state)
+    state = await check(rec, make_state(deps, conmon_pid=42))
     assert bool(state.started_at) == started
-    assert Path(state.path).exists() == started  # saved only when it changed
+    assert rec._table.path(state.id).exists() == started  # saved only when it changed
     assert state.exit_code is None and not state.lost
 
 
@@ -89,28 +97,25 @@ async def test_a_start_podrt_did_not_record_is_read_from_runc(tmp_path: Path, mo
 async def test_without_its_conmon_a_container_runc_still_runs_is_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                          runc_says: str) -> None:
     deps, rec, _ = setup(tmp_path, monkeypatch, FakeRuntime(runc_says), conmon_alive=False)
-    state = make_state(deps, conmon_pid=42, started_at=2_000)
-    await rec.check_monitor(state)
+    state = await check(rec, make_state(deps, conmon_pid=42, started_at=2_000))
     assert state.lost and state.exit_code is None
     assert status.derive(state, deps) == ContainerStatus.UNKNOWN
-    assert not Path(state.path).exists()  # nothing to save: lost is known only in memory
+    assert not rec._table.path(state.id).exists()  # nothing to save: lost is known only in memory
 
 
 @pytest.mark.parametrize("runc_says", ["stopped", None, OSError("runc broke")])
 async def test_without_its_conmon_a_gone_container_exited_unseen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  runc_says: str | None | Exception) -> None:
     deps, rec, _ = setup(tmp_path, monkeypatch, FakeRuntime(runc_says), conmon_alive=False)
-    state = make_state(deps, conmon_pid=0)
-    await rec.check_monitor(state)
+    state = await check(rec, make_state(deps, conmon_pid=0))
     assert (state.exit_code, state.reason, state.started_at) == (status.UNKNOWN_EXIT, "ContainerStatusUnknown", CREATED_AT)
     assert state.saved_exit  # nothing to announce
-    assert saved_doc(state)["exit_code"] == status.UNKNOWN_EXIT
+    assert saved_doc(rec, state)["exit_code"] == status.UNKNOWN_EXIT
 
 
 async def test_a_pid_taken_by_another_process_is_no_conmon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     deps, rec, _ = setup(tmp_path, monkeypatch, FakeRuntime("stopped"), conmon_alive=True)
-    state = make_state(deps, conmon_pid=43, started_at=2_000)  # the fake conmon check knows only pid 42
-    await rec.check_monitor(state)
+    state = await check(rec, make_state(deps, conmon_pid=43, started_at=2_000))  # the fake conmon check knows only pid 42
     assert state.exit_code == status.UNKNOWN_EXIT
 
 
@@ -118,17 +123,17 @@ async def test_an_exit_written_while_runc_was_asked_is_taken(tmp_path: Path, mon
     runc = FakeRuntime("stopped")
     deps, rec, _ = setup(tmp_path, monkeypatch, runc, conmon_alive=False)
     runc.during = lambda: write_exit(deps, "c1", "0")  # conmon wrote it and left while podrt looked
-    state = make_state(deps, conmon_pid=42, started_at=2_000)
-    await rec.check_monitor(state)
-    assert (state.exit_code, state.reason, runc.asked) == (0, "Completed", 1)
+    state = await check(rec, make_state(deps, conmon_pid=42, started_at=2_000))
+    assert state.exit_code is None and not rec._table.path(state.id).exists()  # no unknown exit: the watcher records it
+    now = status.current(state, deps)
+    assert (now.exit_code, now.reason, runc.asked) == (0, "Completed", 1)
 
 
 async def test_restore_keeps_the_containers_of_known_pods_and_tears_down_the_rest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     deps, rec, torn = setup(tmp_path, monkeypatch, FakeRuntime("running"), conmon_alive=True)
     kept = make_state(deps, "k1", conmon_pid=42, started_at=2_000)
-    orphan = make_state(deps, "o1", conmon_pid=42, started_at=2_000)
-    orphan.sandbox_id = "gone"
+    orphan = make_state(deps, "o1", conmon_pid=42, started_at=2_000, sandbox_id="gone")
     await rec.restore([kept, orphan], known_pods={"p1"})
     assert torn == ["o1"]
     assert deps.names.owner("k8s_k1") == "k1" and "k8s_o1" not in deps.names
@@ -143,8 +148,7 @@ async def test_restore_goes_on_when_an_orphans_teardown_fails(tmp_path: Path, mo
         raise RuntimeError("umount busy")
 
     rec._teardown = failing
-    orphan = make_state(deps, "o1")
-    orphan.sandbox_id = "gone"
+    orphan = make_state(deps, "o1", sandbox_id="gone")
     await rec.restore([orphan, make_state(deps, "k1", conmon_pid=42, started_at=2_000)], known_pods={"p1"})
     assert list(rec._table) == ["k1"]
 
@@ -152,8 +156,8 @@ async def test_restore_goes_on_when_an_orphans_teardown_fails(tmp_path: Path, mo
 def test_saved_reads_the_state_files_under_the_root(tmp_path: Path) -> None:
     deps = make_deps(tmp_path)
     state = make_state(deps, "c1", started_at=2_000)
-    state.save()
+    write_record(deps.container_dir("c1") / "state.json", CONTAINER_FORMAT, state)
     (deps.container_dir("bad")).mkdir(parents=True)
     (deps.container_dir("bad") / "state.json").write_text("{")
-    states, bad = recovery.saved(deps.root)
-    assert [s.id for s in states] == ["c1"] and [p.parent.name for p, _ in bad] == ["bad"]
+    states, bad = make_store(deps).read_all()
+    assert states == [state] and [p.parent.name for p, _ in bad] == ["bad"]

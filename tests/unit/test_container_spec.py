@@ -30,7 +30,6 @@ from podrt.container.spec import (
     resolve_user,
     rootfs_propagation,
 )
-from podrt.container.store import config_from_dict, config_to_dict
 from podrt.container.validate import check_host_fit, check_request, check_resources
 from podrt.cri import container_convert as cconv
 from podrt.errors import FailedPrecondition, InvalidArgument
@@ -50,9 +49,11 @@ from podrt.model.container import (
 )
 from podrt.model.sandbox import NamespaceOptions, NsMode, SandboxConfig
 from podrt.oci.spec import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, DeviceNode
-from podrt.sandbox.store import SandboxState
 from podrt.security import apparmor
 from podrt.security.seccomp import ProfileType
+from podrt.state.format import container_config_from_dict as config_from_dict
+from podrt.state.format import container_config_to_dict as config_to_dict
+from podrt.state.records import SandboxState
 from podrt.steps.container.context import ContainerContext
 
 IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["--default"], "Env": ["PATH=/image/bin", "A=image", "B=image"]}
@@ -139,7 +140,7 @@ def _pod(**config: Any) -> SandboxState:
         id="p" * 64, config=cfg, runtime_handler="runc", created_at=1, pod_name="", infra_name="",
         log_directory="/var/log/pods/x", hostname="web", shm_path="/run/podrt/shm", resolv_conf=None,
         hostname_file="", cgroup_parent="/kubepods", cgroups_path="", conmon_cgroup="", netns_path="/run/netns/x",
-        ips=[], infra_pid=4242, conmon_pid=0, records=[])
+        ips=[], infra_pid=4242, conmon_pid=0, steps=())
 
 
 def _ctx(rootfs: Path, cfg: ContainerConfig, pod: SandboxState | None = None, **fields: Any) -> ContainerContext:
@@ -276,8 +277,7 @@ def test_security_checks() -> None:
 
 def test_process_and_path_checks(tmp_path: Path) -> None:
     """What execve, the kernel's path limits or the log dir would refuse later, named up front."""
-    pod = _pod()
-    pod.log_directory = str(tmp_path / "logs")
+    pod = attrs.evolve(_pod(), log_directory=str(tmp_path / "logs"))
     (tmp_path / "logs" / "sub").mkdir(parents=True)
 
     def refusal(**fields: Any) -> str:

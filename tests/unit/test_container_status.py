@@ -9,18 +9,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from podrt.config import Config
 from podrt.container import status
 from podrt.container.status import ContainerStatuses
-from podrt.container.store import ContainerState
 from podrt.errors import NotFound
 from podrt.model.container import ContainerConfig, ContainerStatus
 from podrt.oci import exitfile
+from podrt.state.format import CONTAINER_FORMAT
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
-from podrt.state.registry import Registry
+from podrt.state.records import ContainerState
+from podrt.state.store import StateStore
 from podrt.steps.container.context import ContainerDeps
 
 CREATED_AT = 1_000
@@ -37,13 +39,16 @@ def make_deps(tmp_path: Path) -> ContainerDeps:
     return deps
 
 
+def make_store(deps: ContainerDeps) -> StateStore[ContainerState]:
+    return StateStore(deps.ids, "container", deps.root / "containers", CONTAINER_FORMAT)
+
+
 def make_state(deps: ContainerDeps, container_id: str = "c1", **fields: object) -> ContainerState:
-    path = deps.container_dir(container_id) / "state.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    deps.container_dir(container_id).mkdir(parents=True, exist_ok=True)
     made: dict[str, Any] = dict(id=container_id, sandbox_id="p1", name=f"k8s_{container_id}",
                                 config=ContainerConfig(name="app"), image_id="img", image_ref="busybox",
                                 runtime_handler="runc", log_path="/dev/null", stop_signal="SIGTERM",
-                                created_at=CREATED_AT, records=[], path=str(path))
+                                created_at=CREATED_AT, steps=())
     return ContainerState(**{**made, **fields})
 
 
@@ -62,9 +67,9 @@ def deps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ContainerDeps:
 def test_created_then_running_while_there_is_no_exit_file(deps: ContainerDeps) -> None:
     state = make_state(deps)
     assert status.derive(state, deps) == ContainerStatus.CREATED
-    state.started_at = 2_000
+    state = attrs.evolve(state, started_at=2_000)
     assert status.derive(state, deps) == ContainerStatus.RUNNING
-    assert state.exit_code is None
+    assert status.current(state, deps) is state
 
 
 @pytest.mark.parametrize(("text", "code", "reason"), [("0", 0, "Completed"), ("1\n", 1, "Error"),
@@ -73,16 +78,18 @@ def test_the_exit_file_gives_code_time_and_reason(deps: ContainerDeps, text: str
     state = make_state(deps, started_at=2_000)
     write_exit(deps, "c1", text, mtime_ns=7_000_000_000)
     assert status.derive(state, deps) == ContainerStatus.EXITED
-    assert (state.exit_code, state.finished_at, state.reason) == (code, 7_000_000_000, reason)
-    assert state.started_at == 2_000
-    assert not state.saved_exit  # taken in memory; the watcher saves it
+    now = status.current(state, deps)
+    assert (now.exit_code, now.finished_at, now.reason) == (code, 7_000_000_000, reason)
+    assert now.started_at == 2_000
+    assert not now.saved_exit  # the watcher records it
+    assert state.exit_code is None and state == make_state(deps, started_at=2_000)  # a read changes nothing
 
 
 def test_an_exit_without_a_recorded_start_counts_the_creation_as_its_start(deps: ContainerDeps) -> None:
     state = make_state(deps)
     write_exit(deps, "c1", "137")
     assert status.derive(state, deps) == ContainerStatus.EXITED
-    assert state.started_at == CREATED_AT
+    assert status.current(state, deps).started_at == CREATED_AT and state.started_at == 0
 
 
 def test_oom_killed_by_conmons_marker_or_the_cgroups_counter(deps: ContainerDeps, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,7 +100,7 @@ def test_oom_killed_by_conmons_marker_or_the_cgroups_counter(deps: ContainerDeps
     (deps.run_dir("m") / "conmon" / "oom").touch()
     monkeypatch.setattr(status.cgroups, "oom_killed", lambda path: path == "/c")
     assert [status.derive(s, deps) for s in (marked, counted, neither)] == [ContainerStatus.EXITED] * 3
-    assert [s.reason for s in (marked, counted, neither)] == ["OOMKilled", "OOMKilled", "Error"]
+    assert [status.current(s, deps).reason for s in (marked, counted, neither)] == ["OOMKilled", "OOMKilled", "Error"]
 
 
 def test_a_zero_exit_is_completed_even_with_an_oom_marker(deps: ContainerDeps) -> None:
@@ -101,15 +108,14 @@ def test_a_zero_exit_is_completed_even_with_an_oom_marker(deps: ContainerDeps) -
     (deps.run_dir("c1") / "conmon").mkdir(parents=True)
     (deps.run_dir("c1") / "conmon" / "oom").touch()
     write_exit(deps, "c1", "0")
-    status.derive(state, deps)
-    assert state.reason == "Completed"
+    assert status.current(state, deps).reason == "Completed"
 
 
 def test_a_recorded_exit_wins_over_the_file_and_lost_is_unknown(deps: ContainerDeps) -> None:
     exited = make_state(deps, "e", started_at=2_000, exit_code=3, finished_at=9, reason="Error")
     write_exit(deps, "e", "0")
     assert status.derive(exited, deps) == ContainerStatus.EXITED
-    assert (exited.exit_code, exited.finished_at) == (3, 9)
+    assert status.current(exited, deps) is exited
     lost = make_state(deps, "l", started_at=2_000, lost=True)
     assert status.derive(lost, deps) == ContainerStatus.UNKNOWN
 
@@ -118,13 +124,12 @@ def test_a_listing_of_the_exit_dir_is_trusted_over_a_read(deps: ContainerDeps) -
     state = make_state(deps, started_at=2_000)
     write_exit(deps, "c1", "0")
     assert status.derive(state, deps, exited=set()) == ContainerStatus.RUNNING  # listed before the file came
-    assert state.exit_code is None
+    assert status.current(state, deps, exited=set()).exit_code is None
     assert status.derive(state, deps, exited={"c1"}) == ContainerStatus.EXITED
 
 
 def test_unknown_exit_is_255_with_its_reason_and_nothing_to_announce(deps: ContainerDeps) -> None:
-    state = make_state(deps, lost=True)
-    status.unknown_exit(state)
+    state = status.unknown_exit(make_state(deps, lost=True))
     assert (state.exit_code, state.reason) == (status.UNKNOWN_EXIT, "ContainerStatusUnknown")
     assert state.started_at == CREATED_AT and state.finished_at > 0
     assert not state.lost and state.saved_exit
@@ -132,13 +137,15 @@ def test_unknown_exit_is_255_with_its_reason_and_nothing_to_announce(deps: Conta
 
 
 def test_views_list_the_known_ids_with_one_listing(deps: ContainerDeps) -> None:
-    table: Registry[ContainerState] = Registry(deps.ids, "container")
+    table = make_store(deps)
     for i, started in (("a1", 0), ("a2", 2_000), ("b1", 2_000)):
         table.add(i, make_state(deps, i, started_at=started))
     write_exit(deps, "b1", "0")
     statuses = ContainerStatuses(deps, table)
-    got = {v.state.id: v.status for v in statuses.list()}
-    assert got == {"a1": ContainerStatus.CREATED, "a2": ContainerStatus.RUNNING, "b1": ContainerStatus.EXITED}
+    got = {v.state.id: (v.status, v.state.exit_code) for v in statuses.list()}
+    assert got == {"a1": (ContainerStatus.CREATED, None), "a2": (ContainerStatus.RUNNING, None),
+                   "b1": (ContainerStatus.EXITED, 0)}  # the view shows the exit
+    assert table.get("b1").exit_code is None  # the store has it not: a read never writes
     running = statuses.list(lambda v: v.status == ContainerStatus.RUNNING, ids=["a2", "b1", "gone"])
     assert [v.state.id for v in running] == ["a2"]
     with pytest.raises(NotFound, match="container gone not found"):

@@ -19,10 +19,6 @@ HOST_MAY = ("podrt.host", "podrt.errors", "podrt.aio")
 CONFIG_MAY_NOT = ("podrt.images",)  # images/ imports config
 ROLLBACK_MAY = ("podrt.aio", "podrt.errors")  # the runner: state/ (its journal) and steps/ import it
 
-# The state steps (and the container context's SandboxState) still use sandbox/store.py and
-# container/store.py; they import podrt.state once the typed store (issue 17, item 3) lands.
-WAITING_FOR_STORE = {"steps/sandbox/state.py", "steps/container/state.py", "steps/container/context.py"}
-
 
 def imports(path: Path) -> set[str]:
     """The podrt modules `path` imports (for `from a import b`: a.b and a, as b may be either)."""
@@ -48,10 +44,7 @@ def under(name: str, packages: tuple[str, ...]) -> bool:
 def modules(package: str) -> list[pytest.param]:
     found = []
     for path in sorted((PODRT / package).rglob("*.py")):
-        rel = str(path.relative_to(PODRT))
-        marks = [pytest.mark.xfail(strict=True, reason="imports a store of sandbox/ or container/ until "
-                                   "the typed state store lands")] if rel in WAITING_FOR_STORE else []
-        found.append(pytest.param(path, id=rel, marks=marks))
+        found.append(pytest.param(path, id=str(path.relative_to(PODRT))))
     assert found, f"no modules under {package}"
     return found
 

@@ -10,7 +10,7 @@ from podrt.cri import sandbox_convert as conv
 from podrt.cri.listcache import ListCache, _varint
 from podrt.model.sandbox import SandboxConfig
 from podrt.sandbox.manager import SandboxView
-from podrt.sandbox.store import SandboxState
+from podrt.state.records import SandboxState
 
 
 def _view(i: int, ready: bool, labels: dict[str, str]) -> SandboxView:
@@ -18,7 +18,7 @@ def _view(i: int, ready: bool, labels: dict[str, str]) -> SandboxView:
     state = SandboxState(
         id=f"{i:064x}", config=cfg, runtime_handler="runc", created_at=10**18 + i, pod_name="", infra_name="",
         log_directory="", hostname="", shm_path=None, resolv_conf=None, hostname_file="", cgroup_parent="",
-        cgroups_path="", conmon_cgroup="", netns_path=None, ips=[], infra_pid=0, conmon_pid=0, records=[],
+        cgroups_path="", conmon_cgroup="", netns_path=None, ips=[], infra_pid=0, conmon_pid=0, steps=(),
     )
     return SandboxView(state, ready)
 

@@ -21,22 +21,22 @@ from podrt.sandbox import naming
 from podrt.sandbox.claims import Claims
 from podrt.sandbox.run import SandboxRunner
 from podrt.sandbox.status import SandboxStatuses
-from podrt.sandbox.store import SandboxState
+from podrt.state.format import SANDBOX_FORMAT
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
-from podrt.state.registry import Registry
+from podrt.state.records import SandboxState
+from podrt.state.store import StateStore
 from podrt.steps.sandbox.context import SandboxDeps
 
 POD = SandboxConfig(name="web", uid="u1", namespace="default")
 
 
 def make_sandbox(directory: Path, sandbox_id: str, cfg: SandboxConfig = POD) -> SandboxState:
-    path = directory / sandbox_id / "state.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    (directory / sandbox_id).mkdir(parents=True, exist_ok=True)
     return SandboxState(id=sandbox_id, config=cfg, runtime_handler="runc", created_at=1, pod_name=naming.pod_name(cfg),
                         infra_name=naming.infra_name(cfg), log_directory="/tmp", hostname="web", shm_path=None,
                         resolv_conf=None, hostname_file="", cgroup_parent="", cgroups_path="", conmon_cgroup="",
-                        netns_path=None, ips=[], infra_pid=0, conmon_pid=0, records=[], path=str(path))
+                        netns_path=None, ips=[], infra_pid=0, conmon_pid=0, steps=())
 
 
 class Pods:
@@ -49,7 +49,7 @@ class Pods:
         self.deps = SandboxDeps(config=config, names=NameRegistry(), ids=IdIndex(), cni=None,  # type: ignore[arg-type]
                                 find_network=lambda: types.SimpleNamespace(network=object(), message=""),
                                 runtimes={}, pause_image=None, oom_score_adj=0, build_spec=None)  # type: ignore[arg-type]
-        self.table: Registry[SandboxState] = Registry(self.deps.ids, "pod sandbox")
+        self.table = StateStore(self.deps.ids, "pod sandbox", self.deps.root / "sandboxes", SANDBOX_FORMAT)
         self.statuses = SandboxStatuses(self.deps, self.table)
         self.tasks = TaskOwner()
         self.claims = Claims(self.deps, self.table, self.tasks, remove=self.remove)
@@ -122,10 +122,11 @@ async def test_a_creation_whose_caller_left_is_kept_and_claimed_by_the_retry(tmp
     pods.gate.set()
     await asyncio.sleep(0.01)
     state = pods.table.get("pod0")
-    assert state.unclaimed and Path(state.path).exists()  # persisted, so a restart re-arms the timer
+    assert state.unclaimed and SANDBOX_FORMAT.decode(pods.table.path("pod0").read_bytes()).unclaimed  # persisted, so a restart re-arms the timer
     assert "pod0" in pods.claims._timers
     assert await pods.runner.run(POD) == "pod0"
-    assert not state.unclaimed and "pod0" not in pods.claims._timers
+    assert not pods.table.get("pod0").unclaimed and "pod0" not in pods.claims._timers
+    assert not SANDBOX_FORMAT.decode(pods.table.path("pod0").read_bytes()).unclaimed
     assert pods.made == [("pod0", None)]
 
 

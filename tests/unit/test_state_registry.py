@@ -12,6 +12,7 @@ import pytest
 from podrt.errors import InvalidArgument, NotFound
 from podrt.rollback import Step
 from podrt.state.idindex import IdIndex
+from podrt.state.records import PlanStep
 from podrt.state.registry import Registry, undo_records
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ class Undo(Step):
         self._done.append(self.kind)
 
 
-def records(*kinds: str) -> list[list[Any]]:
-    return [[k, k, {}] for k in kinds]
+def records(*kinds: str) -> list[PlanStep]:
+    return [PlanStep(kind=k, name=k, data={}) for k in kinds]
 
 
 async def test_the_released_last_kinds_go_after_all_the_others() -> None:

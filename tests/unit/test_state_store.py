@@ -24,6 +24,7 @@ from podrt.model.container import ContainerConfig, ContainerUser, Mount, Propaga
 from podrt.model.sandbox import DnsConfig, NamespaceOptions, NsMode, PortMapping, SandboxConfig
 from podrt.state import store as store_module
 from podrt.state.format import CONTAINER_FORMAT, FORMAT_VERSION, SANDBOX_FORMAT
+from podrt.state.idindex import IdIndex
 from podrt.state.records import ContainerState, PlanStep, SandboxState
 from podrt.state.store import STATE_FILE, StateStore
 
@@ -58,11 +59,12 @@ def _container(container_id: str = "c" * 64, **fields: object) -> ContainerState
 
 
 def _store(tmp_path: Path, *records: SandboxState) -> StateStore[SandboxState]:
-    store = StateStore(tmp_path / "sandboxes", SANDBOX_FORMAT, "pod sandbox")
+    store = StateStore(IdIndex(), "pod sandbox", tmp_path / "sandboxes", SANDBOX_FORMAT)
     for record in records:
         store.path(record.id).parent.mkdir(parents=True)
         store_module.write_record(store.path(record.id), SANDBOX_FORMAT, record)
-        store.add(record)
+        store.ids.add(record.id)
+        store.add(record.id, record)
     return store
 
 
@@ -124,14 +126,14 @@ def test_the_previous_podrts_container_files_are_read() -> None:
 
 
 def test_the_store_reads_the_previous_podrts_state_and_writes_it_anew(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "sandboxes", SANDBOX_FORMAT, "pod sandbox")
+    store = StateStore(IdIndex(), "pod sandbox", tmp_path / "sandboxes", SANDBOX_FORMAT)
     store.path(POD_ID).parent.mkdir(parents=True)
     shutil.copy(V1 / "sandbox.json", store.path(POD_ID))
     (tmp_path / "sandboxes" / "broken").mkdir()
     (tmp_path / "sandboxes" / "broken" / STATE_FILE).write_text("{")
     found, bad = store.read_all()
     assert [r.id for r in found] == [POD_ID] and [p.parent.name for p, _ in bad] == ["broken"]
-    store.add(found[0])
+    store.add(POD_ID, found[0])
     asyncio.run(store.update(POD_ID, lambda r: attrs.evolve(r, stopped=True)))
     doc = json.loads(store.path(POD_ID).read_bytes())
     assert doc["version"] == FORMAT_VERSION and doc["stopped"] is True and "records" not in doc
@@ -144,11 +146,12 @@ def test_the_store_reads_the_previous_podrts_state_and_writes_it_anew(tmp_path: 
 def test_lookups(tmp_path: Path) -> None:
     store = _store(tmp_path, _sandbox("ab" + "0" * 62), _sandbox("ac" + "0" * 62))
     assert store.resolve("ab") == "ab" + "0" * 62 and len(store) == 2 and "ac" + "0" * 62 in store
-    assert [r.id for r in store.records()] == list(store) == ["ab" + "0" * 62, "ac" + "0" * 62]
+    assert [r.id for r in store.values()] == list(store) == ["ab" + "0" * 62, "ac" + "0" * 62]
     with pytest.raises(NotFound, match="pod sandbox x not found"):
         store.get("x")
     assert store.find("x") is None
-    store.drop("ab" + "0" * 62)
+    store.ids.remove("ab" + "0" * 62)
+    store.pop("ab" + "0" * 62)
     with pytest.raises(NotFound):
         store.resolve("ab")
     assert list(store) == ["ac" + "0" * 62]
@@ -212,11 +215,11 @@ async def test_a_cancelled_update_still_lands_whole(tmp_path: Path) -> None:
 
 
 async def test_an_in_memory_update_does_not_write(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "containers", CONTAINER_FORMAT, "container")
+    store = StateStore(IdIndex(), "container", tmp_path / "containers", CONTAINER_FORMAT)
     record = _container()
     store.path(record.id).parent.mkdir(parents=True)
     store_module.write_record(store.path(record.id), CONTAINER_FORMAT, record)
-    store.add(record)
+    store.add(record.id, record)
     before = store.path(record.id).read_bytes(), os.stat(store.path(record.id)).st_mtime_ns
     await store.update(record.id, lambda r: attrs.evolve(r, lost=True), durable=False)
     assert store.get(record.id).lost
@@ -228,7 +231,7 @@ def test_reads_never_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     writes: list[Path] = []
     monkeypatch.setattr(store_module, "atomic_write", lambda path, _data: writes.append(path))
     record = store.get("a" * 64)
-    store.find("a" * 64), store.records(), store.read_all(), store.resolve("a"), list(store)
+    store.find("a" * 64), store.values(), store.read_all(), store.resolve("a"), list(store)
     assert writes == []
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         record.stopped = True  # type: ignore[misc]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from podrt.container.events import EventBus, EventType
 from podrt.container.status import ContainerStatuses
-from podrt.container.store import ContainerState
 from podrt.container.validate import check_pod_ready, check_request, log_name
 from podrt.errors import FailedPrecondition, InvalidArgument, NotFound
 from podrt.images.manager import ImageManager
@@ -23,6 +22,7 @@ from podrt.rollback import FaultPlan, Transaction, TxObserver
 from podrt.sandbox import naming
 from podrt.sandbox.manager import SandboxManager, SandboxView
 from podrt.state.journal import Journal
+from podrt.state.records import ContainerState
 from podrt.state.registry import Registry
 from podrt.steps.base import DepsStep
 from podrt.steps.container.context import ContainerContext, ContainerDeps, VolumeSource

@@ -7,19 +7,20 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from podrt.aio import finish_in_thread
+import attrs
+
 from podrt.container.events import EventBus, EventType
-from podrt.container.status import take_exit
-from podrt.container.store import ContainerState
+from podrt.container.status import with_exit
 from podrt.host.inotify import DirWatch
-from podrt.state.registry import Registry
+from podrt.state.records import ContainerState
+from podrt.state.store import StateStore
 from podrt.steps.container.context import ContainerDeps
 
 log = logging.getLogger(__name__)
 
 
 class ExitWatcher:
-    def __init__(self, deps: ContainerDeps, table: Registry[ContainerState], events: EventBus) -> None:
+    def __init__(self, deps: ContainerDeps, table: StateStore[ContainerState], events: EventBus) -> None:
         self.deps, self._table, self._events = deps, table, events
         self._watch: DirWatch | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -46,18 +47,23 @@ class ExitWatcher:
         if container_id not in self._table:  # removed meanwhile: no lock to make
             return
         async with self._table.lock(container_id):
-            if (state := self._table.find(container_id)) is not None:
-                await self.save(state)
+            if container_id in self._table:
+                await self.save(container_id)
 
-    async def save(self, state: ContainerState) -> None:
+    def _exited(self, state: ContainerState) -> ContainerState:
+        exited = state if state.exit_code is not None else with_exit(state, self.deps)
+        return attrs.evolve(exited or state, saved_exit=True)
+
+    async def save(self, container_id: str) -> None:
         """Once per container (under its lock): the exit into state.json, and the STOPPED event."""
-        if state.saved_exit or (state.exit_code is None and not take_exit(state, self.deps)):
+        state = self._table.get(container_id)
+        if state.saved_exit or (state.exit_code is None and with_exit(state, self.deps) is None):
             return
         try:
-            await finish_in_thread(state.save)
+            state = await self._table.update(container_id, self._exited)
         except OSError as exc:  # conmon's file still says it at the next start
             log.warning("cannot save the exit of container %s: %s", state.id, exc)
-        state.saved_exit = True
+            state = await self._table.update(container_id, self._exited, durable=False)
         log.info("container %s exited with %s (%s)", state.id, state.exit_code, state.reason)
         self._events.publish(state.id, state.sandbox_id, EventType.STOPPED)
 

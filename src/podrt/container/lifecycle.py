@@ -12,19 +12,19 @@ from pathlib import Path
 
 import attrs
 
-from podrt.aio import finish_in_thread
 from podrt.container.create import ContainerCreator, steps
 from podrt.container.events import EventBus, EventType
 from podrt.container.exits import ExitWatcher
 from podrt.container.spec import oci_resources
 from podrt.container.status import ContainerStatuses, unknown_exit
-from podrt.container.store import ContainerState
 from podrt.container.validate import check_host_fit
 from podrt.errors import FailedPrecondition, Unavailable
 from podrt.model.container import ContainerStatus, Resources
 from podrt.oci import attach, conmon
 from podrt.oci.runtime import OciRuntime, RuntimeRefused
-from podrt.state.registry import Registry, undo_records
+from podrt.state.records import ContainerState
+from podrt.state.registry import undo_records
+from podrt.state.store import StateStore
 from podrt.steps.base import runtime_for
 from podrt.steps.container.context import ContainerDeps
 from podrt.steps.container.create import refusal
@@ -39,7 +39,7 @@ REOPEN_WAIT = 5.0  # for conmon to open the new log file
 
 
 class ContainerLifecycle:
-    def __init__(self, deps: ContainerDeps, table: Registry[ContainerState], statuses: ContainerStatuses, *,
+    def __init__(self, deps: ContainerDeps, table: StateStore[ContainerState], statuses: ContainerStatuses, *,
                  exits: ExitWatcher, creator: ContainerCreator, events: EventBus,
                  forget: Callable[[str], None]) -> None:
         self.deps, self._table, self._statuses = deps, table, statuses
@@ -61,8 +61,7 @@ class ContainerLifecycle:
                 await self._runtime(state).start(container_id)
             except RuntimeRefused as exc:
                 raise FailedPrecondition(refusal(exc)) from None
-            state.started_at = time.time_ns()
-            await finish_in_thread(state.save)
+            await self._table.update(container_id, lambda s: attrs.evolve(s, started_at=time.time_ns()))
         self._events.publish(container_id, state.sandbox_id, EventType.STARTED)
 
     async def stop(self, id_prefix: str, timeout: float) -> None:
@@ -77,14 +76,14 @@ class ContainerLifecycle:
         runtime = self._runtime(state)
         await runtime.stop(state.id, timeout=timeout, stop_signal=state.stop_signal, exit_dir=self.deps.exit_dir)
         if state.started_at == 0 and state.exit_code is None:  # never started: killed where it waited
-            state.started_at = state.created_at
-        await self._exits.save(state)
+            await self._table.update(state.id, lambda s: attrs.evolve(s, started_at=s.created_at), durable=False)
+        await self._exits.save(state.id)  # written with the start above
+        state = self._table.get(state.id)
         if state.lost:  # killed without its conmon: no exit file comes
-            unknown_exit(state)
-            await finish_in_thread(state.save)
+            await self._table.update(state.id, unknown_exit)
             self._events.publish(state.id, state.sandbox_id, EventType.STOPPED)
         elif not state.saved_exit:  # no exit yet (a start recorded above)
-            await finish_in_thread(state.save)
+            await self._table.update(state.id, lambda s: s)
 
     async def remove(self, id_prefix: str) -> None:
         """Idempotent; a running container is stopped forcibly first."""
@@ -103,8 +102,9 @@ class ContainerLifecycle:
         """Removal undoes the creation, but the log file stays: it is the
         kubelet's (`kubectl logs --previous`, its own rotation and removal),
         as CRI-O and containerd leave it. A rolled back creation removes it."""
-        records = [(r[0], r[1], {**r[2], "log_file": ""}) if r[1] == ContainerStorage.kind else r for r in state.records]
-        await undo_records(records, self._undo_steps, what=f"removal of container {state.id}", log=log,
+        plan = [attrs.evolve(s, data={**s.data, "log_file": ""}) if s.kind == ContainerStorage.kind else s
+                for s in state.steps]
+        await undo_records(plan, self._undo_steps, what=f"removal of container {state.id}", log=log,
                            released_last=RELEASED_LAST)
 
     async def stop_pod(self, sandbox_id: str, timeout: float = 0.0) -> None:
@@ -139,8 +139,7 @@ class ContainerLifecycle:
             except RuntimeRefused as exc:
                 raise FailedPrecondition(f"the OCI runtime refused the new resources: {exc}") from None
             kept = attrs.evolve(resources, oom_score_adj=state.config.resources.oom_score_adj)  # a process setting runc does not update
-            state.config = attrs.evolve(state.config, resources=kept)
-            await finish_in_thread(state.save)
+            await self._table.update(container_id, lambda s: attrs.evolve(s, config=attrs.evolve(s.config, resources=kept)))
 
     async def reopen_log(self, id_prefix: str) -> None:
         """After the kubelet rotated the log away: conmon opens a new file at

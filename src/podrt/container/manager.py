@@ -7,8 +7,8 @@ CRI-O's server/ and containerd's internal/cri/server keep them):
 - status.py: status derivation from conmon's exit file, views, ContainerStatus' verbose info
 - exits.py: the exit watcher; stats.py: usage; recovery.py: restore after a restart
 
-A container's state lives in memory (one Registry, shared by these parts) and
-in its state.json. This module knows no gRPC.
+A container's state lives in memory (one StateStore, shared by these parts)
+and in its state.json. This module knows no gRPC.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from podrt.container.lifecycle import ContainerLifecycle
 from podrt.container.recovery import ContainerRecovery
 from podrt.container.stats import ContainerUsage, PodSample, Sample
 from podrt.container.status import ContainerStatuses, ContainerView
-from podrt.container.store import ContainerState
 from podrt.container.streams import ContainerStreams
 from podrt.images.manager import ImageManager
 from podrt.model.container import ContainerConfig, Resources
 from podrt.rollback import FaultPlan, StepRegistry, TxObserver
 from podrt.sandbox.manager import SandboxManager, SandboxView
+from podrt.state.format import CONTAINER_FORMAT
 from podrt.state.journal import Journal
-from podrt.state.registry import Registry
+from podrt.state.records import ContainerState
+from podrt.state.store import StateStore
 from podrt.steps.base import DepsStep
 from podrt.steps.container.context import ContainerDeps
 from podrt.steps.container.volumes import ImageVolumes
@@ -43,7 +44,7 @@ class ContainerManager:
     def __init__(self, deps: ContainerDeps, *, sandboxes: SandboxManager, images: ImageManager, registry: StepRegistry,
                  journal: Journal, faults: FaultPlan | None, observer: TxObserver | None, events: EventBus) -> None:
         self.deps, self.events = deps, events
-        self._table: Registry[ContainerState] = Registry(deps.ids, "container")
+        self._table = StateStore(deps.ids, "container", deps.root / "containers", CONTAINER_FORMAT)
         self.statuses = ContainerStatuses(deps, self._table)
         self.usage = ContainerUsage(deps, self.statuses)
         self.exits = ExitWatcher(deps, self._table, events)
@@ -119,7 +120,7 @@ class ContainerManager:
     def image_users(self, image_id: str) -> builtins.list[str]:
         """What keeps RemoveImage from removing `image_id`: containers from it or with it as a volume, creations in flight."""
         users = [f"container {s.id} ({s.name})" for s in self._table.values()
-                 if s.image_id == image_id or any(r[1] == ImageVolumes.kind and image_id in r[2]["images"] for r in s.records)]
+                 if s.image_id == image_id or any(p.kind == ImageVolumes.kind and image_id in p.data["images"] for p in s.steps)]
         return users + self.creator.pending_users(image_id)
 
     def usage_dirs(self) -> builtins.list[Path]:
@@ -127,6 +128,10 @@ class ContainerManager:
         return [self.deps.container_dir(i) / "rootfs" / "upper" for i in self._table]
 
     # ---- the daemon's start and stop ---------------------------------------------
+
+    def saved(self) -> tuple[builtins.list[ContainerState], builtins.list[tuple[Path, str]]]:
+        """At start: the containers on disk, and (path, problem) of unreadable ones."""
+        return self._table.read_all()
 
     async def restore(self, states: builtins.list[ContainerState], known_pods: set[str]) -> None:
         await self.recovery.restore(states, known_pods)

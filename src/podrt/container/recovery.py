@@ -7,26 +7,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from podrt.aio import finish_in_thread
-from podrt.container.status import ContainerStatuses, take_exit, unknown_exit
-from podrt.container.store import ContainerState, load_all
+import attrs
+
+from podrt.container.status import ContainerStatuses, unknown_exit, with_exit
 from podrt.oci import conmon
-from podrt.state.registry import Registry
+from podrt.state.records import ContainerState
+from podrt.state.store import StateStore
 from podrt.steps.base import runtime_for
 from podrt.steps.container.context import ContainerDeps
 
 log = logging.getLogger(__name__)
 
 
-def saved(root: Path) -> tuple[list[ContainerState], list[tuple[Path, str]]]:
-    """The containers on disk under the daemon's root, and (path, problem) of unreadable ones."""
-    return load_all(root / "containers")
-
-
 class ContainerRecovery:
-    def __init__(self, deps: ContainerDeps, table: Registry[ContainerState], statuses: ContainerStatuses, *,
+    def __init__(self, deps: ContainerDeps, table: StateStore[ContainerState], statuses: ContainerStatuses, *,
                  teardown: Callable[[ContainerState], Awaitable[None]]) -> None:
         self.deps, self._table, self._statuses, self._teardown = deps, table, statuses, teardown
 
@@ -45,15 +40,16 @@ class ContainerRecovery:
             self.deps.ids.add(state.id)
             self._table.add(state.id, state)
             await self.check_monitor(state)
-            log.info("restored container %s (%s)", state.id, self._statuses.status(state).value)
+            log.info("restored container %s (%s)", state.id, self._statuses.status(self._table.get(state.id)).value)
 
     async def check_monitor(self, state: ContainerState) -> None:
         """At restore, a container without an exit file whose conmon is gone (a
         reboot, a kill) will never get one. Still running under runc: UNKNOWN
         (the kubelet stops it and makes a new one, as with containerd); else it
         exited unseen, with code 255 as CRI-O says. A start that podrt did not
-        live to record is read from runc's state."""
-        if state.exit_code is not None or take_exit(state, self.deps):
+        live to record is read from runc's state. An exit in conmon's file is
+        the exit watcher's to record, at its first pass."""
+        if state.exit_code is not None or with_exit(state, self.deps) is not None:
             return
         monitored = bool(state.conmon_pid) and conmon.monitors(state.conmon_pid, state.id)
         if monitored and state.started_at:
@@ -64,16 +60,14 @@ class ContainerRecovery:
             log.warning("cannot read the runtime state of container %s: %s", state.id, exc)
             info = None
         status = info.get("status") if info else None
-        if take_exit(state, self.deps):  # conmon wrote it and left while we looked
+        if with_exit(state, self.deps) is not None:  # conmon wrote it and left while we looked
             return
         if monitored:
-            if status in ("running", "stopped"):
-                state.started_at = time.time_ns()  # when exactly is lost; that it started is not
-                await finish_in_thread(state.save)
+            if status in ("running", "stopped"):  # when exactly is lost; that it started is not
+                await self._table.update(state.id, lambda s: attrs.evolve(s, started_at=time.time_ns()))
             return
         if status in ("running", "paused", "created"):
-            state.lost = True
+            await self._table.update(state.id, lambda s: attrs.evolve(s, lost=True), durable=False)
             log.warning("container %s runs, but its conmon is gone: state unknown", state.id)
             return
-        unknown_exit(state)
-        await finish_in_thread(state.save)
+        await self._table.update(state.id, unknown_exit)

@@ -2,8 +2,8 @@
 its state and conmon's exit file, its view, its verbose info.
 
 The exit file stays until the container is removed: a status read that finds
-it before the exit watcher does takes the exit into the state (in memory; the
-watcher saves it), so an exit while podrt was down is read at start."""
+it before the exit watcher does shows the exit it holds, and changes nothing
+(the watcher records it); an exit while podrt was down is read at start."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from podrt.container.store import ContainerState
 from podrt.host import cgroups
 from podrt.model.container import ContainerStatus
 from podrt.oci import exitfile
 from podrt.security import apparmor
 from podrt.security.seccomp import ProfileType
+from podrt.state.records import ContainerState
 from podrt.state.registry import Registry
 from podrt.steps.base import runtime_for
 from podrt.steps.container.context import ContainerDeps
@@ -36,31 +36,36 @@ class ContainerView:
 
 
 def derive(state: ContainerState, deps: ContainerDeps, exited: set[str] | None = None) -> ContainerStatus:
-    """From the state, and the exit file when it has appeared (recorded
-    then). `exited`: the IDs with an exit file, when the caller listed them."""
+    """From the state, and the exit file when it has appeared. `exited`: the
+    IDs with an exit file, when the caller listed them."""
+    return status_of(current(state, deps, exited))
+
+
+def status_of(state: ContainerState) -> ContainerStatus:
     if state.exit_code is not None:
         return ContainerStatus.EXITED
     if state.lost:
         return ContainerStatus.UNKNOWN
-    if exited is not None and state.id not in exited:
-        return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
-    if take_exit(state, deps):
-        return ContainerStatus.EXITED
     return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
 
 
-def take_exit(state: ContainerState, deps: ContainerDeps) -> bool:
-    """Take the exit from conmon's file into the state (in memory: the
-    watcher saves it); False while there is none."""
+def current(state: ContainerState, deps: ContainerDeps, exited: set[str] | None = None) -> ContainerState:
+    """The state as it is now: with the exit in conmon's file when the watcher
+    has not recorded it yet. A read: nothing is stored."""
+    if state.exit_code is not None or state.lost or (exited is not None and state.id not in exited):
+        return state
+    return with_exit(state, deps) or state
+
+
+def with_exit(state: ContainerState, deps: ContainerDeps) -> ContainerState | None:
+    """The state with the exit conmon's file holds; None while there is none."""
     found = exitfile.read(deps.exit_dir, state.id)
     if found is None:
-        return False
+        return None
     code = found.code if found.code is not None else -1
-    state.exit_code, state.finished_at = code, found.finished_at
-    state.reason = "Completed" if code == 0 else "OOMKilled" if oom_killed(state, deps) else "Error"
-    if not state.started_at:
-        state.started_at = state.created_at
-    return True
+    reason = "Completed" if code == 0 else "OOMKilled" if oom_killed(state, deps) else "Error"
+    return attrs.evolve(state, exit_code=code, finished_at=found.finished_at, reason=reason,
+                        started_at=state.started_at or state.created_at)
 
 
 def oom_killed(state: ContainerState, deps: ContainerDeps) -> bool:
@@ -69,13 +74,12 @@ def oom_killed(state: ContainerState, deps: ContainerDeps) -> bool:
     return (deps.run_dir(state.id) / "conmon" / "oom").exists() or cgroups.oom_killed(state.cgroups_path)
 
 
-def unknown_exit(state: ContainerState) -> None:
-    """An exit nobody saw (its conmon is gone): code 255, as CRI-O says; saved by the caller."""
-    state.exit_code, state.finished_at = UNKNOWN_EXIT, time.time_ns()
-    state.reason = "ContainerStatusUnknown"
-    state.message = "the container's conmon is gone (podrt or the host restarted) and its exit was not recorded"
-    state.started_at = state.started_at or state.created_at
-    state.lost, state.saved_exit = False, True  # saved by the caller; nothing to announce
+def unknown_exit(state: ContainerState) -> ContainerState:
+    """An exit nobody saw (its conmon is gone): code 255, as CRI-O says. Nothing to announce."""
+    return attrs.evolve(
+        state, exit_code=UNKNOWN_EXIT, finished_at=time.time_ns(), reason="ContainerStatusUnknown",
+        message="the container's conmon is gone (podrt or the host restarted) and its exit was not recorded",
+        started_at=state.started_at or state.created_at, lost=False, saved_exit=True)
 
 
 class ContainerStatuses:
@@ -88,8 +92,8 @@ class ContainerStatuses:
         return derive(state, self.deps, exited)
 
     def view(self, container_id: str, exited: set[str] | None = None) -> ContainerView:
-        state = self._table.get(container_id)
-        return ContainerView(state, derive(state, self.deps, exited))
+        state = current(self._table.get(container_id), self.deps, exited)
+        return ContainerView(state, status_of(state))
 
     def list(self, match: Callable[[ContainerView], bool] = lambda _v: True,
              ids: Iterable[str] | None = None) -> builtins.list[ContainerView]:

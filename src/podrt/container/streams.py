@@ -8,11 +8,11 @@ import json
 import logging
 
 from podrt.container.status import ContainerStatuses
-from podrt.container.store import ContainerState
 from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from podrt.model.container import ContainerStatus
 from podrt.oci import attach, conmon, execproc
 from podrt.oci.runtime import ExecTimeout
+from podrt.state.records import ContainerState
 from podrt.state.registry import Registry
 from podrt.steps.base import runtime_for
 from podrt.steps.container.context import ContainerDeps

@@ -13,9 +13,9 @@ from podrt.host import cgroups
 from podrt.model.container import ContainerConfig, Propagation, Resources
 from podrt.model.sandbox import NsMode
 from podrt.oci.spec import ALL_CAPABILITIES
-from podrt.sandbox.store import SandboxState
 from podrt.sandbox.validate import NAME_PART, check_dirs, check_path_lengths
 from podrt.security.seccomp import ProfileType
+from podrt.state.records import SandboxState
 
 _SC = "linux.security_context"
 _PAGE_SIZE = re.compile(r"[1-9][0-9]*(KB|MB|GB|TB|PB)")  # the kubelet's form: "2MB", "1GB"

@@ -9,17 +9,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+import attrs
+
 from podrt.aio.tasks import TaskOwner
 from podrt.errors import Unavailable
-from podrt.sandbox.store import SandboxState
-from podrt.state.registry import Registry
+from podrt.state.records import SandboxState
+from podrt.state.store import StateStore
 from podrt.steps.sandbox.context import SandboxDeps
 
 log = logging.getLogger(__name__)
 
 
 class Claims:
-    def __init__(self, deps: SandboxDeps, table: Registry[SandboxState], tasks: TaskOwner, *,
+    def __init__(self, deps: SandboxDeps, table: StateStore[SandboxState], tasks: TaskOwner, *,
                  remove: Callable[[str], Awaitable[None]]) -> None:
         self.deps, self._table, self._tasks, self._remove = deps, table, tasks, remove
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -33,9 +35,8 @@ class Claims:
         state = self._table.find(sandbox_id)
         if state is None or state.unclaimed == unclaimed:
             return
-        state.unclaimed = unclaimed
         try:
-            state.save()
+            self._table.update_now(sandbox_id, lambda s: attrs.evolve(s, unclaimed=unclaimed))
         except OSError as exc:
             log.warning("cannot record the claim state of sandbox %s: %s", sandbox_id, exc)
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from podrt.aio import finish_in_thread
+import attrs
+
 from podrt.rollback import StepRegistry
 from podrt.sandbox.claims import Claims
 from podrt.sandbox.run import STEP_CLASSES
 from podrt.sandbox.status import SandboxStatuses
-from podrt.sandbox.store import SandboxState
-from podrt.state.registry import Registry, undo_records
+from podrt.state.records import PlanStep, SandboxState
+from podrt.state.registry import undo_records
+from podrt.state.store import StateStore
 from podrt.steps.names import IndexId, ReserveNames
 from podrt.steps.sandbox.storage import Storage
 
@@ -32,7 +33,7 @@ async def _nothing(_sandbox_id: str) -> None:
 
 
 class SandboxLifecycle:
-    def __init__(self, table: Registry[SandboxState], statuses: SandboxStatuses, claims: Claims, *,
+    def __init__(self, table: StateStore[SandboxState], statuses: SandboxStatuses, claims: Claims, *,
                  registry: StepRegistry) -> None:
         self._table, self._statuses, self._claims, self._registry = table, statuses, claims, registry
         # the pod's containers stop before it, and go before it (set by the daemon)
@@ -40,8 +41,8 @@ class SandboxLifecycle:
         self.remove_containers: Callable[[str], Awaitable[None]] = _nothing
 
     @staticmethod
-    def _records(state: SandboxState, *, stop_phase: bool) -> list[list[Any]]:
-        return [r for r in state.records if _STOP_PHASE.get(str(r[1])) == stop_phase]
+    def _plan(state: SandboxState, *, stop_phase: bool) -> list[PlanStep]:
+        return [s for s in state.steps if _STOP_PHASE.get(s.kind) == stop_phase]
 
     async def stop(self, id_prefix: str) -> None:
         """Idempotent; an unknown ID succeeds (the kubelet relies on it)."""
@@ -52,11 +53,10 @@ class SandboxLifecycle:
             state = self._table.find(sandbox_id)
             if state is None or state.stopped:
                 return
-            await undo_records(self._records(state, stop_phase=True), self._registry,
+            await undo_records(self._plan(state, stop_phase=True), self._registry,
                                what=f"stop of pod sandbox {sandbox_id}", log=log)
-            state.stopped = True
             self._statuses.set_alive(sandbox_id, False)
-            await finish_in_thread(state.save)
+            await self._table.update(sandbox_id, lambda s: attrs.evolve(s, stopped=True))
 
     async def remove(self, id_prefix: str) -> None:
         if (sandbox_id := self._table.known_id(id_prefix)) is None:
@@ -68,7 +68,7 @@ class SandboxLifecycle:
             state = self._table.find(sandbox_id)
             if state is None:
                 return
-            await undo_records(self._records(state, stop_phase=False), self._registry,
+            await undo_records(self._plan(state, stop_phase=False), self._registry,
                                what=f"remove of pod sandbox {sandbox_id}", log=log, released_last=RELEASED_LAST)
             self._table.pop(sandbox_id)
             self._statuses.forget(sandbox_id)

@@ -6,7 +6,7 @@
 - status.py: views (ready or not), verbose info, PortForward's netns
 - recovery.py: restore after a restart
 
-A pod's state lives in memory (one Registry, shared by these parts) and in
+A pod's state lives in memory (one StateStore, shared by these parts) and in
 its state.json. This module knows no gRPC.
 """
 
@@ -24,9 +24,9 @@ from podrt.sandbox.claims import Claims
 from podrt.sandbox.lifecycle import SandboxLifecycle
 from podrt.sandbox.run import STEP_CLASSES, SandboxRunner
 from podrt.sandbox.status import SandboxStatuses, SandboxView
-from podrt.sandbox.store import SandboxState
+from podrt.state.format import SANDBOX_FORMAT
 from podrt.state.journal import Journal
-from podrt.state.registry import Registry
+from podrt.state.store import StateStore
 from podrt.steps.base import DepsStep
 from podrt.steps.rootfs import Rootfs
 from podrt.steps.sandbox.context import SandboxDeps
@@ -38,7 +38,7 @@ class SandboxManager:
     def __init__(self, deps: SandboxDeps, *, registry: StepRegistry, journal: Journal, faults: FaultPlan | None,
                  observer: TxObserver | None, tasks: TaskOwner) -> None:
         self.deps = deps
-        self._table: Registry[SandboxState] = Registry(deps.ids, "pod sandbox")
+        self._table = StateStore(deps.ids, "pod sandbox", deps.root / "sandboxes", SANDBOX_FORMAT)
         self.statuses = SandboxStatuses(deps, self._table)
         self.claims = Claims(deps, self._table, tasks, remove=self.remove)
         self.lifecycle = SandboxLifecycle(self._table, self.statuses, self.claims, registry=registry)
@@ -95,7 +95,7 @@ class SandboxManager:
     def image_users(self, image_id: str) -> builtins.list[str]:
         """The pods whose infra runs from `image_id` (their Rootfs record names it)."""
         return [f"pod sandbox {state.id} ({state.pod_name})" for state in self._table.values()
-                if any(r[1] == Rootfs.kind and r[2].get("image") == image_id for r in state.records)]
+                if any(s.kind == Rootfs.kind and s.data.get("image") == image_id for s in state.steps)]
 
     # ---- the daemon's start and stop ---------------------------------------------
 

@@ -9,17 +9,17 @@ import logging
 from podrt.sandbox.claims import Claims
 from podrt.sandbox.orphans import release_orphans
 from podrt.sandbox.status import SandboxStatuses
-from podrt.sandbox.store import SandboxState, load_all
-from podrt.state.registry import Registry
+from podrt.state.records import SandboxState
+from podrt.state.store import StateStore
 from podrt.steps.sandbox.context import SandboxDeps
 
 log = logging.getLogger(__name__)
 
 
-async def restore(deps: SandboxDeps, table: Registry[SandboxState], statuses: SandboxStatuses, claims: Claims,
+async def restore(deps: SandboxDeps, table: StateStore[SandboxState], statuses: SandboxStatuses, claims: Claims,
                   containers: set[str]) -> None:
     """`containers`: their IDs, so their runc state is not taken for an orphan's."""
-    sandboxes, bad = load_all(deps.root / "sandboxes")
+    sandboxes, bad = table.read_all()
     for path, problem in bad:
         log.error("cannot restore sandbox from %s: %s", path, problem)
     for state in sandboxes:

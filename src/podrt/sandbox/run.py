@@ -20,9 +20,9 @@ from podrt.rollback import FaultPlan, Transaction, TxObserver
 from podrt.sandbox import naming
 from podrt.sandbox.claims import Claims
 from podrt.sandbox.status import SandboxStatuses
-from podrt.sandbox.store import SandboxState
 from podrt.sandbox.validate import check_request
 from podrt.state.journal import Journal
+from podrt.state.records import SandboxState
 from podrt.state.registry import Registry
 from podrt.steps.base import DepsStep
 from podrt.steps.names import IndexId, ReserveNames

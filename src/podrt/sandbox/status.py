@@ -13,7 +13,7 @@ import attrs
 
 from podrt.errors import FailedPrecondition
 from podrt.network import links
-from podrt.sandbox.store import SandboxState
+from podrt.state.records import SandboxState
 from podrt.state.registry import Registry
 from podrt.steps.sandbox.context import SandboxDeps
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from podrt.errors import NotFound
 from podrt.rollback import Step, StepRegistry, teardown
 from podrt.state.idindex import IdIndex
+from podrt.state.records import PlanStep
 
 S = TypeVar("S")
 V = TypeVar("V")
@@ -87,16 +88,16 @@ class Registry(Generic[S]):
         return len(self._records)
 
 
-async def undo_records(records: Iterable[Sequence[Any]], undo: StepRegistry | Mapping[str, Step] | Sequence[Step],
+async def undo_records(plan: Iterable[PlanStep], undo: StepRegistry | Mapping[str, Step] | Sequence[Step],
                        *, what: str, log: logging.Logger, released_last: Collection[str] = ()) -> None:
-    """Undo committed steps from their records: first all but those of
+    """Undo committed steps from a record's plan: first all but those of
     `released_last` kinds, then those; RuntimeError naming `what` (e.g.
     "removal of container X") when a phase leaves something behind."""
-    records = list(records)
-    phases = [records] if not released_last else [
-        [r for r in records if r[1] not in released_last], [r for r in records if r[1] in released_last]]
+    steps = list(plan)
+    phases = [steps] if not released_last else [
+        [s for s in steps if s.kind not in released_last], [s for s in steps if s.kind in released_last]]
     for part in phases:
-        failures = await teardown(part, undo, log=log)
+        failures = await teardown([s.undo_record() for s in part], undo, log=log)
         if failures:
             detail = "; ".join(f"{f.step}: {f.error}" for f in failures)
             raise RuntimeError(f"{what} incomplete: {detail}")

@@ -13,9 +13,9 @@ from podrt.images.manager import ImageView
 from podrt.model.container import ContainerConfig
 from podrt.oci.runtime import OciRuntime
 from podrt.rollback import StepRecord
-from podrt.sandbox.store import SandboxState
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
+from podrt.state.records import SandboxState
 from podrt.steps.context import DaemonPaths, RootfsSource
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from podrt.aio import finish_in_thread
-from podrt.container.store import STATE_FILE, ContainerState
 from podrt.model.container import spec_user
+from podrt.state.format import CONTAINER_FORMAT
+from podrt.state.records import ContainerState, plan_of
+from podrt.state.store import STATE_FILE, write_record
 from podrt.steps.base import ContainerStep
 from podrt.steps.container.context import ContainerContext
 
@@ -24,9 +27,9 @@ class ContainerSaveState(ContainerStep):
             id=ctx.id, sandbox_id=ctx.sandbox.id, name=ctx.name, config=ctx.config, image_id=ctx.image.record.id,
             image_ref=ctx.image_ref, runtime_handler=ctx.runtime_handler, log_path=ctx.log_path,
             stop_signal=ctx.stop_signal, created_at=ctx.created_at,
-            records=[list(r) for r in ctx.completed], cgroups_path=ctx.spec["linux"]["cgroupsPath"], pid=ctx.pid,
-            conmon_pid=ctx.conmon_pid, user=spec_user(ctx.spec), path=data["path"])
-        await finish_in_thread(state.save)
+            steps=plan_of(ctx.completed), cgroups_path=ctx.spec["linux"]["cgroupsPath"], pid=ctx.pid,
+            conmon_pid=ctx.conmon_pid, user=spec_user(ctx.spec))
+        await finish_in_thread(write_record, Path(data["path"]), CONTAINER_FORMAT, state)
         ctx.state = state
 
     async def undo(self, data: dict[str, Any]) -> None:
