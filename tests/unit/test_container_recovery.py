@@ -137,7 +137,7 @@ async def test_restore_keeps_the_containers_of_known_pods_and_tears_down_the_res
     await rec.restore([kept, orphan], known_pods={"p1"})
     assert torn == ["o1"]
     assert deps.names.owner("k8s_k1") == "k1" and "k8s_o1" not in deps.names
-    assert deps.ids.get("k") == "k1"
+    assert deps.ids.get("k", "container") == "k1"
     assert "k1" in rec._table and "o1" not in rec._table
 
 

@@ -26,6 +26,8 @@ def test_records_by_full_id_and_unique_prefix() -> None:
     assert table.resolve("abc") == "abc1" and table.get(table.resolve("abd")) == "state of abd2"
     with pytest.raises(InvalidArgument, match="ambiguous"):
         table.resolve("ab")
+    with pytest.raises(NotFound, match="no container with ID 'abz'"):  # the index's own noun was "pod sandbox"
+        table.resolve("abz")
     assert table.known_id("zzz") is None and table.known_id("abc") == "abc1"
     with pytest.raises(InvalidArgument):
         table.known_id("ab")  # only an unknown ID is taken as gone; an ambiguous one is the caller's error

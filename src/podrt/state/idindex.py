@@ -29,13 +29,14 @@ class IdIndex:
             i += 1
         return out
 
-    def get(self, prefix: str) -> str:
-        """The one ID starting with prefix; NotFound or InvalidArgument (ambiguous) otherwise."""
+    def get(self, prefix: str, what: str) -> str:
+        """The one ID starting with prefix; NotFound (naming `what`, e.g. "container") or
+        InvalidArgument (ambiguous) otherwise."""
         if not prefix:
             raise InvalidArgument("ID must not be empty")
         found = self.matching(prefix)
         if not found:
-            raise NotFound(f"no pod sandbox with ID {prefix!r}")
+            raise NotFound(f"no {what} with ID {prefix!r}")
         if len(found) > 1:
             raise InvalidArgument(f"ID prefix {prefix!r} is ambiguous ({len(found)} matches)")
         return found[0]

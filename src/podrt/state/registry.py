@@ -30,7 +30,7 @@ class Registry(Generic[S]):
 
     def resolve(self, id_prefix: str) -> str:
         """The full ID of a unique prefix; NotFound or InvalidArgument (ambiguous)."""
-        return self.ids.get(id_prefix)
+        return self.ids.get(id_prefix, self._what)
 
     def known_id(self, id_prefix: str) -> str | None:
         """The full ID, or None for an unknown one: stop and remove succeed on those (the kubelet relies on it)."""
