@@ -72,3 +72,66 @@ def test_config_imports_nothing_from_images() -> None:
 
 def test_rollback_imports_only_the_floor() -> None:
     assert [name for name in sorted(imports(PODRT / "rollback.py")) if not under(name, ROLLBACK_MAY)] == []
+
+
+def package_graph() -> dict[str, set[str]]:
+    """podrt's packages (and top-level modules) -> the others their modules import."""
+    graph: dict[str, set[str]] = {}
+    for path in PODRT.rglob("*.py"):
+        parts = path.relative_to(PODRT).with_suffix("").parts
+        if parts[0] == "api" or parts == ("__init__",):
+            continue
+        edges = graph.setdefault(parts[0], set())
+        for name in imports(path):
+            target = name.split(".")[1] if "." in name else ""  # podrt.<target>...
+            if target not in ("", parts[0], "api") and ((PODRT / target).is_dir() or (PODRT / f"{target}.py").exists()):
+                edges.add(target)
+    return graph
+
+
+def test_no_two_packages_import_each_other_even_by_way_of_others() -> None:
+    graph = package_graph()
+    assert {"steps", "host", "cri", "sandbox", "container"} <= graph.keys()  # the walk saw the tree
+    assert "host" in graph["steps"] and "steps" in graph["sandbox"]  # ... and its arrows
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in done:
+                visit(nxt, [*path, nxt])
+        done.add(node)
+
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [start])
+    assert cycles == []
+
+
+# The issue-17 limits: a module a reader takes in on one or two screens, a class of one concern.
+MAX_LINES, MAX_METHODS, MAX_TOP_MODULES = 450, 25, 8
+
+
+def ours() -> list[Path]:
+    return [p for p in sorted(PODRT.rglob("*.py")) if p.relative_to(PODRT).parts[0] != "api"]
+
+
+def test_no_module_over_the_line_limit() -> None:
+    assert [(str(p.relative_to(PODRT)), n) for p in ours() if (n := p.read_text().count("\n")) > MAX_LINES] == []
+
+
+def test_no_class_over_the_method_limit() -> None:
+    big = []
+    for path in ours():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                methods = sum(isinstance(d, ast.FunctionDef | ast.AsyncFunctionDef) for d in node.body)
+                if methods > MAX_METHODS:
+                    big.append((str(path.relative_to(PODRT)), node.name, methods))
+    assert big == []
+
+
+def test_few_modules_directly_in_podrt() -> None:
+    assert len(list(PODRT.glob("*.py"))) <= MAX_TOP_MODULES
