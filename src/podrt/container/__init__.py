@@ -1,3 +1,2 @@
-"""Containers in pods: the model, the CreateContainer transaction's context,
-the persisted state, the OCI spec and the manager (create, start, stop,
-remove, status, list)."""
+"""The container manager: one module per RPC group (create, lifecycle, streams, status,
+exits, stats, recovery, events) wired by manager.py; the request checks and the OCI spec."""

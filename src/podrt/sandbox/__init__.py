@@ -1,1 +1,2 @@
-"""Pod sandboxes: the request model, the manager, persisted state."""
+"""The pod sandbox manager: one module per RPC group (run, claims, lifecycle, status,
+recovery) wired by manager.py; the request checks, the infra spec, names and IDs."""
