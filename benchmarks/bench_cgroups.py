@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 from bench_containers import IMAGE_REPO, container_config, pod_config  # noqa: E402  beside this script
 from common import busybox_daemon, pct  # noqa: E402
 
-from podrt import cgroups  # noqa: E402
 from podrt.api.runtime import v1 as cri  # noqa: E402
+from podrt.host import cgroups  # noqa: E402
 
 MiB = 1 << 20
 WORKLOADS = {
