@@ -19,7 +19,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from podrt.host import cgroups, mounts
+from podrt.host import cgroups, mounts, procfs
 from podrt.network.netns import remove_netns
 from podrt.oci.runtime import OciRuntime
 from podrt.sandbox.naming import is_id
@@ -113,11 +113,7 @@ def _infra_cgroups_path(sandbox_id: str, pid: int) -> str:
     podrt's default parent when it no longer runs (its cgroup is then runc's to remove,
     and a conmon cgroup under a kubelet's parent cannot be found without the spec)."""
     name = f"podrt-{sandbox_id}"
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines() if pid > 0 else []
-    except OSError:
-        lines = []
-    for line in lines:
+    for line in ((procfs.cgroup(pid) or "") if pid > 0 else "").splitlines():
         path = line.split(":", 2)[-1]
         if posixpath.basename(path) == name:
             return path
