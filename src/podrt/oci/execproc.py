@@ -36,6 +36,7 @@ CHUNK = 64 * 1024
 PIPE_GRACE = 1.0  # after runc's exit, for output still in flight; a background process may hold the pipes
 PIPE_LIMIT_AFTER_EXIT = 10.0  # and at most this long, however slowly a client reads what a background process writes
 DEFAULT_SIZE = (80, 24)
+PID_FILE_WAIT = 2.0  # for runc exec to write the pid file of a process it started
 KillTree = Callable[[Path], None]  # kills what runc exec started, by its pid file (oci/runtime.kill_exec)
 MAX_SIZE = 65535  # a winsize field
 
@@ -177,10 +178,20 @@ class ExecProcess:
     def running(self) -> bool:
         return not self._watch.exited.done()
 
+    async def _pid_file_written(self) -> None:
+        """runc writes the pid file only after the process runs (and its runc init made
+        it a session of its own, out of runc's group): killed before that, runc would
+        leave the process running with no pid file to find it by. So wait for the file,
+        as long as runc runs, for at most PID_FILE_WAIT."""
+        deadline = self._loop.time() + PID_FILE_WAIT
+        while self.running and not self._pid_file.exists() and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
     async def close(self) -> None:
         """Kill the exec'd process and what it started (a vanished client
         leaves nothing), then runc; remove the spec, pid and log files."""
         if self.running:
+            await self._pid_file_written()
             await asyncio.to_thread(self._kill_tree, self._pid_file)
             procmod.kill_group(self._child.pid, signal.SIGKILL)
             with contextlib.suppress(asyncio.TimeoutError):
