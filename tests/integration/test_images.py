@@ -270,7 +270,8 @@ async def test_kill_mid_pull_leaves_nothing_after_restart(dirs: DaemonDirs, regi
         image_daemon.kill()  # SIGKILL
         with pytest.raises((StreamTerminatedError, GRPCError, ConnectionError)):  # the daemon is gone
             await pull
-    assert "ingest" in _store_leftovers(dirs.root)  # the crash did leave a partial download
+    left = _store_leftovers(dirs.root)  # the crash did leave a partial download, or a layer's blob that
+    assert left.keys() & {"ingest", "blobs", "layers", "temp layers"}, left  # finished before the kill, in no image
     restarted = DaemonProcess(dirs).start()
     try:
         assert _store_leftovers(dirs.root) == {}
