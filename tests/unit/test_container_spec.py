@@ -51,8 +51,8 @@ from podrt.model.sandbox import NamespaceOptions, NsMode, SandboxConfig
 from podrt.oci.spec import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, DeviceNode
 from podrt.security import apparmor
 from podrt.security.seccomp import ProfileType
+from podrt.state.format import config_to_dict
 from podrt.state.format import container_config_from_dict as config_from_dict
-from podrt.state.format import container_config_to_dict as config_to_dict
 from podrt.state.records import SandboxState
 from podrt.steps.container.context import ContainerContext
 

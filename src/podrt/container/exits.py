@@ -10,7 +10,7 @@ import logging
 import attrs
 
 from podrt.container.events import EventBus, EventType
-from podrt.container.status import with_exit
+from podrt.container.status import exit_fields
 from podrt.host.inotify import DirWatch
 from podrt.state.records import ContainerState
 from podrt.state.store import StateStore
@@ -50,20 +50,23 @@ class ExitWatcher:
             if container_id in self._table:
                 await self.save(container_id)
 
-    def _exited(self, state: ContainerState) -> ContainerState:
-        exited = state if state.exit_code is not None else with_exit(state, self.deps)
-        return attrs.evolve(exited or state, saved_exit=True)
-
     async def save(self, container_id: str) -> None:
         """Once per container (under its lock): the exit into state.json, and the STOPPED event."""
         state = self._table.get(container_id)
-        if state.saved_exit or (state.exit_code is None and with_exit(state, self.deps) is None):
+        if state.saved_exit:
             return
+        fields = {} if state.exit_code is not None else exit_fields(state, self.deps)  # conmon's file, read once
+        if fields is None:
+            return
+
+        def exited(s: ContainerState) -> ContainerState:
+            return attrs.evolve(s, saved_exit=True, **fields)
+
         try:
-            state = await self._table.update(container_id, self._exited)
+            state = await self._table.update(container_id, exited)
         except OSError as exc:  # conmon's file still says it at the next start
             log.warning("cannot save the exit of container %s: %s", state.id, exc)
-            state = await self._table.update(container_id, self._exited, durable=False)
+            state = await self._table.update(container_id, exited, durable=False)
         log.info("container %s exited with %s (%s)", state.id, state.exit_code, state.reason)
         self._events.publish(state.id, state.sandbox_id, EventType.STOPPED)
 

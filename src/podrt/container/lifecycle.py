@@ -75,14 +75,15 @@ class ContainerLifecycle:
     async def _stop(self, state: ContainerState, timeout: float) -> None:
         runtime = self._runtime(state)
         await runtime.stop(state.id, timeout=timeout, stop_signal=state.stop_signal, exit_dir=self.deps.exit_dir)
-        if state.started_at == 0 and state.exit_code is None:  # never started: killed where it waited
+        never_started = state.started_at == 0 and state.exit_code is None  # killed where it waited
+        if never_started:
             await self._table.update(state.id, lambda s: attrs.evolve(s, started_at=s.created_at), durable=False)
         await self._exits.save(state.id)  # written with the start above
         state = self._table.get(state.id)
         if state.lost:  # killed without its conmon: no exit file comes
             await self._table.update(state.id, unknown_exit)
             self._events.publish(state.id, state.sandbox_id, EventType.STOPPED)
-        elif not state.saved_exit:  # no exit yet (a start recorded above)
+        elif never_started and not state.saved_exit:  # no exit yet: the start above, written alone
             await self._table.update(state.id, lambda s: s)
 
     async def remove(self, id_prefix: str) -> None:

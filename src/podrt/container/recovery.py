@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
-from podrt.container.status import ContainerStatuses, unknown_exit, with_exit
+from podrt.container.status import ContainerStatuses, exit_written, unknown_exit
 from podrt.oci import conmon
 from podrt.state.records import ContainerState
 from podrt.state.store import StateStore
@@ -49,7 +49,7 @@ class ContainerRecovery:
         exited unseen, with code 255 as CRI-O says. A start that podrt did not
         live to record is read from runc's state. An exit in conmon's file is
         the exit watcher's to record, at its first pass."""
-        if state.exit_code is not None or with_exit(state, self.deps) is not None:
+        if state.exit_code is not None or exit_written(state, self.deps):
             return
         monitored = bool(state.conmon_pid) and conmon.monitors(state.conmon_pid, state.id)
         if monitored and state.started_at:
@@ -60,7 +60,7 @@ class ContainerRecovery:
             log.warning("cannot read the runtime state of container %s: %s", state.id, exc)
             info = None
         status = info.get("status") if info else None
-        if with_exit(state, self.deps) is not None:  # conmon wrote it and left while we looked
+        if exit_written(state, self.deps):  # conmon wrote it and left while we looked
             return
         if monitored:
             if status in ("running", "stopped"):  # when exactly is lost; that it started is not

@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 
@@ -57,15 +58,26 @@ def current(state: ContainerState, deps: ContainerDeps, exited: set[str] | None 
     return with_exit(state, deps) or state
 
 
-def with_exit(state: ContainerState, deps: ContainerDeps) -> ContainerState | None:
-    """The state with the exit conmon's file holds; None while there is none."""
+def exit_written(state: ContainerState, deps: ContainerDeps) -> bool:
+    """Whether conmon's exit file is there (a stat; no OOM check)."""
+    return exitfile.read(deps.exit_dir, state.id) is not None
+
+
+def exit_fields(state: ContainerState, deps: ContainerDeps) -> dict[str, Any] | None:
+    """The exit conmon's file holds, as the state's fields; None while there is none."""
     found = exitfile.read(deps.exit_dir, state.id)
     if found is None:
         return None
     code = found.code if found.code is not None else -1
     reason = "Completed" if code == 0 else "OOMKilled" if oom_killed(state, deps) else "Error"
-    return attrs.evolve(state, exit_code=code, finished_at=found.finished_at, reason=reason,
-                        started_at=state.started_at or state.created_at)
+    return {"exit_code": code, "finished_at": found.finished_at, "reason": reason,
+            "started_at": state.started_at or state.created_at}
+
+
+def with_exit(state: ContainerState, deps: ContainerDeps) -> ContainerState | None:
+    """The state with the exit conmon's file holds; None while there is none."""
+    fields = exit_fields(state, deps)
+    return None if fields is None else attrs.evolve(state, **fields)
 
 
 def oom_killed(state: ContainerState, deps: ContainerDeps) -> bool:

@@ -94,7 +94,8 @@ class RecordFormat(abc.ABC, Generic[R]):
 # ---- pods ---------------------------------------------------------------------------
 
 
-def sandbox_config_to_dict(cfg: SandboxConfig) -> dict[str, Any]:
+def config_to_dict(cfg: SandboxConfig | ContainerConfig) -> dict[str, Any]:
+    """A pod's or a container's config as plain JSON values (enums by their value)."""
     return attrs.asdict(cfg, value_serializer=_plain)
 
 
@@ -113,7 +114,7 @@ class SandboxFormat(RecordFormat[SandboxState]):
     kind = "sandbox"
 
     def _encode_fields(self, record: SandboxState) -> dict[str, Any]:
-        return {"config": sandbox_config_to_dict(record.config)}
+        return {"config": config_to_dict(record.config)}
 
     def _decode_fields(self, doc: dict[str, Any]) -> SandboxState:
         doc["config"] = sandbox_config_from_dict(doc["config"])
@@ -122,10 +123,6 @@ class SandboxFormat(RecordFormat[SandboxState]):
 
 
 # ---- containers -----------------------------------------------------------------------
-
-
-def container_config_to_dict(cfg: ContainerConfig) -> dict[str, Any]:
-    return attrs.asdict(cfg, value_serializer=_plain)
 
 
 def container_config_from_dict(d: dict[str, Any]) -> ContainerConfig:
@@ -153,7 +150,7 @@ class ContainerFormat(RecordFormat[ContainerState]):
     kind = "container"
 
     def _encode_fields(self, record: ContainerState) -> dict[str, Any]:
-        return {"config": container_config_to_dict(record.config),
+        return {"config": config_to_dict(record.config),
                 "user": attrs.asdict(record.user) if record.user else None}
 
     def _decode_fields(self, doc: dict[str, Any]) -> ContainerState:
