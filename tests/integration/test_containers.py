@@ -264,7 +264,7 @@ async def test_user_groups_read_only_root_and_mounts(daemon: DaemonProcess, regi
         await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
         st = await _wait_exit(c, cid)
         out = _log_lines(st.log_path)
-        assert out[0] == "uid=1000(app) gid=1000(app) groups=10(wheel),44(video),4242"
+        assert out[0] == "uid=1000(app) gid=1000(app) groups=10(wheel),44(video),1000(app),4242"  # the primary among them
         assert out[1] == "CapBnd:\t0000000000000400"  # CAP_NET_BIND_SERVICE (bit 10) alone
         assert out[2] == "NoNewPrivs:\t1"
         assert out[3] == "from the host"
@@ -302,7 +302,7 @@ async def test_devices_sysctls_paths_oom_score_strict_groups_and_target_pid(daem
         ip = verbose.status.network.ip
         assert any(a.startswith(f"{ip}/") for i in interfaces.values() for a in i["addresses"]), interfaces
         st = await _status(c, cid)
-        assert (st.user.linux.uid, st.user.linux.gid, st.user.linux.supplemental_groups) == (1000, 1000, [4242])
+        assert (st.user.linux.uid, st.user.linux.gid, st.user.linux.supplemental_groups) == (1000, 1000, [1000, 4242])
         assert "fuse" not in (await _exec(c, cid, "/bin/ls", "/dev")).stdout.decode()  # only where asked
         joined = cri.LinuxContainerSecurityContext(namespace_options=cri.NamespaceOption(pid=cri.NamespaceMode.TARGET, target_id=cid))
         peer = await _running(c, registry, pod, "peer", linux=cri.LinuxContainerConfig(security_context=joined))

@@ -84,16 +84,16 @@ def rootfs(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("cfg, image_user, expected", [
-    (ContainerConfig(name="c"), "", (0, 0, ())),
-    (ContainerConfig(name="c"), "app", (1000, 1000, (10, 44))),
-    (ContainerConfig(name="c"), "1000:44", (1000, 44, (10,))),  # the primary group is not repeated
-    (ContainerConfig(name="c"), "app:wheel", (1000, 10, (44,))),
-    (ContainerConfig(name="c", run_as_user=1000), "root", (1000, 1000, (10, 44))),  # the request over the image
-    (ContainerConfig(name="c", run_as_user=5, run_as_group=6, supplemental_groups=(7,)), "", (5, 6, (7,))),
-    (ContainerConfig(name="c", run_as_username="app", supplemental_groups=(99,)), "", (1000, 1000, (99, 10, 44))),
-    # Strict: the image's /etc/group adds nothing
-    (ContainerConfig(name="c", groups_policy=GroupsPolicy.STRICT, supplemental_groups=(99,)), "app", (1000, 1000, (99,))),
-    (ContainerConfig(name="c", groups_policy=GroupsPolicy.STRICT, run_as_user=1000), "", (1000, 1000, ())),
+    (ContainerConfig(name="c"), "", (0, 0, (0,))),
+    (ContainerConfig(name="c"), "app", (1000, 1000, (10, 44, 1000))),
+    (ContainerConfig(name="c"), "1000:44", (1000, 44, (10, 44))),  # the primary group once
+    (ContainerConfig(name="c"), "app:wheel", (1000, 10, (10, 44))),
+    (ContainerConfig(name="c", run_as_user=1000), "root", (1000, 1000, (10, 44, 1000))),  # the request over the image
+    (ContainerConfig(name="c", run_as_user=5, run_as_group=6, supplemental_groups=(7,)), "", (5, 6, (6, 7))),
+    (ContainerConfig(name="c", run_as_username="app", supplemental_groups=(99, 10)), "", (1000, 1000, (10, 44, 99, 1000))),
+    # Strict: the image's /etc/group adds nothing (critest: [1000, 1234] for uid 1000 and group 1234)
+    (ContainerConfig(name="c", groups_policy=GroupsPolicy.STRICT, supplemental_groups=(99,)), "app", (1000, 1000, (99, 1000))),
+    (ContainerConfig(name="c", groups_policy=GroupsPolicy.STRICT, run_as_user=1000), "", (1000, 1000, (1000,))),
 ])
 def test_users_and_groups(rootfs: Path, cfg: ContainerConfig, image_user: str, expected: tuple[int, int, tuple[int, ...]]) -> None:
     assert resolve_user(cfg, {"User": image_user}, rootfs) == expected
@@ -171,7 +171,7 @@ def test_spec_defaults_sysctls_and_oom(rootfs: Path, host: None, monkeypatch: py
     assert spec["linux"]["readonlyPaths"] == list(READONLY_PATHS)
     assert "apparmorProfile" not in spec["process"] and "rootfsPropagation" not in spec["linux"]
     assert "devices" not in spec["linux"]
-    assert spec_user(spec) == ContainerUser(0, 0, ())
+    assert spec_user(spec) == ContainerUser(0, 0, (0,))  # the primary group among them, as in containerd
     monkeypatch.setattr(spec_mod, "current_oom_score_adj", lambda: -999)
     assert spec_mod.oom_score_adj(-997) == -997 and spec_mod.oom_score_adj(5000) == 1000
 
@@ -273,6 +273,9 @@ def test_security_checks() -> None:
     assert "readonly_paths[1]" in refusal(readonly_paths=("/proc/sys", "/proc/../etc"))
     assert "target_id must name a container" in refusal(pid_mode=NsMode.TARGET)
     assert "apparmor.localhost_ref" in refusal(apparmor=ProfileType.LOCALHOST, apparmor_localhost_ref="localhost/")
+    assert "run_as_group needs run_as_user or run_as_username" in refusal(run_as_group=1002)  # critest's case
+    for user in ({"run_as_user": 1000}, {"run_as_username": "app"}):
+        check_request(ContainerConfig(name="c", image="i", run_as_group=1002, **user), _pod())  # type: ignore[arg-type]
 
 
 def test_process_and_path_checks(tmp_path: Path) -> None:

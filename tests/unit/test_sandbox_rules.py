@@ -88,6 +88,7 @@ def _cfg(**kw: object) -> SandboxConfig:
         (_cfg(sysctls={"kernel.msgmax": "1"}, namespaces=NamespaceOptions(ipc=NsMode.NODE)), "host IPC"),
         (_cfg(sysctls={"net.ipv4.tcp_syncookies": "1"}, namespaces=NamespaceOptions(network=NsMode.NODE)), "host network"),
         (_cfg(port_mappings=(PortMapping("tcp", 80, 8080, "nope"),)), "host_ip"),
+        (_cfg(run_as_group=1000), "security_context.run_as_group needs run_as_user"),  # the CRI: MUST refuse
     ],
 )
 def test_request_refusals(cfg: SandboxConfig, fragment: str) -> None:

@@ -99,7 +99,9 @@ def environment(cfg: ContainerConfig, image: dict[str, Any], hostname: str) -> t
 
 def resolve_user(cfg: ContainerConfig, image: dict[str, Any], rootfs: Path) -> tuple[int, int, tuple[int, ...]]:
     """(uid, gid, supplemental gids); InvalidArgument for a name the image does not know.
-    Strict policy: the image's /etc/group adds no memberships."""
+    Strict policy: the image's /etc/group adds no memberships. The supplemental
+    gids hold the primary one too, sorted and each once, as containerd and CRI-O
+    give runc's additionalGids (and the kernel keeps the groups sorted anyway)."""
     passwd = _table(rootfs, "/etc/passwd")
     groups = _table(rootfs, "/etc/group")
     if cfg.run_as_user is not None:
@@ -116,7 +118,7 @@ def resolve_user(cfg: ContainerConfig, image: dict[str, Any], rootfs: Path) -> t
     extra = list(cfg.supplemental_groups)
     if name and cfg.groups_policy == GroupsPolicy.MERGE:
         extra += [g for row in groups if len(row) > 3 and name in row[3].split(",") and (g := numeric_id(row[2])) is not None]
-    return uid, gid, tuple(dict.fromkeys(g for g in extra if g != gid))
+    return uid, gid, tuple(sorted({gid, *extra}))
 
 
 def capabilities(cfg: ContainerConfig) -> tuple[str, ...]:

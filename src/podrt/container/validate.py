@@ -105,7 +105,10 @@ def check_devices(cfg: ContainerConfig) -> None:
 
 
 def check_security(cfg: ContainerConfig) -> None:
-    """Masked and read-only paths, AppArmor, the PID namespace mode, capability names."""
+    """The group without a user, masked and read-only paths, AppArmor, the PID
+    namespace mode, capability names."""
+    if cfg.run_as_group is not None and cfg.run_as_user is None and not cfg.run_as_username:
+        raise InvalidArgument(f"{_SC}.run_as_group needs run_as_user or run_as_username (CRI: the runtime MUST refuse it alone)")
     for field in ("masked_paths", "readonly_paths"):
         for n, path in enumerate(getattr(cfg, field)):
             _check_path(f"{_SC}.{field}[{n}]", path)

@@ -214,6 +214,8 @@ def check_request(cfg: SandboxConfig, config: Config) -> None:
         raise InvalidArgument(f"unknown runtime handler {cfg.runtime_handler!r} (known: {known})")
     if cfg.privileged and not config.runtime.allow_privileged:
         raise InvalidArgument("privileged pod sandboxes are not allowed (podrt.runtime.allow_privileged is false)")
+    if cfg.run_as_group is not None and cfg.run_as_user is None:  # as containerd; the CRI says MUST
+        raise InvalidArgument("linux.security_context.run_as_group needs run_as_user (CRI: the runtime MUST refuse it alone)")
     for kind in ("network", "pid", "ipc"):
         if getattr(cfg.namespaces, kind) == NsMode.TARGET:  # a container's mode: join another container's
             raise InvalidArgument(f"linux.security_context.namespace_options.{kind}: TARGET is for containers only")

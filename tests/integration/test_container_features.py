@@ -1,0 +1,78 @@
+"""What current kubelets ask of a container beyond the basics (issue 18), on
+the real parts: the primary group among the supplemental ones (critest's
+SupplementalGroupsPolicy specs), a group without a user refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from podrt.api.runtime import v1 as cri
+from tests.integration.test_containers import (
+    _config,
+    _create,
+    _exec,
+    _module_daemon,
+    _pod,
+    _remove_pod,
+    _running,
+    _status,
+)
+from tests.integration.test_containers import pytestmark as containers_marks
+from tests.support.client import connect
+from tests.support.daemon import DaemonProcess
+from tests.support.pods import pod_config
+from tests.support.registry import Registry
+
+pytestmark = containers_marks
+
+
+@pytest.fixture(scope="module")
+def daemon(registry: Registry) -> Iterator[DaemonProcess]:
+    with _module_daemon(registry) as proc:
+        yield proc
+
+
+@pytest.mark.parametrize("policy, groups", [
+    (cri.SupplementalGroupsPolicy.Merge, [10, 44, 1000, 1234]),  # the image's wheel and video for uid 1000 (app)
+    (cri.SupplementalGroupsPolicy.Strict, [1000, 1234]),
+])
+async def test_supplemental_groups_hold_the_primary_group(daemon: DaemonProcess, registry: Registry,
+                                                          policy: cri.SupplementalGroupsPolicy, groups: list[int]) -> None:
+    """critest's shape: run_as_user 1000 (primary gid 1000 from the image's
+    /etc/passwd) and group 1234; the status lists gid 1000 too, as containerd's
+    and runc's additionalGids do, and the process has exactly those groups."""
+    sc = cri.LinuxContainerSecurityContext(run_as_user=cri.Int64Value(1000), supplemental_groups=[1234],
+                                           supplemental_groups_policy=policy)
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        cid = await _running(c, registry, pod, "groups", linux=cri.LinuxContainerConfig(security_context=sc))
+        user = (await _status(c, cid)).user.linux
+        assert (user.uid, user.gid, user.supplemental_groups) == (1000, 1000, groups)
+        status_line = (await _exec(c, cid, "/bin/grep", "^Groups:", "/proc/self/status")).stdout.decode()
+        assert [int(g) for g in status_line.split()[1:]] == groups  # the kernel's list, sorted
+        id_g = [1000] + [g for g in groups if g != 1000]  # id -G: the primary group first, then the others
+        assert (await _exec(c, cid, "/bin/id", "-G")).stdout.decode() == " ".join(map(str, id_g)) + "\n"
+        await _remove_pod(c, pod[0])
+
+
+async def test_a_group_without_a_user_is_refused(daemon: DaemonProcess, registry: Registry) -> None:
+    """The CRI: run_as_group without run_as_user (or run_as_username) MUST be
+    an error, for a container and for a pod."""
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        sc = cri.LinuxContainerSecurityContext(run_as_group=cri.Int64Value(1002))
+        with pytest.raises(GRPCError) as err:
+            await _create(c, pod, _config(registry, "nouser", linux=cri.LinuxContainerConfig(security_context=sc)))
+        assert err.value.status == Status.INVALID_ARGUMENT and "run_as_group needs run_as_user" in (err.value.message or "")
+        await _remove_pod(c, pod[0])
+        group_only = cri.LinuxSandboxSecurityContext(run_as_group=cri.Int64Value(1002), namespace_options=cri.NamespaceOption())
+        config = pod_config(linux=cri.LinuxPodSandboxConfig(security_context=group_only))
+        with pytest.raises(GRPCError) as err:
+            await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=config))
+        assert err.value.status == Status.INVALID_ARGUMENT and "run_as_group needs run_as_user" in (err.value.message or "")
+        assert not (await c.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items
+
