@@ -13,7 +13,7 @@ from podrt.host import cgroups
 from podrt.model.container import ContainerConfig, Propagation, Resources
 from podrt.model.sandbox import NsMode
 from podrt.oci.spec import ALL_CAPABILITIES
-from podrt.sandbox.validate import NAME_PART, check_dirs, check_path_lengths
+from podrt.sandbox.validate import NAME_PART, check_dirs, check_path_lengths, check_same_userns
 from podrt.security.seccomp import ProfileType
 from podrt.state.records import SandboxState
 
@@ -49,6 +49,7 @@ def check_request(cfg: ContainerConfig, pod: SandboxState) -> None:
             raise InvalidArgument(f"{where}.host_path {m.host_path} does not exist")
     check_devices(cfg)
     check_security(cfg)
+    check_same_userns(f"{_SC}.namespace_options.userns_options", cfg.userns, pod.config.userns)
     check_host_fit("linux.resources", cfg.resources)
 
 

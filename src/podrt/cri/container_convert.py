@@ -8,7 +8,7 @@ from podrt.api.runtime import v1 as cri
 from podrt.container.manager import ContainerView
 from podrt.container.validate import check_resources
 from podrt.cri.fields import enum_value, id_value, in_range, or_unset, wire_enum
-from podrt.cri.sandbox_convert import NS_MODES, PROFILES
+from podrt.cri.sandbox_convert import NS_MODES, PROFILES, userns_options
 from podrt.errors import InvalidArgument
 from podrt.model.container import (
     ContainerConfig,
@@ -84,6 +84,7 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
         resources=resources("config.linux.resources", res),
         pid_mode=enum_value(f"{_SC}.namespace_options.pid", NS_MODES, sc.namespace_options.pid),
         pid_target_id=sc.namespace_options.target_id,
+        userns=userns_options(f"{_SC}.namespace_options.userns_options", sc.namespace_options),
         stdin=c.stdin,
         stdin_once=c.stdin_once,
         tty=c.tty,

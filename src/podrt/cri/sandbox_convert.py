@@ -8,6 +8,7 @@ from podrt.api.runtime import v1 as cri
 from podrt.cri.fields import enum_value, id_value, in_range, wire_enum
 from podrt.model.sandbox import (
     DnsConfig,
+    IdMapping,
     NamespaceOptions,
     NsMode,
     PortMapping,
@@ -15,6 +16,7 @@ from podrt.model.sandbox import (
     SandboxConfig,
     SeccompProfile,
     SelinuxOptions,
+    UserNamespace,
 )
 from podrt.sandbox.annotations import infra_labels
 from podrt.sandbox.manager import SandboxView
@@ -45,6 +47,22 @@ def _seccomp(sc: cri.LinuxSandboxSecurityContext) -> SeccompProfile:
     if path.startswith("localhost/"):
         return SeccompProfile(ProfileType.LOCALHOST, path[len("localhost/"):])
     return SeccompProfile(ProfileType.UNCONFINED)
+
+
+def userns_options(field: str, ns: cri.NamespaceOption) -> UserNamespace | None:
+    """namespace_options.userns_options of a pod or a container; None when not sent
+    (the node's user namespace). The mappings are checked by sandbox/validate.py."""
+    if not ns.is_set("userns_options") or ns.userns_options is None:
+        return None
+    u = ns.userns_options
+    return UserNamespace(enum_value(f"{field}.mode", NS_MODES, u.mode),
+                         *(tuple(IdMapping(m.container_id, m.host_id, m.length) for m in maps) for maps in (u.uids, u.gids)))
+
+
+def _userns_message(u: UserNamespace) -> cri.UserNamespace:
+    def maps(ms: tuple[IdMapping, ...]) -> list[cri.IdMapping]:
+        return [cri.IdMapping(host_id=m.host_id, container_id=m.container_id, length=m.length) for m in ms]
+    return cri.UserNamespace(mode=_NS_BACK[u.mode], uids=maps(u.uids), gids=maps(u.gids))
 
 
 def sandbox_config(req: cri.RunPodSandboxRequest) -> SandboxConfig:
@@ -84,6 +102,7 @@ def sandbox_config(req: cri.RunPodSandboxRequest) -> SandboxConfig:
         supplemental_groups=tuple(id_value(f"{_SC}.supplemental_groups[{i}]", g)
                                   for i, g in enumerate(sc.supplemental_groups)),
         runtime_handler=req.runtime_handler,
+        userns=userns_options(f"{nso}.userns_options", ns) or UserNamespace(),
     )
 
 
@@ -120,7 +139,8 @@ def pod_sandbox_status(view: SandboxView, verbose_info: dict[str, object] | None
         created_at=s.created_at,
         network=network,
         linux=cri.LinuxPodSandboxStatus(
-            namespaces=cri.Namespace(options=cri.NamespaceOption(network=_NS_BACK[ns.network], pid=_NS_BACK[ns.pid], ipc=_NS_BACK[ns.ipc]))
+            namespaces=cri.Namespace(options=cri.NamespaceOption(network=_NS_BACK[ns.network], pid=_NS_BACK[ns.pid], ipc=_NS_BACK[ns.ipc],
+                                                                 userns_options=_userns_message(s.config.userns)))
         ),
         labels=labels(view),
         annotations=dict(s.config.annotations),

@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from podrt.model.sandbox import NsMode
+from podrt.model.sandbox import NsMode, UserNamespace
 from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions
 
@@ -132,6 +132,7 @@ class ContainerConfig:
     # that of another container of the pod (TARGET, pid_target_id)
     pid_mode: NsMode = NsMode.CONTAINER
     pid_target_id: str = ""
+    userns: UserNamespace | None = None  # namespace_options.userns_options as sent: the pod's, or None
     # the process's stdio as conmon holds it: a pipe kept for attach (stdin),
     # closed after the first attach ends (stdin_once), or a pty (tty)
     stdin: bool = False

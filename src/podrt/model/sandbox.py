@@ -44,6 +44,34 @@ class NamespaceOptions:
 
 
 @attrs.frozen
+class IdMapping:
+    """One range of a user namespace's uid_map or gid_map (CRI's IDMapping)."""
+
+    container_id: int
+    host_id: int
+    length: int
+
+    def line(self) -> str:
+        """As /proc/<pid>/uid_map takes it."""
+        return f"{self.container_id} {self.host_id} {self.length}\n"
+
+
+@attrs.frozen
+class UserNamespace:
+    """CRI's UserNamespace: NODE, the host's user namespace (no mappings); POD, one
+    of the pod's own with these mappings (validated: one range each, container ID 0)."""
+
+    mode: NsMode = NsMode.NODE
+    uids: tuple[IdMapping, ...] = ()
+    gids: tuple[IdMapping, ...] = ()
+
+    @property
+    def root(self) -> tuple[int, int]:
+        """The host uid and gid of the pod's root (container ID 0)."""
+        return self.uids[0].host_id, self.gids[0].host_id
+
+
+@attrs.frozen
 class SeccompProfile:
     type: ProfileType = ProfileType.UNCONFINED  # CRI's default when the kubelet sends nothing
     localhost_ref: str = ""
@@ -73,6 +101,12 @@ class SandboxConfig:
     run_as_group: int | None = None
     supplemental_groups: tuple[int, ...] = ()
     runtime_handler: str = ""
+    userns: UserNamespace = UserNamespace()  # namespace_options.userns_options
+
+    @property
+    def own_userns(self) -> bool:
+        """Whether the pod runs in a user namespace of its own (mode POD)."""
+        return self.userns.mode == NsMode.POD
 
     @property
     def host_network(self) -> bool:

@@ -74,6 +74,8 @@ class SandboxRunner:
 
     async def run(self, cfg: SandboxConfig) -> str:
         check_request(cfg, self.deps.config)
+        if cfg.own_userns:  # the pod's user namespace comes with the next change
+            raise FailedPrecondition("user namespaces (namespace_options.userns_options mode POD) are not supported yet")
         network = None
         if not cfg.host_network:
             lookup = self.deps.find_network()

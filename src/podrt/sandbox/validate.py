@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from podrt.config import Config
 from podrt.errors import InvalidArgument
 from podrt.host import cgroups
-from podrt.model.sandbox import NsMode, SandboxConfig
+from podrt.model.sandbox import IdMapping, NsMode, SandboxConfig, UserNamespace
 from podrt.security.seccomp import profile_for
 
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
@@ -138,6 +138,46 @@ def check_metadata(cfg: SandboxConfig) -> None:
             raise InvalidArgument(f"invalid metadata.{field} {value!r}: must be a Kubernetes name (letters, digits, '-' and '.', at most 253)")
 
 
+USERNS_FIELD = "linux.security_context.namespace_options.userns_options"
+
+
+def check_userns(cfg: SandboxConfig) -> None:
+    """CRI's rules for a pod's user namespace: NODE (the host's, no mappings) or
+    POD with one uid and one gid range that maps container ID 0. A user namespace
+    cannot mount /proc for the host's PID namespace, nor mqueue for its IPC one."""
+    u, field = cfg.userns, USERNS_FIELD
+    if u.mode in (NsMode.CONTAINER, NsMode.TARGET):
+        raise InvalidArgument(f"{field}.mode: {u.mode.name} is not supported for user namespaces (POD or NODE)")
+    if u.mode == NsMode.NODE:
+        if u.uids or u.gids:
+            raise InvalidArgument(f"{field}: mode NODE takes no uids or gids (they are for mode POD)")
+        return
+    for kind in ("uids", "gids"):
+        check_mappings(f"{field}.{kind}", getattr(u, kind))
+    for shared, what in ((cfg.host_pid, "PID"), (cfg.host_ipc, "IPC")):
+        if shared:
+            raise InvalidArgument(f"{field}: a pod with a user namespace (mode POD) cannot share the host's {what} namespace")
+
+
+def check_mappings(field: str, maps: tuple[IdMapping, ...]) -> None:
+    if len(maps) != 1:
+        raise InvalidArgument(f"{field}: mode POD takes exactly one mapping, got {len(maps)}")
+    m = maps[0]
+    if m.container_id != 0:
+        raise InvalidArgument(f"{field}[0].container_id is {m.container_id}: the mapping must start at container ID 0 (root)")
+    if m.length == 0:
+        raise InvalidArgument(f"{field}[0].length must be > 0")
+    if m.host_id + m.length > 2**32:
+        raise InvalidArgument(f"{field}[0]: host IDs {m.host_id} + {m.length} go beyond the last ID ({2**32 - 1})")
+
+
+def check_same_userns(field: str, given: UserNamespace | None, pod: UserNamespace) -> None:
+    """A container's userns_options, when it sends any, must be its pod's (as containerd checks)."""
+    if given is not None and given != pod:
+        raise InvalidArgument(f"{field} must be the pod's (mode {pod.mode.name}, the same mappings): "
+                              "a container runs in its pod's user namespace")
+
+
 def seccomp_profile(cfg: SandboxConfig, config: Config) -> dict | None:
     """The pod's seccomp profile; ValueError when a profile file does not load."""
     rt = config.runtime
@@ -219,6 +259,7 @@ def check_request(cfg: SandboxConfig, config: Config) -> None:
     for kind in ("network", "pid", "ipc"):
         if getattr(cfg.namespaces, kind) == NsMode.TARGET:  # a container's mode: join another container's
             raise InvalidArgument(f"linux.security_context.namespace_options.{kind}: TARGET is for containers only")
+    check_userns(cfg)
     check_labels(cfg.labels)
     check_hostname(cfg)
     check_dns(cfg)

@@ -29,11 +29,13 @@ from podrt.model.container import (
 )
 from podrt.model.sandbox import (
     DnsConfig,
+    IdMapping,
     NamespaceOptions,
     NsMode,
     PortMapping,
     SandboxConfig,
     SeccompProfile,
+    UserNamespace,
 )
 from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions
@@ -107,7 +109,12 @@ def sandbox_config_from_dict(d: dict[str, Any]) -> SandboxConfig:
     d["seccomp"] = SeccompProfile(ProfileType(d["seccomp"]["type"]), d["seccomp"]["localhost_ref"])
     d["selinux"] = SelinuxOptions(**d["selinux"]) if d.get("selinux") else None
     d["supplemental_groups"] = tuple(d.get("supplemental_groups", ()))
+    d["userns"] = _userns(d["userns"]) if d.get("userns") else UserNamespace()
     return SandboxConfig(**d)
+
+
+def _userns(d: dict[str, Any]) -> UserNamespace:
+    return UserNamespace(NsMode(d["mode"]), *(tuple(IdMapping(**m) for m in d[k]) for k in ("uids", "gids")))
 
 
 class SandboxFormat(RecordFormat[SandboxState]):
@@ -136,6 +143,7 @@ def container_config_from_dict(d: dict[str, Any]) -> ContainerConfig:
     d["selinux"] = SelinuxOptions(**d["selinux"]) if d.get("selinux") else None
     d["pid_mode"] = NsMode(d.get("pid_mode", NsMode.CONTAINER.value))
     d["envs"] = tuple(tuple(e) for e in d.get("envs", ()))
+    d["userns"] = _userns(d["userns"]) if d.get("userns") else None
     for key in ("command", "args", "supplemental_groups", "add_capabilities", "drop_capabilities",
                 "masked_paths", "readonly_paths"):
         d[key] = tuple(d.get(key, ()))
