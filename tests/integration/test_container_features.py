@@ -1,29 +1,37 @@
 """What current kubelets ask of a container beyond the basics (issue 18), on
 the real parts: the primary group among the supplemental ones (critest's
-SupplementalGroupsPolicy specs), a group without a user refused."""
+SupplementalGroupsPolicy specs), a group without a user refused, the
+request's stop signal (kept across a daemon restart)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
+from tests.integration.conftest import _network_dirs
 from tests.integration.test_containers import (
     _config,
     _create,
     _exec,
+    _log_lines,
     _module_daemon,
     _pod,
     _remove_pod,
     _running,
+    _start,
     _status,
 )
 from tests.integration.test_containers import pytestmark as containers_marks
 from tests.support.client import connect
 from tests.support.daemon import DaemonProcess
+from tests.support.leaks import audit_daemon_dirs
 from tests.support.pods import pod_config
 from tests.support.registry import Registry
 
@@ -76,3 +84,49 @@ async def test_a_group_without_a_user_is_refused(daemon: DaemonProcess, registry
         assert err.value.status == Status.INVALID_ARGUMENT and "run_as_group needs run_as_user" in (err.value.message or "")
         assert not (await c.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items
 
+
+
+async def test_the_requests_stop_signal_stops_it_after_a_restart(registry: Registry) -> None:
+    """ContainerConfig.stop_signal over the image's StopSignal (SIGINT), shown
+    in ContainerStatus, kept in the state across a daemon restart; a real-time
+    signal reaches the process too (runc's kill knows no RT names: podrt sends
+    the number). Each script traps its signal only: as its pid namespace's init
+    the shell ignores any other, so a wrong signal means a 137 after the timeout."""
+    scripts = {cri.Signal.SIGUSR1: "USR1", cri.Signal.SIGRTMINPLUS3: "37"}  # busybox's trap takes RT signals by number
+    with _network_dirs() as d:
+        proc = await _start(d, registry)
+        try:
+            async with connect(d.socket) as c:
+                pod = await _pod(c)
+                plain = await _running(c, registry, pod, "plain")
+                assert (await _status(c, plain)).stop_signal == cri.Signal.SIGINT  # the image's, in effect
+                ids = {}
+                for sig, trapped in scripts.items():
+                    script = f"trap 'echo got {trapped}; exit 43' {trapped}; echo ready; while true; do sleep 0.1; done"
+                    ids[sig] = await _create(c, pod, _config(registry, f"sig{trapped}", command=["/bin/sh", "-c", script],
+                                                             stop_signal=sig))
+                    await c.runtime.start_container(cri.StartContainerRequest(container_id=ids[sig]))
+                    assert (await _status(c, ids[sig])).stop_signal == sig
+            proc.stop()
+            proc = DaemonProcess(d).start()
+            async with connect(d.socket) as c:
+                for sig, trapped in scripts.items():
+                    st = await _status(c, ids[sig])
+                    assert st.stop_signal == sig and st.state == cri.ContainerState.CONTAINER_RUNNING
+                    await _wait_for_line(st.log_path, "ready")  # the trap is set
+                    t = time.monotonic()
+                    await c.runtime.stop_container(cri.StopContainerRequest(container_id=ids[sig], timeout=10))
+                    st = await _status(c, ids[sig])
+                    assert (st.exit_code, _log_lines(st.log_path)[-1]) == (43, f"got {trapped}")
+                    assert time.monotonic() - t < 5  # the signal, not the timeout's SIGKILL
+                await _remove_pod(c, pod[0])
+        finally:
+            proc.stop()
+        assert audit_daemon_dirs(d) == {}
+
+
+async def _wait_for_line(log_path: str, line: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not (Path(log_path).exists() and line in _log_lines(log_path)):
+        assert time.monotonic() < deadline, f"{line!r} not in {log_path}"
+        await asyncio.sleep(0.05)

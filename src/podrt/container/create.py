@@ -18,6 +18,7 @@ from podrt.images.manager import ImageManager
 from podrt.images.store import ImageRecord
 from podrt.model.container import ContainerConfig, ContainerStatus
 from podrt.model.sandbox import NsMode, SandboxConfig
+from podrt.oci import signals
 from podrt.rollback import FaultPlan, Transaction, TxObserver
 from podrt.sandbox import naming
 from podrt.sandbox.manager import SandboxManager, SandboxView
@@ -57,6 +58,18 @@ STEP_NAMES = [step.name for step in steps(None)]
 
 def container_name(cfg: ContainerConfig, pod: SandboxConfig) -> str:
     return f"k8s_{cfg.name}_{pod.name}_{pod.namespace}_{pod.uid}_{cfg.attempt}"
+
+
+def image_stop_signal(image_config: object) -> str:
+    """The image's StopSignal however written ("TERM", "15"), as podrt names it;
+    SIGTERM when it has none, or one that names no signal (logged)."""
+    given = image_config.get("StopSignal") if isinstance(image_config, dict) else None
+    if not given:
+        return "SIGTERM"
+    name = signals.canonical(str(given))
+    if name is None:
+        log.warning("the image's StopSignal %r names no signal: SIGTERM stops the container", str(given)[:50])
+    return name or "SIGTERM"
 
 
 class ContainerCreator:
@@ -106,8 +119,7 @@ class ContainerCreator:
     async def _create(self, pod: SandboxView, cfg: ContainerConfig, record: ImageRecord,
                       volumes: tuple[VolumeSource, ...]) -> str:
         image = self._images.view(record)
-        inner = image.config.get("config")
-        stop_signal = str(inner.get("StopSignal") or "SIGTERM") if isinstance(inner, dict) else "SIGTERM"
+        stop_signal = cfg.stop_signal or image_stop_signal(image.config.get("config"))
         container_id = naming.new_id()
         ctx = ContainerContext(
             id=container_id, config=cfg, sandbox=pod.state, name=container_name(cfg, pod.state.config),

@@ -7,7 +7,7 @@ import json
 from podrt.api.runtime import v1 as cri
 from podrt.container.manager import ContainerView
 from podrt.container.validate import check_resources
-from podrt.cri.fields import enum_value, id_value, in_range, or_unset, wire_enum
+from podrt.cri.fields import enum_value, id_value, in_range, or_unset, signal_name, wire_enum, wire_signal
 from podrt.cri.sandbox_convert import NS_MODES, PROFILES, userns_options
 from podrt.errors import InvalidArgument
 from podrt.model.container import (
@@ -88,6 +88,7 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
         stdin=c.stdin,
         stdin_once=c.stdin_once,
         tty=c.tty,
+        stop_signal=signal_name("config.stop_signal", c.stop_signal),
     )
 
 
@@ -186,6 +187,7 @@ def container_status(view: ContainerView, verbose_info: dict[str, object] | None
             memory_swap_limit_in_bytes=r.memory_swap_limit, oom_score_adj=r.oom_score_adj,
             hugepage_limits=[cri.HugepageLimit(page_size=h.page_size, limit=h.limit) for h in r.hugepage_limits],
             unified=dict(r.unified))),
+        stop_signal=wire_signal(s.stop_signal),  # the one in effect: the request's, the image's, or SIGTERM (containerd's)
     )
     info = {"info": json.dumps(verbose_info)} if verbose_info is not None else {}
     return cri.ContainerStatusResponse(status=status, info=info)

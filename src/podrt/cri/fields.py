@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import TypeVar, cast
 
+from podrt.api.runtime import v1 as cri
 from podrt.errors import InvalidArgument
 from podrt.model.container import MAX_ID
+from podrt.oci import signals
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -49,3 +51,23 @@ def or_unset(value: T | None) -> T:
     """A message field's value, or None, which leaves it unset: betterproto
     takes None, though its generated annotations name the message alone."""
     return cast(T, value)
+
+
+def signal_name(field: str, value: int) -> str:
+    """A CRI Signal as images and runc name it ("SIGRTMINPLUS3" is "SIGRTMIN+3");
+    "" for RUNTIME_DEFAULT. The one place the two spellings meet, with `wire_signal`."""
+    if value == cri.Signal.RUNTIME_DEFAULT:
+        return ""
+    try:
+        name = cri.Signal(value).name or ""
+    except ValueError:
+        raise InvalidArgument(f"{field}: unknown signal {value} (Signal is 0 to {max(cri.Signal)})") from None
+    return name.replace("PLUS", "+").replace("MINUS", "-")
+
+
+def wire_signal(name: str) -> cri.Signal:
+    """The CRI Signal for a signal however written ("TERM", "15", "SIGRTMIN+3");
+    RUNTIME_DEFAULT for what names none."""
+    canonical = signals.canonical(name)
+    key = canonical.replace("+", "PLUS").replace("-", "MINUS") if canonical else "RUNTIME_DEFAULT"
+    return cri.Signal(cri.Signal[key])  # the call types it: mypy reads members as ints

@@ -138,6 +138,9 @@ class ContainerConfig:
     stdin: bool = False
     stdin_once: bool = False
     tty: bool = False
+    # StopContainer's signal as the request names it ("SIGUSR1", "SIGRTMIN+3"; oci/signals.py);
+    # "": the image's StopSignal, else SIGTERM (the one in effect is ContainerState.stop_signal)
+    stop_signal: str = ""
 
 
 class ContainerStatus(str, enum.Enum):

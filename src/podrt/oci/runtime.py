@@ -29,7 +29,7 @@ import attrs
 
 from podrt.aio import await_shielded
 from podrt.host import cgroups, proc, procfs
-from podrt.oci import conmon, execproc, exitfile
+from podrt.oci import conmon, execproc, exitfile, signals
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 from podrt.oci.runclog import runc_error_text
 
@@ -411,5 +411,9 @@ class OciRuntime:
 
 
 def _signal_arg(sig: int | str) -> int | str:
-    """runc accepts numbers and names with or without SIG; normalize enum members to ints."""
-    return int(sig) if isinstance(sig, int) else sig.strip()
+    """A number: runc knows the names of signals 1 to 31 only (not "SIGRTMIN+3").
+    What names no signal goes as written, for runc to refuse."""
+    if isinstance(sig, int):
+        return int(sig)
+    num = signals.number(sig)
+    return num if num is not None else sig.strip()
