@@ -31,7 +31,8 @@ def write_config(base: Path, **extra: Any) -> Path:
         "network": {"network_dir": str(base / "cni"), "netns_dir": str(base / "run" / "netns")},
         "runtime": {"runtimes": {"runc": {"runtime_path": "/usr/sbin/runc", "runtime_root": str(base / "run" / "runc")}}},
     }
-    podrt.update(extra)
+    for key, value in extra.items():  # a table merges into the one above (runtime keys beside runtimes)
+        podrt[key] = {**podrt[key], **value} if isinstance(value, dict) and key in podrt else value
     path = base / "podrt.toml"
     path.write_text(tomli_w.dumps({"podrt": podrt}))
     return path
@@ -80,9 +81,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def busybox_daemon(repo: str, ready_timeout: float = 20.0) -> Iterator[tuple[Path, str, int]]:
+def busybox_daemon(repo: str, ready_timeout: float = 20.0, **extra: Any) -> Iterator[tuple[Path, str, int]]:
     """A registry on 127.0.0.1 serving busybox as `repo`:v1 and a daemon that may
-    pull from it, in a temp dir: yields (socket, image, daemon pid); afterwards
+    pull from it (`extra`: more [podrt] keys), in a temp dir: yields (socket, image, daemon pid); afterwards
     whatever a failed run left is scrubbed (containers outlive the daemon).
     Needs the repo root on sys.path (tests.support), as the scripts set it."""
     from tests.support.daemon import DaemonDirs
@@ -93,7 +94,7 @@ def busybox_daemon(repo: str, ready_timeout: float = 20.0) -> Iterator[tuple[Pat
     reg, conf = serve_busybox(base, repo)
     try:
         (base / "cni").mkdir()
-        cfg = write_config(base, image={"registries_conf": str(conf)})
+        cfg = write_config(base, image={"registries_conf": str(conf)}, **extra)
         proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],
                                 stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
         try:

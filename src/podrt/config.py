@@ -197,6 +197,8 @@ class RuntimeConfig:
     # together stay under the kubelet's 16 MiB message limit
     exec_sync_max_output: int = _f(4 * 1024 * 1024, _in_range(1024, 1 << 30))
     runtimes: dict[str, RuntimeHandler] = _f({"runc": _RUNC})
+    # CDI spec dirs (.json, .yaml): a device in a later dir replaces one of the same name in an earlier
+    cdi_spec_dirs: tuple[str, ...] = _f(("/etc/cdi", "/var/run/cdi"), _each(_absolute))
 
     def __attrs_post_init__(self) -> None:
         if self.default_runtime not in self.runtimes:

@@ -66,6 +66,7 @@ EXPECTED_DEFAULTS = {
                     "runtime_type": "oci",
                 },
             },
+            "cdi_spec_dirs": ["/etc/cdi", "/var/run/cdi"],
         },
         "image": {
             "pause_image": "podrt.local/pause:builtin",

@@ -508,9 +508,6 @@ def test_convert_refusals() -> None:
     assert "recursive_read_only" in refusal(req)
     req.config.mounts = [cri.Mount(container_path="/d", host_path="/tmp", uid_mappings=[cri.IdMapping(0, 1000, 1)])]
     assert "ID-mapped" in refusal(req)
-    req = _request()
-    req.config.cdi_devices = [cri.CdiDevice(name="vendor.com/gpu=0")]
-    assert "CDI" in refusal(req)
     assert "apparmor_profile 'docker/weird'" in refusal(_request(apparmor_profile="docker/weird"))
     assert "supplemental_groups_policy: unknown value 7" in refusal(_request(supplemental_groups_policy=7))
     req = _request()

@@ -15,6 +15,8 @@ pod's namespaces. The rules are the kubelet's and CRI-O's:
   its own mount namespace.
 - capabilities: CRI-O's defaults with the request's adds and drops ("ALL"
   in either), all of the host's for privileged.
+- CDI devices (config.CDI_devices and cdi.k8s.io/ annotations): their
+  spec's and their own edits, applied last (oci/cdi/edits.py).
 - devices: the request's host device nodes (container/devices.py). A
   privileged container may use every device (an allow-all cgroup rule), but
   unlike CRI-O the host's device nodes are not all listed into its /dev.
@@ -56,6 +58,8 @@ from podrt.model.container import (
     numeric_id,
 )
 from podrt.model.sandbox import NsMode
+from podrt.oci.cdi import edits as cdi_edits
+from podrt.oci.cdi import registry as cdi_registry
 from podrt.oci.spec import (
     ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
@@ -142,7 +146,7 @@ def build_container_spec(ctx: ContainerContext, config: Config) -> dict[str, Any
         raise InvalidArgument(str(exc)) from None
     check_propagation(cfg.mounts)
     shares_host_pid = pod.config.host_pid or cfg.pid_mode == NsMode.NODE
-    return build_spec(SpecInput(
+    spec = build_spec(SpecInput(
         rootfs=ctx.rootfs,
         readonly_rootfs=cfg.readonly_rootfs,
         args=process_args(cfg, image),
@@ -168,6 +172,9 @@ def build_container_spec(ctx: ContainerContext, config: Config) -> dict[str, Any
         selinux_label=process_label(cfg.selinux, shares_host=shares_host_pid or pod.config.host_ipc),
         annotations={**cfg.annotations, NAME_PREFIX + "name": ctx.name, NAME_PREFIX + "sandbox-id": pod.id},
     ))
+    if cfg.cdi_devices:  # after the CRI's own config, which the edits may override (as in CRI-O)
+        cdi_edits.apply(spec, cdi_registry.resolve(cfg.cdi_devices, rt.cdi_spec_dirs))
+    return spec
 
 
 def oom_score_adj(wanted: int) -> int:

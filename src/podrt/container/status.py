@@ -127,6 +127,8 @@ class ContainerStatuses:
             runtime_state = {"error": str(exc)}
         info: dict[str, object] = {"sandboxID": state.sandbox_id, "pid": state.pid, "conmonPid": state.conmon_pid,
                                    "runtimeSpec": json.loads(spec) if spec else None, "runtimeState": runtime_state}
+        if state.config.cdi_devices:
+            info["cdiDevices"] = list(state.config.cdi_devices)  # as applied at creation (runtimeSpec shows the edits)
         if state.config.apparmor == ProfileType.LOCALHOST and not apparmor.enabled():
             info["apparmor"] = "not supported: AppArmor is not enabled on this host; the profile is not applied"
         return info

@@ -21,6 +21,7 @@ from podrt.model.container import (
     Propagation,
     Resources,
 )
+from podrt.oci.cdi import names as cdi_names
 from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions
 
@@ -49,8 +50,6 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
         seccomp = enum_value(f"{_SC}.seccomp.profile_type", PROFILES, sc.seccomp.profile_type)
         ref = sc.seccomp.localhost_ref
     apparmor, apparmor_ref = _apparmor(sc)
-    if c.cdi_devices:
-        raise InvalidArgument("config.CDI_devices: CDI devices are not supported; use config.devices")
     return ContainerConfig(
         name=c.metadata.name,
         attempt=in_range("config.metadata.attempt", c.metadata.attempt, 0, 2**32 - 1),
@@ -61,6 +60,7 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
         envs=tuple((e.key, _text(f"config.envs[{i}].value", e.value)) for i, e in enumerate(c.envs)),
         mounts=tuple(_mount(f"config.mounts[{i}]", m) for i, m in enumerate(c.mounts)),
         devices=tuple(Device(d.container_path, d.host_path, d.permissions) for d in c.devices),
+        cdi_devices=_cdi_devices(c),
         labels=dict(c.labels),
         annotations=dict(c.annotations),
         log_path=c.log_path,
@@ -122,6 +122,19 @@ def _mount(field: str, m: cri.Mount) -> Mount:
         raise InvalidArgument(f"{field}.recursive_read_only: recursively read-only mounts are not supported")
     return Mount(m.container_path, m.host_path, m.readonly, enum_value(f"{field}.propagation", _PROPAGATION, m.propagation),
                  selinux_relabel=m.selinux_relabel, image=image, image_sub_path=m.image_sub_path)
+
+
+def _cdi_devices(c: cri.ContainerConfig) -> tuple[str, ...]:
+    """CDI_devices, then those of the cdi.k8s.io/ annotations not among them (as CRI-O and
+    containerd take both); each a fully qualified name. Whether a spec defines it: the spec builder."""
+    asked = [(f"config.CDI_devices[{i}].name", d.name) for i, d in enumerate(c.cdi_devices)]
+    asked += [(f"config.annotations[{key!r}]", name) for key, name in cdi_names.annotated(c.annotations)]
+    for field, name in asked:
+        try:
+            cdi_names.parse_qualified(name)
+        except ValueError as exc:
+            raise InvalidArgument(f"{field}: {exc}") from None
+    return tuple(dict.fromkeys(name for _field, name in asked))
 
 
 def _apparmor(sc: cri.LinuxContainerSecurityContext) -> tuple[ProfileType, str]:

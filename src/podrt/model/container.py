@@ -107,6 +107,8 @@ class ContainerConfig:
     envs: tuple[tuple[str, str], ...] = ()
     mounts: tuple[Mount, ...] = ()
     devices: tuple[Device, ...] = ()
+    # fully qualified CDI devices: config.CDI_devices, then the cdi.k8s.io/ annotations' (oci/cdi)
+    cdi_devices: tuple[str, ...] = ()
     labels: Mapping[str, str] = attrs.field(factory=dict)
     annotations: Mapping[str, str] = attrs.field(factory=dict)
     log_path: str = ""  # relative to the pod's log directory

@@ -273,7 +273,7 @@ def _linux(inp: SpecInput) -> dict[str, Any]:
         "resources": {"devices": _device_rules(inp), **inp.resources},
     }
     if inp.devices:
-        linux["devices"] = [_device(d) for d in inp.devices]
+        linux["devices"] = [device_entry(d) for d in inp.devices]
     if inp.sysctls:
         linux["sysctl"] = dict(inp.sysctls)
     if inp.seccomp is not None and not inp.privileged:  # a privileged process is unconfined
@@ -289,10 +289,15 @@ def _linux(inp: SpecInput) -> dict[str, Any]:
 def _device_rules(inp: SpecInput) -> list[dict[str, Any]]:
     """Deny all (runc itself always allows null, zero, full, tty, random and
     urandom) then allow each device node; a privileged process may use every device."""
-    return [{"allow": inp.privileged, "access": "rwm"}] + [
-        {"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": d.access} for d in inp.devices]
+    return [{"allow": inp.privileged, "access": "rwm"}] + [device_rule(d) for d in inp.devices]
 
 
-def _device(d: DeviceNode) -> dict[str, Any]:
+def device_rule(d: DeviceNode) -> dict[str, Any]:
+    """The device cgroup rule that lets the container use `d` (linux.resources.devices)."""
+    return {"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": d.access}
+
+
+def device_entry(d: DeviceNode) -> dict[str, Any]:
+    """`d` as runc creates it in the container (linux.devices)."""
     return {"path": d.path, "type": d.type, "major": d.major, "minor": d.minor, "fileMode": d.file_mode,
             "uid": d.uid, "gid": d.gid}

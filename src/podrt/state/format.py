@@ -145,7 +145,7 @@ def container_config_from_dict(d: dict[str, Any]) -> ContainerConfig:
     d["envs"] = tuple(tuple(e) for e in d.get("envs", ()))
     d["userns"] = _userns(d["userns"]) if d.get("userns") else None
     for key in ("command", "args", "supplemental_groups", "add_capabilities", "drop_capabilities",
-                "masked_paths", "readonly_paths"):
+                "masked_paths", "readonly_paths", "cdi_devices"):
         d[key] = tuple(d.get(key, ()))
     return ContainerConfig(**d)
 
