@@ -553,13 +553,16 @@ async def test_a_container_keeps_running_across_a_daemon_restart(registry: Regis
         try:
             async with connect(d.socket) as c:
                 pod = await _pod(c)
-                cid = await _create(c, pod, _config(registry, command=["/bin/sh", "-c", "sleep 1.5; exit 7"]))
+                # it exits when told (a file the test creates), not after a time the restart could outlast
+                gate = "until [ -e /tmp/go ]; do sleep 0.1; done; exit 7"
+                cid = await _create(c, pod, _config(registry, command=["/bin/sh", "-c", gate]))
                 await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
             proc.stop()
             proc = DaemonProcess(d).start()
             async with connect(d.socket) as c:
                 st = await _status(c, cid)
                 assert st.state == cri.ContainerState.CONTAINER_RUNNING  # conmon kept it while podrt was away
+                assert (await _exec(c, cid, "touch", "/tmp/go")).exit_code == 0
                 assert (await _wait_exit(c, cid)).exit_code == 7  # and its later exit is seen
                 await _remove_pod(c, pod[0])
         finally:
