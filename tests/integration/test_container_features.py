@@ -1,11 +1,14 @@
 """What current kubelets ask of a container beyond the basics (issue 18), on
 the real parts: the primary group among the supplemental ones (critest's
 SupplementalGroupsPolicy specs), a group without a user refused, the
-request's stop signal (kept across a daemon restart)."""
+request's stop signal (kept across a daemon restart), recursive read-only
+volumes over a nested mount."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,3 +133,49 @@ async def _wait_for_line(log_path: str, line: str, timeout: float = 10) -> None:
     while not (Path(log_path).exists() and line in _log_lines(log_path)):
         assert time.monotonic() < deadline, f"{line!r} not in {log_path}"
         await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _volume_with_a_nested_mount(top: Path) -> Iterator[Path]:
+    """A host dir with a file and a tmpfs mounted below it (as critest's
+    createHostPathForRROMount makes); the tmpfs is gone afterwards."""
+    top.mkdir()
+    (top / "file").write_text("top")
+    nested = top / "nested"
+    nested.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "podrt-test-rro", str(nested)], check=True)
+    try:
+        yield nested
+    finally:
+        subprocess.run(["umount", str(nested)], check=True)
+
+
+async def test_recursive_read_only_volumes_reach_their_submounts(daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:
+    """`rro`: the volume and the tmpfs below it are read-only in the container;
+    with plain `ro` the tmpfs stays writable (what rro is for). The forms the
+    CRI forbids are refused before anything is made."""
+    async with connect(daemon.dirs.socket) as c:
+        handlers = {h.name: h.features for h in (await c.runtime.status(cri.StatusRequest())).runtime_handlers}
+        if not handlers[""].recursive_read_only_mounts:
+            pytest.skip("this host's runc or kernel has no recursive read-only mounts")
+        pod = await _pod(c)
+        with _volume_with_a_nested_mount(tmp_path / "vol"):
+            writes = "touch /data/x 2>&1; touch /data/nested/y 2>&1 && echo nested written; cat /data/file"
+            seen = {}
+            for rro in (True, False):
+                mount = cri.Mount(container_path="/data", host_path=str(tmp_path / "vol"), readonly=True,
+                                  recursive_read_only=rro, selinux_relabel=True)  # critest sets selinux_relabel too
+                cid = await _running(c, registry, pod, f"rro-{rro}".lower(), mounts=[mount])
+                seen[rro] = (await _exec(c, cid, "/bin/sh", "-c", writes)).stdout.decode().splitlines()
+                assert (await _status(c, cid)).mounts[0].recursive_read_only is rro
+            assert seen[True] == ["touch: /data/x: Read-only file system", "touch: /data/nested/y: Read-only file system", "top"]
+            assert seen[False] == ["touch: /data/x: Read-only file system", "nested written", "top"]
+            assert (tmp_path / "vol" / "nested" / "y").exists()  # the host's tmpfs, written through plain ro
+            for bad, fragment in ((dict(readonly=False), "needs readonly: true"),
+                                  (dict(readonly=True, propagation=cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER),
+                                   "needs propagation PROPAGATION_PRIVATE")):
+                mount = cri.Mount(container_path="/data", host_path=str(tmp_path / "vol"), recursive_read_only=True, **bad)
+                with pytest.raises(GRPCError) as err:
+                    await _create(c, pod, _config(registry, "refused", mounts=[mount]))
+                assert err.value.status == Status.INVALID_ARGUMENT and fragment in (err.value.message or "")
+            await _remove_pod(c, pod[0])

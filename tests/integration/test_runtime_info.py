@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 from grpclib.const import Status
@@ -13,8 +14,10 @@ from grpclib.exceptions import GRPCError
 from podrt.api.runtime import v1 as cri
 from tests.integration.conftest import write_test_conflist
 from tests.support.client import connect
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonDirs, DaemonProcess
 from tests.support.h2raw import raw_unary
+
+CRUN = "/usr/bin/crun"
 
 pytestmark = [
     pytest.mark.root,
@@ -39,7 +42,7 @@ async def test_status_network_not_ready_without_cni_config(shared_daemon: Daemon
     assert conditions["NetworkReady"].reason == "NetworkPluginNotReady"
     assert str(shared_daemon.dirs.cni_dir) in conditions["NetworkReady"].message
     assert resp.info == {}
-    assert [h.name for h in resp.runtime_handlers] == ["runc"]
+    assert [h.name for h in resp.runtime_handlers] == ["", "runc"]  # "": the default handler, as containerd lists it
 
 
 async def test_status_network_ready_with_cni_config_and_verbose_info(daemon: DaemonProcess) -> None:
@@ -52,6 +55,32 @@ async def test_status_network_ready_with_cni_config_and_verbose_info(daemon: Dae
     assert cni["path"] == str(conf)
     assert cni["config"]["name"] == "podrt-test"
     assert f'root = "{daemon.dirs.root}"' in resp.info["config"]
+
+
+def _runc_has_rro() -> bool:
+    """What this host's runc and kernel say, asked here without podrt's code."""
+    doc = json.loads(subprocess.run(["/usr/sbin/runc", "features"], capture_output=True, check=True, text=True).stdout)
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    return "rro" in doc["mountOptions"] and (major, minor) >= (5, 12)
+
+
+@pytest.mark.skipif(not os.path.exists(CRUN), reason="needs Debian's crun, a handler without `features`")
+async def test_status_gives_each_handler_and_the_default_its_features(dirs: DaemonDirs) -> None:
+    """critest looks up the "" handler (its default) for recursive read-only
+    mounts; crun 1.8.1 has no `features` command, so podrt claims nothing for it."""
+    runtimes = {"crun": {"runtime_path": CRUN, "runtime_root": str(dirs.runroot / "crun")},
+                "runc": {"runtime_path": "/usr/sbin/runc", "runtime_root": str(dirs.runroot / "runc")}}
+    dirs.write_config({"runtime": {"default_runtime": "runc", "runtimes": runtimes}})
+    proc = DaemonProcess(dirs).start()
+    try:
+        async with connect(dirs.socket) as c:
+            resp = await c.runtime.status(cri.StatusRequest())
+    finally:
+        proc.kill()
+    found = {h.name: (h.features.recursive_read_only_mounts, h.features.user_namespaces) for h in resp.runtime_handlers}
+    rro = _runc_has_rro()  # true here: runc 1.1.5, a 6.x kernel
+    assert found == {"": (rro, False), "runc": (rro, False), "crun": (False, False)}
+    assert resp.features.supplemental_groups_policy
 
 
 async def test_runtime_config_reports_cgroup_driver(shared_daemon: DaemonProcess) -> None:

@@ -504,8 +504,6 @@ def test_convert_refusals() -> None:
     assert "config.mounts[0]: an image volume has no host_path" in refusal(req)
     req.config.mounts = [cri.Mount(container_path="/d", host_path="/tmp", image_sub_path="x")]
     assert "config.mounts[0].image_sub_path needs an image" in refusal(req)
-    req.config.mounts = [cri.Mount(container_path="/d", host_path="/tmp", recursive_read_only=True, readonly=True)]
-    assert "recursive_read_only" in refusal(req)
     req.config.mounts = [cri.Mount(container_path="/d", host_path="/tmp", uid_mappings=[cri.IdMapping(0, 1000, 1)])]
     assert "ID-mapped" in refusal(req)
     assert "apparmor_profile 'docker/weird'" in refusal(_request(apparmor_profile="docker/weird"))

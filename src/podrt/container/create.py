@@ -12,7 +12,7 @@ from pathlib import Path
 
 from podrt.container.events import EventBus, EventType
 from podrt.container.status import ContainerStatuses
-from podrt.container.validate import check_pod_ready, check_request, log_name
+from podrt.container.validate import check_handler_has_rro, check_pod_ready, check_request, log_name
 from podrt.errors import FailedPrecondition, InvalidArgument, NotFound
 from podrt.images.manager import ImageManager
 from podrt.images.store import ImageRecord
@@ -87,6 +87,8 @@ class ContainerCreator:
         pod = self._sandboxes.view(self._sandboxes.resolve(sandbox_id))
         check_pod_ready(pod.state, pod.ready and pod.state.id not in self._closing)
         check_request(cfg, pod.state)
+        if any(m.recursive_read_only for m in cfg.mounts):
+            await asyncio.to_thread(check_handler_has_rro, cfg, pod.state.runtime_handler, self.deps.config)
         record = self._image(cfg.image, "image")
         volumes = tuple(self._volume(n, m.image) for n, m in enumerate(cfg.mounts) if m.image)
         used = [record.id, *(v.image_id for v in volumes)]

@@ -25,7 +25,8 @@ pod's namespaces. The rules are the kubelet's and CRI-O's:
   (the kubelet sends its defaults), else runc's; none for privileged.
 - resources (oci_resources): the request's, with what the host supports;
   oomScoreAdj no lower than podrt's own, as CRI-O clamps it.
-- mounts: rshared and rslave binds need a host mount that propagates
+- mounts: recursive_read_only is `rro` (validate checks the handler has it);
+  rshared and rslave binds need a host mount that propagates
   (podrt/mountinfo.py) and make the rootfs propagate likewise, as in
   containerd. selinux_relabel is accepted and does nothing: podrt applies
   SELinux process labels only and gives containers no mount label to
@@ -226,8 +227,14 @@ def _mounts(ctx: ContainerContext) -> list[dict[str, Any]]:
 
 
 def _bind(m: Mount) -> dict[str, Any]:
-    options = ("rbind", "ro" if m.readonly else "rw", m.propagation.value)
+    options = ("rbind", _readonly(m, m.readonly), m.propagation.value)
     return bind(m.host_path, m.container_path, options)
+
+
+def _readonly(m: Mount, readonly: bool) -> str:
+    """`rro`: runc (1.1+) makes the mount and every mount below it read-only
+    (mount_setattr MOUNT_ATTR_RDONLY, AT_RECURSIVE); `ro` leaves submounts as they are."""
+    return "rro" if m.recursive_read_only else "ro" if readonly else "rw"
 
 
 def _image_bind(n: int, m: Mount, merged: str) -> dict[str, Any]:
@@ -238,7 +245,7 @@ def _image_bind(n: int, m: Mount, merged: str) -> dict[str, Any]:
         source = os.path.realpath(os.path.join(merged, m.image_sub_path))
         if not (source + "/").startswith(merged + "/") or not os.path.exists(source):
             raise InvalidArgument(f"config.mounts[{n}].image_sub_path {m.image_sub_path!r} is not in image {m.image}")
-    return bind(source, m.container_path, ("rbind", "ro", Propagation.PRIVATE.value))
+    return bind(source, m.container_path, ("rbind", _readonly(m, True), Propagation.PRIVATE.value))
 
 
 def check_propagation(mounts: Iterable[Mount], entries: list[mountinfo.MountEntry] | None = None) -> None:

@@ -7,11 +7,13 @@ import os
 import posixpath
 import re
 
+from podrt.config import Config
 from podrt.container import hostfit
 from podrt.errors import FailedPrecondition, InvalidArgument
 from podrt.host import cgroups
-from podrt.model.container import ContainerConfig, Propagation, Resources
+from podrt.model.container import ContainerConfig, Mount, Propagation, Resources
 from podrt.model.sandbox import NsMode
+from podrt.oci import features
 from podrt.oci.spec import ALL_CAPABILITIES
 from podrt.sandbox.validate import NAME_PART, check_dirs, check_path_lengths, check_same_userns
 from podrt.security.seccomp import ProfileType
@@ -37,6 +39,8 @@ def check_request(cfg: ContainerConfig, pod: SandboxState) -> None:
     for n, m in enumerate(cfg.mounts):
         where = f"mounts[{n}]"
         _check_path(f"{where}.container_path", m.container_path, dots=True)
+        if m.recursive_read_only:
+            check_recursive_read_only(where, m)
         if m.image:
             if m.propagation != Propagation.PRIVATE:
                 raise InvalidArgument(f"{where}.propagation: an image volume's is private")
@@ -51,6 +55,27 @@ def check_request(cfg: ContainerConfig, pod: SandboxState) -> None:
     check_security(cfg)
     check_same_userns(f"{_SC}.namespace_options.userns_options", cfg.userns, pod.config.userns)
     check_host_fit("linux.resources", cfg.resources)
+
+
+def check_recursive_read_only(where: str, m: Mount) -> None:
+    """The CRI's rule, and containerd's checks: a recursively read-only mount
+    is read-only, and private (a propagated mount would arrive writable)."""
+    if not m.readonly:
+        raise InvalidArgument(f"{where}.recursive_read_only needs readonly: true (a read-write mount cannot be recursively read-only)")
+    if m.propagation != Propagation.PRIVATE:
+        raise InvalidArgument(f"{where}.recursive_read_only needs propagation PROPAGATION_PRIVATE, "
+                              f"not PROPAGATION_{m.propagation.name} (mounts it receives later would be writable)")
+
+
+def check_handler_has_rro(cfg: ContainerConfig, handler: str, config: Config) -> None:
+    """InvalidArgument when a mount asks for `rro` and the pod's handler cannot
+    (what Status reports for it): the host cannot honour the field. Runs the
+    handler's binary the first time: call it in a thread."""
+    wanted = [n for n, m in enumerate(cfg.mounts) if m.recursive_read_only]
+    if wanted and not features.detect(config.runtime_handler(handler).runtime_path).rro:
+        raise InvalidArgument(f"mounts[{wanted[0]}].recursive_read_only: runtime handler {handler!r} does not support "
+                              f"recursive read-only mounts here (its `features` lack rro, or the kernel predates "
+                              f"mount_setattr, 5.12)")
 
 
 def check_process(cfg: ContainerConfig) -> None:

@@ -109,8 +109,9 @@ def resources(field: str, res: cri.LinuxContainerResources) -> Resources:
 
 
 def _mount(field: str, m: cri.Mount) -> Mount:
-    """ID-mapped and recursively read-only mounts are refused: podrt does not
-    advertise them (RuntimeHandlerFeatures), so a kubelet sends none."""
+    """ID-mapped mounts are refused: podrt does not advertise them
+    (RuntimeHandlerFeatures), so a kubelet sends none. recursive_read_only is
+    checked by container.validate (its form) and container.spec (the handler)."""
     image = m.image.image if m.image is not None else ""
     if image and m.host_path:
         raise InvalidArgument(f"{field}: an image volume has no host_path (got {m.host_path!r})")
@@ -118,10 +119,9 @@ def _mount(field: str, m: cri.Mount) -> Mount:
         raise InvalidArgument(f"{field}.image_sub_path needs an image")
     if m.uid_mappings or m.gid_mappings:
         raise InvalidArgument(f"{field}: ID-mapped mounts (uidMappings, gidMappings) are not supported")
-    if m.recursive_read_only:
-        raise InvalidArgument(f"{field}.recursive_read_only: recursively read-only mounts are not supported")
     return Mount(m.container_path, m.host_path, m.readonly, enum_value(f"{field}.propagation", _PROPAGATION, m.propagation),
-                 selinux_relabel=m.selinux_relabel, image=image, image_sub_path=m.image_sub_path)
+                 selinux_relabel=m.selinux_relabel, image=image, image_sub_path=m.image_sub_path,
+                 recursive_read_only=m.recursive_read_only)
 
 
 def _cdi_devices(c: cri.ContainerConfig) -> tuple[str, ...]:
@@ -190,7 +190,7 @@ def container_status(view: ContainerView, verbose_info: dict[str, object] | None
         image=cri.ImageSpec(image=s.image_ref), image_ref=s.image_id, image_id=s.image_id,
         reason=s.reason, message=s.message, labels=dict(s.config.labels), annotations=dict(s.config.annotations),
         mounts=[cri.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
-                          propagation=_PROPAGATION_BACK[m.propagation],
+                          propagation=_PROPAGATION_BACK[m.propagation], recursive_read_only=m.recursive_read_only,
                           image=or_unset(cri.ImageSpec(image=m.image) if m.image else None), image_sub_path=m.image_sub_path)
                 for m in s.config.mounts],
         log_path=s.log_path, user=or_unset(container_user(s.user) if s.user else None),

@@ -18,8 +18,9 @@ class RuntimeInfoRpcs(RpcGroup):
     async def status(self, status_request: cri.StatusRequest) -> cri.StatusResponse:
         conditions = [cri.RuntimeCondition(**attrs.asdict(c)) for c in self._status.conditions()]
         handlers = [
-            cri.RuntimeHandler(name=name, features=cri.RuntimeHandlerFeatures())
-            for name in self._status.config.runtime.runtimes
+            cri.RuntimeHandler(name=name, features=cri.RuntimeHandlerFeatures(
+                recursive_read_only_mounts=found.rro, user_namespaces=found.userns))
+            for name, found in await self._status.runtime_handlers()
         ]
         return cri.StatusResponse(
             status=cri.RuntimeStatus(conditions=conditions),

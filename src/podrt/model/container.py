@@ -48,6 +48,7 @@ class Mount:
     selinux_relabel: bool = False  # accepted; nothing to do where SELinux is off
     image: str = ""  # an image volume: this image's content, not host_path
     image_sub_path: str = ""  # of the image, relative
+    recursive_read_only: bool = False  # submounts read-only too (`rro`): needs readonly and PRIVATE
 
 
 @attrs.frozen

@@ -6,6 +6,7 @@ true only when a usable CNI network config exists (as in CRI-O and containerd).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from podrt import __version__
 from podrt.config import Config, dump_config
 from podrt.errors import InvalidArgument
 from podrt.network.cniconf import CniLookup, network_finder
+from podrt.oci import features
+from podrt.oci.features import HandlerFeatures
 
 RUNTIME_NAME = "podrt"
 RUNTIME_API_VERSION = "v1"
@@ -56,6 +59,13 @@ class RuntimeStatusManager:
         lookup = self.find_network()
         network = Condition("NetworkReady", lookup.network is not None, lookup.reason, lookup.message)
         return [Condition("RuntimeReady", True), network]
+
+    async def runtime_handlers(self) -> list[tuple[str, HandlerFeatures]]:
+        """Each configured handler with what it can do here, after "" for the
+        default one, as containerd lists it (and critest looks "" up)."""
+        rt = self.config.runtime
+        found = {name: await asyncio.to_thread(features.detect, h.runtime_path) for name, h in rt.runtimes.items()}
+        return [("", found[rt.default_runtime]), *found.items()]
 
     def verbose_info(self) -> dict[str, str]:
         """Debug info for `crictl info`: effective config and the CNI network in use."""
