@@ -14,7 +14,7 @@ defaults drive the defaults and ``dump_config`` walks the same fields.
 Every error is a one-line ``ConfigError``: ``<file>: <dotted.key>: <what>``.
 
 The daemon's volatile state paths default to places inside the runroot
-(``api.listen``, ``network.netns_dir``, each handler's ``runtime_root``): a
+(``api.listen``, ``network.netns_dir``, ``runtime.userns_dir``, each handler's ``runtime_root``): a
 second daemon given another ``--runroot`` shares nothing with the first. They
 are "" in the attrs defaults and derived by ``Config``; a path set anywhere
 (file, drop-in, flag, constructor) is kept as given.
@@ -59,8 +59,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-_TOML_TYPES = ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
-               ((list, tuple), "array"))
+_TOML_TYPES = ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"), ((list, tuple), "array"))
 
 
 def _got(value: Any) -> str:
@@ -199,6 +198,9 @@ class RuntimeConfig:
     runtimes: dict[str, RuntimeHandler] = _f({"runc": _RUNC})
     # CDI spec dirs (.json, .yaml): a device in a later dir replaces one of the same name in an earlier
     cdi_spec_dirs: tuple[str, ...] = _f(("/etc/cdi", "/var/run/cdi"), _each(_absolute))
+    # pods' user namespaces: their pins ("": <runroot>/userns); "refuse": FailedPrecondition where ID-mapped mounts fail
+    userns_dir: str = _f("", _absolute_or_derived)
+    userns_without_idmap: str = _f("refuse", _one_of("refuse"))
 
     def __attrs_post_init__(self) -> None:
         if self.default_runtime not in self.runtimes:
@@ -275,6 +277,8 @@ class Config:
             object.__setattr__(self, "api", attrs.evolve(self.api, listen=os.path.join(run, "podrt.sock")))
         if not self.network.netns_dir:
             object.__setattr__(self, "network", attrs.evolve(self.network, netns_dir=os.path.join(run, "netns")))
+        if not self.runtime.userns_dir:
+            object.__setattr__(self, "runtime", attrs.evolve(self.runtime, userns_dir=os.path.join(run, "userns")))
         if any(not h.runtime_root for h in self.runtime.runtimes.values()):
             runtimes = {name: h if h.runtime_root else attrs.evolve(h, runtime_root=_handler_root(run, name))
                         for name, h in self.runtime.runtimes.items()}
@@ -290,8 +294,8 @@ class Config:
 
 
 # What podrt itself keeps in the runroot: a handler of one of these names needs
-# an explicit runtime_root (sandbox/container run dirs, conmon's exit files, netns pins).
-_RUNROOT_ENTRIES = frozenset({"sandboxes", "containers", "exits", "netns"})
+# an explicit runtime_root (sandbox/container run dirs, conmon's exit files, namespace pins, ID-mapped mounts).
+_RUNROOT_ENTRIES = frozenset({"sandboxes", "containers", "exits", "netns", "userns", "idmap"})
 _HANDLER_DIR_RE = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"  # a RuntimeClass handler: a DNS label
 
 
@@ -428,8 +432,7 @@ def load_config(path: Path | None = None, dropin_dir: Path | None = None,
     elif explicit:
         raise ConfigError(f"{path}: config file does not exist")
     if dropin_dir.is_dir():
-        files += sorted((p for p in dropin_dir.glob("*.toml") if p.is_file()),
-                        key=lambda p: p.name)
+        files += sorted((p for p in dropin_dir.glob("*.toml") if p.is_file()), key=lambda p: p.name)
     raw: dict = _defaults(_Root)  # layer 0: the defaults ("" where derived from the runroot)
     origins: dict = {}  # key path -> file that set it last (None: default/override)
     for file in files:

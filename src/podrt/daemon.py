@@ -23,6 +23,7 @@ from podrt.cri.image import ImageService
 from podrt.cri.runtime import RuntimeService
 from podrt.errors import FailedPrecondition, StartError
 from podrt.host.fsutil import usage
+from podrt.host.idmap import IdmapSupport
 from podrt.host.oom import effective_oom_score_adj
 from podrt.images.manager import ImageManager
 from podrt.images.pause import PauseImage, PauseSource
@@ -73,7 +74,8 @@ class Daemon:
         if config.debug.fault_points:
             log.warning("debug fault points armed: %s", ", ".join(config.debug.fault_points))
         find_network = network_finder(config)
-        self.status = RuntimeStatusManager(config, find_network)
+        idmap = IdmapSupport(self.root)  # tried once, when a pod with a user namespace or Status first asks
+        self.status = RuntimeStatusManager(config, find_network, idmap=idmap)
         rt = config.runtime
         self.deps = SandboxDeps(
             config=config,
@@ -89,6 +91,7 @@ class Daemon:
             pause_image=self._pause_image,
             oom_score_adj=effective_oom_score_adj(rt.infra_oom_score_adj),
             build_spec=infra_spec,
+            idmap=idmap,
         )
         self.sandboxes = SandboxManager(self.deps, registry=self.steps, journal=self.journal, faults=self.faults,
                                         observer=self.metrics, tasks=self.tasks)

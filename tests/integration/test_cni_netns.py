@@ -8,6 +8,7 @@ chains it caused and restores ip_forward (the bridge plugin enables it) at the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from podrt.host.nspin import HOLD, create_userns, remove_pin
 from podrt.network.cni import CniError, CniInvoker, CniPodInfo, CniResult
 from podrt.network.cniconf import CniNetwork, find_network
 from podrt.network.netns import create_netns, is_netns_mounted, remove_netns
@@ -243,9 +245,9 @@ async def test_netns_existing_name_is_left_alone(base: Path) -> None:
 
 
 async def test_netns_failure_leaves_nothing(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import podrt.network.netns as netns_mod
+    import podrt.host.nspin as nspin
 
-    monkeypatch.setattr(netns_mod.shutil, "which", lambda _name: "/bin/false")
+    monkeypatch.setattr(nspin.shutil, "which", lambda _name: "/bin/false")
     with pytest.raises(OSError, match="unshare exited 1"):
         await create_netns(base / "netns", "broken")
     assert not (base / "netns" / "broken").exists()
@@ -267,6 +269,55 @@ async def test_netns_cancelled_create_leaves_nothing(base: Path) -> None:
             await remove_netns(path)
     await asyncio.sleep(0.05)  # an orphaned unshare helper would have mounted by now
     assert not is_netns_mounted(base / "netns" / "cancelled")
+
+
+def _holders() -> list[str]:
+    """Live helper children of host/nspin.py (their shell waits on its stdin)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if HOLD[-1].encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+async def test_a_user_namespace_and_a_netns_it_owns(base: Path) -> None:
+    """Made with the maps given, pinned; the netns is the user namespace's (its
+    root may configure it: CAP_NET_ADMIN there counts only in a netns it owns);
+    both gone after removal, and no helper child is left."""
+    userns = base / "userns" / "pod"
+    await create_userns(userns, "0 1000 100000\n", "0 2000 100000\n")
+    try:
+        netns = await create_netns(base / "netns", "pod", owner=userns)
+        try:
+            maps = subprocess.run(["nsenter", f"--user={userns}", "cat", "/proc/self/uid_map", "/proc/self/gid_map"],
+                                  capture_output=True, text=True, check=True).stdout.split()
+            assert maps == ["0", "1000", "100000", "0", "2000", "100000"]
+            ip = subprocess.run(["nsenter", f"--user={userns}", f"--net={netns}", "ip", "link", "set", "lo", "up"],
+                                capture_output=True, text=True)
+            assert ip.returncode == 0, ip.stderr  # CAP_NET_ADMIN over it from inside the user namespace: it owns it
+        finally:
+            await remove_netns(netns)
+    finally:
+        await remove_pin(userns)
+    assert not userns.exists() and not is_netns_mounted(userns) and not (base / "netns" / "pod").exists()
+    assert _holders() == []
+
+
+async def test_cancelled_user_namespace_creations_leave_nothing(base: Path) -> None:
+    userns = base / "userns" / "cancelled"
+    for delay in (0, 0.001, 0.002, 0.004, 0.008, 0.015):
+        task = asyncio.ensure_future(create_userns(userns, "0 1000 10\n", "0 1000 10\n"))
+        await asyncio.sleep(delay)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            assert not userns.exists() and not is_netns_mounted(userns)
+        else:
+            await remove_pin(userns)
+    await asyncio.sleep(0.05)
+    assert not userns.exists() and _holders() == []
 
 
 # --- CNI -----------------------------------------------------------------------------------

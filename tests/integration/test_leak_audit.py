@@ -1,6 +1,7 @@
 """The suite's leak audit counts podrt's resources only: another runtime's
 netns, links and conmon on the same node do not fail the suite (containerd's
-did, 16 runs in 40), while what podrt leaves is still reported."""
+did, 16 runs in 40), while what podrt leaves is still reported, user
+namespace pins and ID-mapped mounts included."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from podrt.host.idmap import clone_into, release
+from podrt.host.nspin import create_userns, remove_pin
 from podrt.network.netns import create_netns, remove_netns
-from tests.support.leaks import snapshot
+from tests.support.daemon import DaemonDirs
+from tests.support.leaks import audit_daemon_dirs, snapshot
 
 pytestmark = pytest.mark.root
 
@@ -80,3 +84,27 @@ async def test_audit_ignores_another_runtimes_resources_and_reports_podrts() -> 
                 ADMIN_NETNS.rmdir()
         shutil.rmtree(foreign, ignore_errors=True)
         shutil.rmtree(ours, ignore_errors=True)
+
+
+async def test_audit_sees_leaked_user_namespaces_and_id_mapped_mounts() -> None:
+    """A pod's pinned user namespace (an nsfs mount) and an ID-mapped clone (a
+    container's volume) left in a test daemon's dirs: both audits report them."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (namespaces, mounts)")
+    d = DaemonDirs(Path(tempfile.mkdtemp(prefix="podrt-test-")))
+    pin, clone = d.runroot / "userns" / ("a" * 64), d.runroot / "idmap" / ("c" * 64) / "binds"
+    before = snapshot()
+    try:
+        await create_userns(pin, "0 1000 10\n", "0 1000 10\n")
+        (d.base / "vol").mkdir()
+        made = clone_into(clone, "0", str(d.base / "vol"), str(pin), recursive=True)
+        reported = before.diff(snapshot())
+        assert str(pin) in reported.get("netns", []) and {str(pin), str(made)} <= set(reported.get("mounts", []))
+        found = audit_daemon_dirs(d)
+        assert found["user namespace pins"] == [pin.name] and found["ID-mapped mounts"] == ["c" * 64]
+        assert {str(pin), str(made)} <= set(found["mounts"])
+    finally:
+        release(clone)
+        await remove_pin(pin)
+        shutil.rmtree(d.base)
+    assert not before.diff(snapshot()).get("mounts")

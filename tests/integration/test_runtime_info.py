@@ -12,6 +12,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
+from podrt.host.idmap import IdmapSupport
 from tests.integration.conftest import write_test_conflist
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
@@ -67,10 +68,13 @@ def _runc_has_rro() -> bool:
 @pytest.mark.skipif(not os.path.exists(CRUN), reason="needs Debian's crun, a handler without `features`")
 async def test_status_gives_each_handler_and_the_default_its_features(dirs: DaemonDirs) -> None:
     """critest looks up the "" handler (its default) for recursive read-only
-    mounts; crun 1.8.1 has no `features` command, so podrt claims nothing for it."""
+    mounts and user namespaces; crun 1.8.1 has no `features` command, so podrt
+    claims nothing for it. User namespaces also need ID-mapped mounts in podrt's
+    root, whose parents others must search (a temp dir is 0700: opened here)."""
     runtimes = {"crun": {"runtime_path": CRUN, "runtime_root": str(dirs.runroot / "crun")},
                 "runc": {"runtime_path": "/usr/sbin/runc", "runtime_root": str(dirs.runroot / "runc")}}
     dirs.write_config({"runtime": {"default_runtime": "runc", "runtimes": runtimes}})
+    dirs.base.chmod(0o711)
     proc = DaemonProcess(dirs).start()
     try:
         async with connect(dirs.socket) as c:
@@ -79,8 +83,9 @@ async def test_status_gives_each_handler_and_the_default_its_features(dirs: Daem
         proc.kill()
     found = {h.name: (h.features.recursive_read_only_mounts, h.features.user_namespaces) for h in resp.runtime_handlers}
     rro = _runc_has_rro()  # true here: runc 1.1.5, a 6.x kernel
-    assert found == {"": (rro, False), "runc": (rro, False), "crun": (False, False)}
-    assert resp.features.supplemental_groups_policy
+    userns = await IdmapSupport(dirs.root).problem() is None  # true here: ext4, 6.18
+    assert found == {"": (rro, userns), "runc": (rro, userns), "crun": (False, False)}
+    assert resp.features.supplemental_groups_policy and resp.features.user_namespaces_host_network == userns
 
 
 async def test_runtime_config_reports_cgroup_driver(shared_daemon: DaemonProcess) -> None:

@@ -64,11 +64,12 @@ def _mounts(mounts: list[mountinfo.MountEntry], places: tuple[str, ...]) -> froz
 
 
 def _netns(mounts: list[mountinfo.MountEntry], places: tuple[str, ...]) -> frozenset[str]:
-    """podrt's netns pins: nsfs mounts in its places, files in its default netns
-    dir, and podrt-named ones in the admin's /run/netns (containerd's cni-<uuid>
-    there are not podrt's)."""
+    """podrt's namespace pins: nsfs mounts in its places (netns and user
+    namespaces), files in its default netns and userns dirs, and podrt-named
+    ones in the admin's /run/netns (containerd's cni-<uuid> there are not podrt's)."""
     found = {m.mount_point for m in mounts if m.fstype == "nsfs" and _podrts(m.mount_point, places)}
-    for d, ours in ((Path("/run/podrt/netns"), ""), (Path("/run/netns"), MARKER), (Path("/var/run/netns"), MARKER)):
+    for d, ours in ((Path("/run/podrt/netns"), ""), (Path("/run/podrt/userns"), ""), (Path("/run/netns"), MARKER),
+                    (Path("/var/run/netns"), MARKER)):
         with contextlib.suppress(OSError):
             found.update(str(d / n) for n in os.listdir(d) if n.startswith(ours))
     return frozenset(found)
@@ -153,8 +154,8 @@ def _daemon_ids(d: DaemonDirs) -> set[str] | None:
 
 
 def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
-    """What a daemon's pods and containers may leave: mounts (rootfs overlays
-    included), netns pins, IP leases, runc state, sandbox and container dirs
+    """What a daemon's pods and containers may leave: mounts (rootfs overlays,
+    ID-mapped clones and namespace pins included), netns and user namespace pins, IP leases, runc state, sandbox and container dirs
     (writable uppers in them), conmon processes, cgroups. Empty when all pods
     are removed."""
     found: dict[str, list[str]] = {}
@@ -165,7 +166,8 @@ def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
     leases = [p.name for p in (d.base / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()] if (d.base / "ipam").exists() else []
     if leases:
         found["ip leases"] = leases
-    for label, directory in (("netns", d.runroot / "netns"), ("runc state", d.runroot / "runc"),
+    for label, directory in (("netns", d.runroot / "netns"), ("user namespace pins", d.runroot / "userns"),
+                             ("ID-mapped mounts", d.runroot / "idmap"), ("runc state", d.runroot / "runc"),
                              ("sandbox dirs", d.root / "sandboxes"), ("run dirs", d.runroot / "sandboxes"),
                              ("container dirs", d.root / "containers"),
                              ("container run dirs", d.runroot / "containers"),

@@ -67,6 +67,8 @@ EXPECTED_DEFAULTS = {
                 },
             },
             "cdi_spec_dirs": ["/etc/cdi", "/var/run/cdi"],
+            "userns_dir": "/run/podrt/userns",
+            "userns_without_idmap": "refuse",
         },
         "image": {
             "pause_image": "podrt.local/pause:builtin",
@@ -199,7 +201,7 @@ def test_state_paths_derive_from_the_runroot(main, tmp_path):
     assert cfg.runtime_handler("runc").runtime_root == "/run/b/runc"
     assert cfg.runtime_handler("crun").runtime_root == "/run/b/crun"
     assert cfg.runtime_handler("kata").runtime_root == "/run/kata"  # set: kept
-    assert cfg.network.netns_dir == "/run/b/netns"
+    assert cfg.network.netns_dir == "/run/b/netns" and cfg.runtime.userns_dir == "/run/b/userns"
     assert cfg.api.listen == "/run/b/podrt.sock"
     # the CLI's --runroot is the last layer: what it derives follows it
     cfg = load_config(main, overrides={"podrt.runroot": "/run/c", "podrt.network.netns_dir": "/srv/ns"})

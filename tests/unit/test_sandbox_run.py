@@ -48,7 +48,8 @@ class Pods:
                                                            create_wait_timeout=0.2))
         self.deps = SandboxDeps(config=config, names=NameRegistry(), ids=IdIndex(), cni=None,  # type: ignore[arg-type]
                                 find_network=lambda: types.SimpleNamespace(network=object(), message=""),
-                                runtimes={}, pause_image=None, oom_score_adj=0, build_spec=None)  # type: ignore[arg-type]
+                                runtimes={}, pause_image=None, oom_score_adj=0, build_spec=None,  # type: ignore[arg-type]
+                                idmap=None)  # type: ignore[arg-type]
         self.table = StateStore(self.deps.ids, "pod sandbox", self.deps.root / "sandboxes", SANDBOX_FORMAT)
         self.statuses = SandboxStatuses(self.deps, self.table)
         self.tasks = TaskOwner()

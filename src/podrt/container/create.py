@@ -28,6 +28,7 @@ from podrt.state.registry import Registry
 from podrt.steps.base import DepsStep
 from podrt.steps.container.context import ContainerContext, ContainerDeps, VolumeSource
 from podrt.steps.container.create import ContainerCreate
+from podrt.steps.container.idmap import IdmapBinds
 from podrt.steps.container.spec import ContainerSpec
 from podrt.steps.container.state import ContainerSaveState
 from podrt.steps.container.storage import ContainerStorage
@@ -38,9 +39,10 @@ from podrt.steps.rootfs import Rootfs
 log = logging.getLogger(__name__)
 
 STEP_ORDER: tuple[type[DepsStep], ...] = (
-    ReserveNames, IndexId, ContainerStorage, Rootfs, ImageVolumes, ContainerSpec, ContainerCreate, ContainerSaveState,
+    ReserveNames, IndexId, ContainerStorage, Rootfs, ImageVolumes, IdmapBinds, ContainerSpec, ContainerCreate,
+    ContainerSaveState,
 )
-OWN_KINDS = (ContainerStorage, ImageVolumes, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
+OWN_KINDS = (ContainerStorage, ImageVolumes, IdmapBinds, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
 
 
 def steps(deps: ContainerDeps | None) -> list[DepsStep]:

@@ -72,7 +72,7 @@ from podrt.oci.spec import (
     host_capabilities,
     standard_mounts,
 )
-from podrt.sandbox.infra_spec import pod_file_binds
+from podrt.sandbox.infra_spec import pod_file_binds, userns_mappings
 from podrt.sandbox.validate import pod_sysctls
 from podrt.security import apparmor
 from podrt.security.seccomp import profile_for
@@ -172,6 +172,7 @@ def build_container_spec(ctx: ContainerContext, config: Config) -> dict[str, Any
         apparmor_profile=apparmor.process_profile(cfg.apparmor, cfg.apparmor_localhost_ref, container=ctx.id),
         selinux_label=process_label(cfg.selinux, shares_host=shares_host_pid or pod.config.host_ipc),
         annotations={**cfg.annotations, NAME_PREFIX + "name": ctx.name, NAME_PREFIX + "sandbox-id": pod.id},
+        **userns_mappings(pod.config),
     ))
     if cfg.cdi_devices:  # after the CRI's own config, which the edits may override (as in CRI-O)
         cdi_edits.apply(spec, cdi_registry.resolve(cfg.cdi_devices, rt.cdi_spec_dirs))
@@ -200,7 +201,7 @@ def _pid_namespace(ctx: ContainerContext) -> Namespace | None:
 
 def _namespaces(ctx: ContainerContext) -> tuple[Namespace, ...]:
     pod, infra = ctx.sandbox.config, f"/proc/{ctx.sandbox.infra_pid}/ns"
-    namespaces = []
+    namespaces = [Namespace("user", ctx.sandbox.userns_path)] if ctx.sandbox.userns_path else []  # joined first
     if (pid := _pid_namespace(ctx)) is not None:
         namespaces.append(pid)
     if not pod.host_network:
@@ -222,13 +223,14 @@ def _mounts(ctx: ContainerContext) -> list[dict[str, Any]]:
     for n, m in enumerate(ctx.config.mounts):  # the request's replace a default at the same path
         if m.container_path in taken:
             mounts = [x for x in mounts if x["destination"] != m.container_path]
-        mounts.append(_image_bind(n, m, ctx.volume_paths[n]) if m.image else _bind(m))
+        mounts.append(_image_bind(n, m, ctx.volume_paths[n]) if m.image else _bind(m, ctx.volume_paths.get(n, m.host_path)))
     return mounts
 
 
-def _bind(m: Mount) -> dict[str, Any]:
+def _bind(m: Mount, source: str) -> dict[str, Any]:
+    """`source`: the host path, or its ID-mapped clone (steps/container/idmap.py)."""
     options = ("rbind", _readonly(m, m.readonly), m.propagation.value)
-    return bind(m.host_path, m.container_path, options)
+    return bind(source, m.container_path, options)
 
 
 def _readonly(m: Mount, readonly: bool) -> str:

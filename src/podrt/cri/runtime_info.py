@@ -17,16 +17,18 @@ class RuntimeInfoRpcs(RpcGroup):
 
     async def status(self, status_request: cri.StatusRequest) -> cri.StatusResponse:
         conditions = [cri.RuntimeCondition(**attrs.asdict(c)) for c in self._status.conditions()]
+        found = await self._status.runtime_handlers()
         handlers = [
             cri.RuntimeHandler(name=name, features=cri.RuntimeHandlerFeatures(
-                recursive_read_only_mounts=found.rro, user_namespaces=found.userns))
-            for name, found in await self._status.runtime_handlers()
+                recursive_read_only_mounts=f.rro, user_namespaces=f.userns))
+            for name, f in found
         ]
         return cri.StatusResponse(
             status=cri.RuntimeStatus(conditions=conditions),
             info=self._status.verbose_info() if status_request.verbose else {},
             runtime_handlers=handlers,
-            features=cri.RuntimeFeatures(supplemental_groups_policy=True),  # Strict: container/spec.py resolve_user
+            # Strict: container/spec.py resolve_user; host network: runc binds the host's /sys in the pod's user namespace
+            features=cri.RuntimeFeatures(supplemental_groups_policy=True, user_namespaces_host_network=found[0][1].userns),
         )
 
     async def runtime_config(self, runtime_config_request: cri.RuntimeConfigRequest) -> cri.RuntimeConfigResponse:

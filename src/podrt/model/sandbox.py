@@ -142,3 +142,4 @@ class InfraPlan:
     seccomp: dict | None  # the OCI linux.seccomp object, None for none
     annotations: Mapping[str, str]  # OCI annotations (CRI metadata as podrt keys)
     selinux_label: str = ""  # process label; "" when SELinux is off
+    userns_path: str | None = None  # the pod's own user namespace, pinned; None: the node's

@@ -18,30 +18,24 @@ A short-lived child can't change any state of the daemon; the kernel drops the
 namespace when it exits unless the bind mount holds it. It costs one fork+exec:
 about 4-5 ms per create and under 1 ms per remove, small next to CNI ADD
 (25-80 ms).
+
+A pod with a user namespace gets a netns that namespace owns (runc joins the
+user namespace first, then the netns, and needs CAP_SYS_ADMIN over it; so
+does mounting /sys there): made by `unshare --net` run through `nsenter` into
+the pinned user namespace, and pinned from here (host/nspin.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
-import os
-import shutil
-import time
 from pathlib import Path
 
-from podrt.host import mountinfo, mounts, proc
+from podrt.host import proc
+from podrt.host.nspin import NamespaceError, holding, is_ns_mounted, new_pin, pin, remove_pin, tool, unpin
 
 CREATE_TIMEOUT = 10.0
-
-
-class NetnsError(OSError):
-    """A namespace could not be created or removed."""
-
-
-def is_netns_mounted(path: str | os.PathLike[str]) -> bool:
-    """Whether an nsfs (namespace) mount sits on `path`, per /proc/self/mountinfo."""
-    target = os.path.realpath(path)
-    return any(e.fstype == "nsfs" and e.mount_point == target for e in mountinfo.read())
+NetnsError = NamespaceError  # a namespace could not be created or removed
+is_netns_mounted = is_ns_mounted
 
 
 def _check_name(name: str) -> None:
@@ -49,48 +43,28 @@ def _check_name(name: str) -> None:
         raise ValueError(f"invalid netns name {name!r}")
 
 
-def _unpin(path: Path) -> None:
-    """Detach every mount on path (stacked ones too), then unlink it. Idempotent.
-
-    Unlink is retried on EBUSY: after a cancelled create, unshare's helper child
-    may still land its mount a moment after our umount.
-    """
-    for attempt in range(20):
-        for _ in range(16):
-            try:
-                if not mounts.umount(str(path)):
-                    break  # not a mount point (any more), or gone
-            except OSError as exc:
-                raise NetnsError(exc.errno, str(exc)) from None
-        try:
-            os.unlink(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or attempt == 19:
-                raise
-        time.sleep(0.005)
-
-
-async def create_netns(directory: Path, name: str) -> Path:
+async def create_netns(directory: Path, name: str, owner: Path | None = None) -> Path:
     """Create a new netns pinned at directory/name and return that path.
 
     All or nothing: on any failure (or cancellation) the file and any mount made
     are removed before the error propagates. An existing file is never touched
     (FileExistsError), so two sandboxes can't share a name by accident.
+    `owner`: the pinned user namespace that owns the new netns (a pod with a
+    user namespace: its processes, root in it, may then join and configure it).
     """
     _check_name(name)
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        raise NetnsError(errno.ENOENT, "unshare (util-linux) not found in PATH")
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    unshare = tool("unshare")
     path = directory / name
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+    new_pin(path)
     try:
-        await _pin_new_netns(unshare, path)
+        if owner is None:
+            await _pin_new_netns(unshare, path)
+        else:
+            argv = [tool("nsenter"), f"--user={owner}", "--", unshare, "--net", "--"]
+            async with holding(argv, f"creating netns {path} in user namespace {owner}") as pid:
+                pin(pid, "net", path)
     except BaseException:
-        _unpin(path)  # synchronous on purpose: a second cancellation must not skip it
+        unpin(path)  # synchronous on purpose: a second cancellation must not skip it
         raise
     return path
 
@@ -104,10 +78,4 @@ async def _pin_new_netns(unshare: str, path: Path) -> None:
         raise NetnsError(errno.EIO, f"creating netns {path}: unshare succeeded but no nsfs mount is there")
 
 
-async def remove_netns(path: Path) -> None:
-    """Unmount (lazily) and delete a pinned netns; no error if it is already gone.
-
-    The namespace itself dies once nothing else (a process, another mount, an
-    open fd) holds it.
-    """
-    await asyncio.to_thread(_unpin, Path(path))
+remove_netns = remove_pin  # unmount (lazily) and delete; no error if it is already gone

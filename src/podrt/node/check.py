@@ -6,17 +6,20 @@ enter a new network namespace) rather than guessing from files.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import attrs
 
 from podrt.config import Config, ConfigError
 from podrt.host import cgroups, mountinfo, proc
+from podrt.host.idmap import IdmapSupport
 from podrt.host.oom import can_set
 from podrt.images import registries
 from podrt.images.pause import is_builtin
@@ -160,6 +163,17 @@ def _netns() -> CheckResult:
     return CheckResult("network namespaces", ok, "can create" if ok else err, "" if ok else "run as root on a kernel with CONFIG_NET_NS")
 
 
+def _user_namespaces(cfg: Config) -> CheckResult:
+    """Pods with a user namespace of their own need ID-mapped mounts in podrt's root: the daemon's own try."""
+    with ThreadPoolExecutor(1) as pool:  # its own loop, wherever this is called from
+        problem = pool.submit(asyncio.run, IdmapSupport(Path(cfg.root)).problem()).result()
+    if problem is None:
+        return CheckResult("user namespaces", True, f"pods may have their own: ID-mapped mounts work in {cfg.root}")
+    return CheckResult("user namespaces", False, f"pods with their own are refused: ID-mapped mounts fail: {problem}",
+                       f"Linux >= 5.19, {cfg.root} on ext4, xfs or btrfs (tmpfs from 6.3), searchable by others",
+                       required=False)
+
+
 def _oom_score_adj() -> CheckResult:
     """Negative OOM scores need CAP_SYS_RESOURCE; without it podrt clamps them."""
     ok = can_set(-998)
@@ -231,6 +245,7 @@ def run_checks(cfg: Config) -> list[CheckResult]:
     results.append(_registries(cfg))
     results.extend(cgroup_checks(cfg))
     results.append(_netns())
+    results.append(_user_namespaces(cfg))
     results.append(_oom_score_adj())
     return results
 

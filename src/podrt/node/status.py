@@ -17,6 +17,7 @@ import attrs
 from podrt import __version__
 from podrt.config import Config, dump_config
 from podrt.errors import InvalidArgument
+from podrt.host.idmap import IdmapSupport
 from podrt.network.cniconf import CniLookup, network_finder
 from podrt.oci import features
 from podrt.oci.features import HandlerFeatures
@@ -51,6 +52,7 @@ class RuntimeStatusManager:
         default=attrs.Factory(lambda self: network_finder(self.config), takes_self=True)
     )
     pod_cidrs: tuple[str, ...] = ()
+    idmap: IdmapSupport | None = None  # whether the host gives pods' user namespaces their files (None: never)
 
     def version(self) -> VersionInfo:
         return VersionInfo(KUBELET_API_VERSION, RUNTIME_NAME, __version__, RUNTIME_API_VERSION)
@@ -65,6 +67,8 @@ class RuntimeStatusManager:
         default one, as containerd lists it (and critest looks "" up)."""
         rt = self.config.runtime
         found = {name: await asyncio.to_thread(features.detect, h.runtime_path) for name, h in rt.runtimes.items()}
+        if self.idmap is None or await self.idmap.problem() is not None:  # the host's part of user namespaces
+            found = {name: attrs.evolve(f, userns=False) for name, f in found.items()}
         return [("", found[rt.default_runtime]), *found.items()]
 
     def verbose_info(self) -> dict[str, str]:

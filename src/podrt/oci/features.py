@@ -83,10 +83,13 @@ def rro_supported(doc: dict[str, Any] | None, kernel_release: str) -> bool:
 
 
 def userns_supported(runtime_path: str, doc: dict[str, Any] | None) -> bool:
-    """Whether pods of this handler can run in a user namespace here. False
-    until podrt makes the pod's user namespace and ID-mapped volumes: that
-    work decides it, here, from the document and the host."""
-    return False
+    """The runtime's part of pods in user namespaces: it joins one (its
+    document lists the user namespace; runc 1.1 does). podrt makes the
+    namespace and the ID-mapped mounts itself; whether the host allows those
+    is host/idmap.py's, which Status and RunPodSandbox ask besides."""
+    linux = (doc or {}).get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    return isinstance(namespaces, list) and "user" in namespaces
 
 
 def kernel_at_least(release: str, wanted: tuple[int, int]) -> bool:

@@ -158,6 +158,9 @@ class SpecInput:
     readonly_paths: tuple[str, ...] | None = None  # None: READONLY_PATHS (privileged: none either way)
     apparmor_profile: str = ""  # "" leaves the process as runc starts it
     rootfs_propagation: str = ""  # linux.rootfsPropagation; "" is runc's default (rslave)
+    # a user namespace's (container ID, host ID, length) ranges: runc 1.1 wants them even when it joins one by path
+    uid_mappings: tuple[tuple[int, int, int], ...] = ()
+    gid_mappings: tuple[tuple[int, int, int], ...] = ()
     annotations: Mapping[str, str] = attrs.field(factory=dict)
 
 
@@ -280,6 +283,9 @@ def _linux(inp: SpecInput) -> dict[str, Any]:
         linux["seccomp"] = inp.seccomp
     if inp.rootfs_propagation:
         linux["rootfsPropagation"] = inp.rootfs_propagation
+    for key, ranges in (("uidMappings", inp.uid_mappings), ("gidMappings", inp.gid_mappings)):
+        if ranges:
+            linux[key] = [{"containerID": c, "hostID": h, "size": n} for c, h, n in ranges]
     if not inp.privileged:
         linux["maskedPaths"] = list(MASKED_PATHS if inp.masked_paths is None else inp.masked_paths)
         linux["readonlyPaths"] = list(READONLY_PATHS if inp.readonly_paths is None else inp.readonly_paths)

@@ -15,7 +15,7 @@ from typing import Any
 
 from podrt.errors import InvalidArgument
 from podrt.host import cgroups
-from podrt.model.sandbox import InfraPlan
+from podrt.model.sandbox import InfraPlan, SandboxConfig
 from podrt.oci.spec import BIND_RO, Namespace, SpecInput, bind, build_spec, standard_mounts
 from podrt.sandbox.annotations import sandbox_annotations
 from podrt.sandbox.validate import pod_sysctls, seccomp_profile
@@ -46,6 +46,7 @@ def infra_plan(ctx: SandboxContext, deps: SandboxDeps) -> InfraPlan:
         resolv_conf=ctx.resolv_conf,
         shm_path=ctx.shm_path,
         netns_path=ctx.netns_path,
+        userns_path=ctx.userns_path,
         cgroups_path=ctx.cgroups_path,
         oom_score_adj=deps.oom_score_adj,
         cpu_shares=rt.infra_cpu_shares,
@@ -83,6 +84,7 @@ def build_infra_spec(plan: InfraPlan) -> dict[str, Any]:
         selinux_label=plan.selinux_label,
         oom_score_adj=plan.oom_score_adj,
         annotations=plan.annotations,
+        **userns_mappings(cfg),
     ))
 
 
@@ -103,12 +105,23 @@ def pod_file_binds(shm_path: str | None, hostname_file: str, resolv_conf: str | 
     return mounts
 
 
+def userns_mappings(cfg: SandboxConfig) -> dict[str, Any]:
+    """SpecInput's uid and gid ranges of a pod with a user namespace, its infra's
+    and every container's (runc 1.1 wants them when it joins the namespace, and
+    writes none then)."""
+    if not cfg.own_userns:
+        return {}
+    ranges = {kind: tuple((m.container_id, m.host_id, m.length) for m in getattr(cfg.userns, kind)) for kind in ("uids", "gids")}
+    return {"uid_mappings": ranges["uids"], "gid_mappings": ranges["gids"]}
+
+
 def _namespaces(plan: InfraPlan) -> tuple[Namespace, ...]:
-    """No user namespace (pods run with host ids). A cgroup namespace on v2
-    only, as containerd and CRI-O make one there (runc 1.1 on v1 shows the
-    container's cgroups through its cgroup mount without one)."""
+    """The pod's user namespace, if it has one (first: runc joins it before
+    the others). A cgroup namespace on v2 only, as containerd and CRI-O make
+    one there (runc 1.1 on v1 shows the container's cgroups through its cgroup
+    mount without one)."""
     cfg = plan.config
-    namespaces: list[Namespace] = []
+    namespaces: list[Namespace] = [Namespace("user", plan.userns_path)] if plan.userns_path else []
     if not cfg.host_pid:
         namespaces.append(Namespace("pid"))
     if not cfg.host_network:

@@ -10,6 +10,7 @@ run dirs: a runtime root shared with another daemon (or set to runc's own
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -19,7 +20,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from podrt.host import cgroups, mounts, procfs
+from podrt.host import cgroups, idmap, mounts, procfs
+from podrt.host.nspin import remove_pin
 from podrt.network.netns import remove_netns
 from podrt.oci.runtime import OciRuntime
 from podrt.sandbox.naming import is_id
@@ -58,6 +60,12 @@ async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
     for pin in _children(Path(deps.config.network.netns_dir)):
         if is_id(pin.name) and pin.name not in known:  # a shared dir (/run/netns) holds others' pins too
             await attempt(f"netns {pin}", remove_netns(pin))
+    for pin in _children(Path(deps.config.runtime.userns_dir)):
+        if is_id(pin.name) and pin.name not in known:
+            await attempt(f"user namespace {pin}", remove_pin(pin))
+    for owned in _children(deps.runroot / "idmap"):  # pods' and containers'
+        if owned.name not in known:
+            await attempt(f"ID-mapped mounts {owned}", asyncio.to_thread(_release_idmaps, owned))
     pod_cgroups = {i: p for i, p in lost_pods.items() if p} | _orphan_cgroups(deps, known)  # a spec on disk wins
     for sandbox_id, cgroups_path in pod_cgroups.items():
         data = {"remove": [cgroups_path, cgroups.conmon_cgroup(posixpath.dirname(cgroups_path), sandbox_id)],
@@ -134,6 +142,12 @@ def _orphan_cgroups(deps: SandboxDeps, known: set[str]) -> dict[str, str]:
             except (OSError, ValueError, KeyError, TypeError):
                 continue
     return found
+
+
+def _release_idmaps(owned: Path) -> None:
+    for directory in _children(owned):
+        idmap.release(directory)
+    owned.rmdir()
 
 
 async def _remove_default_log(deps: SandboxDeps, sandbox_id: str) -> None:

@@ -16,6 +16,7 @@ from podrt.aio.tasks import TaskOwner
 from podrt.errors import SHUTTING_DOWN, DeadlineExceeded, FailedPrecondition, Unavailable
 from podrt.model.sandbox import SandboxConfig
 from podrt.network.cniconf import CniNetwork
+from podrt.oci import features
 from podrt.rollback import FaultPlan, Transaction, TxObserver
 from podrt.sandbox import naming
 from podrt.sandbox.claims import Claims
@@ -37,14 +38,22 @@ from podrt.steps.sandbox.shm import ShmMount
 from podrt.steps.sandbox.spec import InfraSpec
 from podrt.steps.sandbox.state import SaveState
 from podrt.steps.sandbox.storage import Storage
+from podrt.steps.sandbox.userns import PodUserns
 
 log = logging.getLogger(__name__)
 
 # In order; CNI ADD and the infra start need only the netns and the spec, so they
 # run side by side (each ~20-40 ms), like CRI-O's network setup beside the infra.
 STEP_ORDER: tuple[type[DepsStep] | tuple[type[DepsStep], ...], ...] = (
-    ReserveNames, IndexId, Storage, Rootfs, ShmMount, HostFiles, CgroupParent, NetNamespace, InfraSpec, (CniAdd, InfraStart), SaveState,
+    ReserveNames, IndexId, Storage, PodUserns, Rootfs, ShmMount, HostFiles, CgroupParent, NetNamespace, InfraSpec, (CniAdd, InfraStart), SaveState,
 )
+
+
+def userns_refusal(problem: str, root: str) -> str:
+    """FailedPrecondition's message for a pod with a user namespace where ID-mapped mounts fail."""
+    return (f"pods with a user namespace (userns_options mode POD) need ID-mapped mounts, which fail on this host: "
+            f"{problem}. They need Linux >= 5.19 and podrt's root ({root}) on a filesystem that takes them "
+            "(ext4, xfs, btrfs; tmpfs from Linux 6.3); podrt.runtime.userns_without_idmap is \"refuse\"")
 
 
 def _group(entry: type[DepsStep] | tuple[type[DepsStep], ...]) -> tuple[type[DepsStep], ...]:
@@ -74,8 +83,8 @@ class SandboxRunner:
 
     async def run(self, cfg: SandboxConfig) -> str:
         check_request(cfg, self.deps.config)
-        if cfg.own_userns:  # the pod's user namespace comes with the next change
-            raise FailedPrecondition("user namespaces (namespace_options.userns_options mode POD) are not supported yet")
+        if cfg.own_userns and (problem := await self._userns_problem(cfg)) is not None:
+            raise FailedPrecondition(problem)
         network = None
         if not cfg.host_network:
             lookup = self.deps.find_network()
@@ -94,6 +103,16 @@ class SandboxRunner:
             creation = self._creating[name] = Creation(task)
             task.add_done_callback(lambda _t: self._created(name))
         return await self._wait(creation)
+
+    async def _userns_problem(self, cfg: SandboxConfig) -> str | None:
+        """Why the pod's handler or this host cannot give it a user namespace of its own; None: they can."""
+        handler = cfg.runtime_handler or self.deps.config.runtime.default_runtime
+        runtime = self.deps.config.runtime_handler(handler).runtime_path  # a known one: check_request
+        if not (await asyncio.to_thread(features.detect, runtime)).userns:
+            return (f"runtime handler {handler!r} ({runtime}) cannot run pods in a user namespace: "
+                    "`features` lists no user namespace (it has no features document, or lacks them)")
+        problem = await self.deps.idmap.problem()
+        return None if problem is None else userns_refusal(problem, self.deps.config.root)
 
     async def _wait(self, creation: Creation) -> str:
         creation.waiters += 1
@@ -132,6 +151,8 @@ class SandboxRunner:
         skip: set[type[DepsStep]] = set()
         if cfg.host_ipc:
             skip.add(ShmMount)
+        if not cfg.own_userns:
+            skip.add(PodUserns)
         if cfg.host_network:
             skip |= {NetNamespace, CniAdd}
         plan: list[DepsStep | list[DepsStep]] = []

@@ -61,6 +61,7 @@ class SandboxState:
     steps: tuple[PlanStep, ...]
     stopped: bool = False
     unclaimed: bool = False  # made for a client that left; removed unless a retry claims it
+    userns_path: str | None = None  # its own user namespace, pinned (None: the node's)
 
 
 # A field with this metadata is known only while the daemon runs: never written.

@@ -17,6 +17,17 @@ D = TypeVar("D", contravariant=True)
 
 
 @attrs.frozen
+class LayerIdmap:
+    """How a root (or an image volume) is made for a pod with a user namespace:
+    each layer ID-mapped into it, mounted in `scratch` only while the overlay is
+    made, and the writable upper owned by the pod's root as the host sees it."""
+
+    userns: str  # the pod's pinned user namespace
+    scratch: Path  # the layers' ID-mapped mounts, gone once the overlay holds them
+    owner: tuple[int, int]  # host uid and gid of the pod's root (container ID 0)
+
+
+@attrs.frozen
 class RootfsSource:
     """What the Rootfs step mounts: an image's layers, or a shared read-only layer as it is."""
 
@@ -25,6 +36,7 @@ class RootfsSource:
     shared: Path | None  # used as it is (the builtin pause image), no overlay
     lowers: tuple[str, ...]  # layer links, top first, relative to the images dir
     dir: Path  # upper/, work/ and merged/ go here
+    idmap: LayerIdmap | None = None  # a pod with a user namespace: its layers ID-mapped
 
 
 class DaemonPaths:
@@ -43,6 +55,11 @@ class DaemonPaths:
     @property
     def images_dir(self) -> Path:
         return self.root / "images"
+
+    def idmap_dir(self, owner_id: str) -> Path:
+        """A pod's or container's ID-mapped mounts (host/idmap.py), apart from its
+        dirs: nothing removes a tree there, only mount points once unmounted."""
+        return self.runroot / "idmap" / owner_id
 
     def container_run_dir(self, container_id: str) -> Path:
         """A container's bundle (runc's config.json), conmon's files, its exec specs."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +15,9 @@ from typing import Any, TypeVar
 
 from podrt.aio import finish_in_thread
 from podrt.errors import FailedPrecondition
-from podrt.host import mountinfo, mounts, overlay
+from podrt.host import idmap, mountinfo, mounts, overlay
 from podrt.steps.base import DepsStep
-from podrt.steps.context import DaemonPaths, Mounted
+from podrt.steps.context import DaemonPaths, LayerIdmap, Mounted
 
 NO_UPPER = ("overlay", "nfs", "nfs4", "9p", "fuse", "cifs", "smb3")  # filesystems overlayfs refuses as upper
 
@@ -29,28 +30,40 @@ class Rootfs(DepsStep[Mounted[P], P]):
 
     def record(self, ctx: Mounted[P]) -> dict[str, Any]:
         source = ctx.rootfs_source(self.deps)
-        return {"image": source.image_id, "dir": None if source.shared is not None else str(source.dir)}
+        return {"image": source.image_id, "dir": None if source.shared is not None else str(source.dir),
+                "scratch": str(source.idmap.scratch) if source.idmap and source.shared is None else None}
 
     async def do(self, ctx: Mounted[P], data: dict[str, Any]) -> None:
         source = ctx.rootfs_source(self.deps)
         if data["dir"] is None:
             ctx.rootfs = str(source.shared)
             return
-        await mount_layers(self.deps.images_dir, source.image_name, source.lowers, Path(data["dir"]))
+        await mount_layers(self.deps.images_dir, source.image_name, source.lowers, Path(data["dir"]), source.idmap)
         ctx.rootfs = str(Path(data["dir"]) / "merged")
 
     async def undo(self, data: dict[str, Any]) -> None:
+        if data.get("scratch"):
+            release_scratch(Path(data["scratch"]))
         if data.get("dir") is not None:
             await unmount_layers(Path(data["dir"]))
 
 
-async def mount_layers(images_dir: Path, image_name: str, lowers: Sequence[str], base: Path) -> None:
-    """An overlay of `lowers` at base/merged with base/upper and base/work; all or nothing."""
+async def mount_layers(images_dir: Path, image_name: str, lowers: Sequence[str], base: Path,
+                       ids: LayerIdmap | None = None) -> None:
+    """An overlay of `lowers` at base/merged with base/upper and base/work; all or nothing.
+    With `ids`, each layer is ID-mapped into the pod's user namespace first (overlayfs
+    takes ID-mapped layers, but cannot be ID-mapped itself), and the upper is the pod
+    root's: what it writes is stored with its host ids, as the pod's view maps them.
+    Its dir is then searchable by others (0711), so the pod's root can reach its root."""
     try:
-        base.mkdir(parents=True, mode=0o700)
+        base.mkdir(parents=True, mode=0o711 if ids else 0o700)
         for part, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o755)):
             (base / part).mkdir(mode=mode)  # the upper's mode is the root's: 0700 would lock out non-root users
-        await overlay.mount(images_dir, lowers, base / "upper", base / "work", base / "merged")
+        if ids is None:
+            await overlay.mount(images_dir, lowers, base / "upper", base / "work", base / "merged")
+        else:
+            os.chown(base / "upper", *ids.owner)
+            await _mount_idmapped(images_dir, lowers, base, ids)
     except BaseException as exc:
         await unmount_layers(base)
         refusal = await _refusal(exc, image_name, base)
@@ -72,6 +85,30 @@ async def _refusal(exc: BaseException, image_name: str, base: Path) -> FailedPre
     return FailedPrecondition(f"the kernel refused the overlay at {base} (EINVAL): its upper dir is on {fstype}, "
                               f"which overlayfs cannot write to; put podrt's root on ext4, xfs, btrfs or tmpfs "
                               f"(`podrt check` tests it)")
+
+
+async def _mount_idmapped(images_dir: Path, lowers: Sequence[str], base: Path, ids: LayerIdmap) -> None:
+    """The overlay over ID-mapped clones of the layers, named 0, 1, ... in the scratch
+    dir (shorter than the layers' links); the clones go once the overlay holds them."""
+    try:
+        await finish_in_thread(_clone_layers, images_dir, lowers, ids)
+        await overlay.mount(ids.scratch, [str(n) for n in range(len(lowers))], base / "upper", base / "work", base / "merged")
+    finally:
+        release_scratch(ids.scratch)
+
+
+def _clone_layers(images_dir: Path, lowers: Sequence[str], ids: LayerIdmap) -> None:
+    for n, lower in enumerate(lowers):
+        idmap.clone_into(ids.scratch, str(n), str(images_dir / lower), ids.userns)
+
+
+def release_scratch(scratch: Path) -> None:
+    """The layers' ID-mapped mounts (idempotent), and the owner's idmap dir once it is empty."""
+    idmap.release(scratch)
+    try:
+        scratch.parent.rmdir()
+    except OSError:  # gone, or other mounts of the owner's still there
+        pass
 
 
 async def unmount_layers(base: Path) -> None:

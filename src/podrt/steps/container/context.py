@@ -16,7 +16,7 @@ from podrt.rollback import StepRecord
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
 from podrt.state.records import SandboxState
-from podrt.steps.context import DaemonPaths, RootfsSource
+from podrt.steps.context import DaemonPaths, LayerIdmap, RootfsSource
 
 
 @attrs.define
@@ -72,7 +72,8 @@ class ContainerContext:
     # manager before the spec is built: the new container joins its PID namespace
     target_pid: int = 0
     volumes: tuple[VolumeSource, ...] = ()
-    volume_paths: dict[int, str] = attrs.field(factory=dict)  # mount index -> the image's overlay (ImageVolumes)
+    # mount index -> what the spec binds: an image's overlay (ImageVolumes), a host path's ID-mapped clone (IdmapBinds)
+    volume_paths: dict[int, str] = attrs.field(factory=dict)
     spec: dict[str, Any] = attrs.field(factory=dict)
     pid: int = 0
     conmon_pid: int = 0
@@ -87,5 +88,11 @@ class ContainerContext:
     def runtime_handler(self) -> str:
         return self.sandbox.runtime_handler
 
+    def layer_idmap(self, deps: ContainerDeps, name: str) -> LayerIdmap | None:
+        """How its layers (its root's, image volume `name`'s) are ID-mapped, in a pod with a user namespace."""
+        pod = self.sandbox
+        return LayerIdmap(pod.userns_path, deps.idmap_dir(self.id) / name, pod.config.userns.root) if pod.userns_path else None
+
     def rootfs_source(self, deps: ContainerDeps) -> RootfsSource:
-        return RootfsSource(self.image.record.id, self.image_ref, None, self.lowers, deps.container_dir(self.id) / "rootfs")
+        return RootfsSource(self.image.record.id, self.image_ref, None, self.lowers, deps.container_dir(self.id) / "rootfs",
+                            self.layer_idmap(deps, "rootfs"))

@@ -21,8 +21,8 @@ class ContainerStorage(ContainerStep):
 
     async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
         try:
-            for d in data["dirs"]:
-                Path(d).mkdir(parents=True, mode=0o700)
+            for d in data["dirs"]:  # searchable by a user namespace's root: its root is below (steps/rootfs.py)
+                Path(d).mkdir(parents=True, mode=0o711 if ctx.sandbox.config.own_userns else 0o700)
             Path(ctx.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             ensure_sane_log_path(Path(ctx.log_path))
         except BaseException:

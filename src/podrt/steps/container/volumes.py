@@ -12,7 +12,7 @@ from typing import Any
 
 from podrt.steps.base import ContainerStep
 from podrt.steps.container.context import ContainerContext
-from podrt.steps.rootfs import mount_layers, unmount_layers
+from podrt.steps.rootfs import mount_layers, release_scratch, unmount_layers
 
 
 class ImageVolumes(ContainerStep):
@@ -20,17 +20,22 @@ class ImageVolumes(ContainerStep):
 
     def record(self, ctx: ContainerContext) -> dict[str, Any]:
         base = self.deps.container_dir(ctx.id) / "volumes"
-        return {"images": [v.image_id for v in ctx.volumes], "dirs": [str(base / str(v.index)) for v in ctx.volumes]}
+        ids = [ctx.layer_idmap(self.deps, f"volume-{v.index}") for v in ctx.volumes]
+        return {"images": [v.image_id for v in ctx.volumes], "dirs": [str(base / str(v.index)) for v in ctx.volumes],
+                "scratch": [str(i.scratch) for i in ids if i is not None]}
 
     async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
         try:
             for volume, where in zip(ctx.volumes, data["dirs"]):
-                await mount_layers(self.deps.images_dir, volume.image_name, volume.lowers, Path(where))
+                ids = ctx.layer_idmap(self.deps, f"volume-{volume.index}")
+                await mount_layers(self.deps.images_dir, volume.image_name, volume.lowers, Path(where), ids)
                 ctx.volume_paths[volume.index] = str(Path(where) / "merged")
         except BaseException:
             await self.undo(data)
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
+        for scratch in data.get("scratch", ()):
+            release_scratch(Path(scratch))
         for where in data["dirs"]:
             await unmount_layers(Path(where))

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from podrt.config import Config
+from podrt.host.idmap import IdmapSupport
 from podrt.images.pause import PauseImage
 from podrt.model.sandbox import SandboxConfig
 from podrt.network.cni import CniInvoker
@@ -17,7 +18,7 @@ from podrt.oci.runtime import OciRuntime
 from podrt.rollback import StepRecord
 from podrt.state.idindex import IdIndex
 from podrt.state.names import NameRegistry
-from podrt.steps.context import DaemonPaths, RootfsSource
+from podrt.steps.context import DaemonPaths, LayerIdmap, RootfsSource
 
 IP_ANNOTATION = "io.podrt.ip"  # the infra spec's: the pod's IPs, set by SaveState once CNI has answered
 
@@ -37,6 +38,7 @@ class SandboxDeps(DaemonPaths):
     # the infra's OCI spec from the pod and what earlier steps decided (sandbox.infra_spec.infra_spec):
     # the pod's rules (sysctls, seccomp, annotations) are the manager's, handed down to the InfraSpec step
     build_spec: Callable[[SandboxContext, SandboxDeps], dict[str, Any]]
+    idmap: IdmapSupport  # whether pods may have user namespaces here (tried once)
 
     def sandbox_dir(self, sandbox_id: str) -> Path:
         return self.root / "sandboxes" / sandbox_id
@@ -71,6 +73,7 @@ class SandboxContext:
     conmon_cgroup: str = ""
     conmon_cgroup_procs: list[str] = attrs.field(factory=list)
     netns_path: str | None = None
+    userns_path: str | None = None  # the pod's own user namespace, pinned (PodUserns)
     network: CniNetwork | None = None  # looked up once, before the transaction
     spec_files: list[str] = attrs.field(factory=list)
     ips: list[str] = attrs.field(factory=list)
@@ -87,8 +90,9 @@ class SandboxContext:
     def rootfs_source(self, deps: SandboxDeps) -> RootfsSource:
         """The pause image: its builtin layer as it is, or an overlay per pod."""
         assert self.pause is not None, "resolved before the transaction"
+        ids = LayerIdmap(self.userns_path, deps.idmap_dir(self.id) / "rootfs", self.config.userns.root) if self.userns_path else None
         return RootfsSource(self.pause.image_id, self.pause.reference, self.pause.rootfs, self.pause.lowers,
-                            deps.sandbox_dir(self.id) / "rootfs")
+                            deps.sandbox_dir(self.id) / "rootfs", ids)
 
     @property
     def infra_log_path(self) -> str:

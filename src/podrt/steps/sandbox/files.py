@@ -43,6 +43,9 @@ class HostFiles(SandboxStep):
         if ctx.config.dns is not None:
             Path(data["resolv_conf"]).write_text(render_resolv_conf(ctx.config.dns))
             ctx.resolv_conf = data["resolv_conf"]
+        if ctx.config.own_userns:  # the pod's root's, as /etc files are in an image (bound read-only)
+            for path in filter(None, (ctx.hostname_file, ctx.resolv_conf)):
+                os.chown(path, *ctx.config.userns.root)
 
     async def undo(self, data: dict[str, Any]) -> None:
         for key in ("hostname", "resolv_conf"):

@@ -1,6 +1,7 @@
 """The pod's network namespace, pinned under podrt's netns dir, with its
 loopback up (skipped for host network). podrt brings lo up itself
-(network/links.py), so pod networks need no loopback plugin."""
+(network/links.py), so pod networks need no loopback plugin. A pod with a
+user namespace gets a netns that namespace owns."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class NetNamespace(SandboxStep):
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         path = Path(data["path"])
-        await create_netns(path.parent, path.name)
+        await create_netns(path.parent, path.name, Path(ctx.userns_path) if ctx.userns_path else None)
         try:
             await finish_in_thread(loopback_up, str(path))
         except BaseException as exc:

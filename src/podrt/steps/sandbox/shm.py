@@ -1,4 +1,5 @@
-"""The pod's /dev/shm: a tmpfs in the run dir (skipped with host IPC)."""
+"""The pod's /dev/shm: a tmpfs in the run dir (skipped with host IPC), its
+root owned by the pod's root where the pod has a user namespace."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ class ShmMount(SandboxStep):
         path = data["path"]
         Path(path).mkdir(mode=0o1777)
         try:
-            size = self.deps.config.runtime.shm_size_bytes
-            mounts.mount("shm", path, "tmpfs", mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC, f"mode=1777,size={size}")
+            options = f"mode=1777,size={self.deps.config.runtime.shm_size_bytes}"
+            if ctx.config.own_userns:  # the pod's root owns it, as it sees it
+                options += ",uid={},gid={}".format(*ctx.config.userns.root)
+            mounts.mount("shm", path, "tmpfs", mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC, options)
         except BaseException:
             os.rmdir(path)
             raise

@@ -61,8 +61,8 @@ class Storage(SandboxStep):
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         try:
-            for d in data["dirs"]:
-                Path(d).mkdir(parents=True, mode=0o700)
+            for d in data["dirs"]:  # searchable by a user namespace's root: its root is below (steps/rootfs.py)
+                Path(d).mkdir(parents=True, mode=0o711 if ctx.config.own_userns else 0o700)
             log_dir = Path(data["log_dir"])
             if log_dir.is_symlink():
                 raise InvalidArgument(f"log directory {log_dir} is a symlink")
