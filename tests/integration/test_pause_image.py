@@ -16,6 +16,7 @@ from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
 from tests.integration.test_sandbox_lifecycle import infra_pid, remove_pod, run_pod, status
+from tests.integration.test_userns import IDMAP_PROBLEM, userns_pod
 from tests.support.client import CriClient, connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
 from tests.support.leaks import audit_daemon_dirs
@@ -172,6 +173,31 @@ async def test_an_unreachable_pause_image_fails_the_pod_clearly(net_dirs: Daemon
             assert err.value.status == Status.UNAVAILABLE
             assert (err.value.message or "").startswith("pause image 127.0.0.1:1/pause:v1: ")
             assert not (await c.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items
+    finally:
+        daemon.stop()
+    assert not audit_daemon_dirs(net_dirs)
+
+
+async def test_a_pod_with_a_user_namespace_runs_its_pulled_pause_image(net_dirs: DaemonDirs, registry: Registry) -> None:
+    """The infra's root is an overlay of ID-mapped layers: its init runs as
+    the pod's root (host ID 1000), the pause binary the image's root owns shows
+    as its own, and runc's mount points land in the upper, owned by 1000."""
+    if IDMAP_PROBLEM is not None:
+        pytest.skip(f"ID-mapped mounts fail here: {IDMAP_PROBLEM}")
+    net_dirs.base.chmod(0o711)
+    _configure(net_dirs, registry, f"{registry.host}/test/pause:v1")
+    daemon = DaemonProcess(net_dirs).start()
+    try:
+        async with connect(net_dirs.socket) as c:
+            pod = await run_pod(c, userns_pod())
+            pid = infra_pid(await status(c, pod, verbose=True))
+            assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", "1000", "100000"]
+            assert [line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith(("Uid:", "Gid:"))] == ["1000", "1000"]
+            assert os.stat(f"/proc/{pid}/root/pause").st_uid == 1000  # the image's 0, through the mapped layer
+            upper = net_dirs.root / "sandboxes" / pod / "rootfs" / "upper"
+            assert upper.stat().st_uid == 1000 and (upper / "proc").is_dir()
+            await remove_pod(c, pod)
     finally:
         daemon.stop()
     assert not audit_daemon_dirs(net_dirs)
