@@ -16,6 +16,7 @@ from podrt.errors import FailedPrecondition
 from podrt.host import idmap
 from podrt.steps.base import ContainerStep
 from podrt.steps.container.context import ContainerContext
+from podrt.steps.rootfs import release_scratch
 
 
 class IdmapBinds(ContainerStep):
@@ -50,9 +51,5 @@ class IdmapBinds(ContainerStep):
             ctx.volume_paths[n] = str(clone)
 
     async def undo(self, data: dict[str, Any]) -> None:
-        if data.get("dir"):
-            await finish_in_thread(idmap.release, Path(data["dir"]))
-            try:
-                Path(data["dir"]).parent.rmdir()
-            except OSError:  # gone, or the rootfs's scratch still there
-                pass
+        if data.get("dir"):  # the clones, then the container's idmap dir once the rootfs's scratch is gone too
+            await finish_in_thread(release_scratch, Path(data["dir"]))
