@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podrt import config as config_mod
 from podrt.config import (
     ApiConfig,
     Config,
@@ -21,6 +20,7 @@ from podrt.config import (
     dump_config,
     load_config,
 )
+from podrt.config import layers as config_layers
 
 EXPECTED_DEFAULTS = {
     "podrt": {
@@ -111,7 +111,7 @@ def main(tmp_path) -> Path:
 def no_default_file(tmp_path, monkeypatch) -> Path:
     """Point the default config path into tmp_path (file absent)."""
     default = tmp_path / "etc" / "podrt.toml"
-    monkeypatch.setattr(config_mod, "DEFAULT_CONFIG_PATH", default)
+    monkeypatch.setattr(config_layers, "DEFAULT_CONFIG_PATH", default)
     return default
 
 

@@ -66,8 +66,9 @@ def test_host_imports_only_the_floor(path: Path) -> None:
     assert [name for name in sorted(imports(path)) if name != "podrt" and not under(name, HOST_MAY)] == []
 
 
-def test_config_imports_nothing_from_images() -> None:
-    assert [name for name in sorted(imports(PODRT / "config.py")) if under(name, CONFIG_MAY_NOT)] == []
+@pytest.mark.parametrize("path", modules("config"))
+def test_config_imports_nothing_from_images(path: Path) -> None:
+    assert [name for name in sorted(imports(path)) if under(name, CONFIG_MAY_NOT)] == []
 
 
 def test_rollback_imports_only_the_floor() -> None:
