@@ -8,7 +8,8 @@ prefix=${PODRT_PREFIX:-/opt/podrt}
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq runc crun conmon containernetworking-plugins catatonit \
-    iproute2 iptables util-linux python3 python3-venv >/dev/null
+    iproute2 iptables util-linux criu python3 python3-venv >/dev/null
+# criu: CheckpointContainer (runc checkpoint); `podrt check` says whether it works on this kernel
 
 python3 -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install -q --upgrade pip

@@ -8,8 +8,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq runc crun conmon containernetworking-plugins catatonit \
     iproute2 iptables util-linux iputils-ping python3 python3-venv \
-    docker-registry apache2-utils busybox-static >/dev/null
-# docker-registry: the tests' loopback registry (not started as a service here;
+    docker-registry apache2-utils busybox-static criu >/dev/null
+# criu: CheckpointContainer's dumps (runc checkpoint); docker-registry: the tests' loopback registry (not started as a service here;
 # the fixtures run their own); apache2-utils: htpasswd for its basic auth;
 # busybox-static: the test image containers run from.
 apt-get install -y -qq --no-install-recommends qemu-system-x86 kmod >/dev/null

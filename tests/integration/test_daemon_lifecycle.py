@@ -10,12 +10,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from grpclib.exceptions import GRPCError
+from grpclib.const import Status
 
 from podrt.api.runtime import v1 as cri
 from podrt.state.journal import Journal
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
+from tests.support.h2raw import raw_unary
 
 pytestmark = [
     pytest.mark.root,
@@ -108,11 +109,11 @@ async def test_metrics_endpoint_counts_operations(dirs: DaemonDirs) -> None:
         async with connect(dirs.socket) as c:
             for _ in range(3):
                 await c.runtime.version(cri.VersionRequest())
-            with pytest.raises(GRPCError):  # an error, for the error counter
-                await c.runtime.checkpoint_container(cri.CheckpointContainerRequest(container_id="x"))
+        headers = raw_unary(dirs.socket, "/runtime.v1.RuntimeService/SomeFutureRpc")  # an error, for the error counter
+        assert headers.get("grpc-status") == str(Status.UNIMPLEMENTED.value)
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         proc.kill()
     assert 'podrt_operations_total{operation="Version"} 3.0' in text
-    assert 'podrt_operations_errors_total{code="UNIMPLEMENTED",operation="CheckpointContainer"} 1.0' in text
+    assert 'podrt_operations_errors_total{code="UNIMPLEMENTED",operation="SomeFutureRpc"} 1.0' in text
     assert 'podrt_operations_latency_seconds_count{operation="Version"} 3.0' in text

@@ -121,9 +121,8 @@ async def test_update_runtime_config_rejects_bad_cidr(shared_daemon: DaemonProce
     "call",
     [
         lambda c: c.runtime.list_metric_descriptors(cri.ListMetricDescriptorsRequest()),
-        lambda c: c.runtime.checkpoint_container(cri.CheckpointContainerRequest(container_id="x")),
     ],
-    ids=["ListMetricDescriptors", "CheckpointContainer"],
+    ids=["ListMetricDescriptors"],
 )
 async def test_other_rpcs_answer_unimplemented(shared_daemon: DaemonProcess, call) -> None:  # type: ignore[no-untyped-def]
     async with connect(shared_daemon.dirs.socket) as c:

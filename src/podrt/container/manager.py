@@ -6,6 +6,7 @@ CRI-O's server/ and containerd's internal/cri/server keep them):
 - streams.py: ExecSync, the targets of Exec and Attach, the streaming sessions' calls
 - status.py: status derivation from conmon's exit file, views, ContainerStatus' verbose info
 - exits.py: the exit watcher; stats.py: usage; recovery.py: restore after a restart
+- checkpoint.py: CheckpointContainer (cri/ calls `checkpoints` directly)
 
 A container's state lives in memory (one StateStore, shared by these parts)
 and in its state.json. This module knows no gRPC.
@@ -17,6 +18,7 @@ import builtins
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from podrt.container.checkpoint import ContainerCheckpoints
 from podrt.container.create import OWN_KINDS, ContainerCreator
 from podrt.container.events import EventBus
 from podrt.container.exits import ExitWatcher
@@ -54,6 +56,7 @@ class ContainerManager:
                                             events=events, forget=self.usage.forget)
         self.streams = ContainerStreams(deps, self._table, self.statuses)
         self.recovery = ContainerRecovery(deps, self._table, self.statuses, teardown=self.lifecycle.teardown)
+        self.checkpoints = ContainerCheckpoints(deps, self._table, self.statuses, sandboxes)
         for cls in OWN_KINDS:  # crash replay of the journaled ones
             registry.register(cls.kind, self._undo_factory(cls))
 

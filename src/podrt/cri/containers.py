@@ -1,5 +1,6 @@
 """CreateContainer, StartContainer, StopContainer, RemoveContainer, ContainerStatus,
-ListContainers, UpdateContainerResources, ReopenContainerLog, ExecSync."""
+ListContainers, UpdateContainerResources, ReopenContainerLog, ExecSync,
+CheckpointContainer."""
 
 from __future__ import annotations
 
@@ -74,3 +75,9 @@ class ContainerRpcs(RpcGroup):
         req = exec_sync_request
         code, out, err = await self._containers.exec_sync(req.container_id, tuple(req.cmd), float(max(req.timeout, 0)))
         return cri.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    async def checkpoint_container(self, checkpoint_container_request: cri.CheckpointContainerRequest
+                                   ) -> cri.CheckpointContainerResponse:
+        req = checkpoint_container_request
+        await self._containers.checkpoints.checkpoint(req.container_id, req.location, float(max(req.timeout, 0)))
+        return cri.CheckpointContainerResponse()

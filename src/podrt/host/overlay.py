@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-from collections.abc import Sequence
+import stat
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from podrt.aio import await_shielded
@@ -64,3 +65,31 @@ async def mount(images_dir: Path, lowers: Sequence[str], upper: Path, work: Path
     fut = asyncio.get_running_loop().run_in_executor(_thread, _mount, images_dir, opts, target)
     if await await_shielded(asyncio.ensure_future(fut)):
         raise asyncio.CancelledError
+
+
+def upper_changes(upper: Path, hidden: Collection[str] = ()) -> tuple[list[str], list[str]]:
+    """What a container changed in its root, read from its overlay's upper dir:
+    (paths added or changed, relative, parents before their children; paths
+    deleted, absolute, from the whiteouts: character devices 0/0). What lies at
+    or below a path in `hidden` (a mount point the runtime made, which its
+    mount covers) is left out."""
+    covered = tuple(h.rstrip("/") for h in hidden if h.rstrip("/"))
+
+    def is_hidden(path: str) -> bool:
+        return any(path == h or path.startswith(h + "/") for h in covered)
+
+    changed: list[str] = []
+    deleted: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(upper):  # symlinks are entries, never followed
+        rel = os.path.relpath(dirpath, upper)
+        for name in (*dirnames, *filenames):
+            path = name if rel == "." else os.path.join(rel, name)
+            if is_hidden("/" + path):
+                continue
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                deleted.append("/" + path)
+            else:
+                changed.append(path)
+        dirnames[:] = [d for d in dirnames if not is_hidden("/" + (d if rel == "." else os.path.join(rel, d)))]
+    return changed, deleted

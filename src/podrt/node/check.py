@@ -26,6 +26,7 @@ from podrt.images.pause import is_builtin
 from podrt.network import default as default_network
 from podrt.network.cni import find_plugin
 from podrt.network.cniconf import find_network
+from podrt.oci import criu
 
 APT_HINT = "apt-get install -y runc conmon containernetworking-plugins catatonit iproute2 iptables"
 BASE_CNI_PLUGINS = ("bridge", "host-local", "portmap")  # no loopback: podrt brings lo up itself
@@ -174,6 +175,16 @@ def _user_namespaces(cfg: Config) -> CheckResult:
                        required=False)
 
 
+def _checkpoint() -> CheckResult:
+    """CheckpointContainer works where `criu check` passes: the daemon's own probe."""
+    with ThreadPoolExecutor(1) as pool:
+        problem = pool.submit(asyncio.run, criu.probe()).result()
+    if problem is None:
+        return CheckResult("container checkpoints", True, f"criu check passes ({criu.criu_path()}): CheckpointContainer works")
+    fix = criu.INSTALL_HINT if criu.criu_path() is None else "a kernel this criu supports (`criu check` must pass)"
+    return CheckResult("container checkpoints", False, f"CheckpointContainer is refused: {problem}", fix, required=False)
+
+
 def _oom_score_adj() -> CheckResult:
     """Negative OOM scores need CAP_SYS_RESOURCE; without it podrt clamps them."""
     ok = can_set(-998)
@@ -247,6 +258,7 @@ def run_checks(cfg: Config) -> list[CheckResult]:
     results.append(_netns())
     results.append(_user_namespaces(cfg))
     results.append(_oom_score_adj())
+    results.append(_checkpoint())
     return results
 
 

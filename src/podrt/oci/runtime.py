@@ -328,6 +328,18 @@ class OciRuntime:
             if link.is_symlink():
                 link.unlink(missing_ok=True)
 
+    async def pause(self, container_id: str, *, resume: bool = False) -> None:
+        """runc pause (the cgroup freezer), or resume."""
+        await self._runc_checked("resume" if resume else "pause", container_id)
+
+    async def checkpoint(self, container_id: str, *, image_path: Path, work_path: Path, timeout: float) -> None:
+        """runc checkpoint --leave-running (as CRI-O runs it): CRIU dumps the
+        processes into image_path, its dump.log into work_path; they run on."""
+        result = await self._runc("checkpoint", "--leave-running", "--file-locks", "--image-path", str(image_path),
+                                  "--work-path", str(work_path), container_id, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeRefused(f"{self.handler_name} checkpoint {container_id}: {result.error}")
+
     async def update(self, container_id: str, resources: dict[str, Any], *, work_dir: Path) -> None:
         """`runc update --resources`: new cgroup limits for a live container."""
         fd, path = tempfile.mkstemp(dir=work_dir, prefix="update-", suffix=".json")
