@@ -107,9 +107,10 @@ class Daemon:
         self.sandboxes.lifecycle.remove_containers = self.containers.lifecycle.remove_pod
         self.images.users = lambda image_id: self.sandboxes.image_users(image_id) + self.containers.image_users(image_id)
         self.streams = StreamServer(config.api, self.containers.streams, self.metrics, config.debug.stream_token_ttl)
+        chunk = min(config.api.list_chunk_size, config.api.max_msg_size)  # a Stream* list's messages
         self.server = CriServer(
-            [RuntimeService(self.status, self.sandboxes, self.containers, self.streams),
-             ImageService(self.images, self._writable_usage)],
+            [RuntimeService(self.status, self.sandboxes, self.containers, self.streams, chunk),
+             ImageService(self.images, self._writable_usage, chunk)],
         )
         hooks.install(self.server, self.metrics, config.api.max_msg_size)
         self._lock: IO[str] | None = None

@@ -40,6 +40,7 @@ EXPECTED_DEFAULTS = {
             "stream_tls_key": "",
             "stream_tls_ca": "",
             "max_msg_size": 16777216,
+            "list_chunk_size": 4194304,
             "shutdown_grace": 30.0,
         },
         "runtime": {
@@ -473,6 +474,7 @@ BAD = [
     ("[podrt.api]\nstream_port = 70000\n", "podrt.api.stream_port", "between 0 and 65535"),
     ("[podrt.metrics]\nmetrics_port = 0\n", "podrt.metrics.metrics_port", "between 1 and 65535"),
     ("[podrt.api]\nmax_msg_size = 0\n", "podrt.api.max_msg_size", ">= 1"),
+    ("[podrt.api]\nlist_chunk_size = 0\n", "podrt.api.list_chunk_size", ">= 1"),
     ("[podrt.runtime]\ninfra_oom_score_adj = -1001\n", "podrt.runtime.infra_oom_score_adj",
      "between -1000 and 1000"),
     ("[podrt.runtime]\ninfra_cpu_shares = 1\n", "podrt.runtime.infra_cpu_shares", ">= 2"),

@@ -42,8 +42,8 @@ def test_generated_services_expose_every_schema_rpc() -> None:
 def test_our_services_keep_every_path() -> None:
     """The podrt service classes (not just the bases) serve all 41 paths."""
     containers = types.SimpleNamespace(events=EventBus(1))  # the service installs its event renderer
-    paths = set(RuntimeService.__mapping__(RuntimeService(None, None, containers, None)))  # type: ignore[arg-type]
-    paths |= set(ImageService(None, None).__mapping__())  # type: ignore[arg-type]
+    paths = set(RuntimeService.__mapping__(RuntimeService(None, None, containers, None, 1)))  # type: ignore[arg-type]
+    paths |= set(ImageService(None, None, 1).__mapping__())  # type: ignore[arg-type]
     assert paths == _served_paths()
 
 

@@ -47,6 +47,10 @@ class ApiConfig:
     stream_tls_key: str = setting("")
     stream_tls_ca: str = setting("")  # when set, clients must present a certificate it signed
     max_msg_size: int = setting(16 * 1024 * 1024, in_range(1))
+    # the most bytes of one message of a Stream* list (KEP-5825), at most
+    # max_msg_size: 4 MiB is the receive limit gRPC clients have by default
+    # (the kubelet's is 16 MiB); a single larger item goes alone
+    list_chunk_size: int = setting(4 * 1024 * 1024, in_range(1))
     # SIGTERM: calls already running get this long to finish and answer
     # (grpc-go's GracefulStop); whatever still runs then is cut and unwound.
     shutdown_grace: float = setting(30.0, positive)

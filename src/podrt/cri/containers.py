@@ -5,19 +5,12 @@ CheckpointContainer."""
 from __future__ import annotations
 
 from podrt.api.runtime import v1 as cri
-from podrt.container.manager import ContainerView
 from podrt.cri import container_convert as cconv
-from podrt.cri.listcache import ListCache
-from podrt.cri.rpcgroup import RpcGroup, labels_match
+from podrt.cri.listcache import whole
+from podrt.cri.rpcgroup import RpcGroup
 
 
 class ContainerRpcs(RpcGroup):
-    _container_list: ListCache[ContainerView]
-
-    def _init_containers(self) -> None:
-        self._container_list = ListCache(cri.ListContainersResponse, cconv.container,
-                                         key=lambda v: (v.state.id, v.status))  # listed fields change only with it
-
     async def create_container(self, create_container_request: cri.CreateContainerRequest) -> cri.CreateContainerResponse:
         req = create_container_request
         container_id = await self._containers.create(req.pod_sandbox_id, cconv.container_config(req))
@@ -43,22 +36,7 @@ class ContainerRpcs(RpcGroup):
         return cconv.container_status(view, info)
 
     async def list_containers(self, list_containers_request: cri.ListContainersRequest) -> cri.ListContainersResponse:
-        f = list_containers_request.filter
-        ids = self._containers.matching_ids(f.id) if f.id else None
-        want_state = f.state.state if f.is_set("state") else None
-        selector = dict(f.label_selector)
-        pod = f.pod_sandbox_id
-
-        def match(view: ContainerView) -> bool:
-            if want_state is not None and cconv.STATE[view.status] != want_state:
-                return False
-            if pod and not view.state.sandbox_id.startswith(pod):
-                return False
-            labels = view.state.config.labels
-            return labels_match(labels, selector)
-
-        unfiltered = ids is None and want_state is None and not selector and not pod
-        return self._container_list.response(self._containers.list(match, ids), full=unfiltered)
+        return whole(cri.ListContainersResponse, self._container_list.entries(list_containers_request.filter))
 
     async def update_container_resources(self, update_container_resources_request: cri.UpdateContainerResourcesRequest
                                          ) -> cri.UpdateContainerResourcesResponse:

@@ -1,14 +1,18 @@
-"""ImageService: CRI messages <-> the image manager. No business logic here."""
+"""ImageService: CRI messages <-> the image manager. No business logic here.
+
+ListImages and StreamImages (KEP-5825) answer the same images from one list
+cache: in one message, or in messages of at most `chunk_size` bytes
+(cri/liststreams.py says how the kubelet reads them)."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from podrt.api.runtime import v1 as cri
-from podrt.cri.listcache import ListCache
+from podrt.cri.listcache import ListCache, chunked, whole
 from podrt.cri.stats_convert import fs_usage
 from podrt.errors import InvalidArgument
 from podrt.images.manager import ImageManager, ImageView
@@ -52,21 +56,28 @@ def image_message(view: ImageView) -> cri.Image:
 
 
 class ImageService(cri.ImageServiceBase):
-    def __init__(self, images: ImageManager, writable: Callable[[], Awaitable[tuple[Path, int, int]]]) -> None:
+    def __init__(self, images: ImageManager, writable: Callable[[], Awaitable[tuple[Path, int, int]]],
+                 chunk_size: int) -> None:
         """`writable`: where the writable layers live, and their (bytes, inodes)."""
-        self._images, self._writable = images, writable
+        self._images, self._writable, self._chunk_size = images, writable, chunk_size
         # a record is immutable (a changed one is a new object): it keys its own encoding
-        self._list_cache: ListCache[ImageRecord] = ListCache(cri.ListImagesResponse, lambda r: image_message(images.view(r)), key=lambda r: r)
+        self._list_cache: ListCache[ImageRecord] = ListCache(lambda r: image_message(images.view(r)), key=lambda r: r)
 
     async def pull_image(self, pull_image_request: cri.PullImageRequest) -> cri.PullImageResponse:
         req = pull_image_request
         record = await self._images.pull(req.image.image, credentials(req.auth if req.is_set("auth") else None))
         return cri.PullImageResponse(image_ref=record.id)
 
-    async def list_images(self, list_images_request: cri.ListImagesRequest) -> cri.ListImagesResponse:
-        f = list_images_request.filter
+    def _entries(self, f: cri.ImageFilter | None) -> list[bytes]:
         text = f.image.image if f is not None and f.image is not None else ""
-        return self._list_cache.response(self._images.list(text), full=not text)
+        return self._list_cache.entries(self._images.list(text), full=not text)
+
+    async def list_images(self, list_images_request: cri.ListImagesRequest) -> cri.ListImagesResponse:
+        return whole(cri.ListImagesResponse, self._entries(list_images_request.filter))
+
+    async def stream_images(self, stream_images_request: cri.StreamImagesRequest) -> AsyncIterator[cri.StreamImagesResponse]:
+        for message in chunked(cri.StreamImagesResponse, self._entries(stream_images_request.filter), self._chunk_size):
+            yield message
 
     async def image_status(self, image_status_request: cri.ImageStatusRequest) -> cri.ImageStatusResponse:
         req = image_status_request

@@ -2,10 +2,10 @@
 
 One grpclib servicer composed of one mixin per RPC group, each in its own
 module: pods.py, containers.py, events.py (GetContainerEvents), streams.py
-(Exec, Attach, PortForward), stats.py and runtime_info.py. The generated base
-comes last: every RPC none of them defines answers UNIMPLEMENTED. The hooks
-(cri/hooks.py: metrics, error mapping) wrap each call by its path, whichever
-mixin serves it.
+(Exec, Attach, PortForward), stats.py, liststreams.py (the Stream* lists)
+and runtime_info.py. The generated base comes last: every RPC none of them
+defines answers UNIMPLEMENTED. The hooks (cri/hooks.py: metrics, error
+mapping) wrap each call by its path, whichever mixin serves it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from podrt.api.runtime import v1 as cri
 from podrt.container.manager import ContainerManager
 from podrt.cri.containers import ContainerRpcs
 from podrt.cri.events import EventRpcs
+from podrt.cri.lists import ContainerList, PodList
+from podrt.cri.liststreams import ListStreamRpcs
 from podrt.cri.pods import PodRpcs
 from podrt.cri.runtime_info import RuntimeInfoRpcs
 from podrt.cri.stats import StatsRpcs
@@ -25,16 +27,18 @@ from podrt.sandbox.manager import SandboxManager
 from podrt.streaming.server import StreamServer
 
 
-class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, RuntimeInfoRpcs,
+class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, ListStreamRpcs, RuntimeInfoRpcs,
                      cri.RuntimeServiceBase):
     def __init__(self, status: RuntimeStatusManager, sandboxes: SandboxManager, containers: ContainerManager,
-                 streams: StreamServer) -> None:
+                 streams: StreamServer, chunk_size: int) -> None:
+        """`chunk_size`: the most bytes of a Stream* response message."""
         self._status = status
         self._streams = streams
         self._sandboxes = sandboxes
         self._containers = containers
-        self._init_pods()
-        self._init_containers()
+        self._pod_list = PodList(sandboxes)
+        self._container_list = ContainerList(containers)
+        self._chunk_size = chunk_size
         self._init_events()
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:

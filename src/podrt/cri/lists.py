@@ -1,0 +1,102 @@
+"""What each List*/Stream* pair of RuntimeService answers: the items its filter
+selects, as the entries (cri/listcache.py) that one List message or a stream
+of chunks is joined from. Both RPCs of a pair call the same function, so
+they list the same set.
+
+Pods and containers come from a ListCache (their listed fields change only
+with their state); stats are read and encoded at each call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from podrt.api.runtime import v1 as cri
+from podrt.container.manager import ContainerManager, ContainerView
+from podrt.cri import container_convert as cconv
+from podrt.cri import sandbox_convert as conv
+from podrt.cri import stats_convert as sconv
+from podrt.cri.listcache import ListCache, entries
+from podrt.sandbox.manager import SandboxManager, SandboxView
+
+
+def labels_match(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    """A CRI filter's label_selector: every pair present (an empty selector matches all)."""
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class PodList:
+    """ListPodSandbox and StreamPodSandboxes."""
+
+    def __init__(self, sandboxes: SandboxManager) -> None:
+        self._sandboxes = sandboxes
+        self._cache: ListCache[SandboxView] = ListCache(
+            conv.pod_sandbox, key=lambda v: (v.state.id, v.ready))  # listed fields change only with readiness
+
+    def entries(self, f: cri.PodSandboxFilter) -> list[bytes]:
+        ids = self._sandboxes.matching_ids(f.id) if f.id else None
+        want_state = f.state.state if f.is_set("state") else None
+        selector = dict(f.label_selector)
+
+        def match(view: SandboxView) -> bool:
+            if want_state is not None and (want_state == cri.PodSandboxState.SANDBOX_READY) != view.ready:
+                return False
+            return labels_match(view.state.config.labels, selector)
+
+        unfiltered = ids is None and want_state is None and not selector
+        return self._cache.entries(self._sandboxes.list(match, ids), full=unfiltered)
+
+
+class ContainerList:
+    """ListContainers and StreamContainers."""
+
+    def __init__(self, containers: ContainerManager) -> None:
+        self._containers = containers
+        self._cache: ListCache[ContainerView] = ListCache(
+            cconv.container, key=lambda v: (v.state.id, v.status))  # listed fields change only with it
+
+    def entries(self, f: cri.ContainerFilter) -> list[bytes]:
+        ids = self._containers.matching_ids(f.id) if f.id else None
+        want_state = f.state.state if f.is_set("state") else None
+        selector = dict(f.label_selector)
+        pod = f.pod_sandbox_id
+
+        def match(view: ContainerView) -> bool:
+            if want_state is not None and cconv.STATE[view.status] != want_state:
+                return False
+            if pod and not view.state.sandbox_id.startswith(pod):
+                return False
+            return labels_match(view.state.config.labels, selector)
+
+        unfiltered = ids is None and want_state is None and not selector and not pod
+        return self._cache.entries(self._containers.list(match, ids), full=unfiltered)
+
+
+async def container_stats(containers: ContainerManager, views: list[ContainerView]) -> list[cri.ContainerStats]:
+    root = containers.deps.root  # the writable layers' filesystem, as ImageFsInfo names it
+    return [sconv.container_stats(v, sample, root) for v, sample in await containers.stats(views)]
+
+
+async def pod_stats(containers: ContainerManager, views: list[SandboxView]) -> list[cri.PodSandboxStats]:
+    root = containers.deps.root
+    return [sconv.pod_stats(pod, sample, [sconv.container_stats(v, s, root) for v, s in mine])
+            for pod, sample, mine in await containers.pod_stats(views)]
+
+
+async def container_stats_entries(containers: ContainerManager, f: cri.ContainerStatsFilter) -> list[bytes]:
+    """ListContainerStats and StreamContainerStats."""
+    ids = containers.matching_ids(f.id) if f.id else None
+    selector, pod = dict(f.label_selector), f.pod_sandbox_id
+
+    def match(view: ContainerView) -> bool:
+        return view.state.sandbox_id.startswith(pod) and labels_match(view.state.config.labels, selector)
+
+    return entries(await container_stats(containers, containers.list(match, ids)))
+
+
+async def pod_stats_entries(sandboxes: SandboxManager, containers: ContainerManager,
+                            f: cri.PodSandboxStatsFilter) -> list[bytes]:
+    """ListPodSandboxStats and StreamPodSandboxStats."""
+    ids = sandboxes.matching_ids(f.id) if f.id else None
+    selector = dict(f.label_selector)
+    return entries(await pod_stats(containers, sandboxes.list(lambda v: labels_match(v.state.config.labels, selector), ids)))
