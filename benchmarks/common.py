@@ -81,9 +81,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def busybox_daemon(repo: str, ready_timeout: float = 20.0, **extra: Any) -> Iterator[tuple[Path, str, int]]:
+def busybox_daemon(repo: str, ready_timeout: float = 20.0, test_network: bool = False,
+                   **extra: Any) -> Iterator[tuple[Path, str, int]]:
     """A registry on 127.0.0.1 serving busybox as `repo`:v1 and a daemon that may
-    pull from it (`extra`: more [podrt] keys), in a temp dir: yields (socket, image, daemon pid); afterwards
+    pull from it (`extra`: more [podrt] keys; `test_network`: the tests' CNI
+    bridge network, whose bridge the caller removes), in a temp dir: yields (socket, image, daemon pid); afterwards
     whatever a failed run left is scrubbed (containers outlive the daemon).
     Needs the repo root on sys.path (tests.support), as the scripts set it."""
     from tests.support.daemon import DaemonDirs
@@ -94,6 +96,9 @@ def busybox_daemon(repo: str, ready_timeout: float = 20.0, **extra: Any) -> Iter
     reg, conf = serve_busybox(base, repo)
     try:
         (base / "cni").mkdir()
+        if test_network:
+            from tests.integration.conftest import write_test_conflist
+            write_test_conflist(base / "cni")
         cfg = write_config(base, image={"registries_conf": str(conf)}, **extra)
         proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],
                                 stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))

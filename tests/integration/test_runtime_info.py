@@ -117,20 +117,6 @@ async def test_update_runtime_config_rejects_bad_cidr(shared_daemon: DaemonProce
     assert "10.244.1.0/33" in err.value.message
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda c: c.runtime.list_metric_descriptors(cri.ListMetricDescriptorsRequest()),
-    ],
-    ids=["ListMetricDescriptors"],
-)
-async def test_other_rpcs_answer_unimplemented(shared_daemon: DaemonProcess, call) -> None:  # type: ignore[no-untyped-def]
-    async with connect(shared_daemon.dirs.socket) as c:
-        with pytest.raises(GRPCError) as err:
-            await call(c)
-    assert err.value.status == Status.UNIMPLEMENTED
-
-
 def test_unknown_path_answers_unimplemented_with_content_type(shared_daemon: DaemonProcess) -> None:
     headers = raw_unary(shared_daemon.dirs.socket, "/runtime.v1.RuntimeService/SomeFutureRpc")
     assert headers.get(":status") == "200"

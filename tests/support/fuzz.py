@@ -45,6 +45,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
+from h2.exceptions import StreamClosedError
 
 from podrt.api.runtime import v1 as cri
 
@@ -491,7 +492,10 @@ async def send(channel: Channel, rpc: Rpc, body: bytes, timeout: float) -> tuple
             await stream.send_message(body, end=True)
             if rpc.cardinality is Cardinality.UNARY_STREAM:  # GetContainerEvents never ends: its headers are the answer
                 await stream.recv_initial_metadata()  # raises a refusal sent as trailers only
-                await stream.cancel()
+                try:
+                    await stream.cancel()
+                except StreamClosedError:  # a finite stream (StreamPodSandboxMetrics) may be over already
+                    pass
                 return "OK", "", None
             first = await stream.recv_message()
         return "OK", "", first  # type: ignore[return-value]

@@ -12,18 +12,20 @@ import pytest
 
 from podrt.host import cgroups
 from podrt.host.cgroups import hierarchy, v2
-from podrt.host.cgroups.usage import PressureLine, Usage
+from podrt.host.cgroups.usage import DeviceIo, PressureLine, Usage
 
 V2_FILES = {
     "cgroup.controllers": "cpuset cpu io memory hugetlb pids\n",
     "cpu.stat": "usage_usec 2500\nuser_usec 1500\nsystem_usec 1000\nnr_periods 40\nnr_throttled 7\nthrottled_usec 900\n",
     "memory.current": "10485760\n",
+    "memory.peak": "20971520\n",
     "memory.max": "67108864\n",
-    "memory.stat": "anon 4096000\nfile 6000000\nkernel 1000\ninactive_file 2000000\nactive_file 4000000\npgfault 321\npgmajfault 5\n",
+    "memory.stat": "anon 4096000\nfile 6000000\nfile_mapped 3000\nkernel 1000\ninactive_file 2000000\nactive_file 4000000\npgfault 321\npgmajfault 5\n",
     "memory.events": "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n",
     "memory.swap.current": "8192\n",
     "memory.swap.max": "0\n",
     "pids.current": "3\n",
+    "pids.max": "100\n",
     "io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n253:1 rbytes=100 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
     "hugetlb.2MB.current": "2097152\n",
     "hugetlb.1GB.current": "0\n",
@@ -50,6 +52,8 @@ def test_v2_reader_reads_every_counter(tmp_path: Path) -> None:
     assert (u.limit_hits, u.oom_events, u.oom_kills) == (12, 2, 1)
     assert (u.swap_bytes, u.swap_limit_bytes, u.processes) == (8192, 0, 3)
     assert (u.io_read_bytes, u.io_write_bytes, u.io_reads, u.io_writes) == (4196, 8192, 2, 2)
+    assert u.io_devices == (DeviceIo(8, 0, 4096, 8192, 1, 2), DeviceIo(253, 1, 100, 0, 1, 0))
+    assert (u.memory_max_bytes, u.mapped_file_bytes, u.processes_limit) == (20 << 20, 3000, 100)
     assert u.hugetlb_bytes == (("1GB", 0), ("2MB", 2 << 20))
     assert u.cpu_pressure is not None and u.cpu_pressure.some == PressureLine(1.5, 0.25, 0.05, 12345)
     assert u.cpu_pressure.full.total_us == 99 and u.io_pressure is None  # no io.pressure file: no PSI for io
@@ -82,6 +86,7 @@ def test_v2_parsers() -> None:
     assert v2.single("max\n") is None and v2.single("42\n") == 42 and v2.single(None) is None
     assert v2.flat_keyed("a 1\nb -2\nc x\n") == {"a": 1, "b": -2}
     assert v2.nested_keyed("8:0 rbytes=1 wbytes=2\n") == {"8:0": {"rbytes": "1", "wbytes": "2"}}
+    assert v2.io_devices("8:16 rbytes=5 wios=x\nodd rbytes=1\n") == (DeviceIo(8, 16, read_bytes=5),)
     p = v2.pressure("some avg10=0.10 avg60=0.20 avg300=0.30 total=7\n")  # cpu.pressure before 5.13 has no "full"
     assert p is not None and p.some.total_us == 7 and p.full == PressureLine()
 
@@ -90,14 +95,14 @@ def _v1_tree(root: Path, path: str) -> None:
     rel = path.strip("/")
     _tree(root / "memory" / rel, {
         "memory.usage_in_bytes": "10485760\n", "memory.limit_in_bytes": "9223372036854771712\n",
-        "memory.stat": "cache 1\nrss 2\ntotal_cache 6000000\ntotal_rss 4096000\ntotal_inactive_file 2000000\n"
+        "memory.stat": "cache 1\nrss 2\ntotal_cache 6000000\ntotal_rss 4096000\ntotal_mapped_file 3000\ntotal_inactive_file 2000000\n"
                        "total_pgfault 321\ntotal_pgmajfault 5\n",
-        "memory.failcnt": "12\n", "memory.memsw.usage_in_bytes": "10493952\n",
+        "memory.failcnt": "12\n", "memory.max_usage_in_bytes": "20971520\n", "memory.memsw.usage_in_bytes": "10493952\n",
         "memory.memsw.limit_in_bytes": "9223372036854771712\n",
         "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n", "tasks": "1\n2\n3\n4\n"})
     _tree(root / "cpuacct" / rel, {"cpuacct.usage": "2500000\n", "cpuacct.stat": "user 150\nsystem 100\n"})
     _tree(root / "cpu" / rel, {"cpu.stat": "nr_periods 40\nnr_throttled 7\nthrottled_time 900000\n"})
-    _tree(root / "pids" / rel, {"pids.current": "3\n"})
+    _tree(root / "pids" / rel, {"pids.current": "3\n", "pids.max": "max\n", "cgroup.procs": "1\n2\n"})
     _tree(root / "blkio" / rel, {
         "blkio.throttle.io_service_bytes_recursive": "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Total 12288\nTotal 12288\n",
         "blkio.throttle.io_serviced_recursive": "8:0 Read 1\n8:0 Write 2\n8:0 Total 3\nTotal 3\n"})
@@ -115,6 +120,9 @@ def test_v1_reader_reads_every_counter(tmp_path: Path) -> None:
     assert (u.page_faults, u.major_page_faults, u.limit_bytes, u.limit_hits) == (321, 5, None, 12)  # 2^63 rounded: no limit
     assert (u.oom_kills, u.swap_bytes, u.swap_limit_bytes, u.processes) == (1, 8192, None, 3)  # pids.current, not tasks
     assert (u.io_read_bytes, u.io_write_bytes, u.io_reads, u.io_writes) == (4096, 8192, 1, 2)
+    assert u.io_devices == (DeviceIo(8, 0, 4096, 8192, 1, 2),)  # Sync, Total: not counted twice
+    assert (u.memory_max_bytes, u.mapped_file_bytes, u.processes_limit) == (20 << 20, 3000, None)  # pids.max "max"
+    assert cgroups.procs("/podrt/podrt-abc", root=tmp_path) == [1, 2] and cgroups.procs("/gone", root=tmp_path) == []
     assert u.hugetlb_bytes == (("2MB", 2 << 20),) and u.cpu_pressure is None
     assert cgroups.oom_killed("/podrt/podrt-abc", root=tmp_path)
     assert cgroups.read_usage("/podrt/gone", root=tmp_path) is None

@@ -92,6 +92,7 @@ EXPECTED_DEFAULTS = {
             "metrics_host": "127.0.0.1",
             "metrics_port": 9090,
         },
+        "stats": {"included_pod_metrics": [], "collection_period": 1.0},
         "debug": {"fault_points": [], "stream_token_ttl": 60.0},
     }
 }
@@ -597,3 +598,18 @@ def test_unreadable_path(tmp_path):
     directory.mkdir()
     msg = load_error(directory)
     assert msg.startswith(f"{directory}: cannot read"), msg
+
+
+def test_pod_metric_groups(main: Path) -> None:
+    """CRI-O's included_pod_metrics: its group names, or "all" alone; unknown names are refused."""
+    write(main, '[podrt.stats]\nincluded_pod_metrics = ["cpu", "network"]\n')
+    assert load_config(main).stats.pod_metric_groups == {"cpu", "network"}
+    write(main, '[podrt.stats]\nincluded_pod_metrics = ["all"]\ncollection_period = 0\n')
+    loaded = load_config(main).stats
+    assert "diskIO" in loaded.pod_metric_groups and len(loaded.pod_metric_groups) == 10 and loaded.collection_period == 0
+    write(main, '[podrt.stats]\nincluded_pod_metrics = ["cpu", "gpu"]\n')
+    assert 'podrt.stats.included_pod_metrics[1]: must be one of "cpu"' in load_error(main)
+    write(main, '[podrt.stats]\nincluded_pod_metrics = ["all", "cpu"]\n')
+    assert '"all" must be the only group' in load_error(main)
+    write(main, '[podrt.stats]\ncollection_period = -1\n')
+    assert "podrt.stats.collection_period: must be between 0 and 3600" in load_error(main)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri import sandbox_convert as conv
-from podrt.cri.listcache import ListCache, _varint, chunk_bounds, chunked, entries, whole
+from podrt.cri.listcache import ListCache, chunk_bounds, chunked, entries, varint, whole
 from podrt.model.sandbox import SandboxConfig
 from podrt.sandbox.manager import SandboxView
 from podrt.state.records import SandboxState
@@ -47,7 +47,7 @@ def test_state_change_is_not_served_stale() -> None:
 
 
 def test_varint() -> None:
-    assert [_varint(n) for n in (0, 1, 127, 128, 300, 16384)] == [b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02", b"\x80\x80\x01"]
+    assert [varint(n) for n in (0, 1, 127, 128, 300, 16384)] == [b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02", b"\x80\x80\x01"]
 
 
 def test_image_list_encoding() -> None:

@@ -9,6 +9,7 @@ import betterproto
 import pytest
 
 from podrt.api.runtime import v1 as cri
+from podrt.config import Config
 from podrt.container.events import EventBus
 from podrt.cri.image import ImageService
 from podrt.cri.runtime import RuntimeService
@@ -41,7 +42,8 @@ def test_generated_services_expose_every_schema_rpc() -> None:
 
 def test_our_services_keep_every_path() -> None:
     """The podrt service classes (not just the bases) serve all 41 paths."""
-    containers = types.SimpleNamespace(events=EventBus(1))  # the service installs its event renderer
+    # the service installs its event renderer, and reads the metrics' configuration
+    containers = types.SimpleNamespace(events=EventBus(1), deps=types.SimpleNamespace(config=Config()))
     paths = set(RuntimeService.__mapping__(RuntimeService(None, None, containers, None, 1)))  # type: ignore[arg-type]
     paths |= set(ImageService(None, None, 1).__mapping__())  # type: ignore[arg-type]
     assert paths == _served_paths()

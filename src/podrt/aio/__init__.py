@@ -102,3 +102,27 @@ class SharedTask(Generic[T]):
                 continue
         if not self._task.cancelled() and (exc := self._task.exception()) is not None:
             log.debug("%s, abandoned by its callers, failed too: %s", self._task.get_name(), exc)
+
+
+class Recent(Generic[T]):
+    """What `produce` made, reused for `period` seconds (counted from the start
+    of the pass that made it); callers arriving while a pass runs share that
+    pass (SharedTask), so N concurrent callers cost one."""
+
+    def __init__(self, produce: Callable[[], Coroutine[Any, Any, T]], period: float, name: str) -> None:
+        self._produce, self._period, self._name = produce, period, name
+        self._made: tuple[float, T] | None = None
+        self._pass: SharedTask[T] | None = None
+
+    async def get(self) -> T:
+        loop = asyncio.get_running_loop()
+        if self._made is not None and loop.time() - self._made[0] < self._period:
+            return self._made[1]
+        if self._pass is None or self._pass.done():
+            self._pass = SharedTask(self._make(loop.time()), self._name)
+        return await self._pass.wait()
+
+    async def _make(self, started: float) -> T:
+        value = await self._produce()
+        self._made = (started, value)
+        return value

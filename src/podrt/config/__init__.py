@@ -31,10 +31,11 @@ from podrt.config.schema import (
     NetworkConfig,
     RuntimeConfig,
     RuntimeHandler,
+    StatsConfig,
 )
 
 __all__ = [
     "DEFAULT_CONFIG_PATH", "DROPIN_DIRNAME", "ApiConfig", "Config", "ConfigError", "DebugConfig", "ImageConfig",
-    "MetricsConfig", "NetworkConfig", "RuntimeConfig", "RuntimeHandler", "UnknownRuntimeHandler",
+    "MetricsConfig", "NetworkConfig", "RuntimeConfig", "RuntimeHandler", "StatsConfig", "UnknownRuntimeHandler",
     "dump_config", "load_config",
 ]

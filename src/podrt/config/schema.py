@@ -156,6 +156,23 @@ class MetricsConfig:
     metrics_port: int = setting(9090, in_range(1, 65535))
 
 
+# CRI-O's groups of ListPodSandboxMetrics' metrics (its [crio.stats] included_pod_metrics)
+POD_METRIC_GROUPS = ("cpu", "disk", "diskIO", "hugetlb", "memory", "network", "oom", "process", "spec", "pressure")
+
+
+@attrs.frozen
+class StatsConfig:
+    # ListPodSandboxMetrics: the groups collected; [] only container_last_seen (as CRI-O), ["all"] every group
+    included_pod_metrics: tuple[str, ...] = setting((), each(one_of(*POD_METRIC_GROUPS, "all")), check(
+        lambda v: "all" not in v or len(v) == 1, '"all" must be the only group'))
+    # a collection serves every call for this long (seconds); 0: each call collects (concurrent ones share the pass)
+    collection_period: float = setting(1.0, in_range(0, 3600))
+
+    @property
+    def pod_metric_groups(self) -> frozenset[str]:
+        return frozenset(POD_METRIC_GROUPS if self.included_pod_metrics == ("all",) else self.included_pod_metrics)
+
+
 @attrs.frozen
 class DebugConfig:
     fault_points: tuple[str, ...] = setting((), each(matches(
@@ -175,6 +192,7 @@ class Config:
     image: ImageConfig = attrs.field(factory=ImageConfig)
     network: NetworkConfig = attrs.field(factory=NetworkConfig)
     metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
+    stats: StatsConfig = attrs.field(factory=StatsConfig)
     debug: DebugConfig = attrs.field(factory=DebugConfig)
 
     def __attrs_post_init__(self) -> None:

@@ -5,7 +5,8 @@ CRI-O's server/ and containerd's internal/cri/server keep them):
 - lifecycle.py: start, stop, remove, update resources, reopen log; a pod's stop and removal
 - streams.py: ExecSync, the targets of Exec and Attach, the streaming sessions' calls
 - status.py: status derivation from conmon's exit file, views, ContainerStatus' verbose info
-- exits.py: the exit watcher; stats.py: usage; recovery.py: restore after a restart
+- exits.py: the exit watcher; stats.py: usage; metrics.py: the readings of
+  ListPodSandboxMetrics; recovery.py: restore after a restart
 - checkpoint.py: CheckpointContainer (cri/ calls `checkpoints` directly)
 
 A container's state lives in memory (one StateStore, shared by these parts)
@@ -23,6 +24,7 @@ from podrt.container.create import OWN_KINDS, ContainerCreator
 from podrt.container.events import EventBus
 from podrt.container.exits import ExitWatcher
 from podrt.container.lifecycle import ContainerLifecycle
+from podrt.container.metrics import PodMetrics
 from podrt.container.recovery import ContainerRecovery
 from podrt.container.stats import ContainerUsage, PodSample, Sample
 from podrt.container.status import ContainerStatuses, ContainerView
@@ -49,6 +51,7 @@ class ContainerManager:
         self._table = StateStore(deps.ids, "container", deps.root / "containers", CONTAINER_FORMAT)
         self.statuses = ContainerStatuses(deps, self._table)
         self.usage = ContainerUsage(deps, self.statuses)
+        self.metrics = PodMetrics(deps, self.statuses)  # ListPodSandboxMetrics' readings (cri/metrics.py)
         self.exits = ExitWatcher(deps, self._table, events)
         self.creator = ContainerCreator(deps, self._table, self.statuses, sandboxes=sandboxes, images=images,
                                         events=events, journal=journal, faults=faults, observer=observer)

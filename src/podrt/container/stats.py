@@ -32,9 +32,10 @@ class Sample:
     nano_cores: int | None = None
 
 
-def read(container_id: str, cgroups_path: str, upper: Path) -> Sample:
-    """Blocking (a cgroup read, a walk of the writable layer): run it in a thread."""
-    used, inodes = disk_usage([upper])
+def read(container_id: str, cgroups_path: str, upper: Path | None) -> Sample:
+    """Blocking (a cgroup read, a walk of the writable layer unless `upper` is
+    None): run it in a thread."""
+    used, inodes = disk_usage([upper]) if upper is not None else (0, 0)
     return Sample(container_id, time.time_ns(), cgroups.read_usage(cgroups_path), used, inodes)
 
 

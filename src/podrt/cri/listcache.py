@@ -22,7 +22,12 @@ V = TypeVar("V")
 _LIST_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited): the list of every List/Stream response
 
 
-def _varint(n: int) -> bytes:
+_ONE_BYTE = [bytes([n]) for n in range(0x80)]
+
+
+def varint(n: int) -> bytes:
+    if n < 0x80:
+        return _ONE_BYTE[n]
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -36,7 +41,7 @@ def _varint(n: int) -> bytes:
 
 def entry(body: bytes) -> bytes:
     """One item's encoding as an element of field 1."""
-    return _LIST_TAG + _varint(len(body)) + body
+    return _LIST_TAG + varint(len(body)) + body
 
 
 def entries(messages: Iterable[betterproto.Message]) -> list[bytes]:

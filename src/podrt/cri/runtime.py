@@ -2,10 +2,11 @@
 
 One grpclib servicer composed of one mixin per RPC group, each in its own
 module: pods.py, containers.py, events.py (GetContainerEvents), streams.py
-(Exec, Attach, PortForward), stats.py, liststreams.py (the Stream* lists)
-and runtime_info.py. The generated base comes last: every RPC none of them
-defines answers UNIMPLEMENTED. The hooks (cri/hooks.py: metrics, error
-mapping) wrap each call by its path, whichever mixin serves it.
+(Exec, Attach, PortForward), stats.py, liststreams.py (the Stream* lists),
+metrics.py (the CRI metrics) and runtime_info.py. The generated base comes
+last: every RPC none of them defines answers UNIMPLEMENTED. The hooks
+(cri/hooks.py: metrics, error mapping) wrap each call by its path, whichever
+mixin serves it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from podrt.cri.containers import ContainerRpcs
 from podrt.cri.events import EventRpcs
 from podrt.cri.lists import ContainerList, PodList
 from podrt.cri.liststreams import ListStreamRpcs
+from podrt.cri.metrics import MetricRpcs
 from podrt.cri.pods import PodRpcs
 from podrt.cri.runtime_info import RuntimeInfoRpcs
 from podrt.cri.stats import StatsRpcs
@@ -27,7 +29,7 @@ from podrt.sandbox.manager import SandboxManager
 from podrt.streaming.server import StreamServer
 
 
-class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, ListStreamRpcs, RuntimeInfoRpcs,
+class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, ListStreamRpcs, MetricRpcs, RuntimeInfoRpcs,
                      cri.RuntimeServiceBase):
     def __init__(self, status: RuntimeStatusManager, sandboxes: SandboxManager, containers: ContainerManager,
                  streams: StreamServer, chunk_size: int) -> None:
@@ -40,6 +42,7 @@ class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, L
         self._container_list = ContainerList(containers)
         self._chunk_size = chunk_size
         self._init_events()
+        self._init_metrics()
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         """GetContainerEvents gets a handler with the stream in hand (the

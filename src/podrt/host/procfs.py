@@ -75,3 +75,59 @@ def pid_running(pid: int) -> bool:
     """True while the process exists and is not a zombie (an unreaped orphan counts as gone)."""
     st = stat(pid)
     return st is not None and st.state not in ("Z", "X")
+
+
+@attrs.frozen
+class NetDev:
+    """One interface's counters in /proc/<pid>/net/dev (the netns the process is in)."""
+
+    name: str
+    rx_bytes: int
+    rx_packets: int
+    rx_errors: int
+    rx_dropped: int
+    tx_bytes: int
+    tx_packets: int
+    tx_errors: int
+    tx_dropped: int
+
+
+def parse_net_dev(text: str) -> list[NetDev]:
+    """Two header lines, then `name: <8 receive columns> <8 transmit columns>`."""
+    out = []
+    for line in text.splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        cols = rest.split()
+        if len(cols) >= 16 and all(c.isdigit() for c in cols[:16]):
+            n = [int(c) for c in cols[:16]]
+            out.append(NetDev(name.strip(), n[0], n[1], n[2], n[3], n[8], n[9], n[10], n[11]))
+    return out
+
+
+def net_dev(pid: int, netns: str) -> list[NetDev] | None:
+    """The interfaces of the network namespace pinned at `netns`, read through
+    `pid` (a process in it: no setns, no netlink); None if `pid` is gone or in
+    another namespace (its pid reused)."""
+    try:
+        ours, theirs = os.stat(netns), os.stat(f"/proc/{pid}/ns/net")
+        if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
+            return None
+        return parse_net_dev(Path(f"/proc/{pid}/net/dev").read_text())
+    except OSError:
+        return None
+
+
+def open_files(pid: int) -> tuple[int, int]:
+    """(open file descriptors, of which sockets) of a process; (0, 0) once it is gone."""
+    fds = sockets = 0
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0, 0
+    for name in names:
+        fds += 1
+        try:
+            sockets += os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:")
+        except OSError:  # closed meanwhile
+            fds -= 1
+    return fds, sockets

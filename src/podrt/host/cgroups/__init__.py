@@ -16,13 +16,13 @@ from podrt.host.cgroups.paths import (
                                  sandbox_cgroup,
                                  shared_parent,
 )
-from podrt.host.cgroups.reader import oom_killed
+from podrt.host.cgroups.reader import oom_killed, procs
 from podrt.host.cgroups.reader import read as read_usage
 from podrt.host.cgroups.tree import create, exists, kill_procs, remove
-from podrt.host.cgroups.usage import Pressure, PressureLine, Usage, total
+from podrt.host.cgroups.usage import DeviceIo, Pressure, PressureLine, Usage, total
 
 __all__ = [
-    "CGROUP_ROOT", "DEFAULT_CGROUPFS_PARENT", "DEFAULT_SYSTEMD_PARENT", "Hierarchy", "Pressure", "PressureLine", "Usage",
-    "available", "conmon_cgroup", "create", "exists", "fs_path", "kill_procs", "mode", "oom_killed", "parent_dir", "read_usage",
+    "CGROUP_ROOT", "DEFAULT_CGROUPFS_PARENT", "DEFAULT_SYSTEMD_PARENT", "DeviceIo", "Hierarchy", "Pressure", "PressureLine", "Usage",
+    "available", "conmon_cgroup", "create", "exists", "fs_path", "kill_procs", "mode", "oom_killed", "parent_dir", "procs", "read_usage",
     "remove", "sandbox_cgroup", "shared_parent", "swap_accounting", "total", "unified",
 ]

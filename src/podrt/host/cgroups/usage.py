@@ -29,6 +29,18 @@ class Pressure:
 
 
 @attrs.frozen
+class DeviceIo:
+    """One block device's I/O counters (v2 io.stat, v1 blkio.throttle.*_recursive)."""
+
+    major: int
+    minor: int
+    read_bytes: int = 0
+    write_bytes: int = 0
+    reads: int = 0
+    writes: int = 0
+
+
+@attrs.frozen
 class Usage:
     cpu_ns: int = 0  # cumulative CPU time
     cpu_user_ns: int = 0
@@ -37,9 +49,11 @@ class Usage:
     cpu_throttled_periods: int = 0
     cpu_throttled_ns: int = 0
     memory_bytes: int = 0  # usage, page cache included
+    memory_max_bytes: int = 0  # the usage's high-water mark (v1 max_usage_in_bytes, v2 memory.peak; 0: not kept)
     working_set_bytes: int = 0  # usage less inactive file pages (what eviction watches)
     rss_bytes: int = 0  # anonymous memory
     cache_bytes: int = 0  # file pages
+    mapped_file_bytes: int = 0  # file pages mapped into processes
     page_faults: int = 0
     major_page_faults: int = 0
     limit_bytes: int | None = None  # None: no limit
@@ -48,15 +62,23 @@ class Usage:
     oom_kills: int = 0
     swap_bytes: int | None = None  # None: swap is not accounted on this host
     swap_limit_bytes: int | None = None
-    processes: int = 0
+    processes: int = 0  # pids.current: tasks (threads included), as runc reports them
+    processes_limit: int | None = None  # pids.max; None: no limit
     io_read_bytes: int = 0
     io_write_bytes: int = 0
     io_reads: int = 0
     io_writes: int = 0
+    io_devices: tuple[DeviceIo, ...] = ()  # the same, per device (a pod's total leaves them out)
     hugetlb_bytes: tuple[tuple[str, int], ...] = ()  # ("2MB", bytes in use), per page size
     cpu_pressure: Pressure | None = None  # v2 with PSI only
     memory_pressure: Pressure | None = None
     io_pressure: Pressure | None = None
+
+
+def io_totals(devices: tuple[DeviceIo, ...]) -> tuple[int, int, int, int]:
+    """(read bytes, written bytes, reads, writes) summed over every device."""
+    return (sum(d.read_bytes for d in devices), sum(d.write_bytes for d in devices),
+            sum(d.reads for d in devices), sum(d.writes for d in devices))
 
 
 COUNTERS = tuple(f.name for f in attrs.fields(Usage) if type(f.default) is int)  # the fields that add up

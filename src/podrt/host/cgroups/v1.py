@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cgroupspy.nodes import Node  # type: ignore[import-untyped]
 
-from podrt.host.cgroups.usage import Usage
+from podrt.host.cgroups.usage import DeviceIo, Usage, io_totals
 
 UNLIMITED = 1 << 62  # v1 shows "no limit" as a page-rounded 2^63-1
 USER_HZ = os.sysconf("SC_CLK_TCK")  # cpuacct.stat counts in these ticks
@@ -33,19 +33,27 @@ def _int_file(path: Path) -> int | None:
         return None
 
 
-def _blkio(d: Path) -> tuple[int, int, int, int]:
-    """(read bytes, written bytes, reads, writes) from `<dev> Read <n>` lines, every device."""
-    sums = [0, 0, 0, 0]
-    for n, name in ((0, "io_service_bytes"), (2, "io_serviced")):
-        try:
-            text = (d / f"blkio.throttle.{name}_recursive").read_text()
-        except OSError:
-            continue
+def blkio_devices(service_bytes: str, serviced: str) -> tuple[DeviceIo, ...]:
+    """Per device, from the `<major>:<minor> Read|Write <n>` lines of
+    blkio.throttle.io_service_bytes_recursive and io_serviced_recursive."""
+    found: dict[tuple[int, int], list[int]] = {}
+    for base, text in ((0, service_bytes), (2, serviced)):
         for line in text.splitlines():
             words = line.split()
-            if len(words) == 3 and words[1] in ("Read", "Write"):
-                sums[n + (words[1] == "Write")] += int(words[2])
-    return sums[0], sums[1], sums[2], sums[3]
+            major, _, minor = words[0].partition(":") if words else ("", "", "")
+            if len(words) == 3 and words[1] in ("Read", "Write") and major.isdigit() and minor.isdigit() and words[2].isdigit():
+                found.setdefault((int(major), int(minor)), [0, 0, 0, 0])[base + (words[1] == "Write")] += int(words[2])
+    return tuple(DeviceIo(major, minor, *counts) for (major, minor), counts in found.items())
+
+
+def _blkio(d: Path) -> tuple[DeviceIo, ...]:
+    texts = []
+    for name in ("io_service_bytes", "io_serviced"):
+        try:
+            texts.append((d / f"blkio.throttle.{name}_recursive").read_text())
+        except OSError:
+            texts.append("")
+    return blkio_devices(texts[0], texts[1])
 
 
 def _hugetlb(d: Path) -> tuple[tuple[str, int], ...]:
@@ -75,7 +83,8 @@ def read(path: str, root: Path) -> Usage | None:
             swap_limit = both - limit if both is not None and limit is not None else None
         oom_kills = int(memory.oom_control.get("oom_kill", 0))
         processes = _int_file(root / "pids" / rel / "pids.current")
-        io = _blkio(root / "blkio" / rel)
+        devices = _blkio(root / "blkio" / rel)
+        io = io_totals(devices)
         return Usage(
             cpu_ns=acct.usage,
             cpu_user_ns=ticks.get("user", 0) * 1_000_000_000 // USER_HZ,
@@ -84,9 +93,11 @@ def read(path: str, root: Path) -> Usage | None:
             cpu_throttled_periods=throttling.get("nr_throttled", 0),
             cpu_throttled_ns=throttling.get("throttled_time", 0),
             memory_bytes=used,
+            memory_max_bytes=memory.max_usage_in_bytes,
             working_set_bytes=max(0, used - stat.get("total_inactive_file", 0)),
             rss_bytes=stat.get("total_rss", 0),
             cache_bytes=stat.get("total_cache", 0),
+            mapped_file_bytes=stat.get("total_mapped_file", 0),
             page_faults=stat.get("total_pgfault", 0),
             major_page_faults=stat.get("total_pgmajfault", 0),
             limit_bytes=limit,
@@ -96,7 +107,8 @@ def read(path: str, root: Path) -> Usage | None:
             swap_bytes=swap,
             swap_limit_bytes=swap_limit,
             processes=processes if processes is not None else len(memory.tasks),
-            io_read_bytes=io[0], io_write_bytes=io[1], io_reads=io[2], io_writes=io[3],
+            processes_limit=_int_file(root / "pids" / rel / "pids.max"),
+            io_read_bytes=io[0], io_write_bytes=io[1], io_reads=io[2], io_writes=io[3], io_devices=devices,
             hugetlb_bytes=_hugetlb(root / "hugetlb" / rel),
         )
     except (OSError, ValueError, AttributeError):  # gone while read

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from podrt.host.cgroups.usage import Pressure, PressureLine, Usage
+from podrt.host.cgroups.usage import DeviceIo, Pressure, PressureLine, Usage, io_totals
 
 
 def _text(path: Path) -> str | None:
@@ -61,14 +61,19 @@ def pressure(text: str | None) -> Pressure | None:
     return Pressure(some=lines["some"], full=lines.get("full", PressureLine()))
 
 
-def _io_totals(text: str | None) -> tuple[int, int, int, int]:
-    """(read bytes, written bytes, reads, writes) summed over every device."""
-    sums = [0, 0, 0, 0]
-    for fields in nested_keyed(text).values():
-        for n, key in enumerate(("rbytes", "wbytes", "rios", "wios")):
-            value = fields.get(key, "0")
-            sums[n] += int(value) if value.isdigit() else 0
-    return sums[0], sums[1], sums[2], sums[3]
+def io_devices(text: str | None) -> tuple[DeviceIo, ...]:
+    """io.stat's lines ("8:0 rbytes=1 wbytes=2 rios=3 wios=4 ..."), one per device."""
+    def count(fields: dict[str, str], key: str) -> int:
+        value = fields.get(key, "0")
+        return int(value) if value.isdigit() else 0
+
+    out = []
+    for device, fields in nested_keyed(text).items():
+        major, _, minor = device.partition(":")
+        if major.isdigit() and minor.isdigit():
+            out.append(DeviceIo(int(major), int(minor), count(fields, "rbytes"), count(fields, "wbytes"),
+                                count(fields, "rios"), count(fields, "wios")))
+    return tuple(out)
 
 
 def _hugetlb(d: Path) -> tuple[tuple[str, int], ...]:
@@ -85,7 +90,8 @@ def read(path: str, root: Path) -> Usage | None:
     events = flat_keyed(_text(d / "memory.events"))
     current = single(_text(d / "memory.current")) or 0
     swap_max = _text(d / "memory.swap.max")
-    io = _io_totals(_text(d / "io.stat"))
+    devices = io_devices(_text(d / "io.stat"))
+    io = io_totals(devices)
     usage = Usage(
         cpu_ns=c.get("usage_usec", 0) * 1000,
         cpu_user_ns=c.get("user_usec", 0) * 1000,
@@ -94,9 +100,11 @@ def read(path: str, root: Path) -> Usage | None:
         cpu_throttled_periods=c.get("nr_throttled", 0),
         cpu_throttled_ns=c.get("throttled_usec", 0) * 1000,
         memory_bytes=current,
+        memory_max_bytes=single(_text(d / "memory.peak")) or 0,
         working_set_bytes=max(0, current - mem.get("inactive_file", 0)),
         rss_bytes=mem.get("anon", 0),
         cache_bytes=mem.get("file", 0),
+        mapped_file_bytes=mem.get("file_mapped", 0),
         page_faults=mem.get("pgfault", 0),
         major_page_faults=mem.get("pgmajfault", 0),
         limit_bytes=single(_text(d / "memory.max")),
@@ -106,7 +114,8 @@ def read(path: str, root: Path) -> Usage | None:
         swap_bytes=(single(_text(d / "memory.swap.current")) or 0) if swap_max is not None else None,
         swap_limit_bytes=single(swap_max),
         processes=single(_text(d / "pids.current")) or 0,
-        io_read_bytes=io[0], io_write_bytes=io[1], io_reads=io[2], io_writes=io[3],
+        processes_limit=single(_text(d / "pids.max")),
+        io_read_bytes=io[0], io_write_bytes=io[1], io_reads=io[2], io_writes=io[3], io_devices=devices,
         hugetlb_bytes=_hugetlb(d),
         cpu_pressure=pressure(_text(d / "cpu.pressure")),
         memory_pressure=pressure(_text(d / "memory.pressure")),
