@@ -28,6 +28,7 @@ V2_FILES = {
     "pids.max": "100\n",
     "io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n253:1 rbytes=100 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
     "hugetlb.2MB.current": "2097152\n",
+    "hugetlb.2MB.rsvd.current": "4194304\n",  # reservations (5.7+): not the usage
     "hugetlb.1GB.current": "0\n",
     "cpu.pressure": "some avg10=1.50 avg60=0.25 avg300=0.05 total=12345\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=99\n",
     "memory.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",

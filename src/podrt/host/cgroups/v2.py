@@ -77,7 +77,9 @@ def io_devices(text: str | None) -> tuple[DeviceIo, ...]:
 
 
 def _hugetlb(d: Path) -> tuple[tuple[str, int], ...]:
-    return tuple((f.name.split(".")[1], single(_text(f)) or 0) for f in sorted(d.glob("hugetlb.*.current")))
+    """hugetlb.<size>.current, per page size (not the reservations' hugetlb.<size>.rsvd.current)."""
+    return tuple((f.name.split(".")[1], single(_text(f)) or 0) for f in sorted(d.glob("hugetlb.*.current"))
+                 if f.name.count(".") == 2)
 
 
 def read(path: str, root: Path) -> Usage | None:
