@@ -494,7 +494,7 @@ async def send(channel: Channel, rpc: Rpc, body: bytes, timeout: float) -> tuple
                 await stream.recv_initial_metadata()  # raises a refusal sent as trailers only
                 try:
                     await stream.cancel()
-                except StreamClosedError:  # a finite stream (StreamPodSandboxMetrics) may be over already
+                except StreamClosedError:  # a finite stream (the Stream* RPCs) may be over already
                     pass
                 return "OK", "", None
             first = await stream.recv_message()

@@ -35,7 +35,7 @@ class MetricRpcs(RpcGroup):
 
     async def list_pod_sandbox_metrics(self, list_pod_sandbox_metrics_request: cri.ListPodSandboxMetricsRequest
                                        ) -> cri.ListPodSandboxMetricsResponse:
-        return whole(cri.ListPodSandboxMetricsResponse, await self._pod_metrics.get())  # type: ignore[no-any-return]
+        return whole(cri.ListPodSandboxMetricsResponse, await self._pod_metrics.get())
 
     async def stream_pod_sandbox_metrics(self, stream_pod_sandbox_metrics_request: cri.StreamPodSandboxMetricsRequest
                                          ) -> AsyncIterator[cri.StreamPodSandboxMetricsResponse]:
