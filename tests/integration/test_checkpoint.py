@@ -24,19 +24,23 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
+from tests.integration.conftest import _network_dirs
 from tests.integration.test_containers import (
     _config,
     _create,
     _exec,
     _module_daemon,
+    _no_traceback,
     _pod,
     _remove_pod,
     _running,
+    _start,
     _status,
     _wait_exit,
 )
 from tests.support.client import CriClient, connect
 from tests.support.daemon import DaemonProcess
+from tests.support.leaks import audit_daemon_dirs
 from tests.support.registry import BUSYBOX, REGISTRY_BIN, Registry
 from tests.support.slow import FACTOR
 
@@ -170,6 +174,76 @@ async def test_checkpoint_of_a_running_container(daemon: DaemonProcess, registry
         assert annotations["io.kubernetes.cri.sandbox-namespace"] == "test"
         assert written == b"checkpointed\n" and "/etc/group" in deleted
         assert not any(n in ("etc/hosts", "etc/resolv.conf", "dev", "proc") for n in diff_names), diff_names
-        assert [p.name for p in tmp_path.iterdir()] == ["ckpt.tar"]  # no partial one beside it
+        unpacked = tmp_path / "unpacked"
+        with tarfile.open(archive) as tar:
+            tar.extractall(unpacked, filter="tar")
+        ps = subprocess.run(["crit", "x", str(unpacked / "checkpoint"), "ps"], capture_output=True, text=True, timeout=60)
+        assert ps.returncode == 0 and "sh" in ps.stdout, ps  # CRIU's own reader takes the images
+        again = tmp_path / "again.tar"
+        t = time.perf_counter()
+        await _checkpoint(c, cid, again)
+        print(f"a second checkpoint (criu check answered already): {(time.perf_counter() - t) * 1000:.0f} ms")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["again.tar", "ckpt.tar", "unpacked"]  # no partial one
+        print("\n".join(line for line in daemon.log().splitlines() if "checkpointed container" in line))
         _nothing_left(daemon, cid)
         await _remove_pod(c, pod[0])
+
+
+@pytest.mark.cgroups
+async def test_checkpoint_past_its_timeout(daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:
+    """40 MB of random bytes in the container's /dev (a tmpfs, which CRIU
+    packs with gzip) take longer than the shortest timeout, 1 s: the dump is
+    killed, DEADLINE_EXCEEDED, nothing written, the container resumed."""
+    check = _criu_check()
+    if check.returncode != 0:
+        pytest.skip(f"criu check fails on this kernel ({'; '.join(check.stderr.strip().splitlines())})")
+    async with connect(daemon.dirs.socket) as c:
+        pod = await _pod(c)
+        script = ("head -c 40000000 /dev/urandom > /dev/big; n=0; "
+                  "while true; do n=$((n+1)); echo $n > /tmp/n; sleep 0.1; done")
+        cid = await _create(c, pod, _config(registry, "ckpt-slow", command=["/bin/sh", "-c", script]))
+        await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
+        while (await _exec(c, cid, "cat", "/tmp/n")).exit_code != 0:
+            await asyncio.sleep(0.1)
+        out = tmp_path / "out"
+        out.mkdir()
+        t = time.perf_counter()
+        err = await _refused(c, cid, out / "ckpt.tar", timeout=1)
+        took = time.perf_counter() - t
+        print(f"\ntimed out after {took * 1000:.0f} ms")
+        assert err.status == Status.DEADLINE_EXCEEDED and "1s" in (err.message or ""), err
+        assert (await _status(c, cid)).state == cri.ContainerState.CONTAINER_RUNNING
+        before = int((await _exec(c, cid, "cat", "/tmp/n")).stdout)
+        await asyncio.sleep(0.5 * FACTOR)
+        assert int((await _exec(c, cid, "cat", "/tmp/n")).stdout) > before  # resumed, not left frozen
+        _nothing_left(daemon, cid, out)
+        await _remove_pod(c, pod[0])
+
+
+async def test_a_checkpoint_cut_short_by_the_daemons_end_is_undone_at_start(registry: Registry) -> None:
+    """What a daemon killed amid a checkpoint leaves (the container paused, the
+    temporary dir beside its files; made here with runc, as no kernel here need
+    run CRIU): the next start resumes the container and removes the dir."""
+    with _network_dirs() as d:
+        proc = await _start(d, registry)
+        try:
+            async with connect(d.socket) as c:
+                pod = await _pod(c)
+                cid = await _running(c, registry, pod, "ckpt-cut")
+            runc = ["/usr/sbin/runc", "--root", str(d.runroot / "runc")]
+            subprocess.run([*runc, "pause", cid], check=True, timeout=30)
+            work = d.root / "containers" / cid / "checkpoint-x1y2"
+            (work / "checkpoint").mkdir(parents=True)
+            (work / "checkpoint" / "pages-1.img").write_bytes(b"\0" * 4096)
+            proc.kill()
+            proc = DaemonProcess(d).start()
+            state = json.loads(subprocess.run([*runc, "state", cid], capture_output=True, text=True, check=True).stdout)
+            assert state["status"] == "running" and not work.exists()
+            async with connect(d.socket) as c:
+                assert (await _status(c, cid)).state == cri.ContainerState.CONTAINER_RUNNING
+                assert (await _exec(c, cid, "true")).exit_code == 0
+                await _remove_pod(c, pod[0])
+            _no_traceback(proc)
+        finally:
+            proc.stop()
+        assert audit_daemon_dirs(d) == {}

@@ -46,7 +46,7 @@ from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, 
 from podrt.host import overlay
 from podrt.model.container import ContainerStatus
 from podrt.oci.criu import CriuSupport
-from podrt.oci.runtime import RuntimeRefused
+from podrt.oci.runtime import OciRuntimeError, RuntimeRefused
 from podrt.sandbox.manager import SandboxManager
 from podrt.state.records import ContainerState
 from podrt.state.store import StateStore
@@ -108,29 +108,55 @@ class ContainerCheckpoints:
             work = Path(tempfile.mkdtemp(prefix="checkpoint-", dir=self.deps.container_dir(container_id)))
             try:
                 async with asyncio.timeout(budget):
-                    await self._dump(state, work, target, budget)
+                    took = await self._dump(state, work, target, budget)
             except TimeoutError:
                 raise DeadlineExceeded(f"checkpoint of container {container_id} did not finish in its {budget:g}s; "
                                        f"nothing was written to {target}") from None
             finally:
                 if await await_shielded(asyncio.ensure_future(asyncio.to_thread(shutil.rmtree, work, True))):
                     raise asyncio.CancelledError
-        log.info("checkpointed container %s into %s", container_id, target)
+        log.info("checkpointed container %s into %s in %s", container_id, target, took)
 
-    async def _dump(self, state: ContainerState, work: Path, target: Path, budget: float) -> None:
+    async def recover(self, states: list[ContainerState]) -> None:
+        """At start, after a daemon that died amid a checkpoint: the container
+        it paused is resumed (podrt pauses nothing else), its temporary dir goes.
+        A partial archive stays at its hidden name: where was not recorded."""
+        for state in states:
+            left = list(self.deps.container_dir(state.id).glob("checkpoint-*"))
+            if not left or state.id not in self._table:
+                continue
+            log.warning("container %s: a checkpoint was cut short by the daemon's end; resuming it", state.id)
+            try:
+                await runtime_for(self.deps.runtimes, state.runtime_handler).pause(state.id, resume=True)
+            except (OciRuntimeError, FailedPrecondition) as exc:  # not paused (it was resumed already), or gone
+                log.info("container %s: %s", state.id, exc)
+            for work in left:
+                await asyncio.to_thread(shutil.rmtree, work, True)
+
+    async def _dump(self, state: ContainerState, work: Path, target: Path, budget: float) -> str:
+        """The checkpoint; what its phases took, for the log."""
         runtime = runtime_for(self.deps.runtimes, state.runtime_handler)
+        start = time.monotonic()
         spec = await _in_thread(self._write_metadata, state, work)
-        await runtime.pause(state.id)
+        try:
+            await runtime.pause(state.id)
+        except OciRuntimeError as exc:  # it exited meanwhile
+            raise FailedPrecondition(f"container {state.id} cannot be paused for its checkpoint: {exc}") from None
+        paused = time.monotonic()
         try:
             try:  # the runtime's own limit is a backstop: the caller's timeout ends it first
                 await runtime.checkpoint(state.id, image_path=work / "checkpoint", work_path=work, timeout=budget + 5)
             except RuntimeRefused as exc:
                 raise FailedPrecondition(f"{exc}{_dump_errors(work / 'dump.log')}") from None
+            dumped = time.monotonic()
             await _in_thread(_rootfs_diff, work, _upper_dir(state), spec)
         finally:  # however the dump ended: a frozen container would stop serving
             if await await_shielded(asyncio.ensure_future(runtime.pause(state.id, resume=True))):
                 raise asyncio.CancelledError
+        resumed = time.monotonic()
         await _in_thread(_write_archive, work, target)
+        return (f"{(time.monotonic() - start) * 1000:.0f} ms: frozen {(resumed - paused) * 1000:.0f} ms, "
+                f"CRIU {(dumped - paused) * 1000:.0f} ms; archive {target.stat().st_size} bytes")
 
     def _write_metadata(self, state: ContainerState, work: Path, stop: threading.Event) -> dict[str, Any]:
         """config.dump, spec.dump and bind.mounts; the spec, for the rootfs diff."""

@@ -141,6 +141,7 @@ class ContainerManager:
 
     async def restore(self, states: builtins.list[ContainerState], known_pods: set[str]) -> None:
         await self.recovery.restore(states, known_pods)
+        await self.checkpoints.recover(states)
 
     def watch_exits(self) -> None:
         self.exits.start()
