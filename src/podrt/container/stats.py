@@ -6,7 +6,6 @@ has none, as with containerd."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -95,10 +94,6 @@ def pod_sample(sandbox_id: str, cgroup: tuple[str, str] | None, netns_path: str,
     return PodSample(sandbox_id, time.time_ns(), total, found, tuple(containers))
 
 
-def _in_pod(sandbox_id: str, view: ContainerView) -> bool:
-    return view.state.sandbox_id == sandbox_id
-
-
 class ContainerUsage:
     """ContainerStats, ListContainerStats, PodSandboxStats: samples, and CPU rates between them."""
 
@@ -121,13 +116,20 @@ class ContainerUsage:
 
     async def pod_stats(self, pods: Iterable[SandboxView]
                         ) -> list[tuple[SandboxView, PodSample, list[tuple[ContainerView, Sample]]]]:
-        """Each pod's usage (pod_usage) and its network interfaces."""
-        out = []
-        for pod in pods:
-            mine = await self.stats(self._statuses.list(functools.partial(_in_pod, pod.state.id)))
+        """Each pod's usage (pod_usage) and its network interfaces. The
+        containers are listed once for all the pods and read in one thread, the
+        pods in another: per pod, a list of all containers made 1000 pods cost 6 s."""
+        pods = list(pods)
+        wanted = {pod.state.id for pod in pods}
+        mine: dict[str, list[tuple[ContainerView, Sample]]] = {pod_id: [] for pod_id in wanted}
+        for view, got in await self.stats(self._statuses.list(lambda v: v.state.sandbox_id in wanted)):
+            mine[view.state.sandbox_id].append((view, got))
+
+        def one(pod: SandboxView) -> PodSample:
             cgroup = None if pod.state.stopped else (pod.state.cgroup_parent, pod.state.cgroups_path)
             netns = "" if pod.state.stopped else pod.state.netns_path or ""
-            sample = await asyncio.to_thread(pod_sample, pod.state.id, cgroup, netns, [s for _, s in mine])
-            sample = attrs.evolve(sample, nano_cores=self._rates.rate(f"pod:{pod.state.id}", sample.at, sample.cgroup))
-            out.append((pod, sample, mine))
-        return out
+            return pod_sample(pod.state.id, cgroup, netns, [s for _, s in mine[pod.state.id]])
+
+        samples = await asyncio.to_thread(lambda: [one(pod) for pod in pods])
+        return [(pod, attrs.evolve(x, nano_cores=self._rates.rate(f"pod:{pod.state.id}", x.at, x.cgroup)), mine[pod.state.id])
+                for pod, x in zip(pods, samples)]
