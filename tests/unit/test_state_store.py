@@ -20,7 +20,7 @@ import attrs
 import pytest
 
 from podrt.errors import NotFound
-from podrt.model.container import ContainerConfig, ContainerUser, Mount, Propagation
+from podrt.model.container import ContainerConfig, ContainerUser, HugepageLimit, Mount, Propagation, Resources
 from podrt.model.sandbox import DnsConfig, NamespaceOptions, NsMode, PortMapping, SandboxConfig
 from podrt.state import store as store_module
 from podrt.state.format import CONTAINER_FORMAT, FORMAT_VERSION, SANDBOX_FORMAT
@@ -78,6 +78,19 @@ def test_records_round_trip() -> None:
     assert CONTAINER_FORMAT.decode(CONTAINER_FORMAT.encode(exited)) == attrs.evolve(exited, saved_exit=True)
     running = _container(started_at=6)
     assert CONTAINER_FORMAT.decode(CONTAINER_FORMAT.encode(running)) == running
+
+
+def test_a_pods_updated_resources_round_trip_and_older_records_have_none() -> None:
+    """UpdatePodSandboxResources' request is kept; a version 2 record written
+    before it existed (no such keys) reads as none sent."""
+    updated = _sandbox(overhead=Resources(cpu_shares=102, memory_limit=64 << 20),
+                       resources=Resources(cpu_quota=50000, cpu_period=100000, cpuset_cpus="0",
+                                           hugepage_limits=(HugepageLimit("2MB", 4 << 20),), unified={"memory.high": "max"}))
+    assert SANDBOX_FORMAT.decode(SANDBOX_FORMAT.encode(updated)) == updated
+    doc = json.loads(SANDBOX_FORMAT.encode(_sandbox()))
+    del doc["overhead"], doc["resources"]
+    older = SANDBOX_FORMAT.decode(json.dumps(doc).encode())
+    assert older == _sandbox() and older.resources is None and older.overhead is None
 
 
 def test_the_file_says_its_version_and_kind_and_not_what_is_in_memory_only() -> None:

@@ -154,10 +154,11 @@ def capability_name(name: str) -> str:
     return upper if upper.startswith("CAP_") else f"CAP_{upper}"
 
 
-def check_resources(field: str, r: Resources) -> None:
-    """What runc would refuse with an unhelpful message, named here instead."""
-    if 0 < r.memory_limit < MIN_MEMORY:
-        raise InvalidArgument(f"{field}.memory_limit_in_bytes {r.memory_limit} is too low: a container needs at least {MIN_MEMORY}")
+def check_resources(field: str, r: Resources, min_memory: int = MIN_MEMORY) -> None:
+    """What runc would refuse with an unhelpful message, named here instead.
+    `min_memory`: 0 for an amount that is no process's whole limit (a pod's overhead)."""
+    if 0 < r.memory_limit < min_memory:
+        raise InvalidArgument(f"{field}.memory_limit_in_bytes {r.memory_limit} is too low: a container needs at least {min_memory}")
     if r.memory_swap_limit and not r.memory_limit:
         raise InvalidArgument(f"{field}.memory_swap_limit_in_bytes needs memory_limit_in_bytes (swap counts on top of it)")
     if r.memory_swap_limit > 0 and r.memory_swap_limit < r.memory_limit:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import betterproto
+
 from podrt.api.runtime import v1 as cri
 from podrt.container.manager import ContainerView
-from podrt.container.validate import check_resources
+from podrt.container.validate import MIN_MEMORY, check_host_fit, check_resources
 from podrt.cri.fields import enum_value, id_value, in_range, or_unset, signal_name, wire_enum, wire_signal
 from podrt.cri.sandbox_convert import NS_MODES, PROFILES, userns_options
 from podrt.errors import InvalidArgument
@@ -24,6 +26,7 @@ from podrt.model.container import (
 from podrt.oci.cdi import names as cdi_names
 from podrt.security.seccomp import ProfileType
 from podrt.security.selinux import SelinuxOptions
+from podrt.state.records import SandboxState
 
 _PROPAGATION = {cri.MountPropagation.PROPAGATION_PRIVATE: Propagation.PRIVATE,
                 cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER: Propagation.HOST_TO_CONTAINER,
@@ -92,8 +95,9 @@ def container_config(req: cri.CreateContainerRequest) -> ContainerConfig:
     )
 
 
-def resources(field: str, res: cri.LinuxContainerResources) -> Resources:
-    """Range-checked and checked as a whole (container.validate.check_resources); for create and update."""
+def resources(field: str, res: cri.LinuxContainerResources, min_memory: int = MIN_MEMORY) -> Resources:
+    """Range-checked and checked as a whole (container.validate.check_resources); for create and
+    update, and a pod's (UpdatePodSandboxResources: its overhead without a memory floor)."""
     out = Resources(
         cpu_shares=in_range(f"{field}.cpu_shares", res.cpu_shares, 0, 262144),
         cpu_quota=res.cpu_quota if res.cpu_quota in (0, -1) else in_range(f"{field}.cpu_quota", res.cpu_quota, 1000, MAX_INT64),
@@ -104,7 +108,7 @@ def resources(field: str, res: cri.LinuxContainerResources) -> Resources:
         oom_score_adj=in_range(f"{field}.oom_score_adj", res.oom_score_adj, -1000, 1000),
         hugepage_limits=tuple(HugepageLimit(h.page_size, h.limit) for h in res.hugepage_limits),
         unified=dict(res.unified))
-    check_resources(field, out)
+    check_resources(field, out, min_memory)
     return out
 
 
@@ -181,9 +185,34 @@ def container(view: ContainerView) -> cri.Container:
                          annotations=dict(s.config.annotations))
 
 
+def linux_resources(r: Resources) -> cri.LinuxContainerResources:
+    return cri.LinuxContainerResources(
+        cpu_period=r.cpu_period, cpu_quota=r.cpu_quota, cpu_shares=r.cpu_shares,
+        memory_limit_in_bytes=r.memory_limit, cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
+        memory_swap_limit_in_bytes=r.memory_swap_limit, oom_score_adj=r.oom_score_adj,
+        hugepage_limits=[cri.HugepageLimit(page_size=h.page_size, limit=h.limit) for h in r.hugepage_limits],
+        unified=dict(r.unified))
+
+
+def pod_resources(req: cri.UpdatePodSandboxResourcesRequest) -> tuple[Resources, Resources]:
+    """UpdatePodSandboxResources' (overhead, resources), each checked as a
+    container's are (form, then what this host has); an overhead is no
+    process's whole limit, so it has no memory floor."""
+    overhead = resources("overhead", req.overhead, min_memory=0)
+    total = resources("resources", req.resources)
+    for field, r in (("overhead", overhead), ("resources", total)):
+        check_host_fit(field, r)
+    return overhead, total
+
+
+def pod_resources_info(s: SandboxState) -> dict[str, object]:
+    """PodSandboxStatus' verbose info: the last UpdatePodSandboxResources in CRI's names (containerd keeps it so)."""
+    return {key: linux_resources(r).to_pydict(casing=betterproto.Casing.SNAKE)  # type: ignore[arg-type]  # an enum of functions
+            for key in ("overhead", "resources") if (r := getattr(s, key)) is not None}
+
+
 def container_status(view: ContainerView, verbose_info: dict[str, object] | None) -> cri.ContainerStatusResponse:
     s = view.state
-    r = s.config.resources
     status = cri.ContainerStatus(
         id=s.id, metadata=_metadata(view), state=STATE[view.status], created_at=s.created_at,
         started_at=s.started_at, finished_at=s.finished_at, exit_code=s.exit_code or 0,
@@ -194,12 +223,7 @@ def container_status(view: ContainerView, verbose_info: dict[str, object] | None
                           image=or_unset(cri.ImageSpec(image=m.image) if m.image else None), image_sub_path=m.image_sub_path)
                 for m in s.config.mounts],
         log_path=s.log_path, user=or_unset(container_user(s.user) if s.user else None),
-        resources=cri.ContainerResources(linux=cri.LinuxContainerResources(
-            cpu_period=r.cpu_period, cpu_quota=r.cpu_quota, cpu_shares=r.cpu_shares,
-            memory_limit_in_bytes=r.memory_limit, cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems,
-            memory_swap_limit_in_bytes=r.memory_swap_limit, oom_score_adj=r.oom_score_adj,
-            hugepage_limits=[cri.HugepageLimit(page_size=h.page_size, limit=h.limit) for h in r.hugepage_limits],
-            unified=dict(r.unified))),
+        resources=cri.ContainerResources(linux=linux_resources(s.config.resources)),
         stop_signal=wire_signal(s.stop_signal),  # the one in effect: the request's, the image's, or SIGTERM (containerd's)
     )
     info = {"info": json.dumps(verbose_info)} if verbose_info is not None else {}

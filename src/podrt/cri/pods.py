@@ -1,8 +1,10 @@
-"""RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox."""
+"""RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox,
+UpdatePodSandboxResources."""
 
 from __future__ import annotations
 
 from podrt.api.runtime import v1 as cri
+from podrt.cri import container_convert as cconv
 from podrt.cri import sandbox_convert as conv
 from podrt.cri.listcache import whole
 from podrt.cri.rpcgroup import RpcGroup
@@ -24,8 +26,14 @@ class PodRpcs(RpcGroup):
     async def pod_sandbox_status(self, pod_sandbox_status_request: cri.PodSandboxStatusRequest) -> cri.PodSandboxStatusResponse:
         req = pod_sandbox_status_request
         view = self._sandboxes.view(self._sandboxes.resolve(req.pod_sandbox_id))
-        info = await self._sandboxes.inspect(view) if req.verbose else None
+        info = {**await self._sandboxes.inspect(view), **cconv.pod_resources_info(view.state)} if req.verbose else None
         return conv.pod_sandbox_status(view, info)
 
     async def list_pod_sandbox(self, list_pod_sandbox_request: cri.ListPodSandboxRequest) -> cri.ListPodSandboxResponse:
         return whole(cri.ListPodSandboxResponse, self._pod_list.entries(list_pod_sandbox_request.filter))
+
+    async def update_pod_sandbox_resources(self, update_pod_sandbox_resources_request: cri.UpdatePodSandboxResourcesRequest
+                                           ) -> cri.UpdatePodSandboxResourcesResponse:
+        req = update_pod_sandbox_resources_request
+        await self._sandboxes.resources.update(req.pod_sandbox_id, *cconv.pod_resources(req))
+        return cri.UpdatePodSandboxResourcesResponse()

@@ -4,6 +4,7 @@
 - claims.py: pods kept for a retry when their caller left, removed unclaimed
 - lifecycle.py: StopPodSandbox, RemovePodSandbox
 - status.py: views (ready or not), verbose info, PortForward's netns
+- resources.py: UpdatePodSandboxResources (cri/ calls its `resources` directly)
 - recovery.py: restore after a restart
 
 A pod's state lives in memory (one StateStore, shared by these parts) and in
@@ -22,6 +23,7 @@ from podrt.rollback import FaultPlan, StepRegistry, TxObserver
 from podrt.sandbox import recovery
 from podrt.sandbox.claims import Claims
 from podrt.sandbox.lifecycle import SandboxLifecycle
+from podrt.sandbox.resources import PodResources
 from podrt.sandbox.run import STEP_CLASSES, SandboxRunner
 from podrt.sandbox.status import SandboxStatuses, SandboxView
 from podrt.state.format import SANDBOX_FORMAT
@@ -41,6 +43,7 @@ class SandboxManager:
         self._table = StateStore(deps.ids, "pod sandbox", deps.root / "sandboxes", SANDBOX_FORMAT)
         self.statuses = SandboxStatuses(deps, self._table)
         self.claims = Claims(deps, self._table, tasks, remove=self.remove)
+        self.resources = PodResources(self._table)
         self.lifecycle = SandboxLifecycle(self._table, self.statuses, self.claims, registry=registry)
         self.runner = SandboxRunner(deps, self._table, self.statuses, self.claims, remove=self.remove,
                                     journal=journal, faults=faults, observer=observer, tasks=tasks)

@@ -121,11 +121,14 @@ class SandboxFormat(RecordFormat[SandboxState]):
     kind = "sandbox"
 
     def _encode_fields(self, record: SandboxState) -> dict[str, Any]:
-        return {"config": config_to_dict(record.config)}
+        return {"config": config_to_dict(record.config),
+                **{k: None if (r := getattr(record, k)) is None else attrs.asdict(r) for k in ("overhead", "resources")}}
 
     def _decode_fields(self, doc: dict[str, Any]) -> SandboxState:
         doc["config"] = sandbox_config_from_dict(doc["config"])
         doc["unclaimed"] = bool(doc.get("unclaimed", False))
+        for key in ("overhead", "resources"):  # absent before UpdatePodSandboxResources
+            doc[key] = _resources(doc[key]) if doc.get(key) is not None else None
         return SandboxState(**doc)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from podrt.model.container import ContainerConfig, ContainerUser
+from podrt.model.container import ContainerConfig, ContainerUser, Resources
 from podrt.model.sandbox import SandboxConfig
 from podrt.rollback import StepRecord
 
@@ -62,6 +62,9 @@ class SandboxState:
     stopped: bool = False
     unclaimed: bool = False  # made for a client that left; removed unless a retry claims it
     userns_path: str | None = None  # its own user namespace, pinned (None: the node's)
+    # UpdatePodSandboxResources' last request (None: none came): the pod's limits are their sum
+    overhead: Resources | None = None
+    resources: Resources | None = None
 
 
 # A field with this metadata is known only while the daemon runs: never written.
