@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from grpclib.const import Status
@@ -20,6 +19,7 @@ from grpclib.exceptions import GRPCError
 from podrt.api.runtime import v1 as cri
 from podrt.container import hostfit
 from podrt.host import cgroups
+from podrt.sandbox.resources import page_bytes
 from tests.integration.conftest import _network_dirs
 from tests.integration.test_cgroups import _cpu_share, _file, kubelet_parent  # noqa: F401  (a fixture)
 from tests.integration.test_containers import _exec, _module_daemon, _no_traceback, _remove_pod, _running, _start
@@ -160,18 +160,23 @@ async def test_what_the_host_cannot_apply_is_an_error(daemon: DaemonProcess, kub
             size = _absent_page_size()
             status, message = await _refused(c, pod[0], R(hugepage_limits=[cri.HugepageLimit(page_size=size, limit=2 * MiB)]))
             assert status == Status.INVALID_ARGUMENT and "resources.hugepage_limits[0].page_size" in message
-            page = next(iter(sorted(hostfit.hugepage_sizes())), None)
-            hugetlb_here = page is not None and (Path(cgroups.CGROUP_ROOT / ("" if V2 else "hugetlb") / kubelet_parent.strip("/"))
-                                                 / (f"hugetlb.{page}.max" if V2 else f"hugetlb.{page}.limit_in_bytes")).exists()
+            sizes = hostfit.hugepage_sizes()
+            page = "2MB" if "2MB" in sizes else next(iter(sorted(sizes)), None)
             if page is not None:
-                huge = R(hugepage_limits=[cri.HugepageLimit(page_size=page, limit=4 * MiB)])
+                file = f"hugetlb.{page}.max" if V2 else f"hugetlb.{page}.limit_in_bytes"
+                hugetlb_here = (cgroups.CGROUP_ROOT / ("" if V2 else "hugetlb") / kubelet_parent.strip("/") / file).exists()
+                two = 2 * page_bytes(page)
+                huge = R(hugepage_limits=[cri.HugepageLimit(page_size=page, limit=two)])
                 if hugetlb_here:
                     await _update(c, pod[0], huge)
-                    assert int(_file("hugetlb", kubelet_parent, f"hugetlb.{page}.max" if V2 else f"hugetlb.{page}.limit_in_bytes")) == 4 * MiB
+                    assert int(_file("hugetlb", kubelet_parent, file)) == two
                 else:  # these v1 hosts mount no hugetlb hierarchy: containerd would drop the limit; a pod's is refused
                     status, message = await _refused(c, pod[0], huge)
                     assert status == Status.FAILED_PRECONDITION and "resources.hugepage_limits[0]" in message
                     assert "hugetlb" in message
+                # the kernel would round a limit down to whole pages (to none, for less than one): refused
+                status, message = await _refused(c, pod[0], R(hugepage_limits=[cri.HugepageLimit(page_size=page, limit=two - 1)]))
+                assert status == Status.INVALID_ARGUMENT and "not a multiple of its page size" in message
             swap = R(memory_limit_in_bytes=64 * MiB, memory_swap_limit_in_bytes=96 * MiB)
             if cgroups.swap_accounting():
                 await _update(c, pod[0], swap)

@@ -47,6 +47,8 @@ def test_an_overhead_adds_to_a_limit_but_never_makes_one() -> None:
     (Resources(unified={"memory.high": "1"}), Resources(), "overhead.unified"),
     (Resources(oom_score_adj=5), Resources(), "overhead.oom_score_adj"),
     (Resources(), Resources(oom_score_adj=-100), "resources.oom_score_adj"),
+    (Resources(), Resources(hugepage_limits=(HugepageLimit("1GB", 4 * MiB),)), r"resources.hugepage_limits\[0\].limit .* page size 1GB"),
+    (Resources(hugepage_limits=(HugepageLimit("2MB", MiB),)), Resources(), r"overhead.hugepage_limits\[0\].limit"),
 ])
 def test_what_a_pods_cgroup_cannot_take_is_refused_by_field(overhead: Resources, resources: Resources, fragment: str) -> None:
     with pytest.raises(InvalidArgument, match=fragment):

@@ -38,6 +38,14 @@ _FIELDS = {"cpu_shares": "cpu_shares", "cpu_quota": "cpu_quota", "cpu_period": "
            "cpuset_cpus": "cpuset_cpus", "cpuset_mems": "cpuset_mems"}
 
 
+_UNITS = {"KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40, "PB": 1 << 50}
+
+
+def page_bytes(size: str) -> int:
+    """"2MB" (the kubelet's form, checked by check_resources) in bytes."""
+    return int(size[:-2]) * _UNITS[size[-2:]]
+
+
 def _plus(value: int, extra: int) -> int:
     """A limit (0: leave it, -1: none) plus the overhead's part (-1: none)."""
     if value in (0, -1):
@@ -55,6 +63,11 @@ def pod_limits(overhead: Resources, resources: Resources) -> cgroups.Limits:
     if resources.oom_score_adj:
         raise InvalidArgument("resources.oom_score_adj: a score of processes, which a pod's cgroup has not; "
                               "give it per container")
+    for part, r in (("overhead", overhead), ("resources", resources)):
+        for n, h in enumerate(r.hugepage_limits):
+            if h.limit % page_bytes(h.page_size):  # the kernel would round it down: 1 MiB of 1GB pages is none
+                raise InvalidArgument(f"{part}.hugepage_limits[{n}].limit {h.limit} is not a multiple of its "
+                                      f"page size {h.page_size}")
     quota_extra = overhead.cpu_quota
     if quota_extra > 0:  # in the pod's period
         quota_extra = quota_extra * (resources.cpu_period or DEFAULT_PERIOD) // (overhead.cpu_period or DEFAULT_PERIOD)
