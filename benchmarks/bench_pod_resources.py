@@ -4,7 +4,8 @@ the daemon's CPU per call, one call at a time and 100 at once.
 Each pod (host network: no CNI) runs in a cgroup parent of its own, as the
 kubelet's `pod<uid>`; the calls go round the pods, alternating two sizes so
 every call changes the files (shares or weight, quota, memory). Verbose
-PodSandboxStatus is timed beside it for scale.
+PodSandboxStatus and Version (what any call costs over grpclib) are timed
+beside it for scale.
 
 Run as root: .venv/bin/python benchmarks/bench_pod_resources.py [--pods 100] [--calls 1000]
 (in the test lock when the suite may run: flock -o /work/tmp/pytest.lock ...)
@@ -87,10 +88,14 @@ async def bench(sock: Path, pid: int, pods: int, calls: int) -> None:
         def status(n: int) -> Callable[[], Awaitable[object]]:
             return lambda: rt.pod_sandbox_status(cri.PodSandboxStatusRequest(pod_sandbox_id=ids[n % pods], verbose=True))
 
+        def version() -> Awaitable[object]:
+            return rt.version(cri.VersionRequest())
+
         await timed(pid, [update(n) for n in range(pods)])  # warm: first writes, first records
         print(row("UpdatePodSandboxResources, one at a time", *await timed(pid, [update(n) for n in range(calls)])))
         print(row(f"UpdatePodSandboxResources, {pods} at once", *await timed(pid, [update(n) for n in range(calls)], pods)))
         print(row("PodSandboxStatus verbose, one at a time", *await timed(pid, [status(n) for n in range(calls)])))
+        print(row("Version (the floor of any call)", *await timed(pid, [version] * calls)))
     finally:
         for pod_id in ids:
             await rt.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod_id))

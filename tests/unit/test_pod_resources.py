@@ -6,6 +6,7 @@ files are written by tests/integration/test_pod_resources.py."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -113,13 +114,27 @@ def test_memory_below_use_is_refused_and_nothing_changes(v2: Path) -> None:
     assert (v2 / "memory.max").read_text().strip() == "max" and (v2 / "cpu.weight").read_text().strip() == "100"
 
 
-def test_a_write_the_kernel_refuses_puts_back_what_was_written(v2: Path) -> None:
-    """A directory where a file belongs fails the write (EISDIR) as the kernel's EINVAL would."""
+def test_a_limit_the_cgroup_has_already_is_not_refused_for_use_above_it(v2: Path) -> None:
+    """The kubelet lowers the pod's memory.max before it calls; the same value again is no lowering."""
     root = v2.parents[1]
-    (v2 / "memory.max").unlink()
-    (v2 / "memory.max").mkdir()
-    with pytest.raises(LimitRefused):
+    (v2 / "memory.max").write_text(str(16 * MiB))
+    limits.apply("/kubepods/pod1", Limits(memory=16 * MiB), root)
+    assert (v2 / "memory.max").read_text() == str(16 * MiB)
+
+
+def test_a_write_the_kernel_refuses_puts_back_what_was_written(v2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = v2.parents[1]
+    write = Path.write_text
+
+    def kernel(path: Path, text: str) -> int:
+        if path.name == "memory.max":
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return write(path, text)
+
+    monkeypatch.setattr(Path, "write_text", kernel)
+    with pytest.raises(LimitRefused, match="the kernel refused") as err:
         limits.apply("/kubepods/pod1", Limits(cpu_shares=2, memory=64 * MiB), root)
+    assert err.value.limit == "memory" and err.value.invalid
     assert (v2 / "cpu.weight").read_text().strip() == "100"
 
 

@@ -71,8 +71,11 @@ def _read(path: Path) -> str:
     return path.read_text().strip()
 
 
-def _memory_use(d: Path, v2: bool) -> int:
-    return int(_read(d / ("memory.current" if v2 else "memory.usage_in_bytes")))
+def _memory_now(d: Path, v2: bool) -> tuple[int, int]:
+    """(bytes in use, the limit now; no limit reads as v1's huge number or v2's "max")."""
+    limit = _read(d / ("memory.max" if v2 else "memory.limit_in_bytes"))
+    return (int(_read(d / ("memory.current" if v2 else "memory.usage_in_bytes"))),
+            1 << 63 if limit == "max" else int(limit))
 
 
 def _v2_writes(d: Path, lim: Limits) -> list[_Write]:
@@ -148,9 +151,9 @@ def plan(cgroup: str, lim: Limits, root: Path = CGROUP_ROOT) -> list[tuple[str, 
     for w in writes:
         if not w.path.is_file():
             raise LimitRefused(w.limit, f"{_where(w.path, root)} is missing: {_why_missing(w, root, v2)}")
-    if lim.memory:
-        used = _memory_use(root / rel if v2 else root / "memory" / rel, v2)
-        if lim.memory < used:
+    if lim.memory:  # lowered below use, that is; the limit it has already (the kubelet's write) stands
+        used, now = _memory_now(root / rel if v2 else root / "memory" / rel, v2)
+        if lim.memory < min(used, now):
             raise LimitRefused("memory", f"{lim.memory} bytes is below what the cgroup uses now ({used} bytes): "
                                          f"not lowered, as the kernel would have to reclaim or OOM-kill to meet it")
     return [(w.limit, w.path, w.value) for w in writes]
