@@ -137,7 +137,7 @@ class ContainerCheckpoints:
         """The checkpoint; what its phases took, for the log."""
         runtime = runtime_for(self.deps.runtimes, state.runtime_handler)
         start = time.monotonic()
-        spec = await _in_thread(self._write_metadata, state, work)
+        spec = await _in_thread(self._write_metadata, state, self._pod_names(state), work)
         try:
             await runtime.pause(state.id)
         except OciRuntimeError as exc:  # it exited meanwhile
@@ -158,14 +158,18 @@ class ContainerCheckpoints:
         return (f"{(time.monotonic() - start) * 1000:.0f} ms: frozen {(resumed - paused) * 1000:.0f} ms, "
                 f"CRIU {(dumped - paused) * 1000:.0f} ms; archive {target.stat().st_size} bytes")
 
-    def _write_metadata(self, state: ContainerState, work: Path, stop: threading.Event) -> dict[str, Any]:
-        """config.dump, spec.dump and bind.mounts; the spec, for the rootfs diff."""
-        spec = json.loads((self.deps.run_dir(state.id) / "config.json").read_bytes())
+    def _pod_names(self, state: ContainerState) -> dict[str, str]:
+        """What checkpointctl shows a non-CRI-O container's pod by (containerd's annotations)."""
         try:
             pod = self._sandboxes.view(state.sandbox_id).state.config
-            pod_names = {"io.kubernetes.cri.sandbox-name": pod.name, "io.kubernetes.cri.sandbox-namespace": pod.namespace}
         except NotFound:
-            pod_names = {}
+            return {}
+        return {"io.kubernetes.cri.sandbox-name": pod.name, "io.kubernetes.cri.sandbox-namespace": pod.namespace}
+
+    def _write_metadata(self, state: ContainerState, pod_names: dict[str, str], work: Path,
+                        stop: threading.Event) -> dict[str, Any]:
+        """config.dump, spec.dump and bind.mounts; the spec, for the rootfs diff."""
+        spec = json.loads((self.deps.run_dir(state.id) / "config.json").read_bytes())
         annotations = {**spec.get("annotations", {}), **pod_names, "io.kubernetes.cri.container-type": "container",
                        "io.kubernetes.cri.container-name": state.config.name,
                        "io.kubernetes.cri.sandbox-id": state.sandbox_id, "io.kubernetes.cri.image-name": state.image_ref}
