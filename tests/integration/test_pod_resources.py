@@ -125,11 +125,13 @@ async def test_memory_below_what_the_pod_uses_is_refused_and_nothing_changes(dae
                                                                              kubelet_parent: str) -> None:  # noqa: F811
     """40 MiB in the pod's /dev/shm: a 16 MiB limit would make v1 reclaim in
     vain (EBUSY) and v2 OOM-kill; it is refused before the kernel sees it, and
-    the shares sent with it are put back. The kubelet retries the resize."""
+    the shares sent with it are put back. The kubelet retries the resize. On
+    v1 a cpuset or a CPU quota below a container's is the kernel's refusal."""
     async with connect(daemon.dirs.socket) as c:
         pod = await _pod_in(c, kubelet_parent)
         try:
-            cid = await _running(c, registry, pod, "filler")
+            quota = cri.LinuxContainerConfig(resources=R(cpu_quota=50000, cpu_period=100000))
+            cid = await _running(c, registry, pod, "filler", linux=quota)
             await _exec(c, cid, "/bin/sh", "-c", "head -c 41943040 /dev/zero > /dev/shm/fill")
             await _update(c, pod[0], R(cpu_shares=300, memory_limit_in_bytes=512 * MiB))
             before = _limits(kubelet_parent)
@@ -143,6 +145,13 @@ async def test_memory_below_what_the_pod_uses_is_refused_and_nothing_changes(dae
                 status, message = await _refused(c, pod[0], R(cpu_shares=400, cpuset_cpus="0"))
                 assert status == Status.FAILED_PRECONDITION and "resources.cpuset_cpus" in message
                 assert _limits(kubelet_parent) == before  # the shares written first are put back
+            if not V2:  # v1: nor a CPU quota below a child's (v2 takes it: the lower one bounds)
+                status, message = await _refused(c, pod[0], R(cpu_quota=20000, cpu_period=100000))
+                assert status == Status.FAILED_PRECONDITION and "resources.cpu_quota" in message, message
+                assert _limits(kubelet_parent) == before
+            else:
+                await _update(c, pod[0], R(cpu_quota=20000, cpu_period=100000))
+                assert _limits(kubelet_parent)[1:3] == (20000, 100000)
         finally:
             await _remove_pod(c, pod[0])
 

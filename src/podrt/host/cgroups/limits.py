@@ -188,8 +188,11 @@ def apply(cgroup: str, lim: Limits, root: Path = CGROUP_ROOT) -> None:
                 path.write_text(value)
             except OSError as exc:
                 reason = exc.strerror or str(exc)
+                hierarchical = limit in ("cpu_quota", "cpu_period") and path.name.startswith("cpu.cfs")
+                if hierarchical:  # v1's EINVAL there is a child's quota above the new one
+                    reason += " (on cgroup v1 no child's CPU quota may exceed its parent's)"
                 raise LimitRefused(limit, f"{_where(path, root)}: the kernel refused {value!r}: {reason}",
-                                   invalid=exc.errno in (errno.EINVAL, errno.ERANGE)) from None
+                                   invalid=exc.errno in (errno.EINVAL, errno.ERANGE) and not hierarchical) from None
             done.append((path, old))
     except BaseException:
         for path, old in reversed(done):
