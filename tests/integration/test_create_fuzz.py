@@ -4,7 +4,7 @@ client-side status (never INTERNAL or UNKNOWN), every container made starts,
 execs, stops and is removed, the log has no traceback, nothing is left.
 
 PODRT_CREATE_FUZZ_COUNT sets the number of requests (200 by default, for
-CI; the cgroup-v2 lane sends 60); PODRT_CREATE_FUZZ_SEED the seed. benchmarks/bench_create_fuzz.py is the long run.
+CI; the cgroup-v2 lane sends 20); PODRT_CREATE_FUZZ_SEED the seed. benchmarks/bench_create_fuzz.py is the long run.
 """
 
 from __future__ import annotations

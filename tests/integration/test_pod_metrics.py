@@ -36,7 +36,6 @@ from tests.support.slow import FACTOR
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.cgroups,
     pytest.mark.skipif(not os.path.exists(REGISTRY_BIN), reason="needs Debian's docker-registry (scripts/install-test-deps.sh)"),
     pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs Debian's busybox-static (scripts/install-test-deps.sh)"),
 ]
@@ -75,6 +74,7 @@ def _described(pod: cri.PodSandboxMetrics, descriptors: dict[str, cri.MetricDesc
         assert m.timestamp > 0
 
 
+@pytest.mark.cgroups  # the readers of both hierarchies; which groups a config selects is the same on both
 async def test_a_busy_pods_metrics(daemon: DaemonProcess, registry: Registry) -> None:
     async with connect(daemon.dirs.socket) as c:
         pod = await _pod(c)
