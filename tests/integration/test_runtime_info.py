@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
-from pathlib import Path
 
 import pytest
-from grpclib.const import Cardinality, Handler, Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
@@ -20,6 +18,7 @@ from tests.integration.conftest import write_test_conflist
 from tests.support.client import connect
 from tests.support.ctrfuzz import SERVER_SIDE
 from tests.support.daemon import DaemonDirs, DaemonProcess
+from tests.support.fuzz import RPCS, Rpc
 from tests.support.h2raw import raw_unary
 
 CRUN = "/usr/bin/crun"
@@ -136,53 +135,27 @@ def test_known_path_over_raw_h2_is_ok(shared_daemon: DaemonProcess) -> None:
     assert headers.get("content-type", "").startswith("application/grpc")
 
 
-PROTO = Path(__file__).parents[2] / "proto" / "api.proto"
-_SERVICES = {"RuntimeService": cri.RuntimeServiceBase, "ImageService": cri.ImageServiceBase}
 
-
-def _generated() -> dict[str, Handler]:
-    """Every RPC path the daemon's generated services route, with its handler's types."""
-    found: dict[str, Handler] = {}
-    for base in _SERVICES.values():
-        found.update(base().__mapping__())  # type: ignore[abstract]
-    return found
-
-
-def _proto_rpcs() -> set[str]:
-    """Every `rpc` of proto/api.proto (written from the CRI v1 schema), read without podrt's code."""
-    rpcs: set[str] = set()
-    for service, body in re.findall(r"service (\w+) \{(.*?)\n\}", PROTO.read_text(), flags=re.S):
-        rpcs.update(f"/runtime.v1.{service}/{name}" for name in re.findall(r"rpc (\w+)\(", body))
-    return rpcs
-
-
-def test_the_generated_services_hold_every_cri_v1_rpc() -> None:
-    """So that the test below asks every RPC: 35 of RuntimeService, 6 of ImageService."""
-    rpcs = _proto_rpcs()
-    assert len(rpcs) == 41
-    assert set(_generated()) == rpcs
-
-
-@pytest.mark.parametrize("path", sorted(_generated()), ids=lambda p: p.rsplit("/", 1)[1])
-async def test_no_rpc_answers_unimplemented(shared_daemon: DaemonProcess, path: str) -> None:
-    """An empty request to each RPC gets its answer or a client-side status
-    (INVALID_ARGUMENT, NOT_FOUND, ...), never UNIMPLEMENTED or another server-side one.
-    Streams are read to their end; GetContainerEvents, which never ends, only to its headers."""
-    handler = _generated()[path]
+@pytest.mark.parametrize("rpc", RPCS, ids=lambda rpc: rpc.name)
+async def test_no_rpc_answers_unimplemented(shared_daemon: DaemonProcess, rpc: Rpc) -> None:
+    """An empty request to each RPC the generated services route (all 41 of
+    proto/api.proto: tests/unit/test_proto.py) gets its answer or a client-side
+    status (INVALID_ARGUMENT, NOT_FOUND, ...), never UNIMPLEMENTED or another
+    server-side one. Streams are read to their end; GetContainerEvents, which
+    never ends, only to its headers."""
     status = Status.OK
     async with connect(shared_daemon.dirs.socket) as c:
         try:
-            async with c.channel.request(path, handler.cardinality, handler.request_type, handler.reply_type,
-                                         timeout=60) as stream:
-                await stream.send_message(handler.request_type(), end=True)
-                if path.endswith("/GetContainerEvents"):
+            async with c.channel.request(rpc.path, rpc.cardinality, rpc.request, rpc.reply, timeout=60) as stream:
+                await stream.send_message(rpc.request(), end=True)
+                if rpc.name == "GetContainerEvents":
                     await stream.recv_initial_metadata()
                     await stream.cancel()
-                elif handler.cardinality is Cardinality.UNARY_STREAM:
+                elif rpc.cardinality is Cardinality.UNARY_STREAM:
                     while await stream.recv_message() is not None:
                         pass
                 else:
                     await stream.recv_message()
         except GRPCError as exc:
             status = exc.status
-    assert status not in SERVER_SIDE, f"{path}: {status.name}"
+    assert status not in SERVER_SIDE, f"{rpc.path}: {status.name}"

@@ -44,7 +44,8 @@ BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 # Not built into Debian's kernel, needed before the root is mounted, in load order.
 BOOT_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
                 "netfs", "fscache", "9pnet", "9pnet_virtio", "9p", "overlay")
-DEFAULT_PYTEST = ("-m", "cgroups", "-ra", "-p", "no:cacheprovider", "tests/integration")
+LANE_OPTIONS = ("-m", "cgroups", "-ra", "-p", "no:cacheprovider")
+DEFAULT_PYTEST = (*LANE_OPTIONS, "tests/integration")
 TIME_FACTOR = 10
 
 
@@ -135,11 +136,11 @@ def run(pytest_args: list[str], timeout: float, memory_mb: int, cpus: int, comma
         share.mkdir(parents=True, exist_ok=True)
         initramfs(modules, work / "initramfs.gz")
         compile_for_guest()
-        if not command:
+        if command:  # guest.sh reads pytest.args either way
+            (share / "command").write_text(command)
+        else:
             pytest_args = pytest_args or lane_selection()
         (share / "pytest.args").write_text("\n".join(pytest_args) + "\n")
-        if command:
-            (share / "command").write_text(command)
         (share / "env").write_text(f"PODRT_TEST_TIME_FACTOR={TIME_FACTOR}\nPODRT_CREATE_FUZZ_COUNT={GUEST_CREATE_FUZZ}\n")
         argv = qemu_argv(vmlinuz, work / "initramfs.gz", share, memory_mb, cpus, modules)
         print(f"[lane] {' '.join(argv)}", flush=True)
@@ -179,7 +180,7 @@ def lane_selection() -> list[str]:
     files = sorted({line.split("::", 1)[0] for line in found.stdout.splitlines() if "::" in line})
     if found.returncode != 0 or not files:
         return list(DEFAULT_PYTEST)
-    return [*DEFAULT_PYTEST[:-1], *files]
+    return [*LANE_OPTIONS, *files]
 
 
 def _boot(argv: list[str], timeout: float) -> int | None:
