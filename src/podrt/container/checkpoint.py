@@ -46,7 +46,7 @@ from podrt.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, 
 from podrt.host import overlay
 from podrt.model.container import ContainerStatus
 from podrt.oci.criu import CriuSupport
-from podrt.oci.runtime import OciRuntime, OciRuntimeError, RuntimeRefused
+from podrt.oci.runtime import OciRuntimeError, RuntimeRefused
 from podrt.sandbox.manager import SandboxManager
 from podrt.state.records import ContainerState
 from podrt.state.store import StateStore
@@ -139,10 +139,12 @@ class ContainerCheckpoints:
         start = time.monotonic()
         spec = await _in_thread(self._write_metadata, state, self._pod_names(state), work)
         paused = 0.0
-        try:  # the pause itself inside: a timeout amid `runc pause` (seen on a slow machine) must not leave it frozen
+        frozen = True  # perhaps: a timeout amid `runc pause` must not leave it frozen
+        try:
             try:
                 await runtime.pause(state.id)
             except OciRuntimeError as exc:  # it exited meanwhile
+                frozen = False
                 raise FailedPrecondition(f"container {state.id} cannot be paused for its checkpoint: {exc}") from None
             paused = time.monotonic()
             try:  # the runtime's own limit is a backstop: the caller's timeout ends it first
@@ -152,22 +154,12 @@ class ContainerCheckpoints:
             dumped = time.monotonic()
             await _in_thread(_rootfs_diff, work, _upper_dir(state), spec)
         finally:  # however the dump ended: a frozen container would stop serving
-            if await await_shielded(asyncio.ensure_future(self._resume(runtime, state.id, surely_paused=paused > 0))):
+            if frozen and await await_shielded(asyncio.ensure_future(runtime.pause(state.id, resume=True))):
                 raise asyncio.CancelledError
         resumed = time.monotonic()
         await _in_thread(_write_archive, work, target)
         return (f"{(time.monotonic() - start) * 1000:.0f} ms: frozen {(resumed - paused) * 1000:.0f} ms, "
                 f"CRIU {(dumped - paused) * 1000:.0f} ms; archive {target.stat().st_size} bytes")
-
-    @staticmethod
-    async def _resume(runtime: OciRuntime, container_id: str, *, surely_paused: bool) -> None:
-        """Resume after the dump; after a pause cut short, resume what it may have frozen
-        (runc refuses a container that is not paused: nothing to do then)."""
-        try:
-            await runtime.pause(container_id, resume=True)
-        except OciRuntimeError:
-            if surely_paused:
-                raise
 
     def _pod_names(self, state: ContainerState) -> dict[str, str]:
         """What checkpointctl shows a non-CRI-O container's pod by (containerd's annotations)."""

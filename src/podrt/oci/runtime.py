@@ -329,8 +329,10 @@ class OciRuntime:
                 link.unlink(missing_ok=True)
 
     async def pause(self, container_id: str, *, resume: bool = False) -> None:
-        """runc pause (the cgroup freezer), or resume."""
-        await self._runc_checked("resume" if resume else "pause", container_id)
+        """runc pause (the cgroup freezer), or resume; resuming one that is not
+        paused (a killed `runc checkpoint` thaws it on its way out) is done already."""
+        await self._runc_checked("resume" if resume else "pause", container_id,
+                                 tolerate=("container not paused",) if resume else ())
 
     async def checkpoint(self, container_id: str, *, image_path: Path, work_path: Path, timeout: float) -> None:
         """runc checkpoint --leave-running (as CRI-O runs it): CRIU dumps the
