@@ -4,6 +4,8 @@ table with the ratio podrt/containerd per row and the issue's targets.
 
 Run as root: .venv/bin/python benchmarks/bench_peer.py [--cycles 30] [--concurrent 10]
     [--pods 1000] [--containers N] [--only podrt|containerd]
+or, for another client (critest -benchmark): bench_peer.py --serve podrt|containerd [--mirror 127.0.0.1:5000]
+starts that runtime alone as here, prints its socket and keeps it until Ctrl-C (or SIGTERM).
 Needs Debian's containerd (apt-get install containerd; it is started here on a
 private config, never the system's service). See peer_runtimes.py for what each
 runtime gets and how host CPU is measured.
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -42,6 +46,7 @@ from common import call_raw, pct  # noqa: E402  beside this script
 from peer_runtimes import (  # noqa: E402
     Runtime,
     containerd_runtime,
+    mirror_registries_conf,
     missing_containerd,
     podrt_runtime,
 )
@@ -322,6 +327,39 @@ def table(results: dict[str, Figures], args: argparse.Namespace) -> None:
     print("host CPU: the runtime's cgroup (daemon, CNI plugins, shims / conmons, runc, pod processes)")
 
 
+def critest_table(containerd_dir: Path, podrt_dir: Path) -> None:
+    """p50 per operation of `critest -benchmark --benchmarking-output-dir DIR` for each runtime, with ratios."""
+    print("| critest operation p50 | containerd | podrt | podrt/containerd |\n|---|---|---|---|")
+    for name in ("pod_benchmark_data.json", "container_benchmark_data.json"):
+        runs = [json.loads((d / name).read_text()) for d in (containerd_dir, podrt_dir)]
+        for n, op in enumerate(runs[0]["operationsNames"]):
+            a, b = (pct([p["operationsDurationsNs"][n] / 1e6 for p in r["datapoints"]], .5) for r in runs)
+            print(f"| {op} ({len(runs[1]['datapoints'])}) | {a:.1f} ms | {b:.1f} ms | {b / a:.2f} |")
+
+
+def serve(runtime: str, cgroup: str, mirror: str | None) -> None:
+    """One runtime for another client, until SIGINT or SIGTERM; then its pods go over CRI and the rest as always."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    base = Path(tempfile.mkdtemp(prefix="podrt-peer-serve-"))
+    try:
+        if runtime == "podrt":
+            conf = base / "registries.conf"
+            if mirror:
+                mirror_registries_conf(conf, mirror)
+            else:
+                conf.write_text("")
+            ctx = podrt_runtime(conf, "", cgroup)
+        else:
+            ctx = containerd_runtime(busybox_image(), "podrt.local/bench/busybox:v1", cgroup, mirror)
+        with ctx as rt:
+            print(f"{runtime} (pid {rt.pid}) serves CRI on unix://{rt.sock}"
+                  f"{f', pulling from {mirror}' if mirror else ''}; Ctrl-C ends it", flush=True)
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            print("stopping: removing its pods, then the daemon", flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cycles", type=int, default=30, help="sequential cycles (after 3 warm-up ones)")
@@ -329,14 +367,26 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=1000, help="host-network pods for the lists and memory (0: none)")
     ap.add_argument("--containers", type=int, default=None, help="running containers among them (default: --pods)")
     ap.add_argument("--only", choices=("podrt", "containerd"))
+    ap.add_argument("--serve", choices=("podrt", "containerd"), help="only start that runtime and keep it until Ctrl-C")
+    ap.add_argument("--mirror", help="with --serve: a registry on 127.0.0.1 that every pull goes to")
+    ap.add_argument("--critest-table", nargs=2, type=Path, metavar=("CONTAINERD_DIR", "PODRT_DIR"),
+                    help="only print the p50s of two critest -benchmark output dirs")
     args = ap.parse_args()
+    if args.critest_table:
+        critest_table(*args.critest_table)
+        return
     args.containers = args.pods if args.containers is None else min(args.containers, args.pods)
     if os.geteuid() != 0:
         sys.exit("run as root")
-    if args.only != "podrt" and (why := missing_containerd()):
-        sys.exit(why)
+    if "containerd" in (args.only, args.serve) or not (args.only or args.serve):
+        if why := missing_containerd():
+            sys.exit(why)
     before = snapshot()
     cgroup = f"podrt-peer-{os.getpid()}"
+    if args.serve:
+        serve(args.serve, cgroup, args.mirror)
+        print(f"left on the host: {before.diff(snapshot()) or 'nothing'}")
+        return
     base = Path(tempfile.mkdtemp(prefix="podrt-peer-registry-"))
     reg, conf = serve_busybox(base, IMAGE_REPO)  # podrt pulls it; containerd imports the same bytes
     ref = f"{reg.host}/{IMAGE_REPO}:v1"

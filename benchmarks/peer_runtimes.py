@@ -178,8 +178,36 @@ def oci_archive(path: Path, images: dict[str, BuiltImage]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def containerd_config(base: Path) -> dict[str, object]:
+# What critest's images name, for a mirror on the loopback registry (as /work/shared/critest's kit maps them for podrt)
+MIRRORED = ("localhost", "registry.k8s.io", "gcr.io", "docker.io", "quay.io", "public.ecr.aws")
+
+
+def mirror_registries_conf(path: Path, registry: str) -> Path:
+    """podrt's side of write_mirrors: a registries.conf whose every MIRRORED prefix (and any other
+    reference) is pulled from `registry` on 127.0.0.1."""
+    if not registry.startswith("127.0.0.1:"):
+        raise ValueError(f"the mirror must be on 127.0.0.1, got {registry}")
+    entries = [f'[[registry]]\nprefix = "{name}"\nlocation = "{registry}"\ninsecure = true\n' for name in MIRRORED]
+    path.write_text("\n".join([*entries, f'[[registry]]\nlocation = "{registry}"\ninsecure = true\n']))
+    return path
+
+
+def write_mirrors(hosts_dir: Path, registry: str) -> None:
+    """containerd's hosts.toml per registry in MIRRORED: every pull goes to `registry`
+    (plain HTTP; refused unless on 127.0.0.1), its own server field too, so nothing falls back to the internet."""
+    if not registry.startswith("127.0.0.1:"):
+        raise ValueError(f"the mirror must be on 127.0.0.1, got {registry}")
+    for name in MIRRORED:
+        (hosts_dir / name).mkdir(parents=True)
+        (hosts_dir / name / "hosts.toml").write_text(
+            f'server = "http://{registry}"\n\n[host."http://{registry}"]\n  capabilities = ["pull", "resolve"]\n')
+
+
+def containerd_config(base: Path, mirror: str | None = None) -> dict[str, object]:
+    """`mirror`: a registry on 127.0.0.1 that every pull goes to (for critest); else pulls have nowhere to go."""
     cri = "io.containerd.grpc.v1.cri"
+    if mirror:
+        write_mirrors(base / "hosts", mirror)
     return {
         "version": 2,
         "root": str(base / "root"),
@@ -196,6 +224,7 @@ def containerd_config(base: Path) -> dict[str, object]:
                 "stream_server_port": "0",
                 "enable_selinux": False,
                 "cni": {"bin_dir": CNI_BIN, "conf_dir": str(base / "cni"), "max_conf_num": 1},
+                "registry": {"config_path": str(base / "hosts")},
                 "containerd": {
                     "snapshotter": "overlayfs",
                     "default_runtime_name": "runc",
@@ -218,11 +247,11 @@ def missing_containerd() -> str | None:
     return None
 
 
-def _drain(rt: Runtime) -> None:
+def _drain(name: str, sock: Path) -> None:
     """Every pod of the runtime's stopped and removed over CRI (a failed run's too):
     the runtime itself unmounts, removes its netns, veths, leases, containers."""
     async def drain() -> None:
-        ch = Channel(path=str(rt.sock))
+        ch = Channel(path=str(sock))
         try:
             stub = cri.RuntimeServiceStub(ch)
             pods = (await stub.list_pod_sandbox(cri.ListPodSandboxRequest(), timeout=60)).items
@@ -239,7 +268,7 @@ def _drain(rt: Runtime) -> None:
     try:
         asyncio.run(drain())
     except Exception as e:  # the scrub below still runs
-        print(f"  ({rt.name}: removing its pods failed: {e!r})", file=sys.stderr)
+        print(f"  ({name}: removing its pods failed: {e!r})", file=sys.stderr)
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -260,69 +289,68 @@ def _unmount_under(base: Path) -> None:
 
 
 @contextlib.contextmanager
+def _serving(name: str, base: Path, argv: list[str], sock: Path, cgroup_name: str,
+             env: dict[str, str] | None = None) -> Iterator[tuple[int, BenchCgroup]]:
+    """argv started in the runtime's cgroup, until it answers on sock: (its PID, the cgroup).
+    Afterwards its pods go over CRI, the daemon by PID, what is left in its cgroup
+    (shims and their containers outlive containerd) is killed, then its mounts, bridge and cgroup go."""
+    cg = BenchCgroup(f"{cgroup_name}/{name}")
+    proc = None
+    try:
+        with open(base / "daemon.log", "wb") as log:
+            proc = subprocess.Popen(cg.wrap(argv), stdout=subprocess.DEVNULL, stderr=log, env=env)
+        asyncio.run(wait_ready(sock, timeout=60))
+        try:
+            yield proc.pid, cg
+        finally:
+            _drain(name, sock)
+    finally:
+        if proc is not None:
+            _stop(proc)
+        if cg.kill_all():
+            print(f"  ({name}: processes were left in its cgroup; killed)", file=sys.stderr)
+        _unmount_under(base)
+        subprocess.run(["ip", "link", "del", NETWORKS[name][0]], capture_output=True)
+        cg.remove()
+
+
+@contextlib.contextmanager
 def podrt_runtime(registries_conf: Path, image_ref: str, cgroup_name: str) -> Iterator[Runtime]:
     """podrt from this checkout, pulling busybox from the loopback registry; metrics on a free loopback port."""
     base = Path(tempfile.mkdtemp(prefix="podrt-peer-podrt-"))
-    cg = BenchCgroup(f"{cgroup_name}/podrt")
-    proc = None
     try:
         conflist(base / "cni", "podrt", base / "ipam")
         port = free_port()
         cfg = write_config(base, image={"registries_conf": str(registries_conf)},
                            metrics={"enable_metrics": True, "metrics_host": "127.0.0.1", "metrics_port": port})
-        proc = subprocess.Popen(cg.wrap([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)]),
-                                stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
         sock = base / "run" / "podrt.sock"
-        asyncio.run(wait_ready(sock))
-        rt = Runtime("podrt", sock, image_ref, proc.pid, cg, base, f"http://127.0.0.1:{port}/metrics")
-        try:
-            yield rt
-        finally:
-            _drain(rt)
+        with _serving("podrt", base, [sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)], sock,
+                      cgroup_name) as (pid, cg):
+            yield Runtime("podrt", sock, image_ref, pid, cg, base, f"http://127.0.0.1:{port}/metrics")
     finally:
-        if proc is not None:
-            _stop(proc)
-        if cg.kill_all():
-            print("  (podrt: processes were left in its cgroup; killed)", file=sys.stderr)
         scrub_daemon_dirs(DaemonDirs(base))
-        _unmount_under(base)
-        subprocess.run(["ip", "link", "del", NETWORKS["podrt"][0]], capture_output=True)
-        cg.remove()
         shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def containerd_runtime(busybox: BuiltImage, image_ref: str, cgroup_name: str) -> Iterator[Runtime]:
-    """Debian's containerd on a private config, busybox and the pause image imported with ctr."""
+def containerd_runtime(busybox: BuiltImage, image_ref: str, cgroup_name: str, mirror: str | None = None) -> Iterator[Runtime]:
+    """Debian's containerd on a private config, busybox and the pause image imported with ctr
+    (`mirror`: see containerd_config)."""
     base = Path(tempfile.mkdtemp(prefix="podrt-peer-ctrd-"))
-    cg = BenchCgroup(f"{cgroup_name}/containerd")
     made_run = [p for p in (SHIM_SOCKETS.parent, SHIM_SOCKETS) if not p.exists()]
     made_cni_cache = not Path("/var/lib/cni").exists()  # libcni's default cache (containerd 1.6 sets none)
-    proc = None
     try:
         conflist(base / "cni", "containerd", base / "ipam")
-        (base / "config.toml").write_text(tomli_w.dumps(containerd_config(base)))
+        (base / "config.toml").write_text(tomli_w.dumps(containerd_config(base, mirror)))
         sock = base / "containerd.sock"
-        env = {**os.environ, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-        proc = subprocess.Popen(cg.wrap([CONTAINERD, "--config", str(base / "config.toml"), "--log-level", "warn"]),
-                                stdout=subprocess.DEVNULL, stderr=open(base / "containerd.log", "wb"), env=env)
-        asyncio.run(wait_ready(sock, timeout=60))
-        oci_archive(base / "images.tar", {image_ref: busybox, PAUSE_REF: pause_image()})
-        subprocess.run([CTR, "--address", str(sock), "-n", K8S_NS, "images", "import", str(base / "images.tar")],
-                       check=True, capture_output=True)
-        rt = Runtime("containerd", sock, image_ref, proc.pid, cg, base)
-        try:
-            yield rt
-        finally:
-            _drain(rt)
+        env = {**os.environ, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}  # the shim
+        argv = [CONTAINERD, "--config", str(base / "config.toml"), "--log-level", "warn"]
+        with _serving("containerd", base, argv, sock, cgroup_name, env) as (pid, cg):
+            oci_archive(base / "images.tar", {image_ref: busybox, PAUSE_REF: pause_image()})
+            subprocess.run([CTR, "--address", str(sock), "-n", K8S_NS, "images", "import", str(base / "images.tar")],
+                           check=True, capture_output=True)
+            yield Runtime("containerd", sock, image_ref, pid, cg, base)
     finally:
-        if proc is not None:
-            _stop(proc)
-        if cg.kill_all():  # shims and their containers outlive containerd
-            print("  (containerd: processes were left in its cgroup; killed)", file=sys.stderr)
-        _unmount_under(base)
-        subprocess.run(["ip", "link", "del", NETWORKS["containerd"][0]], capture_output=True)
-        cg.remove()
         for d in reversed(made_run):
             with contextlib.suppress(OSError):
                 d.rmdir()
