@@ -121,7 +121,8 @@ async def cycle(stub: cri.RuntimeServiceStub, rt: Runtime) -> dict[str, float]:
 
 
 def lag_metrics(url: str | None) -> tuple[dict[float, float], float | None] | None:
-    """podrt's loop-lag histogram buckets (le -> cumulative count) and max gauge; None where absent."""
+    """podrt's loop-lag histogram buckets (le -> cumulative count) and its max gauge (since the
+    daemon started); None where absent. p99 over a phase: the difference of two readings."""
     if url is None:
         return None
     with urllib.request.urlopen(url, timeout=10) as r:
@@ -318,7 +319,7 @@ def table(results: dict[str, Figures], args: argparse.Namespace) -> None:
         if "lag samples" not in p:
             text, goal = "n/a (no podrt_event_loop_lag_seconds)", "< 5 ms"
         else:
-            text = (f"p99 {'-' if lag is None else f'{lag * 1000:.1f} ms'}, max gauge "
+            text = (f"p99 {'-' if lag is None else f'{lag * 1000:.1f} ms'}, max since start "
                     f"{'-' if top is None else f'{top * 1000:.1f} ms'} ({p['lag samples']:.0f} samples)")
             goal = "< 5 ms" + ("" if lag is None else (" ok" if lag < 0.005 else " missed"))
         print(f"| podrt event-loop lag under {args.concurrent} concurrent cycles | - | {text} | - | {goal} |")
