@@ -1,6 +1,8 @@
 """podrt beside containerd (issue 20's peer): the same workload over the same
-client (the project's grpclib stubs) against each runtime in turn, one run, one
-table with the ratio podrt/containerd per row and the issue's targets.
+client (the project's grpclib stubs) against both runtimes, up side by side, one
+run, one table with the ratio podrt/containerd per row and the issue's targets.
+The sequential cycles alternate between the runtimes, so both see the same load
+on a shared machine.
 
 Run as root: .venv/bin/python benchmarks/bench_peer.py [--cycles 30] [--concurrent 10]
     [--pods 1000] [--containers N] [--only podrt|containerd]
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -195,43 +198,66 @@ async def bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[
     return await asyncio.gather(*(one(j) for j in jobs))
 
 
-async def measure(rt: Runtime, cycles: int, concurrent: int, pods: int, containers: int) -> Figures:
-    out: Figures = {}
-    ch = Channel(path=str(rt.sock))
-    stub = cri.RuntimeServiceStub(ch)
+async def image_id(ch: Channel, rt: Runtime) -> str:
+    """busybox's ID in the runtime, pulled first where it is not there (podrt, from the loopback registry)."""
+    images = cri.ImageServiceStub(ch)
+    spec = cri.ImageSpec(image=rt.image)
+    if not (await images.image_status(cri.ImageStatusRequest(image=spec))).image.id:
+        await images.pull_image(cri.PullImageRequest(image=spec))
+    return (await images.image_status(cri.ImageStatusRequest(image=spec))).image.id
+
+
+async def measure(rts: list[Runtime], cycles: int, concurrent: int, pods: int, containers: int) -> dict[str, Figures]:
+    """The cycles alternate between the runtimes (a shared machine's load drifts; both see the
+    same), CPU counted per cycle in each one's cgroup; the 10-way phases back to back; then
+    the pods phase of each in turn."""
+    out: dict[str, Figures] = {rt.name: {} for rt in rts}
+    chans = {rt.name: Channel(path=str(rt.sock)) for rt in rts}
+    stubs = {name: cri.RuntimeServiceStub(ch) for name, ch in chans.items()}
     try:
-        st = await cri.ImageServiceStub(ch).image_status(cri.ImageStatusRequest(image=cri.ImageSpec(image=rt.image)))
-        if not st.image.id:
-            await cri.ImageServiceStub(ch).pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=rt.image)))
-            st = await cri.ImageServiceStub(ch).image_status(cri.ImageStatusRequest(image=cri.ImageSpec(image=rt.image)))
-        out["image id"] = st.image.id
+        for rt in rts:
+            out[rt.name]["image id"] = await image_id(chans[rt.name], rt)
         for _ in range(WARMUP):
-            await cycle(stub, rt)
-        cpu0 = rt.cgroup.cpu_seconds()
-        seq = [await cycle(stub, rt) for _ in range(cycles)]
-        out["cpu per cycle"] = (rt.cgroup.cpu_seconds() - cpu0) / cycles
-        for key in ("run", "create", "start", "exec", "stop", "remove", "cycle"):
-            out[key] = pct([c[key] for c in seq], .5)
-        out["cycle p90"] = pct([c["cycle"] for c in seq], .9)
-        print(f"  {rt.name}: {cycles} sequential cycles, cycle p50 {out['cycle'] * 1000:.0f} ms", flush=True)
-
-        lag0 = lag_metrics(rt.metrics_url)
-        cpu0, t = rt.cgroup.cpu_seconds(), time.perf_counter()
-        await asyncio.gather(*(cycle(stub, rt) for _ in range(concurrent)))
-        out["concurrent wall"] = time.perf_counter() - t
-        out["concurrent cpu per cycle"] = (rt.cgroup.cpu_seconds() - cpu0) / concurrent
-        lag1 = lag_metrics(rt.metrics_url)
-        if lag0 and lag1:
-            diff = {b: lag1[0][b] - lag0[0].get(b, 0.0) for b in lag1[0]}
-            out["lag p99"], out["lag max"] = bucket_quantile(diff, .99), lag1[1]
-            out["lag samples"] = diff.get(math.inf, 0)
-        print(f"  {rt.name}: {concurrent} concurrent cycles in {out['concurrent wall']:.2f} s", flush=True)
-
-        if pods:
-            await many_pods(rt, stub, ch, pods, containers, out)
+            for rt in rts:
+                await cycle(stubs[rt.name], rt)
+        seq: dict[str, list[dict[str, float]]] = {rt.name: [] for rt in rts}
+        cpu = dict.fromkeys(seq, 0.0)
+        for _ in range(cycles):
+            for rt in rts:
+                cpu0 = rt.cgroup.cpu_seconds()
+                seq[rt.name].append(await cycle(stubs[rt.name], rt))
+                cpu[rt.name] += rt.cgroup.cpu_seconds() - cpu0
+        for rt in rts:
+            o = out[rt.name]
+            o["cpu per cycle"] = cpu[rt.name] / cycles
+            for key in ("run", "create", "start", "exec", "stop", "remove", "cycle"):
+                o[key] = pct([c[key] for c in seq[rt.name]], .5)
+            o["cycle p90"] = pct([c["cycle"] for c in seq[rt.name]], .9)
+            print(f"  {rt.name}: {cycles} sequential cycles, cycle p50 {o['cycle'] * 1000:.0f} ms", flush=True)
+        for rt in rts:
+            await concurrent_cycles(stubs[rt.name], rt, concurrent, out[rt.name])
+        for rt in rts:
+            if pods:
+                await many_pods(rt, stubs[rt.name], chans[rt.name], pods, containers, out[rt.name])
     finally:
-        ch.close()
+        for ch in chans.values():
+            ch.close()
     return out
+
+
+async def concurrent_cycles(stub: cri.RuntimeServiceStub, rt: Runtime, concurrent: int, out: Figures) -> None:
+    """`concurrent` cycles at once: wall, CPU per cycle, podrt's loop lag meanwhile."""
+    lag0 = lag_metrics(rt.metrics_url)
+    cpu0, t = rt.cgroup.cpu_seconds(), time.perf_counter()
+    await asyncio.gather(*(cycle(stub, rt) for _ in range(concurrent)))
+    out["concurrent wall"] = time.perf_counter() - t
+    out["concurrent cpu per cycle"] = (rt.cgroup.cpu_seconds() - cpu0) / concurrent
+    lag1 = lag_metrics(rt.metrics_url)
+    if lag0 and lag1:
+        diff = {b: lag1[0][b] - lag0[0].get(b, 0.0) for b in lag1[0]}
+        out["lag p99"], out["lag max"] = bucket_quantile(diff, .99), lag1[1]
+        out["lag samples"] = diff.get(math.inf, 0)
+    print(f"  {rt.name}: {concurrent} concurrent cycles in {out['concurrent wall']:.2f} s", flush=True)
 
 
 async def many_pods(rt: Runtime, stub: cri.RuntimeServiceStub, ch: Channel, pods: int, containers: int,
@@ -391,17 +417,14 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="podrt-peer-registry-"))
     reg, conf = serve_busybox(base, IMAGE_REPO)  # podrt pulls it; containerd imports the same bytes
     ref = f"{reg.host}/{IMAGE_REPO}:v1"
-    results: dict[str, Figures] = {}
     try:
-        if args.only != "containerd":
-            print("podrt:", flush=True)
-            with podrt_runtime(conf, ref, cgroup) as rt:
-                results["podrt"] = asyncio.run(measure(rt, args.cycles, args.concurrent, args.pods, args.containers))
-        if args.only != "podrt":
-            print("containerd:", flush=True)
-            with containerd_runtime(busybox_image(), ref, cgroup) as rt:
-                results["containerd"] = asyncio.run(measure(rt, args.cycles, args.concurrent, args.pods,
-                                                            args.containers))
+        with contextlib.ExitStack() as stack:
+            rts = []
+            if args.only != "containerd":
+                rts.append(stack.enter_context(podrt_runtime(conf, ref, cgroup)))
+            if args.only != "podrt":
+                rts.append(stack.enter_context(containerd_runtime(busybox_image(), ref, cgroup)))
+            results = asyncio.run(measure(rts, args.cycles, args.concurrent, args.pods, args.containers))
     finally:
         reg.stop()
         shutil.rmtree(base, ignore_errors=True)
