@@ -115,6 +115,15 @@ class ContainerStatuses:
             exited = set()
         return self._table.views(lambda i: self.view(i, exited), match, ids)
 
+    def unrecorded_exits(self) -> builtins.list[ContainerView]:
+        """Views of the containers whose exit file is there but not in their
+        state yet (the watcher is on its way): one listing of the exit dir."""
+        try:
+            names = os.listdir(self.deps.exit_dir)
+        except FileNotFoundError:
+            return []
+        return [self.view(i) for i in names if (s := self._table.find(i)) is not None and s.exit_code is None and not s.lost]
+
     async def inspect(self, view: ContainerView) -> dict[str, object]:
         """ContainerStatus' verbose info: the OCI spec, runc's view, and what
         was asked for but not applied on this host."""

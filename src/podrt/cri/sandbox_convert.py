@@ -24,7 +24,7 @@ from podrt.sandbox.manager import SandboxView
 NS_MODES = {cri.NamespaceMode.POD: NsMode.POD, cri.NamespaceMode.CONTAINER: NsMode.CONTAINER,
        cri.NamespaceMode.NODE: NsMode.NODE, cri.NamespaceMode.TARGET: NsMode.TARGET}
 _NS_BACK = wire_enum({v: k for k, v in NS_MODES.items()}, cri.NamespaceMode)
-_STATE = wire_enum({True: cri.PodSandboxState.SANDBOX_READY, False: cri.PodSandboxState.SANDBOX_NOTREADY},
+STATE = wire_enum({True: cri.PodSandboxState.SANDBOX_READY, False: cri.PodSandboxState.SANDBOX_NOTREADY},
                    cri.PodSandboxState)
 _PROTO = {cri.Protocol.TCP: "tcp", cri.Protocol.UDP: "udp", cri.Protocol.SCTP: "sctp"}
 PROFILES = {
@@ -111,7 +111,7 @@ def metadata(cfg: SandboxConfig) -> cri.PodSandboxMetadata:
 
 
 def _state(view: SandboxView) -> cri.PodSandboxState:
-    return _STATE[view.ready]
+    return STATE[view.ready]
 
 
 def labels(view: SandboxView) -> dict[str, str]:
