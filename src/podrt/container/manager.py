@@ -99,13 +99,6 @@ class ContainerManager:
              ids: Iterable[str] | None = None) -> builtins.list[ContainerView]:
         return self.statuses.list(match, ids)
 
-    def list_version(self) -> int:
-        """Changes with every container created, changed or removed (cri/listindex.py)."""
-        return self._table.version
-
-    def unrecorded_exits(self) -> builtins.list[ContainerView]:
-        return self.statuses.unrecorded_exits()
-
     async def inspect(self, view: ContainerView) -> dict[str, object]:
         return await self.statuses.inspect(view)
 

@@ -116,6 +116,10 @@ class ContainerStatuses:
             exited = set()
         return self._table.views(lambda i: self.view(i, exited), match, ids)
 
+    def list_version(self) -> int:
+        """Changes with every container created, changed or removed (cri/listindex.py)."""
+        return self._table.version
+
     def unrecorded_exits(self) -> builtins.list[ContainerView]:
         """Views of the containers whose exit file is there but not in their
         state yet (the watcher is on its way): one listing of the exit dir."""

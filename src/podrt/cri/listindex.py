@@ -101,7 +101,7 @@ class ListIndex(Generic[V]):
         order: `ids` (full IDs), `state`, every label pair, `group` (a prefix of a pod's ID)."""
         if ids is None and not labels and group is None:
             return self._listed(state)
-        chosen: list[Collection[str]] = [] if ids is None else [ids]
+        chosen: list[Collection[str]] = [] if ids is None else [set(ids)]
         for pair in (labels or {}).items():
             chosen.append(self._by_label.get(pair, ()))
         if group is not None:

@@ -43,7 +43,7 @@ class PodList:
         self._index: ListIndex[SandboxView] = ListIndex(conv.pod_sandbox, _pod_listed)
 
     def entries(self, f: cri.PodSandboxFilter) -> list[bytes]:
-        self._index.sync(self._sandboxes.list_version(), self._sandboxes.list)
+        self._index.sync(self._sandboxes.statuses.list_version(), self._sandboxes.list)
         return self._index.select(ids=self._sandboxes.matching_ids(f.id) if f.id else None,
                                   state=f.state.state if f.is_set("state") else None, labels=f.label_selector)
 
@@ -57,8 +57,8 @@ class ContainerList:
         self._index: ListIndex[ContainerView] = ListIndex(cconv.container, _container_listed)
 
     def entries(self, f: cri.ContainerFilter) -> list[bytes]:
-        self._index.sync(self._containers.list_version(), self._containers.list)
-        for view in self._containers.unrecorded_exits():
+        self._index.sync(self._containers.statuses.list_version(), self._containers.list)
+        for view in self._containers.statuses.unrecorded_exits():
             self._index.update(view)
         return self._index.select(ids=self._containers.matching_ids(f.id) if f.id else None,
                                   state=f.state.state if f.is_set("state") else None, labels=f.label_selector,

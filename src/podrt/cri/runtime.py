@@ -51,8 +51,10 @@ class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, L
         self._containers = containers
         self._pod_list = PodList(sandboxes)
         self._container_list = ContainerList(containers)
-        self._pod_status_cache = StatusCache(cri.PodSandboxStatusResponse, conv.pod_sandbox_status, _pod_key, sandboxes.known)
-        self._container_status_cache = StatusCache(cri.ContainerStatusResponse, cconv.container_status, _container_key, containers.known)
+        self._pod_status_cache = StatusCache(cri.PodSandboxStatusResponse, conv.pod_sandbox_status, _pod_key,
+                                             lambda i: self._sandboxes.known(i))
+        self._container_status_cache = StatusCache(cri.ContainerStatusResponse, cconv.container_status, _container_key,
+                                                   lambda i: self._containers.known(i))
         self._chunk_size = chunk_size
         self._init_events()
         self._init_metrics()

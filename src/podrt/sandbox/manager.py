@@ -71,10 +71,6 @@ class SandboxManager:
              ids: Iterable[str] | None = None) -> builtins.list[SandboxView]:
         return self.statuses.list(match, ids)
 
-    def list_version(self) -> tuple[int, int]:
-        """Changes with every pod created, changed or removed, and with any pod's readiness (cri/listindex.py)."""
-        return self._table.version, self.statuses.version
-
     async def inspect(self, view: SandboxView) -> dict[str, object]:
         return await self.statuses.inspect(view)
 

@@ -93,6 +93,10 @@ class SandboxStatuses:
         self._alive[sandbox_id] = False
         self.version += 1
 
+    def list_version(self) -> tuple[int, int]:
+        """Changes with every pod created, changed or removed, and with any pod's readiness (cri/listindex.py)."""
+        return self._table.version, self.version
+
     def view(self, sandbox_id: str) -> SandboxView:
         state = self._table.get(sandbox_id)
         ready = not state.stopped and self._alive.get(sandbox_id, False) and not (
