@@ -6,7 +6,15 @@ client-side decoding), the daemon's CPU per call (its utime + stime from
 measured with each --chunk-sizes value ([podrt.api] list_chunk_size): the
 daemon restarts on the same root between them (pods and containers outlive it).
 
+Then the calls a kubelet and critest's benchmark make most, on the same node:
+ListPodSandbox and ListContainers unfiltered and by a label that matches one
+item (each pod and container has its own `n` label), by pod and by state;
+PodSandboxStatus and ContainerStatus of a pod on a CNI network (bench_sandbox's
+bridge) and its container, verbose (as critest asks) and not; and Version, the
+floor of a round trip.
+
 Run as root: .venv/bin/python benchmarks/bench_lists.py [--pods 1000] [--images 1000] [--chunk-sizes 4194304,65536]
+[--profile daemon.prof] (the daemon under cProfile; the file is written when it stops)
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from grpclib.const import Cardinality
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
-from common import pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
+from bench_sandbox import setup as network_setup  # noqa: E402  beside this script
+from common import call_raw, pct, socket_path, wait_ready, write_config  # noqa: E402
 
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from tests.support.daemon import DaemonDirs  # noqa: E402
@@ -77,34 +86,36 @@ async def measure(pid: int, calls: int, call: Callable[[], Awaitable[list[bytes]
     return pct(times, .5), (cpu_seconds(pid) - cpu) / calls, got
 
 
-def pod_config() -> cri.PodSandboxConfig:
+def pod_config(n: int, network: cri.NamespaceMode = cri.NamespaceMode.NODE) -> cri.PodSandboxConfig:
     return cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=f"b-{uuid.uuid4().hex[:8]}", uid=uuid.uuid4().hex, namespace="bench"),
-        labels={"app": "bench"}, linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
-            namespace_options=cri.NamespaceOption(network=cri.NamespaceMode.NODE))))
+        labels={"app": "bench", "n": str(n)}, linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
+            namespace_options=cri.NamespaceOption(network=network))))
+
+
+async def one_pod(rt: cri.RuntimeServiceStub, busybox: str, n: int,
+                  network: cri.NamespaceMode = cri.NamespaceMode.NODE) -> tuple[str, str]:
+    """(pod, container): a pod labelled n=`n` running a busybox container labelled the same."""
+    cfg = pod_config(n, network)
+    pod = (await rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=cfg))).pod_sandbox_id
+    ctr = cri.ContainerConfig(metadata=cri.ContainerMetadata(name="app"), image=cri.ImageSpec(image=busybox),
+                              command=["/bin/sleep", "100000"], log_path="app.log", labels={"app": "bench", "n": str(n)},
+                              linux=cri.LinuxContainerConfig(security_context=cri.LinuxContainerSecurityContext(
+                                  namespace_options=cri.NamespaceOption(pid=cri.NamespaceMode.CONTAINER))))
+    cid = (await rt.create_container(cri.CreateContainerRequest(pod_sandbox_id=pod, config=ctr, sandbox_config=cfg))).container_id
+    await rt.start_container(cri.StartContainerRequest(container_id=cid))
+    return pod, cid
 
 
 async def make_node(sock: Path, reg: Registry, busybox: str, pods: int, images: int) -> list[str]:
     ch = Channel(path=str(sock))
     rt, im = cri.RuntimeServiceStub(ch), cri.ImageServiceStub(ch)
-
-    async def one_pod() -> str:
-        cfg = pod_config()
-        pod = (await rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=cfg))).pod_sandbox_id
-        ctr = cri.ContainerConfig(metadata=cri.ContainerMetadata(name="app"), image=cri.ImageSpec(image=busybox),
-                                  command=["/bin/sleep", "100000"], log_path="app.log", labels={"app": "bench"},
-                                  linux=cri.LinuxContainerConfig(security_context=cri.LinuxContainerSecurityContext(
-                                      namespace_options=cri.NamespaceOption(pid=cri.NamespaceMode.CONTAINER))))
-        cid = (await rt.create_container(cri.CreateContainerRequest(pod_sandbox_id=pod, config=ctr, sandbox_config=cfg))).container_id
-        await rt.start_container(cri.StartContainerRequest(container_id=cid))
-        return pod
-
     try:
         await im.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=busybox)))
         made: list[str] = []
         t = time.perf_counter()
         for i in range(0, pods, 10):
-            made += await asyncio.gather(*(one_pod() for _ in range(min(10, pods - i))))
+            made += [p for p, _ in await asyncio.gather(*(one_pod(rt, busybox, i + j) for j in range(min(10, pods - i))))]
         print(f"made {pods} pods with a running container each in {time.perf_counter() - t:.0f} s")
         t = time.perf_counter()
         for i in range(max(0, images - 2)):  # besides busybox and the builtin pause image
@@ -147,8 +158,60 @@ async def bench(sock: Path, pid: int, chunk: int) -> None:
         ch.close()
 
 
-def start(cfg: Path, base: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],
+RT = "/runtime.v1.RuntimeService/"
+
+
+async def round_trips(ch: Channel, method: str, request: Any, calls: int = 200) -> tuple[float, float, int]:
+    """(p50, p90 seconds, the answer's bytes) of `calls` unary calls, the answer kept as bytes."""
+    data = await call_raw(ch, RT + method, request)
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        data = await call_raw(ch, RT + method, request)
+        times.append(time.perf_counter() - t)
+    return pct(times, .5), pct(times, .9), len(data)
+
+
+async def bench_calls(sock: Path, busybox: str, pods: int) -> list[str]:
+    """What a kubelet and critest ask most; the networked pod made for the statuses (to remove)."""
+    ch = Channel(path=str(sock))
+    rt = cri.RuntimeServiceStub(ch)
+    try:
+        pod, cid = await one_pod(rt, busybox, pods, cri.NamespaceMode.POD)  # label n=pods: one more match for none
+        one = {"n": str(pods // 2)}
+        calls: list[tuple[str, str, Any]] = [
+            ("Version (the floor)", "Version", cri.VersionRequest()),
+            ("ListPodSandbox, all", "ListPodSandbox", cri.ListPodSandboxRequest()),
+            ("ListPodSandbox, label 1 of all", "ListPodSandbox",
+             cri.ListPodSandboxRequest(filter=cri.PodSandboxFilter(label_selector=one))),
+            ("ListPodSandbox, state ready", "ListPodSandbox", cri.ListPodSandboxRequest(filter=cri.PodSandboxFilter(
+                state=cri.PodSandboxStateValue(state=cri.PodSandboxState.SANDBOX_READY)))),
+            ("ListPodSandbox, id prefix", "ListPodSandbox",
+             cri.ListPodSandboxRequest(filter=cri.PodSandboxFilter(id=pod[:12]))),
+            ("ListContainers, all", "ListContainers", cri.ListContainersRequest()),
+            ("ListContainers, label 1 of all", "ListContainers",
+             cri.ListContainersRequest(filter=cri.ContainerFilter(label_selector=one))),
+            ("ListContainers, of a pod", "ListContainers",
+             cri.ListContainersRequest(filter=cri.ContainerFilter(pod_sandbox_id=pod))),
+            ("ListContainers, state running", "ListContainers", cri.ListContainersRequest(filter=cri.ContainerFilter(
+                state=cri.ContainerStateValue(state=cri.ContainerState.CONTAINER_RUNNING)))),
+            ("PodSandboxStatus", "PodSandboxStatus", cri.PodSandboxStatusRequest(pod_sandbox_id=pod)),
+            ("PodSandboxStatus verbose", "PodSandboxStatus", cri.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)),
+            ("ContainerStatus", "ContainerStatus", cri.ContainerStatusRequest(container_id=cid)),
+            ("ContainerStatus verbose", "ContainerStatus", cri.ContainerStatusRequest(container_id=cid, verbose=True)),
+        ]
+        print(f"-- single calls ({pods + 1} pods and containers; the statuses' pod on a CNI network)")
+        for what, method, request in calls:
+            p50, p90, size = await round_trips(ch, method, request)
+            print(f"{what:32}: p50 {p50 * 1000:6.2f} ms, p90 {p90 * 1000:6.2f} ms, {size} bytes")
+        return [pod]
+    finally:
+        ch.close()
+
+
+def start(cfg: Path, base: Path, profile: str | None = None) -> subprocess.Popen[bytes]:
+    prof = ["-m", "cProfile", "-o", profile] if profile else []
+    proc = subprocess.Popen([sys.executable, *prof, "-m", "podrt.cli", "serve", "--config", str(cfg)],
                             stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "ab"))
     asyncio.run(wait_ready(socket_path(base), timeout=300))
     return proc
@@ -159,6 +222,7 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=1000)
     ap.add_argument("--images", type=int, default=None, help="default: as many as pods")
     ap.add_argument("--chunk-sizes", default="4194304,65536")
+    ap.add_argument("--profile", help="run the daemon under cProfile, writing this file (when it stops)")
     args = ap.parse_args()
     chunks = [int(c) for c in args.chunk_sizes.split(",")]
     base = Path(tempfile.mkdtemp(prefix="podrt-bench-"))
@@ -166,14 +230,16 @@ def main() -> None:
     pods: list[str] = []
     proc: subprocess.Popen[bytes] | None = None
     try:
-        (base / "cni").mkdir()
+        network_setup(base)  # bench_sandbox's CNI network, for the statuses' pod
         settings: dict[str, Any] = {"image": {"registries_conf": str(conf)}}
+        busybox = f"{reg.host}/bench/busybox:v1"
         for n, chunk in enumerate(chunks):
             cfg = write_config(base, api={"list_chunk_size": chunk}, **settings)
-            proc = start(cfg, base)
+            proc = start(cfg, base, args.profile)
             if n == 0:
-                pods = asyncio.run(make_node(socket_path(base), reg, f"{reg.host}/bench/busybox:v1", args.pods,
+                pods = asyncio.run(make_node(socket_path(base), reg, busybox, args.pods,
                                              args.pods if args.images is None else args.images))
+                pods += asyncio.run(bench_calls(socket_path(base), busybox, args.pods))
             asyncio.run(bench(socket_path(base), proc.pid, chunk))
             if n < len(chunks) - 1:
                 proc.terminate()
@@ -185,6 +251,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=120)
         scrub_daemon_dirs(DaemonDirs(base))  # what a failed run left: containers outlive the daemon
+        subprocess.run(["ip", "link", "del", "podrtbench0"], capture_output=True)
         reg.stop()
         shutil.rmtree(base, ignore_errors=True)
 

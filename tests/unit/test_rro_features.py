@@ -103,7 +103,7 @@ def test_the_request_and_status_carry_it(tmp_path: Path) -> None:
     cfg = cconv.container_config(req)
     assert cfg.mounts[0].recursive_read_only and cfg.mounts[0].readonly
     state = make_state(make_deps(tmp_path), config=cfg)
-    assert cconv.container_status(cconv.ContainerView(state, ContainerStatus.CREATED), None).status.mounts[0].recursive_read_only
+    assert cconv.container_status(cconv.ContainerView(state, ContainerStatus.CREATED)).mounts[0].recursive_read_only
 
 
 def test_the_spec_says_rro(rootfs: Path, host: None) -> None:  # noqa: F811

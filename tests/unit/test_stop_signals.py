@@ -76,7 +76,7 @@ def test_convert_request_and_status(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="config.stop_signal"):
         cconv.container_config(req)
     state = make_state(make_deps(tmp_path), stop_signal="SIGRTMIN+3")
-    status = cconv.container_status(ContainerView(state, ContainerStatus.CREATED), None).status
+    status = cconv.container_status(ContainerView(state, ContainerStatus.CREATED))
     assert status.stop_signal == cri.Signal.SIGRTMINPLUS3
 
 

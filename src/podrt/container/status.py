@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -24,10 +23,12 @@ from podrt.security import apparmor
 from podrt.security.seccomp import ProfileType
 from podrt.state.records import ContainerState
 from podrt.state.registry import Registry
-from podrt.steps.base import runtime_for
 from podrt.steps.container.context import ContainerDeps
+from podrt.steps.spec_files import read_spec
 
 UNKNOWN_EXIT = 255  # an exit nobody saw (CRI-O's)
+_PROCESS_STATUS = {ContainerStatus.CREATED: "created", ContainerStatus.RUNNING: "running",
+                   ContainerStatus.EXITED: "stopped", ContainerStatus.UNKNOWN: "unknown"}  # runc's words
 
 
 @attrs.frozen
@@ -115,18 +116,28 @@ class ContainerStatuses:
             exited = set()
         return self._table.views(lambda i: self.view(i, exited), match, ids)
 
-    async def inspect(self, view: ContainerView) -> dict[str, object]:
-        """ContainerStatus' verbose info: the OCI spec, runc's view, and what
-        was asked for but not applied on this host."""
-        state = view.state
-        spec_path = self.deps.container_dir(state.id) / "config.json"
-        spec = await asyncio.to_thread(spec_path.read_text) if spec_path.exists() else None
+    def list_version(self) -> int:
+        """Changes with every container created, changed or removed (cri/listindex.py)."""
+        return self._table.version
+
+    def unrecorded_exits(self) -> builtins.list[ContainerView]:
+        """Views of the containers whose exit file is there but not in their
+        state yet (the watcher is on its way): one listing of the exit dir."""
         try:
-            runtime_state = await runtime_for(self.deps.runtimes, state.runtime_handler).state(state.id)
-        except Exception as exc:  # verbose info is best effort; the status itself is answered
-            runtime_state = {"error": str(exc)}
+            names = os.listdir(self.deps.exit_dir)
+        except FileNotFoundError:
+            return []
+        return [self.view(i) for i in names if (s := self._table.find(i)) is not None and s.exit_code is None and not s.lost]
+
+    async def inspect(self, view: ContainerView) -> dict[str, object]:
+        """ContainerStatus' verbose info, which critest asks at every status:
+        the OCI spec as written, what podrt knows of the process (runc is not
+        asked), and what was asked for but not applied on this host."""
+        state = view.state
+        spec = await asyncio.to_thread(read_spec, self.deps.container_dir(state.id) / "config.json")
+        process = {"id": state.id, "pid": state.pid, "status": _PROCESS_STATUS[view.status]}
         info: dict[str, object] = {"sandboxID": state.sandbox_id, "pid": state.pid, "conmonPid": state.conmon_pid,
-                                   "runtimeSpec": json.loads(spec) if spec else None, "runtimeState": runtime_state}
+                                   "runtimeSpec": spec, "runtimeState": process}
         if state.config.cdi_devices:
             info["cdiDevices"] = list(state.config.cdi_devices)  # as applied at creation (runtimeSpec shows the edits)
         if state.config.apparmor == ProfileType.LOCALHOST and not apparmor.enabled():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import betterproto
 
 from podrt.api.runtime import v1 as cri
@@ -211,9 +209,9 @@ def pod_resources_info(s: SandboxState) -> dict[str, object]:
             for key in ("overhead", "resources") if (r := getattr(s, key)) is not None}
 
 
-def container_status(view: ContainerView, verbose_info: dict[str, object] | None) -> cri.ContainerStatusResponse:
+def container_status(view: ContainerView) -> cri.ContainerStatus:
     s = view.state
-    status = cri.ContainerStatus(
+    return cri.ContainerStatus(
         id=s.id, metadata=_metadata(view), state=STATE[view.status], created_at=s.created_at,
         started_at=s.started_at, finished_at=s.finished_at, exit_code=s.exit_code or 0,
         image=cri.ImageSpec(image=s.image_ref), image_ref=s.image_id, image_id=s.image_id,
@@ -226,5 +224,3 @@ def container_status(view: ContainerView, verbose_info: dict[str, object] | None
         resources=cri.ContainerResources(linux=linux_resources(s.config.resources)),
         stop_signal=wire_signal(s.stop_signal),  # the one in effect: the request's, the image's, or SIGTERM (containerd's)
     )
-    info = {"info": json.dumps(verbose_info)} if verbose_info is not None else {}
-    return cri.ContainerStatusResponse(status=status, info=info)

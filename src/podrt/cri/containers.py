@@ -8,6 +8,7 @@ from podrt.api.runtime import v1 as cri
 from podrt.cri import container_convert as cconv
 from podrt.cri.listcache import whole
 from podrt.cri.rpcgroup import RpcGroup
+from podrt.cri.statuscache import verbose_info
 
 
 class ContainerRpcs(RpcGroup):
@@ -33,7 +34,7 @@ class ContainerRpcs(RpcGroup):
         req = container_status_request
         view = self._containers.view(self._containers.resolve(req.container_id))
         info = await self._containers.inspect(view) if req.verbose else None
-        return cconv.container_status(view, info)
+        return self._container_status_cache.response(view, verbose_info(info))
 
     async def list_containers(self, list_containers_request: cri.ListContainersRequest) -> cri.ListContainersResponse:
         return whole(cri.ListContainersResponse, self._container_list.entries(list_containers_request.filter))

@@ -40,13 +40,13 @@ class EventRpcs(RpcGroup):
         key = (view.status, s.started_at, s.finished_at, s.exit_code, s.reason, s.message, s.user, s.config)
         cached = self._statuses.get(s.id)
         if cached is None or cached[0] != key:
-            cached = self._statuses[s.id] = (key, cconv.container_status(view, None).status)
+            cached = self._statuses[s.id] = (key, cconv.container_status(view))
         return cached[1]
 
     def _event_message(self, event: ContainerEvent) -> cri.ContainerEventResponse:
         """The pod's status and its containers' at the moment of the event, as the kubelet's evented PLEG reads them."""
         try:
-            pod_status = conv.pod_sandbox_status(self._sandboxes.view(event.sandbox_id), None).status
+            pod_status = conv.pod_sandbox_status(self._sandboxes.view(event.sandbox_id))
         except NotFound:  # the pod went first (restart cleanup)
             pod_status = None
         if event.type == EventType.DELETED:

@@ -3,8 +3,8 @@ selects, as the entries (cri/listcache.py) that one List message or a stream
 of chunks is joined from. Both RPCs of a pair call the same function, so
 they list the same set.
 
-Pods and containers come from a ListCache (their listed fields change only
-with their state); stats are read and encoded at each call.
+Pods and containers come from a ListIndex (cri/listindex.py: encoded once,
+filtered on indexes); stats are read and encoded at each call.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from podrt.container.manager import ContainerManager, ContainerView
 from podrt.cri import container_convert as cconv
 from podrt.cri import sandbox_convert as conv
 from podrt.cri import stats_convert as sconv
-from podrt.cri.listcache import ListCache, entries
+from podrt.cri.listcache import entries
+from podrt.cri.listindex import Listed, ListIndex
 from podrt.sandbox.manager import SandboxManager, SandboxView
 
 
@@ -25,51 +26,43 @@ def labels_match(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def _pod_listed(view: SandboxView) -> Listed:
+    return Listed(view.state.id, view.state, conv.STATE[view.ready], view.state.config.labels)
+
+
+def _container_listed(view: ContainerView) -> Listed:
+    s = view.state
+    return Listed(s.id, s, cconv.STATE[view.status], s.config.labels, s.sandbox_id)
+
+
 class PodList:
     """ListPodSandbox and StreamPodSandboxes."""
 
     def __init__(self, sandboxes: SandboxManager) -> None:
         self._sandboxes = sandboxes
-        self._cache: ListCache[SandboxView] = ListCache(
-            conv.pod_sandbox, key=lambda v: (v.state.id, v.ready))  # listed fields change only with readiness
+        self._index: ListIndex[SandboxView] = ListIndex(conv.pod_sandbox, _pod_listed)
 
     def entries(self, f: cri.PodSandboxFilter) -> list[bytes]:
-        ids = self._sandboxes.matching_ids(f.id) if f.id else None
-        want_state = f.state.state if f.is_set("state") else None
-        selector = dict(f.label_selector)
-
-        def match(view: SandboxView) -> bool:
-            if want_state is not None and (want_state == cri.PodSandboxState.SANDBOX_READY) != view.ready:
-                return False
-            return labels_match(view.state.config.labels, selector)
-
-        unfiltered = ids is None and want_state is None and not selector
-        return self._cache.entries(self._sandboxes.list(match, ids), full=unfiltered)
+        self._index.sync(self._sandboxes.statuses.list_version(), self._sandboxes.list)
+        return self._index.select(ids=self._sandboxes.matching_ids(f.id) if f.id else None,
+                                  state=f.state.state if f.is_set("state") else None, labels=f.label_selector)
 
 
 class ContainerList:
-    """ListContainers and StreamContainers."""
+    """ListContainers and StreamContainers. An exit conmon wrote and the
+    watcher has not recorded yet is listed, as ContainerStatus shows it."""
 
     def __init__(self, containers: ContainerManager) -> None:
         self._containers = containers
-        self._cache: ListCache[ContainerView] = ListCache(
-            cconv.container, key=lambda v: (v.state.id, v.status))  # listed fields change only with it
+        self._index: ListIndex[ContainerView] = ListIndex(cconv.container, _container_listed)
 
     def entries(self, f: cri.ContainerFilter) -> list[bytes]:
-        ids = self._containers.matching_ids(f.id) if f.id else None
-        want_state = f.state.state if f.is_set("state") else None
-        selector = dict(f.label_selector)
-        pod = f.pod_sandbox_id
-
-        def match(view: ContainerView) -> bool:
-            if want_state is not None and cconv.STATE[view.status] != want_state:
-                return False
-            if pod and not view.state.sandbox_id.startswith(pod):
-                return False
-            return labels_match(view.state.config.labels, selector)
-
-        unfiltered = ids is None and want_state is None and not selector and not pod
-        return self._cache.entries(self._containers.list(match, ids), full=unfiltered)
+        self._index.sync(self._containers.statuses.list_version(), self._containers.list)
+        for view in self._containers.statuses.unrecorded_exits():
+            self._index.update(view)
+        return self._index.select(ids=self._containers.matching_ids(f.id) if f.id else None,
+                                  state=f.state.state if f.is_set("state") else None, labels=f.label_selector,
+                                  group=f.pod_sandbox_id or None)
 
 
 async def container_stats(containers: ContainerManager, views: list[ContainerView]) -> list[cri.ContainerStats]:

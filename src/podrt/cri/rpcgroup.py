@@ -1,5 +1,6 @@
 """What every RPC group of RuntimeService reads: the managers its RPCs call,
-and what the List* and Stream* RPCs share (cri/lists.py).
+what the List* and Stream* RPCs share (cri/lists.py), and the statuses'
+encodings (cri/statuscache.py).
 
 RuntimeService (cri/runtime.py) is one grpclib servicer composed of one mixin
 per RPC group (pods, containers, events, streams, stats, list streams, runtime
@@ -8,10 +9,11 @@ info), each in a module of its own; it sets these attributes once, in its __init
 
 from __future__ import annotations
 
-from podrt.container.manager import ContainerManager
+from podrt.container.manager import ContainerManager, ContainerView
 from podrt.cri.lists import ContainerList, PodList
+from podrt.cri.statuscache import StatusCache
 from podrt.node.status import RuntimeStatusManager
-from podrt.sandbox.manager import SandboxManager
+from podrt.sandbox.manager import SandboxManager, SandboxView
 from podrt.streaming.server import StreamServer
 
 
@@ -22,4 +24,6 @@ class RpcGroup:
     _streams: StreamServer
     _pod_list: PodList
     _container_list: ContainerList
+    _pod_status_cache: StatusCache[SandboxView]  # PodSandboxStatus' encoded statuses
+    _container_status_cache: StatusCache[ContainerView]
     _chunk_size: int  # the most bytes of a Stream* response message (but for one larger item)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import grpclib.const
 
 from podrt.api.runtime import v1 as cri
-from podrt.container.manager import ContainerManager
+from podrt.container.manager import ContainerManager, ContainerView
+from podrt.cri import container_convert as cconv
+from podrt.cri import sandbox_convert as conv
 from podrt.cri.containers import ContainerRpcs
 from podrt.cri.events import EventRpcs
 from podrt.cri.lists import ContainerList, PodList
@@ -23,10 +25,19 @@ from podrt.cri.metrics import MetricRpcs
 from podrt.cri.pods import PodRpcs
 from podrt.cri.runtime_info import RuntimeInfoRpcs
 from podrt.cri.stats import StatsRpcs
+from podrt.cri.statuscache import StatusCache
 from podrt.cri.streams import StreamRpcs
 from podrt.node.status import RuntimeStatusManager
-from podrt.sandbox.manager import SandboxManager
+from podrt.sandbox.manager import SandboxManager, SandboxView
 from podrt.streaming.server import StreamServer
+
+
+def _pod_key(view: SandboxView) -> tuple[str, object, object]:
+    return view.state.id, view.state, view.ready
+
+
+def _container_key(view: ContainerView) -> tuple[str, object, object]:
+    return view.state.id, view.state, view.status
 
 
 class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, ListStreamRpcs, MetricRpcs, RuntimeInfoRpcs,
@@ -40,6 +51,10 @@ class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, L
         self._containers = containers
         self._pod_list = PodList(sandboxes)
         self._container_list = ContainerList(containers)
+        self._pod_status_cache = StatusCache(cri.PodSandboxStatusResponse, conv.pod_sandbox_status, _pod_key,
+                                             lambda i: self._sandboxes.known(i))
+        self._container_status_cache = StatusCache(cri.ContainerStatusResponse, cconv.container_status, _container_key,
+                                                   lambda i: self._containers.known(i))
         self._chunk_size = chunk_size
         self._init_events()
         self._init_metrics()

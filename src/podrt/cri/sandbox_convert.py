@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from podrt.api.runtime import v1 as cri
 from podrt.cri.fields import enum_value, id_value, in_range, wire_enum
 from podrt.model.sandbox import (
@@ -24,7 +22,7 @@ from podrt.sandbox.manager import SandboxView
 NS_MODES = {cri.NamespaceMode.POD: NsMode.POD, cri.NamespaceMode.CONTAINER: NsMode.CONTAINER,
        cri.NamespaceMode.NODE: NsMode.NODE, cri.NamespaceMode.TARGET: NsMode.TARGET}
 _NS_BACK = wire_enum({v: k for k, v in NS_MODES.items()}, cri.NamespaceMode)
-_STATE = wire_enum({True: cri.PodSandboxState.SANDBOX_READY, False: cri.PodSandboxState.SANDBOX_NOTREADY},
+STATE = wire_enum({True: cri.PodSandboxState.SANDBOX_READY, False: cri.PodSandboxState.SANDBOX_NOTREADY},
                    cri.PodSandboxState)
 _PROTO = {cri.Protocol.TCP: "tcp", cri.Protocol.UDP: "udp", cri.Protocol.SCTP: "sctp"}
 PROFILES = {
@@ -111,7 +109,7 @@ def metadata(cfg: SandboxConfig) -> cri.PodSandboxMetadata:
 
 
 def _state(view: SandboxView) -> cri.PodSandboxState:
-    return _STATE[view.ready]
+    return STATE[view.ready]
 
 
 def labels(view: SandboxView) -> dict[str, str]:
@@ -126,13 +124,13 @@ def pod_sandbox(view: SandboxView) -> cri.PodSandbox:
     )
 
 
-def pod_sandbox_status(view: SandboxView, verbose_info: dict[str, object] | None) -> cri.PodSandboxStatusResponse:
+def pod_sandbox_status(view: SandboxView) -> cri.PodSandboxStatus:
     s = view.state
     ns = s.config.namespaces
     network = cri.PodSandboxNetworkStatus()
     if s.ips and not s.config.host_network:
         network = cri.PodSandboxNetworkStatus(ip=s.ips[0], additional_ips=[cri.PodIp(ip=i) for i in s.ips[1:]])
-    status = cri.PodSandboxStatus(
+    return cri.PodSandboxStatus(
         id=s.id,
         metadata=metadata(s.config),
         state=_state(view),
@@ -146,5 +144,3 @@ def pod_sandbox_status(view: SandboxView, verbose_info: dict[str, object] | None
         annotations=dict(s.config.annotations),
         runtime_handler=s.runtime_handler,
     )
-    info = {"info": json.dumps(verbose_info)} if verbose_info is not None else {}
-    return cri.PodSandboxStatusResponse(status=status, info=info)

@@ -110,3 +110,4 @@ class SandboxManager:
     def close(self) -> None:
         """At shutdown: unclaimed pods stay marked so; the next start re-arms their timers."""
         self.claims.close()
+        self.statuses.close()

@@ -27,6 +27,7 @@ class Registry(Generic[S]):
         self._what = what  # "container", "pod sandbox": the NotFound message's noun
         self._records: dict[str, S] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.version = 0  # changes with every record added, replaced or removed (cri/listindex.py)
 
     def resolve(self, id_prefix: str) -> str:
         """The full ID of a unique prefix; NotFound or InvalidArgument (ambiguous)."""
@@ -53,8 +54,10 @@ class Registry(Generic[S]):
 
     def add(self, full_id: str, record: S) -> None:
         self._records[full_id] = record
+        self.version += 1
 
     def pop(self, full_id: str) -> S | None:
+        self.version += 1
         return self._records.pop(full_id, None)
 
     def lock(self, full_id: str) -> asyncio.Lock:

@@ -22,6 +22,14 @@ def write_spec(files: list[str], spec: dict[str, Any]) -> None:
         atomic_write(Path(f), payload)
 
 
+def read_spec(path: Path) -> dict[str, Any] | None:
+    """A spec `write_spec` wrote; None when it is gone (blocking: a worker thread's)."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
 S = TypeVar("S", bound=Specified, contravariant=True)
 D = TypeVar("D", contravariant=True)
 

@@ -1,0 +1,65 @@
+"""PodSandboxStatus and ContainerStatus answered from each item's encoded
+status, kept while its record and state hold (a record is immutable: a
+changed one is a new object). betterproto builds and encodes a
+ContainerStatus in ~0.7 ms, as long as the whole round trip; joining cached
+bytes costs microseconds. critest's benchmark asks a status at every step.
+
+Both responses hold the status as field 1 and the verbose info as field 2,
+a map<string, string>: on the wire, one message per entry with the key as
+field 1 and the value as field 2. The info is encoded at each call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+import betterproto
+
+from podrt.cri.listcache import encoded, varint
+
+V = TypeVar("V")
+
+
+def _field(number: int, body: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return varint(number << 3 | 2) + varint(len(body)) + body
+
+
+def _string(number: int, text: str) -> bytes:
+    """A string field; nothing for "", proto3's default (as betterproto writes a map entry)."""
+    return _field(number, text.encode()) if text else b""
+
+
+def info_entries(info: Mapping[str, str]) -> bytes:
+    """The map field 2 of a status response."""
+    return b"".join(_field(2, _string(1, k) + _string(2, v)) for k, v in info.items())
+
+
+def verbose_info(info: Mapping[str, object] | None) -> dict[str, str]:
+    """A status response's info map: the verbose info as one JSON value under "info" (as
+    containerd and CRI-O send it); nothing when not asked."""
+    return {"info": json.dumps(info)} if info is not None else {}
+
+
+class StatusCache(Generic[V]):
+    """`key(view)`: (ID, record, state); `known(ID)`: whether the item is still there
+    (entries of removed items are dropped once they are as many as the live ones)."""
+
+    def __init__(self, response_cls: type[betterproto.Message], to_status: Callable[[V], betterproto.Message],
+                 key: Callable[[V], tuple[str, object, object]], known: Callable[[str], bool]) -> None:
+        self._response_cls, self._to_status, self._key, self._known = response_cls, to_status, key, known
+        self._items: dict[str, tuple[object, object, bytes]] = {}
+        self._limit = 64
+
+    def response(self, view: V, info: Mapping[str, str]) -> Any:
+        """The response message (its bytes set, not encoded) with `view`'s status and `info`."""
+        item_id, record, state = self._key(view)
+        found = self._items.get(item_id)
+        if found is None or found[0] is not record or found[1] != state:
+            found = self._items[item_id] = (record, state, _field(1, bytes(self._to_status(view))))
+            if len(self._items) > self._limit:
+                self._items = {i: v for i, v in self._items.items() if self._known(i)}
+                self._limit = 2 * len(self._items) + 64
+        return encoded(self._response_cls, found[2] + info_entries(info))

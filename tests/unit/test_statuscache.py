@@ -1,0 +1,61 @@
+"""Status responses from cached encodings are byte for byte what betterproto
+sends; a changed record or state is encoded again; removed items' entries go."""
+
+from __future__ import annotations
+
+import attrs
+from hypothesis import given
+from hypothesis import strategies as st
+
+from podrt.api.runtime import v1 as cri
+from podrt.cri import sandbox_convert as conv
+from podrt.cri.statuscache import StatusCache, verbose_info
+from podrt.sandbox.manager import SandboxView
+from tests.unit.test_listcache import _view
+
+
+def _key(view: SandboxView) -> tuple[str, object, object]:
+    return view.state.id, view.state, view.ready
+
+
+def _cache(known: set[str] | None = None) -> StatusCache[SandboxView]:
+    return StatusCache(cri.PodSandboxStatusResponse, conv.pod_sandbox_status, _key,
+                       known=(lambda i: True) if known is None else known.__contains__)
+
+
+@given(st.booleans(), st.dictionaries(st.text(max_size=5), st.text(max_size=300), max_size=3),
+       st.dictionaries(st.text(max_size=8), st.text(max_size=200), max_size=3))
+def test_bytes_equal_plain_encoding(ready: bool, labels: dict[str, str], info: dict[str, str]) -> None:
+    view = _view(7, ready, labels)
+    cache = _cache()
+    for _ in range(2):  # the second from the cache
+        got = bytes(cache.response(view, info))
+        assert got == bytes(cri.PodSandboxStatusResponse(status=conv.pod_sandbox_status(view), info=info))
+        assert cri.PodSandboxStatusResponse().parse(got).info == info
+
+
+def test_verbose_info_is_one_json_value() -> None:
+    assert verbose_info(None) == {}
+    assert verbose_info({"pid": 3}) == {"info": '{"pid": 3}'}
+
+
+def test_a_changed_state_or_record_is_not_served_stale() -> None:
+    cache = _cache()
+    view = _view(1, True, {})
+    cache.response(view, {})
+    got = cri.PodSandboxStatusResponse().parse(bytes(cache.response(attrs.evolve(view, ready=False), {})))
+    assert got.status.state == cri.PodSandboxState.SANDBOX_NOTREADY
+    stopped = attrs.evolve(view, state=attrs.evolve(view.state, created_at=5))
+    assert cri.PodSandboxStatusResponse().parse(bytes(cache.response(stopped, {}))).status.created_at == 5
+
+
+def test_entries_of_removed_items_are_dropped() -> None:
+    live: set[str] = set()
+    cache = _cache(live)
+    for i in range(500):
+        view = _view(i, True, {})
+        live.add(view.state.id)
+        cache.response(view, {})
+        if i >= 10:
+            live.discard(_view(i - 10, True, {}).state.id)  # ten live at a time
+    assert len(cache._items) <= 2 * 10 + 64 + 1
