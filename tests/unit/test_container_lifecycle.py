@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from podrt.aio.tasks import TaskOwner
 from podrt.container import status
 from podrt.container.events import EventType
 from podrt.container.exits import ExitWatcher
 from podrt.container.lifecycle import ContainerLifecycle
+from podrt.container.runtime_create import RuntimeCreates
 from podrt.container.status import ContainerStatuses
 from podrt.errors import FailedPrecondition
 from podrt.model.container import ContainerStatus
@@ -64,6 +66,7 @@ class Harness:
         self.creator = FakeCreator()
         self.life = ContainerLifecycle(self.deps, self.table, ContainerStatuses(self.deps, self.table),
                                        exits=self.exits, creator=self.creator, events=events,  # type: ignore[arg-type]
+                                       creates=RuntimeCreates(self.deps, self.table, events, TaskOwner()),
                                        forget=lambda _cid: None)
 
     def add(self, container_id: str, **fields: Any) -> ContainerState:

@@ -1,6 +1,8 @@
 """CreateContainer: a transaction of steps, in a pod that is ready and not
 closing. A pod being stopped or removed gets no new container, and waits
-for the creations in flight in it to finish (or unwind) first."""
+for the creations in flight in it to finish (or unwind) first. The runc
+container is made once the container is saved, after the answer
+(runtime_create.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 from pathlib import Path
 
 from podrt.container.events import EventBus, EventType
+from podrt.container.runtime_create import RuntimeCreates
 from podrt.container.status import ContainerStatuses
 from podrt.container.validate import check_handler_has_rro, check_pod_ready, check_request, log_name
 from podrt.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -76,9 +79,9 @@ def image_stop_signal(image_config: object) -> str:
 
 class ContainerCreator:
     def __init__(self, deps: ContainerDeps, table: Registry[ContainerState], statuses: ContainerStatuses, *,
-                 sandboxes: SandboxManager, images: ImageManager, events: EventBus,
+                 sandboxes: SandboxManager, images: ImageManager, events: EventBus, creates: RuntimeCreates,
                  journal: Journal, faults: FaultPlan | None, observer: TxObserver | None) -> None:
-        self.deps, self._table, self._statuses = deps, table, statuses
+        self.deps, self._table, self._statuses, self._creates = deps, table, statuses, creates
         self._sandboxes, self._images, self._events = sandboxes, images, events
         self._journal, self._faults, self._observer = journal, faults, observer
         self._creating: dict[str, list[asyncio.Future[None]]] = {}  # pod ID -> its creations in flight
@@ -137,6 +140,7 @@ class ContainerCreator:
         await tx.run(ctx)
         assert ctx.state is not None  # the last step saved it
         self._table.add(container_id, ctx.state)
+        self._creates.begin(ctx.state)
         self._events.publish(container_id, pod.state.id, EventType.CREATED)
         return container_id
 
