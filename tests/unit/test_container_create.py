@@ -104,7 +104,7 @@ class Harness:
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.deps: ContainerDeps = make_deps(tmp_path)
         Gate.opened, Gate.fail = asyncio.Event(), False
-        monkeypatch.setattr(create, "steps", lambda deps: [ReserveNames(deps), IndexId(deps), Gate(deps)])
+        monkeypatch.setattr(create, "steps", lambda deps, _skip: [ReserveNames(deps), IndexId(deps), Gate(deps)])
         self.table = make_store(self.deps)
         self.events = EventBus(limit=100)
         self.published: list[tuple[str, EventType]] = []

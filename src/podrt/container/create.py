@@ -48,10 +48,12 @@ STEP_ORDER: tuple[type[DepsStep], ...] = (
 OWN_KINDS = (ContainerStorage, ImageVolumes, IdmapBinds, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
 
 
-def steps(deps: ContainerDeps | None) -> list[DepsStep]:
+def steps(deps: ContainerDeps | None, skip: frozenset[type[DepsStep]] = frozenset()) -> list[DepsStep]:
     """The shared phases get names of their own here (a fault point names one
-    transaction's step); records keep the kind, which teardown goes by."""
-    made = [cls(deps) for cls in STEP_ORDER]
+    transaction's step); records keep the kind, which teardown goes by.
+    `skip`: phases with nothing to do for this container (as RunPodSandbox
+    skips them): each journaled one would cost a journal write."""
+    made = [cls(deps) for cls in STEP_ORDER if cls not in skip]
     for step in made:
         if not step.kind.startswith("ctr-"):
             step.name = f"ctr-{step.kind}"
@@ -134,7 +136,10 @@ class ContainerCreator:
             lowers=self._lowers(record), volumes=volumes,
             created_at=time.time_ns(), log_path=str(Path(pod.state.log_directory) / log_name(cfg)), stop_signal=stop_signal,
             target_pid=self._target_pid(cfg, pod.state.id) if cfg.pid_mode == NsMode.TARGET else 0)
-        tx = Transaction("CreateContainer", steps(self.deps), tx_id=container_id,
+        idle: set[type[DepsStep]] = {ImageVolumes} if not volumes else set()
+        if not pod.state.userns_path:  # no ID-mapped clones of host paths to make
+            idle.add(IdmapBinds)
+        tx = Transaction("CreateContainer", steps(self.deps, frozenset(idle)), tx_id=container_id,
                          journal=self._journal, faults=self._faults, observer=self._observer, log=log)
         ctx.completed = tx.completed
         await tx.run(ctx)
