@@ -30,7 +30,7 @@ from podrt.state.registry import undo_records
 from podrt.state.store import StateStore
 from podrt.steps.base import runtime_for
 from podrt.steps.container.context import ContainerDeps
-from podrt.steps.container.create import refusal
+from podrt.steps.container.create import ContainerCreate, refusal
 from podrt.steps.container.storage import ContainerStorage
 from podrt.steps.names import IndexId, ReserveNames
 
@@ -113,8 +113,10 @@ class ContainerLifecycle:
         """Removal undoes the creation, but the log file stays: it is the
         kubelet's (`kubectl logs --previous`, its own rotation and removal),
         as CRI-O and containerd leave it. A rolled back creation removes it."""
-        plan = [attrs.evolve(s, data={**s.data, "log_file": ""}) if s.kind == ContainerStorage.kind else s
-                for s in state.steps]
+        said: dict[str, dict[str, object]] = {ContainerStorage.kind: {"log_file": ""}}
+        if self._statuses.status(state) == ContainerStatus.EXITED:  # conmon wrote the exit: nothing runs to stop
+            said[ContainerCreate.kind] = {"exited": True}
+        plan = [attrs.evolve(s, data={**s.data, **said[s.kind]}) if s.kind in said else s for s in state.steps]
         await undo_records(plan, self._undo_steps, what=f"removal of container {state.id}", log=log,
                            released_last=RELEASED_LAST)
 

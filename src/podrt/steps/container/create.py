@@ -64,10 +64,13 @@ class ContainerCreate(ContainerStep):
         """Nothing yet: the create runs once the container is saved (see the module's docstring)."""
 
     async def undo(self, data: dict[str, Any]) -> None:
+        """`exited` (added by the removal of a container whose exit is recorded):
+        nothing to stop, so no `runc state` to ask first (~6 ms)."""
         runtime = runtime_for(self.deps.runtimes, data["handler"])
         exit_file = Path(data["exit_file"])
-        # a rollback or a removal: no grace; conmon's exit file is awaited, or it comes after its removal below
-        await runtime.stop(data["id"], timeout=0, exit_dir=exit_file.parent)
+        if not data.get("exited"):
+            # a rollback or a removal: no grace; conmon's exit file is awaited, or it comes after its removal below
+            await runtime.stop(data["id"], timeout=0, exit_dir=exit_file.parent)
         await runtime.delete(data["id"], socket_dir=Path(data["socket_dir"]))
         exit_file.unlink(missing_ok=True)
         if cgroup := data.get("cgroup"):  # runc cut down mid-create (a client's deadline) has no state to delete by
