@@ -102,7 +102,7 @@ class Daemon:
                           build_spec=build_container_spec),
             sandboxes=self.sandboxes, images=self.images, registry=self.steps, journal=self.journal,
             faults=self.faults, observer=self.metrics,
-            events=EventBus(EVENT_QUEUE, on_drop=self.metrics.container_events_dropped.inc))
+            events=EventBus(EVENT_QUEUE, on_drop=self.metrics.container_events_dropped.inc), tasks=self.tasks)
         self.sandboxes.lifecycle.stop_containers = self.containers.lifecycle.stop_pod
         self.sandboxes.lifecycle.remove_containers = self.containers.lifecycle.remove_pod
         self.images.users = lambda image_id: self.sandboxes.image_users(image_id) + self.containers.image_users(image_id)

@@ -21,6 +21,7 @@ from podrt.errors import AlreadyExists, FailedPrecondition, NotFound
 from podrt.images.manager import ImageView
 from podrt.model.container import ContainerConfig
 from podrt.sandbox.status import SandboxView
+from podrt.state.records import ContainerState
 from podrt.steps.base import DepsStep
 from podrt.steps.container.context import ContainerContext, ContainerDeps
 from podrt.steps.names import IndexId, ReserveNames
@@ -89,11 +90,21 @@ class Gate(DepsStep):
         return None
 
 
+class FakeCreates:
+    """runtime_create.RuntimeCreates: the runc creates begun after the commits."""
+
+    def __init__(self) -> None:
+        self.begun: list[str] = []
+
+    def begin(self, state: ContainerState) -> None:
+        self.begun.append(state.id)
+
+
 class Harness:
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.deps: ContainerDeps = make_deps(tmp_path)
         Gate.opened, Gate.fail = asyncio.Event(), False
-        monkeypatch.setattr(create, "steps", lambda deps: [ReserveNames(deps), IndexId(deps), Gate(deps)])
+        monkeypatch.setattr(create, "steps", lambda deps, _skip: [ReserveNames(deps), IndexId(deps), Gate(deps)])
         self.table = make_store(self.deps)
         self.events = EventBus(limit=100)
         self.published: list[tuple[str, EventType]] = []
@@ -102,7 +113,7 @@ class Harness:
         self.creator = ContainerCreator(
             self.deps, self.table, ContainerStatuses(self.deps, self.table),
             sandboxes=FakeSandboxes(SandboxView(pod, ready=True)), images=FakeImages(),  # type: ignore[arg-type]
-            events=self.events, journal=None, faults=None, observer=None)  # type: ignore[arg-type]
+            events=self.events, creates=FakeCreates(), journal=None, faults=None, observer=None)  # type: ignore[arg-type]
 
 
 async def test_two_creates_of_one_name_one_wins_the_other_is_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,6 +127,7 @@ async def test_two_creates_of_one_name_one_wins_the_other_is_told(tmp_path: Path
     assert h.deps.names.owner(create.container_name(APP, h.creator._sandboxes.pod.state.config)) == winner
     assert list(h.table) == [winner] and len(h.deps.ids) == 1
     assert h.published == [(winner, EventType.CREATED)]
+    assert h.creator._creates.begun == [winner]  # its runc create, after the commit  # type: ignore[attr-defined]
     assert h.table.get(winner).stop_signal == "SIGINT"  # the image's
 
 
@@ -126,6 +138,7 @@ async def test_a_failed_creation_gives_its_name_and_id_back(tmp_path: Path, monk
     with pytest.raises(OSError, match="no space"):
         await h.creator.create("p1", APP)
     assert len(h.deps.names) == 0 and len(h.deps.ids) == 0 and len(h.table) == 0
+    assert h.creator._creates.begun == []  # type: ignore[attr-defined]
     assert h.creator.pending_users("img-busybox") == [] and not h.creator._creating
     Gate.fail = False
     assert await h.creator.create("p1", APP) in h.table  # the name is free again

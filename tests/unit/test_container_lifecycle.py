@@ -13,14 +13,16 @@ from typing import Any
 
 import pytest
 
+from podrt.aio.tasks import TaskOwner
 from podrt.container import status
 from podrt.container.events import EventType
 from podrt.container.exits import ExitWatcher
 from podrt.container.lifecycle import ContainerLifecycle
+from podrt.container.runtime_create import RuntimeCreates
 from podrt.container.status import ContainerStatuses
 from podrt.errors import FailedPrecondition
 from podrt.model.container import ContainerStatus
-from podrt.state.records import ContainerState
+from podrt.state.records import ContainerState, PlanStep
 from tests.unit.test_container_status import make_deps, make_state, make_store, write_exit
 
 
@@ -31,12 +33,15 @@ class FakeRuntime:
         self.deps, self.fail, self.conmon_gone = deps, False, False
         self.stopped: list[tuple[str, float, str]] = []
 
-    async def stop(self, container_id: str, *, timeout: float, stop_signal: str, exit_dir: Path) -> None:
+    async def stop(self, container_id: str, *, timeout: float, stop_signal: str = "SIGTERM", exit_dir: Path) -> None:
         if self.fail:
             raise OSError("runc: permission denied")
         self.stopped.append((container_id, timeout, stop_signal))
         if not self.conmon_gone:
             write_exit(self.deps, container_id, "143")
+
+    async def delete(self, container_id: str, *, socket_dir: Path) -> None:
+        self.stopped.append((container_id, -1, "delete"))
 
 
 class FakeCreator:
@@ -64,6 +69,7 @@ class Harness:
         self.creator = FakeCreator()
         self.life = ContainerLifecycle(self.deps, self.table, ContainerStatuses(self.deps, self.table),
                                        exits=self.exits, creator=self.creator, events=events,  # type: ignore[arg-type]
+                                       creates=RuntimeCreates(self.deps, self.table, events, TaskOwner()),
                                        forget=lambda _cid: None)
 
     def add(self, container_id: str, **fields: Any) -> ContainerState:
@@ -154,3 +160,19 @@ async def test_start_refuses_a_container_that_is_not_created(tmp_path: Path, mon
     with pytest.raises(FailedPrecondition, match="is exited, not created"):
         await h.life.start("c1")
     assert ContainerStatuses(h.deps, h.table).view("c1").status == ContainerStatus.EXITED
+
+
+@pytest.mark.parametrize("exited", [True, False])
+async def test_a_removal_stops_only_what_has_not_exited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        exited: bool) -> None:
+    """A container whose exit conmon wrote has nothing to stop: its removal
+    asks runc for the delete alone (no `runc state` first)."""
+    h = Harness(tmp_path, monkeypatch)
+    data = {"id": "c1", "handler": "runc", "socket_dir": str(h.deps.run_dir("c1")),
+            "exit_file": str(h.deps.exit_dir / "c1"), "cgroup": "", "deferred": True}
+    h.add("c1", started_at=2_000, pid=7, steps=(PlanStep("ctr-create", "ctr-create", data),))
+    if exited:
+        write_exit(h.deps, "c1", "0")
+    await h.life.remove("c1")
+    assert h.runc.stopped == ([] if exited else [("c1", 0, "SIGTERM")]) + [("c1", -1, "delete")]
+    assert "c1" not in h.table and not (h.deps.exit_dir / "c1").exists()

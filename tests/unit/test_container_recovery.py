@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 
+from podrt.aio.tasks import TaskOwner
 from podrt.container import recovery, status
+from podrt.container.events import EventBus
 from podrt.container.recovery import ContainerRecovery
+from podrt.container.runtime_create import RuntimeCreates
 from podrt.container.status import ContainerStatuses
 from podrt.model.container import ContainerStatus
 from podrt.state.format import CONTAINER_FORMAT
-from podrt.state.records import ContainerState
+from podrt.state.records import ContainerState, PlanStep
 from podrt.state.store import write_record
 from podrt.steps.container.context import ContainerDeps
 from tests.unit.test_container_status import CREATED_AT, make_deps, make_state, make_store, write_exit
@@ -49,7 +52,8 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: FakeRuntime,
     async def teardown(state: ContainerState) -> None:
         torn.append(state.id)
 
-    return deps, ContainerRecovery(deps, table, ContainerStatuses(deps, table), teardown=teardown), torn
+    creates = RuntimeCreates(deps, table, EventBus(limit=10), TaskOwner())
+    return deps, ContainerRecovery(deps, table, ContainerStatuses(deps, table), teardown=teardown, creates=creates), torn
 
 
 def saved_doc(rec: ContainerRecovery, state: ContainerState) -> dict[str, Any]:
@@ -161,3 +165,63 @@ def test_saved_reads_the_state_files_under_the_root(tmp_path: Path) -> None:
     (deps.container_dir("bad") / "state.json").write_text("{")
     states, bad = make_store(deps).read_all()
     assert states == [state] and [p.parent.name for p, _ in bad] == ["bad"]
+
+
+def deferred(deps: ContainerDeps, **fields: Any) -> ContainerState:
+    """A container saved by CreateContainer before its runc create ran (no pid yet)."""
+    data = {"id": "c1", "handler": "runc", "socket_dir": str(deps.run_dir("c1")),
+            "exit_file": str(deps.exit_dir / "c1"), "cgroup": "", "deferred": True}
+    return make_state(deps, steps=(PlanStep("ctr-create", "ctr-create", data),), **fields)
+
+
+def remake_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, conmon_alive: bool,
+                 undo_fails: bool = False) -> tuple[ContainerDeps, ContainerRecovery, list[str]]:
+    """`done`: what recovery did: "undo" (of the cut create), "begin" (the create made again)."""
+    deps, rec, _ = setup(tmp_path, monkeypatch, FakeRuntime(None), conmon_alive=conmon_alive)
+    done: list[str] = []
+
+    async def undo(_self: Any, data: dict[str, Any]) -> None:
+        done.append("undo")
+        if undo_fails:
+            raise OSError("cgroup busy")
+
+    monkeypatch.setattr(recovery.ContainerCreate, "undo", undo)
+    monkeypatch.setattr(rec._creates, "begin", lambda state: done.append("begin"))
+    persist = deps.run_dir("c1") / "conmon"
+    persist.mkdir(parents=True)
+    (persist / "conmon.pid").write_text("42")
+    (persist / "pidfile").write_text("4242")
+    return deps, rec, done
+
+
+async def test_a_create_done_before_the_restart_is_adopted_from_its_conmon(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    deps, rec, done = remake_setup(tmp_path, monkeypatch, conmon_alive=True)
+    await rec.restore([deferred(deps)], known_pods={"p1"})
+    state = rec._table.get("c1")
+    assert (state.pid, state.conmon_pid, done) == (4242, 42, [])
+    assert status.derive(state, deps) == ContainerStatus.CREATED  # runc says `created`: no start to record
+
+
+async def test_a_create_cut_by_the_restart_is_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deps, rec, done = remake_setup(tmp_path, monkeypatch, conmon_alive=False)
+    await rec.restore([deferred(deps)], known_pods={"p1"})
+    assert done == ["undo", "begin"]  # what it left goes first
+    state = rec._table.get("c1")
+    assert state.pid == 0 and status.derive(state, deps) == ContainerStatus.CREATED
+
+
+async def test_a_cut_create_whose_leftovers_stay_is_a_start_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deps, rec, done = remake_setup(tmp_path, monkeypatch, conmon_alive=False, undo_fails=True)
+    await rec.restore([deferred(deps)], known_pods={"p1"})
+    state = rec._table.get("c1")
+    assert done == ["undo"] and (state.exit_code, state.reason) == (128, "StartError")
+    assert "cgroup busy" in state.message and saved_doc(rec, state)["reason"] == "StartError"
+
+
+@pytest.mark.parametrize("fields", [{"pid": 7}, {"started_at": 2_000}, {"exit_code": 0}])
+async def test_a_container_past_its_create_is_not_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             fields: dict[str, Any]) -> None:
+    deps, rec, done = remake_setup(tmp_path, monkeypatch, conmon_alive=False)
+    await rec.restore([deferred(deps, **fields)], known_pods={"p1"})
+    assert done == []

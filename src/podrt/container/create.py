@@ -1,6 +1,8 @@
 """CreateContainer: a transaction of steps, in a pod that is ready and not
 closing. A pod being stopped or removed gets no new container, and waits
-for the creations in flight in it to finish (or unwind) first."""
+for the creations in flight in it to finish (or unwind) first. The runc
+container is made once the container is saved, after the answer
+(runtime_create.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 from pathlib import Path
 
 from podrt.container.events import EventBus, EventType
+from podrt.container.runtime_create import RuntimeCreates
 from podrt.container.status import ContainerStatuses
 from podrt.container.validate import check_handler_has_rro, check_pod_ready, check_request, log_name
 from podrt.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -45,10 +48,12 @@ STEP_ORDER: tuple[type[DepsStep], ...] = (
 OWN_KINDS = (ContainerStorage, ImageVolumes, IdmapBinds, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
 
 
-def steps(deps: ContainerDeps | None) -> list[DepsStep]:
+def steps(deps: ContainerDeps | None, skip: frozenset[type[DepsStep]] = frozenset()) -> list[DepsStep]:
     """The shared phases get names of their own here (a fault point names one
-    transaction's step); records keep the kind, which teardown goes by."""
-    made = [cls(deps) for cls in STEP_ORDER]
+    transaction's step); records keep the kind, which teardown goes by.
+    `skip`: phases with nothing to do for this container (as RunPodSandbox
+    skips them): each journaled one would cost a journal write."""
+    made = [cls(deps) for cls in STEP_ORDER if cls not in skip]
     for step in made:
         if not step.kind.startswith("ctr-"):
             step.name = f"ctr-{step.kind}"
@@ -76,9 +81,9 @@ def image_stop_signal(image_config: object) -> str:
 
 class ContainerCreator:
     def __init__(self, deps: ContainerDeps, table: Registry[ContainerState], statuses: ContainerStatuses, *,
-                 sandboxes: SandboxManager, images: ImageManager, events: EventBus,
+                 sandboxes: SandboxManager, images: ImageManager, events: EventBus, creates: RuntimeCreates,
                  journal: Journal, faults: FaultPlan | None, observer: TxObserver | None) -> None:
-        self.deps, self._table, self._statuses = deps, table, statuses
+        self.deps, self._table, self._statuses, self._creates = deps, table, statuses, creates
         self._sandboxes, self._images, self._events = sandboxes, images, events
         self._journal, self._faults, self._observer = journal, faults, observer
         self._creating: dict[str, list[asyncio.Future[None]]] = {}  # pod ID -> its creations in flight
@@ -131,12 +136,16 @@ class ContainerCreator:
             lowers=self._lowers(record), volumes=volumes,
             created_at=time.time_ns(), log_path=str(Path(pod.state.log_directory) / log_name(cfg)), stop_signal=stop_signal,
             target_pid=self._target_pid(cfg, pod.state.id) if cfg.pid_mode == NsMode.TARGET else 0)
-        tx = Transaction("CreateContainer", steps(self.deps), tx_id=container_id,
+        idle: set[type[DepsStep]] = {ImageVolumes} if not volumes else set()
+        if not pod.state.userns_path:  # no ID-mapped clones of host paths to make
+            idle.add(IdmapBinds)
+        tx = Transaction("CreateContainer", steps(self.deps, frozenset(idle)), tx_id=container_id,
                          journal=self._journal, faults=self._faults, observer=self._observer, log=log)
         ctx.completed = tx.completed
         await tx.run(ctx)
         assert ctx.state is not None  # the last step saved it
         self._table.add(container_id, ctx.state)
+        self._creates.begin(ctx.state)
         self._events.publish(container_id, pod.state.id, EventType.CREATED)
         return container_id
 

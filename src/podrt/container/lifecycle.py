@@ -1,6 +1,8 @@
 """StartContainer, StopContainer, RemoveContainer, UpdateContainerResources,
 ReopenContainerLog, and the containers' part of StopPodSandbox and
-RemovePodSandbox. Each runs under the container's lock."""
+RemovePodSandbox. Each runs under the container's lock; those that need the
+runc container wait for its create, which runs after CreateContainer
+answered (runtime_create.py), and a removal cuts it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import attrs
 from podrt.container.create import ContainerCreator, steps
 from podrt.container.events import EventBus, EventType
 from podrt.container.exits import ExitWatcher
+from podrt.container.runtime_create import RuntimeCreates, not_made, start_refusal
 from podrt.container.spec import oci_resources
 from podrt.container.status import ContainerStatuses, unknown_exit
 from podrt.container.validate import check_host_fit
@@ -27,7 +30,7 @@ from podrt.state.registry import undo_records
 from podrt.state.store import StateStore
 from podrt.steps.base import runtime_for
 from podrt.steps.container.context import ContainerDeps
-from podrt.steps.container.create import refusal
+from podrt.steps.container.create import ContainerCreate, refusal
 from podrt.steps.container.storage import ContainerStorage
 from podrt.steps.names import IndexId, ReserveNames
 
@@ -40,9 +43,9 @@ REOPEN_WAIT = 5.0  # for conmon to open the new log file
 
 class ContainerLifecycle:
     def __init__(self, deps: ContainerDeps, table: StateStore[ContainerState], statuses: ContainerStatuses, *,
-                 exits: ExitWatcher, creator: ContainerCreator, events: EventBus,
+                 exits: ExitWatcher, creator: ContainerCreator, creates: RuntimeCreates, events: EventBus,
                  forget: Callable[[str], None]) -> None:
-        self.deps, self._table, self._statuses = deps, table, statuses
+        self.deps, self._table, self._statuses, self._creates = deps, table, statuses, creates
         self._exits, self._creator, self._events = exits, creator, events
         self._forget = forget  # what else keeps a removed container's ID (its CPU rate)
         self._undo_steps = steps(deps)  # teardown with the containers' own services
@@ -53,10 +56,15 @@ class ContainerLifecycle:
     async def start(self, id_prefix: str) -> None:
         container_id = self._table.resolve(id_prefix)
         async with self._table.lock(container_id):
+            await self._creates.settled(container_id)
             state = self._table.get(container_id)
+            if (refused := start_refusal(state)) is not None:
+                raise refused
             status = self._statuses.status(state)
             if status != ContainerStatus.CREATED:
                 raise FailedPrecondition(f"container {container_id} is {status.value}, not created: it cannot be started")
+            if not state.pid:  # its create was cut at shutdown
+                raise not_made(container_id)
             try:
                 await self._runtime(state).start(container_id)
             except RuntimeRefused as exc:
@@ -69,6 +77,7 @@ class ContainerLifecycle:
         if (container_id := self._table.known_id(id_prefix)) is None:
             return
         async with self._table.lock(container_id):
+            await self._creates.settled(container_id)
             if (state := self._table.find(container_id)) is not None:
                 await self._stop(state, timeout)
 
@@ -91,6 +100,7 @@ class ContainerLifecycle:
         if (container_id := self._table.known_id(id_prefix)) is None:
             return
         async with self._table.lock(container_id):
+            await self._creates.cancel(container_id)
             if (state := self._table.find(container_id)) is None:
                 return
             await self.teardown(state)
@@ -103,8 +113,10 @@ class ContainerLifecycle:
         """Removal undoes the creation, but the log file stays: it is the
         kubelet's (`kubectl logs --previous`, its own rotation and removal),
         as CRI-O and containerd leave it. A rolled back creation removes it."""
-        plan = [attrs.evolve(s, data={**s.data, "log_file": ""}) if s.kind == ContainerStorage.kind else s
-                for s in state.steps]
+        said: dict[str, dict[str, object]] = {ContainerStorage.kind: {"log_file": ""}}
+        if self._statuses.status(state) == ContainerStatus.EXITED:  # conmon wrote the exit: nothing runs to stop
+            said[ContainerCreate.kind] = {"exited": True}
+        plan = [attrs.evolve(s, data={**s.data, **said[s.kind]}) if s.kind in said else s for s in state.steps]
         await undo_records(plan, self._undo_steps, what=f"removal of container {state.id}", log=log,
                            released_last=RELEASED_LAST)
 
@@ -129,6 +141,7 @@ class ContainerLifecycle:
         """`runc update` of a created or running container; ContainerStatus shows the new values."""
         container_id = self._table.resolve(id_prefix)
         async with self._table.lock(container_id):
+            await self._creates.settled(container_id)
             state = self._table.get(container_id)
             status = self._statuses.status(state)
             if status not in (ContainerStatus.CREATED, ContainerStatus.RUNNING):

@@ -1,7 +1,8 @@
 """Containers: what cri/ calls, wired from one module per RPC group (as
 CRI-O's server/ and containerd's internal/cri/server keep them):
 
-- create.py: CreateContainer (a transaction of steps)
+- create.py: CreateContainer (a transaction of steps); runtime_create.py: its
+  runc container, made after the answer, which what needs it waits for
 - lifecycle.py: start, stop, remove, update resources, reopen log; a pod's stop and removal
 - streams.py: ExecSync, the targets of Exec and Attach, the streaming sessions' calls
 - status.py: status derivation from conmon's exit file, views, ContainerStatus' verbose info
@@ -19,6 +20,7 @@ import builtins
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from podrt.aio.tasks import TaskOwner
 from podrt.container.checkpoint import ContainerCheckpoints
 from podrt.container.create import OWN_KINDS, ContainerCreator
 from podrt.container.events import EventBus
@@ -26,6 +28,7 @@ from podrt.container.exits import ExitWatcher
 from podrt.container.lifecycle import ContainerLifecycle
 from podrt.container.metrics import PodMetrics
 from podrt.container.recovery import ContainerRecovery
+from podrt.container.runtime_create import RuntimeCreates
 from podrt.container.stats import ContainerUsage, PodSample, Sample
 from podrt.container.status import ContainerStatuses, ContainerView
 from podrt.container.streams import ContainerStreams
@@ -46,19 +49,23 @@ __all__ = ["ContainerManager", "ContainerView"]
 
 class ContainerManager:
     def __init__(self, deps: ContainerDeps, *, sandboxes: SandboxManager, images: ImageManager, registry: StepRegistry,
-                 journal: Journal, faults: FaultPlan | None, observer: TxObserver | None, events: EventBus) -> None:
+                 journal: Journal, faults: FaultPlan | None, observer: TxObserver | None, events: EventBus,
+                 tasks: TaskOwner) -> None:
         self.deps, self.events = deps, events
         self._table = StateStore(deps.ids, "container", deps.root / "containers", CONTAINER_FORMAT)
         self.statuses = ContainerStatuses(deps, self._table)
         self.usage = ContainerUsage(deps, self.statuses)
         self.metrics = PodMetrics(deps, self.statuses)  # ListPodSandboxMetrics' readings (cri/metrics.py)
         self.exits = ExitWatcher(deps, self._table, events)
+        self.creates = RuntimeCreates(deps, self._table, events, tasks)
         self.creator = ContainerCreator(deps, self._table, self.statuses, sandboxes=sandboxes, images=images,
-                                        events=events, journal=journal, faults=faults, observer=observer)
+                                        events=events, creates=self.creates, journal=journal, faults=faults,
+                                        observer=observer)
         self.lifecycle = ContainerLifecycle(deps, self._table, self.statuses, exits=self.exits, creator=self.creator,
-                                            events=events, forget=self.usage.forget)
+                                            creates=self.creates, events=events, forget=self.usage.forget)
         self.streams = ContainerStreams(deps, self._table, self.statuses)
-        self.recovery = ContainerRecovery(deps, self._table, self.statuses, teardown=self.lifecycle.teardown)
+        self.recovery = ContainerRecovery(deps, self._table, self.statuses, teardown=self.lifecycle.teardown,
+                                          creates=self.creates)
         self.checkpoints = ContainerCheckpoints(deps, self._table, self.statuses, sandboxes)
         for cls in OWN_KINDS:  # crash replay of the journaled ones
             registry.register(cls.kind, self._undo_factory(cls))

@@ -17,14 +17,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, payload: bytes, mode: int = 0o600) -> None:
-    """Temp file in the same dir, fsync, rename over, fsync dir: the file is always whole."""
+def atomic_write(path: Path, payload: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Temp file in the same dir, fsync, rename over, fsync dir: the file is always whole.
+    `durable=False`: no fsyncs, for a file under the runroot (tmpfs, gone at a reboot
+    anyway): whole for any reader, and after a crash of the daemon alone."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.rename(tmp, path)
     except BaseException as exc:
@@ -33,7 +36,8 @@ def atomic_write(path: Path, payload: bytes, mode: int = 0o600) -> None:
         if isinstance(exc, OSError) and not exc.filename:  # a failed write() names no file
             exc.filename = str(path)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def usage(roots: Iterable[Path]) -> tuple[int, int]:

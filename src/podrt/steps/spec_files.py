@@ -17,9 +17,12 @@ from podrt.steps.context import Specified
 
 
 def write_spec(files: list[str], spec: dict[str, Any]) -> None:
+    """[bundle, state dir copy]: the bundle is under the runroot, which a reboot
+    empties (its runc and conmon with it), so only the copy is synced (2 fsyncs
+    fewer on every creation)."""
     payload = json.dumps(spec, indent=1).encode()
-    for f in files:
-        atomic_write(Path(f), payload)
+    for n, f in enumerate(files):
+        atomic_write(Path(f), payload, durable=n > 0)
 
 
 def read_spec(path: Path) -> dict[str, Any] | None:
