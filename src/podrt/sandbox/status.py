@@ -26,7 +26,8 @@ class SandboxView:
 
 class SandboxStatuses:
     """Views of the pods in the registry. Ready: not stopped, its infra seen
-    running (at creation, or by runc at restore) and without an exit file since."""
+    running (at creation, or by runc at restore) and without an exit file since;
+    a pod without an infra process, its namespaces pinned (at creation or restore)."""
 
     def __init__(self, deps: SandboxDeps, table: Registry[SandboxState]) -> None:
         self.deps, self._table = deps, table
@@ -66,7 +67,7 @@ class SandboxStatuses:
         spec = await asyncio.to_thread(spec_path.read_text) if spec_path.exists() else None
         info: dict[str, object] = {
             "runtimeSpec": json.loads(spec) if spec else None,
-            "runtimeState": await runtime.state(view.state.id) if runtime else None,
+            "runtimeState": await runtime.state(view.state.id) if runtime and view.state.infra_pid else None,
             "pid": view.state.infra_pid,
             "netnsPath": view.state.netns_path,
             "ips": view.state.ips,
