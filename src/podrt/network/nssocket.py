@@ -1,7 +1,7 @@
 """Sockets made inside a pod's network namespace, without moving the daemon.
 
 A socket stays bound to the namespace it was created in, so a throwaway
-thread setns(2)es itself into the pod's netns, creates the socket and ends;
+thread (host/nsthread.py) setns(2)es itself into the pod's netns, creates the socket and ends;
 the daemon then uses the socket from any thread. No thread that serves the
 daemon ever changes namespace, and nothing forks (pyroute2's own netns
 support forks the daemon; see network/netns.py). Used for netlink
