@@ -1,8 +1,10 @@
 """RunPodSandbox / StopPodSandbox / RemovePodSandbox latency over the socket,
 concurrent creation wall time, and ListPodSandbox with many pods.
 
-Run as root: .venv/bin/python benchmarks/bench_sandbox.py [--cycles 50] [--list-pods 1000]
+Run as root: .venv/bin/python benchmarks/bench_sandbox.py [--cycles 50] [--list-pods 1000] [--pid pod]
 Uses its own CNI network (bridge podrtbench0, 10.233.128.0/22) for the pods it makes.
+Pods are as the kubelet sends them without shareProcessNamespace (pid
+CONTAINER: no infra process); `--pid pod` shares it (an infra process).
 """
 
 from __future__ import annotations
@@ -43,12 +45,16 @@ def setup(base: Path) -> Path:
     return write_config(base)
 
 
+PID = {"container": cri.NamespaceMode.CONTAINER, "pod": cri.NamespaceMode.POD}
+pid_mode = PID["container"]  # --pid
+
+
 def config(host_network: bool = False) -> cri.PodSandboxConfig:
     mode = cri.NamespaceMode.NODE if host_network else cri.NamespaceMode.POD
     return cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=f"b-{uuid.uuid4().hex[:8]}", uid=uuid.uuid4().hex, namespace="bench"),
         linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
-            namespace_options=cri.NamespaceOption(network=mode))),
+            namespace_options=cri.NamespaceOption(network=mode, pid=pid_mode))),
     )
 
 
@@ -107,7 +113,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=50)
     ap.add_argument("--list-pods", type=int, default=1000)
+    ap.add_argument("--pid", choices=sorted(PID), default="container", help="the pods' PID namespace mode")
     args = ap.parse_args()
+    global pid_mode
+    pid_mode = PID[args.pid]
     base = Path(tempfile.mkdtemp(prefix="podrt-bench-"))
     proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(setup(base))],
                             stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shlex
@@ -222,9 +223,9 @@ async def test_netns_create_and_remove(base: Path) -> None:
         mountinfo = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if f" {path} " in line]
         assert len(mountinfo) == 1 and " - nsfs " in mountinfo[0]
         assert _netns_id(str(path)) != own
-        # a usable, empty namespace: only lo, and it is down (the loopback plugin brings it up)
+        # a usable, empty namespace: only lo, up (as the loopback plugin would bring it)
         links = _in_netns(path, "ip", "-o", "link").stdout.splitlines()
-        assert len(links) == 1 and ": lo:" in links[0] and "state DOWN" in links[0]
+        assert len(links) == 1 and ": lo:" in links[0] and "<LOOPBACK,UP," in links[0]
         start = time.perf_counter()
         await remove_netns(path)
         _timed("netns remove", time.perf_counter() - start)
@@ -247,8 +248,11 @@ async def test_netns_existing_name_is_left_alone(base: Path) -> None:
 async def test_netns_failure_leaves_nothing(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import podrt.host.nspin as nspin
 
-    monkeypatch.setattr(nspin.shutil, "which", lambda _name: "/bin/false")
-    with pytest.raises(OSError, match="unshare exited 1"):
+    def refused(*_args: object) -> None:
+        raise OSError(errno.EPERM, "refused")
+
+    monkeypatch.setattr(nspin.mounts, "mount", refused)
+    with pytest.raises(OSError, match="pinning the net namespace at .*broken: refused"):
         await create_netns(base / "netns", "broken")
     assert not (base / "netns" / "broken").exists()
     with pytest.raises(ValueError):

@@ -31,6 +31,7 @@ from tests.integration.test_containers import (
 from tests.support.client import CriClient, connect
 from tests.support.daemon import DaemonProcess
 from tests.support.leaks import audit_daemon_dirs
+from tests.support.pods import pod_config
 from tests.support.registry import BUSYBOX, REGISTRY_BIN, Registry
 from tests.support.slow import FACTOR
 
@@ -75,9 +76,12 @@ def _described(pod: cri.PodSandboxMetrics, descriptors: dict[str, cri.MetricDesc
 
 
 @pytest.mark.cgroups  # the readers of both hierarchies; which groups a config selects is the same on both
-async def test_a_busy_pods_metrics(daemon: DaemonProcess, registry: Registry) -> None:
+@pytest.mark.parametrize("pid", [cri.NamespaceMode.POD, cri.NamespaceMode.CONTAINER], ids=["infra", "no-infra"])
+async def test_a_busy_pods_metrics(daemon: DaemonProcess, registry: Registry, pid: cri.NamespaceMode) -> None:
+    """With an infra process, and without (its network counters read in its pinned netns)."""
     async with connect(daemon.dirs.socket) as c:
-        pod = await _pod(c)
+        config = pod_config(pid=pid)
+        pod = ((await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=config))).pod_sandbox_id, config)
         busy = await _create(c, pod, _config(registry, "busy", command=["/bin/sh", "-c", "while :; do :; done"]))
         await c.runtime.start_container(cri.StartContainerRequest(container_id=busy))
         idle = await _running(c, registry, pod, "idle")

@@ -17,6 +17,7 @@ from grpclib.exceptions import GRPCError
 
 from podrt.api.runtime import v1 as cri
 from podrt.sandbox.run import STEP_CLASSES
+from podrt.steps.sandbox.runtime import InfraStart
 from tests.integration.conftest import remove_all_pods, write_test_conflist
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
@@ -33,8 +34,8 @@ async def test_fault_at_every_step_leaks_nothing(net_dirs: DaemonDirs, step: str
     net_dirs.write_config({"debug": {"fault_points": [f"{step}:{when}"]}})
     write_test_conflist(net_dirs.cni_dir)
     daemon = DaemonProcess(net_dirs).start()
-    try:
-        config = pod_config()
+    try:  # the kubelet's usual pod has no infra process; one that shares its PID namespace has
+        config = pod_config(pid=cri.NamespaceMode.POD if step == InfraStart.kind else cri.NamespaceMode.CONTAINER)
         async with connect(net_dirs.socket) as c:
             with pytest.raises(GRPCError) as err:
                 await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=config))
@@ -50,13 +51,15 @@ async def test_fault_at_every_step_leaks_nothing(net_dirs: DaemonDirs, step: str
         daemon.kill()
 
 
+@pytest.mark.parametrize("pid", [cri.NamespaceMode.POD, cri.NamespaceMode.CONTAINER], ids=["infra", "no-infra"])
 @pytest.mark.parametrize("delay_ms", [5, 15, 30, 45, 60, 80])
-async def test_sigkill_mid_creation_then_restart_leaks_nothing(net_dirs: DaemonDirs, delay_ms: int) -> None:
+async def test_sigkill_mid_creation_then_restart_leaks_nothing(net_dirs: DaemonDirs, delay_ms: int,
+                                                               pid: cri.NamespaceMode) -> None:
     """Killed somewhere in the creation (or just after it: both must end clean)."""
     daemon = DaemonProcess(net_dirs).start()
     try:
         async with connect(net_dirs.socket) as c:
-            call = asyncio.ensure_future(c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod_config())))
+            call = asyncio.ensure_future(c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod_config(pid=pid))))
             await asyncio.sleep(delay_ms / 1000)
             daemon.stop(signal.SIGKILL)
             with contextlib.suppress(Exception):

@@ -68,8 +68,10 @@ def userns(mode: cri.NamespaceMode = cri.NamespaceMode.POD, ranges: list[tuple[i
     return cri.UserNamespace(mode=mode, uids=maps, gids=list(maps))
 
 
-def userns_pod(u: cri.UserNamespace | None = None, *, host_network: bool = False, **kw: object) -> cri.PodSandboxConfig:
-    ns = cri.NamespaceOption(userns_options=userns() if u is None else u,
+def userns_pod(u: cri.UserNamespace | None = None, *, host_network: bool = False,
+               pid: cri.NamespaceMode = cri.NamespaceMode.POD, **kw: object) -> cri.PodSandboxConfig:
+    """`pid`: POD, an infra process (its PID namespace's init); CONTAINER, none (podrt pins IPC and UTS in the user namespace)."""
+    ns = cri.NamespaceOption(userns_options=userns() if u is None else u, pid=pid,
                              network=cri.NamespaceMode.NODE if host_network else cri.NamespaceMode.POD)
     return pod_config(linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(namespace_options=ns)), **kw)
 
@@ -99,8 +101,9 @@ def daemon(registry: Registry) -> Iterator[DaemonProcess]:
 
 @pytest.mark.cgroups  # on v2 the container has a cgroup namespace, made in the pod's user namespace
 @needs_idmap
+@pytest.mark.parametrize("pid", [cri.NamespaceMode.POD, cri.NamespaceMode.CONTAINER], ids=["infra", "no-infra"])
 async def test_pod_root_is_the_mapped_range_and_owns_its_files(daemon: DaemonProcess, registry: Registry,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path, pid: cri.NamespaceMode) -> None:
     """The container's root is host uid 1000 (its /proc/<pid>/status from the
     host), with critest's uid_map; it writes its rootfs (stored in the upper
     dir with its host id 1000: the upper is not ID-mapped, the layers are),
@@ -111,7 +114,7 @@ async def test_pod_root_is_the_mapped_range_and_owns_its_files(daemon: DaemonPro
     volume.mkdir()
     (volume / "from-host").write_text("host\n")
     async with connect(daemon.dirs.socket) as c:
-        pod = await run_pod(c, userns_pod(dns_config=cri.DnsConfig(servers=["10.0.0.10"]), hostname="userns-pod"))
+        pod = await run_pod(c, userns_pod(dns_config=cri.DnsConfig(servers=["10.0.0.10"]), hostname="userns-pod", pid=pid))
         script = ("cat /proc/self/uid_map /proc/self/gid_map; id -u; echo made > /made-here && stat -c '%u:%g %n' /made-here; "
                   "stat -c '%u:%g %n' /bin/busybox /etc/hostname /etc/resolv.conf /dev/shm /vol/from-host; cat /etc/hostname; "
                   "cat /etc/resolv.conf; echo shm > /dev/shm/s && stat -c '%u %n' /dev/shm/s; "
@@ -131,6 +134,10 @@ async def test_pod_root_is_the_mapped_range_and_owns_its_files(daemon: DaemonPro
                            "0 /vol/by-pod"], out
         proc_pid = _container_pid(daemon.dirs, cid)
         assert _host_ids(proc_pid) == (HOST_ID, HOST_ID)
+        if pid == cri.NamespaceMode.CONTAINER:  # podrt's pins, made in the pod's user namespace, are the container's
+            for kind in ("ipc", "uts"):
+                assert os.stat(f"/proc/{proc_pid}/ns/{kind}").st_ino == os.stat(daemon.dirs.runroot / f"{kind}ns" / pod[0]).st_ino
+        assert (await _exec(c, cid, "cat", "/proc/sys/kernel/hostname")).stdout.decode().strip() == "userns-pod"  # its UTS namespace's
         assert Path(f"/proc/{proc_pid}/uid_map").read_text().split() == ["0", "1000", "100000"]
         upper = daemon.dirs.root / "containers" / cid / "rootfs" / "upper"
         assert (upper / "made-here").stat().st_uid == HOST_ID  # the rootfs's writes keep the host id
@@ -282,11 +289,13 @@ async def test_fault_at_every_pod_step_leaks_nothing(registry: Registry, step: s
         proc = await _start(d, registry, {"debug": {"fault_points": [f"{step}:{when}"]}})
         try:
             async with connect(d.socket) as c:
+                # no infra process but for the infra's own step, as the kubelet's pods without shareProcessNamespace
+                config = userns_pod(pid=cri.NamespaceMode.POD if step == "infra" else cri.NamespaceMode.CONTAINER)
                 with pytest.raises(GRPCError) as err:
-                    await run_pod(c, userns_pod())
+                    await run_pod(c, config)
                 assert f"injected fault {when} {step}" in (err.value.message or "")
                 assert audit_daemon_dirs(d) == {}
-                pod = await run_pod(c, userns_pod())  # the fault fired once
+                pod = await run_pod(c, config)  # the fault fired once
                 await _remove_pod(c, pod[0])
         finally:
             proc.stop()

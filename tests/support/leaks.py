@@ -68,7 +68,8 @@ def _netns(mounts: list[mountinfo.MountEntry], places: tuple[str, ...]) -> froze
     namespaces), files in its default netns and userns dirs, and podrt-named
     ones in the admin's /run/netns (containerd's cni-<uuid> there are not podrt's)."""
     found = {m.mount_point for m in mounts if m.fstype == "nsfs" and _podrts(m.mount_point, places)}
-    for d, ours in ((Path("/run/podrt/netns"), ""), (Path("/run/podrt/userns"), ""), (Path("/run/netns"), MARKER),
+    for d, ours in ((Path("/run/podrt/netns"), ""), (Path("/run/podrt/userns"), ""), (Path("/run/podrt/ipcns"), ""),
+                    (Path("/run/podrt/utsns"), ""), (Path("/run/netns"), MARKER),
                     (Path("/var/run/netns"), MARKER)):
         with contextlib.suppress(OSError):
             found.update(str(d / n) for n in os.listdir(d) if n.startswith(ours))
@@ -155,7 +156,7 @@ def _daemon_ids(d: DaemonDirs) -> set[str] | None:
 
 def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
     """What a daemon's pods and containers may leave: mounts (rootfs overlays,
-    ID-mapped clones and namespace pins included), netns and user namespace pins, IP leases, runc state, sandbox and container dirs
+    ID-mapped clones and namespace pins included), netns, user, IPC and UTS namespace pins, IP leases, runc state, sandbox and container dirs
     (writable uppers in them), conmon processes, cgroups. Empty when all pods
     are removed."""
     found: dict[str, list[str]] = {}
@@ -167,6 +168,7 @@ def audit_daemon_dirs(d: DaemonDirs) -> dict[str, list[str]]:
     if leases:
         found["ip leases"] = leases
     for label, directory in (("netns", d.runroot / "netns"), ("user namespace pins", d.runroot / "userns"),
+                             ("IPC namespace pins", d.runroot / "ipcns"), ("UTS namespace pins", d.runroot / "utsns"),
                              ("ID-mapped mounts", d.runroot / "idmap"), ("runc state", d.runroot / "runc"),
                              ("sandbox dirs", d.root / "sandboxes"), ("run dirs", d.runroot / "sandboxes"),
                              ("container dirs", d.root / "containers"),

@@ -9,11 +9,14 @@ from typing import Any
 from podrt.api.runtime import v1 as cri
 
 
-def pod_config(name: str | None = None, **kw: Any) -> cri.PodSandboxConfig:
-    """A PodSandboxConfig like the kubelet's; keyword args set fields of it."""
+def pod_config(name: str | None = None, pid: cri.NamespaceMode = cri.NamespaceMode.POD, **kw: Any) -> cri.PodSandboxConfig:
+    """A PodSandboxConfig like the kubelet's; keyword args set fields of it.
+    `pid` (without `linux`): POD, a shared PID namespace (an infra process as
+    its init); CONTAINER, what the kubelet sends without shareProcessNamespace
+    (no infra process: podrt pins the pod's namespaces)."""
     name = f"pod-{uuid.uuid4().hex[:8]}" if name is None else name
     linux = kw.pop("linux", None) or cri.LinuxPodSandboxConfig(
-        security_context=cri.LinuxSandboxSecurityContext(namespace_options=cri.NamespaceOption())
+        security_context=cri.LinuxSandboxSecurityContext(namespace_options=cri.NamespaceOption(pid=pid))
     )
     return cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=name, uid=uuid.uuid4().hex, namespace="test", attempt=0),

@@ -48,6 +48,7 @@ EXPECTED_DEFAULTS = {
             "cgroup_manager": "cgroupfs",
             "conmon": "/usr/bin/conmon",
             "conmon_cgroup": "pod",
+            "drop_infra_ctr": True,
             "infra_oom_score_adj": -998,
             "infra_cpu_shares": 2,
             "shm_size": "64Mi",

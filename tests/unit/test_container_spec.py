@@ -205,6 +205,16 @@ def test_pid_namespace_modes(rootfs: Path, host: None) -> None:
         pid(NsMode.TARGET, target_pid=2**22 + 1)  # it exited since (above pid_max)
 
 
+def test_a_pod_without_infra_is_joined_by_its_pins(rootfs: Path, host: None) -> None:
+    """Its IPC and UTS namespaces where podrt pinned them, its netns; no pod PID namespace to join."""
+    pod = attrs.evolve(_pod(), infra_pid=0, ipc_path="/run/podrt/ipcns/p", uts_path="/run/podrt/utsns/p")
+    cfg = ContainerConfig(name="c", image="i", pid_mode=NsMode.POD)
+    namespaces = build_container_spec(_ctx(rootfs, cfg, pod), Config())["linux"]["namespaces"]
+    assert [ns for ns in namespaces if ns["type"] in ("pid", "network", "ipc", "uts")] == [
+        {"type": "pid"}, {"type": "network", "path": "/run/netns/x"}, {"type": "uts", "path": "/run/podrt/utsns/p"},
+        {"type": "ipc", "path": "/run/podrt/ipcns/p"}]
+
+
 def test_a_cgroup_namespace_on_v2_unless_privileged(rootfs: Path, host: None, monkeypatch: pytest.MonkeyPatch) -> None:
     def types(cfg: ContainerConfig) -> list[str]:
         return [ns["type"] for ns in build_container_spec(_ctx(rootfs, cfg, _pod(privileged=True)), Config())["linux"]["namespaces"]]

@@ -16,7 +16,7 @@ import pytest
 from podrt.aio.tasks import TaskOwner
 from podrt.config import Config
 from podrt.errors import DeadlineExceeded
-from podrt.model.sandbox import SandboxConfig
+from podrt.model.sandbox import NamespaceOptions, NsMode, SandboxConfig
 from podrt.sandbox import naming
 from podrt.sandbox.claims import Claims
 from podrt.sandbox.run import SandboxRunner
@@ -152,3 +152,18 @@ async def test_a_pod_being_expired_is_not_handed_to_a_retry(tmp_path: Path) -> N
     pods.claims.expiring.add("pod0")
     assert await pods.runner.run(POD) == "pod1"
     assert pods.made[1] == ("pod1", "pod0")
+
+
+@pytest.mark.parametrize(("namespaces", "drop", "expected"), [
+    (NamespaceOptions(pid=NsMode.CONTAINER), True, "podns"),  # the kubelet's pod without shareProcessNamespace
+    (NamespaceOptions(pid=NsMode.NODE), True, "podns"),
+    (NamespaceOptions(pid=NsMode.POD), True, "infra"),  # its containers share the infra's PID namespace
+    (NamespaceOptions(pid=NsMode.CONTAINER), False, "infra"),  # podrt.runtime.drop_infra_ctr = false
+    (NamespaceOptions(pid=NsMode.CONTAINER, network=NsMode.NODE, ipc=NsMode.NODE), True, None),  # nothing of its own
+], ids=["container", "node", "pod", "switch off", "host ipc and network"])
+def test_which_pods_get_an_infra_process(tmp_path: Path, namespaces: NamespaceOptions, drop: bool, expected: str | None) -> None:
+    pods = Pods(tmp_path)
+    pods.deps.config = attrs.evolve(pods.deps.config, runtime=attrs.evolve(pods.deps.config.runtime, drop_infra_ctr=drop))
+    plan = pods.runner._steps(attrs.evolve(POD, namespaces=namespaces))
+    kinds = {step.kind for entry in plan for step in (entry if isinstance(entry, list) else [entry])}
+    assert kinds & {"infra", "podns"} == ({expected} if expected else set())

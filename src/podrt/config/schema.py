@@ -80,6 +80,9 @@ class RuntimeConfig:
     conmon_cgroup: str = setting("pod", check(
         lambda v: v == "pod" or (v.endswith(".slice") and len(v) > len(".slice")),
         'must be "pod" or a systemd slice name ending in ".slice"'))
+    # as CRI-O's: no infra process for a pod that does not share its PID namespace
+    # (namespace_options.pid != POD): podrt pins its namespaces; false: an infra for every pod
+    drop_infra_ctr: bool = setting(True)
     infra_oom_score_adj: int = setting(-998, in_range(-1000, 1000))
     infra_cpu_shares: int = setting(2, in_range(2))
     shm_size: str = setting("64Mi", matches(

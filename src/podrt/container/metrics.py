@@ -92,7 +92,7 @@ class PodMetrics:
     def _pod(self, pod: SandboxView, containers: list[ContainerView], groups: frozenset[str]) -> PodReading:
         """Blocking."""
         found: list[procfs.NetDev] = []
-        if "network" in groups and pod.state.netns_path and pod.state.infra_pid:
+        if "network" in groups and pod.state.netns_path:
             found = procfs.net_dev(pod.state.infra_pid, pod.state.netns_path) or []
         readings = tuple(self._container(v, groups) for v in containers)
         return PodReading(pod, time.time_ns(), tuple(i for i in found if i.name != "lo"), readings)

@@ -10,9 +10,9 @@ pod's namespaces. The rules are the kubelet's and CRI-O's:
   /etc/passwd and /etc/group; supplemental groups are the request's plus
   the user's groups in /etc/group (Merge, Kubernetes' default), or the
   request's only (Strict).
-- namespaces: the pod's network, IPC and UTS (the infra's, by path); PID:
-  its own, the pod's, the host's (NODE) or another container's (TARGET);
-  its own mount namespace.
+- namespaces: the pod's network, IPC and UTS, by path (pinned by podrt, or
+  its infra's); PID: its own, the pod's (its infra's), the host's (NODE) or
+  another container's (TARGET); its own mount namespace.
 - capabilities: CRI-O's defaults with the request's adds and drops ("ALL"
   in either), all of the host's for privileged.
 - CDI devices (config.CDI_devices and cdi.k8s.io/ annotations): their
@@ -190,7 +190,7 @@ def _pid_namespace(ctx: ContainerContext) -> Namespace | None:
     mode, infra_pid = ctx.config.pid_mode, ctx.sandbox.infra_pid
     if ctx.sandbox.config.host_pid or mode == NsMode.NODE:
         return None
-    if mode == NsMode.POD:
+    if mode == NsMode.POD and infra_pid:  # a pod without an infra shares no PID namespace: one of its own
         return Namespace("pid", f"/proc/{infra_pid}/ns/pid")
     if mode == NsMode.TARGET:
         if ctx.target_pid <= 0 or not pid_running(ctx.target_pid):  # it may have exited since the manager looked
@@ -206,9 +206,9 @@ def _namespaces(ctx: ContainerContext) -> tuple[Namespace, ...]:
         namespaces.append(pid)
     if not pod.host_network:
         namespaces.append(Namespace("network", ctx.sandbox.netns_path or f"{infra}/net"))
-        namespaces.append(Namespace("uts", f"{infra}/uts"))
+        namespaces.append(Namespace("uts", ctx.sandbox.uts_path or f"{infra}/uts"))
     if not pod.host_ipc:
-        namespaces.append(Namespace("ipc", f"{infra}/ipc"))
+        namespaces.append(Namespace("ipc", ctx.sandbox.ipc_path or f"{infra}/ipc"))
     namespaces.append(Namespace("mount"))
     if cgroups.unified() and not ctx.config.privileged:
         namespaces.append(Namespace("cgroup"))  # as containerd and CRI-O on v2: /sys/fs/cgroup is its own cgroup

@@ -9,6 +9,12 @@ and binds the namespace onto its pin, then closes the stdin, which ends the
 child. Nothing of the daemon itself changes namespace, and nothing forks the
 daemon. (util-linux's own `--map-users` needs newuidmap and /etc/subuid, and
 its own pinning, `--user=FILE`, fails with EPERM for a user namespace.)
+
+A pod without an infra process gets its IPC and UTS namespaces here too
+(create_pod_namespaces): in the node's user namespace a throwaway thread
+of the daemon unshares them, sets them up and pins them (host/nsthread.py:
+cheaper than a child: ~1 ms a pod here); in a pod's own a held child makes them (a
+threaded process cannot enter a user namespace) and a thread sets them up.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
-from podrt.aio import await_shielded
+from podrt.aio import await_shielded, finish_in_own_thread
 from podrt.host import mountinfo, mounts, proc
+from podrt.host.libc import error, libc
+from podrt.host.nsthread import entering
 
 HOLD = ("sh", "-c", "echo ready; read x")  # in its namespaces; ends at EOF on its stdin
 READY_TIMEOUT = 10.0
@@ -36,6 +44,10 @@ class NamespaceError(OSError):
     """A namespace could not be made, pinned or released."""
 
 
+class SysctlRefused(OSError):
+    """The kernel refused a sysctl's name (none such in that namespace) or its value."""
+
+
 def tool(name: str) -> str:
     """The path of a util-linux program; NamespaceError when it is missing."""
     path = shutil.which(name)
@@ -44,10 +56,14 @@ def tool(name: str) -> str:
     return path
 
 
+def nsfs_mounts() -> set[str]:
+    """Where nsfs (namespace) mounts sit, per /proc/self/mountinfo: the pins."""
+    return {e.mount_point for e in mountinfo.read() if e.fstype == "nsfs"}
+
+
 def is_ns_mounted(path: str | os.PathLike[str]) -> bool:
-    """Whether an nsfs (namespace) mount sits on `path`, per /proc/self/mountinfo."""
-    target = os.path.realpath(path)
-    return any(e.fstype == "nsfs" and e.mount_point == target for e in mountinfo.read())
+    """Whether an nsfs (namespace) mount sits on `path`."""
+    return os.path.realpath(path) in nsfs_mounts()
 
 
 def new_pin(path: Path) -> None:
@@ -59,10 +75,7 @@ def new_pin(path: Path) -> None:
 
 def pin(pid: int, kind: str, path: Path) -> None:
     """Bind namespace `kind` ("user", "net") of process `pid` onto the file `path`."""
-    try:
-        mounts.mount(f"/proc/{pid}/ns/{kind}", str(path), "", MS_BIND)
-    except OSError as exc:
-        raise NamespaceError(exc.errno, f"pinning the {kind} namespace at {path}: {exc.strerror}") from None
+    pin_path(f"/proc/{pid}/ns/{kind}", kind, path)
 
 
 def unpin(path: Path) -> None:
@@ -138,3 +151,74 @@ async def remove_pin(path: Path) -> None:
     """Unpin and delete; no error if it is already gone. The namespace dies
     once nothing else (a process, an open fd, a namespace it owns) holds it."""
     await asyncio.to_thread(unpin, Path(path))
+
+
+def sysctl_path(key: str) -> str:
+    """The /proc/sys file of a (validated) sysctl name, as runc makes it: dots become slashes."""
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def set_up_namespaces(hostname: str, sysctls: Mapping[str, str]) -> None:
+    """In the calling thread's namespaces (host/nsthread.py): the UTS one's
+    hostname (unless ""), then each sysctl, in the namespace it belongs to."""
+    if hostname:
+        name = hostname.encode()
+        if libc.sethostname(name, len(name)) != 0:
+            raise error(f"sethostname {hostname!r}")
+    for key, value in sysctls.items():
+        try:
+            fd = os.open(sysctl_path(key), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise SysctlRefused(exc.errno, f"sysctl {key}={value!r}: {exc.strerror}") from None
+
+
+def _pin_own(pins: Mapping[str, Path]) -> None:
+    for kind, path in pins.items():
+        pin_path(f"/proc/thread-self/ns/{kind}", kind, path)
+
+
+def pin_path(source: str, kind: str, path: Path) -> None:
+    try:
+        mounts.mount(source, str(path), "", MS_BIND)
+    except OSError as exc:
+        raise NamespaceError(exc.errno, f"pinning the {kind} namespace at {path}: {exc.strerror}") from None
+
+
+async def create_pod_namespaces(pins: Mapping[str, Path], *, owner: Path | None, netns: Path | None,
+                                hostname: str, sysctls: Mapping[str, str]) -> None:
+    """New namespaces of the kinds `pins` names ("ipc", "uts"), each pinned at
+    its path, with `hostname` set in the UTS one and `sysctls` written, each in
+    its namespace (net.* in the pinned `netns`): what an infra process held,
+    and runc set up in it, without the process. Made by a throwaway thread of
+    the daemon (nsthread); in the pinned user namespace `owner` (a pod's own:
+    its processes must be able to join them) by a held child, then set up by a
+    thread that joins them. All or nothing: SysctlRefused (nothing left) for a
+    sysctl the kernel refuses."""
+    made: list[Path] = []
+    name = hostname if "uts" in pins else ""  # no UTS namespace of its own: the host's name stays
+    try:
+        for path in pins.values():
+            new_pin(path)
+            made.append(path)
+        joined = [("net", str(netns))] if netns is not None else []
+        if owner is None:
+            def job() -> None:
+                set_up_namespaces(name, sysctls)
+                _pin_own(pins)
+            await finish_in_own_thread(entering(job, enter=joined, new=list(pins)), name="podrt-podns")
+        else:
+            argv = [tool("nsenter"), f"--user={owner}", "--", tool("unshare"), *(f"--{kind}" for kind in pins), "--"]
+            async with holding(argv, f"creating {'/'.join(pins)} namespaces in user namespace {owner}") as pid:
+                for kind, path in pins.items():
+                    pin(pid, kind, path)
+            joined += [(kind, str(path)) for kind, path in pins.items()]
+            await finish_in_own_thread(entering(lambda: set_up_namespaces(name, sysctls), enter=joined),
+                                       name="podrt-podns")
+    except BaseException:
+        for path in made:
+            unpin(path)  # synchronous on purpose: a second cancellation must not skip it
+        raise

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import attrs
 
+from podrt.host.nsthread import run_in
+
 
 @attrs.frozen
 class Stat:
@@ -106,9 +108,13 @@ def parse_net_dev(text: str) -> list[NetDev]:
 
 def net_dev(pid: int, netns: str) -> list[NetDev] | None:
     """The interfaces of the network namespace pinned at `netns`, read through
-    `pid` (a process in it: no setns, no netlink); None if `pid` is gone or in
-    another namespace (its pid reused)."""
+    `pid` (a process in it: no setns, no netlink); with no pid (a pod without
+    an infra process), by a thread that joins the netns (host/nsthread.py).
+    None if `pid` is gone or in another namespace (its pid reused), or the
+    netns is gone."""
     try:
+        if pid <= 0:
+            return run_in(lambda: parse_net_dev(Path("/proc/thread-self/net/dev").read_text()), enter=[("net", netns)])
         ours, theirs = os.stat(netns), os.stat(f"/proc/{pid}/ns/net")
         if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
             return None

@@ -120,6 +120,12 @@ class SandboxConfig:
     def host_pid(self) -> bool:
         return self.namespaces.pid == NsMode.NODE
 
+    def needs_infra(self, drop_infra: bool) -> bool:
+        """Whether the pod gets an infra process: as CRI-O, only as the init of a
+        PID namespace its containers share, unless infras are kept for all
+        (podrt.runtime.drop_infra_ctr false)."""
+        return not drop_infra or self.namespaces.pid == NsMode.POD
+
 
 @attrs.frozen
 class InfraPlan:
@@ -143,3 +149,5 @@ class InfraPlan:
     annotations: Mapping[str, str]  # OCI annotations (CRI metadata as podrt keys)
     selinux_label: str = ""  # process label; "" when SELinux is off
     userns_path: str | None = None  # the pod's own user namespace, pinned; None: the node's
+    ipc_path: str | None = None  # where podrt pins its IPC and UTS namespaces (a pod without an infra process)
+    uts_path: str | None = None

@@ -1,5 +1,5 @@
-"""Netlink work inside a pod's network namespace, in-process, with pyroute2:
-loopback up (no `loopback` CNI plugin process per pod) and each interface's
+"""Work on a pod's network links, in-process: loopback up (no `loopback` CNI
+plugin process per pod; an ioctl), and with pyroute2 each interface's
 addresses and counters (PodSandboxStatus verbose info).
 
 The netlink socket is opened inside the netns (network/nssocket.py) and
@@ -8,8 +8,10 @@ handed to pyroute2 (`use_socket`), which parses the messages.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import socket
+import struct
 from typing import Any
 
 import attrs
@@ -17,6 +19,8 @@ import attrs
 from podrt.network.nssocket import netns_socket
 
 NETLINK_ROUTE = 0
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+IFREQ = "16sH22x"  # struct ifreq: the name, then ifr_flags in its 24-byte union
 
 
 
@@ -52,11 +56,12 @@ def _ipr(netns_path: str) -> Any:
         raise
 
 
-def loopback_up(netns_path: str) -> None:
-    """What the CNI loopback plugin does, without its process (blocking)."""
-    with _ipr(netns_path) as ipr:
-        (index,) = ipr.link_lookup(ifname="lo")
-        ipr.link("set", index=index, state="up")
+def loopback_up() -> None:
+    """What the CNI loopback plugin does, without its process, in the calling
+    thread's netns (host/nsthread.py): lo's flags with IFF_UP, by ioctl (no netlink)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        flags = struct.unpack_from("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack(IFREQ, b"lo", 0)))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack(IFREQ, b"lo", flags | IFF_UP))
 
 
 def interfaces(netns_path: str) -> list[Interface]:

@@ -1,7 +1,7 @@
 """Sockets made inside a pod's network namespace, without moving the daemon.
 
 A socket stays bound to the namespace it was created in, so a throwaway
-thread setns(2)es itself into the pod's netns, creates the socket and ends;
+thread (host/nsthread.py) setns(2)es itself into the pod's netns, creates the socket and ends;
 the daemon then uses the socket from any thread. No thread that serves the
 daemon ever changes namespace, and nothing forks (pyroute2's own netns
 support forks the daemon; see network/netns.py). Used for netlink
@@ -14,38 +14,16 @@ import asyncio
 import errno
 import os
 import socket
-import threading
-from typing import Any
 
 from podrt.aio import await_shielded
-from podrt.host.libc import error, libc
+from podrt.host.nsthread import run_in
 
-CLONE_NEWNET = 0x40000000
 CONNECT_TIMEOUT = 10.0
 
 
 def netns_socket(netns_path: str, family: int, kind: int, proto: int = 0) -> socket.socket:
     """A socket made in the netns pinned at `netns_path` (blocking: call it from a worker thread)."""
-    made: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise error(f"setns {netns_path}")
-            finally:
-                os.close(fd)
-            made["sock"] = socket.socket(family, kind | socket.SOCK_CLOEXEC, proto)
-        except BaseException as exc:  # handed to the caller
-            made["error"] = exc
-
-    thread = threading.Thread(target=run, name="podrt-netns-socket", daemon=True)
-    thread.start()
-    thread.join()  # the thread, in the pod's netns, ends here
-    if "error" in made:
-        raise made["error"]
-    return made["sock"]
+    return run_in(lambda: socket.socket(family, kind | socket.SOCK_CLOEXEC, proto), enter=[("net", netns_path)])
 
 
 async def _stream_socket(netns_path: str, family: int) -> socket.socket:

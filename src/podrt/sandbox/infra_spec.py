@@ -6,7 +6,9 @@ rules live here with the manager, and steps/ imports nothing from sandbox/.
 Modelled on CRI-O's infra container: a read-only rootfs, the default small
 capability set, the pod's namespaces (the network one joined by path, since
 podrt creates the netns before the infra), and nothing the pause process
-does not need.
+does not need. A pod without an infra process (PodNamespaces) keeps the
+spec as its record (PodSandboxStatus' runtimeSpec, its cgroupsPath for the
+orphan sweep), naming the IPC and UTS namespaces podrt pins.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from podrt.sandbox.annotations import sandbox_annotations
 from podrt.sandbox.validate import pod_sysctls, seccomp_profile
 from podrt.security.selinux import process_label
 from podrt.steps.sandbox.context import SandboxContext, SandboxDeps
+from podrt.steps.sandbox.podns import pinned_kinds
 
 
 def infra_spec(ctx: SandboxContext, deps: SandboxDeps) -> dict[str, Any]:
@@ -31,6 +34,7 @@ def infra_spec(ctx: SandboxContext, deps: SandboxDeps) -> dict[str, Any]:
 def infra_plan(ctx: SandboxContext, deps: SandboxDeps) -> InfraPlan:
     """The pod's request plus every path and value the earlier steps decided."""
     cfg, rt, pause = ctx.config, deps.config.runtime, ctx.pause
+    pinned = () if cfg.needs_infra(rt.drop_infra_ctr) else pinned_kinds(cfg)  # PodNamespaces' pins, made next
     assert pause is not None and ctx.rootfs, "the Rootfs step ran first"
     try:
         seccomp = seccomp_profile(cfg, deps.config)
@@ -47,6 +51,8 @@ def infra_plan(ctx: SandboxContext, deps: SandboxDeps) -> InfraPlan:
         shm_path=ctx.shm_path,
         netns_path=ctx.netns_path,
         userns_path=ctx.userns_path,
+        ipc_path=str(deps.ns_pin("ipc", ctx.id)) if "ipc" in pinned else None,
+        uts_path=str(deps.ns_pin("uts", ctx.id)) if "uts" in pinned else None,
         cgroups_path=ctx.cgroups_path,
         oom_score_adj=deps.oom_score_adj,
         cpu_shares=rt.infra_cpu_shares,
@@ -128,9 +134,9 @@ def _namespaces(plan: InfraPlan) -> tuple[Namespace, ...]:
         assert plan.netns_path is not None  # checked by build_infra_spec
         namespaces.append(Namespace("network", plan.netns_path))
     if not cfg.host_ipc:
-        namespaces.append(Namespace("ipc"))
+        namespaces.append(Namespace("ipc", plan.ipc_path or ""))
     if not cfg.host_network:
-        namespaces.append(Namespace("uts"))
+        namespaces.append(Namespace("uts", plan.uts_path or ""))
     namespaces.append(Namespace("mount"))
     if cgroups.unified() and not cfg.privileged:
         namespaces.append(Namespace("cgroup"))

@@ -27,6 +27,7 @@ from podrt.oci.runtime import OciRuntime
 from podrt.sandbox.naming import is_id
 from podrt.steps.sandbox.cgroups import CgroupParent
 from podrt.steps.sandbox.context import SandboxDeps
+from podrt.steps.sandbox.podns import PINNED_KINDS
 from podrt.steps.sandbox.storage import remove_own_log_dir
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
     for pin in _children(Path(deps.config.runtime.userns_dir)):
         if is_id(pin.name) and pin.name not in known:
             await attempt(f"user namespace {pin}", remove_pin(pin))
+    for kind in PINNED_KINDS:  # the IPC and UTS namespaces of pods without an infra
+        for pin in _children(deps.ns_pin_dir(kind)):
+            if pin.name not in known:
+                await attempt(f"{kind} namespace {pin}", remove_pin(pin))
     for owned in _children(deps.runroot / "idmap"):  # pods' and containers'
         if owned.name not in known:
             await attempt(f"ID-mapped mounts {owned}", asyncio.to_thread(_release_idmaps, owned))

@@ -21,7 +21,7 @@ from podrt.rollback import FaultPlan, Transaction, TxObserver
 from podrt.sandbox import naming
 from podrt.sandbox.claims import Claims
 from podrt.sandbox.status import SandboxStatuses
-from podrt.sandbox.validate import check_request
+from podrt.sandbox.validate import check_request, pod_sysctls
 from podrt.state.journal import Journal
 from podrt.state.records import SandboxState
 from podrt.state.registry import Registry
@@ -33,6 +33,7 @@ from podrt.steps.sandbox.cni import CniAdd
 from podrt.steps.sandbox.context import SandboxContext, SandboxDeps
 from podrt.steps.sandbox.files import HostFiles
 from podrt.steps.sandbox.netns import NetNamespace
+from podrt.steps.sandbox.podns import PodNamespaces, pinned_kinds
 from podrt.steps.sandbox.runtime import InfraStart
 from podrt.steps.sandbox.shm import ShmMount
 from podrt.steps.sandbox.spec import InfraSpec
@@ -42,10 +43,12 @@ from podrt.steps.sandbox.userns import PodUserns
 
 log = logging.getLogger(__name__)
 
-# In order; CNI ADD and the infra start need only the netns and the spec, so they
-# run side by side (each ~20-40 ms), like CRI-O's network setup beside the infra.
+# In order; CNI ADD and the infra start (or, for a pod without an infra, its
+# pinned IPC and UTS namespaces) need only the netns and the spec, so they run
+# side by side (CNI ~20-40 ms), like CRI-O's network setup beside the infra.
 STEP_ORDER: tuple[type[DepsStep] | tuple[type[DepsStep], ...], ...] = (
-    ReserveNames, IndexId, Storage, PodUserns, Rootfs, ShmMount, HostFiles, CgroupParent, NetNamespace, InfraSpec, (CniAdd, InfraStart), SaveState,
+    ReserveNames, IndexId, Storage, PodUserns, Rootfs, ShmMount, HostFiles, CgroupParent, NetNamespace, InfraSpec,
+    (CniAdd, InfraStart, PodNamespaces), SaveState,
 )
 
 
@@ -155,6 +158,12 @@ class SandboxRunner:
             skip.add(PodUserns)
         if cfg.host_network:
             skip |= {NetNamespace, CniAdd}
+        if cfg.needs_infra(self.deps.config.runtime.drop_infra_ctr):
+            skip.add(PodNamespaces)
+        else:
+            skip.add(InfraStart)
+            if not pinned_kinds(cfg):  # host IPC and network: nothing of its own to pin
+                skip.add(PodNamespaces)
         plan: list[DepsStep | list[DepsStep]] = []
         for entry in STEP_ORDER:
             group = [cls(self.deps) for cls in _group(entry) if cls not in skip]
@@ -178,6 +187,7 @@ class SandboxRunner:
             log_directory=cfg.log_directory or str(self.deps.own_log_dir(sandbox_id)),
             network=network,
             pause=pause,
+            sysctls=pod_sysctls(cfg, self.deps.config),
         )
         tx = Transaction("RunPodSandbox", self._steps(cfg), tx_id=sandbox_id, journal=self._journal,
                          faults=self._faults, observer=self._observer, log=log)

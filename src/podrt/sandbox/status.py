@@ -34,7 +34,8 @@ class SandboxStatuses:
     The exit file is watched (inotify: one instance, a watch on each live
     infra's exit dir), not looked for at each view: a list of 1000 pods made
     1000 stats. A pod whose dir cannot be watched (no watch left) is looked
-    at each view, as before. `version` changes with any pod's readiness."""
+    at each view, as before. A pod without an infra process (its namespaces
+    pinned) is ready until stopped. `version` changes with any pod's readiness."""
 
     def __init__(self, deps: SandboxDeps, table: Registry[SandboxState]) -> None:
         self.deps, self._table = deps, table
@@ -124,7 +125,8 @@ class SandboxStatuses:
         s = view.state
         return {
             "runtimeSpec": await asyncio.to_thread(read_spec, self.deps.sandbox_dir(s.id) / "config.json"),
-            "runtimeState": {"id": s.id, "pid": s.infra_pid, "status": "running" if view.ready else "stopped"},
+            "runtimeState": ({"id": s.id, "pid": s.infra_pid, "status": "running" if view.ready else "stopped"}
+                             if s.infra_pid else None),  # a pod without an infra process has none
             "pid": s.infra_pid,
             "netnsPath": s.netns_path,
             "ips": s.ips,

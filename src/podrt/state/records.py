@@ -62,6 +62,10 @@ class SandboxState:
     stopped: bool = False
     unclaimed: bool = False  # made for a client that left; removed unless a retry claims it
     userns_path: str | None = None  # its own user namespace, pinned (None: the node's)
+    # its IPC and UTS namespaces where podrt pinned them (a pod without an infra process);
+    # None: its infra's (/proc/<infra_pid>/ns/...), or the host's
+    ipc_path: str | None = None
+    uts_path: str | None = None
     # UpdatePodSandboxResources' last request (None: none came): the pod's limits are their sum
     overhead: Resources | None = None
     resources: Resources | None = None

@@ -46,6 +46,13 @@ class SandboxDeps(DaemonPaths):
     def run_dir(self, sandbox_id: str) -> Path:
         return self.runroot / "sandboxes" / sandbox_id
 
+    def ns_pin_dir(self, kind: str) -> Path:
+        """Where pods' IPC or UTS namespaces ("ipc", "uts") are pinned (PodNamespaces)."""
+        return self.runroot / f"{kind}ns"
+
+    def ns_pin(self, kind: str, sandbox_id: str) -> Path:
+        return self.ns_pin_dir(kind) / sandbox_id
+
     def own_log_dir(self, sandbox_id: str) -> Path:
         """podrt's log dir for a pod whose request names none (crictl's); the kubelet always names one."""
         return Path(self.config.log_dir) / sandbox_id
@@ -74,6 +81,9 @@ class SandboxContext:
     conmon_cgroup_procs: list[str] = attrs.field(factory=list)
     netns_path: str | None = None
     userns_path: str | None = None  # the pod's own user namespace, pinned (PodUserns)
+    ipc_path: str | None = None  # its IPC and UTS namespaces, pinned (PodNamespaces; None: the infra's or the host's)
+    uts_path: str | None = None
+    sysctls: dict[str, str] = attrs.field(factory=dict)  # the pod's, validated, with the configured defaults
     network: CniNetwork | None = None  # looked up once, before the transaction
     spec_files: list[str] = attrs.field(factory=list)
     ips: list[str] = attrs.field(factory=list)

@@ -5,12 +5,9 @@ user namespace gets a netns that namespace owns."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-from podrt.aio import await_shielded, finish_in_thread
-from podrt.network.links import loopback_up
 from podrt.network.netns import create_netns, remove_netns
 from podrt.steps.base import SandboxStep
 from podrt.steps.sandbox.context import SandboxContext
@@ -25,14 +22,7 @@ class NetNamespace(SandboxStep):
 
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         path = Path(data["path"])
-        await create_netns(path.parent, path.name, Path(ctx.userns_path) if ctx.userns_path else None)
-        try:
-            await finish_in_thread(loopback_up, str(path))
-        except BaseException as exc:
-            cancelled = await await_shielded(asyncio.ensure_future(remove_netns(path)))  # its own partial work, whole
-            if cancelled and not isinstance(exc, asyncio.CancelledError):
-                raise asyncio.CancelledError(f"cancelled while removing {path}") from exc
-            raise
+        await create_netns(path.parent, path.name, Path(ctx.userns_path) if ctx.userns_path else None)  # lo up in it
         ctx.netns_path = str(path)
 
     async def undo(self, data: dict[str, Any]) -> None:

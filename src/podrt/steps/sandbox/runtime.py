@@ -15,12 +15,17 @@ STOP_TIMEOUT = 10.0
 CREATE_TIMEOUT = 60.0
 
 
+def sysctl_refused(detail: str) -> InvalidArgument:
+    """A sysctl only the kernel (or runc) can judge is the request's value."""
+    return InvalidArgument(f"a sysctl was refused by the kernel or the runtime: {detail}")
+
+
 def _refused(exc: RuntimeRefused) -> InvalidArgument | FailedPrecondition:
     """runc's refusal of the infra: a sysctl only runc or the kernel can judge
     is the request's value (InvalidArgument); anything else (a seccomp profile
     or cgroup parent runc cannot apply) the pod as configured (FailedPrecondition)."""
     if any(word in str(exc) for word in SYSCTL_WORDS):
-        return InvalidArgument(f"a sysctl was refused by the kernel or the runtime: {exc}")
+        return sysctl_refused(str(exc))
     return FailedPrecondition(f"the OCI runtime refused the pod's infra container as configured: {exc}")
 
 

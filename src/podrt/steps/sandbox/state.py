@@ -23,7 +23,8 @@ def sandbox_record(ctx: SandboxContext) -> SandboxState:
         shm_path=ctx.shm_path, resolv_conf=ctx.resolv_conf, hostname_file=ctx.hostname_file,
         cgroup_parent=ctx.cgroup_parent, cgroups_path=ctx.cgroups_path, conmon_cgroup=ctx.conmon_cgroup,
         netns_path=ctx.netns_path, ips=list(ctx.ips), infra_pid=ctx.infra_pid, conmon_pid=ctx.conmon_pid,
-        steps=plan_of(ctx.completed), userns_path=ctx.userns_path)
+        steps=plan_of(ctx.completed), userns_path=ctx.userns_path,
+        ipc_path=ctx.ipc_path, uts_path=ctx.uts_path)
 
 
 class SaveState(SandboxStep):
