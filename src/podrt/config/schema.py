@@ -223,7 +223,7 @@ class Config:
 
 # What podrt itself keeps in the runroot: a handler of one of these names needs
 # an explicit runtime_root (sandbox/container run dirs, conmon's exit files, namespace pins, ID-mapped mounts).
-_RUNROOT_ENTRIES = frozenset({"sandboxes", "containers", "exits", "netns", "userns", "idmap"})
+_RUNROOT_ENTRIES = frozenset({"sandboxes", "containers", "exits", "netns", "userns", "ipcns", "utsns", "idmap"})
 _HANDLER_DIR_RE = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"  # a RuntimeClass handler: a DNS label
 
 
