@@ -60,9 +60,10 @@ class Harness:
         self.table = make_store(self.deps)
         self.published: list[tuple[str, EventType]] = []
         events: Any = type("Events", (), {"publish": lambda _s, cid, _pod, kind: self.published.append((cid, kind))})()
-        self.exits = ExitWatcher(self.deps, self.table, events)
+        self.statuses = statuses = ContainerStatuses(self.deps, self.table)
+        self.exits = ExitWatcher(self.deps, self.table, statuses, events)
         self.creator = FakeCreator()
-        self.life = ContainerLifecycle(self.deps, self.table, ContainerStatuses(self.deps, self.table),
+        self.life = ContainerLifecycle(self.deps, self.table, statuses,
                                        exits=self.exits, creator=self.creator, events=events,  # type: ignore[arg-type]
                                        forget=lambda _cid: None)
 
@@ -151,6 +152,7 @@ async def test_start_refuses_a_container_that_is_not_created(tmp_path: Path, mon
     with pytest.raises(FailedPrecondition, match="is running, not created"):
         await h.life.start("c1")
     write_exit(h.deps, "c1", "0")
+    h.statuses.read_exit("c1")  # the exit watcher's read, on inotify's word
     with pytest.raises(FailedPrecondition, match="is exited, not created"):
         await h.life.start("c1")
-    assert ContainerStatuses(h.deps, h.table).view("c1").status == ContainerStatus.EXITED
+    assert h.statuses.view("c1").status == ContainerStatus.EXITED

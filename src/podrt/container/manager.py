@@ -52,7 +52,7 @@ class ContainerManager:
         self.statuses = ContainerStatuses(deps, self._table)
         self.usage = ContainerUsage(deps, self.statuses)
         self.metrics = PodMetrics(deps, self.statuses)  # ListPodSandboxMetrics' readings (cri/metrics.py)
-        self.exits = ExitWatcher(deps, self._table, events)
+        self.exits = ExitWatcher(deps, self._table, self.statuses, events)
         self.creator = ContainerCreator(deps, self._table, self.statuses, sandboxes=sandboxes, images=images,
                                         events=events, journal=journal, faults=faults, observer=observer)
         self.lifecycle = ContainerLifecycle(deps, self._table, self.statuses, exits=self.exits, creator=self.creator,

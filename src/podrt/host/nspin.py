@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from podrt.aio import await_shielded
+from podrt.aio import await_shielded, finish_in_thread
 from podrt.host import mountinfo, mounts, proc
 
 HOLD = ("sh", "-c", "echo ready; read x")  # in its namespaces; ends at EOF on its stdin
@@ -130,7 +130,7 @@ async def create_userns(path: Path, uid_map: str, gid_map: str) -> None:
                     f.write(text)
             pin(pid, "user", path)
     except BaseException:
-        unpin(path)  # synchronous on purpose: a second cancellation must not skip it
+        await finish_in_thread(unpin, path)  # waited out however often we are cancelled: never skipped
         raise
 
 

@@ -27,9 +27,11 @@ the pinned user namespace, and pinned from here (host/nspin.py).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from pathlib import Path
 
+from podrt.aio import finish_in_thread
 from podrt.host import proc
 from podrt.host.nspin import NamespaceError, holding, is_ns_mounted, new_pin, pin, remove_pin, tool, unpin
 
@@ -64,7 +66,7 @@ async def create_netns(directory: Path, name: str, owner: Path | None = None) ->
             async with holding(argv, f"creating netns {path} in user namespace {owner}") as pid:
                 pin(pid, "net", path)
     except BaseException:
-        unpin(path)  # synchronous on purpose: a second cancellation must not skip it
+        await finish_in_thread(unpin, path)  # waited out however often we are cancelled: never skipped
         raise
     return path
 
@@ -74,7 +76,7 @@ async def _pin_new_netns(unshare: str, path: Path) -> None:
     if code != 0:
         msg = stderr.decode(errors="replace").strip().replace("\n", "; ")
         raise NetnsError(errno.EIO, f"creating netns {path}: unshare exited {code}: {msg}")
-    if not is_netns_mounted(path):
+    if not await asyncio.to_thread(is_netns_mounted, path):  # reads /proc/self/mountinfo: a line per mount
         raise NetnsError(errno.EIO, f"creating netns {path}: unshare succeeded but no nsfs mount is there")
 
 

@@ -87,7 +87,7 @@ class SandboxRunner:
             raise FailedPrecondition(problem)
         network = None
         if not cfg.host_network:
-            lookup = self.deps.find_network()
+            lookup = await asyncio.to_thread(self.deps.find_network)  # lists and reads the CNI config dir
             if lookup.network is None:
                 raise FailedPrecondition(f"network plugin not ready: {lookup.message}")
             network = lookup.network
