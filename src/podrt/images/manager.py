@@ -79,11 +79,15 @@ class ImageManager:
         self.store.refresh()
         record = self._lookup(text)
         if record is not None:
-            self._read_config(record)
-            with contextlib.suppress(OSError, ValueError, KeyError):  # a layer missing: whole() says so
-                for chain in record.layers:
-                    self.store.lower_link(chain)
+            self._read_files(record)
         return record
+
+    def _read_files(self, record: ImageRecord) -> None:
+        """Its config and layer links, read once, for view() and lower_link() on the loop."""
+        self._read_config(record)
+        with contextlib.suppress(OSError, ValueError, KeyError):  # a layer missing: whole() says so
+            for chain in record.layers:
+                self.store.lower_link(chain)
 
     def _lookup(self, text: str) -> ImageRecord | None:
         if looks_like_image_id(text):
@@ -134,7 +138,7 @@ class ImageManager:
 
     def _keep_now(self, record: ImageRecord) -> ImageRecord:
         kept = self.store.keep(record)
-        self._read_config(kept)
+        self._read_files(kept)
         return kept
 
     # ---- pull -------------------------------------------------------------
