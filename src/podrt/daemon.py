@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from podrt.aio.blocking import BlockingDetector
 from podrt.aio.tasks import TaskOwner
 from podrt.config import Config
 from podrt.container.events import EVENT_QUEUE, EventBus
@@ -114,6 +115,8 @@ class Daemon:
         )
         hooks.install(self.server, self.metrics, config.api.max_msg_size)
         self._lock: IO[str] | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
+        self.blocking = BlockingDetector()
 
     async def _writable_usage(self) -> tuple[Path, int, int]:
         """The writable layers of pods and containers, all under the root."""
@@ -173,12 +176,16 @@ class Daemon:
             if self.config.metrics.enable_metrics:
                 with start_phase("cannot serve metrics"):
                     self.metrics.serve(self.config.metrics.metrics_host, self.config.metrics.metrics_port)
+                self._lag_probe = asyncio.get_running_loop().create_task(self.metrics.probe_loop_lag(), name="loop-lag")
         except BaseException:
             await self.streams.close()
             await self.containers.close()
             await self.images.close()
             self._release_lock()
             raise
+        if self.config.debug.detect_blocking:  # from here on: start-up's own blocking work is over
+            log.warning("debug: reporting blocking calls on the event loop")
+            self.blocking.arm(asyncio.get_running_loop())
         log.info("podrt serving on %s (ready in %.0f ms)", self.socket_path, (time.perf_counter() - started) * 1000)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -187,6 +194,9 @@ class Daemon:
         grace = self.config.api.shutdown_grace if grace is None else grace
         deadline = asyncio.get_running_loop().time() + grace
         log.info("shutting down: no new calls; running calls get up to %.0fs to answer", grace)
+        if self.blocking.armed:  # shutdown may block (an exit watcher's last pass, update_now)
+            self.blocking.disarm()
+            log.warning("debug: %d blocking call(s) on the event loop were reported", self.blocking.count)
         self.server.stop_accepting()
         self.sandboxes.close()
         self.containers.events.close()  # event streams end now, so the server can go idle
@@ -202,6 +212,8 @@ class Daemon:
         remove_socket(self.socket_path)
         await self.containers.close()
         await self.images.close()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         self.metrics.close()
         self._release_lock()
         log.info("stopped")

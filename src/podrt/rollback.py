@@ -101,10 +101,12 @@ class TxReport:
 
 
 class TxJournal(Protocol):
-    """One transaction's durable undo stack (state.journal.JournalFile): intent before a
-    step runs, done after, entries removed as undos succeed, discarded on commit."""
+    """One transaction's durable undo stack (state.journal.JournalFile): a phase's intents
+    before it runs, done after, entries removed as undos succeed, discarded on commit.
+    `intents`, `flush` and `discard` block (fsyncs): the runner calls them in a thread.
+    `done` and `remove_entry` only change memory (folded into the next write)."""
 
-    def intent(self, step_name: str, kind: str, data: dict[str, Any]) -> None: ...
+    def intents(self, steps: Sequence[tuple[str, str, dict[str, Any]]]) -> None: ...
     def done(self, step_name: str, data: dict[str, Any]) -> None: ...
     def remove_entry(self, step_name: str) -> None: ...
     def flush(self) -> None: ...
@@ -260,10 +262,9 @@ class Transaction(Generic[C]):
             for group in self.groups:
                 current = "+".join(step.name for step in group)
                 datas = [step.record(ctx) for step in group]
-                if jf:
-                    for step, data in zip(group, datas):
-                        if step.journaled:
-                            await finish_in_thread(jf.intent, step.name, step.kind, data)
+                intents = [(step.name, step.kind, data) for step, data in zip(group, datas) if step.journaled]
+                if jf and intents:  # durable before any do() of the phase starts: one write for the phase
+                    await finish_in_thread(jf.intents, intents)
                 in_flight[:] = [step.name for step in group]
                 if self._faults:
                     for step in group:
@@ -346,8 +347,11 @@ class Transaction(Generic[C]):
             if jf and name not in done:
                 quietly(self._log, f"journal removal of {name}", jf.remove_entry, name)
         failures = await _undo_all(records, _resolver(self.steps), self._log, on_undo)
-        if jf:  # keep exactly the failed entries for the next start
-            quietly(self._log, f"journal update of tx {self.tx_id}", jf.flush if failures else jf.discard)
+        if jf:  # keep exactly the failed entries for the next start: one write (or unlink) in all
+            try:
+                await finish_in_thread(jf.flush if failures else jf.discard)
+            except Exception:
+                self._log.exception("journal update of tx %s failed", self.tx_id)
         return undos_run, failures
 
     def _timed(self, name: str, phase: Literal["do", "undo"], seconds: float, ok: bool) -> None:

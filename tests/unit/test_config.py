@@ -94,7 +94,7 @@ EXPECTED_DEFAULTS = {
             "metrics_port": 9090,
         },
         "stats": {"included_pod_metrics": [], "collection_period": 1.0},
-        "debug": {"fault_points": [], "stream_token_ttl": 60.0},
+        "debug": {"fault_points": [], "stream_token_ttl": 60.0, "detect_blocking": False},
     }
 }
 

@@ -42,8 +42,11 @@ class FakeImages:
         self.store = self
         self.known = {"busybox": FakeRecord("img-busybox")}
 
-    def find(self, ref: str) -> FakeRecord | None:
+    async def find(self, ref: str) -> FakeRecord | None:
         return self.known.get(ref)
+
+    def available(self, image_id: str) -> bool:
+        return any(r.id == image_id for r in self.known.values())
 
     def whole(self, _record: FakeRecord) -> bool:
         return True

@@ -65,9 +65,10 @@ class Harness:
         self.table = make_store(self.deps)
         self.published: list[tuple[str, EventType]] = []
         events: Any = type("Events", (), {"publish": lambda _s, cid, _pod, kind: self.published.append((cid, kind))})()
-        self.exits = ExitWatcher(self.deps, self.table, events)
+        self.statuses = statuses = ContainerStatuses(self.deps, self.table)
+        self.exits = ExitWatcher(self.deps, self.table, statuses, events)
         self.creator = FakeCreator()
-        self.life = ContainerLifecycle(self.deps, self.table, ContainerStatuses(self.deps, self.table),
+        self.life = ContainerLifecycle(self.deps, self.table, statuses,
                                        exits=self.exits, creator=self.creator, events=events,  # type: ignore[arg-type]
                                        creates=RuntimeCreates(self.deps, self.table, events, TaskOwner()),
                                        forget=lambda _cid: None)
@@ -157,9 +158,10 @@ async def test_start_refuses_a_container_that_is_not_created(tmp_path: Path, mon
     with pytest.raises(FailedPrecondition, match="is running, not created"):
         await h.life.start("c1")
     write_exit(h.deps, "c1", "0")
+    h.statuses.read_exit("c1")  # the exit watcher's read, on inotify's word
     with pytest.raises(FailedPrecondition, match="is exited, not created"):
         await h.life.start("c1")
-    assert ContainerStatuses(h.deps, h.table).view("c1").status == ContainerStatus.EXITED
+    assert h.statuses.view("c1").status == ContainerStatus.EXITED
 
 
 @pytest.mark.parametrize("exited", [True, False])
@@ -173,6 +175,7 @@ async def test_a_removal_stops_only_what_has_not_exited(tmp_path: Path, monkeypa
     h.add("c1", started_at=2_000, pid=7, steps=(PlanStep("ctr-create", "ctr-create", data),))
     if exited:
         write_exit(h.deps, "c1", "0")
+        h.statuses.read_exit("c1")  # the exit watcher's read, on inotify's word
     await h.life.remove("c1")
     assert h.runc.stopped == ([] if exited else [("c1", 0, "SIGTERM")]) + [("c1", -1, "delete")]
     assert "c1" not in h.table and not (h.deps.exit_dir / "c1").exists()

@@ -120,12 +120,15 @@ def test_a_recorded_exit_wins_over_the_file_and_lost_is_unknown(deps: ContainerD
     assert status.derive(lost, deps) == ContainerStatus.UNKNOWN
 
 
-def test_a_listing_of_the_exit_dir_is_trusted_over_a_read(deps: ContainerDeps) -> None:
-    state = make_state(deps, started_at=2_000)
+def test_the_views_show_an_exit_once_read_and_never_read_a_file(deps: ContainerDeps) -> None:
+    table = make_store(deps)
+    table.add("c1", make_state(deps, started_at=2_000))
+    statuses = ContainerStatuses(deps, table)
     write_exit(deps, "c1", "0")
-    assert status.derive(state, deps, exited=set()) == ContainerStatus.RUNNING  # listed before the file came
-    assert status.current(state, deps, exited=set()).exit_code is None
-    assert status.derive(state, deps, exited={"c1"}) == ContainerStatus.EXITED
+    assert statuses.view("c1").status == ContainerStatus.RUNNING  # the watcher has not read it yet
+    assert statuses.read_exit("c1") is not None  # the watcher's read, in a thread
+    assert statuses.view("c1").status == ContainerStatus.EXITED and statuses.view("c1").state.exit_code == 0
+    assert table.get("c1").exit_code is None  # the view's; the watcher records it
 
 
 def test_unknown_exit_is_255_with_its_reason_and_nothing_to_announce(deps: ContainerDeps) -> None:
@@ -136,12 +139,13 @@ def test_unknown_exit_is_255_with_its_reason_and_nothing_to_announce(deps: Conta
     assert status.derive(state, deps) == ContainerStatus.EXITED
 
 
-def test_views_list_the_known_ids_with_one_listing(deps: ContainerDeps) -> None:
+def test_views_list_the_known_ids(deps: ContainerDeps) -> None:
     table = make_store(deps)
     for i, started in (("a1", 0), ("a2", 2_000), ("b1", 2_000)):
         table.add(i, make_state(deps, i, started_at=started))
     write_exit(deps, "b1", "0")
     statuses = ContainerStatuses(deps, table)
+    statuses.read_exit("b1")
     got = {v.state.id: (v.status, v.state.exit_code) for v in statuses.list()}
     assert got == {"a1": (ContainerStatus.CREATED, None), "a2": (ContainerStatus.RUNNING, None),
                    "b1": (ContainerStatus.EXITED, 0)}  # the view shows the exit

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +31,48 @@ def assert_clean(directory: Path) -> None:
 def test_journal_file_lifecycle(tmp_path: Path) -> None:
     jf = Journal(tmp_path).open("tx1", "sandbox")
     path = tmp_path / "tx1.json"
-    assert on_disk(path)["entries"] == [] and on_disk(path)["tx_kind"] == "sandbox"
-    assert_clean(tmp_path)
+    assert not path.exists()  # an empty journal undoes nothing: written at the first intents
 
     jf.intent("a", "rec", {"step": "a"})
+    assert on_disk(path)["tx_kind"] == "sandbox"
     assert_clean(tmp_path)
     jf.done("a", {"step": "a", "pid": 1})
     # done() is lazy: the disk still holds the intent until the next write.
     assert on_disk(path)["entries"] == [{"name": "a", "kind": "rec", "data": {"step": "a"}, "state": "intent"}]
-    jf.intent("b", "rec", {"step": "b"})
+    jf.intents([("b", "rec", {"step": "b"}), ("c", "rec", {"step": "c"})])  # a phase's steps: one write
     assert [(e["name"], e["state"], e["data"]) for e in on_disk(path)["entries"]] == [
-        ("a", "done", {"step": "a", "pid": 1}), ("b", "intent", {"step": "b"})]
+        ("a", "done", {"step": "a", "pid": 1}), ("b", "intent", {"step": "b"}), ("c", "intent", {"step": "c"})]
     assert_clean(tmp_path)
 
     jf.done("b", {"step": "b", "pid": 2})
     jf.flush()
     assert on_disk(path)["entries"][1]["state"] == "done"
-    jf.remove_entry("a")
-    assert [e["name"] for e in on_disk(path)["entries"]] == ["b"]
+    jf.remove_entry("a")  # lazy too: an undo run twice after a crash is harmless
+    jf.remove_entry("c")
+    assert [e["name"] for e in on_disk(path)["entries"]] == ["a", "b", "c"]
     assert [e.name for e in jf.entries()] == ["b"]
     jf.remove_entry("missing")  # no-op
+    jf.flush()
+    assert [e["name"] for e in on_disk(path)["entries"]] == ["b"]
     assert_clean(tmp_path)
     jf.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_journal_never_written_is_never_touched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    jf = Journal(tmp_path).open("tx1", "t")
+    jf.flush()
+    monkeypatch.setattr(os, "fsync", lambda fd: pytest.fail("fsync of a journal never written"))
+    jf.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_intents_of_a_phase_are_all_or_nothing(tmp_path: Path) -> None:
+    jf = Journal(tmp_path).open("tx1", "t")
+    jf.intent("a", "rec", {})
+    with pytest.raises(ValueError, match="already"):
+        jf.intents([("b", "rec", {}), ("a", "rec", {})])
+    assert [e.name for e in jf.entries()] == ["a"] and len(on_disk(tmp_path / "tx1.json")["entries"]) == 1
 
 
 def test_intent_copies_data_and_rejects_duplicates(tmp_path: Path) -> None:
@@ -87,7 +107,7 @@ def test_open_rejects_unsafe_ids_and_existing(tmp_path: Path) -> None:
     for bad in ["../x", "a/b", ".hidden", ""]:
         with pytest.raises(ValueError, match="safe file name"):
             journal.open(bad, "t")
-    journal.open("tx1", "t")
+    journal.open("tx1", "t").intent("a", "rec", {})
     with pytest.raises(FileExistsError):
         journal.open("tx1", "t")
 
@@ -195,7 +215,7 @@ def test_pending_removes_stale_temp_files_and_orders_newest_first(tmp_path: Path
 
 
 async def test_empty_journal_replays_to_nothing(tmp_path: Path) -> None:
-    Journal(tmp_path).open("tx1", "t")  # crash right after open
+    Journal(tmp_path).open("tx1", "t")._write([])  # as podrt wrote at open before (a crash right after)
     report = await Journal(tmp_path).replay(StepRegistry())
     assert report.transactions == ["tx1"] and report.undos_run == [] and report.failures == []
     assert list(tmp_path.iterdir()) == []
@@ -212,3 +232,31 @@ async def test_replay_failure_keeps_only_failed_entries(tmp_path: Path) -> None:
     assert report.kept == ["tx1"]
     assert [e["name"] for e in on_disk(tmp_path / "tx1.json")["entries"]] == ["b"]
     assert_clean(tmp_path)
+
+
+async def test_one_journal_write_per_phase_and_per_rollback_all_off_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phase's intents are one write, made durable before its do()s start; a
+    rollback's undos are one write at its end; none of them on the loop's thread."""
+    from podrt.state import journal as journal_module
+
+    real_write, writes = journal_module.atomic_write, []
+    loop_thread = threading.get_ident()
+
+    def counted(path: Path, payload: bytes, mode: int = 0o600) -> None:
+        writes.append((threading.get_ident(), [e["name"] for e in json.loads(payload)["entries"]], list(rec.events)))
+        real_write(path, payload, mode)
+
+    monkeypatch.setattr(journal_module, "atomic_write", counted)
+    rec = Recorder()
+    steps = [RecStep(rec, "a"), [RecStep(rec, "b"), RecStep(rec, "c")], RecStep(rec, "d", fail_do=RuntimeError("x"))]
+    with pytest.raises(RuntimeError):
+        await Transaction("t", steps, journal=Journal(tmp_path), tx_id="tx1").run(None)
+    assert [(names, events) for _, names, events in writes] == [
+        (["a"], []),  # before a's do()
+        (["a", "b", "c"], [("do", "a")]),  # the group's two intents: one write, before either do()
+        (["a", "b", "c", "d"], [("do", "a"), ("do", "b"), ("do", "c")]),
+    ]  # and the rollback: a discard (an unlink), no write per undo
+    assert sorted(e for e in rec.events if e[0] == "undo") == [("undo", "a"), ("undo", "b"), ("undo", "c")]
+    assert all(thread != loop_thread for thread, _, _ in writes)
+    assert list(tmp_path.iterdir()) == []

@@ -61,7 +61,7 @@ class Pods:
         self.made: list[tuple[str, str | None]] = []  # (new ID, the stale pod it replaced)
         self.removed: list[str] = []
 
-    async def create(self, cfg: SandboxConfig, name: str, _network: object, stale: str | None) -> str:
+    async def create(self, cfg: SandboxConfig, name: str, stale: str | None) -> str:
         if stale is not None:
             await self.remove(stale)
         sandbox_id = f"pod{len(self.made)}"

@@ -182,6 +182,8 @@ class DebugConfig:
         r"[A-Za-z0-9_.-]+:(?:before|after)", 'must be "stepname:before" or "stepname:after"')))
     # how long a streaming URL stays valid; the kubelet's is a minute (tests shorten it)
     stream_token_ttl: float = setting(60.0, positive)
+    # log (ERROR, with the stack) and count every blocking call made on the event loop once serving (aio/blocking.py)
+    detect_blocking: bool = setting(False)
 
 
 @attrs.frozen

@@ -96,9 +96,11 @@ class ContainerCreator:
         check_request(cfg, pod.state)
         if any(m.recursive_read_only for m in cfg.mounts):
             await asyncio.to_thread(check_handler_has_rro, cfg, pod.state.runtime_handler, self.deps.config)
-        record = self._image(cfg.image, "image")
-        volumes = tuple(self._volume(n, m.image) for n, m in enumerate(cfg.mounts) if m.image)
+        record = await self._image(cfg.image, "image")
+        volumes = tuple([await self._volume(n, m.image) for n, m in enumerate(cfg.mounts) if m.image])
         used = [record.id, *(v.image_id for v in volumes)]
+        if gone := [i for i in used if not self._images.available(i)]:  # a RemoveImage while we looked
+            raise NotFound(f"image {gone[0]} was removed; pull it again")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._creating.setdefault(pod.state.id, []).append(done)
         self._pending_images.update(used)
@@ -112,14 +114,14 @@ class ContainerCreator:
             self._pending_images.subtract(used)
             self._pending_images += collections.Counter()  # drops the zeros
 
-    def _image(self, ref: str, what: str) -> ImageRecord:
-        record = self._images.find(ref)
+    async def _image(self, ref: str, what: str) -> ImageRecord:
+        record = await self._images.find(ref)  # its config and layer links read too (in a thread)
         if record is None or not self._images.whole(record):
             raise NotFound(f"{what} {ref} not found in the image store; pull it first")
         return record
 
-    def _volume(self, index: int, ref: str) -> VolumeSource:
-        record = self._image(ref, f"image volume (mounts[{index}])")
+    async def _volume(self, index: int, ref: str) -> VolumeSource:
+        record = await self._image(ref, f"image volume (mounts[{index}])")
         return VolumeSource(index, record.id, ref, self._lowers(record))
 
     def _lowers(self, record: ImageRecord) -> tuple[str, ...]:

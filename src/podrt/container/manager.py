@@ -56,7 +56,7 @@ class ContainerManager:
         self.statuses = ContainerStatuses(deps, self._table)
         self.usage = ContainerUsage(deps, self.statuses)
         self.metrics = PodMetrics(deps, self.statuses)  # ListPodSandboxMetrics' readings (cri/metrics.py)
-        self.exits = ExitWatcher(deps, self._table, events)
+        self.exits = ExitWatcher(deps, self._table, self.statuses, events)
         self.creates = RuntimeCreates(deps, self._table, events, tasks)
         self.creator = ContainerCreator(deps, self._table, self.statuses, sandboxes=sandboxes, images=images,
                                         events=events, creates=self.creates, journal=journal, faults=faults,

@@ -1,15 +1,17 @@
 """ContainerStatus and ListContainers: a container's status derived from
 its state and conmon's exit file, its view, its verbose info.
 
-The exit file stays until the container is removed: a status read that finds
-it before the exit watcher does shows the exit it holds, and changes nothing
-(the watcher records it); an exit while podrt was down is read at start."""
+The exit file stays until the container is removed. The daemon's views never
+read it on the event loop: the exit watcher reads it in a thread as soon as
+inotify says it is there (and every one at start, before podrt serves), and
+the views show that exit (ContainerStatuses.exits) until the watcher has
+recorded it; a status read changes nothing. The module's functions that read
+the file are for that reader, start-up and tests."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -37,10 +39,9 @@ class ContainerView:
     status: ContainerStatus
 
 
-def derive(state: ContainerState, deps: ContainerDeps, exited: set[str] | None = None) -> ContainerStatus:
-    """From the state, and the exit file when it has appeared. `exited`: the
-    IDs with an exit file, when the caller listed them."""
-    return status_of(current(state, deps, exited))
+def derive(state: ContainerState, deps: ContainerDeps) -> ContainerStatus:
+    """Blocking: from the state, and the exit file when it has appeared."""
+    return status_of(current(state, deps))
 
 
 def status_of(state: ContainerState) -> ContainerStatus:
@@ -51,10 +52,10 @@ def status_of(state: ContainerState) -> ContainerStatus:
     return ContainerStatus.RUNNING if state.started_at else ContainerStatus.CREATED
 
 
-def current(state: ContainerState, deps: ContainerDeps, exited: set[str] | None = None) -> ContainerState:
-    """The state as it is now: with the exit in conmon's file when the watcher
-    has not recorded it yet. A read: nothing is stored."""
-    if state.exit_code is not None or state.lost or (exited is not None and state.id not in exited):
+def current(state: ContainerState, deps: ContainerDeps) -> ContainerState:
+    """Blocking: the state as it is now, with the exit in conmon's file when
+    the watcher has not recorded it yet. A read: nothing is stored."""
+    if state.exit_code is not None or state.lost:
         return state
     return with_exit(state, deps) or state
 
@@ -96,38 +97,45 @@ def unknown_exit(state: ContainerState) -> ContainerState:
 
 
 class ContainerStatuses:
-    """Views of the containers in the registry, one at a time or listed."""
+    """Views of the containers in the registry, one at a time or listed, from
+    memory: the state, and the exits read but not yet recorded (`exits`)."""
 
     def __init__(self, deps: ContainerDeps, table: Registry[ContainerState]) -> None:
         self.deps, self._table = deps, table
+        self.exits: dict[str, dict[str, Any]] = {}  # ID -> exit_fields, from the read until the record
 
-    def status(self, state: ContainerState, exited: set[str] | None = None) -> ContainerStatus:
-        return derive(state, self.deps, exited)
+    def read_exit(self, container_id: str) -> dict[str, Any] | None:
+        """Blocking (a file, maybe a cgroup counter): the exit conmon wrote, kept
+        in `exits` for the views until the watcher records it (and drops it)."""
+        fields = exit_fields(self._table.get(container_id), self.deps)
+        if fields is not None:
+            self.exits[container_id] = fields
+        return fields
 
-    def view(self, container_id: str, exited: set[str] | None = None) -> ContainerView:
-        state = current(self._table.get(container_id), self.deps, exited)
+    def _current(self, state: ContainerState) -> ContainerState:
+        if state.exit_code is not None or state.lost or (fields := self.exits.get(state.id)) is None:
+            return state
+        return attrs.evolve(state, **fields)
+
+    def status(self, state: ContainerState) -> ContainerStatus:
+        return status_of(self._current(state))
+
+    def view(self, container_id: str) -> ContainerView:
+        state = self._current(self._table.get(container_id))
         return ContainerView(state, status_of(state))
 
     def list(self, match: Callable[[ContainerView], bool] = lambda _v: True,
              ids: Iterable[str] | None = None) -> builtins.list[ContainerView]:
-        try:
-            exited = set(os.listdir(self.deps.exit_dir))  # one listing, not a file per container
-        except FileNotFoundError:
-            exited = set()
-        return self._table.views(lambda i: self.view(i, exited), match, ids)
+        return self._table.views(self.view, match, ids)
 
     def list_version(self) -> int:
         """Changes with every container created, changed or removed (cri/listindex.py)."""
         return self._table.version
 
     def unrecorded_exits(self) -> builtins.list[ContainerView]:
-        """Views of the containers whose exit file is there but not in their
-        state yet (the watcher is on its way): one listing of the exit dir."""
-        try:
-            names = os.listdir(self.deps.exit_dir)
-        except FileNotFoundError:
-            return []
-        return [self.view(i) for i in names if (s := self._table.find(i)) is not None and s.exit_code is None and not s.lost]
+        """Views of the containers whose exit was read but is not in their
+        state yet (the watcher is on its way): from memory, `exits`."""
+        return [self.view(i) for i in list(self.exits) if i in self._table]
 
     async def inspect(self, view: ContainerView) -> dict[str, object]:
         """ContainerStatus' verbose info, which critest asks at every status:

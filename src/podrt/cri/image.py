@@ -68,20 +68,21 @@ class ImageService(cri.ImageServiceBase):
         record = await self._images.pull(req.image.image, credentials(req.auth if req.is_set("auth") else None))
         return cri.PullImageResponse(image_ref=record.id)
 
-    def _entries(self, f: cri.ImageFilter | None) -> list[bytes]:
+    async def _entries(self, f: cri.ImageFilter | None) -> list[bytes]:
         text = f.image.image if f is not None and f.image is not None else ""
-        return self._list_cache.entries(self._images.list(text), full=not text)
+        return self._list_cache.entries(await self._images.list(text), full=not text)
 
     async def list_images(self, list_images_request: cri.ListImagesRequest) -> cri.ListImagesResponse:
-        return whole(cri.ListImagesResponse, self._entries(list_images_request.filter))
+        return whole(cri.ListImagesResponse, await self._entries(list_images_request.filter))
 
     async def stream_images(self, stream_images_request: cri.StreamImagesRequest) -> AsyncIterator[cri.StreamImagesResponse]:
-        for message in chunked(cri.StreamImagesResponse, self._entries(stream_images_request.filter), self._chunk_size):
+        entries = await self._entries(stream_images_request.filter)
+        for message in chunked(cri.StreamImagesResponse, entries, self._chunk_size):
             yield message
 
     async def image_status(self, image_status_request: cri.ImageStatusRequest) -> cri.ImageStatusResponse:
         req = image_status_request
-        record = self._images.find(req.image.image)
+        record = await self._images.find(req.image.image)
         if record is None:  # unknown: an empty answer, not an error
             return cri.ImageStatusResponse()
         view = self._images.view(record)

@@ -16,7 +16,7 @@ class RuntimeInfoRpcs(RpcGroup):
         return cri.VersionResponse(**attrs.asdict(self._status.version()))
 
     async def status(self, status_request: cri.StatusRequest) -> cri.StatusResponse:
-        conditions = [cri.RuntimeCondition(**attrs.asdict(c)) for c in self._status.conditions()]
+        conditions = [cri.RuntimeCondition(**attrs.asdict(c)) for c in await self._status.conditions()]
         found = await self._status.runtime_handlers()
         handlers = [
             cri.RuntimeHandler(name=name, features=cri.RuntimeHandlerFeatures(
@@ -25,7 +25,7 @@ class RuntimeInfoRpcs(RpcGroup):
         ]
         return cri.StatusResponse(
             status=cri.RuntimeStatus(conditions=conditions),
-            info=self._status.verbose_info() if status_request.verbose else {},
+            info=await self._status.verbose_info() if status_request.verbose else {},
             runtime_handlers=handlers,
             # Strict: container/spec.py resolve_user; host network: runc binds the host's /sys in the pod's user namespace
             features=cri.RuntimeFeatures(supplemental_groups_policy=True, user_namespaces_host_network=found[0][1].userns),

@@ -30,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
-from podrt.aio import await_shielded, finish_in_own_thread
+from podrt.aio import await_shielded, finish_in_own_thread, finish_in_thread
 from podrt.host import mountinfo, mounts, proc
 from podrt.host.libc import error, libc
 from podrt.host.nsthread import entering
@@ -143,7 +143,7 @@ async def create_userns(path: Path, uid_map: str, gid_map: str) -> None:
                     f.write(text)
             pin(pid, "user", path)
     except BaseException:
-        unpin(path)  # synchronous on purpose: a second cancellation must not skip it
+        await finish_in_thread(unpin, path)  # waited out however often we are cancelled: never skipped
         raise
 
 
@@ -220,5 +220,5 @@ async def create_pod_namespaces(pins: Mapping[str, Path], *, owner: Path | None,
                                        name="podrt-podns")
     except BaseException:
         for path in made:
-            unpin(path)  # synchronous on purpose: a second cancellation must not skip it
+            await finish_in_thread(unpin, path)  # waited out however often we are cancelled: never skipped
         raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -53,6 +54,7 @@ class ImageManager:
         self._active_pulls = 0
         self._gc_idle = asyncio.Event()
         self._gc_idle.set()
+        self._removing: set[str] = set()  # IDs RemoveImage is deleting (past its users check)
         # who runs from an image ("pod sandbox <id> (<name>)", later containers), set by the daemon
         self.users: Callable[[str], list[str]] = lambda _image_id: []
 
@@ -68,9 +70,26 @@ class ImageManager:
 
     # ---- look up -------------------------------------------------------------
 
-    def find(self, text: str) -> ImageRecord | None:
-        """By ID (`sha256:<hex>` or the bare hex) or by any name it has."""
+    async def find(self, text: str) -> ImageRecord | None:
+        """By ID (`sha256:<hex>` or the bare hex) or by any name it has; its
+        config and layer links read (in a thread) for view() and lower_link()."""
+        return await asyncio.to_thread(self._find_now, text)
+
+    def _find_now(self, text: str) -> ImageRecord | None:
         self.store.refresh()
+        record = self._lookup(text)
+        if record is not None:
+            self._read_files(record)
+        return record
+
+    def _read_files(self, record: ImageRecord) -> None:
+        """Its config and layer links, read once, for view() and lower_link() on the loop."""
+        self._read_config(record)
+        with contextlib.suppress(OSError, ValueError, KeyError):  # a layer missing: whole() says so
+            for chain in record.layers:
+                self.store.lower_link(chain)
+
+    def _lookup(self, text: str) -> ImageRecord | None:
         if looks_like_image_id(text):
             return self.store.get(parse_id(text))
         ref = parse(text)
@@ -80,8 +99,17 @@ class ImageManager:
                 return record
         return None
 
+    def available(self, image_id: str) -> bool:
+        """Still stored and not being removed: checked, with no await between,
+        where a creation marks the images it uses (users() then sees them)."""
+        return image_id not in self._removing and self.store.get(image_id) is not None
+
     def view(self, record: ImageRecord) -> ImageView:
-        """The record with its config; a config never changes for an ID, so it is read once."""
+        """The record with its config (read by find, list or keep, in a thread)."""
+        return ImageView(record, self._read_config(record))
+
+    def _read_config(self, record: ImageRecord) -> dict[str, Any]:
+        """A config never changes for an ID, so it is read once."""
         config = self._configs.get(record.id)
         if config is None:
             try:
@@ -89,14 +117,29 @@ class ImageManager:
             except (OSError, ValueError):
                 doc = {}
             config = self._configs[record.id] = doc if isinstance(doc, dict) else {}
-        return ImageView(record, config)
+        return config
 
-    def list(self, text: str = "") -> list[ImageRecord]:
-        if not text:
-            self.store.refresh()
-            return self.store.records()
-        found = self.find(text)
-        return [found] if found else []
+    async def list(self, text: str = "") -> list[ImageRecord]:
+        if text:
+            found = await self.find(text)
+            return [found] if found else []
+        return await asyncio.to_thread(self._list_now)
+
+    def _list_now(self) -> builtins.list[ImageRecord]:
+        self.store.refresh()
+        records = self.store.records()
+        for record in records:
+            self._read_config(record)
+        return records
+
+    async def keep(self, record: ImageRecord) -> ImageRecord:
+        """store.keep (a lock, fsyncs) in a thread; a cancel waits for it."""
+        return await finish_in_thread(self._keep_now, record)
+
+    def _keep_now(self, record: ImageRecord) -> ImageRecord:
+        kept = self.store.keep(record)
+        self._read_files(kept)
+        return kept
 
     # ---- pull -------------------------------------------------------------
 
@@ -104,7 +147,7 @@ class ImageManager:
         """`creds` None: what the global auth file holds for each registry
         asked. Pulls share one download only when their credentials agree."""
         ref = parse(text)
-        if ref.digest is not None and (present := self.find(str(ref))) is not None and self.whole(present):
+        if ref.digest is not None and (present := await self.find(str(ref))) is not None and self.whole(present):
             return present  # a digest names fixed content: nothing to ask the registry
         key = (str(ref), creds)
         shared = self._pulls.get(key)
@@ -126,7 +169,7 @@ class ImageManager:
         self._active_pulls += 1  # no await between the wait and this: no collection starts in between
         try:
             pulled = await Puller(self.store, settings, self._session).pull(ref, creds)
-            return self.store.keep(pulled)
+            return await self.keep(pulled)
         finally:
             self._active_pulls -= 1
             if self._gc_pending and not self._active_pulls:
@@ -137,7 +180,7 @@ class ImageManager:
     async def remove(self, text: str) -> None:
         """Unknown images succeed (the kubelet relies on it); pinned ones and
         ones something runs from are refused (as CRI-O does)."""
-        record = self.find(text)
+        record = await self.find(text)
         if record is None:
             return
         if record.pinned:
@@ -146,7 +189,11 @@ class ImageManager:
         if users:
             more = f" and {len(users) - 1} more" if len(users) > 1 else ""
             raise FailedPrecondition(f"image {text} ({record.id}) is in use by {users[0]}{more}")
-        self.store.delete_record(record.id)
+        self._removing.add(record.id)  # from here no creation takes it (they look it up in threads)
+        try:
+            await finish_in_thread(self.store.delete_record, record.id)
+        finally:
+            self._removing.discard(record.id)
         self._configs.pop(record.id, None)
         await self._collect_garbage()
 
@@ -157,23 +204,23 @@ class ImageManager:
             self._gc_pending = True
             return
         self._gc_pending = False
-        self.store.refresh()  # on the loop: the thread below only reads what it needs
-        keep_layers, keep_blobs = self.store.referenced()
-        self._gc_idle.clear()
+        self._gc_idle.clear()  # before any await: no pull starts until the collection is over
         try:
-            removed = await finish_in_thread(self._collect_garbage_now, keep_layers, keep_blobs)
+            removed = await finish_in_thread(self._collect_garbage_now)
         finally:
             self._gc_idle.set()
         if removed:
             log.info("image store: freed %s", ", ".join(removed[:20]))
 
-    def _collect_garbage_now(self, keep_layers: set[str], keep_blobs: set[str]) -> builtins.list[str]:
+    def _collect_garbage_now(self) -> builtins.list[str]:
         """Blocking; skipped (and left pending) while an import holds the store."""
+        self.store.refresh()
+        keep = self.store.referenced()
         with self.store.exclusive(wait=False) as mine:
             if not mine:
                 self._gc_pending = True
                 return []
-            return self.store.collect_garbage(keep=(keep_layers, keep_blobs))
+            return self.store.collect_garbage(keep=keep)
 
     async def usage(self) -> tuple[int, int]:
         return await asyncio.to_thread(self.store.usage)

@@ -117,9 +117,9 @@ class PauseSource:
         if self.builtin:
             self._current = await ensure_builtin(store, Path(self.config.catatonit_path), tuple(self.config.pause_command))
         else:
-            present = self.images.find(self.reference)
+            present = await self.images.find(self.reference)
             if present is not None and self.images.whole(present):
-                self._current = self._resolve(store.keep(attrs.evolve(present, pinned=True)))
+                self._current = self._resolve(await self.images.keep(attrs.evolve(present, pinned=True)))
         current = self._current.image_id if self._current else None
         for record in store.records():
             if record.pinned and record.id != current:
@@ -134,7 +134,7 @@ class PauseSource:
             record = await self.images.pull(self.reference)
         except errors.PodrtError as exc:
             raise type(exc)(f"pause image {self.reference}: {exc}") from None
-        self._current = self._resolve(self.images.store.keep(attrs.evolve(record, pinned=True)))
+        self._current = self._resolve(await self.images.keep(attrs.evolve(record, pinned=True)))
         return self._current
 
     def _present(self, pause: PauseImage) -> bool:

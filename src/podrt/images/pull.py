@@ -81,7 +81,7 @@ class Puller:
         request's credentials go to every endpoint (as in CRI-O); without them,
         each endpoint gets what the global auth file holds for its own host."""
         try:
-            conf = registries.load(self.settings.registries_conf)
+            conf = await asyncio.to_thread(registries.load, self.settings.registries_conf)  # files: off the loop
         except ConfigError as exc:
             raise errors.FailedPrecondition(str(exc)) from None
         failures: list[str] = []
@@ -89,11 +89,13 @@ class Puller:
         for n, ep in enumerate(endpoints, 1):
             host = DOCKER_HUB_API if ep.registry_host == "docker.io" else ep.registry_host
             try:
-                tls = None if ep.insecure else registries.ssl_context(self.settings.certs_dirs, ep.registry_host)
+                tls = None if ep.insecure else await asyncio.to_thread(
+                    registries.ssl_context, self.settings.certs_dirs, ep.registry_host)
             except (OSError, ssl.SSLError) as exc:  # an unreadable or invalid certs.d file
                 raise errors.FailedPrecondition(f"certs.d for {ep.registry_host}: {exc}") from None
             try:
-                ep_creds = creds if creds is not None else auth.for_host(self.settings.global_auth_file, ep.registry_host)
+                ep_creds = creds if creds is not None else await asyncio.to_thread(
+                    auth.for_host, self.settings.global_auth_file, ep.registry_host)
             except ConfigError as exc:
                 raise errors.FailedPrecondition(str(exc)) from None
             client = RegistryClient(self.session, host, insecure=ep.insecure, credentials=ep_creds, ssl_context=tls)

@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -94,6 +95,9 @@ class ImageStore:
         self._generation: str | None = None  # records/.generation when they were loaded
         self._changing = 0  # depth of changing_records() in this store
         self._changed = False  # a record was written or deleted in it
+        self._links: dict[str, str] = {}  # chain ID -> its l/ link name (random per unpack), read once
+        # records are read and changed in worker threads (never on the event loop): one at a time
+        self._lock = threading.RLock()
 
     # ---- start ----------------------------------------------------------------
 
@@ -121,8 +125,9 @@ class ImageStore:
         """Pick up records another process wrote (`podrt image import` beside a
         running daemon): every change writes a new records/.generation token.
         (The dir's mtime would miss a second change within one clock tick.)"""
-        if self._read_generation() != self._generation:
-            self.load_records()
+        with self._lock:
+            if self._read_generation() != self._generation:
+                self.load_records()
 
     def _read_generation(self) -> str:
         try:
@@ -142,7 +147,7 @@ class ImageStore:
             finally:
                 self._changing -= 1
             return
-        with open(self.dir / "records.lock", "a") as handle:
+        with self._lock, open(self.dir / "records.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             self._changing, self._changed = 1, False
             try:
@@ -225,8 +230,13 @@ class ImageStore:
         return (self.layer_dir(chain_id) / "layer.json").is_file()
 
     def lower_link(self, chain_id: str) -> str:
-        """`l/<short>` of a stored layer, relative to the images dir."""
-        return f"l/{json.loads((self.layer_dir(chain_id) / 'layer.json').read_text())['link']}"
+        """`l/<short>` of a stored layer, relative to the images dir. Read once
+        (ImageManager reads them in a thread); a link gone since (its layer
+        collected, maybe by another process, and unpacked again) is read anew."""
+        link = self._links.get(chain_id)
+        if link is None or not (self.links_dir / link).is_symlink():
+            link = self._links[chain_id] = json.loads((self.layer_dir(chain_id) / "layer.json").read_text())["link"]
+        return f"l/{link}"
 
     async def add_layer(self, chain_id: str, diff_id: str, digest: str, media_type: str) -> None:
         """Unpack the stored blob `digest` as layer `chain_id` (in a thread; a

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from podrt.aio import finish_in_own_thread
+from podrt.aio import finish_in_own_thread, finish_in_thread
 from podrt.host.nspin import NamespaceError, holding, is_ns_mounted, new_pin, pin, pin_path, remove_pin, tool, unpin
 from podrt.host.nsthread import entering
 from podrt.network.links import loopback_up
@@ -62,7 +62,7 @@ async def create_netns(directory: Path, name: str, owner: Path | None = None) ->
                 pin(pid, "net", path)
             await finish_in_own_thread(entering(loopback_up, enter=[("net", str(path))]), name="podrt-netns")
     except BaseException:
-        unpin(path)  # synchronous on purpose: a second cancellation must not skip it
+        await finish_in_thread(unpin, path)  # waited out however often we are cancelled: never skipped
         raise
     return path
 

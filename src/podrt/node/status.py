@@ -57,8 +57,8 @@ class RuntimeStatusManager:
     def version(self) -> VersionInfo:
         return VersionInfo(KUBELET_API_VERSION, RUNTIME_NAME, __version__, RUNTIME_API_VERSION)
 
-    def conditions(self) -> list[Condition]:
-        lookup = self.find_network()
+    async def conditions(self) -> list[Condition]:
+        lookup = await asyncio.to_thread(self.find_network)  # lists and reads the CNI config dir
         network = Condition("NetworkReady", lookup.network is not None, lookup.reason, lookup.message)
         return [Condition("RuntimeReady", True), network]
 
@@ -71,9 +71,9 @@ class RuntimeStatusManager:
             found = {name: attrs.evolve(f, userns=False) for name, f in found.items()}
         return [("", found[rt.default_runtime]), *found.items()]
 
-    def verbose_info(self) -> dict[str, str]:
+    async def verbose_info(self) -> dict[str, str]:
         """Debug info for `crictl info`: effective config and the CNI network in use."""
-        lookup = self.find_network()
+        lookup = await asyncio.to_thread(self.find_network)
         cni: dict[str, Any] = {"network_dir": str(self.config.network.network_dir)}
         if lookup.network is not None:
             cni.update(path=str(lookup.network.path), config=lookup.network.raw)

@@ -29,6 +29,7 @@ from typing import IO
 
 import attrs
 
+from podrt.aio import finish_in_thread
 from podrt.host import procfs
 from podrt.host.proc import kill_group
 
@@ -181,7 +182,7 @@ async def launch(spec: ConmonSpec, cgroup_procs: Sequence[Path] = ()) -> ConmonL
         os.close(start_r)
     started = ConmonLaunch(proc, sync_r, output)
     try:
-        _join_cgroups(proc.pid, cgroup_procs)
+        await finish_in_thread(_join_cgroups, proc.pid, cgroup_procs)  # a migration may wait on the kernel's locks
         os.write(start_w, b"0")
     except BaseException as exc:
         await kill_launcher(proc)

@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from podrt.aio import await_shielded
+from podrt.aio import await_shielded, finish_in_thread
 from podrt.host import cgroups, proc, procfs
 from podrt.oci import conmon, execproc, exitfile, signals
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
@@ -120,11 +120,11 @@ async def remove_cgroup(path: str, wait: float = KILL_WAIT) -> None:
     deadline = time.monotonic() + wait
     while True:
         try:
-            return cgroups.remove(path)  # usually gone already (runc delete) or empty
+            return await finish_in_thread(cgroups.remove, path)  # usually gone already (runc delete) or empty
         except OSError as exc:
             if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                 raise
-        cgroups.kill_procs(path)
+        await finish_in_thread(cgroups.kill_procs, path)
         await asyncio.sleep(0.02)
 
 
@@ -221,7 +221,7 @@ class OciRuntime:
             if text := runc_error_text(reply.message):
                 raise RuntimeRefused(f"create container {spec.container_id}: {text}")
             raise OciRuntimeError(f"create container {spec.container_id}: runtime failed with {reply.pid}")
-        conmon_pid = conmon.read_pidfile(spec.conmon_pidfile)
+        conmon_pid = await asyncio.to_thread(conmon.read_pidfile, spec.conmon_pidfile)
         if conmon_pid is None:
             raise OciRuntimeError(f"create container {spec.container_id}: conmon wrote no pidfile "
                                   f"{spec.conmon_pidfile}")
@@ -231,8 +231,8 @@ class OciRuntime:
         """Leave nothing of a failed create: launcher, conmon (and its runc), runc state, symlink, cgroup."""
         if started is not None:
             await conmon.kill_launcher(started.proc)
-        pids = set(conmon.find_conmon_pids(spec.container_id))
-        pidfile_pid = conmon.read_pidfile(spec.conmon_pidfile)
+        pids = set(await asyncio.to_thread(conmon.find_conmon_pids, spec.container_id))  # a /proc scan
+        pidfile_pid = await asyncio.to_thread(conmon.read_pidfile, spec.conmon_pidfile)
         if pidfile_pid is not None and procfs.pid_running(pidfile_pid):
             pids.add(pidfile_pid)
         for pid in pids:
@@ -242,7 +242,7 @@ class OciRuntime:
             await self.delete(spec.container_id, socket_dir=spec.socket_dir)
         except OciRuntimeError as exc:
             self.log.warning("cleanup of failed create: %s", exc)
-        if cgroup := _bundle_cgroup(spec.bundle):  # runc cut down mid-create has no state for delete to go by
+        if cgroup := await asyncio.to_thread(_bundle_cgroup, spec.bundle):  # runc cut down mid-create has no state for delete to go by
             try:
                 await remove_cgroup(cgroup)
             except OSError as exc:
@@ -307,7 +307,7 @@ class OciRuntime:
         if exit_dir is None:
             return
         exit_file = Path(exit_dir) / container_id
-        if not exit_file.exists() and not conmon.find_conmon_pids(container_id):
+        if not exit_file.exists() and not await asyncio.to_thread(conmon.find_conmon_pids, container_id):
             return  # its conmon is gone (killed with a daemon, at a failed create's clean-up): no file comes
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXIT_FILE_WAIT

@@ -15,7 +15,6 @@ import attrs
 from podrt.aio.tasks import TaskOwner
 from podrt.errors import SHUTTING_DOWN, DeadlineExceeded, FailedPrecondition, Unavailable
 from podrt.model.sandbox import SandboxConfig
-from podrt.network.cniconf import CniNetwork
 from podrt.oci import features
 from podrt.rollback import FaultPlan, Transaction, TxObserver
 from podrt.sandbox import naming
@@ -88,12 +87,6 @@ class SandboxRunner:
         check_request(cfg, self.deps.config)
         if cfg.own_userns and (problem := await self._userns_problem(cfg)) is not None:
             raise FailedPrecondition(problem)
-        network = None
-        if not cfg.host_network:
-            lookup = self.deps.find_network()
-            if lookup.network is None:
-                raise FailedPrecondition(f"network plugin not ready: {lookup.message}")
-            network = lookup.network
         name = naming.pod_name(cfg)
         creation = self._creating.get(name)
         if creation is None:  # from here to the registration below: no await
@@ -102,7 +95,7 @@ class SandboxRunner:
             if known is not None and known not in self._claims.expiring and self._statuses.view(known).ready:
                 self._claims.claim(known)
                 return known  # the kubelet's retry of a request that already succeeded
-            task = self._tasks.spawn(self._create(cfg, name, network, stale=known), name=f"RunPodSandbox {name}")
+            task = self._tasks.spawn(self._create(cfg, name, stale=known), name=f"RunPodSandbox {name}")
             creation = self._creating[name] = Creation(task)
             task.add_done_callback(lambda _t: self._created(name))
         return await self._wait(creation)
@@ -171,7 +164,13 @@ class SandboxRunner:
                 plan.append(group if len(group) > 1 else group[0])
         return plan
 
-    async def _create(self, cfg: SandboxConfig, name: str, network: CniNetwork | None, stale: str | None) -> str:
+    async def _create(self, cfg: SandboxConfig, name: str, stale: str | None) -> str:
+        network = None
+        if not cfg.host_network:  # in the owned task: a client leaving meanwhile does not cut it
+            lookup = await asyncio.to_thread(self.deps.find_network)  # lists and reads the CNI config dir
+            if lookup.network is None:
+                raise FailedPrecondition(f"network plugin not ready: {lookup.message}")
+            network = lookup.network
         if stale is not None:  # a dead pod holds the name (CRI-O: stop and remove it, then go on)
             log.info("removing sandbox %s (not ready) to reuse its name %s", stale, name)
             await self._remove(stale)

@@ -3,6 +3,20 @@
 
 Each step is written as an intent before it runs and marked done after, so the next start can
 undo what a crash interrupted; a committed transaction's file is removed (durably).
+
+What is written when (each write: temp file, fsync, rename, fsync of the dir; ~1 ms, made in a
+worker thread by the transaction runner, never on the event loop):
+- `intents`: one write per phase (a step, or a group run at once), finished before any of the
+  phase's do() starts. This is the one write crash safety needs: whatever a do() may leave on
+  the host is named on disk before it can exist. The phase's data (its record()) depends on
+  the phases before it, so phases cannot share a write.
+- `done`, `remove_entry`: in memory only, folded into the next write. A done entry's extra data
+  (what do() learned, e.g. a pid) only sharpens its undo, which works from the intent alone (a
+  crash mid-do leaves only that). An entry removed after its undo succeeded but still on disk
+  at a crash is undone again at the next start: undos are idempotent (rollback.Step.undo).
+- `flush` (a rollback with failed undos: exactly those stay for the next start) or `discard`
+  (commit, or a complete rollback): the last one. A transaction that never wrote (no journaled
+  step ran) writes nothing at all; `open` writes nothing either (an empty journal undoes nothing).
 """
 
 from __future__ import annotations
@@ -12,6 +26,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,14 +64,21 @@ class JournalFile:
         self.path, self.tx_id, self.tx_kind = path, tx_id, tx_kind
         self.created = time.time() if created is None else created
         self._entries, self._dirty = entries or [], False
+        self._written = entries is not None  # loaded from its file (else: written at the first intents)
 
     def entries(self) -> list[JournalEntry]:
         return list(self._entries)
 
     def intent(self, step_name: str, kind: str, data: dict[str, Any]) -> None:
-        if any(e.name == step_name for e in self._entries):
-            raise ValueError(f"step {step_name!r} is already in journal {self.tx_id}")
-        self._write([*self._entries, JournalEntry(step_name, kind, _json_copy(data), "intent")])
+        self.intents([(step_name, kind, data)])
+
+    def intents(self, steps: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """Blocking, durable: a phase's steps, written at once before any of them runs."""
+        new = [JournalEntry(name, kind, _json_copy(data), "intent") for name, kind, data in steps]
+        names = [e.name for e in self._entries] + [e.name for e in new]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a step of {[e.name for e in new]} is already in journal {self.tx_id}")
+        self._write([*self._entries, *new])
 
     def done(self, step_name: str, data: dict[str, Any]) -> None:
         """Lazy (no fsync of its own): folded into the next write; intent data suffices till then."""
@@ -64,24 +86,28 @@ class JournalFile:
         entry.data, entry.state, self._dirty = _json_copy(data), "done", True
 
     def remove_entry(self, step_name: str) -> None:
+        """Lazy, after a successful undo: folded into the next write (the module doc says why)."""
         remaining = [e for e in self._entries if e.name != step_name]
         if len(remaining) != len(self._entries):
-            self._write(remaining)
+            self._entries, self._dirty = remaining, True
 
     def flush(self) -> None:
-        if self._dirty:
+        """Blocking: what changed in memory, durably (if the file was ever written)."""
+        if self._dirty and (self._written or self._entries):
             self._write(self._entries)
 
     def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-        fsync_dir(self.path.parent)  # durable, or a crash could "undo" a committed tx
-        self._entries, self._dirty = [], False
+        """Blocking: the file goes, durably, or a crash could "undo" a committed tx."""
+        if self._written:
+            self.path.unlink(missing_ok=True)
+            fsync_dir(self.path.parent)
+        self._entries, self._dirty, self._written = [], False, False
 
     def _write(self, entries: list[JournalEntry]) -> None:
         doc = {"version": 1, "tx_id": self.tx_id, "tx_kind": self.tx_kind, "created": self.created,
                "entries": [attrs.asdict(e) for e in entries]}
         atomic_write(self.path, json.dumps(doc).encode())
-        self._entries, self._dirty = entries, False
+        self._entries, self._dirty, self._written = entries, False, True
 
     @classmethod
     def load(cls, path: Path) -> JournalFile:
@@ -118,9 +144,7 @@ class Journal:
         path = self.directory / f"{tx_id}.json"
         if path.exists():
             raise FileExistsError(f"journal for transaction {tx_id} already exists")
-        jf = JournalFile(path, tx_id, tx_kind)
-        jf._write([])
-        return jf
+        return JournalFile(path, tx_id, tx_kind)  # written at its first intents
 
     def pending(self) -> list[JournalFile]:
         """Leftover journals, newest first; corrupt ones moved aside. Call only at startup."""
@@ -152,8 +176,9 @@ class Journal:
             records = [(e.name, e.kind, e.data) for e in jf.entries()]
             failures = await teardown(records, registry, log=log, on_undo=on_undo)
             report.failures.extend((jf.tx_id, f) for f in failures)
-            if failures:
+            if failures:  # exactly the failed entries stay
                 report.kept.append(jf.tx_id)
+                quietly(log, f"updating journal {jf.tx_id}", jf.flush)
             else:
                 quietly(log, f"discarding journal {jf.tx_id}", jf.discard)
             log.info("replayed %s tx %s: %d undos, %d failed", jf.tx_kind, jf.tx_id, len(records), len(failures))

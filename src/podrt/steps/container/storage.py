@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from podrt.aio import finish_in_thread
 from podrt.steps.base import ContainerStep
 from podrt.steps.container.context import ContainerContext
 from podrt.steps.sandbox.storage import ensure_sane_log_path, remove_dirs_and_log
@@ -30,4 +31,4 @@ class ContainerStorage(ContainerStep):
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
-        remove_dirs_and_log(data["dirs"], data["log_file"])
+        await finish_in_thread(remove_dirs_and_log, data["dirs"], data["log_file"])  # a tree: off the event loop

@@ -7,11 +7,17 @@ import errno
 import time
 from typing import Any
 
+from podrt.aio import finish_in_thread
 from podrt.host import cgroups
 from podrt.steps.base import SandboxStep
 from podrt.steps.sandbox.context import SandboxContext
 
 BUSY_WAIT = 5.0
+
+
+def _remove(path: str, prune_parent: str | None) -> None:
+    """Blocking: an rmdir in every hierarchy (the kernel frees the cgroup's state)."""
+    cgroups.remove(path, prune_parent=prune_parent)
 
 
 class CgroupParent(SandboxStep):
@@ -34,7 +40,7 @@ class CgroupParent(SandboxStep):
         ctx.cgroup_parent, ctx.cgroups_path, ctx.conmon_cgroup = data["parent"], data["path"], data["conmon"]
         if ctx.conmon_cgroup:
             try:
-                ctx.conmon_cgroup_procs = cgroups.create(ctx.conmon_cgroup)
+                ctx.conmon_cgroup_procs = await finish_in_thread(cgroups.create, ctx.conmon_cgroup)
             except BaseException:
                 await self.undo(data)
                 raise
@@ -44,7 +50,7 @@ class CgroupParent(SandboxStep):
         for path in data["remove"]:
             while True:
                 try:
-                    cgroups.remove(path, prune_parent=data.get("prune_parent"))
+                    await finish_in_thread(_remove, path, data.get("prune_parent"))
                     break
                 except OSError as exc:
                     if exc.errno != errno.EBUSY or time.monotonic() > deadline:

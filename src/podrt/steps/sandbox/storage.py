@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from podrt.aio import finish_in_thread
 from podrt.errors import InvalidArgument
 from podrt.steps.base import SandboxStep
 from podrt.steps.sandbox.context import SandboxContext
@@ -73,6 +74,10 @@ class Storage(SandboxStep):
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
+        await finish_in_thread(self._remove, data)  # trees of files: off the event loop
+
+    @staticmethod
+    def _remove(data: dict[str, Any]) -> None:
         remove_dirs_and_log(data["dirs"], data["log_file"])  # the infra's own log; the kubelet owns the rest
         if data.get("log_dir_own"):
             remove_own_log_dir(Path(data["log_dir"]))
