@@ -78,19 +78,22 @@ class ListIndex(Generic[V]):
 
     def _row(self, item: V, listed: Listed) -> _Row:
         row = self._rows.get(listed.id)
+        if row is not None and row.record is listed.record and row.state == listed.state:
+            return row
+        if row is not None and (row.labels != listed.labels or row.group != listed.group):
+            self._unindex(listed.id)  # an ID's labels and pod are fixed at creation; a reused ID's are not
+            row = None
         if row is None:
             for pair in listed.labels.items():
                 self._by_label.setdefault(pair, set()).add(listed.id)
             self._by_group.setdefault(listed.group, set()).add(listed.id)
-        elif row.record is listed.record and row.state == listed.state:
-            return row
         return self._encoded(item, listed)
 
     def _encoded(self, item: V, listed: Listed) -> _Row:
         return _Row(listed.record, listed.state, listed.labels, listed.group, entry(bytes(self._to_message(item))))
 
     def _unindex(self, item_id: str) -> None:
-        row = self._rows[item_id]  # labels and pod are fixed at creation
+        row = self._rows[item_id]
         for pair in row.labels.items():
             _discard(self._by_label, pair, item_id)
         _discard(self._by_group, row.group, item_id)
