@@ -366,7 +366,6 @@ def critest_table(containerd_dir: Path, podrt_dir: Path) -> None:
 
 def serve(runtime: str, cgroup: str, mirror: str | None) -> None:
     """One runtime for another client, until SIGINT or SIGTERM; then its pods go over CRI and the rest as always."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     base = Path(tempfile.mkdtemp(prefix="podrt-peer-serve-"))
     try:
         if runtime == "podrt":
@@ -381,6 +380,8 @@ def serve(runtime: str, cgroup: str, mirror: str | None) -> None:
         with ctx as rt:
             print(f"{runtime} (pid {rt.pid}) serves CRI on unix://{rt.sock}"
                   f"{f', pulling from {mirror}' if mirror else ''}; Ctrl-C ends it", flush=True)
+            # blocked only now: the daemon started above must not inherit the mask (a blocked SIGTERM never stops it)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
             print("stopping: removing its pods, then the daemon", flush=True)
     finally:
