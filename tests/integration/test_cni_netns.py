@@ -121,6 +121,8 @@ def base() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="podrt-cnitest-"))
     yield path
     leftover = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(path) in line]
+    for point in sorted({m for line in leftover for m in line.split()[4:5]}, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)  # a failed test must not leave its pins on the host
     shutil.rmtree(path, ignore_errors=True)
     assert not leftover, f"mounts left behind: {leftover}"
 

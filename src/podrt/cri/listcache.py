@@ -39,8 +39,13 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
+def field(number: int, body: bytes) -> bytes:
+    """A length-delimited field (wire type 2): a message, bytes or a string."""
+    return varint(number << 3 | 2) + varint(len(body)) + body
+
+
 def entry(body: bytes) -> bytes:
-    """One item's encoding as an element of field 1."""
+    """One item's encoding as an element of field 1 (`field(1, body)`, its tag made once)."""
     return _LIST_TAG + varint(len(body)) + body
 
 

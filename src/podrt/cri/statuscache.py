@@ -17,24 +17,19 @@ from typing import Any, Generic, TypeVar
 
 import betterproto
 
-from podrt.cri.listcache import encoded, varint
+from podrt.cri.listcache import encoded, entry, field
 
 V = TypeVar("V")
 
 
-def _field(number: int, body: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return varint(number << 3 | 2) + varint(len(body)) + body
-
-
 def _string(number: int, text: str) -> bytes:
     """A string field; nothing for "", proto3's default (as betterproto writes a map entry)."""
-    return _field(number, text.encode()) if text else b""
+    return field(number, text.encode()) if text else b""
 
 
 def info_entries(info: Mapping[str, str]) -> bytes:
     """The map field 2 of a status response."""
-    return b"".join(_field(2, _string(1, k) + _string(2, v)) for k, v in info.items())
+    return b"".join(field(2, _string(1, k) + _string(2, v)) for k, v in info.items())
 
 
 def verbose_info(info: Mapping[str, object] | None) -> dict[str, str]:
@@ -58,7 +53,7 @@ class StatusCache(Generic[V]):
         item_id, record, state = self._key(view)
         found = self._items.get(item_id)
         if found is None or found[0] is not record or found[1] != state:
-            found = self._items[item_id] = (record, state, _field(1, bytes(self._to_status(view))))
+            found = self._items[item_id] = (record, state, entry(bytes(self._to_status(view))))
             if len(self._items) > self._limit:
                 self._items = {i: v for i, v in self._items.items() if self._known(i)}
                 self._limit = 2 * len(self._items) + 64

@@ -176,7 +176,8 @@ def set_up_namespaces(hostname: str, sysctls: Mapping[str, str]) -> None:
             raise SysctlRefused(exc.errno, f"sysctl {key}={value!r}: {exc.strerror}") from None
 
 
-def _pin_own(pins: Mapping[str, Path]) -> None:
+def pin_own(pins: Mapping[str, Path]) -> None:
+    """Bind the calling thread's namespaces of these kinds onto their pins (host/nsthread.py)."""
     for kind, path in pins.items():
         pin_path(f"/proc/thread-self/ns/{kind}", kind, path)
 
@@ -208,7 +209,7 @@ async def create_pod_namespaces(pins: Mapping[str, Path], *, owner: Path | None,
         if owner is None:
             def job() -> None:
                 set_up_namespaces(name, sysctls)
-                _pin_own(pins)
+                pin_own(pins)
             await finish_in_own_thread(entering(job, enter=joined, new=list(pins)), name="podrt-podns")
         else:
             argv = [tool("nsenter"), f"--user={owner}", "--", tool("unshare"), *(f"--{kind}" for kind in pins), "--"]

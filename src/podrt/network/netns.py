@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from podrt.aio import finish_in_own_thread, finish_in_thread
-from podrt.host.nspin import NamespaceError, holding, is_ns_mounted, new_pin, pin, pin_path, remove_pin, tool, unpin
+from podrt.host.nspin import NamespaceError, holding, is_ns_mounted, new_pin, pin, pin_own, remove_pin, tool, unpin
 from podrt.host.nsthread import entering
 from podrt.network.links import loopback_up
 
@@ -54,7 +54,7 @@ async def create_netns(directory: Path, name: str, owner: Path | None = None) ->
         if owner is None:
             def job() -> None:
                 loopback_up()
-                pin_path("/proc/thread-self/ns/net", "net", path)
+                pin_own({"net": path})
             await finish_in_own_thread(entering(job, new=["net"]), name="podrt-netns")
         else:
             argv = [tool("nsenter"), f"--user={owner}", "--", tool("unshare"), "--net", "--"]
