@@ -21,7 +21,17 @@ from podrt.api.runtime import v1 as cri
 from podrt.oci import conmon
 from podrt.oci.exitfile import read as read_exit
 from tests.integration.conftest import _network_dirs
-from tests.integration.test_containers import _config, _create, _exec, _pod, _remove_pod, _start, _status, _wait_exit
+from tests.integration.test_containers import (
+    _config,
+    _create,
+    _exec,
+    _pod,
+    _remove_pod,
+    _start,
+    _status,
+    _torn_down,
+    _wait_exit,
+)
 from tests.integration.test_containers import daemon as daemon  # noqa: F401  the module's daemon
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
@@ -116,7 +126,7 @@ async def test_a_create_runc_refuses_is_told_at_start_and_leaves_nothing(daemon:
         assert again.value.status == Status.FAILED_PRECONDITION and said in (again.value.message or "")
         await c.runtime.stop_container(cri.StopContainerRequest(container_id=cid, timeout=0))
         await c.runtime.remove_container(cri.RemoveContainerRequest(container_id=cid))
-        assert not (d.root / "containers" / cid).exists() and not (d.runroot / "containers" / cid).exists()
+        _torn_down(d, cid)
         ok = await _create(c, pod, _config(registry, "refused", command=["/bin/true"]))  # the name is free again
         await c.runtime.start_container(cri.StartContainerRequest(container_id=ok))
         assert (await _wait_exit(c, ok)).exit_code == 0
@@ -141,6 +151,7 @@ async def test_a_removal_during_the_create_leaves_nothing(daemon: DaemonProcess,
         cids = await asyncio.gather(*(made_and_removed(n, n >= 8) for n in range(12)))
         assert (await c.runtime.list_containers(cri.ListContainersRequest())).containers == []
         for cid in cids:
+            _torn_down(d, cid)
             assert not _runc_knows(d, cid) and not conmon.find_conmon_pids(cid), cid
             assert not (d.root / "containers" / cid).exists() and not (d.runroot / "containers" / cid).exists()
             assert not Path(d.runroot / "exits" / cid).exists()
@@ -148,3 +159,35 @@ async def test_a_removal_during_the_create_leaves_nothing(daemon: DaemonProcess,
         await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
         assert (await _exec(c, cid, "true")).exit_code == 0
         await _remove_pod(c, pod[0])
+
+
+async def test_a_daemon_killed_after_a_removal_answered_finishes_its_teardown(registry: Registry) -> None:
+    """RemoveContainer answers once the record is retired (removing.json) and
+    tears the running container down after; killed right after the answer,
+    the daemon finishes the teardown at its next start, before it serves: the
+    container is not restored, and no runc container, conmon or dir is left."""
+    with _network_dirs() as d:
+        proc = await _start(d, registry)
+        try:
+            async with connect(d.socket) as c:
+                pod = await _pod(c)
+                cid = await _create(c, pod, _config(registry, command=["/bin/sleep", "100"]))
+                await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
+                await c.runtime.remove_container(cri.RemoveContainerRequest(container_id=cid))
+                proc.stop(signal.SIGKILL)
+            assert (d.root / "containers" / cid / "removing.json").exists()  # cut before the teardown's end
+            assert not (d.root / "containers" / cid / "state.json").exists()
+            proc = DaemonProcess(d).start()
+            assert "finished the removal of container" in proc.log(), proc.log()[-3000:]
+            assert not _runc_knows(d, cid) and not conmon.find_conmon_pids(cid)
+            assert not (d.root / "containers" / cid).exists() and not (d.runroot / "containers" / cid).exists()
+            async with connect(d.socket) as c:
+                assert (await c.runtime.list_containers(cri.ListContainersRequest())).containers == []
+                with pytest.raises(GRPCError) as err:
+                    await c.runtime.container_status(cri.ContainerStatusRequest(container_id=cid))
+                assert err.value.status == Status.NOT_FOUND
+                await _remove_pod(c, pod[0])
+        finally:
+            proc.stop()
+        assert audit_daemon_dirs(d) == {}
+        assert "Traceback" not in proc.log()

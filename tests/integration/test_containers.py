@@ -132,6 +132,14 @@ async def _remove_pod(c: CriClient, pod_id: str) -> None:
     await c.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
 
 
+def _torn_down(d: DaemonDirs, cid: str, timeout: float = 10.0) -> None:
+    """RemoveContainer answers before the teardown is done (container/removals.py): until it is."""
+    deadline = time.monotonic() + timeout * FACTOR
+    while (d.root / "containers" / cid).exists() or (d.runroot / "containers" / cid).exists():
+        assert time.monotonic() < deadline, f"container {cid} not torn down after {timeout}s"
+        time.sleep(0.01)
+
+
 def _empty(directory: Path) -> bool:
     return not directory.exists() or not any(directory.iterdir())
 
@@ -196,7 +204,7 @@ async def test_lifecycle_and_what_the_process_sees(daemon: DaemonProcess, regist
         with pytest.raises(GRPCError) as err:
             await _status(c, container_id)
         assert err.value.status == Status.NOT_FOUND
-        assert not (daemon.dirs.root / "containers" / container_id).exists()
+        _torn_down(daemon.dirs, container_id)
         assert _log_lines(st.log_path)[-1] == "got INT"  # the log stays: the kubelet's, as with CRI-O and containerd
         await _remove_pod(c, pod[0])
         assert not Path(st.log_path).parent.exists()  # podrt's own log dir (the pod named none) goes with the pod

@@ -22,7 +22,9 @@ from podrt.container.runtime_create import RuntimeCreates
 from podrt.container.status import ContainerStatuses
 from podrt.errors import FailedPrecondition
 from podrt.model.container import ContainerStatus
+from podrt.state.format import CONTAINER_FORMAT
 from podrt.state.records import ContainerState, PlanStep
+from podrt.state.store import RETIRED_FILE, STATE_FILE, write_record
 from tests.unit.test_container_status import make_deps, make_state, make_store, write_exit
 
 
@@ -68,14 +70,17 @@ class Harness:
         self.statuses = statuses = ContainerStatuses(self.deps, self.table)
         self.exits = ExitWatcher(self.deps, self.table, statuses, events)
         self.creator = FakeCreator()
+        self.tasks = TaskOwner()
         self.life = ContainerLifecycle(self.deps, self.table, statuses,
                                        exits=self.exits, creator=self.creator, events=events,  # type: ignore[arg-type]
-                                       creates=RuntimeCreates(self.deps, self.table, events, TaskOwner()),
-                                       forget=lambda _cid: None)
+                                       creates=RuntimeCreates(self.deps, self.table, events, self.tasks),
+                                       forget=lambda _cid: None, tasks=self.tasks)
 
     def add(self, container_id: str, **fields: Any) -> ContainerState:
         state = make_state(self.deps, container_id, **fields)
         self.deps.ids.add(container_id)
+        self.deps.names.reserve(state.name, container_id)
+        write_record(self.table.path(container_id), CONTAINER_FORMAT, state)
         self.table.add(container_id, state)
         return state
 
@@ -177,5 +182,85 @@ async def test_a_removal_stops_only_what_has_not_exited(tmp_path: Path, monkeypa
         write_exit(h.deps, "c1", "0")
         h.statuses.read_exit("c1")  # the exit watcher's read, on inotify's word
     await h.life.remove("c1")
+    await h.life.removals.settle_pod("p1")  # its teardown, after the answer
     assert h.runc.stopped == ([] if exited else [("c1", 0, "SIGTERM")]) + [("c1", -1, "delete")]
     assert "c1" not in h.table and not (h.deps.exit_dir / "c1").exists()
+
+
+def create_step(h: Harness, container_id: str) -> PlanStep:
+    data = {"id": container_id, "handler": "runc", "socket_dir": str(h.deps.run_dir(container_id)),
+            "exit_file": str(h.deps.exit_dir / container_id), "cgroup": "", "deferred": True}
+    return PlanStep("ctr-create", "ctr-create", data)
+
+
+def plan(h: Harness, container_id: str) -> tuple[PlanStep, ...]:
+    """Its runc container, then its dirs, name and ID, as a creation records them."""
+    storage = {"dirs": [str(h.deps.container_dir(container_id)), str(h.deps.run_dir(container_id))], "log_file": ""}
+    return (PlanStep("names", "ctr-names", {"id": container_id, "names": [f"k8s_{container_id}"]}),
+            PlanStep("id", "ctr-id", {"id": container_id}), PlanStep("ctr-storage", "ctr-storage", storage),
+            create_step(h, container_id))
+
+
+async def test_a_removal_answers_before_its_teardown_and_frees_name_and_id(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once RemoveContainer answered, no call sees the container, its name can
+    be taken again, and its record is retired on disk; runc's delete and the
+    dirs' removal come after, and its pod's removal waits for them."""
+    h = Harness(tmp_path, monkeypatch)
+    write_exit(h.deps, "c1", "0")
+    state = h.add("c1", started_at=2_000, pid=7, steps=plan(h, "c1"))
+    h.statuses.read_exit("c1")
+    release = asyncio.Event()
+    real_delete = h.runc.delete
+
+    async def slow_delete(container_id: str, *, socket_dir: Path) -> None:
+        await release.wait()
+        await real_delete(container_id, socket_dir=socket_dir)
+
+    h.runc.delete = slow_delete  # type: ignore[method-assign]
+    await asyncio.wait_for(h.life.remove("c1"), 5)  # not waiting for the delete
+    assert "c1" not in h.table and h.deps.ids.matching("c") == [] and state.name not in h.deps.names
+    assert h.published == [("c1", EventType.DELETED)]
+    retired = h.deps.container_dir("c1") / RETIRED_FILE
+    assert retired.exists() and not (h.deps.container_dir("c1") / STATE_FILE).exists()
+    assert [s.id for s in h.life.removals.pending("p1")] == ["c1"] and h.life.removals.pending("p2") == []
+    await h.life.remove("c1")  # again: nothing to do
+    settled = asyncio.ensure_future(h.life.removals.settle_pod("p1"))
+    await asyncio.sleep(0.01)
+    assert not settled.done() and h.runc.stopped == []  # the pod's removal waits for the teardown
+    release.set()
+    await settled
+    assert h.runc.stopped == [("c1", -1, "delete")]
+    assert not h.deps.container_dir("c1").exists() and h.life.removals.pending() == []
+
+
+async def test_a_failed_teardown_is_tried_again_by_the_pods_removal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(tmp_path, monkeypatch)
+    h.add("c1", started_at=2_000, pid=7, steps=plan(h, "c1"))
+    h.runc.fail = True  # runc stop fails: the container still runs
+    await h.life.remove("c1")
+    await asyncio.gather(*h.tasks._tasks)
+    assert [s.id for s in h.life.removals.pending("p1")] == ["c1"]
+    assert (h.deps.container_dir("c1") / RETIRED_FILE).exists()  # a restart would try again too
+    with pytest.raises(RuntimeError, match="removal of container c1 incomplete"):
+        await h.life.removals.settle_pod("p1")
+    h.runc.fail = False
+    await h.life.removals.settle_pod("p1")
+    assert h.life.removals.pending() == [] and not h.deps.container_dir("c1").exists()
+    assert h.runc.stopped == [("c1", 0, "SIGTERM"), ("c1", -1, "delete")]
+
+
+async def test_a_start_finishes_the_teardowns_a_crash_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon that died after a removal answered left removing.json: the
+    next one tears the container down from it before it restores anything,
+    and restores nothing of it."""
+    h = Harness(tmp_path, monkeypatch)
+    h.add("c1", started_at=2_000, pid=7, steps=plan(h, "c1"))
+    h.add("c2", started_at=2_000, pid=8, steps=plan(h, "c2"))
+    await h.table.retire("c1")  # what RemoveContainer writes before it answers; then the crash
+    again = Harness(tmp_path, monkeypatch)
+    await again.life.removals.finish_retired()
+    assert again.runc.stopped == [("c1", 0, "SIGTERM"), ("c1", -1, "delete")]
+    assert not h.deps.container_dir("c1").exists() and again.life.removals.pending() == []
+    states, bad = again.table.read_all()
+    assert [s.id for s in states] == ["c2"] and bad == []

@@ -35,7 +35,7 @@ def _no_spec(_ctx: object, _config: object) -> dict[str, Any]:
 def make_deps(tmp_path: Path) -> ContainerDeps:
     config = Config(root=str(tmp_path / "root"), runroot=str(tmp_path / "run"))
     deps = ContainerDeps(config=config, names=NameRegistry(), ids=IdIndex(), runtimes={}, build_spec=_no_spec)
-    deps.exit_dir.mkdir(parents=True)
+    deps.exit_dir.mkdir(parents=True, exist_ok=True)
     return deps
 
 

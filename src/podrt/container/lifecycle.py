@@ -14,9 +14,11 @@ from pathlib import Path
 
 import attrs
 
+from podrt.aio.tasks import TaskOwner
 from podrt.container.create import ContainerCreator, steps
 from podrt.container.events import EventBus, EventType
 from podrt.container.exits import ExitWatcher
+from podrt.container.removals import Removals
 from podrt.container.runtime_create import RuntimeCreates, not_made, start_refusal
 from podrt.container.spec import oci_resources
 from podrt.container.status import ContainerStatuses, unknown_exit
@@ -25,7 +27,7 @@ from podrt.errors import FailedPrecondition, Unavailable
 from podrt.model.container import ContainerStatus, Resources
 from podrt.oci import attach, conmon
 from podrt.oci.runtime import OciRuntime, RuntimeRefused
-from podrt.state.records import ContainerState
+from podrt.state.records import ContainerState, PlanStep
 from podrt.state.registry import undo_records
 from podrt.state.store import StateStore
 from podrt.steps.base import runtime_for
@@ -36,19 +38,22 @@ from podrt.steps.names import IndexId, ReserveNames
 
 log = logging.getLogger(__name__)
 
-# Undone last by RemoveContainer: while they stand, a failed removal can be retried by ID.
+# Undone last by a teardown: while they stand, a failed one can be tried again (the dirs hold its removing.json).
 RELEASED_LAST = frozenset({ContainerStorage.kind, IndexId.kind, ReserveNames.kind})
+# Undone by RemoveContainer before it answers (in memory): the name may be taken again at once, as with containerd.
+RELEASED_AT_ONCE = frozenset({IndexId.kind, ReserveNames.kind})
 REOPEN_WAIT = 5.0  # for conmon to open the new log file
 
 
 class ContainerLifecycle:
     def __init__(self, deps: ContainerDeps, table: StateStore[ContainerState], statuses: ContainerStatuses, *,
                  exits: ExitWatcher, creator: ContainerCreator, creates: RuntimeCreates, events: EventBus,
-                 forget: Callable[[str], None]) -> None:
+                 forget: Callable[[str], None], tasks: TaskOwner) -> None:
         self.deps, self._table, self._statuses, self._creates = deps, table, statuses, creates
         self._exits, self._creator, self._events = exits, creator, events
         self._forget = forget  # what else keeps a removed container's ID (its CPU rate)
         self._undo_steps = steps(deps)  # teardown with the containers' own services
+        self.removals = Removals(table, self.undo_plan, self.teardown_plan, tasks)
 
     def _runtime(self, state: ContainerState) -> OciRuntime:
         return runtime_for(self.deps.runtimes, state.runtime_handler)
@@ -96,28 +101,41 @@ class ContainerLifecycle:
             await self._table.update(state.id, lambda s: s)
 
     async def remove(self, id_prefix: str) -> None:
-        """Idempotent; a running container is stopped forcibly first."""
+        """Idempotent; a running container is stopped forcibly first. Answers
+        once the container is retired durably and its name and ID are free:
+        the rest of its teardown runs after the answer (removals.py)."""
         if (container_id := self._table.known_id(id_prefix)) is None:
             return
         async with self._table.lock(container_id):
             await self._creates.cancel(container_id)
             if (state := self._table.find(container_id)) is None:
                 return
-            await self.teardown(state)
-            self._table.pop(container_id)
+            state = attrs.evolve(state, steps=self.teardown_plan(state))  # by its status, while it is known
+            await self._table.retire(container_id)
+            await undo_records([s for s in state.steps if s.kind in RELEASED_AT_ONCE], self._undo_steps,
+                               what=f"removal of container {container_id}", log=log)
+            self.removals.begin(state)
         self._table.drop_lock(container_id)
         self._forget(container_id)
+        self._statuses.exits.pop(container_id, None)
         self._events.publish(container_id, state.sandbox_id, EventType.DELETED)
 
-    async def teardown(self, state: ContainerState) -> None:
+    def teardown_plan(self, state: ContainerState) -> tuple[PlanStep, ...]:
         """Removal undoes the creation, but the log file stays: it is the
         kubelet's (`kubectl logs --previous`, its own rotation and removal),
         as CRI-O and containerd leave it. A rolled back creation removes it."""
         said: dict[str, dict[str, object]] = {ContainerStorage.kind: {"log_file": ""}}
         if self._statuses.status(state) == ContainerStatus.EXITED:  # conmon wrote the exit: nothing runs to stop
             said[ContainerCreate.kind] = {"exited": True}
-        plan = [attrs.evolve(s, data={**s.data, **said[s.kind]}) if s.kind in said else s for s in state.steps]
-        await undo_records(plan, self._undo_steps, what=f"removal of container {state.id}", log=log,
+        return tuple(attrs.evolve(s, data={**s.data, **said[s.kind]}) if s.kind in said else s for s in state.steps)
+
+    async def teardown(self, state: ContainerState) -> None:
+        """What its creation made, undone (an orphan's at restore, a removal cut by a restart)."""
+        await self.undo_plan(attrs.evolve(state, steps=self.teardown_plan(state)))
+
+    async def undo_plan(self, state: ContainerState) -> None:
+        """Its plan's undos as they are: a removal's (`teardown_plan`) in the background."""
+        await undo_records(state.steps, self._undo_steps, what=f"removal of container {state.id}", log=log,
                            released_last=RELEASED_LAST)
 
     async def stop_pod(self, sandbox_id: str, timeout: float = 0.0) -> None:
@@ -132,10 +150,11 @@ class ContainerLifecycle:
             raise
 
     async def remove_pod(self, sandbox_id: str) -> None:
-        """RemovePodSandbox: its containers go first."""
+        """RemovePodSandbox: its containers go first, their teardowns finished."""
         await self._creator.close_pod(sandbox_id)
         for state in [s for s in self._table.values() if s.sandbox_id == sandbox_id]:
             await self.remove(state.id)
+        await self.removals.settle_pod(sandbox_id)
 
     async def update_resources(self, id_prefix: str, resources: Resources) -> None:
         """`runc update` of a created or running container; ContainerStatus shows the new values."""

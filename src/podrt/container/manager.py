@@ -3,7 +3,8 @@ CRI-O's server/ and containerd's internal/cri/server keep them):
 
 - create.py: CreateContainer (a transaction of steps); runtime_create.py: its
   runc container, made after the answer, which what needs it waits for
-- lifecycle.py: start, stop, remove, update resources, reopen log; a pod's stop and removal
+- lifecycle.py: start, stop, remove, update resources, reopen log; a pod's stop and removal;
+  removals.py: a removed container's teardown, after the answer
 - streams.py: ExecSync, the targets of Exec and Attach, the streaming sessions' calls
 - status.py: status derivation from conmon's exit file, views, ContainerStatus' verbose info
 - exits.py: the exit watcher; stats.py: usage; metrics.py: the readings of
@@ -47,6 +48,11 @@ from podrt.steps.container.volumes import ImageVolumes
 __all__ = ["ContainerManager", "ContainerView"]
 
 
+def uses_image(state: ContainerState, image_id: str) -> bool:
+    """The container runs from `image_id` or mounts it as a volume."""
+    return state.image_id == image_id or any(p.kind == ImageVolumes.kind and image_id in p.data["images"] for p in state.steps)
+
+
 class ContainerManager:
     def __init__(self, deps: ContainerDeps, *, sandboxes: SandboxManager, images: ImageManager, registry: StepRegistry,
                  journal: Journal, faults: FaultPlan | None, observer: TxObserver | None, events: EventBus,
@@ -62,7 +68,8 @@ class ContainerManager:
                                         events=events, creates=self.creates, journal=journal, faults=faults,
                                         observer=observer)
         self.lifecycle = ContainerLifecycle(deps, self._table, self.statuses, exits=self.exits, creator=self.creator,
-                                            creates=self.creates, events=events, forget=self.usage.forget)
+                                            creates=self.creates, events=events, forget=self.usage.forget,
+                                            tasks=tasks)
         self.streams = ContainerStreams(deps, self._table, self.statuses)
         self.recovery = ContainerRecovery(deps, self._table, self.statuses, teardown=self.lifecycle.teardown,
                                           creates=self.creates)
@@ -132,15 +139,21 @@ class ContainerManager:
 
     def image_users(self, image_id: str) -> builtins.list[str]:
         """What keeps RemoveImage from removing `image_id`: containers from it or with it as a volume, creations in flight."""
-        users = [f"container {s.id} ({s.name})" for s in self._table.values()
-                 if s.image_id == image_id or any(p.kind == ImageVolumes.kind and image_id in p.data["images"] for p in s.steps)]
-        return users + self.creator.pending_users(image_id)
+        users = [f"container {s.id} ({s.name})" for s in self._table.values() if uses_image(s, image_id)]
+        removed = [f"removed container {s.id} ({s.name}), its teardown under way"
+                   for s in self.lifecycle.removals.pending() if uses_image(s, image_id)]
+        return users + removed + self.creator.pending_users(image_id)
 
     def usage_dirs(self) -> builtins.list[Path]:
         """Their writable layers, for ImageFsInfo."""
         return [self.deps.container_dir(i) / "rootfs" / "upper" for i in self._table]
 
     # ---- the daemon's start and stop ---------------------------------------------
+
+    async def finish_removals(self) -> None:
+        """At start, before the pods are restored: the teardowns of removed
+        containers that a crash or a shutdown cut (removals.py)."""
+        await self.lifecycle.removals.finish_retired()
 
     def saved(self) -> tuple[builtins.list[ContainerState], builtins.list[tuple[Path, str]]]:
         """At start: the containers on disk, and (path, problem) of unreadable ones."""
