@@ -469,3 +469,44 @@ async def test_undo_failures_from_the_host_are_one_line_bugs_keep_their_tracebac
     undo_lines = {r.getMessage().split(" ")[3]: r for r in caplog.records if "undo of step" in r.getMessage()}
     assert undo_lines["a"].exc_info is None and "Device or resource busy" in undo_lines["a"].getMessage()
     assert undo_lines["b"].exc_info is not None
+
+
+def ahead(step: RecStep) -> RecStep:
+    step.record_ahead = True
+    return step
+
+
+async def test_records_ahead_share_the_journal_write_and_never_started_ones_are_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """b and c record ahead: their intents go into a's write (on disk before a
+    runs, so a crash there undoes them too, finding nothing); d writes its own.
+    A rollback at b drops c's intent, which never ran: only a failed undo stays."""
+    writes: list[list[str]] = []
+    real = JournalFile.intents
+
+    def counted(self: JournalFile, steps: Any) -> None:
+        writes.append([name for name, _kind, _data in steps])
+        real(self, steps)
+
+    monkeypatch.setattr(JournalFile, "intents", counted)
+    rec, journal = Recorder(), Journal(tmp_path)
+    await Transaction("t", [RecStep(rec, "a"), ahead(RecStep(rec, "b")), ahead(RecStep(rec, "c")), RecStep(rec, "d")],
+                      tx_id="ok", journal=journal).run("x")
+    assert writes == [["a", "b", "c"], ["d"]] and journal_files(tmp_path) == []
+
+    writes.clear()
+    gate = asyncio.Event()
+    a = RecStep(rec, "a", block_do=gate)
+    rec.fail_undo["a"] = OSError("busy")
+    tx = Transaction("t", [a, ahead(RecStep(rec, "b", fail_do=RuntimeError("boom"))), ahead(RecStep(rec, "c")),
+                           RecStep(rec, "d")], tx_id="failing", journal=journal)
+    run = asyncio.ensure_future(tx.run("x"))
+    await a.do_started.wait()
+    on_disk = json.loads((tmp_path / "failing.json").read_bytes())["entries"]
+    assert [(e["name"], e["state"]) for e in on_disk] == [("a", "intent"), ("b", "intent"), ("c", "intent")]
+    gate.set()
+    with pytest.raises(RuntimeError, match="boom"):
+        await run
+    assert writes == [["a", "b", "c"]]
+    kept = json.loads((tmp_path / "failing.json").read_bytes())["entries"]
+    assert [e["name"] for e in kept] == ["a"]  # c never started: not kept for the next start

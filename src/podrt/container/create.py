@@ -45,6 +45,7 @@ STEP_ORDER: tuple[type[DepsStep], ...] = (
     ReserveNames, IndexId, ContainerStorage, Rootfs, ImageVolumes, IdmapBinds, ContainerSpec, ContainerCreate,
     ContainerSaveState,
 )
+RECORDED_AHEAD = frozenset({Rootfs, ImageVolumes, IdmapBinds})
 OWN_KINDS = (ContainerStorage, ImageVolumes, IdmapBinds, ContainerSpec, ContainerCreate, ContainerSaveState)  # the shared ones are the pods'
 
 
@@ -57,6 +58,9 @@ def steps(deps: ContainerDeps | None, skip: frozenset[type[DepsStep]] = frozense
     for step in made:
         if not step.kind.startswith("ctr-"):
             step.name = f"ctr-{step.kind}"
+        # a container's dirs, overlay and volumes are named by its ID and image, known before any phase
+        # runs: their intents share the storage phase's journal write (rollback.Step.record_ahead)
+        step.record_ahead = type(step) in RECORDED_AHEAD
     return made
 
 
