@@ -6,7 +6,7 @@ from typing import Any
 
 from podrt.aio import finish_in_thread
 from podrt.steps.container.context import ContainerContext, ContainerDeps
-from podrt.steps.spec_files import WriteSpec
+from podrt.steps.spec_files import WriteSpec, write_spec
 
 
 class ContainerSpec(WriteSpec[ContainerContext, ContainerDeps]):
@@ -17,3 +17,17 @@ class ContainerSpec(WriteSpec[ContainerContext, ContainerDeps]):
 
     async def build(self, ctx: ContainerContext) -> dict[str, Any]:
         return await finish_in_thread(self.deps.build_spec, ctx, self.deps.config)  # reads the image's /etc/passwd
+
+    async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
+        """Built and written in one trip to a worker thread (each trip costs
+        a few tenths of a ms on CreateContainer's path)."""
+        try:
+            ctx.spec = await finish_in_thread(self._build_and_write, ctx, data["files"])
+        except BaseException:
+            await self.undo(data)
+            raise
+
+    def _build_and_write(self, ctx: ContainerContext, files: list[str]) -> dict[str, Any]:
+        spec = self.deps.build_spec(ctx, self.deps.config)
+        write_spec(files, spec)
+        return spec
