@@ -163,7 +163,7 @@ class Daemon:
                 report = await self.journal.replay(self.steps, log)
                 if report.transactions:
                     log.warning("unwound %d interrupted transaction(s) from the journal", len(report.transactions))
-                await self.containers.finish_removals()
+                await self.containers.lifecycle.removals.finish_retired()  # removals a crash or shutdown cut
                 containers, unreadable = self.containers.saved()
                 for path, problem in unreadable:
                     log.error("cannot restore container from %s: %s", path, problem)

@@ -150,11 +150,6 @@ class ContainerManager:
 
     # ---- the daemon's start and stop ---------------------------------------------
 
-    async def finish_removals(self) -> None:
-        """At start, before the pods are restored: the teardowns of removed
-        containers that a crash or a shutdown cut (removals.py)."""
-        await self.lifecycle.removals.finish_retired()
-
     def saved(self) -> tuple[builtins.list[ContainerState], builtins.list[tuple[Path, str]]]:
         """At start: the containers on disk, and (path, problem) of unreadable ones."""
         return self._table.read_all()
