@@ -116,12 +116,13 @@ class TxJournal(Protocol):
     def remove_entry(self, step_name: str) -> None: ...
     def flush(self) -> None: ...
     def discard(self) -> None: ...
+    def discard_committed(self) -> None: ...
 
 
 class Journals(Protocol):
     """Where transactions' journals are kept (state.journal.Journal, which replays them at start)."""
 
-    def open(self, tx_id: str, tx_kind: str) -> TxJournal: ...
+    def open(self, tx_id: str, tx_kind: str, commit_file: str | None = None) -> TxJournal: ...
 
 
 class TxObserver(Protocol):
@@ -239,9 +240,13 @@ class Transaction(Generic[C]):
 
     def __init__(self, kind: str, steps: Sequence[Step[C] | Sequence[Step[C]]], *, tx_id: str | None = None,
                  journal: Journals | None = None, faults: FaultPlan | None = None,
-                 observer: TxObserver | None = None, log: logging.Logger | None = None) -> None:
+                 observer: TxObserver | None = None, log: logging.Logger | None = None,
+                 commit_file: str | None = None) -> None:
         """`steps` in order; an inner sequence is a group whose steps need nothing from
-        each other and run concurrently (e.g. CNI ADD beside the infra start)."""
+        each other and run concurrently (e.g. CNI ADD beside the infra start).
+        `commit_file`: a file the last step writes durably, whose existence says the
+        transaction committed: the journal's removal at commit then needs no fsync
+        (state.journal says why), and no trip to a worker thread."""
         self.groups = [list(g) if isinstance(g, Sequence) else [g] for g in steps]
         self.steps = [step for group in self.groups for step in group]
         names = [s.name for s in self.steps]
@@ -249,6 +254,7 @@ class Transaction(Generic[C]):
             raise ValueError(f"step names must be unique within a transaction: {names}")
         self.kind, self.tx_id = kind, tx_id or uuid.uuid4().hex
         self._journal, self._faults, self._observer = journal, faults, observer
+        self._commit_file = commit_file
         self._log = log or logger
         self._timings: list[StepTiming] = []
         self.completed: list[StepRecord] = []  # live: a last 'state' step persists it with the object
@@ -259,7 +265,7 @@ class Transaction(Generic[C]):
         if self._started:
             raise RuntimeError(f"transaction {self.tx_id} can only run once")
         self._started, start = True, time.monotonic()
-        jf = self._journal.open(self.tx_id, self.kind) if self._journal else None
+        jf = self._journal.open(self.tx_id, self.kind, self._commit_file) if self._journal else None
         records = self.completed
         current: str | None = None
         in_flight: list[str] = []
@@ -287,7 +293,9 @@ class Transaction(Generic[C]):
                 if self._faults:
                     for step in group:
                         self._faults.check(step.name, "after")
-            if jf:  # inside the try: if the commit cannot be made durable, roll back instead
+            if jf and self._commit_file:  # durable already: the last step wrote the commit file
+                jf.discard_committed()
+            elif jf:  # inside the try: if the commit cannot be made durable, roll back instead
                 await finish_in_thread(jf.discard)
         except BaseException as exc:
             in_flight += [step.name for n in written_ahead for step in self.groups[n]]  # never started

@@ -260,3 +260,41 @@ async def test_one_journal_write_per_phase_and_per_rollback_all_off_the_loop(
     assert sorted(e for e in rec.events if e[0] == "undo") == [("undo", "a"), ("undo", "b"), ("undo", "c")]
     assert all(thread != loop_thread for thread, _, _ in writes)
     assert list(tmp_path.iterdir()) == []
+
+
+class WriteCommitFile(RecStep):
+    """The last step: writes the transaction's commit file (a container's state.json)."""
+
+    def __init__(self, rec: Recorder, name: str, path: Path) -> None:
+        super().__init__(rec, name)
+        self.path = path
+
+    async def do(self, ctx: Any, data: dict[str, Any]) -> None:
+        await super().do(ctx, data)
+        self.path.write_text("committed")
+
+
+async def test_a_commit_file_makes_the_journals_removal_at_commit_need_no_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction whose last step writes its commit file: the journal goes at
+    the commit without an fsync; one left behind (the unsynced unlink lost)
+    is dropped at replay, nothing undone, while one whose commit file is not
+    there is undone as any."""
+    journals, commit = tmp_path / "journal", tmp_path / "state.json"
+    synced: list[str] = []
+    monkeypatch.setattr("podrt.state.journal.fsync_dir", lambda d: synced.append(str(d)))
+    rec = Recorder()
+    steps = [RecStep(rec, "a"), WriteCommitFile(rec, "state", commit)]
+    await Transaction("t", steps, journal=Journal(journals), tx_id="tx1", commit_file=str(commit)).run("ctx")
+    assert list(journals.iterdir()) == [] and commit.exists()
+    assert synced == []  # atomic_write's fsyncs are its own; the discard made none
+
+    for tx_id, committed in (("done", True), ("cut", False)):
+        jf = Journal(journals).open(tx_id, "t", commit_file=str(tmp_path / f"{tx_id}.state"))
+        jf.intents([("a", "rec", {"step": f"{tx_id}-a"})])
+        if committed:
+            (tmp_path / f"{tx_id}.state").write_text("committed")
+    later = Recorder()
+    report = await Journal(journals).replay(rec_registry(later))
+    assert later.events == [("undo", "cut-a")] and report.transactions == ["cut"]
+    assert list(journals.iterdir()) == []

@@ -28,6 +28,7 @@ from podrt.sandbox.manager import SandboxManager, SandboxView
 from podrt.state.journal import Journal
 from podrt.state.records import ContainerState
 from podrt.state.registry import Registry
+from podrt.state.store import STATE_FILE
 from podrt.steps.base import DepsStep
 from podrt.steps.container.context import ContainerContext, ContainerDeps, VolumeSource
 from podrt.steps.container.create import ContainerCreate
@@ -146,7 +147,8 @@ class ContainerCreator:
         if not pod.state.userns_path:  # no ID-mapped clones of host paths to make
             idle.add(IdmapBinds)
         tx = Transaction("CreateContainer", steps(self.deps, frozenset(idle)), tx_id=container_id,
-                         journal=self._journal, faults=self._faults, observer=self._observer, log=log)
+                         journal=self._journal, faults=self._faults, observer=self._observer, log=log,
+                         commit_file=str(self.deps.container_dir(container_id) / STATE_FILE))
         ctx.completed = tx.completed
         await tx.run(ctx)
         assert ctx.state is not None  # the last step saved it

@@ -15,7 +15,10 @@ worker thread by the transaction runner, never on the event loop):
   crash mid-do leaves only that). An entry removed after its undo succeeded but still on disk
   at a crash is undone again at the next start: undos are idempotent (rollback.Step.undo).
 - `flush` (a rollback with failed undos: exactly those stay for the next start) or `discard`
-  (commit, or a complete rollback): the last one. A transaction that never wrote (no journaled
+  (commit, or a complete rollback): the last one. A transaction whose last step writes a
+  commit file durably (a container's state.json) names it at `open`: its journal's removal
+  at commit needs no fsync, since replay drops, undoing nothing, a journal whose commit
+  file exists (the state record is then the commit's only durable write). A transaction that never wrote (no journaled
   step ran) writes nothing at all; `open` writes nothing either (an empty journal undoes nothing).
 """
 
@@ -60,8 +63,9 @@ class JournalFile:
     """The on-disk undo stack of one transaction."""
 
     def __init__(self, path: Path, tx_id: str, tx_kind: str,
-                 entries: list[JournalEntry] | None = None, created: float | None = None) -> None:
-        self.path, self.tx_id, self.tx_kind = path, tx_id, tx_kind
+                 entries: list[JournalEntry] | None = None, created: float | None = None,
+                 commit_file: str | None = None) -> None:
+        self.path, self.tx_id, self.tx_kind, self.commit_file = path, tx_id, tx_kind, commit_file
         self.created = time.time() if created is None else created
         self._entries, self._dirty = entries or [], False
         self._written = entries is not None  # loaded from its file (else: written at the first intents)
@@ -103,9 +107,20 @@ class JournalFile:
             fsync_dir(self.path.parent)
         self._entries, self._dirty, self._written = [], False, False
 
+    def discard_committed(self) -> None:
+        """At the commit of a transaction with a commit file, which exists now:
+        the file goes, without an fsync (replay drops it all the same); a
+        metadata change only, quick enough for the event loop."""
+        assert self.commit_file is not None
+        if self._written:
+            self.path.unlink(missing_ok=True)
+        self._entries, self._dirty, self._written = [], False, False
+
     def _write(self, entries: list[JournalEntry]) -> None:
         doc = {"version": 1, "tx_id": self.tx_id, "tx_kind": self.tx_kind, "created": self.created,
                "entries": [attrs.asdict(e) for e in entries]}
+        if self.commit_file is not None:
+            doc["commit_file"] = self.commit_file
         atomic_write(self.path, json.dumps(doc).encode())
         self._entries, self._dirty, self._written = entries, False, True
 
@@ -115,7 +130,10 @@ class JournalFile:
         try:
             doc = json.loads(path.read_bytes())
             entries = [JournalEntry(**e) for e in doc["entries"]]
-            return cls(path, str(doc["tx_id"]), str(doc["tx_kind"]), entries, float(doc["created"]))
+            commit_file = doc.get("commit_file")
+            if commit_file is not None and not isinstance(commit_file, str):
+                raise TypeError("commit_file is not a path")
+            return cls(path, str(doc["tx_id"]), str(doc["tx_kind"]), entries, float(doc["created"]), commit_file)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed journal: {exc!r}") from exc
 
@@ -138,13 +156,13 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._log = log or logger
 
-    def open(self, tx_id: str, tx_kind: str) -> JournalFile:
+    def open(self, tx_id: str, tx_kind: str, commit_file: str | None = None) -> JournalFile:
         if not self._TX_ID.fullmatch(tx_id):
             raise ValueError(f"tx_id {tx_id!r} is not a safe file name")
         path = self.directory / f"{tx_id}.json"
         if path.exists():
             raise FileExistsError(f"journal for transaction {tx_id} already exists")
-        return JournalFile(path, tx_id, tx_kind)  # written at its first intents
+        return JournalFile(path, tx_id, tx_kind, commit_file=commit_file)  # written at its first intents
 
     def pending(self) -> list[JournalFile]:
         """Leftover journals, newest first; corrupt ones moved aside. Call only at startup."""
@@ -166,6 +184,10 @@ class Journal:
         """Undo every leftover entry (intent too: a crash may have hit mid-do), newest first."""
         log, report = log or self._log, ReplayReport()
         for jf in self.pending():
+            if jf.commit_file is not None and os.path.exists(jf.commit_file):  # committed; its removal was lost
+                log.info("%s tx %s committed (%s is written): its journal goes", jf.tx_kind, jf.tx_id, jf.commit_file)
+                quietly(log, f"discarding journal {jf.tx_id}", jf.discard)
+                continue
             report.transactions.append(jf.tx_id)
 
             def on_undo(rec: StepRecord, seconds: float, error: BaseException | None, jf: JournalFile = jf) -> None:

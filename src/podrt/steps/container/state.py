@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from podrt.aio import finish_in_thread
+from podrt.host.fsutil import fsync_dir
 from podrt.model.container import spec_user
 from podrt.state.format import CONTAINER_FORMAT
 from podrt.state.records import ContainerState, plan_of
@@ -33,7 +33,14 @@ class ContainerSaveState(ContainerStep):
         ctx.state = state
 
     async def undo(self, data: dict[str, Any]) -> None:
-        try:
-            os.unlink(data["path"])
-        except FileNotFoundError:
-            pass
+        """Durably: the state file is the creation's commit file (state.journal), so
+        a crash later in the rollback must not find it and take the creation for committed."""
+        await finish_in_thread(_unlink_durably, Path(data["path"]))
+
+
+def _unlink_durably(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
