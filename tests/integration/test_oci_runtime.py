@@ -271,7 +271,8 @@ async def test_stop_escalates_to_sigkill(host: Host) -> None:
 @on_host
 async def test_stop_with_the_recorded_pids_needs_no_runc_state(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     """The init is conmon's child: the recorded pids check out in /proc, so no
-    `runc state` runs; pids that do not (another process's) fall back to it."""
+    `runc state` runs, and with its own PID namespace no `runc kill` either (a
+    pidfd's signal); pids that do not (another process's) fall back to both."""
     rt = host.runtime
     cid, other = host.new_id(), host.new_id()
     proc = await host.create(cid, host.bundle(cid))
@@ -288,12 +289,22 @@ async def test_stop_with_the_recorded_pids_needs_no_runc_state(host: Host, monke
         states.append(container_id)
         return await real_state(container_id)
 
+    kills: list[str] = []
+    real_kill = rt.kill
+
+    async def counted_kill(container_id: str, signal: int | str, *, all_processes: bool = False) -> None:
+        kills.append(container_id)
+        await real_kill(container_id, signal, all_processes=all_processes)
+
     monkeypatch.setattr(rt, "state", counted)
-    await rt.stop(cid, timeout=10, exit_dir=host.exit_dir, pids=(proc.pid, proc.conmon_pid))
-    assert states == [] and not procfs.pid_running(proc.pid)
+    monkeypatch.setattr(rt, "kill", counted_kill)
+    assert not conmon_mod.signal_init(cid, proc2.pid, proc2.conmon_pid, 0)  # checked first: nothing sent
+    await rt.stop(cid, timeout=10, exit_dir=host.exit_dir, pids=(proc.pid, proc.conmon_pid), own_pidns=True)
+    assert states == [] and kills == [] and not procfs.pid_running(proc.pid)
     assert rt.exit_code(host.exit_dir, cid) is not None  # awaited, not polled for
-    await rt.stop(other, timeout=10, exit_dir=host.exit_dir, pids=(proc.pid, proc.conmon_pid))  # stale: cid's
-    assert states == [other] and not procfs.pid_running(proc2.pid)
+    await rt.stop(other, timeout=10, exit_dir=host.exit_dir, pids=(proc.pid, proc.conmon_pid),  # stale: cid's
+                  own_pidns=True)
+    assert states == [other] and kills == [other] and not procfs.pid_running(proc2.pid)
     assert rt.exit_code(host.exit_dir, other) is not None
     await rt.delete(cid, socket_dir=host.socket_dir)
     await rt.delete(other, socket_dir=host.socket_dir)

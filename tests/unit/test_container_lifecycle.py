@@ -34,7 +34,7 @@ class FakeRuntime:
         self.stopped: list[tuple[str, float, str]] = []
 
     async def stop(self, container_id: str, *, timeout: float, stop_signal: str = "SIGTERM", exit_dir: Path,
-                   pids: tuple[int, int] | None = None) -> None:
+                   pids: tuple[int, int] | None = None, own_pidns: bool = False) -> None:
         if self.fail:
             raise OSError("runc: permission denied")
         self.stopped.append((container_id, timeout, stop_signal))

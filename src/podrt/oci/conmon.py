@@ -269,6 +269,27 @@ def is_monitored(container_id: str, pid: int, conmon_pid: int) -> bool:
     return st is not None and st.ppid == conmon_pid and st.state not in ("Z", "X") and monitors(conmon_pid, container_id)
 
 
+def signal_init(container_id: str, pid: int, conmon_pid: int, sig: int) -> bool:
+    """Send `sig` to the container's init through a pidfd opened before the pid
+    is checked (is_monitored), so the signal cannot reach a process that took
+    the pid over; False when it does not check out (nothing was sent)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if not is_monitored(container_id, pid, conmon_pid):
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:  # exited since the check: the signal's end is reached
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _has_option(args: list[bytes], flag: bytes, value: bytes) -> bool:
     return any(a == flag and b == value for a, b in zip(args, args[1:])) or flag + b"=" + value in args
 
