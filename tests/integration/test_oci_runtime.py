@@ -269,6 +269,48 @@ async def test_stop_escalates_to_sigkill(host: Host) -> None:
 
 
 @on_host
+async def test_stop_with_the_recorded_pids_needs_no_runc_state(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The init is conmon's child: the recorded pids check out in /proc, so no
+    `runc state` runs, and with its own PID namespace no `runc kill` either (a
+    pidfd's signal); pids that do not (another process's) fall back to both."""
+    rt = host.runtime
+    cid, other = host.new_id(), host.new_id()
+    proc = await host.create(cid, host.bundle(cid))
+    proc2 = await host.create(other, host.bundle(other))
+    await rt.start(cid)
+    await rt.start(other)
+    assert conmon_mod.is_monitored(cid, proc.pid, proc.conmon_pid)
+    assert not conmon_mod.is_monitored(cid, proc2.pid, proc2.conmon_pid)  # another container's conmon
+    assert not conmon_mod.is_monitored(cid, os.getpid(), proc.conmon_pid)  # not conmon's child
+    states: list[str] = []
+    real_state = rt.state
+
+    async def counted(container_id: str) -> dict[str, object] | None:
+        states.append(container_id)
+        return await real_state(container_id)
+
+    kills: list[str] = []
+    real_kill = rt.kill
+
+    async def counted_kill(container_id: str, signal: int | str, *, all_processes: bool = False) -> None:
+        kills.append(container_id)
+        await real_kill(container_id, signal, all_processes=all_processes)
+
+    monkeypatch.setattr(rt, "state", counted)
+    monkeypatch.setattr(rt, "kill", counted_kill)
+    assert not conmon_mod.signal_init(cid, proc2.pid, proc2.conmon_pid, 0)  # checked first: nothing sent
+    await rt.stop(cid, timeout=10, exit_dir=host.exit_dir, pids=(proc.pid, proc.conmon_pid), own_pidns=True)
+    assert states == [] and kills == [] and not procfs.pid_running(proc.pid)
+    assert rt.exit_code(host.exit_dir, cid) is not None  # awaited, not polled for
+    await rt.stop(other, timeout=10, exit_dir=host.exit_dir, pids=(proc.pid, proc.conmon_pid),  # stale: cid's
+                  own_pidns=True)
+    assert states == [other] and kills == [other] and not procfs.pid_running(proc2.pid)
+    assert rt.exit_code(host.exit_dir, other) is not None
+    await rt.delete(cid, socket_dir=host.socket_dir)
+    await rt.delete(other, socket_dir=host.socket_dir)
+
+
+@on_host
 async def test_unknown_container_is_not_an_error(host: Host) -> None:
     rt = host.runtime
     cid = uuid.uuid4().hex

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import types
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -167,3 +168,23 @@ def test_which_pods_get_an_infra_process(tmp_path: Path, namespaces: NamespaceOp
     plan = pods.runner._steps(attrs.evolve(POD, namespaces=namespaces))
     kinds = {step.kind for entry in plan for step in (entry if isinstance(entry, list) else [entry])}
     assert kinds & {"infra", "podns"} == ({expected} if expected else set())
+
+
+def _phases(plan: list[Any]) -> list[set[str]]:
+    return [{step.kind for step in (entry if isinstance(entry, list) else [entry])} for entry in plan]
+
+
+@pytest.mark.parametrize("pid", [NsMode.CONTAINER, NsMode.POD], ids=["no infra", "infra"])
+def test_cni_add_starts_early_beside_what_needs_no_network(tmp_path: Path, pid: NsMode) -> None:
+    """One journal write for the host-side phase that makes the netns; CNI ADD
+    runs right after it, beside the spec (no infra) or the infra start, which
+    needs the spec written first."""
+    pods = Pods(tmp_path)
+    phases = _phases(pods.runner._steps(attrs.evolve(POD, namespaces=NamespaceOptions(pid=pid))))
+    host_side = next(i for i, p in enumerate(phases) if "netns" in p)
+    assert phases[host_side] >= {"rootfs", "shm", "files", "cgroup", "netns"}
+    if pid == NsMode.CONTAINER:
+        assert phases[host_side + 1] == {"spec", "cni", "podns"}
+    else:
+        assert phases[host_side + 1:host_side + 3] == [{"spec"}, {"cni", "infra"}]
+    assert phases[-1] == {"state"}

@@ -25,6 +25,7 @@ from podrt.container.status import ContainerStatuses, unknown_exit
 from podrt.container.validate import check_host_fit
 from podrt.errors import FailedPrecondition, Unavailable
 from podrt.model.container import ContainerStatus, Resources
+from podrt.model.sandbox import NsMode
 from podrt.oci import attach, conmon
 from podrt.oci.runtime import OciRuntime, RuntimeRefused
 from podrt.state.records import ContainerState, PlanStep
@@ -87,8 +88,10 @@ class ContainerLifecycle:
                 await self._stop(state, timeout)
 
     async def _stop(self, state: ContainerState, timeout: float) -> None:
-        runtime = self._runtime(state)
-        await runtime.stop(state.id, timeout=timeout, stop_signal=state.stop_signal, exit_dir=self.deps.exit_dir)
+        if self._statuses.status(state) != ContainerStatus.EXITED:  # else its init is gone: nothing to signal
+            await self._runtime(state).stop(state.id, timeout=timeout, stop_signal=state.stop_signal,
+                                            exit_dir=self.deps.exit_dir, pids=(state.pid, state.conmon_pid),
+                                            own_pidns=state.config.pid_mode == NsMode.CONTAINER)
         never_started = state.started_at == 0 and state.exit_code is None  # killed where it waited
         if never_started:
             await self._table.update(state.id, lambda s: attrs.evolve(s, started_at=s.created_at), durable=False)

@@ -76,6 +76,33 @@ class DirWatch:
             self._on_name(name)
 
 
+async def wait_for_file(path: Path, timeout: float) -> bool:
+    """Until `path` is written into its directory (watched before it is looked
+    for: no write is missed, no polling); False when `timeout` passed first."""
+    loop = asyncio.get_running_loop()
+    seen: asyncio.Future[None] = loop.create_future()
+
+    def written(name: str | None) -> None:
+        if (name is None or name == path.name) and not seen.done():
+            seen.set_result(None)  # None: events were lost; looked for again below
+
+    watch = DirWatch(path.parent, written)
+    watch.start()
+    deadline = loop.time() + timeout
+    try:
+        while not path.exists():
+            if seen.done():
+                seen = loop.create_future()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await seen
+            except TimeoutError:
+                return path.exists()
+        return True
+    finally:
+        watch.close()
+
+
 class DirWatches:
     """Many directories on one inotify instance (instances are few: 128 a
     user by default; watches are many): `on_name(key, name)` for each file

@@ -259,6 +259,37 @@ def monitors(pid: int, container_id: str) -> bool:
     return _has_option(args, b"-c", container_id.encode()) or _has_option(args, b"--cid", container_id.encode())
 
 
+def is_monitored(container_id: str, pid: int, conmon_pid: int) -> bool:
+    """Whether `pid` is this container's live init: a child of its conmon (conmon
+    is the init's subreaper and parent, so a pid taken over after the init was
+    reaped is another process's child). /proc reads, no exec."""
+    if pid <= 0 or conmon_pid <= 0:
+        return False
+    st = procfs.stat(pid)
+    return st is not None and st.ppid == conmon_pid and st.state not in ("Z", "X") and monitors(conmon_pid, container_id)
+
+
+def signal_init(container_id: str, pid: int, conmon_pid: int, sig: int) -> bool:
+    """Send `sig` to the container's init through a pidfd opened before the pid
+    is checked (is_monitored), so the signal cannot reach a process that took
+    the pid over; False when it does not check out (nothing was sent)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if not is_monitored(container_id, pid, conmon_pid):
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:  # exited since the check: the signal's end is reached
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _has_option(args: list[bytes], flag: bytes, value: bytes) -> bool:
     return any(a == flag and b == value for a, b in zip(args, args[1:])) or flag + b"=" + value in args
 

@@ -28,12 +28,13 @@ from typing import Any
 import attrs
 
 from podrt.aio import await_shielded, finish_in_thread
-from podrt.host import cgroups, proc, procfs
+from podrt.host import cgroups, inotify, proc, procfs
 from podrt.oci import conmon, execproc, exitfile, signals
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 from podrt.oci.runclog import runc_error_text
 
 RUNC_TIMEOUT = 30.0
+KILLS_INIT = ("runc", "crun")  # runtimes whose `kill` (no --all) is a kill(2) of the container's init
 KILL_WAIT = 10.0       # how long a SIGKILLed container may take to be reaped
 EXIT_FILE_WAIT = 5.0   # conmon writes the exit file after draining and syncing the log
 EXEC_GRACE = 5.0       # after an exec's timeout and its kill, for runc exec to notice and return
@@ -143,6 +144,7 @@ class OciRuntime:
     def __init__(self, runtime_path: str, runtime_root: str, conmon_path: str, *,
                  handler_name: str = "runc", log: logging.Logger | None = None) -> None:
         self.runtime_path = runtime_path
+        self._kills_init = Path(runtime_path).name in KILLS_INIT
         self.runtime_root = runtime_root
         self.conmon_path = conmon_path
         self.handler_name = handler_name
@@ -275,47 +277,66 @@ class OciRuntime:
         raise OciRuntimeError(f"{self.handler_name} kill {container_id}: {result.error}")
 
     async def stop(self, container_id: str, *, timeout: float, stop_signal: str = "SIGTERM",
-                   exit_dir: Path | None = None) -> None:
+                   exit_dir: Path | None = None, pids: tuple[int, int] | None = None, own_pidns: bool = False) -> None:
         """Stop signal, up to `timeout` seconds of grace, then SIGKILL; idempotent.
 
         Waits on the init pid with a pidfd (no polling). With `exit_dir`, also
         waits briefly for conmon's exit file so the exit code is readable on return.
+        `pids`: (init, conmon) as recorded at create; while they check out (the
+        init is conmon's child, conmon this container's), they spare a `runc state`.
+        `own_pidns`: the init is alone in its PID namespace, so a signal to it is
+        all `runc kill` does (runc and crun signal the init only): sent through a
+        pidfd, it spares a `runc kill` too.
         """
-        pid = await self._running_pid(container_id)
+        pid = await self._running_pid(container_id, pids)
         if pid is None:
             return
+        conmon_pid = pids[1] if pids else 0
+        direct = own_pidns and self._kills_init and pids is not None and pid == pids[0]
         if timeout > 0:
-            await self.kill(container_id, stop_signal)
+            await self._signal(container_id, stop_signal, (pid, conmon_pid) if direct else None)
             if await conmon.wait_pid_exit(pid, timeout):
-                return await self._after_exit(container_id, exit_dir)
+                return await self._after_exit(container_id, exit_dir, conmon_pid)
             self.log.info("container %s ignored %s for %gs, killing", container_id, stop_signal, timeout)
-        await self.kill(container_id, signal_mod.SIGKILL)
+        await self._signal(container_id, signal_mod.SIGKILL, (pid, conmon_pid) if direct else None)
         if not await conmon.wait_pid_exit(pid, KILL_WAIT):
             raise OciRuntimeError(f"stop container {container_id}: process {pid} still alive "
                                   f"{KILL_WAIT:g}s after SIGKILL")
-        await self._after_exit(container_id, exit_dir)
+        await self._after_exit(container_id, exit_dir, conmon_pid)
 
-    async def _running_pid(self, container_id: str) -> int | None:
+    async def _signal(self, container_id: str, sig: int | str, direct: tuple[int, int] | None) -> None:
+        """`direct`: (init, conmon) to signal through a pidfd; else (or if they do not check out) runc kill."""
+        number = sig if isinstance(sig, int) else signals.number(sig)
+        if direct is not None and number is not None and conmon.signal_init(container_id, *direct, number):
+            return
+        await self.kill(container_id, sig)
+
+    async def _running_pid(self, container_id: str, pids: tuple[int, int] | None = None) -> int | None:
         """The init pid of a created/running/paused container, None when there is nothing to stop."""
+        if pids is not None and conmon.is_monitored(container_id, *pids):
+            return pids[0]
         st = await self.state(container_id)
         if st is None or st.get("status") == "stopped":
             return None
         pid = int(st.get("pid") or 0)
         return pid if pid > 0 and procfs.pid_running(pid) else None
 
-    async def _after_exit(self, container_id: str, exit_dir: Path | None) -> None:
+    async def _after_exit(self, container_id: str, exit_dir: Path | None, conmon_pid: int = 0) -> None:
+        """Until conmon's exit file is there (an inotify watch: it comes a few ms
+        after the exit), or its conmon is gone without one."""
         if exit_dir is None:
             return
         exit_file = Path(exit_dir) / container_id
-        if not exit_file.exists() and not await asyncio.to_thread(conmon.find_conmon_pids, container_id):
+        if exit_file.exists():
+            return
+        if conmon_pid and conmon.monitors(conmon_pid, container_id):
+            conmon_alive = True
+        else:  # no conmon known: look for one (a /proc scan)
+            conmon_alive = bool(await asyncio.to_thread(conmon.find_conmon_pids, container_id))
+        if not conmon_alive:
             return  # its conmon is gone (killed with a daemon, at a failed create's clean-up): no file comes
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + EXIT_FILE_WAIT
-        while not exit_file.exists():
-            if loop.time() >= deadline:
-                self.log.warning("container %s exited but conmon wrote no %s", container_id, exit_file)
-                return
-            await asyncio.sleep(0.01)
+        if not await inotify.wait_for_file(exit_file, EXIT_FILE_WAIT):
+            self.log.warning("container %s exited but conmon wrote no %s", container_id, exit_file)
 
     async def delete(self, container_id: str, *, socket_dir: Path | None = None) -> None:
         """runc delete --force (kills a live container); no error when runc does not know it.

@@ -64,5 +64,6 @@ class InfraStart(SandboxStep):
 
     async def undo(self, data: dict[str, Any]) -> None:
         runtime = runtime_for(self.deps.runtimes, data["handler"])
-        await runtime.stop(data["id"], timeout=STOP_TIMEOUT, stop_signal=data["stop_signal"])
+        await runtime.stop(data["id"], timeout=STOP_TIMEOUT, stop_signal=data["stop_signal"],
+                           pids=(data.get("pid", 0), data.get("conmon_pid", 0)))
         await runtime.delete(data["id"])

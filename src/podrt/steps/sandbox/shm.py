@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from podrt.aio import finish_in_thread
 from podrt.host import mounts
 from podrt.steps.base import SandboxStep
 from podrt.steps.sandbox.context import SandboxContext
@@ -33,8 +34,12 @@ class ShmMount(SandboxStep):
         ctx.shm_path = path
 
     async def undo(self, data: dict[str, Any]) -> None:
-        mounts.umount(data["path"])
-        try:
-            os.rmdir(data["path"])
-        except FileNotFoundError:
-            pass
+        await finish_in_thread(_remove, data["path"])  # an umount: off the event loop
+
+
+def _remove(path: str) -> None:
+    mounts.umount(path)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
