@@ -123,11 +123,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loop-nice", type=int, default=None,
+                        help="the daemon's [podrt] loop_nice (default: the daemon's own default; 0 turns it off)")
     args = parser.parse_args()
     port = free_port()
     try:
+        nice = {} if args.loop_nice is None else {"loop_nice": args.loop_nice}
         with busybox_daemon("bench/busybox", test_network=True,
-                            metrics={"enable_metrics": True, "metrics_port": port}) as (sock, image, pid):
+                            metrics={"enable_metrics": True, "metrics_port": port}, **nice) as (sock, image, pid):
             asyncio.run(run(sock, image, port, pid, args.concurrency, args.rounds))
     finally:
         subprocess.run(["ip", "link", "del", "podrttest0"], capture_output=True)
