@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import subprocess
+import sys
 from asyncio import unix_events
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,6 +32,10 @@ from podrt.aio import await_shielded
 
 log = logging.getLogger(__name__)
 
+# A thread that wants the GIL (the loop's, back from any system call) waits this long
+# before the thread holding it must let go (Python's default: 5 ms); worker threads
+# run Python too (a child's Popen set-up, a record's encoding)
+SWITCH_INTERVAL = 0.001
 SPAWNERS = 4  # children started at once; each waits (GIL released) while its child execs
 
 
@@ -105,6 +110,7 @@ class DaemonLoop(asyncio.SelectorEventLoop):
 
 
 def run(main: Any) -> Any:
-    """asyncio.run on a DaemonLoop."""
+    """asyncio.run on a DaemonLoop, with the GIL handed on every SWITCH_INTERVAL."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
     with asyncio.Runner(loop_factory=DaemonLoop) as runner:
         return runner.run(main)
