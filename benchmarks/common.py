@@ -101,7 +101,8 @@ def busybox_daemon(repo: str, ready_timeout: float = 20.0, test_network: bool = 
             write_test_conflist(base / "cni")
         cfg = write_config(base, image={"registries_conf": str(conf)}, **extra)
         proc = subprocess.Popen([sys.executable, "-m", "podrt.cli", "serve", "--config", str(cfg)],
-                                stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
+                                stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"),
+                                start_new_session=True)  # its own session, as a service manager starts it
         try:
             asyncio.run(wait_ready(socket_path(base), timeout=ready_timeout))
             yield socket_path(base), f"{reg.host}/{repo}:v1", proc.pid

@@ -72,13 +72,14 @@ def _setup_logging(level: str) -> None:
 
 
 def _serve(cfg: Config) -> int:
-    from podrt.daemon import Daemon  # imported late: `podrt config` stays light
+    from podrt.aio.loop import run  # imported late: `podrt config` stays light
+    from podrt.daemon import Daemon
 
     async def serve() -> None:
         await Daemon(cfg).serve_until_signal()  # built inside the loop it serves on
 
     try:
-        asyncio.run(serve())
+        run(serve())
     except PodrtError as exc:
         print(f"podrt: {exc}", file=sys.stderr)
         return 1

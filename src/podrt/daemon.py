@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from podrt.aio.blocking import BlockingDetector
+from podrt.aio.priority import prioritize_loop_thread
 from podrt.aio.tasks import TaskOwner
 from podrt.config import Config
 from podrt.container.events import EVENT_QUEUE, EventBus
@@ -146,6 +148,7 @@ class Daemon:
 
     async def start(self) -> None:
         started = time.perf_counter()
+        prioritize_loop_thread(self.config.loop_nice)  # before the daemon starts any thread or child
         for directory in (self.root, self.runroot):
             with start_phase(f"cannot create the state directory {directory}"):
                 directory.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -184,6 +187,7 @@ class Daemon:
             await self.images.close()
             self._release_lock()
             raise
+        gc.freeze()  # what start-up made lives as long as the daemon: full collections need not walk it again
         if self.config.debug.detect_blocking:  # from here on: start-up's own blocking work is over
             log.warning("debug: reporting blocking calls on the event loop")
             self.blocking.arm(asyncio.get_running_loop())

@@ -87,7 +87,8 @@ class Metrics:
         )
         self.loop_lag = Histogram(
             "podrt_event_loop_lag_seconds",
-            f"How late the event loop woke a task sleeping {LAG_PROBE_INTERVAL * 1000:g} ms (work blocking the loop).",
+            f"How late the event loop ran a timer callback due every {LAG_PROBE_INTERVAL * 1000:g} ms "
+            "(callbacks holding the loop; its thread waiting for a CPU or the GIL).",
             buckets=_LAG_BUCKETS,
             registry=self.registry,
         )
@@ -112,19 +113,34 @@ class Metrics:
         self.transactions.labels(report.kind, report.outcome).inc()
 
     async def probe_loop_lag(self, interval: float = LAG_PROBE_INTERVAL) -> None:
-        """Sleep `interval` again and again and record how late each wake-up
-        came: whatever held the loop meanwhile delayed every RPC as much. Run
-        with metrics on only: 100 wake-ups a second are cheap, not free."""
+        """Every `interval`, a timer callback records how late the loop ran it
+        (its due time to its start): the callbacks that held the loop meanwhile,
+        and the time the loop's thread waited for a CPU or the GIL, delay every
+        RPC as much. A plain callback, not a sleeping task: a task's wake-up is
+        a second callback a loop turn later, which would count a turn twice.
+        asyncio waits for timers in whole milliseconds (rounded up), so an idle
+        loop shows 0-1 ms. Run with metrics on only: 100 callbacks a second are
+        cheap, not free."""
         loop = asyncio.get_running_loop()
         worst = 0.0
-        while True:
-            asleep = loop.time()
-            await asyncio.sleep(interval)
-            lag = max(0.0, loop.time() - asleep - interval)  # a timer may fire up to clock_resolution early
+        timer: asyncio.TimerHandle | None = None
+
+        def due(when: float) -> None:
+            nonlocal worst, timer
+            now = loop.time()
+            lag = max(0.0, now - when)
             self.loop_lag.observe(lag)
             if lag > worst:
                 worst = lag
                 self.loop_lag_max.set(lag)
+            timer = loop.call_at(now + interval, due, now + interval)
+
+        first = loop.time() + interval
+        timer = loop.call_at(first, due, first)
+        try:
+            await loop.create_future()  # until cancelled
+        finally:
+            timer.cancel()
 
     def serve(self, host: str, port: int) -> None:
         """Expose Prometheus text on host:port (a thread of prometheus_client's)."""

@@ -1,0 +1,97 @@
+"""podrt.aio.loop with real children: started on a spawner thread, watched by
+pidfd, seen by callers as asyncio's own Process (output, exit code, stdin,
+errors, cancellation)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podrt.aio.loop import DaemonLoop, run
+from podrt.host import proc
+from podrt.host.procfs import pid_running
+
+
+def test_children_start_off_the_loop_thread_and_no_thread_waits_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    starters: list[str] = []
+    real = subprocess.Popen
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        starters.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+
+    async def main() -> tuple[list[tuple[int, bytes, bytes]], int]:
+        threads = threading.active_count()
+        results = await asyncio.gather(*(proc.run(["sh", "-c", f"echo out{n}; echo err{n} >&2; exit {n}"], timeout=30)
+                                         for n in range(8)))
+        return results, threading.active_count() - threads
+
+    results, more_threads = run(main())
+    assert results == [(n, f"out{n}\n".encode(), f"err{n}\n".encode()) for n in range(8)]
+    assert len(starters) == 8 and all(name.startswith("podrt-spawn") for name in starters), starters
+    assert more_threads <= 4  # the spawner pool; asyncio's watcher would leave no thread either, but start 8
+
+
+def test_stdin_reaches_the_child() -> None:
+    assert run(proc.run(["cat"], timeout=30, stdin=b"hello")) == (0, b"hello", b"")
+
+
+def test_a_missing_program_raises_as_asyncio_does() -> None:
+    with pytest.raises(FileNotFoundError):
+        run(asyncio.create_subprocess_exec("/nonexistent/program"))
+
+
+def test_exit_code_kept_when_popen_reaped_the_child_first() -> None:
+    """send_signal polls the child first and may reap it: the loop's reap then
+    finds no child (ECHILD) and must report the code Popen read, not 255."""
+
+    async def main() -> int:
+        child = await asyncio.create_subprocess_exec("sh", "-c", "exit 7")
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+        child.send_signal(signal.SIGTERM)  # Popen.poll reaps it, and keeps 7
+        return await asyncio.wait_for(child.wait(), 10)
+
+    assert run(main()) == 7
+
+
+def test_cancelled_while_starting_leaves_no_child(tmp_path: Path) -> None:
+    """A caller cancelled while its child is being started: the child is
+    started anyway (on the spawner thread), then killed and reaped."""
+    pidfile = tmp_path / "pid"
+
+    async def main() -> None:
+        task = asyncio.ensure_future(asyncio.create_subprocess_exec(
+            "sh", "-c", f"echo $$ > {pidfile}; exec sleep 300"))
+        await asyncio.sleep(0)  # the start is on its thread now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main())
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() or not pidfile.read_text().strip():  # the child may not have written it yet: killed first
+        if time.monotonic() > deadline:
+            return  # killed before its shell ran: nothing to find
+        time.sleep(0.01)
+    pid = int(pidfile.read_text())
+    while pid_running(pid):
+        assert time.monotonic() < deadline, f"child {pid} outlived its cancelled start"
+        time.sleep(0.01)
+
+
+def test_the_loop_is_asyncios_selector_loop() -> None:
+    loop = DaemonLoop()
+    try:
+        assert isinstance(loop, asyncio.SelectorEventLoop)
+    finally:
+        loop.close()
