@@ -94,3 +94,38 @@ def test_verbose_info_is_read_once_per_record_and_state() -> None:
 
     asyncio.run(run())
 
+
+
+def test_a_new_items_info_is_read_while_its_status_is_encoded() -> None:
+    """inspect's file read (a worker thread) starts before the status is
+    encoded on the loop, so the two overlap; a failed inspect is the call's error."""
+    order: list[str] = []
+
+    def to_status(view: SandboxView) -> cri.PodSandboxStatus:
+        order.append("status")
+        return conv.pod_sandbox_status(view)
+
+    cache = StatusCache(cri.PodSandboxStatusResponse, to_status, _key, known=lambda i: True)
+
+    async def inspect(view: SandboxView) -> dict[str, object]:
+        order.append("read")
+        await asyncio.sleep(0.01)  # the worker thread's read
+        return {"pid": 1}
+
+    async def broken(view: SandboxView) -> dict[str, object]:
+        raise OSError("gone")
+
+    async def run() -> None:
+        view = _view(5, True, {})
+        got = cri.PodSandboxStatusResponse().parse(bytes(await cache.verbose(view, inspect)))
+        assert got.info == verbose_info({"pid": 1}) and got.status.id == view.state.id
+        assert order == ["read", "status"]
+        other = _view(6, True, {})
+        try:
+            await cache.verbose(other, broken)
+        except OSError:
+            pass
+        else:
+            raise AssertionError("the inspect's error was lost")
+
+    asyncio.run(run())

@@ -11,6 +11,7 @@ field 1 and the value as field 2. The info is encoded at each call.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -73,12 +74,20 @@ class StatusCache(Generic[V]):
         """The response with `view`'s status and its verbose info (`inspect`,
         as one JSON value), the info too encoded once per record and state:
         what it holds (the spec as written at creation, what podrt knows of
-        the process) changes only with them. critest asks it at every status."""
-        found = self._item(view)
-        info = found.info
-        if info is None:
-            info = info_entries(verbose_info(await inspect(view)))
-            item_id = self._key(view)[0]
-            if self._items.get(item_id) is found:  # not changed meanwhile
-                self._items[item_id] = found._replace(info=info)
+        the process) changes only with them. critest asks it at every status,
+        each time of a new item: then `inspect` starts first (its file read
+        goes to a worker thread) and the status is encoded meanwhile."""
+        item_id, record, state = self._key(view)
+        found = self._items.get(item_id)
+        if found is not None and found.record is record and found.state == state and found.info is not None:
+            return encoded(self._response_cls, found.status + found.info)
+        reading = asyncio.ensure_future(inspect(view))
+        try:
+            await asyncio.sleep(0)  # `inspect` runs up to its first wait
+            found = self._item(view)
+            info = info_entries(verbose_info(await reading))
+        finally:
+            reading.cancel()  # only if the above failed: it is done otherwise
+        if self._items.get(item_id) is found:  # not changed meanwhile
+            self._items[item_id] = found._replace(info=info)
         return encoded(self._response_cls, found.status + info)
