@@ -3,6 +3,8 @@ sends; a changed record or state is encoded again; removed items' entries go."""
 
 from __future__ import annotations
 
+import asyncio
+
 import attrs
 from hypothesis import given
 from hypothesis import strategies as st
@@ -59,3 +61,71 @@ def test_entries_of_removed_items_are_dropped() -> None:
         if i >= 10:
             live.discard(_view(i - 10, True, {}).state.id)  # ten live at a time
     assert len(cache._items) <= 2 * 10 + 64 + 1
+
+
+def test_verbose_info_is_read_once_per_record_and_state() -> None:
+    """critest asks the verbose status at every step: the info (a spec file
+    read, JSON) is made once while the record and state hold, and again when
+    either changes; the bytes are betterproto's."""
+    cache = _cache()
+    asked: list[SandboxView] = []
+
+    async def inspect(view: SandboxView) -> dict[str, object]:
+        asked.append(view)
+        return {"pid": len(asked), "ready": view.ready}
+
+    async def status(view: SandboxView) -> cri.PodSandboxStatusResponse:
+        return cri.PodSandboxStatusResponse().parse(bytes(await cache.verbose(view, inspect)))
+
+    async def run() -> None:
+        view = _view(3, True, {"a": "b"})
+        for _ in range(3):
+            got = await status(view)
+            assert got == cri.PodSandboxStatusResponse(status=conv.pod_sandbox_status(view),
+                                                       info=verbose_info({"pid": 1, "ready": True}))
+        assert len(asked) == 1
+        assert cri.PodSandboxStatusResponse().parse(bytes(cache.response(view, {}))).info == {}  # plain: no info
+        not_ready = attrs.evolve(view, ready=False)
+        assert (await status(not_ready)).info == verbose_info({"pid": 2, "ready": False})
+        changed = attrs.evolve(view, state=attrs.evolve(view.state, created_at=9))
+        got = await status(changed)
+        assert got.info == verbose_info({"pid": 3, "ready": True}) and got.status.created_at == 9
+        assert len(asked) == 3
+
+    asyncio.run(run())
+
+
+
+def test_a_new_items_info_is_read_while_its_status_is_encoded() -> None:
+    """inspect's file read (a worker thread) starts before the status is
+    encoded on the loop, so the two overlap; a failed inspect is the call's error."""
+    order: list[str] = []
+
+    def to_status(view: SandboxView) -> cri.PodSandboxStatus:
+        order.append("status")
+        return conv.pod_sandbox_status(view)
+
+    cache = StatusCache(cri.PodSandboxStatusResponse, to_status, _key, known=lambda i: True)
+
+    async def inspect(view: SandboxView) -> dict[str, object]:
+        order.append("read")
+        await asyncio.sleep(0.01)  # the worker thread's read
+        return {"pid": 1}
+
+    async def broken(view: SandboxView) -> dict[str, object]:
+        raise OSError("gone")
+
+    async def run() -> None:
+        view = _view(5, True, {})
+        got = cri.PodSandboxStatusResponse().parse(bytes(await cache.verbose(view, inspect)))
+        assert got.info == verbose_info({"pid": 1}) and got.status.id == view.state.id
+        assert order == ["read", "status"]
+        other = _view(6, True, {})
+        try:
+            await cache.verbose(other, broken)
+        except OSError:
+            pass
+        else:
+            raise AssertionError("the inspect's error was lost")
+
+    asyncio.run(run())

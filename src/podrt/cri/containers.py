@@ -8,7 +8,6 @@ from podrt.api.runtime import v1 as cri
 from podrt.cri import container_convert as cconv
 from podrt.cri.listcache import whole
 from podrt.cri.rpcgroup import RpcGroup
-from podrt.cri.statuscache import verbose_info
 
 
 class ContainerRpcs(RpcGroup):
@@ -33,8 +32,9 @@ class ContainerRpcs(RpcGroup):
     async def container_status(self, container_status_request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse:
         req = container_status_request
         view = self._containers.view(self._containers.resolve(req.container_id))
-        info = await self._containers.inspect(view) if req.verbose else None
-        return self._container_status_cache.response(view, verbose_info(info))
+        if req.verbose:
+            return await self._container_status_cache.verbose(view, self._containers.inspect)
+        return self._container_status_cache.response(view, {})
 
     async def list_containers(self, list_containers_request: cri.ListContainersRequest) -> cri.ListContainersResponse:
         return whole(cri.ListContainersResponse, self._container_list.entries(list_containers_request.filter))

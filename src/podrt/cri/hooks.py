@@ -1,7 +1,7 @@
-"""grpclib event hooks: per-RPC metrics and error mapping for every method.
+"""Per-RPC metrics and error mapping for every method.
 
-One RecvRequest hook wraps each handler, so no handler needs a decorator and
-methods added later are covered automatically.
+The server wraps each method's handler once (CriServer.wrap_handlers), so no
+handler needs a decorator and methods added later are covered automatically.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import asyncio
 import time
 from typing import Any
 
-from grpclib._typing import IServerMethodFunc  # RecvRequest.method_func's type
+from grpclib._typing import IServerMethodFunc  # a handler's func
 from grpclib.const import Status
-from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError
 
 from podrt.cri.errors import to_grpc_error
@@ -73,7 +72,4 @@ def _wrap(func: IServerMethodFunc, operation: str, metrics: Metrics, server: Cri
 
 
 def install(server: CriServer, metrics: Metrics, max_msg_size: int) -> None:
-    async def on_request(event: RecvRequest) -> None:
-        event.method_func = _wrap(event.method_func, operation_name(event.method_name), metrics, server, max_msg_size)
-
-    listen(server, RecvRequest, on_request)
+    server.wrap_handlers(lambda func, path: _wrap(func, operation_name(path), metrics, server, max_msg_size))

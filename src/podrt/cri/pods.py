@@ -8,7 +8,7 @@ from podrt.cri import container_convert as cconv
 from podrt.cri import sandbox_convert as conv
 from podrt.cri.listcache import whole
 from podrt.cri.rpcgroup import RpcGroup
-from podrt.cri.statuscache import verbose_info
+from podrt.sandbox.manager import SandboxView
 
 
 class PodRpcs(RpcGroup):
@@ -27,8 +27,12 @@ class PodRpcs(RpcGroup):
     async def pod_sandbox_status(self, pod_sandbox_status_request: cri.PodSandboxStatusRequest) -> cri.PodSandboxStatusResponse:
         req = pod_sandbox_status_request
         view = self._sandboxes.view(self._sandboxes.resolve(req.pod_sandbox_id))
-        info = {**await self._sandboxes.inspect(view), **cconv.pod_resources_info(view.state)} if req.verbose else None
-        return self._pod_status_cache.response(view, verbose_info(info))
+        if req.verbose:
+            return await self._pod_status_cache.verbose(view, self._pod_info)
+        return self._pod_status_cache.response(view, {})
+
+    async def _pod_info(self, view: SandboxView) -> dict[str, object]:
+        return {**await self._sandboxes.inspect(view), **cconv.pod_resources_info(view.state)}
 
     async def list_pod_sandbox(self, list_pod_sandbox_request: cri.ListPodSandboxRequest) -> cri.ListPodSandboxResponse:
         return whole(cri.ListPodSandboxResponse, self._pod_list.entries(list_pod_sandbox_request.filter))

@@ -42,6 +42,11 @@ def _container_key(view: ContainerView) -> tuple[str, object, object]:
 
 class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, ListStreamRpcs, MetricRpcs, RuntimeInfoRpcs,
                      cri.RuntimeServiceBase):
+    # what a kubelet asks most, by the same bytes each time; their methods only
+    # read them, so the server decodes each body once (server.CriCodec)
+    shared_requests = (cri.VersionRequest, cri.ListPodSandboxRequest, cri.ListContainersRequest,
+                       cri.PodSandboxStatusRequest, cri.ContainerStatusRequest)
+
     def __init__(self, status: RuntimeStatusManager, sandboxes: SandboxManager, containers: ContainerManager,
                  streams: StreamServer, chunk_size: int) -> None:
         """`chunk_size`: the most bytes of a Stream* response message."""

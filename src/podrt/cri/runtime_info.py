@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri.fields import wire_enum
+from podrt.cri.listcache import encoded
 from podrt.cri.rpcgroup import RpcGroup
+from podrt.node.status import VersionInfo
 
 _CGROUP_DRIVERS = wire_enum({"systemd": cri.CgroupDriver.SYSTEMD, "cgroupfs": cri.CgroupDriver.CGROUPFS}, cri.CgroupDriver)
 
 
+@functools.cache
+def _version_bytes(info: VersionInfo) -> bytes:
+    return bytes(cri.VersionResponse(**attrs.asdict(info)))
+
+
 class RuntimeInfoRpcs(RpcGroup):
     async def version(self, version_request: cri.VersionRequest) -> cri.VersionResponse:
-        return cri.VersionResponse(**attrs.asdict(self._status.version()))
+        """Fixed for the daemon's life: encoded once (betterproto spends ~0.1 ms per
+        call making and encoding it, a tenth of the whole round trip)."""
+        return encoded(cri.VersionResponse, _version_bytes(self._status.version()))
 
     async def status(self, status_request: cri.StatusRequest) -> cri.StatusResponse:
         conditions = [cri.RuntimeCondition(**attrs.asdict(c)) for c in await self._status.conditions()]

@@ -11,9 +11,10 @@ field 1 and the value as field 2. The info is encoded at each call.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import betterproto
 
@@ -38,6 +39,13 @@ def verbose_info(info: Mapping[str, object] | None) -> dict[str, str]:
     return {"info": json.dumps(info)} if info is not None else {}
 
 
+class _Item(NamedTuple):
+    record: object
+    state: object
+    status: bytes  # field 1, encoded
+    info: bytes | None  # field 2's entries, encoded; None until a verbose call asks
+
+
 class StatusCache(Generic[V]):
     """`key(view)`: (ID, record, state); `known(ID)`: whether the item is still there
     (entries of removed items are dropped once they are as many as the live ones)."""
@@ -45,16 +53,41 @@ class StatusCache(Generic[V]):
     def __init__(self, response_cls: type[betterproto.Message], to_status: Callable[[V], betterproto.Message],
                  key: Callable[[V], tuple[str, object, object]], known: Callable[[str], bool]) -> None:
         self._response_cls, self._to_status, self._key, self._known = response_cls, to_status, key, known
-        self._items: dict[str, tuple[object, object, bytes]] = {}
+        self._items: dict[str, _Item] = {}
         self._limit = 64
 
-    def response(self, view: V, info: Mapping[str, str]) -> Any:
-        """The response message (its bytes set, not encoded) with `view`'s status and `info`."""
+    def _item(self, view: V) -> _Item:
         item_id, record, state = self._key(view)
         found = self._items.get(item_id)
-        if found is None or found[0] is not record or found[1] != state:
-            found = self._items[item_id] = (record, state, entry(bytes(self._to_status(view))))
+        if found is None or found.record is not record or found.state != state:
+            found = self._items[item_id] = _Item(record, state, entry(bytes(self._to_status(view))), None)
             if len(self._items) > self._limit:
                 self._items = {i: v for i, v in self._items.items() if self._known(i)}
                 self._limit = 2 * len(self._items) + 64
-        return encoded(self._response_cls, found[2] + info_entries(info))
+        return found
+
+    def response(self, view: V, info: Mapping[str, str]) -> Any:
+        """The response message (its bytes set, not encoded) with `view`'s status and `info`."""
+        return encoded(self._response_cls, self._item(view).status + info_entries(info))
+
+    async def verbose(self, view: V, inspect: Callable[[V], Awaitable[Mapping[str, object]]]) -> Any:
+        """The response with `view`'s status and its verbose info (`inspect`,
+        as one JSON value), the info too encoded once per record and state:
+        what it holds (the spec as written at creation, what podrt knows of
+        the process) changes only with them. critest asks it at every status,
+        each time of a new item: then `inspect` starts first (its file read
+        goes to a worker thread) and the status is encoded meanwhile."""
+        item_id, record, state = self._key(view)
+        found = self._items.get(item_id)
+        if found is not None and found.record is record and found.state == state and found.info is not None:
+            return encoded(self._response_cls, found.status + found.info)
+        reading = asyncio.ensure_future(inspect(view))
+        try:
+            await asyncio.sleep(0)  # `inspect` runs up to its first wait
+            found = self._item(view)
+            info = info_entries(verbose_info(await reading))
+        finally:
+            reading.cancel()  # only if the above failed: it is done otherwise
+        if self._items.get(item_id) is found:  # not changed meanwhile
+            self._items[item_id] = found._replace(info=info)
+        return encoded(self._response_cls, found.status + info)
