@@ -30,7 +30,7 @@ from typing import IO
 import attrs
 
 from podrt.aio import finish_in_thread
-from podrt.host import procfs
+from podrt.host import inotify, procfs
 from podrt.host.proc import kill_group
 
 CONMON_PIDFILE = "conmon.pid"
@@ -267,6 +267,20 @@ def is_monitored(container_id: str, pid: int, conmon_pid: int) -> bool:
         return False
     st = procfs.stat(pid)
     return st is not None and st.ppid == conmon_pid and st.state not in ("Z", "X") and monitors(conmon_pid, container_id)
+
+
+async def wait_exit_file(exit_file: Path, container_id: str, conmon_pid: int, timeout: float) -> bool:
+    """Until conmon's exit file is there (an inotify watch: it comes a few ms
+    after the exit); True at once when its conmon is gone (killed with a daemon,
+    at a failed create's clean-up: no file comes); False after `timeout`.
+    `conmon_pid`: the known conmon (0: looked for with a /proc scan)."""
+    if exit_file.exists():
+        return True
+    if conmon_pid and monitors(conmon_pid, container_id):
+        conmon_alive = True
+    else:
+        conmon_alive = bool(await asyncio.to_thread(find_conmon_pids, container_id))
+    return not conmon_alive or await inotify.wait_for_file(exit_file, timeout)
 
 
 def signal_init(container_id: str, pid: int, conmon_pid: int, sig: int) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from podrt.aio import await_shielded, finish_in_thread
-from podrt.host import cgroups, inotify, proc, procfs
+from podrt.host import cgroups, proc, procfs
 from podrt.oci import conmon, execproc, exitfile, signals
 from podrt.oci.conmon import ConmonError, ConmonLaunch, ConmonSpec
 from podrt.oci.runclog import runc_error_text
@@ -322,20 +322,11 @@ class OciRuntime:
         return pid if pid > 0 and procfs.pid_running(pid) else None
 
     async def _after_exit(self, container_id: str, exit_dir: Path | None, conmon_pid: int = 0) -> None:
-        """Until conmon's exit file is there (an inotify watch: it comes a few ms
-        after the exit), or its conmon is gone without one."""
+        """Until conmon's exit file is there, or its conmon is gone without one."""
         if exit_dir is None:
             return
         exit_file = Path(exit_dir) / container_id
-        if exit_file.exists():
-            return
-        if conmon_pid and conmon.monitors(conmon_pid, container_id):
-            conmon_alive = True
-        else:  # no conmon known: look for one (a /proc scan)
-            conmon_alive = bool(await asyncio.to_thread(conmon.find_conmon_pids, container_id))
-        if not conmon_alive:
-            return  # its conmon is gone (killed with a daemon, at a failed create's clean-up): no file comes
-        if not await inotify.wait_for_file(exit_file, EXIT_FILE_WAIT):
+        if not await conmon.wait_exit_file(exit_file, container_id, conmon_pid, EXIT_FILE_WAIT):
             self.log.warning("container %s exited but conmon wrote no %s", container_id, exit_file)
 
     async def delete(self, container_id: str, *, socket_dir: Path | None = None) -> None:
