@@ -56,8 +56,16 @@ def test_exit_code_kept_when_popen_reaped_the_child_first() -> None:
     finds no child (ECHILD) and must report the code Popen read, not 255."""
 
     async def main() -> int:
-        child = await asyncio.create_subprocess_exec("sh", "-c", "exit 7")
-        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+        # the child waits for a word on a pipe: exiting at once, the loop (at the
+        # create's await) could reap it before waitid looks
+        r, w = os.pipe()
+        try:
+            child = await asyncio.create_subprocess_exec("sh", "-c", f"read x <&{r}; exit 7", pass_fds=(r,))
+            os.write(w, b"go\n")
+        finally:
+            os.close(r)
+            os.close(w)
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped (the loop is not running)
         child.send_signal(signal.SIGTERM)  # Popen.poll reaps it, and keeps 7
         return await asyncio.wait_for(child.wait(), 10)
 
