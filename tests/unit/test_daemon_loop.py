@@ -60,7 +60,7 @@ def test_exit_code_kept_when_popen_reaped_the_child_first() -> None:
         # create's await) could reap it before waitid looks
         r, w = os.pipe()
         try:
-            child = await asyncio.create_subprocess_exec("sh", "-c", f"read x <&{r}; exit 7", pass_fds=(r,))
+            child = await asyncio.create_subprocess_exec("sh", "-c", "read x; exit 7", stdin=r)
             os.write(w, b"go\n")
         finally:
             os.close(r)
