@@ -5,10 +5,14 @@ any wait; another file in the directory does not; nothing by the deadline is Fal
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from pathlib import Path
 
+import pytest
+
+from podrt.host import inotify
 from podrt.host.inotify import wait_for_file
 
 
@@ -35,3 +39,23 @@ async def test_a_file_already_there_and_a_deadline(tmp_path: Path) -> None:
     started = time.monotonic()
     assert not await wait_for_file(tmp_path / "c2", 0.1)
     assert time.monotonic() - started >= 0.1
+
+
+async def test_without_an_inotify_instance_left_the_wait_still_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """128 instances a user by default: with none left (EMFILE) the wait looks
+    for the file instead of failing the stop that waits."""
+
+    def exhausted(_on_readable: object) -> int:
+        raise OSError(errno.EMFILE, "inotify_init1: Too many open files")
+
+    monkeypatch.setattr(inotify, "_open", exhausted)
+    target = tmp_path / "c1"
+
+    async def write_later() -> None:
+        await asyncio.sleep(0.05)
+        target.write_text("0")
+
+    writer = asyncio.ensure_future(write_later())
+    assert await wait_for_file(target, 5.0)
+    await writer
+    assert not await wait_for_file(tmp_path / "c2", 0.05)

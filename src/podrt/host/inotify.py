@@ -12,6 +12,7 @@ well-kept package wraps them for asyncio.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import struct
 from collections.abc import Callable
@@ -24,6 +25,7 @@ IN_MOVED_TO = 0x00000080
 IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000  # the watch is gone (its directory was removed, or it was taken off)
 IN_NONBLOCK = os.O_NONBLOCK
+POLL = 0.01  # wait_for_file's look-again interval when the user has no inotify instance or watch left
 IN_CLOEXEC = os.O_CLOEXEC
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
 
@@ -78,7 +80,8 @@ class DirWatch:
 
 async def wait_for_file(path: Path, timeout: float) -> bool:
     """Until `path` is written into its directory (watched before it is looked
-    for: no write is missed, no polling); False when `timeout` passed first."""
+    for: no write is missed, no polling, unless the user has no inotify instance
+    or watch left: then it looks every POLL); False when `timeout` passed first."""
     loop = asyncio.get_running_loop()
     seen: asyncio.Future[None] = loop.create_future()
 
@@ -87,8 +90,17 @@ async def wait_for_file(path: Path, timeout: float) -> bool:
             seen.set_result(None)  # None: events were lost; looked for again below
 
     watch = DirWatch(path.parent, written)
-    watch.start()
     deadline = loop.time() + timeout
+    try:
+        watch.start()
+    except OSError as exc:  # instances are few (128 a user by default): a stop must not fail for it
+        if exc.errno not in (errno.EMFILE, errno.ENOSPC):
+            raise
+        while not path.exists():
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(POLL)
+        return True
     try:
         while not path.exists():
             if seen.done():
