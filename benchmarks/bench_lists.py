@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from grpclib.const import Cardinality
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
 from bench_sandbox import setup as network_setup  # noqa: E402  beside this script
-from common import call_raw, pct, socket_path, wait_ready, write_config  # noqa: E402
+from common import call_raw, cpu_seconds, pct, socket_path, wait_ready, write_config  # noqa: E402
 
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from tests.support.daemon import DaemonDirs  # noqa: E402
@@ -54,12 +53,6 @@ PAIRS = (
     ("container stats", "RuntimeService", "ListContainerStats", "StreamContainerStats", 3),
     ("pod stats", "RuntimeService", "ListPodSandboxStats", "StreamPodSandboxStats", 3),
 )
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
 async def list_call(ch: Channel, path: str) -> list[bytes]:

@@ -1,9 +1,10 @@
 """Event-loop lag under concurrent pod cycles: the daemon's own probe
 (podrt_event_loop_lag_seconds, a task sleeping 10 ms that records how late it
 woke) read from its metrics endpoint before and after rounds of N concurrent
-cycles (RunPodSandbox, CreateContainer, StartContainer, ExecSync, ContainerStatus,
+cycles (common.pod_cycle: RunPodSandbox, CreateContainer, StartContainer, ExecSync,
 StopPodSandbox, RemovePodSandbox) with busybox from a loopback registry.
-Prints the lag's p50/p99 (bucket upper bounds) and max, and the cycles' wall time.
+Prints the lag's p50/p99 (interpolated in their buckets, as bench_peer) and
+max (the bucket's upper bound), and the cycles' wall time.
 Target (issue 20): p99 < 5 ms with 10 concurrent cycles.
 
 Also what the loop's thread did meanwhile, read from outside the daemon
@@ -20,24 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
-from common import busybox_daemon, pct  # noqa: E402  beside this script
+from common import bucket_quantile, busybox_daemon, cpu_seconds, lag_metrics, pct, pod_cycle  # noqa: E402  beside this script
 
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from tests.support.client import CriClient, connect  # noqa: E402
-
-LAG = "podrt_event_loop_lag_seconds"
 
 
 def free_port() -> int:
@@ -46,42 +42,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def scrape(port: int) -> tuple[dict[float, float], float]:
-    """The lag histogram's cumulative bucket counts by upper bound, and the max gauge."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    buckets = {float(le): float(n) for le, n in re.findall(rf'^{LAG}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M)}
-    worst = re.search(r"^podrt_event_loop_lag_max_seconds (\S+)$", text, re.M)
-    return buckets, float(worst.group(1)) if worst else float("nan")
+def lag_delta(port: int, before: dict[float, float] | None = None) -> tuple[dict[float, float], float]:
+    """The lag histogram's cumulative counts by upper bound (less `before`'s), and the max gauge."""
+    got = lag_metrics(f"http://127.0.0.1:{port}/metrics")
+    assert got is not None, "no loop-lag histogram: is the daemon's metrics endpoint on?"
+    buckets, worst = got
+    return {b: n - (before or {}).get(b, 0.0) for b, n in buckets.items()}, worst if worst is not None else float("nan")
 
 
-def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
-    """The upper bound of the bucket holding quantile q of the samples taken between two scrapes."""
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    total = counts[-1]
-    for bound, count in zip(bounds, counts):
-        if total and count >= q * total:
-            return bound
-    return float("inf")
+def top_bucket(buckets: dict[float, float]) -> float:
+    """The upper bound of the highest bucket holding a sample."""
+    return min(b for b, n in buckets.items() if n >= buckets[float("inf")])
 
 
-async def cycle(c: CriClient, image: str) -> float:
-    started = time.perf_counter()
-    config = cri.PodSandboxConfig(
+def pod_config() -> cri.PodSandboxConfig:
+    return cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=f"lag-{uuid.uuid4().hex[:8]}", uid=uuid.uuid4().hex, namespace="bench"),
         linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
             namespace_options=cri.NamespaceOption())))
-    pod_id = (await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=config))).pod_sandbox_id
+
+
+async def cycle(c: CriClient, image: str) -> float:
     ctr = cri.ContainerConfig(metadata=cri.ContainerMetadata(name="app"), image=cri.ImageSpec(image=image),
                               command=["sleep", "600"], log_path="app.log")
-    cid = (await c.runtime.create_container(cri.CreateContainerRequest(
-        pod_sandbox_id=pod_id, config=ctr, sandbox_config=config))).container_id
-    await c.runtime.start_container(cri.StartContainerRequest(container_id=cid))
-    await c.runtime.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10))
-    await c.runtime.container_status(cri.ContainerStatusRequest(container_id=cid))
-    await c.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod_id))
-    await c.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
-    return time.perf_counter() - started
+    return (await pod_cycle(c.runtime, pod_config(), ctr))["cycle"]
 
 
 def loop_thread(pid: int) -> tuple[float, float]:
@@ -90,31 +74,25 @@ def loop_thread(pid: int) -> tuple[float, float]:
     return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of all the daemon's threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def run(sock: Path, image: str, port: int, pid: int, concurrency: int, rounds: int) -> None:
     async with connect(sock) as c:
         await c.image.pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=image)))
         await cycle(c, image)  # warm: first-use costs (the pause image, caches) are not the loop's lag
-        before, _ = scrape(port)
-        thread0, cpu0, started0 = loop_thread(pid), process_cpu(pid), time.perf_counter()
+        before, _ = lag_delta(port)
+        thread0, cpu0, started0 = loop_thread(pid), cpu_seconds(pid), time.perf_counter()
         walls, cycles = [], []
         for _ in range(rounds):
             started = time.perf_counter()
             cycles += await asyncio.gather(*(cycle(c, image) for _ in range(concurrency)))
             walls.append(time.perf_counter() - started)
-        thread1, cpu1, elapsed = loop_thread(pid), process_cpu(pid), time.perf_counter() - started0
-        after, worst = scrape(port)
-    samples = after[float("inf")] - before.get(float("inf"), 0.0)
+        thread1, cpu1, elapsed = loop_thread(pid), cpu_seconds(pid), time.perf_counter() - started0
+        lag, worst = lag_delta(port, before)
+    samples = lag[float("inf")]
     print(f"{rounds} rounds of {concurrency} concurrent pod+container cycles: "
           f"wall p50 {pct(walls, 0.5):.2f} s, cycle p50 {pct(cycles, 0.5) * 1000:.0f} ms")
-    print(f"event loop lag ({samples:.0f} probes of 10 ms): p50 <= {quantile(before, after, 0.5) * 1000:g} ms, "
-          f"p99 <= {quantile(before, after, 0.99) * 1000:g} ms, max <= {quantile(before, after, 1.0) * 1000:g} ms "
-          f"(podrt_event_loop_lag_max_seconds, since start: {worst * 1000:.1f} ms)")
+    p50, p99 = (bucket_quantile(lag, q) or 0.0 for q in (0.5, 0.99))
+    print(f"event loop lag ({samples:.0f} probes of 10 ms): p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+          f"max <= {top_bucket(lag) * 1000:g} ms (podrt_event_loop_lag_max_seconds, since start: {worst * 1000:.1f} ms)")
     print(f"loop thread over {elapsed:.2f} s: CPU {thread1[0] - thread0[0]:.2f} s, waiting for a CPU "
           f"{thread1[1] - thread0[1]:.2f} s; daemon CPU (all threads) {cpu1 - cpu0:.2f} s")
 

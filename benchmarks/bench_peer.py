@@ -34,18 +34,16 @@ import signal
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from grpclib.client import Channel
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
-from common import call_raw, pct  # noqa: E402  beside this script
+from common import bucket_quantile, call_raw, lag_metrics, pct, pod_cycle  # noqa: E402  beside this script
 from peer_runtimes import (  # noqa: E402
     Runtime,
     containerd_runtime,
@@ -60,8 +58,6 @@ from tests.support.registry import busybox_image, serve_busybox  # noqa: E402
 
 IMAGE_REPO = "bench/busybox"
 WARMUP = 3
-LAG = "podrt_event_loop_lag_seconds"
-LAG_MAX = "podrt_event_loop_lag_max_seconds"
 Figures = dict[str, Any]
 
 
@@ -95,66 +91,8 @@ async def start_container(stub: cri.RuntimeServiceStub, rt: Runtime, pod: str, c
 
 
 async def cycle(stub: cri.RuntimeServiceStub, rt: Runtime) -> dict[str, float]:
-    """One pod + container cycle; seconds per call and in all."""
-    cfg = pod_config(rt, host_network=False)
-    times: dict[str, float] = {}
-    t0 = t = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        times[name], t = now - t, now
-
-    pod = (await stub.run_pod_sandbox(cri.RunPodSandboxRequest(config=cfg))).pod_sandbox_id
-    lap("run")
-    cid = (await stub.create_container(cri.CreateContainerRequest(
-        pod_sandbox_id=pod, config=container_config(rt.image), sandbox_config=cfg))).container_id
-    lap("create")
-    await stub.start_container(cri.StartContainerRequest(container_id=cid))
-    lap("start")
-    r = await stub.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10))
-    lap("exec")
-    assert r.exit_code == 0, r
-    await stub.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod))
-    lap("stop")
-    await stub.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod))
-    lap("remove")
-    times["cycle"] = t - t0
-    return times
-
-
-def lag_metrics(url: str | None) -> tuple[dict[float, float], float | None] | None:
-    """podrt's loop-lag histogram buckets (le -> cumulative count) and its max gauge (since the
-    daemon started); None where absent. p99 over a phase: the difference of two readings."""
-    if url is None:
-        return None
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    buckets: dict[float, float] = {}
-    top = None
-    for family in text_string_to_metric_families(text):
-        if family.name == LAG:
-            buckets = {float(s.labels["le"]): s.value for s in family.samples if s.name == LAG + "_bucket"}
-        elif family.name == LAG_MAX and family.samples:
-            top = family.samples[0].value
-    return (buckets, top) if buckets else None
-
-
-def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
-    """The q-quantile of a cumulative histogram, linear within the bucket it falls in
-    (Prometheus' histogram_quantile); the last finite bound if it falls in +Inf."""
-    total = buckets.get(math.inf, 0.0)
-    if total <= 0:
-        return None
-    rank, low, below = q * total, 0.0, 0.0
-    for bound in sorted(buckets):
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return low
-            return low + (bound - low) * (rank - below) / (count - below) if count > below else bound
-        low, below = bound, count
-    return low
+    """One pod + container cycle on the pod network; seconds per call and in all."""
+    return await pod_cycle(stub, pod_config(rt, host_network=False), container_config(rt.image))
 
 
 def memory(rt: Runtime) -> tuple[float, float, int]:

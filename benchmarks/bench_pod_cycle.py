@@ -23,11 +23,11 @@ from grpclib.client import Channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
-from common import busybox_daemon, pct  # noqa: E402  beside this script
+from common import busybox_daemon, pct, pod_cycle  # noqa: E402  beside this script
 
 from podrt.api.runtime import v1 as cri  # noqa: E402
 
-CALLS = ("runp", "create", "start", "exec", "stopp", "rmp")
+CALLS = ("run", "create", "start", "exec", "stop", "remove")  # common.pod_cycle's laps
 
 
 def pod_config(pid: cri.NamespaceMode) -> cri.PodSandboxConfig:
@@ -38,32 +38,11 @@ def pod_config(pid: cri.NamespaceMode) -> cri.PodSandboxConfig:
 
 
 async def cycle(rt: cri.RuntimeServiceStub, image: str, pid: cri.NamespaceMode) -> dict[str, float]:
-    took: dict[str, float] = {}
-    t = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        took[name], t = now - t, now
-
-    cfg = pod_config(pid)
-    pod = (await rt.run_pod_sandbox(cri.RunPodSandboxRequest(config=cfg))).pod_sandbox_id
-    lap("runp")
     sc = cri.LinuxContainerSecurityContext(namespace_options=cri.NamespaceOption(pid=pid))
     ctr = cri.ContainerConfig(metadata=cri.ContainerMetadata(name="app"), image=cri.ImageSpec(image=image),
                               command=["/bin/sleep", "100000"], log_path="app.log",
                               linux=cri.LinuxContainerConfig(security_context=sc))
-    cid = (await rt.create_container(cri.CreateContainerRequest(pod_sandbox_id=pod, config=ctr, sandbox_config=cfg))).container_id
-    lap("create")
-    await rt.start_container(cri.StartContainerRequest(container_id=cid))
-    lap("start")
-    assert (await rt.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10))).exit_code == 0
-    lap("exec")
-    await rt.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod))
-    lap("stopp")
-    await rt.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod))
-    lap("rmp")
-    return took
+    return await pod_cycle(rt, pod_config(pid), ctr)
 
 
 async def bench(sock: Path, image: str, cycles: int, pid: cri.NamespaceMode) -> None:
@@ -73,7 +52,7 @@ async def bench(sock: Path, image: str, cycles: int, pid: cri.NamespaceMode) -> 
         await cri.ImageServiceStub(ch).pull_image(cri.PullImageRequest(image=cri.ImageSpec(image=image)))
         await cycle(rt, image, pid)  # warm: the first pod pays for imports and caches
         runs = [await cycle(rt, image, pid) for _ in range(cycles)]
-        whole = [sum(r.values()) for r in runs]
+        whole = [r["cycle"] for r in runs]
         parts = ", ".join(f"{name} {pct([r[name] for r in runs], .5) * 1000:.1f}" for name in CALLS)
         print(f"pod cycle over {cycles} sequential: p50 {pct(whole, .5) * 1000:.0f} ms, p90 {pct(whole, .9) * 1000:.0f} ms "
               f"(p50 ms: {parts})")

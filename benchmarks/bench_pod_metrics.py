@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 import uuid
@@ -27,7 +26,7 @@ from grpclib.const import Cardinality
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
 from bench_containers import IMAGE_REPO, run  # noqa: E402  beside this script
-from common import RawReply, busybox_daemon, call_raw, pct  # noqa: E402
+from common import RawReply, busybox_daemon, call_raw, cpu_seconds, pct  # noqa: E402
 
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from podrt.host import cgroups  # noqa: E402
@@ -35,12 +34,6 @@ from tests.integration.conftest import remove_test_bridge  # noqa: E402
 
 LIST = "/runtime.v1.RuntimeService/ListPodSandboxMetrics"
 STREAM = "/runtime.v1.RuntimeService/StreamPodSandboxMetrics"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
 def pod_config() -> cri.PodSandboxConfig:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from grpclib.client import Channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
-from common import pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
+from common import cpu_seconds, pct, socket_path, wait_ready, write_config  # noqa: E402  beside this script
 
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from podrt.host import cgroups  # noqa: E402
@@ -38,15 +37,9 @@ from tests.support.leaks import scrub_daemon_dirs  # noqa: E402
 from tests.support.pods import host_ns, pod_config  # noqa: E402
 
 MiB = 1 << 20
-TICK = os.sysconf("SC_CLK_TCK")
 SIZES = [cri.LinuxContainerResources(cpu_shares=512, cpu_quota=50000, cpu_period=100000, memory_limit_in_bytes=256 * MiB),
          cri.LinuxContainerResources(cpu_shares=1024, cpu_quota=80000, cpu_period=100000, memory_limit_in_bytes=384 * MiB)]
 OVERHEAD = cri.LinuxContainerResources(cpu_shares=102, cpu_quota=10000, cpu_period=100000, memory_limit_in_bytes=32 * MiB)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
 async def timed(pid: int, calls: list[Callable[[], Awaitable[object]]], burst: int = 1) -> tuple[list[float], float]:

@@ -1,15 +1,19 @@
 """What the benchmark scripts share: a daemon config in a temp dir, waiting for
-the daemon's first answer, percentiles."""
+the daemon's first answer, percentiles, a process's CPU, the pod + container
+cycle, and the daemon's loop-lag histogram."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from typing import Any
 import tomli_w
 from grpclib.client import Channel
 from grpclib.const import Cardinality
+from prometheus_client.parser import text_string_to_metric_families
 
 from podrt.api.runtime import v1 as cri
 
@@ -78,6 +83,81 @@ async def call_raw(ch: Channel, path: str, request: Any) -> bytes:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+LAG = "podrt_event_loop_lag_seconds"
+LAG_MAX = "podrt_event_loop_lag_max_seconds"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+async def pod_cycle(stub: cri.RuntimeServiceStub, pod: cri.PodSandboxConfig, ctr: cri.ContainerConfig) -> dict[str, float]:
+    """The kubelet's pod cycle with one container: RunPodSandbox, CreateContainer,
+    StartContainer, ExecSync(true), StopPodSandbox, RemovePodSandbox. Seconds per
+    call (run, create, start, exec, stop, remove) and in all (cycle)."""
+    times: dict[str, float] = {}
+    t0 = t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        times[name], t = now - t, now
+
+    pod_id = (await stub.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+    lap("run")
+    cid = (await stub.create_container(cri.CreateContainerRequest(
+        pod_sandbox_id=pod_id, config=ctr, sandbox_config=pod))).container_id
+    lap("create")
+    await stub.start_container(cri.StartContainerRequest(container_id=cid))
+    lap("start")
+    r = await stub.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10))
+    lap("exec")
+    assert r.exit_code == 0, r
+    await stub.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    lap("stop")
+    await stub.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    lap("remove")
+    times["cycle"] = t - t0
+    return times
+
+
+def lag_metrics(url: str | None) -> tuple[dict[float, float], float | None] | None:
+    """podrt's loop-lag histogram buckets (le -> cumulative count) and its max gauge (since the
+    daemon started); None where absent. Over a phase: the difference of two readings."""
+    if url is None:
+        return None
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    buckets: dict[float, float] = {}
+    top = None
+    for family in text_string_to_metric_families(text):
+        if family.name == LAG:
+            buckets = {float(s.labels["le"]): s.value for s in family.samples if s.name == LAG + "_bucket"}
+        elif family.name == LAG_MAX and family.samples:
+            top = family.samples[0].value
+    return (buckets, top) if buckets else None
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The q-quantile of a cumulative histogram, linear within the bucket it falls in
+    (Prometheus' histogram_quantile); the last finite bound if it falls in +Inf."""
+    total = buckets.get(math.inf, 0.0)
+    if total <= 0:
+        return None
+    rank, low, below = q * total, 0.0, 0.0
+    for bound in sorted(buckets):
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return low
+            return low + (bound - low) * (rank - below) / (count - below) if count > below else bound
+        low, below = bound, count
+    return low
 
 
 @contextlib.contextmanager
