@@ -4,13 +4,12 @@ phases at stop, the rest at removal, the name and ID last of all."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 import attrs
 
-from podrt.rollback import StepRegistry, UndoFailure, teardown
+from podrt.rollback import StepRegistry
 from podrt.sandbox.claims import Claims
 from podrt.sandbox.run import STEP_CLASSES
 from podrt.sandbox.status import SandboxStatuses
@@ -62,21 +61,10 @@ class SandboxLifecycle:
             state = self._table.find(sandbox_id)
             if state is None or state.stopped:
                 return
-            await self._undo_stop_phase(state)
+            await undo_records(self._plan(state, stop_phase=True), self._registry, what=f"stop of pod sandbox {sandbox_id}",
+                               log=log, side_by_side=True, undone_after=STOPPED_AFTER)
             self._statuses.set_alive(sandbox_id, False)
             await self._table.update(sandbox_id, lambda s: attrs.evolve(s, stopped=True))
-
-    async def _undo_stop_phase(self, state: SandboxState) -> None:
-        """All stop steps' undos, each tried even when another failed; then RuntimeError naming the failures."""
-        plan = self._plan(state, stop_phase=True)
-        first = [s for s in plan if s.kind not in STOPPED_AFTER]
-        done = await asyncio.gather(*(teardown([s.undo_record()], self._registry, log=log) for s in first))
-        failures: list[UndoFailure] = [f for found in done for f in found]
-        failures += await teardown([s.undo_record() for s in plan if s.kind in STOPPED_AFTER], self._registry,
-                                   log=log)  # newest first, as they were made
-        if failures:
-            detail = "; ".join(f"{f.step}: {f.error}" for f in failures)
-            raise RuntimeError(f"stop of pod sandbox {state.id} incomplete: {detail}")
 
     async def remove(self, id_prefix: str) -> None:
         if (sandbox_id := self._table.known_id(id_prefix)) is None:

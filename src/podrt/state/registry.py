@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from typing import Generic, TypeVar
 
 from podrt.errors import NotFound
-from podrt.rollback import Step, StepRegistry, teardown
+from podrt.rollback import Step, StepRegistry, UndoFailure, teardown
 from podrt.state.idindex import IdIndex
 from podrt.state.records import PlanStep
 
@@ -92,15 +92,29 @@ class Registry(Generic[S]):
 
 
 async def undo_records(plan: Iterable[PlanStep], undo: StepRegistry | Mapping[str, Step] | Sequence[Step],
-                       *, what: str, log: logging.Logger, released_last: Collection[str] = ()) -> None:
+                       *, what: str, log: logging.Logger, released_last: Collection[str] = (),
+                       side_by_side: bool = False, undone_after: Collection[str] = ()) -> None:
     """Undo committed steps from a record's plan: first all but those of
     `released_last` kinds, then those; RuntimeError naming `what` (e.g.
-    "removal of container X") when a phase leaves something behind."""
+    "removal of container X") when a phase leaves something behind.
+    `side_by_side`: the first phase's undos run concurrently (each tried
+    whatever the others do). `undone_after`: kinds undone after the rest of
+    the first phase, newest first, even when some of the rest failed (the
+    namespaces the others work in); their failures count with the rest's."""
     steps = list(plan)
-    phases = [steps] if not released_last else [
-        [s for s in steps if s.kind not in released_last], [s for s in steps if s.kind in released_last]]
-    for part in phases:
-        failures = await teardown([s.undo_record() for s in part], undo, log=log)
-        if failures:
-            detail = "; ".join(f"{f.step}: {f.error}" for f in failures)
-            raise RuntimeError(f"{what} incomplete: {detail}")
+    first = [s for s in steps if s.kind not in released_last and s.kind not in undone_after]
+    if side_by_side:
+        found = await asyncio.gather(*(teardown([s.undo_record()], undo, log=log) for s in first))
+        failures = [f for each in found for f in each]
+    else:
+        failures = await teardown([s.undo_record() for s in first], undo, log=log)
+    failures += await teardown([s.undo_record() for s in steps if s.kind in undone_after], undo, log=log)
+    _complete(what, failures)
+    if released_last:
+        _complete(what, await teardown([s.undo_record() for s in steps if s.kind in released_last], undo, log=log))
+
+
+def _complete(what: str, failures: list[UndoFailure]) -> None:
+    if failures:
+        detail = "; ".join(f"{f.step}: {f.error}" for f in failures)
+        raise RuntimeError(f"{what} incomplete: {detail}")
