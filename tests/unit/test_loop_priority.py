@@ -21,16 +21,18 @@ seen = []
 thread = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
 thread.start(); thread.join()
 child = subprocess.run(["sh", "-c", "exec cat /proc/self/stat"], capture_output=True, text=True).stdout
-autogroup = open("/proc/self/autogroup").read().split()[-1] if os.path.exists("/proc/self/autogroup") else "-"
+# empty for a task in the kernel's default autogroup (a session that no setsid() ever made, as PID 1's)
+autogroup = (open("/proc/self/autogroup").read().split() or ["-"])[-1] if os.path.exists("/proc/self/autogroup") else "-"
 print(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), seen[0], child.rsplit(")", 1)[1].split()[16], autogroup)
 """
 
 
 def _probe(new_session: bool) -> list[str]:
     src = str(Path(__file__).resolve().parents[2] / "src")
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": src}, start_new_session=new_session).stdout
-    return out.split()
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": src}, start_new_session=new_session)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
 
 
 def test_the_loop_thread_is_raised_and_its_threads_and_children_are_not() -> None:
