@@ -17,6 +17,7 @@ from typing import IO
 from podrt.aio.blocking import BlockingDetector
 from podrt.aio.priority import prioritize_loop_thread
 from podrt.aio.tasks import TaskOwner
+from podrt.api.warm import start_warming
 from podrt.config import Config
 from podrt.container.events import EVENT_QUEUE, EventBus
 from podrt.container.manager import ContainerManager
@@ -149,6 +150,7 @@ class Daemon:
     async def start(self) -> None:
         started = time.perf_counter()
         prioritize_loop_thread(self.config.loop_nice)  # before the daemon starts any thread or child
+        start_warming()
         for directory in (self.root, self.runroot):
             with start_phase(f"cannot create the state directory {directory}"):
                 directory.mkdir(parents=True, exist_ok=True, mode=0o711)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from podrt.aio.blocking import BlockingDetector
+from podrt.aio.blocking import LONG_CALLBACK_CPU, BlockingDetector
 
 
 def _detect(tmp_path: Path, blocking: bool) -> list[str]:
@@ -72,3 +72,30 @@ def test_disarmed_it_wraps_nothing_and_says_nothing(tmp_path: Path, caplog: pyte
     assert os.fsync is fsync and detector.count == 1  # the fsync (a new file's open is not), not the read after
     assert [r.levelname for r in caplog.records].count("ERROR") == 1
     assert "blocking call on the event loop: os.fsync" in caplog.text and "in main" in caplog.text
+
+
+def test_a_callback_long_on_the_loops_cpu_is_reported_with_its_task_and_a_short_one_is_not() -> None:
+    reports: list[tuple[str, str]] = []
+    detector = BlockingDetector(lambda what, stack: reports.append((what, stack)))
+
+    def spin(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    async def busy(seconds: float) -> None:
+        spin(seconds)  # one step of this task
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        with detector.armed_on(asyncio.get_running_loop()):
+            await asyncio.create_task(busy(LONG_CALLBACK_CPU * 2), name="the-busy-one")
+            await asyncio.create_task(busy(LONG_CALLBACK_CPU / 4), name="a-quick-one")
+            asyncio.get_running_loop().call_soon(spin, LONG_CALLBACK_CPU * 2)
+            await asyncio.sleep(0.01)
+            await asyncio.to_thread(spin, LONG_CALLBACK_CPU * 2)  # not the loop's thread
+
+    asyncio.run(main())
+    assert [what.split(":", 1)[1].split("(")[0].strip().split(".<locals>.")[-1] for what, _ in reports] == [
+        "a step of task 'the-busy-one'", "spin"], reports
+    assert "in busy" in reports[0][1]  # where the task waits now
