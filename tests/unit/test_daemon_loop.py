@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from podrt.aio.loop import DaemonLoop, run
-from podrt.host import proc
 from podrt.host.procfs import pid_running
 
 
@@ -39,10 +38,15 @@ def test_children_start_and_are_reaped_off_the_loop_thread_and_no_thread_waits_f
     monkeypatch.setattr(subprocess.Popen, "wait", wait_spy)
     monkeypatch.setattr(subprocess, "Popen", spy)
 
+    async def one(n: int) -> tuple[int, bytes, bytes]:
+        child = await asyncio.create_subprocess_exec("sh", "-c", f"echo out{n}; echo err{n} >&2; exit {n}",
+                                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await child.communicate()
+        return await child.wait(), out, err
+
     async def main() -> tuple[list[tuple[int, bytes, bytes]], int]:
         threads = threading.active_count()
-        results = await asyncio.gather(*(proc.run(["sh", "-c", f"echo out{n}; echo err{n} >&2; exit {n}"], timeout=30)
-                                         for n in range(8)))
+        results = await asyncio.gather(*(one(n) for n in range(8)))
         return results, threading.active_count() - threads
 
     results, more_threads = run(main())
@@ -53,7 +57,12 @@ def test_children_start_and_are_reaped_off_the_loop_thread_and_no_thread_waits_f
 
 
 def test_stdin_reaches_the_child() -> None:
-    assert run(proc.run(["cat"], timeout=30, stdin=b"hello")) == (0, b"hello", b"")
+    async def main() -> tuple[bytes, bytes]:
+        child = await asyncio.create_subprocess_exec("cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                     stderr=subprocess.PIPE)
+        return await child.communicate(b"hello")
+
+    assert run(main()) == (b"hello", b"")
 
 
 def test_a_missing_program_raises_as_asyncio_does() -> None:
