@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import subprocess
@@ -183,3 +184,23 @@ async def test_no_descriptor_outlives_a_call(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+async def test_a_child_whose_pidfd_cannot_be_had_is_killed_and_reaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    children: list[subprocess.Popen[bytes]] = []
+    real = subprocess.Popen
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        children.append(real(*args, **kwargs))
+        return children[-1]
+
+    def no_descriptors(pid: int) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    monkeypatch.setattr(os, "pidfd_open", no_descriptors)
+    with pytest.raises(OSError, match="Too many open files"):
+        await proc.run(["sleep", "300"], timeout=60)
+    [child] = children
+    assert child.returncode == -signal.SIGKILL
+    assert child.stdout is not None and child.stdout.closed

@@ -139,7 +139,12 @@ class _Life:
             argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
         self.pid = self.child.pid
-        self.pidfd = os.pidfd_open(self.pid)
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except OSError:  # out of descriptors: the child must not outlive the call
+            kill_group(self.pid, signal.SIGKILL)
+            with self.child:  # its pipes closed, it reaped
+                raise
         self.limit = limit
         self.exited = self.stopped = False
         self.code: int | None = None
