@@ -11,32 +11,19 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from podrt.aio.loop import DaemonLoop, run
 from podrt.host.procfs import pid_running
+from tests.support.popen_threads import popen_threads
 
 
 def test_children_start_and_are_reaped_off_the_loop_thread_and_no_thread_waits_for_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Off the loop's thread: Popen's set-up and the reaping of the zombie (the
     kernel's release of a CNI plugin took 10-40 ms of the reaper's CPU)."""
-    starters: list[str] = []
-    reapers: list[str] = []
-    real, real_wait = subprocess.Popen, subprocess.Popen.wait
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        starters.append(threading.current_thread().name)
-        return real(*args, **kwargs)
-
-    def wait_spy(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
-        reapers.append(threading.current_thread().name)
-        return real_wait(self, timeout)
-
-    monkeypatch.setattr(subprocess.Popen, "wait", wait_spy)
-    monkeypatch.setattr(subprocess, "Popen", spy)
+    starters, reapers = popen_threads(monkeypatch)
 
     async def one(n: int) -> tuple[int, bytes, bytes]:
         child = await asyncio.create_subprocess_exec("sh", "-c", f"echo out{n}; echo err{n} >&2; exit {n}",

@@ -7,7 +7,6 @@ import errno
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from podrt.host import proc
 from podrt.host.procfs import pid_running
+from tests.support.popen_threads import popen_threads
 
 
 def _pid(path: Path) -> int:
@@ -86,23 +86,12 @@ def _reaped(pid: int) -> bool:
 async def test_children_live_on_a_runner_thread_not_the_loops(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start, stdin, output and reaping all off the loop's thread: through
     asyncio's transport a child cost the loop ~1 ms of CPU (issue 20)."""
-    threads: list[str] = []
-    real, real_wait = subprocess.Popen, subprocess.Popen.wait
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        return real(*args, **kwargs)
-
-    def wait_spy(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
-        threads.append(threading.current_thread().name)
-        return real_wait(self, timeout)
-
-    monkeypatch.setattr(subprocess.Popen, "wait", wait_spy)
-    monkeypatch.setattr(subprocess, "Popen", spy)
+    starters, reapers = popen_threads(monkeypatch)
     results = await asyncio.gather(*(proc.run(["sh", "-c", f"cat; echo err{n} >&2; exit {n}"], stdin=f"in{n}".encode(),
                                               timeout=30) for n in range(8)))
     assert results == [(n, f"in{n}".encode(), f"err{n}\n".encode()) for n in range(8)]
-    assert len(threads) == 16 and all(name.startswith("podrt-run") for name in threads), threads
+    assert len(starters) == 8 and all(name.startswith("podrt-run") for name in starters), starters
+    assert len(reapers) == 8 and all(name.startswith("podrt-run") for name in reapers), reapers
 
 
 async def test_cancel_reaches_the_thread_at_once(tmp_path: Path) -> None:
