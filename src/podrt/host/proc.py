@@ -130,8 +130,8 @@ class _Life:
     """One child's life on the calling thread: one poll over its stdin (while
     there is input to write), stdout, stderr, its pidfd and the stop fd, the
     waits bounded by deadlines. Reaped (Popen.wait, under Popen's lock) as soon
-    as the pidfd says it exited: its group's ID must not be signalled once it
-    may have been reused."""
+    as the pidfd says it exited: an unreaped leader would keep its group looking
+    occupied to group_has_members."""
 
     def __init__(self, argv: Sequence[str], stdin: bytes | None, env: Mapping[str, str] | None, cwd: str | None,
                  limit: int, stop: int | None) -> None:
