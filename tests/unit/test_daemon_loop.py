@@ -11,38 +11,29 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from podrt.aio.loop import DaemonLoop, run
-from podrt.host import proc
 from podrt.host.procfs import pid_running
+from tests.support.popen_threads import popen_threads
 
 
 def test_children_start_and_are_reaped_off_the_loop_thread_and_no_thread_waits_for_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Off the loop's thread: Popen's set-up and the reaping of the zombie (the
     kernel's release of a CNI plugin took 10-40 ms of the reaper's CPU)."""
-    starters: list[str] = []
-    reapers: list[str] = []
-    real, real_wait = subprocess.Popen, subprocess.Popen.wait
+    starters, reapers = popen_threads(monkeypatch)
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        starters.append(threading.current_thread().name)
-        return real(*args, **kwargs)
-
-    def wait_spy(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
-        reapers.append(threading.current_thread().name)
-        return real_wait(self, timeout)
-
-    monkeypatch.setattr(subprocess.Popen, "wait", wait_spy)
-    monkeypatch.setattr(subprocess, "Popen", spy)
+    async def one(n: int) -> tuple[int, bytes, bytes]:
+        child = await asyncio.create_subprocess_exec("sh", "-c", f"echo out{n}; echo err{n} >&2; exit {n}",
+                                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await child.communicate()
+        return await child.wait(), out, err
 
     async def main() -> tuple[list[tuple[int, bytes, bytes]], int]:
         threads = threading.active_count()
-        results = await asyncio.gather(*(proc.run(["sh", "-c", f"echo out{n}; echo err{n} >&2; exit {n}"], timeout=30)
-                                         for n in range(8)))
+        results = await asyncio.gather(*(one(n) for n in range(8)))
         return results, threading.active_count() - threads
 
     results, more_threads = run(main())
@@ -53,7 +44,12 @@ def test_children_start_and_are_reaped_off_the_loop_thread_and_no_thread_waits_f
 
 
 def test_stdin_reaches_the_child() -> None:
-    assert run(proc.run(["cat"], timeout=30, stdin=b"hello")) == (0, b"hello", b"")
+    async def main() -> tuple[bytes, bytes]:
+        child = await asyncio.create_subprocess_exec("cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                     stderr=subprocess.PIPE)
+        return await child.communicate(b"hello")
+
+    assert run(main()) == (b"hello", b"")
 
 
 def test_a_missing_program_raises_as_asyncio_does() -> None:
