@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri import sandbox_convert as conv
+from podrt.cri import status_wire
 from podrt.cri.statuscache import StatusCache, verbose_info
 from podrt.sandbox.manager import SandboxView
 from tests.unit.test_listcache import _view
@@ -21,7 +22,7 @@ def _key(view: SandboxView) -> tuple[str, object, object]:
 
 
 def _cache(known: set[str] | None = None) -> StatusCache[SandboxView]:
-    return StatusCache(cri.PodSandboxStatusResponse, conv.pod_sandbox_status, _key,
+    return StatusCache(cri.PodSandboxStatusResponse, status_wire.pod_sandbox_status, _key,
                        known=(lambda i: True) if known is None else known.__contains__)
 
 
@@ -101,9 +102,9 @@ def test_a_new_items_info_is_read_while_its_status_is_encoded() -> None:
     encoded on the loop, so the two overlap; a failed inspect is the call's error."""
     order: list[str] = []
 
-    def to_status(view: SandboxView) -> cri.PodSandboxStatus:
+    def to_status(view: SandboxView) -> bytes:
         order.append("status")
-        return conv.pod_sandbox_status(view)
+        return status_wire.pod_sandbox_status(view)
 
     cache = StatusCache(cri.PodSandboxStatusResponse, to_status, _key, known=lambda i: True)
 
