@@ -11,7 +11,6 @@ field 1 and the value as field 2. The info is encoded at each call.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -31,8 +30,12 @@ def info_entries(info: Mapping[str, str]) -> bytes:
 
 def verbose_info(info: Mapping[str, object] | None) -> dict[str, str]:
     """A status response's info map: the verbose info as one JSON value under "info" (as
-    containerd and CRI-O send it); nothing when not asked."""
-    return {"info": json.dumps(info)} if info is not None else {}
+    containerd and CRI-O send it); nothing when not asked. A bytes value is
+    JSON text already (a spec as written): put in as it is, not parsed and written again."""
+    if info is None:
+        return {}
+    return {"info": "{" + ", ".join(f"{json.dumps(k)}: {v.decode() if isinstance(v, bytes) else json.dumps(v)}"
+                                    for k, v in info.items()) + "}"}
 
 
 class _Item(NamedTuple):
@@ -71,19 +74,13 @@ class StatusCache(Generic[V]):
         as one JSON value), the info too encoded once per record and state:
         what it holds (the spec as written at creation, what podrt knows of
         the process) changes only with them. critest asks it at every status,
-        each time of a new item: then `inspect` starts first (its file read
-        goes to a worker thread) and the status is encoded meanwhile."""
-        item_id, record, state = self._key(view)
-        found = self._items.get(item_id)
-        if found is not None and found.record is record and found.state == state and found.info is not None:
-            return encoded(self._response_cls, found.status + found.info)
-        reading = asyncio.ensure_future(inspect(view))
-        try:
-            await asyncio.sleep(0)  # `inspect` runs up to its first wait
-            found = self._item(view)
-            info = info_entries(verbose_info(await reading))
-        finally:
-            reading.cancel()  # only if the above failed: it is done otherwise
-        if self._items.get(item_id) is found:  # not changed meanwhile
-            self._items[item_id] = found._replace(info=info)
-        return encoded(self._response_cls, found.status + info)
+        each time of a new item, right after its create or start: the spec
+        is then in memory (steps/spec_files.py) and nothing here waits, so
+        the answer does not queue behind the creation's own work on the loop."""
+        found = self._item(view)
+        if found.info is None:
+            info = info_entries(verbose_info(await inspect(view)))
+            if self._items.get(self._key(view)[0]) is not found:  # changed meanwhile: this answer only
+                return encoded(self._response_cls, found.status + info)
+            found = self._items[self._key(view)[0]] = found._replace(info=info)
+        return encoded(self._response_cls, found.status + found.info)
