@@ -78,9 +78,10 @@ class StatusCache(Generic[V]):
         is then in memory (steps/spec_files.py) and nothing here waits, so
         the answer does not queue behind the creation's own work on the loop."""
         found = self._item(view)
-        if found.info is None:
+        info = found.info
+        if info is None:
             info = info_entries(verbose_info(await inspect(view)))
-            if self._items.get(self._key(view)[0]) is not found:  # changed meanwhile: this answer only
-                return encoded(self._response_cls, found.status + info)
-            found = self._items[self._key(view)[0]] = found._replace(info=info)
-        return encoded(self._response_cls, found.status + found.info)
+            item_id = self._key(view)[0]
+            if self._items.get(item_id) is found:  # not changed meanwhile
+                self._items[item_id] = found._replace(info=info)
+        return encoded(self._response_cls, found.status + info)
