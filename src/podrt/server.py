@@ -148,13 +148,14 @@ async def _send_unary(stream: Any, message: Any) -> None:
     one frame or than the flow-control window goes grpclib's way (_send_data)."""
     h2 = stream._stream
     conn = h2._h2_connection
-    if stream._send_initial_metadata_done or h2.id not in conn.streams:
-        return await _grpclib_send_message(stream, message)  # its errors, as grpclib raises them
+    if stream._send_initial_metadata_done:
+        return await _grpclib_send_message(stream, message)  # its error, as grpclib raises it
     body = stream._codec.encode(message, stream._send_type)
     data = struct.pack(">?I", False, len(body)) + body
     await h2.connection.write_ready.wait()
-    if len(data) > min(conn.local_flow_control_window(h2.id), conn.max_outbound_frame_size):
-        return await _grpclib_send_message(stream, message)
+    if h2.id not in conn.streams or len(data) > min(conn.local_flow_control_window(h2.id),
+                                                    conn.max_outbound_frame_size):
+        return await _grpclib_send_message(stream, message)  # a closed stream's error too
     conn.send_headers(h2.id, [(":status", "200"), ("content-type", stream._content_type)])
     conn.send_data(h2.id, data)
     conn.send_headers(h2.id, _TRAILERS_OK, end_stream=True)

@@ -186,3 +186,10 @@ def test_a_send_listener_gets_grpclibs_way() -> None:
     server, _client, sid = _pair(4 << 20, headers=False)
     reply = cri.VersionResponse(version="1")
     assert len(_answer(_grpc_stream(server, sid, dispatch=dispatch), reply)) == 3 and seen == [reply]
+
+
+def test_a_stream_the_client_reset_gets_no_answer() -> None:
+    server, client, sid = _pair(4 << 20, headers=False)
+    client.reset_stream(sid)
+    server.receive_data(client.data_to_send())
+    assert _answer(_grpc_stream(server, sid), cri.VersionResponse(version="1")) == []
