@@ -27,6 +27,7 @@ from typing import Any
 import betterproto
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.events import SendInitialMetadata, SendMessage, SendTrailingMetadata
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
@@ -132,10 +133,54 @@ async def _send_data(h2: Any, data: bytes, end_stream: bool = False) -> None:
             return
 
 
+_TRAILERS_OK = [("grpc-status", "0")]
+_SEND_EVENTS = (SendInitialMetadata, SendMessage, SendTrailingMetadata)  # what _send_unary does not dispatch
+
+
+async def _send_unary(stream: Any, message: Any) -> None:
+    """grpclib's server Stream.send_message (0.4.x) for the one message of a
+    unary answer, with its headers before and its trailers (grpc-status 0)
+    after, in one socket write: grpclib writes each of the three on its own,
+    with its own await and bookkeeping, and the client wakes for each. What
+    grpclib does between them is not needed here: its send events have no
+    listener (guard_requests checks), and nothing follows the message in a
+    unary handler (cri/hooks.py's wrapper only counts). An answer larger than
+    one frame or than the flow-control window goes grpclib's way (_send_data)."""
+    h2 = stream._stream
+    conn = h2._h2_connection
+    if stream._send_initial_metadata_done:
+        return await _grpclib_send_message(stream, message)  # its error, as grpclib raises it
+    body = stream._codec.encode(message, stream._send_type)
+    data = struct.pack(">?I", False, len(body)) + body
+    await h2.connection.write_ready.wait()
+    if h2.id not in conn.streams or len(data) > min(conn.local_flow_control_window(h2.id),
+                                                    conn.max_outbound_frame_size):
+        return await _grpclib_send_message(stream, message)  # a closed stream's error too
+    conn.send_headers(h2.id, [(":status", "200"), ("content-type", stream._content_type)])
+    conn.send_data(h2.id, data)
+    conn.send_headers(h2.id, _TRAILERS_OK, end_stream=True)
+    h2._transport.write(conn.data_to_send())
+    stream._send_initial_metadata_done = stream._send_message_done = stream._send_trailing_metadata_done = True
+    stream._messages_sent += 1
+    h2.data_sent += len(data)
+    h2.connection.data_sent += len(data)
+    h2.connection.messages_sent += 1
+    h2.connection.last_message_sent = time.monotonic()
+    h2.connection.data_send_process()  # keepalive's bookkeeping
+
+
+def _grpclib_send_message(stream: Any, message: Any) -> Any:
+    return type(stream).send_message(stream, message)
+
+
 def guard_requests(stream: Any, max_size: int) -> None:
-    """Route this call's request reads through _recv_request, its data writes through _send_data."""
+    """Route this call's request reads through _recv_request, its data writes
+    through _send_data, and a unary answer through _send_unary."""
     stream.recv_message = functools.partial(_recv_request, stream, max_size)
     stream._stream.send_data = functools.partial(_send_data, stream._stream)
+    listeners = stream._dispatch._listeners
+    if not stream._cardinality.server_streaming and not any(listeners.get(e) for e in _SEND_EVENTS):
+        stream.send_message = functools.partial(_send_unary, stream)
 
 
 @dataclass(eq=False, repr=False)

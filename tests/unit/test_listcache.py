@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri import sandbox_convert as conv
-from podrt.cri.listcache import ListCache, chunk_bounds, chunked, entries, varint, whole
+from podrt.cri.listcache import ListCache, chunk_bounds, chunked, entries, whole
+from podrt.cri.wire import varint
 from podrt.model.sandbox import SandboxConfig
 from podrt.sandbox.manager import SandboxView
 from podrt.state.records import SandboxState

@@ -4,6 +4,7 @@ sends; a changed record or state is encoded again; removed items' entries go."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import attrs
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from podrt.api.runtime import v1 as cri
 from podrt.cri import sandbox_convert as conv
+from podrt.cri import status_wire
 from podrt.cri.statuscache import StatusCache, verbose_info
 from podrt.sandbox.manager import SandboxView
 from tests.unit.test_listcache import _view
@@ -21,7 +23,7 @@ def _key(view: SandboxView) -> tuple[str, object, object]:
 
 
 def _cache(known: set[str] | None = None) -> StatusCache[SandboxView]:
-    return StatusCache(cri.PodSandboxStatusResponse, conv.pod_sandbox_status, _key,
+    return StatusCache(cri.PodSandboxStatusResponse, status_wire.pod_sandbox_status, _key,
                        known=(lambda i: True) if known is None else known.__contains__)
 
 
@@ -96,36 +98,49 @@ def test_verbose_info_is_read_once_per_record_and_state() -> None:
 
 
 
-def test_a_new_items_info_is_read_while_its_status_is_encoded() -> None:
-    """inspect's file read (a worker thread) starts before the status is
-    encoded on the loop, so the two overlap; a failed inspect is the call's error."""
-    order: list[str] = []
-
-    def to_status(view: SandboxView) -> cri.PodSandboxStatus:
-        order.append("status")
-        return conv.pod_sandbox_status(view)
-
-    cache = StatusCache(cri.PodSandboxStatusResponse, to_status, _key, known=lambda i: True)
+def test_a_verbose_status_from_memory_lets_no_other_work_run_first() -> None:
+    """critest asks right after a create, whose work goes on on the loop: an
+    info made without waiting (the spec in memory) answers in the same step;
+    a failed inspect is the call's error; an item changed while its info was
+    read gets that info in this answer only."""
+    cache = _cache()
 
     async def inspect(view: SandboxView) -> dict[str, object]:
-        order.append("read")
-        await asyncio.sleep(0.01)  # the worker thread's read
         return {"pid": 1}
 
     async def broken(view: SandboxView) -> dict[str, object]:
         raise OSError("gone")
 
     async def run() -> None:
+        ran: list[int] = []
+        asyncio.get_running_loop().call_soon(ran.append, 1)
         view = _view(5, True, {})
         got = cri.PodSandboxStatusResponse().parse(bytes(await cache.verbose(view, inspect)))
-        assert got.info == verbose_info({"pid": 1}) and got.status.id == view.state.id
-        assert order == ["read", "status"]
-        other = _view(6, True, {})
+        assert ran == [] and got.info == verbose_info({"pid": 1}) and got.status.id == view.state.id
         try:
-            await cache.verbose(other, broken)
+            await cache.verbose(_view(6, True, {}), broken)
         except OSError:
             pass
         else:
             raise AssertionError("the inspect's error was lost")
+        changed = attrs.evolve(view, ready=False)
+
+        async def slow(v: SandboxView) -> dict[str, object]:
+            await asyncio.sleep(0)
+            cache.response(changed, {})  # meanwhile, another call sees the change
+            return {"pid": 2}
+
+        fresh = _view(7, True, {})
+        changed = attrs.evolve(fresh, ready=False)
+        got = cri.PodSandboxStatusResponse().parse(bytes(await cache.verbose(fresh, slow)))
+        assert got.info == verbose_info({"pid": 2}) and got.status.state == cri.PodSandboxState.SANDBOX_READY
+        assert cache._items[fresh.state.id].info is None  # the changed item's entry holds no stale info
 
     asyncio.run(run())
+
+
+def test_json_text_goes_into_the_info_as_it_is() -> None:
+    spec = {"ociVersion": "1.0.2", "process": {"args": ["sh"]}}
+    info = verbose_info({"pid": 3, "runtimeSpec": json.dumps(spec, indent=1).encode(), "none": None})
+    assert json.loads(info["info"]) == {"pid": 3, "runtimeSpec": spec, "none": None}
+    assert verbose_info({"pid": 3, "ips": ["a"]})["info"] == json.dumps({"pid": 3, "ips": ["a"]})

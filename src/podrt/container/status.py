@@ -10,7 +10,6 @@ the file are for that reader, start-up and tests."""
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +25,7 @@ from podrt.security.seccomp import ProfileType
 from podrt.state.records import ContainerState
 from podrt.state.registry import Registry
 from podrt.steps.container.context import ContainerDeps
-from podrt.steps.spec_files import read_spec
+from podrt.steps.spec_files import spec_text
 
 UNKNOWN_EXIT = 255  # an exit nobody saw (CRI-O's)
 _PROCESS_STATUS = {ContainerStatus.CREATED: "created", ContainerStatus.RUNNING: "running",
@@ -142,7 +141,7 @@ class ContainerStatuses:
         the OCI spec as written, what podrt knows of the process (runc is not
         asked), and what was asked for but not applied on this host."""
         state = view.state
-        spec = await asyncio.to_thread(read_spec, self.deps.container_dir(state.id) / "config.json")
+        spec = await spec_text(self.deps.container_dir(state.id) / "config.json")
         process = {"id": state.id, "pid": state.pid, "status": _PROCESS_STATUS[view.status]}
         info: dict[str, object] = {"sandboxID": state.sandbox_id, "pid": state.pid, "conmonPid": state.conmon_pid,
                                    "runtimeSpec": spec, "runtimeState": process}

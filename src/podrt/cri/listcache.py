@@ -18,30 +18,10 @@ from typing import Any, Generic, TypeVar
 
 import betterproto
 
+from podrt.cri.wire import varint
+
 V = TypeVar("V")
 _LIST_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited): the list of every List/Stream response
-
-
-_ONE_BYTE = [bytes([n]) for n in range(0x80)]
-
-
-def varint(n: int) -> bytes:
-    if n < 0x80:
-        return _ONE_BYTE[n]
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def field(number: int, body: bytes) -> bytes:
-    """A length-delimited field (wire type 2): a message, bytes or a string."""
-    return varint(number << 3 | 2) + varint(len(body)) + body
 
 
 def entry(body: bytes) -> bytes:

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from podrt.api.runtime import v1 as cri
 from podrt.container.metrics import ContainerReading, PodReading
 from podrt.cri import metric_names as n
-from podrt.cri.listcache import entry, varint
+from podrt.cri.listcache import entry
+from podrt.cri.wire import varint
 from podrt.host.cgroups import Usage
 
 NS = 1_000_000_000

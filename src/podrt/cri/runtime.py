@@ -15,8 +15,7 @@ import grpclib.const
 
 from podrt.api.runtime import v1 as cri
 from podrt.container.manager import ContainerManager, ContainerView
-from podrt.cri import container_convert as cconv
-from podrt.cri import sandbox_convert as conv
+from podrt.cri import status_wire
 from podrt.cri.containers import ContainerRpcs
 from podrt.cri.events import EventRpcs
 from podrt.cri.lists import ContainerList, PodList
@@ -56,9 +55,9 @@ class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, L
         self._containers = containers
         self._pod_list = PodList(sandboxes)
         self._container_list = ContainerList(containers)
-        self._pod_status_cache = StatusCache(cri.PodSandboxStatusResponse, conv.pod_sandbox_status, _pod_key,
+        self._pod_status_cache = StatusCache(cri.PodSandboxStatusResponse, status_wire.pod_sandbox_status, _pod_key,
                                              lambda i: self._sandboxes.known(i))
-        self._container_status_cache = StatusCache(cri.ContainerStatusResponse, cconv.container_status, _container_key,
+        self._container_status_cache = StatusCache(cri.ContainerStatusResponse, status_wire.container_status, _container_key,
                                                    lambda i: self._containers.known(i))
         self._chunk_size = chunk_size
         self._init_events()

@@ -1,8 +1,8 @@
 """PodSandboxStatus and ContainerStatus answered from each item's encoded
 status, kept while its record and state hold (a record is immutable: a
-changed one is a new object). betterproto builds and encodes a
-ContainerStatus in ~0.7 ms, as long as the whole round trip; joining cached
-bytes costs microseconds. critest's benchmark asks a status at every step.
+changed one is a new object): joining cached bytes costs microseconds.
+critest's benchmark asks a status at every step, of a new item each time:
+the status is encoded by cri/status_wire.py, not betterproto (~0.5 ms).
 
 Both responses hold the status as field 1 and the verbose info as field 2,
 a map<string, string>: on the wire, one message per entry with the key as
@@ -11,32 +11,31 @@ field 1 and the value as field 2. The info is encoded at each call.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import betterproto
 
-from podrt.cri.listcache import encoded, entry, field
+from podrt.cri.listcache import encoded, entry
+from podrt.cri.wire import string_map
 
 V = TypeVar("V")
 
 
-def _string(number: int, text: str) -> bytes:
-    """A string field; nothing for "", proto3's default (as betterproto writes a map entry)."""
-    return field(number, text.encode()) if text else b""
-
-
 def info_entries(info: Mapping[str, str]) -> bytes:
     """The map field 2 of a status response."""
-    return b"".join(field(2, _string(1, k) + _string(2, v)) for k, v in info.items())
+    return string_map(2, info)
 
 
 def verbose_info(info: Mapping[str, object] | None) -> dict[str, str]:
     """A status response's info map: the verbose info as one JSON value under "info" (as
-    containerd and CRI-O send it); nothing when not asked."""
-    return {"info": json.dumps(info)} if info is not None else {}
+    containerd and CRI-O send it); nothing when not asked. A bytes value is
+    JSON text already (a spec as written): put in as it is, not parsed and written again."""
+    if info is None:
+        return {}
+    return {"info": "{" + ", ".join(f"{json.dumps(k)}: {v.decode() if isinstance(v, bytes) else json.dumps(v)}"
+                                    for k, v in info.items()) + "}"}
 
 
 class _Item(NamedTuple):
@@ -47,10 +46,10 @@ class _Item(NamedTuple):
 
 
 class StatusCache(Generic[V]):
-    """`key(view)`: (ID, record, state); `known(ID)`: whether the item is still there
+    """`to_status(view)`: the status' encoding (cri/status_wire.py); `key(view)`: (ID, record, state); `known(ID)`: whether the item is still there
     (entries of removed items are dropped once they are as many as the live ones)."""
 
-    def __init__(self, response_cls: type[betterproto.Message], to_status: Callable[[V], betterproto.Message],
+    def __init__(self, response_cls: type[betterproto.Message], to_status: Callable[[V], bytes],
                  key: Callable[[V], tuple[str, object, object]], known: Callable[[str], bool]) -> None:
         self._response_cls, self._to_status, self._key, self._known = response_cls, to_status, key, known
         self._items: dict[str, _Item] = {}
@@ -60,7 +59,7 @@ class StatusCache(Generic[V]):
         item_id, record, state = self._key(view)
         found = self._items.get(item_id)
         if found is None or found.record is not record or found.state != state:
-            found = self._items[item_id] = _Item(record, state, entry(bytes(self._to_status(view))), None)
+            found = self._items[item_id] = _Item(record, state, entry(self._to_status(view)), None)
             if len(self._items) > self._limit:
                 self._items = {i: v for i, v in self._items.items() if self._known(i)}
                 self._limit = 2 * len(self._items) + 64
@@ -75,19 +74,14 @@ class StatusCache(Generic[V]):
         as one JSON value), the info too encoded once per record and state:
         what it holds (the spec as written at creation, what podrt knows of
         the process) changes only with them. critest asks it at every status,
-        each time of a new item: then `inspect` starts first (its file read
-        goes to a worker thread) and the status is encoded meanwhile."""
-        item_id, record, state = self._key(view)
-        found = self._items.get(item_id)
-        if found is not None and found.record is record and found.state == state and found.info is not None:
-            return encoded(self._response_cls, found.status + found.info)
-        reading = asyncio.ensure_future(inspect(view))
-        try:
-            await asyncio.sleep(0)  # `inspect` runs up to its first wait
-            found = self._item(view)
-            info = info_entries(verbose_info(await reading))
-        finally:
-            reading.cancel()  # only if the above failed: it is done otherwise
-        if self._items.get(item_id) is found:  # not changed meanwhile
-            self._items[item_id] = found._replace(info=info)
+        each time of a new item, right after its create or start: the spec
+        is then in memory (steps/spec_files.py) and nothing here waits, so
+        the answer does not queue behind the creation's own work on the loop."""
+        found = self._item(view)
+        info = found.info
+        if info is None:
+            info = info_entries(verbose_info(await inspect(view)))
+            item_id = self._key(view)[0]
+            if self._items.get(item_id) is found:  # not changed meanwhile
+                self._items[item_id] = found._replace(info=info)
         return encoded(self._response_cls, found.status + info)

@@ -3,7 +3,6 @@ verbose info, and the netns PortForward enters."""
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
 from collections.abc import Callable, Iterable
@@ -16,7 +15,7 @@ from podrt.host.inotify import DirWatches
 from podrt.state.records import SandboxState
 from podrt.state.registry import Registry
 from podrt.steps.sandbox.context import SandboxDeps
-from podrt.steps.spec_files import read_spec
+from podrt.steps.spec_files import spec_text
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ class SandboxStatuses:
         answers it from memory)."""
         s = view.state
         return {
-            "runtimeSpec": await asyncio.to_thread(read_spec, self.deps.sandbox_dir(s.id) / "config.json"),
+            "runtimeSpec": await spec_text(self.deps.sandbox_dir(s.id) / "config.json"),  # its JSON text
             "runtimeState": ({"id": s.id, "pid": s.infra_pid, "status": "running" if view.ready else "stopped"}
                              if s.infra_pid else None),  # a pod without an infra process has none
             "pid": s.infra_pid,

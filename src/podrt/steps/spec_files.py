@@ -5,6 +5,7 @@ each builds its own spec."""
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -15,22 +16,46 @@ from podrt.host.fsutil import atomic_write
 from podrt.steps.base import DepsStep
 from podrt.steps.context import Specified
 
+WRITTEN_KEPT = 64  # specs kept in memory (spec_text): those of the newest pods and containers
+
+_written: dict[str, bytes] = {}  # path -> the JSON text write_spec wrote there
+
 
 def write_spec(files: list[str], spec: dict[str, Any]) -> None:
     """[bundle, state dir copy]: the bundle is under the runroot, which a reboot
     empties (its runc and conmon with it), so only the copy is synced (2 fsyncs
-    fewer on every creation)."""
+    fewer on every creation). The text stays in memory for the copy's path:
+    a status asked right after a create reads it there, not from the disk
+    in a worker thread (whose wait for the GIL and the loop, with the
+    creation's own work going on, was most of the status' time)."""
     payload = json.dumps(spec, indent=1).encode()
+    _forget(files)
     for n, f in enumerate(files):
         atomic_write(Path(f), payload, durable=n > 0)
+    if files:
+        _written[files[-1]] = payload
+        if len(_written) > WRITTEN_KEPT:
+            del _written[next(iter(_written))]  # the oldest
 
 
-def read_spec(path: Path) -> dict[str, Any] | None:
-    """A spec `write_spec` wrote; None when it is gone (blocking: a worker thread's)."""
+def _forget(files: list[str]) -> None:
+    for f in files:
+        _written.pop(f, None)
+
+
+def _read(path: Path) -> bytes | None:
     try:
-        return json.loads(path.read_bytes())
+        return path.read_bytes()
     except FileNotFoundError:
         return None
+
+
+async def spec_text(path: Path) -> bytes | None:
+    """The JSON text of the spec `write_spec` wrote to `path` (a state dir
+    copy): from memory when kept (the newest), else read in a worker
+    thread (as after a restart); None when it is gone."""
+    text = _written.get(str(path))
+    return text if text is not None else await asyncio.to_thread(_read, path)
 
 
 S = TypeVar("S", bound=Specified, contravariant=True)
@@ -60,6 +85,7 @@ class WriteSpec(DepsStep[S, D]):
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
+        _forget(data["files"])
         for f in data["files"]:
             try:
                 os.unlink(f)
