@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import attrs
@@ -24,12 +24,15 @@ import attrs
 from podrt.aio import SharedTask, finish_in_thread
 from podrt.config import Config
 from podrt.errors import FailedPrecondition
+from podrt.host.inotify import DirWatch
 from podrt.images.pull import Puller, PullSettings
 from podrt.images.registry import Credentials
 from podrt.images.store import ImageRecord, ImageStore
 from podrt.oci.reference import Reference, looks_like_image_id, parse, parse_id
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -55,6 +58,15 @@ class ImageManager:
         self._gc_idle = asyncio.Event()
         self._gc_idle.set()
         self._removing: set[str] = set()  # IDs RemoveImage is deleting (past its users check)
+        # image ID -> (the records' generation, its layers' l/ links top first) as the last look in a
+        # thread found them (find, keep); None: a layer was missing then. A generation later, records
+        # may have gone and come back with their layers unpacked anew: looked up again.
+        self._links: dict[str, tuple[str | None, tuple[str, ...] | None]] = {}
+        # the records in memory are the store's while no write into records/ was seen since they
+        # were last read (`_fresh_at == _changes`): a look-up then needs no trip to a thread
+        self._watch: DirWatch | None = None
+        self._changes = 0
+        self._fresh_at = -1
         # who runs from an image ("pod sandbox <id> (<name>)", later containers), set by the daemon
         self.users: Callable[[str], list[str]] = lambda _image_id: []
 
@@ -62,9 +74,29 @@ class ImageManager:
         removed = await asyncio.to_thread(self.store.prepare)
         if removed:
             log.info("image store: removed what no image needs: %s", ", ".join(removed[:20]))
+        self._watch_records()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
 
+    def _watch_records(self) -> None:
+        """Every change of the records (this daemon's, or `podrt image import`'s
+        beside it) writes into records/ (a record, the .generation token): the
+        loop sees it before it reads a request sent after it."""
+        watch = DirWatch(self.store.records_dir, self._records_written)
+        try:
+            watch.start()
+        except OSError as exc:  # no inotify instance left: every look-up reads the generation in a thread
+            log.warning("image store: cannot watch %s (%s); image look-ups read the store each time",
+                        self.store.records_dir, exc.strerror or exc)
+            return
+        self._watch = watch
+
+    def _records_written(self, _name: str | None) -> None:
+        self._changes += 1
+
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._session is not None:
             await self._session.close()
 
@@ -72,8 +104,26 @@ class ImageManager:
 
     async def find(self, text: str) -> ImageRecord | None:
         """By ID (`sha256:<hex>` or the bare hex) or by any name it has; its
-        config and layer links read (in a thread) for view() and lower_link()."""
-        return await asyncio.to_thread(self._find_now, text)
+        config and layer links read (in a thread) for view() and layer_links().
+        From memory, with no trip to a thread, while the records are the
+        store's and the image's files were read (CreateContainer, ImageStatus)."""
+        if self._fresh():
+            record = self._lookup(text)
+            if record is None or (self._links_known(record) and record.id in self._configs):
+                return record
+        return await self._read_store(self._find_now, text)
+
+    def _fresh(self) -> bool:
+        return self._fresh_at == self._changes
+
+    async def _read_store(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn (which reads the records again if they changed) in a thread; the
+        records in memory are the store's after it, if no write was seen meanwhile."""
+        seen = self._changes
+        result = await asyncio.to_thread(fn, *args)
+        if self._watch is not None and self._changes == seen:
+            self._fresh_at = seen
+        return result
 
     def _find_now(self, text: str) -> ImageRecord | None:
         self.store.refresh()
@@ -83,11 +133,22 @@ class ImageManager:
         return record
 
     def _read_files(self, record: ImageRecord) -> None:
-        """Its config and layer links, read once, for view() and lower_link() on the loop."""
+        """Its config and layer links, for view() and layer_links() on the loop."""
         self._read_config(record)
-        with contextlib.suppress(OSError, ValueError, KeyError):  # a layer missing: whole() says so
-            for chain in record.layers:
-                self.store.lower_link(chain)
+        links: tuple[str, ...] | None = None
+        with contextlib.suppress(OSError, ValueError, KeyError):  # a layer missing: None, and whole() says so too
+            links = tuple(self.store.lower_link(c) for c in reversed(record.layers))
+        self._links[record.id] = (self.store.generation, links if links is not None and self.whole(record) else None)
+
+    def _links_known(self, record: ImageRecord) -> bool:
+        found = self._links.get(record.id)
+        return found is not None and found[0] == self.store.generation
+
+    def layer_links(self, record: ImageRecord) -> tuple[str, ...] | None:
+        """The `l/` links of a found image's layers, top first, as found when
+        it was last looked up in a thread; None: a layer was missing then."""
+        found = self._links.get(record.id)
+        return found[1] if found is not None else None
 
     def _lookup(self, text: str) -> ImageRecord | None:
         if looks_like_image_id(text):
@@ -123,7 +184,10 @@ class ImageManager:
         if text:
             found = await self.find(text)
             return [found] if found else []
-        return await asyncio.to_thread(self._list_now)
+        records = self.store.records()
+        if self._fresh() and all(r.id in self._configs for r in records):
+            return records
+        return await self._read_store(self._list_now)
 
     def _list_now(self) -> builtins.list[ImageRecord]:
         self.store.refresh()
@@ -195,6 +259,7 @@ class ImageManager:
         finally:
             self._removing.discard(record.id)
         self._configs.pop(record.id, None)
+        self._links.pop(record.id, None)  # pulled again, its layers are unpacked anew
         await self._collect_garbage()
 
     async def _collect_garbage(self) -> None:
