@@ -46,10 +46,9 @@ class Step(abc.ABC, Generic[Ctx]):
     # (one write for both). A crash in between leaves an intent whose undo
     # finds nothing to undo; a rollback drops it.
     record_ahead: bool = False
-    # True for a step whose do() is blocking file work only (do_blocking, run in
-    # a worker thread): when its phase writes journal intents and it is alone in
-    # it, it runs in the trip that writes them, right after (each trip to a thread
-    # costs the loop a wake-up and the GIL's hand-over; its syscalls stay off the loop)
+    # True for a step whose do() is blocking file work only (do_blocking): alone in a phase that
+    # writes intents, it runs right after them in the same trip to a worker thread (a trip costs
+    # the loop a wake-up and the GIL's hand-over; its syscalls stay off the loop)
     blocking: ClassVar[bool] = False
     _name: str | None = None
 
@@ -295,17 +294,15 @@ class Transaction(Generic[C]):
                             done_with_intents = True
                         else:
                             await finish_in_thread(jf.intents, intents)
-                if done_with_intents:
-                    self._completed(group[0], datas[0], jf)
+                if self._faults and not done_with_intents:
+                    for step in group:
+                        self._faults.check(step.name, "before")
+                if len(group) > 1:
+                    await self._do_group(group, ctx, datas, jf)
                 else:
-                    if self._faults:
-                        for step in group:
-                            self._faults.check(step.name, "before")
-                    if len(group) == 1:
+                    if not done_with_intents:
                         await self._do_one(group[0], ctx, datas[0])
-                        self._completed(group[0], datas[0], jf)
-                    else:
-                        await self._do_group(group, ctx, datas, jf)
+                    self._completed(group[0], datas[0], jf)
                 in_flight.clear()
                 if self._faults:
                     for step in group:
@@ -345,9 +342,8 @@ class Transaction(Generic[C]):
         return intents
 
     def _discard_later(self, jf: TxJournal) -> None:
-        """The committed journal's removal, in a worker thread, not waited for: replay
-        drops it while the commit file exists, so the answer need not wait for an unlink
-        (~0.3 ms on a busy disk), nor the loop make it."""
+        """The committed journal's removal (an unlink, ~0.3 ms on a busy disk) in a worker thread, not
+        waited for: replay drops it while the commit file exists."""
         def said(done: asyncio.Future[None]) -> None:
             if not done.cancelled() and (error := done.exception()) is not None:
                 self._log.warning("removal of committed journal %s failed: %r", self.tx_id, error)

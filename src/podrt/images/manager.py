@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import attrs
@@ -24,15 +24,13 @@ import attrs
 from podrt.aio import SharedTask, finish_in_thread
 from podrt.config import Config
 from podrt.errors import FailedPrecondition
-from podrt.host.inotify import DirWatch
 from podrt.images.pull import Puller, PullSettings
 from podrt.images.registry import Credentials
 from podrt.images.store import ImageRecord, ImageStore
+from podrt.images.watch import RecordsWatch
 from podrt.oci.reference import Reference, looks_like_image_id, parse, parse_id
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @attrs.frozen
@@ -62,11 +60,7 @@ class ImageManager:
         # thread found them (find, keep); None: a layer was missing then. A generation later, records
         # may have gone and come back with their layers unpacked anew: looked up again.
         self._links: dict[str, tuple[str | None, tuple[str, ...] | None]] = {}
-        # the records in memory are the store's while no write into records/ was seen since they
-        # were last read (`_fresh_at == _changes`): a look-up then needs no trip to a thread
-        self._watch: DirWatch | None = None
-        self._changes = 0
-        self._fresh_at = -1
+        self._watched = RecordsWatch(self.store.records_dir)  # while fresh(), look-ups need no thread
         # who runs from an image ("pod sandbox <id> (<name>)", later containers), set by the daemon
         self.users: Callable[[str], list[str]] = lambda _image_id: []
 
@@ -74,29 +68,11 @@ class ImageManager:
         removed = await asyncio.to_thread(self.store.prepare)
         if removed:
             log.info("image store: removed what no image needs: %s", ", ".join(removed[:20]))
-        self._watch_records()
+        self._watched.start()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
 
-    def _watch_records(self) -> None:
-        """Every change of the records (this daemon's, or `podrt image import`'s
-        beside it) writes into records/ (a record, the .generation token): the
-        loop sees it before it reads a request sent after it."""
-        watch = DirWatch(self.store.records_dir, self._records_written)
-        try:
-            watch.start()
-        except OSError as exc:  # no inotify instance left: every look-up reads the generation in a thread
-            log.warning("image store: cannot watch %s (%s); image look-ups read the store each time",
-                        self.store.records_dir, exc.strerror or exc)
-            return
-        self._watch = watch
-
-    def _records_written(self, _name: str | None) -> None:
-        self._changes += 1
-
     async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
+        self._watched.close()
         if self._session is not None:
             await self._session.close()
 
@@ -107,23 +83,11 @@ class ImageManager:
         config and layer links read (in a thread) for view() and layer_links().
         From memory, with no trip to a thread, while the records are the
         store's and the image's files were read (CreateContainer, ImageStatus)."""
-        if self._fresh():
+        if self._watched.fresh():
             record = self._lookup(text)
             if record is None or (self._links_known(record) and record.id in self._configs):
                 return record
-        return await self._read_store(self._find_now, text)
-
-    def _fresh(self) -> bool:
-        return self._fresh_at == self._changes
-
-    async def _read_store(self, fn: Callable[..., T], *args: Any) -> T:
-        """fn (which reads the records again if they changed) in a thread; the
-        records in memory are the store's after it, if no write was seen meanwhile."""
-        seen = self._changes
-        result = await asyncio.to_thread(fn, *args)
-        if self._watch is not None and self._changes == seen:
-            self._fresh_at = seen
-        return result
+        return await self._watched.read(self._find_now, text)
 
     def _find_now(self, text: str) -> ImageRecord | None:
         self.store.refresh()
@@ -185,9 +149,9 @@ class ImageManager:
             found = await self.find(text)
             return [found] if found else []
         records = self.store.records()
-        if self._fresh() and all(r.id in self._configs for r in records):
+        if self._watched.fresh() and all(r.id in self._configs for r in records):
             return records
-        return await self._read_store(self._list_now)
+        return await self._watched.read(self._list_now)
 
     def _list_now(self) -> builtins.list[ImageRecord]:
         self.store.refresh()
