@@ -48,14 +48,11 @@ class FakeImages:
     def available(self, image_id: str) -> bool:
         return any(r.id == image_id for r in self.known.values())
 
-    def whole(self, _record: FakeRecord) -> bool:
-        return True
+    def layer_links(self, record: FakeRecord) -> tuple[str, ...]:
+        return tuple(f"l/{layer}" for layer in reversed(record.layers))
 
     def view(self, record: FakeRecord) -> ImageView:
         return ImageView(record, {"config": {"StopSignal": "SIGINT"}})  # type: ignore[arg-type]
-
-    def lower_link(self, layer: str) -> str:
-        return f"l/{layer}"
 
 
 class FakeSandboxes:

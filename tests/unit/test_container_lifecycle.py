@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,10 @@ class FakeRuntime:
         if not self.conmon_gone:
             write_exit(self.deps, container_id, "143")
 
-    async def delete(self, container_id: str, *, socket_dir: Path) -> None:
+    async def delete(self, container_id: str, *, socket_dir: Path, files: Sequence[Path] = ()) -> None:
         self.stopped.append((container_id, -1, "delete"))
+        for path in files:
+            path.unlink(missing_ok=True)
 
 
 class FakeCreator:
@@ -214,9 +217,9 @@ async def test_a_removal_answers_before_its_teardown_and_frees_name_and_id(
     release = asyncio.Event()
     real_delete = h.runc.delete
 
-    async def slow_delete(container_id: str, *, socket_dir: Path) -> None:
+    async def slow_delete(container_id: str, *, socket_dir: Path, files: Sequence[Path] = ()) -> None:
         await release.wait()
-        await real_delete(container_id, socket_dir=socket_dir)
+        await real_delete(container_id, socket_dir=socket_dir, files=files)
 
     h.runc.delete = slow_delete  # type: ignore[method-assign]
     await asyncio.wait_for(h.life.remove("c1"), 5)  # not waiting for the delete

@@ -87,3 +87,53 @@ def test_an_images_user_as_listimages_reports_it(user: str, uid: int | None, nam
     """A number runc can take is the uid; anything else (a name, "²", out of range) the username, never an exception."""
     msg = image_message(ImageView(ImageRecord("sha256:i", (), (), "", (), 0), {"config": {"User": user}}))
     assert (msg.uid.value if msg.is_set("uid") and msg.uid is not None else None, msg.username) == (uid, name)
+
+
+def _layered(store: ImageStore, n: int, tag: str) -> ImageRecord:
+    """A record with one layer on disk (its layer.json and l/ link), as a pull leaves it."""
+    import json
+
+    chain = f"sha256:{n + 2000:064x}"
+    layer = store.layer_dir(chain)
+    (layer / "diff").mkdir(parents=True)
+    (layer / "layer.json").write_text(json.dumps({"chain_id": chain, "link": f"LINK{n}"}))
+    (store.links_dir / f"LINK{n}").symlink_to(layer / "diff")
+    return ImageRecord(id=f"sha256:{n:064x}", repo_tags=(tag,), repo_digests=(), manifest_digest=f"sha256:{n + 1000:064x}",
+                       layers=(chain,), size=1)
+
+
+async def test_a_look_up_needs_no_thread_while_no_record_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CreateContainer and ImageStatus look images up from memory while the
+    records dir saw no write; a write by the other process is seen at the next
+    look-up, as before: `podrt image import` beside a running daemon."""
+    import asyncio
+
+    from podrt.config import Config
+    from podrt.images.manager import ImageManager
+
+    images = ImageManager(Config(), tmp_path)
+    await images.start()
+    try:
+        importer = _store(tmp_path)
+        importer.keep(_layered(importer, 1, "example.local/app:v1"))
+        found = await images.find("example.local/app:v1")
+        assert found is not None and images.layer_links(found) == ("l/LINK1",)
+        await asyncio.sleep(0.05)  # the watch's events of the write above are read
+        assert await images.find("example.local/app:v1") == found  # fills what the first look-up began
+
+        trips: list[object] = []
+        real = asyncio.to_thread
+
+        async def counted(fn: object, *args: object) -> object:
+            trips.append(fn)
+            return await real(fn, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+        assert await images.find("example.local/app:v1") == found and await images.find("example.local/none:v1") is None
+        assert trips == []
+        importer.keep(_layered(importer, 2, "example.local/other:v1"))
+        await asyncio.sleep(0.05)
+        other = await images.find("example.local/other:v1")
+        assert other is not None and images.layer_links(other) == ("l/LINK2",) and len(trips) == 1
+    finally:
+        await images.close()

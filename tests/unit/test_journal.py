@@ -286,6 +286,10 @@ async def test_a_commit_file_makes_the_journals_removal_at_commit_need_no_fsync(
     rec = Recorder()
     steps = [RecStep(rec, "a"), WriteCommitFile(rec, "state", commit)]
     await Transaction("t", steps, journal=Journal(journals), tx_id="tx1", commit_file=str(commit)).run("ctx")
+    for _ in range(200):  # removed in a worker thread, not waited for (the answer need not wait)
+        if not list(journals.iterdir()):
+            break
+        await asyncio.sleep(0.01)
     assert list(journals.iterdir()) == [] and commit.exists()
     assert synced == []  # atomic_write's fsyncs are its own; the discard made none
 
@@ -298,3 +302,63 @@ async def test_a_commit_file_makes_the_journals_removal_at_commit_need_no_fsync(
     report = await Journal(journals).replay(rec_registry(later))
     assert later.events == [("undo", "cut-a")] and report.transactions == ["cut"]
     assert list(journals.iterdir()) == []
+
+
+class BlockingStep(RecStep):
+    """A step whose do() is blocking work (rollback.Step.blocking): it notes the
+    thread it ran on and what the journal held then."""
+
+    blocking = True
+
+    def __init__(self, rec: Recorder, name: str, journals: Path, *, fail: bool = False) -> None:
+        super().__init__(rec, name)
+        self.journals, self.fail, self.ran_on = journals, fail, 0
+        self.journaled_then: list[str] = []
+
+    async def do(self, ctx: Any, data: dict[str, Any]) -> None:  # without an intents write of its phase
+        await asyncio.to_thread(self.do_blocking, ctx, data)
+
+    def do_blocking(self, ctx: Any, data: dict[str, Any]) -> None:
+        self.ran_on = threading.get_ident()
+        self.journaled_then = [e["name"] for f in self.journals.iterdir() for e in on_disk(f)["entries"]]
+        self.rec.events.append(("do", self.name))
+        if self.fail:
+            raise RuntimeError("blocking do failed")
+
+
+async def test_a_blocking_step_runs_in_the_trip_that_journals_its_intent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One trip to a thread for the phase's intents and the blocking step's do(),
+    the intent durable first; a fault point before it still fires after the
+    intent is written; a failed one is not undone (it cleaned up) and its entry goes."""
+    from podrt import rollback
+    from podrt.rollback import FaultPlan, InjectedFault
+
+    trips: list[str] = []
+    real = rollback.finish_in_thread
+
+    async def counted(fn: Any, *args: Any) -> Any:
+        trips.append(getattr(fn, "__name__", "?"))
+        return await real(fn, *args)
+
+    monkeypatch.setattr(rollback, "finish_in_thread", counted)
+    rec = Recorder()
+    step = BlockingStep(rec, "b", tmp_path)
+    await Transaction("t", [RecStep(rec, "a"), step], journal=Journal(tmp_path), tx_id="tx1").run(None)
+    assert step.journaled_then == ["a", "b"] and step.ran_on != threading.get_ident()
+    assert trips == ["intents", "write_and_do", "discard"] and rec.events == [("do", "a"), ("do", "b")]
+
+    faults = FaultPlan()
+    faults.arm("b", "before")
+    rec, trips[:] = Recorder(), []
+    step = BlockingStep(rec, "b", tmp_path)
+    with pytest.raises(InjectedFault):
+        await Transaction("t", [RecStep(rec, "a"), step], journal=Journal(tmp_path), tx_id="tx2", faults=faults).run(None)
+    assert rec.events == [("do", "a"), ("undo", "a")] and trips[:2] == ["intents", "write_and_do"]
+
+    rec = Recorder()
+    with pytest.raises(RuntimeError, match="blocking do failed"):
+        await Transaction("t", [RecStep(rec, "a"), BlockingStep(rec, "b", tmp_path, fail=True)],
+                          journal=Journal(tmp_path), tx_id="tx3").run(None)
+    assert rec.events == [("do", "a"), ("do", "b"), ("undo", "a")]
+    assert list(tmp_path.iterdir()) == []

@@ -101,7 +101,7 @@ class ContainerCreator:
         check_request(cfg, pod.state)
         if any(m.recursive_read_only for m in cfg.mounts):
             await asyncio.to_thread(check_handler_has_rro, cfg, pod.state.runtime_handler, self.deps.config)
-        record = await self._image(cfg.image, "image")
+        record, lowers = await self._image(cfg.image, "image")
         volumes = tuple([await self._volume(n, m.image) for n, m in enumerate(cfg.mounts) if m.image])
         used = [record.id, *(v.image_id for v in volumes)]
         if gone := [i for i in used if not self._images.available(i)]:  # a RemoveImage while we looked
@@ -110,7 +110,7 @@ class ContainerCreator:
         self._creating.setdefault(pod.state.id, []).append(done)
         self._pending_images.update(used)
         try:
-            return await self._create(pod, cfg, record, volumes)
+            return await self._create(pod, cfg, record, lowers, volumes)
         finally:
             done.set_result(None)
             self._creating[pod.state.id].remove(done)
@@ -119,20 +119,19 @@ class ContainerCreator:
             self._pending_images.subtract(used)
             self._pending_images += collections.Counter()  # drops the zeros
 
-    async def _image(self, ref: str, what: str) -> ImageRecord:
-        record = await self._images.find(ref)  # its config and layer links read too (in a thread)
-        if record is None or not self._images.whole(record):
+    async def _image(self, ref: str, what: str) -> tuple[ImageRecord, tuple[str, ...]]:
+        """The image and its layers' links, top first (as found in a thread, or known since)."""
+        record = await self._images.find(ref)
+        lowers = self._images.layer_links(record) if record is not None else None
+        if record is None or lowers is None:  # a layer missing too
             raise NotFound(f"{what} {ref} not found in the image store; pull it first")
-        return record
+        return record, lowers
 
     async def _volume(self, index: int, ref: str) -> VolumeSource:
-        record = await self._image(ref, f"image volume (mounts[{index}])")
-        return VolumeSource(index, record.id, ref, self._lowers(record))
+        record, lowers = await self._image(ref, f"image volume (mounts[{index}])")
+        return VolumeSource(index, record.id, ref, lowers)
 
-    def _lowers(self, record: ImageRecord) -> tuple[str, ...]:
-        return tuple(self._images.store.lower_link(c) for c in reversed(record.layers))
-
-    async def _create(self, pod: SandboxView, cfg: ContainerConfig, record: ImageRecord,
+    async def _create(self, pod: SandboxView, cfg: ContainerConfig, record: ImageRecord, lowers: tuple[str, ...],
                       volumes: tuple[VolumeSource, ...]) -> str:
         image = self._images.view(record)
         stop_signal = cfg.stop_signal or image_stop_signal(image.config.get("config"))
@@ -140,7 +139,7 @@ class ContainerCreator:
         ctx = ContainerContext(
             id=container_id, config=cfg, sandbox=pod.state, name=container_name(cfg, pod.state.config),
             image=image, image_ref=cfg.image,
-            lowers=self._lowers(record), volumes=volumes,
+            lowers=lowers, volumes=volumes,
             created_at=time.time_ns(), log_path=str(Path(pod.state.log_directory) / log_name(cfg)), stop_signal=stop_signal,
             target_pid=self._target_pid(cfg, pod.state.id) if cfg.pid_mode == NsMode.TARGET else 0)
         idle: set[type[DepsStep]] = {ImageVolumes} if not volumes else set()

@@ -16,7 +16,7 @@ import asyncio
 import concurrent.futures
 import os
 import stat
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from podrt.aio import await_shielded
@@ -50,7 +50,9 @@ def options(lowers: Sequence[str], upper: Path, work: Path) -> str:
     return text
 
 
-def _mount(images_dir: Path, opts: str, target: Path) -> None:
+def _mount(images_dir: Path, opts: str, target: Path, before: Callable[[], None] | None) -> None:
+    if before is not None:
+        before()
     os.chdir(images_dir)  # this thread's own cwd (see _own_cwd)
     try:
         mounts.mount("overlay", str(target), "overlay", 0, opts)
@@ -58,11 +60,13 @@ def _mount(images_dir: Path, opts: str, target: Path) -> None:
         os.chdir("/")
 
 
-async def mount(images_dir: Path, lowers: Sequence[str], upper: Path, work: Path, target: Path) -> None:
+async def mount(images_dir: Path, lowers: Sequence[str], upper: Path, work: Path, target: Path, *,
+                before: Callable[[], None] | None = None) -> None:
     """Mount the layers at `target`; a cancel waits for the mount to finish
-    (the caller's undo must find it there to unmount it)."""
+    (the caller's undo must find it there to unmount it). `before`: blocking
+    work the mount needs done first (its dirs made), in the same trip to the mount's thread."""
     opts = options(lowers, upper, work)
-    fut = asyncio.get_running_loop().run_in_executor(_thread, _mount, images_dir, opts, target)
+    fut = asyncio.get_running_loop().run_in_executor(_thread, _mount, images_dir, opts, target, before)
     if await await_shielded(asyncio.ensure_future(fut)):
         raise asyncio.CancelledError
 

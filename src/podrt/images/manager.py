@@ -27,6 +27,7 @@ from podrt.errors import FailedPrecondition
 from podrt.images.pull import Puller, PullSettings
 from podrt.images.registry import Credentials
 from podrt.images.store import ImageRecord, ImageStore
+from podrt.images.watch import RecordsWatch
 from podrt.oci.reference import Reference, looks_like_image_id, parse, parse_id
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,11 @@ class ImageManager:
         self._gc_idle = asyncio.Event()
         self._gc_idle.set()
         self._removing: set[str] = set()  # IDs RemoveImage is deleting (past its users check)
+        # image ID -> (the records' generation, its layers' l/ links top first) as the last look in a
+        # thread found them (find, keep); None: a layer was missing then. A generation later, records
+        # may have gone and come back with their layers unpacked anew: looked up again.
+        self._links: dict[str, tuple[str | None, tuple[str, ...] | None]] = {}
+        self._watched = RecordsWatch(self.store.records_dir)  # while fresh(), look-ups need no thread
         # who runs from an image ("pod sandbox <id> (<name>)", later containers), set by the daemon
         self.users: Callable[[str], list[str]] = lambda _image_id: []
 
@@ -62,9 +68,11 @@ class ImageManager:
         removed = await asyncio.to_thread(self.store.prepare)
         if removed:
             log.info("image store: removed what no image needs: %s", ", ".join(removed[:20]))
+        self._watched.start()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
 
     async def close(self) -> None:
+        self._watched.close()
         if self._session is not None:
             await self._session.close()
 
@@ -72,8 +80,14 @@ class ImageManager:
 
     async def find(self, text: str) -> ImageRecord | None:
         """By ID (`sha256:<hex>` or the bare hex) or by any name it has; its
-        config and layer links read (in a thread) for view() and lower_link()."""
-        return await asyncio.to_thread(self._find_now, text)
+        config and layer links read (in a thread) for view() and layer_links().
+        From memory, with no trip to a thread, while the records are the
+        store's and the image's files were read (CreateContainer, ImageStatus)."""
+        if self._watched.fresh():
+            record = self._lookup(text)
+            if record is None or (self._links_known(record) and record.id in self._configs):
+                return record
+        return await self._watched.read(self._find_now, text)
 
     def _find_now(self, text: str) -> ImageRecord | None:
         self.store.refresh()
@@ -83,11 +97,22 @@ class ImageManager:
         return record
 
     def _read_files(self, record: ImageRecord) -> None:
-        """Its config and layer links, read once, for view() and lower_link() on the loop."""
+        """Its config and layer links, for view() and layer_links() on the loop."""
         self._read_config(record)
-        with contextlib.suppress(OSError, ValueError, KeyError):  # a layer missing: whole() says so
-            for chain in record.layers:
-                self.store.lower_link(chain)
+        links: tuple[str, ...] | None = None
+        with contextlib.suppress(OSError, ValueError, KeyError):  # a layer missing: None, and whole() says so too
+            links = tuple(self.store.lower_link(c) for c in reversed(record.layers))
+        self._links[record.id] = (self.store.generation, links if links is not None and self.whole(record) else None)
+
+    def _links_known(self, record: ImageRecord) -> bool:
+        found = self._links.get(record.id)
+        return found is not None and found[0] == self.store.generation
+
+    def layer_links(self, record: ImageRecord) -> tuple[str, ...] | None:
+        """The `l/` links of a found image's layers, top first, as found when
+        it was last looked up in a thread; None: a layer was missing then."""
+        found = self._links.get(record.id)
+        return found[1] if found is not None else None
 
     def _lookup(self, text: str) -> ImageRecord | None:
         if looks_like_image_id(text):
@@ -123,7 +148,10 @@ class ImageManager:
         if text:
             found = await self.find(text)
             return [found] if found else []
-        return await asyncio.to_thread(self._list_now)
+        records = self.store.records()
+        if self._watched.fresh() and all(r.id in self._configs for r in records):
+            return records
+        return await self._watched.read(self._list_now)
 
     def _list_now(self) -> builtins.list[ImageRecord]:
         self.store.refresh()
@@ -195,6 +223,7 @@ class ImageManager:
         finally:
             self._removing.discard(record.id)
         self._configs.pop(record.id, None)
+        self._links.pop(record.id, None)  # pulled again, its layers are unpacked anew
         await self._collect_garbage()
 
     async def _collect_garbage(self) -> None:

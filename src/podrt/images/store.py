@@ -129,6 +129,11 @@ class ImageStore:
             if self._read_generation() != self._generation:
                 self.load_records()
 
+    @property
+    def generation(self) -> str | None:
+        """records/.generation as it was when the records in memory were read (or this process wrote them)."""
+        return self._generation
+
     def _read_generation(self) -> str:
         try:
             return (self.records_dir / ".generation").read_text()

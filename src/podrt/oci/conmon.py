@@ -160,9 +160,9 @@ async def launch(spec: ConmonSpec, cgroup_procs: Sequence[Path] = ()) -> ConmonL
     The launcher waits on the start pipe, so conmon, runc and the container all
     start in the cgroups written here. On failure the launcher is killed.
     """
+    output = await finish_in_thread(_prepare, spec)
     sync_r, sync_w = os.pipe()
     start_r, start_w = os.pipe()
-    output = tempfile.TemporaryFile()
     # LC_ALL: conmon's option parser converts paths from the locale's charset;
     # in the C locale a UTF-8 log path makes it exit before it starts.
     env = {"PATH": CLEAN_PATH, "LC_ALL": "C.UTF-8", "_OCI_SYNCPIPE": str(sync_w), "_OCI_STARTPIPE": str(start_r)}
@@ -182,7 +182,8 @@ async def launch(spec: ConmonSpec, cgroup_procs: Sequence[Path] = ()) -> ConmonL
         os.close(start_r)
     started = ConmonLaunch(proc, sync_r, output)
     try:
-        await finish_in_thread(_join_cgroups, proc.pid, cgroup_procs)  # a migration may wait on the kernel's locks
+        if cgroup_procs:
+            await finish_in_thread(_join_cgroups, proc.pid, cgroup_procs)  # a migration may wait on the kernel's locks
         os.write(start_w, b"0")
     except BaseException as exc:
         await kill_launcher(proc)
@@ -194,6 +195,15 @@ async def launch(spec: ConmonSpec, cgroup_procs: Sequence[Path] = ()) -> ConmonL
     finally:
         os.close(start_w)
     return started
+
+
+def _prepare(spec: ConmonSpec) -> IO[bytes]:
+    """The dirs conmon writes into (an OSError as is: a full disk is
+    ResourceExhausted), and the file its launcher's output goes to: one trip
+    to a thread, no mkdir on the loop."""
+    for d in (spec.exit_dir, spec.persist_dir, spec.socket_dir, spec.log_path.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryFile()
 
 
 def _join_cgroups(pid: int, cgroup_procs: Sequence[Path]) -> None:

@@ -129,6 +129,14 @@ async def remove_cgroup(path: str, wait: float = KILL_WAIT) -> None:
         await asyncio.sleep(0.02)
 
 
+def _remove_files(link: Path | None, files: Sequence[Path]) -> None:
+    """`link` if it is a symlink still, and `files` (gone already: fine)."""
+    if link is not None and link.is_symlink():
+        link.unlink(missing_ok=True)
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
 def _bundle_cgroup(bundle: Path) -> str:
     """linux.cgroupsPath of the bundle's spec ("" when it cannot be read)."""
     try:
@@ -190,8 +198,6 @@ class OciRuntime:
             socket_dir=Path(socket_dir), runtime_args=("--log-format=json",),
             stdin=stdio.stdin, leave_stdin_open=stdio.stdin and not stdio.stdin_once, tty=stdio.tty,
         )
-        for d in (spec.exit_dir, spec.persist_dir, spec.socket_dir, spec.log_path.parent):
-            d.mkdir(parents=True, exist_ok=True)  # an OSError as is: a full disk is ResourceExhausted
         started: ConmonLaunch | None = None
         try:
             async with asyncio.timeout(timeout):
@@ -329,16 +335,16 @@ class OciRuntime:
         if not await conmon.wait_exit_file(exit_file, container_id, conmon_pid, EXIT_FILE_WAIT):
             self.log.warning("container %s exited but conmon wrote no %s", container_id, exit_file)
 
-    async def delete(self, container_id: str, *, socket_dir: Path | None = None) -> None:
+    async def delete(self, container_id: str, *, socket_dir: Path | None = None, files: Sequence[Path] = ()) -> None:
         """runc delete --force (kills a live container); no error when runc does not know it.
 
-        With `socket_dir`, also removes the attach symlink conmon left there.
+        With `socket_dir`, also removes the attach symlink conmon left there;
+        `files`: more to remove (its exit file), in the same trip to a thread.
         """
         await self._runc_checked("delete", "--force", container_id, tolerate=_NOT_FOUND)
-        if socket_dir is not None:
-            link = conmon.attach_socket_link(Path(socket_dir), container_id)
-            if link.is_symlink():
-                link.unlink(missing_ok=True)
+        link = conmon.attach_socket_link(Path(socket_dir), container_id) if socket_dir is not None else None
+        if link is not None or files:
+            await finish_in_thread(_remove_files, link, files)
 
     async def pause(self, container_id: str, *, resume: bool = False) -> None:
         """runc pause (the cgroup freezer), or resume; resuming one that is not
@@ -387,7 +393,7 @@ class OciRuntime:
         container, its output bounded. On timeout or cancellation the exec'd
         process and everything it started are killed (ExecTimeout), so probe
         processes never pile up."""
-        argv, spec_path, pid_file, _ = self._exec_command(container_id, process, work_dir)
+        argv, spec_path, pid_file, _ = await finish_in_thread(self._exec_command, container_id, process, work_dir)
         run = asyncio.ensure_future(proc.run(argv, timeout=timeout + EXEC_GRACE, env={"PATH": conmon.CLEAN_PATH},
                                              max_output=max_output))
         try:
@@ -406,9 +412,8 @@ class OciRuntime:
             run.cancel()
             await asyncio.wait({run})
             raise
-        finally:
-            for path in (spec_path, pid_file):
-                path.unlink(missing_ok=True)
+        finally:  # off the loop; waited for however often we are cancelled meanwhile
+            await finish_in_thread(_remove_files, None, (spec_path, pid_file))
         return RuncResult(code, out, err)
 
     async def start_exec(self, container_id: str, process: dict[str, Any], *, stdin: bool, stderr: bool,

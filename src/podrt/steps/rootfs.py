@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import shutil
 from collections.abc import Sequence
@@ -56,13 +57,10 @@ async def mount_layers(images_dir: Path, image_name: str, lowers: Sequence[str],
     root's: what it writes is stored with its host ids, as the pod's view maps them.
     Its dir is then searchable by others (0711), so the pod's root can reach its root."""
     try:
-        base.mkdir(parents=True, mode=0o711 if ids else 0o700)
-        for part, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o755)):
-            (base / part).mkdir(mode=mode)  # the upper's mode is the root's: 0700 would lock out non-root users
-        if ids is None:
-            await overlay.mount(images_dir, lowers, base / "upper", base / "work", base / "merged")
+        if ids is None:  # its dirs made in the mount's trip to a thread: no mkdir on the loop
+            await overlay.mount(images_dir, lowers, base / "upper", base / "work", base / "merged",
+                                before=functools.partial(_make_dirs, base, None))
         else:
-            os.chown(base / "upper", *ids.owner)
             await _mount_idmapped(images_dir, lowers, base, ids)
     except BaseException as exc:
         await unmount_layers(base)
@@ -91,13 +89,23 @@ async def _mount_idmapped(images_dir: Path, lowers: Sequence[str], base: Path, i
     """The overlay over ID-mapped clones of the layers, named 0, 1, ... in the scratch
     dir (shorter than the layers' links); the clones go once the overlay holds them."""
     try:
-        await finish_in_thread(_clone_layers, images_dir, lowers, ids)
+        await finish_in_thread(_make_dirs_and_clones, images_dir, lowers, base, ids)
         await overlay.mount(ids.scratch, [str(n) for n in range(len(lowers))], base / "upper", base / "work", base / "merged")
     finally:
         release_scratch(ids.scratch)
 
 
-def _clone_layers(images_dir: Path, lowers: Sequence[str], ids: LayerIdmap) -> None:
+def _make_dirs(base: Path, ids: LayerIdmap | None) -> None:
+    """base and its upper, work and merged dirs (base/.. made if missing)."""
+    base.mkdir(parents=True, mode=0o711 if ids else 0o700)
+    for part, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o755)):
+        (base / part).mkdir(mode=mode)  # the upper's mode is the root's: 0700 would lock out non-root users
+    if ids is not None:
+        os.chown(base / "upper", *ids.owner)
+
+
+def _make_dirs_and_clones(images_dir: Path, lowers: Sequence[str], base: Path, ids: LayerIdmap) -> None:
+    _make_dirs(base, ids)
     for n, lower in enumerate(lowers):
         idmap.clone_into(ids.scratch, str(n), str(images_dir / lower), ids.userns)
 

@@ -71,7 +71,6 @@ class ContainerCreate(ContainerStep):
         if not data.get("exited"):
             # a rollback or a removal: no grace; conmon's exit file is awaited, or it comes after its removal below
             await runtime.stop(data["id"], timeout=0, exit_dir=exit_file.parent)
-        await runtime.delete(data["id"], socket_dir=Path(data["socket_dir"]))
-        exit_file.unlink(missing_ok=True)
+        await runtime.delete(data["id"], socket_dir=Path(data["socket_dir"]), files=(exit_file,))
         if cgroup := data.get("cgroup"):  # runc cut down mid-create (a client's deadline) has no state to delete by
             await remove_cgroup(cgroup)

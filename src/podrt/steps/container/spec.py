@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from podrt.aio import finish_in_thread
@@ -27,7 +28,16 @@ class ContainerSpec(WriteSpec[ContainerContext, ContainerDeps]):
             await self.undo(data)
             raise
 
+    async def undo(self, data: dict[str, Any]) -> None:
+        """WriteSpec's removal, in a thread: a removal's teardown makes no unlink on the loop."""
+        await finish_in_thread(_remove, data["files"])
+
     def _build_and_write(self, ctx: ContainerContext, files: list[str]) -> dict[str, Any]:
         spec = self.deps.build_spec(ctx, self.deps.config)
         write_spec(files, spec)
         return spec
+
+
+def _remove(files: list[str]) -> None:
+    for f in files:
+        Path(f).unlink(missing_ok=True)
