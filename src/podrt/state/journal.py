@@ -109,8 +109,9 @@ class JournalFile:
 
     def discard_committed(self) -> None:
         """At the commit of a transaction with a commit file, which exists now:
-        the file goes, without an fsync (replay drops it all the same); a
-        metadata change only, quick enough for the event loop."""
+        the file goes, without an fsync (replay drops it all the same). The
+        runner calls it in a worker thread and does not wait: an unlink took
+        ~0.3 ms on a busy disk, on the loop."""
         assert self.commit_file is not None
         if self._written:
             self.path.unlink(missing_ok=True)
