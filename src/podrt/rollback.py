@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 When = Literal["before", "after"]
 Outcome = Literal["committed", "rolled_back", "rollback_incomplete"]
+Intent = tuple[str, str, dict[str, Any]]  # a journaled step's name, kind and record
 
 
 Ctx = TypeVar("Ctx", contravariant=True)  # a Step[A] may run where a B is built, if every B is an A
@@ -41,14 +42,11 @@ class Step(abc.ABC, Generic[Ctx]):
     # earlier journaled step's undo covers (a file inside a dir it removes): each
     # journal write costs ~1 ms of fsyncs on the creation path.
     journaled: ClassVar[bool] = True
-    # True for a step whose record() reads nothing an earlier phase's do()
-    # decides: its intent goes into the journal write of the phase before it
-    # (one write for both). A crash in between leaves an intent whose undo
-    # finds nothing to undo; a rollback drops it.
+    # True for a step whose record() reads nothing an earlier phase's do() decides: its intent goes into
+    # the journal write of the phase before it. A crash in between leaves an intent whose undo finds nothing.
     record_ahead: bool = False
-    # True for a step whose do() is blocking file work only (do_blocking): alone in a phase that
-    # writes intents, it runs right after them in the same trip to a worker thread (a trip costs
-    # the loop a wake-up and the GIL's hand-over; its syscalls stay off the loop)
+    # True for a step whose do() is blocking file work only (do_blocking): alone in a phase that writes
+    # intents, it runs right after them in the same worker-thread trip (a trip costs the loop a wake-up)
     blocking: ClassVar[bool] = False
     _name: str | None = None
 
@@ -119,7 +117,7 @@ class TxJournal(Protocol):
     `intents`, `flush` and `discard` block (fsyncs): the runner calls them in a thread.
     `done` and `remove_entry` only change memory (folded into the next write)."""
 
-    def intents(self, steps: Sequence[tuple[str, str, dict[str, Any]]]) -> None: ...
+    def intents(self, steps: Sequence[Intent]) -> None: ...
     def done(self, step_name: str, data: dict[str, Any]) -> None: ...
     def remove_entry(self, step_name: str) -> None: ...
     def flush(self) -> None: ...
@@ -281,32 +279,19 @@ class Transaction(Generic[C]):
         try:
             for n, group in enumerate(self.groups):
                 current = "+".join(step.name for step in group)
-                datas = written_ahead.pop(n, None)
-                done_with_intents = False
                 in_flight[:] = [step.name for step in group]
+                datas, done = written_ahead.pop(n, None), False  # done: its do() ran in its intents' trip
                 if datas is None:
                     datas = [step.record(ctx) for step in group]
-                    intents = [(step.name, step.kind, data) for step, data in zip(group, datas) if step.journaled]
-                    if jf and intents:  # durable before any do() of the phase starts: one write for the phase
-                        intents += self._records_ahead(n, ctx, written_ahead)
-                        if len(group) == 1 and group[0].blocking:
-                            await self._write_and_do(jf, intents, group[0], ctx, datas[0])
-                            done_with_intents = True
-                        else:
-                            await finish_in_thread(jf.intents, intents)
-                if self._faults and not done_with_intents:
-                    for step in group:
-                        self._faults.check(step.name, "before")
-                if len(group) > 1:
-                    await self._do_group(group, ctx, datas, jf)
-                else:
-                    if not done_with_intents:
-                        await self._do_one(group[0], ctx, datas[0])
+                    done = await self._write_intents(jf, n, group, ctx, datas, written_ahead)
+                if not done:
+                    self._check(group, "before")
+                    await (self._do_group(group, ctx, datas, jf) if len(group) > 1
+                           else self._do_one(group[0], ctx, datas[0]))
+                if len(group) == 1:
                     self._completed(group[0], datas[0], jf)
                 in_flight.clear()
-                if self._faults:
-                    for step in group:
-                        self._faults.check(step.name, "after")
+                self._check(group, "after")
             if jf and self._commit_file:  # durable already: the last step wrote the commit file
                 self._discard_later(jf)
             elif jf:  # inside the try: if the commit cannot be made durable, roll back instead
@@ -328,11 +313,29 @@ class Transaction(Generic[C]):
             raise
         return self._finish(start, None, records, [], [])
 
-    def _records_ahead(self, n: int, ctx: C, written_ahead: dict[int, list[dict[str, Any]]]
-                       ) -> list[tuple[str, str, dict[str, Any]]]:
+    async def _write_intents(self, jf: TxJournal | None, n: int, group: list[Step[C]], ctx: C,
+                             datas: list[dict[str, Any]], written_ahead: dict[int, list[dict[str, Any]]]) -> bool:
+        """Group n's intents (and the next phases' that record ahead), durable before any do() of the
+        phase: one write. A lone blocking step runs in that write's trip; whether it did."""
+        intents = [(step.name, step.kind, data) for step, data in zip(group, datas) if step.journaled]
+        if not (jf and intents):
+            return False
+        intents += self._records_ahead(n, ctx, written_ahead)
+        if len(group) == 1 and group[0].blocking:
+            await self._write_and_do(jf, intents, group[0], ctx, datas[0])
+            return True
+        await finish_in_thread(jf.intents, intents)
+        return False
+
+    def _check(self, group: list[Step[C]], point: When) -> None:
+        if self._faults:
+            for step in group:
+                self._faults.check(step.name, point)
+
+    def _records_ahead(self, n: int, ctx: C, written_ahead: dict[int, list[dict[str, Any]]]) -> list[Intent]:
         """The intents of the phases right after group n whose steps all record ahead (their
         records kept in `written_ahead` for when they run), for group n's journal write."""
-        intents: list[tuple[str, str, dict[str, Any]]] = []
+        intents: list[Intent] = []
         for later in range(n + 1, len(self.groups)):
             group = self.groups[later]
             if not all(step.record_ahead for step in group):
@@ -342,24 +345,21 @@ class Transaction(Generic[C]):
         return intents
 
     def _discard_later(self, jf: TxJournal) -> None:
-        """The committed journal's removal (an unlink, ~0.3 ms on a busy disk) in a worker thread, not
-        waited for: replay drops it while the commit file exists."""
+        """The committed journal's unlink in a worker thread, not waited for (replay drops it anyway)."""
         def said(done: asyncio.Future[None]) -> None:
             if not done.cancelled() and (error := done.exception()) is not None:
                 self._log.warning("removal of committed journal %s failed: %r", self.tx_id, error)
 
         asyncio.get_running_loop().run_in_executor(None, jf.discard_committed).add_done_callback(said)
 
-    async def _write_and_do(self, jf: TxJournal, intents: list[tuple[str, str, dict[str, Any]]], step: Step[C],
-                            ctx: C, data: dict[str, Any]) -> None:
-        """A blocking step's do() in the worker thread that writes its phase's
-        intents, right after them (and its fault point before, as in run())."""
+    async def _write_and_do(self, jf: TxJournal, intents: list[Intent], step: Step[C], ctx: C, data: dict[str, Any]
+                            ) -> None:
+        """A blocking step's do() in the worker thread that writes its intents, right after (fault point between)."""
         took: list[float] = []
 
         def write_and_do() -> None:
             jf.intents(intents)
-            if self._faults:
-                self._faults.check(step.name, "before")
+            self._check([step], "before")
             t0 = time.monotonic()
             try:
                 step.do_blocking(ctx, data)
