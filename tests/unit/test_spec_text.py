@@ -53,7 +53,7 @@ def test_an_undone_spec_is_gone_from_memory_too(tmp_path: Path) -> None:
         def files(self, ctx: object) -> list[str]:
             return []
 
-        async def build(self, ctx: object) -> dict[str, object]:
+        def build(self, ctx: object) -> dict[str, object]:
             return {}
 
     files = _files(tmp_path, "b")

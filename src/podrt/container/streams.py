@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -16,6 +15,7 @@ from podrt.state.records import ContainerState
 from podrt.state.registry import Registry
 from podrt.steps.base import runtime_for
 from podrt.steps.container.context import ContainerDeps
+from podrt.steps.spec_files import spec_text
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,10 @@ class ContainerStreams:
                             tty: bool) -> tuple[ContainerState, dict[str, object]]:
         """A running container and the OCI process that runs `cmd` in it as its own process runs."""
         state = self._table.get(self.stream_target(container_id))
-        try:
-            spec = json.loads(await asyncio.to_thread((self.deps.container_dir(container_id) / "config.json").read_bytes))
-        except FileNotFoundError:  # removed since the check
-            raise NotFound(f"container {container_id} not found") from None
+        text = await spec_text(self.deps.container_dir(container_id) / "config.json")  # from memory when recent
+        if text is None:  # removed since the check
+            raise NotFound(f"container {container_id} not found")
+        spec = json.loads(text)
         return state, {**spec["process"], "args": list(cmd), "terminal": tty}
 
     async def open_attach(self, container_id: str) -> attach.AttachSocket:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
-import os
+import threading
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from podrt.aio import finish_in_thread
 from podrt.host.fsutil import atomic_write
@@ -19,6 +19,7 @@ from podrt.steps.context import Specified
 WRITTEN_KEPT = 64  # specs kept in memory (spec_text): those of the newest pods and containers
 
 _written: dict[str, bytes] = {}  # path -> the JSON text write_spec wrote there
+_written_lock = threading.Lock()  # worker threads write specs side by side: the eviction must not race
 
 
 def write_spec(files: list[str], spec: dict[str, Any]) -> None:
@@ -33,14 +34,16 @@ def write_spec(files: list[str], spec: dict[str, Any]) -> None:
     for n, f in enumerate(files):
         atomic_write(Path(f), payload, durable=n > 0)
     if files:
-        _written[files[-1]] = payload
-        if len(_written) > WRITTEN_KEPT:
-            del _written[next(iter(_written))]  # the oldest
+        with _written_lock:
+            _written[files[-1]] = payload
+            if len(_written) > WRITTEN_KEPT:
+                del _written[next(iter(_written))]  # the oldest
 
 
 def _forget(files: list[str]) -> None:
-    for f in files:
-        _written.pop(f, None)
+    with _written_lock:
+        for f in files:
+            _written.pop(f, None)
 
 
 def _read(path: Path) -> bytes | None:
@@ -64,30 +67,41 @@ D = TypeVar("D", contravariant=True)
 
 class WriteSpec(DepsStep[S, D]):
     journaled = False  # files in the object's dirs: the storage undo removes them
+    # built in the worker thread that writes it, in one trip (each costs a few tenths of a ms on the
+    # creation's path), for a builder that may block (the container's reads the image's /etc/passwd)
+    build_in_thread: ClassVar[bool] = False
 
     @abc.abstractmethod
     def files(self, ctx: S) -> list[str]:
         """[bundle config.json, state dir copy]."""
 
     @abc.abstractmethod
-    async def build(self, ctx: S) -> dict[str, Any]:
-        """The spec (also kept in ctx.spec)."""
+    def build(self, ctx: S) -> dict[str, Any]:
+        """The spec (also kept in ctx.spec); on the loop unless `build_in_thread`."""
 
     def record(self, ctx: S) -> dict[str, Any]:
         return {"files": self.files(ctx)}
 
     async def do(self, ctx: S, data: dict[str, Any]) -> None:
-        ctx.spec = await self.build(ctx)
+        if not self.build_in_thread:
+            ctx.spec = self.build(ctx)
         try:
-            await finish_in_thread(write_spec, data["files"], ctx.spec)
+            ctx.spec = await finish_in_thread(self._build_and_write, ctx, data["files"])
         except BaseException:
             await self.undo(data)
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
+        """In a worker thread: a removal's teardown makes no unlink on the loop."""
         _forget(data["files"])
-        for f in data["files"]:
-            try:
-                os.unlink(f)
-            except FileNotFoundError:
-                pass
+        await finish_in_thread(_remove, data["files"])
+
+    def _build_and_write(self, ctx: S, files: list[str]) -> dict[str, Any]:
+        spec = self.build(ctx) if self.build_in_thread else ctx.spec
+        write_spec(files, spec)
+        return spec
+
+
+def _remove(files: list[str]) -> None:
+    for f in files:
+        Path(f).unlink(missing_ok=True)

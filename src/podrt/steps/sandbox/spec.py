@@ -15,6 +15,6 @@ class InfraSpec(WriteSpec[SandboxContext, SandboxDeps]):
     def files(self, ctx: SandboxContext) -> list[str]:
         return [str(self.deps.run_dir(ctx.id) / "config.json"), str(self.deps.sandbox_dir(ctx.id) / "config.json")]
 
-    async def build(self, ctx: SandboxContext) -> dict[str, Any]:
+    def build(self, ctx: SandboxContext) -> dict[str, Any]:
         ctx.spec_files = self.files(ctx)  # rewritten with the pod's IPs by the last step
         return self.deps.build_spec(ctx, self.deps)
