@@ -125,10 +125,7 @@ async def _send_data(h2: Any, data: bytes, end_stream: bool = False) -> None:
             pos += size
             if pos >= end:
                 break
-        h2._transport.write(conn.data_to_send())
-        h2.data_sent += pos - start
-        h2.connection.data_sent += pos - start
-        h2.connection.data_send_process()  # keepalive's bookkeeping
+        _written(h2, pos - start)
         if pos == last:
             return
 
@@ -159,13 +156,18 @@ async def _send_unary(stream: Any, message: Any) -> None:
     conn.send_headers(h2.id, [(":status", "200"), ("content-type", stream._content_type)])
     conn.send_data(h2.id, data)
     conn.send_headers(h2.id, _TRAILERS_OK, end_stream=True)
-    h2._transport.write(conn.data_to_send())
     stream._send_initial_metadata_done = stream._send_message_done = stream._send_trailing_metadata_done = True
     stream._messages_sent += 1
-    h2.data_sent += len(data)
-    h2.connection.data_sent += len(data)
     h2.connection.messages_sent += 1
     h2.connection.last_message_sent = time.monotonic()
+    _written(h2, len(data))
+
+
+def _written(h2: Any, sent: int) -> None:
+    """What h2 queued, to the socket in one write, and grpclib's counts of the DATA bytes sent."""
+    h2._transport.write(h2._h2_connection.data_to_send())
+    h2.data_sent += sent
+    h2.connection.data_sent += sent
     h2.connection.data_send_process()  # keepalive's bookkeeping
 
 

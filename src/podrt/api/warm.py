@@ -27,7 +27,5 @@ def warm_messages() -> None:
             bytes(cls())
 
 
-def start_warming() -> threading.Thread:
-    thread = threading.Thread(target=warm_messages, name="podrt-warm", daemon=True)
-    thread.start()
-    return thread
+def start_warming() -> None:
+    threading.Thread(target=warm_messages, name="podrt-warm", daemon=True).start()
