@@ -115,8 +115,9 @@ class Daemon:
         self.server = CriServer(
             [RuntimeService(self.status, self.sandboxes, self.containers, self.streams, chunk),
              ImageService(self.images, self._writable_usage, chunk)],
+            max_msg_size=config.api.max_msg_size,
         )
-        hooks.install(self.server, self.metrics, config.api.max_msg_size)
+        hooks.install(self.server, self.metrics)
         self._lock: IO[str] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.blocking = BlockingDetector()

@@ -1,10 +1,10 @@
 """The gRPC server on a unix socket: both CRI services, unknown methods, socket file.
 
-grpclib answers an unknown RPC path with a bare HTTP/2 header block without
-content-type, which Go gRPC clients (kubelet, crictl) report as Unknown
-"malformed header: missing HTTP content-type". A newer kubelet calls RPCs we
-do not know yet, so unknown paths are routed to a handler that answers
-UNIMPLEMENTED through the normal response path (with content-type).
+The HTTP/2 side is podrt's own (podrt/rpc: grpclib's server cost ~1 ms of
+loop CPU per call). A newer kubelet calls RPCs we do not know yet, so
+unknown paths are routed to a handler that answers UNIMPLEMENTED through the
+normal answer path: with content-type, whose absence a Go gRPC client
+reports as Unknown "malformed header: missing HTTP content-type".
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import logging
 import os
 import socket
 import stat
-import struct
-import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +24,11 @@ from typing import Any
 import betterproto
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.proto import ProtoCodec
-from grpclib.events import SendInitialMetadata, SendMessage, SendTrailingMetadata
 from grpclib.exceptions import GRPCError
-from grpclib.server import Server
 
 from podrt.errors import FailedPrecondition
 from podrt.logutil import RateLimited
+from podrt.rpc.connection import Connection
 
 _decode_log = RateLimited(logging.getLogger(__name__))
 IDLE_SETTLE = 0.05
@@ -73,118 +69,6 @@ class CriCodec(ProtoCodec):
         return message
 
 
-async def _recv_request(stream: Any, max_size: int) -> Any:
-    """grpclib's Stream.recv_message with the checks it lacks (0.4.x): a size
-    limit read from the length prefix before the body is buffered, and clear
-    statuses for a compressed flag (NotImplementedError there) or a body
-    shorter than its prefix (AssertionError there, or nothing at all when
-    no byte of it came)."""
-    h2 = stream._stream
-    try:
-        meta = await h2.recv_data(5)
-    except AssertionError:  # grpclib's buffer: the stream ended short of 5 bytes
-        raise GRPCError(Status.INVALID_ARGUMENT, "the request ended inside a message header") from None
-    if not meta:
-        return None
-    compressed, length = struct.unpack(">?I", meta)
-    if compressed:
-        raise GRPCError(Status.UNIMPLEMENTED, "compressed requests are not supported; send them uncompressed")
-    if length > max_size:
-        raise GRPCError(Status.RESOURCE_EXHAUSTED,
-                        f"request of {length} bytes is larger than the limit of {max_size} (podrt.api.max_msg_size)")
-    try:
-        body = await h2.recv_data(length)
-    except AssertionError:  # some bytes came, not all
-        body = b""
-    if len(body) != length:  # none came: grpclib returns b""
-        raise GRPCError(Status.INVALID_ARGUMENT, f"the request ended before its {length} bytes")
-    message = stream._codec.decode(body, stream._recv_type)
-    message, = await stream._dispatch.recv_message(message)
-    h2.connection.messages_received += 1
-    h2.connection.last_message_received = time.monotonic()
-    return message
-
-
-async def _send_data(h2: Any, data: bytes, end_stream: bool = False) -> None:
-    """grpclib's protocol.Stream.send_data (0.4.x) with one socket write per
-    flow-control window instead of one per frame: the peer's 16 KiB frames
-    made a 1000-pod ListPodSandbox (~200 KB) 13 writes, 13 wakeups of the client.
-    The same frames, in the same order."""
-    conn, view, pos, last = h2._h2_connection, memoryview(data), 0, len(data)
-    while True:
-        await h2.connection.write_ready.wait()
-        window = conn.local_flow_control_window(h2.id)
-        if not window > 0:  # it can become negative
-            h2.window_updated.clear()
-            await h2.window_updated.wait()
-            continue  # other streams may have sent meanwhile: from the top
-        frame, start, end = conn.max_outbound_frame_size, pos, min(last, pos + window)
-        while True:  # an empty message is one empty frame, as grpclib sends it
-            size = min(frame, end - pos)
-            conn.send_data(h2.id, bytes(view[pos:pos + size]), end_stream=end_stream and pos + size == last)
-            pos += size
-            if pos >= end:
-                break
-        _written(h2, pos - start)
-        if pos == last:
-            return
-
-
-_TRAILERS_OK = [("grpc-status", "0")]
-_SEND_EVENTS = (SendInitialMetadata, SendMessage, SendTrailingMetadata)  # what _send_unary does not dispatch
-
-
-async def _send_unary(stream: Any, message: Any) -> None:
-    """grpclib's server Stream.send_message (0.4.x) for the one message of a
-    unary answer, with its headers before and its trailers (grpc-status 0)
-    after, in one socket write: grpclib writes each of the three on its own,
-    with its own await and bookkeeping, and the client wakes for each. What
-    grpclib does between them is not needed here: its send events have no
-    listener (guard_requests checks), and nothing follows the message in a
-    unary handler (cri/hooks.py's wrapper only counts). An answer larger than
-    one frame or than the flow-control window goes grpclib's way (_send_data)."""
-    h2 = stream._stream
-    conn = h2._h2_connection
-    if stream._send_initial_metadata_done:
-        return await _grpclib_send_message(stream, message)  # its error, as grpclib raises it
-    body = stream._codec.encode(message, stream._send_type)
-    data = struct.pack(">?I", False, len(body)) + body
-    await h2.connection.write_ready.wait()
-    if h2.id not in conn.streams or len(data) > min(conn.local_flow_control_window(h2.id),
-                                                    conn.max_outbound_frame_size):
-        return await _grpclib_send_message(stream, message)  # a closed stream's error too
-    conn.send_headers(h2.id, [(":status", "200"), ("content-type", stream._content_type)])
-    conn.send_data(h2.id, data)
-    conn.send_headers(h2.id, _TRAILERS_OK, end_stream=True)
-    stream._send_initial_metadata_done = stream._send_message_done = stream._send_trailing_metadata_done = True
-    stream._messages_sent += 1
-    h2.connection.messages_sent += 1
-    h2.connection.last_message_sent = time.monotonic()
-    _written(h2, len(data))
-
-
-def _written(h2: Any, sent: int) -> None:
-    """What h2 queued, to the socket in one write, and grpclib's counts of the DATA bytes sent."""
-    h2._transport.write(h2._h2_connection.data_to_send())
-    h2.data_sent += sent
-    h2.connection.data_sent += sent
-    h2.connection.data_send_process()  # keepalive's bookkeeping
-
-
-def _grpclib_send_message(stream: Any, message: Any) -> Any:
-    return type(stream).send_message(stream, message)
-
-
-def guard_requests(stream: Any, max_size: int) -> None:
-    """Route this call's request reads through _recv_request, its data writes
-    through _send_data, and a unary answer through _send_unary."""
-    stream.recv_message = functools.partial(_recv_request, stream, max_size)
-    stream._stream.send_data = functools.partial(_send_data, stream._stream)
-    listeners = stream._dispatch._listeners
-    if not stream._cardinality.server_streaming and not any(listeners.get(e) for e in _SEND_EVENTS):
-        stream.send_message = functools.partial(_send_unary, stream)
-
-
 @dataclass(eq=False, repr=False)
 class _AnyMessage(betterproto.Message):
     """Accepts any payload (unknown fields are skipped); never inspected."""
@@ -206,8 +90,8 @@ def _unwrapped(func: Any, _path: str) -> Any:
 
 class _MethodTable(dict):
     """The server's path -> handler table; unknown paths get UNIMPLEMENTED.
-    Every handler's func goes through `wrap` (cri/hooks.py), once per method:
-    grpclib's RecvRequest event would wrap it again at every call."""
+    Every handler's func goes through `wrap` (cri/hooks.py), once per method,
+    not at every call."""
 
     def __init__(self, handlers: dict[str, Handler], wrap: Wrap = _unwrapped) -> None:
         super().__init__({path: h._replace(func=wrap(h.func, path)) for path, h in handlers.items()})
@@ -221,39 +105,64 @@ class _MethodTable(dict):
         return h._replace(func=self._wrap(h.func, key))
 
 
-class CriServer(Server):
-    """grpclib's Server plus a graceful stop (grpc-go's GracefulStop).
+class CriServer:
+    """The CRI services on podrt's own HTTP/2 connections (podrt/rpc), with a
+    graceful stop (grpc-go's GracefulStop).
 
-    grpclib's close() cancels every running call, so clients of calls that
-    would have finished get "EOF". Here the listener closes first, calls that
-    arrive meanwhile on open connections are refused (`draining`, checked by
-    the hooks), and running calls get a grace period to answer. No HTTP/2
-    GOAWAY is sent: grpclib (server and client) tears a connection down on
-    GOAWAY, in-flight streams included, so it would cut Python clients.
+    The listener closes first, calls that arrive meanwhile on open
+    connections are refused (`draining`, checked by the hooks), and running
+    calls get a grace period to answer. No GOAWAY is sent until close():
+    grpclib's client tears a connection down on GOAWAY, in-flight calls
+    included, so it would cut Python clients mid-answer.
     """
 
-    def __init__(self, handlers: Collection[Any], **kwargs: Any) -> None:
-        """A handler's `shared_requests`: request types its methods only read (CriCodec)."""
+    def __init__(self, handlers: Collection[Any], *, max_msg_size: int = 16 << 20) -> None:
+        """A handler's `shared_requests`: request types its methods only read
+        (CriCodec). `max_msg_size`: the largest request accepted."""
         shared = [t for h in handlers for t in getattr(h, "shared_requests", ())]
-        super().__init__(handlers, codec=CriCodec(shared), **kwargs)
-        self._methods = dict(self._mapping)
-        self._mapping = _MethodTable(self._methods)
+        self.codec = CriCodec(shared)
+        self.max_msg_size = max_msg_size
+        self._methods: dict[str, Handler] = {}
+        for h in handlers:
+            self._methods.update(h.__mapping__())
+        self._table = _MethodTable(self._methods)
         self.draining = False
+        self._listener: asyncio.Server | None = None
+        self._connections: set[Connection] = set()
+        self._calls: set[asyncio.Task[None]] = set()
 
     def wrap_handlers(self, wrap: Wrap) -> None:
         """Every call of every method (unknown ones too) runs `wrap(func, path)` instead of func."""
-        self._mapping = _MethodTable(self._methods, wrap)
+        self._table = _MethodTable(self._methods, wrap)
+
+    # ---- what a Connection asks (rpc.connection.Server)
+
+    def method(self, path: str) -> Handler:
+        return self._table.get(path)
+
+    def started(self, task: asyncio.Task[None]) -> None:
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    def connected(self, conn: Connection, up: bool) -> None:
+        if up:
+            self._connections.add(conn)
+        else:
+            self._connections.discard(conn)
+
+    # ---- life
+
+    async def start(self, *, path: str) -> None:
+        self._listener = await asyncio.get_running_loop().create_unix_server(lambda: Connection(self), path)
 
     def stop_accepting(self) -> None:
         self.draining = True
-        if self._server is not None:
-            self._server.close()  # the listener only; accepted connections stay open
+        if self._listener is not None:
+            self._listener.close()  # the listener only; accepted connections stay open
 
-    def _calls(self) -> set[asyncio.Task[None]]:
-        # grpclib keeps one task per call in each connection's Handler (0.4.x);
-        # the task ends after the trailers are written, so waiting on it waits
-        # for the whole answer, not just the method.
-        return {t for h in self._handlers for t in h._tasks.values() if not t.done()}
+    def _running(self) -> set[asyncio.Task[None]]:
+        # a call's task ends after its trailers are written: waiting on it waits for the whole answer
+        return {t for t in self._calls if not t.done()}
 
     async def wait_idle(self, timeout: float) -> int:
         """Wait until no call runs, at most `timeout` s; the number still running.
@@ -262,13 +171,26 @@ class CriServer(Server):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            if calls := self._calls():
+            if calls := self._running():
                 await asyncio.wait(calls, timeout=deadline - loop.time())
                 continue
             await asyncio.sleep(min(IDLE_SETTLE, max(0.0, deadline - loop.time())))
-            if not self._calls():
+            if not self._running():
                 break
-        return len(self._calls())
+        return len(self._running())
+
+    def close(self) -> None:
+        """The listener and every connection closed (GOAWAY first); running calls cancelled."""
+        self.stop_accepting()
+        for conn in list(self._connections):
+            conn.close()
+
+    async def wait_closed(self) -> None:
+        """Until every cancelled call has ended."""
+        if self._listener is not None:
+            await self._listener.wait_closed()
+        if calls := self._running():
+            await asyncio.wait(calls)
 
 
 def prepare_socket_path(path: Path) -> None:
@@ -294,7 +216,7 @@ def prepare_socket_path(path: Path) -> None:
     raise FailedPrecondition(f"{path} is in use by a running server (another podrt?); stop it or choose another --listen path")
 
 
-async def listen_unix(server: Server, path: Path, mode: int) -> None:
+async def listen_unix(server: CriServer, path: Path, mode: int) -> None:
     """Bind the socket with `mode` from the first moment (umask, then chmod)."""
     prepare_socket_path(path)
     old = os.umask(0o777 & ~mode)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpclib.server
-
 from podrt.api.runtime import v1 as cri
 from podrt.container.events import ContainerEvent, EventType
 from podrt.container.manager import ContainerView
@@ -14,6 +10,7 @@ from podrt.cri import sandbox_convert as conv
 from podrt.cri.fields import or_unset
 from podrt.cri.rpcgroup import RpcGroup
 from podrt.errors import NotFound
+from podrt.rpc.call import Stream
 
 
 class EventRpcs(RpcGroup):
@@ -23,7 +20,7 @@ class EventRpcs(RpcGroup):
         self._statuses = {}
         self._containers.events.render = self._event_message
 
-    async def _container_events(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+    async def _container_events(self, stream: Stream) -> None:
         """Every container event from now until the client leaves or podrt
         stops. Headers go out once subscribed: a client that has them misses nothing later.
         (RuntimeService.__mapping__ routes GetContainerEvents here, with the stream in hand.)"""

@@ -10,14 +10,14 @@ import asyncio
 import time
 from typing import Any
 
-from grpclib._typing import IServerMethodFunc  # a handler's func
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from podrt.cri.errors import to_grpc_error
 from podrt.errors import SHUTTING_DOWN
 from podrt.node.metrics import Metrics
-from podrt.server import CriServer, guard_requests
+from podrt.rpc.call import CallFunc
+from podrt.server import CriServer
 
 KNOWN_PREFIXES = ("/runtime.v1.RuntimeService/", "/runtime.v1.ImageService/")
 
@@ -36,7 +36,7 @@ MAX_MESSAGE = 1024  # characters of an error message sent back
 
 def bounded(error: GRPCError) -> GRPCError:
     """Messages echo request values: a 90 KB one would block the loop while
-    grpclib percent-encodes it, and overflow the client's header limit (the
+    it is percent-encoded, and overflow the client's header limit (the
     connection drops, with every other call on it)."""
     message = error.message or ""
     if len(message) <= MAX_MESSAGE:
@@ -45,15 +45,13 @@ def bounded(error: GRPCError) -> GRPCError:
     return GRPCError(error.status, cut, error.details)
 
 
-def _wrap(func: IServerMethodFunc, operation: str, metrics: Metrics, server: CriServer,
-          max_msg_size: int) -> IServerMethodFunc:
+def _wrap(func: CallFunc, operation: str, metrics: Metrics, server: CriServer) -> CallFunc:
     async def handler(stream: Any) -> None:
         start = time.perf_counter()
         code = "OK"
         try:
             if server.draining:  # arrived on an open connection after SIGTERM
                 raise GRPCError(Status.UNAVAILABLE, SHUTTING_DOWN)
-            guard_requests(stream, max_msg_size)
             await func(stream)
         except GRPCError as exc:
             code = exc.status.name
@@ -71,5 +69,5 @@ def _wrap(func: IServerMethodFunc, operation: str, metrics: Metrics, server: Cri
     return handler
 
 
-def install(server: CriServer, metrics: Metrics, max_msg_size: int) -> None:
-    server.wrap_handlers(lambda func, path: _wrap(func, operation_name(path), metrics, server, max_msg_size))
+def install(server: CriServer, metrics: Metrics) -> None:
+    server.wrap_handlers(lambda func, path: _wrap(func, operation_name(path), metrics, server))

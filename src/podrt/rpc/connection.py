@@ -1,0 +1,498 @@
+"""One client connection: HTTP/2 frames in, calls started, answers out under flow control.
+
+What a gRPC server needs of RFC 9113, for grpc-go (kubelet, crictl, critest)
+and grpclib's client: the preface and SETTINGS, header blocks (HEADERS with
+padding and priority, CONTINUATION), DATA with padding, both directions of
+flow control, PING, RST_STREAM (cancels the call), GOAWAY. A protocol error
+closes the connection with GOAWAY and its error code, one log line, no
+traceback. Frames a client sends for streams already closed are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+from typing import Any, Protocol
+
+import hpack
+from grpclib.const import Handler, Status
+from grpclib.metadata import decode_timeout
+
+from podrt.logutil import RateLimited
+from podrt.rpc import call, frames
+from podrt.rpc.frames import ErrorCode
+
+_log = RateLimited(logging.getLogger(__name__))
+
+MAX_STREAMS = 1000  # calls at once on one connection (grpc-go: unlimited; h2's default: 100)
+STREAM_WINDOW = 4 << 20  # what a client may send on a call before our WINDOW_UPDATE
+CONNECTION_WINDOW = 16 << 20  # and on all its calls
+MAX_HEADER_BLOCK = 64 << 10  # the most bytes of a request's header block, compressed or not
+DECODED_BLOCKS = 64  # header blocks kept decoded (Connection._decode)
+_INDEXED = bytes(range(0x81, 0xFF))  # one-byte indexed fields: index 1 to 126
+_LOCAL_SETTINGS = {frames.MAX_CONCURRENT_STREAMS: MAX_STREAMS, frames.INITIAL_WINDOW_SIZE: STREAM_WINDOW}
+
+
+class Server(Protocol):
+    """What a connection needs of its server (server.CriServer)."""
+
+    @property
+    def codec(self) -> call.Codec: ...
+
+    @property
+    def max_msg_size(self) -> int: ...
+
+    def method(self, path: str) -> Handler: ...
+
+    def started(self, task: asyncio.Task[None]) -> None: ...
+
+    def connected(self, conn: Connection, up: bool) -> None: ...
+
+
+class ConnectionError_(Exception):  # noqa: N801 (the builtin ConnectionError is an OSError)
+    """A connection error (RFC 9113 section 5.4.1): GOAWAY with `code`, then close."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class StreamError(Exception):
+    """A stream error (section 5.4.2): RST_STREAM with `code`; the connection lives."""
+
+    def __init__(self, stream_id: int, code: ErrorCode) -> None:
+        super().__init__(code.name)
+        self.stream_id, self.code = stream_id, code
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._in = bytearray()
+        self._preface = False  # the client's preface, and its SETTINGS after it, came
+        self._settings_seen = False
+        self._decoder = hpack.Decoder(MAX_HEADER_BLOCK)
+        self._decoded: dict[bytes, Any] = {}
+        self._streams: dict[int, call.Stream] = {}
+        self.last_stream_id = 0
+        self._block: tuple[int, bool, bytearray] | None = None  # a header block awaiting CONTINUATION
+        self.max_frame = frames.DEFAULT_FRAME  # the client's MAX_FRAME_SIZE
+        self._initial_window = frames.DEFAULT_WINDOW  # the client's INITIAL_WINDOW_SIZE
+        self._send_window = frames.DEFAULT_WINDOW  # what we may send on the connection
+        self._recv_window = CONNECTION_WINDOW  # what the client may send
+        self._recv_unacked = 0
+        self._blocked: set[call.Stream] = set()  # streams waiting for the window or the socket
+        self._paused = False
+        self._batch: list[bytes] | None = None  # writes made while reading, sent together
+        self.closing = False
+
+    # ---- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._server.connected(self, True)
+        transport.write(frames.settings(_LOCAL_SETTINGS)
+                        + frames.window_update(0, CONNECTION_WINDOW - frames.DEFAULT_WINDOW))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        for stream in self._streams.values():
+            stream.cancel()
+        self._streams.clear()
+        self._wake_all()
+        self._server.connected(self, False)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake_all()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        out: list[bytes] = []
+        self._batch = out
+        try:
+            self._read(data)
+        except ConnectionError_ as exc:
+            _log.warning("closing a client connection: %s: %s", exc.code.name, exc)
+            self.close(exc.code, str(exc).encode()[:256])
+        except Exception as exc:  # a bug of ours: the client gets INTERNAL_ERROR, the log the traceback
+            logging.getLogger(__name__).exception("closing a client connection: %s", exc)
+            self.close(ErrorCode.INTERNAL_ERROR)
+        finally:
+            self._batch = None
+            if out and self._transport is not None and not self._transport.is_closing():
+                self._transport.write(b"".join(out))
+
+    def eof_received(self) -> bool | None:
+        return None  # close: a client that will send nothing more has no calls to make
+
+    # ---- writing
+
+    def write(self, data: bytes) -> None:
+        if self._batch is not None:
+            self._batch.append(data)
+        elif not self.closing and self._transport is not None:
+            self._transport.write(data)
+
+    async def send(self, stream: call.Stream, data: bytes, head: bytes = b"", tail: bytes = b"") -> None:
+        """`head` (frames), `data` as DATA frames, `tail` (frames) in as few
+        writes as the flow-control windows allow: all in one while they do."""
+        view, pos, last = memoryview(data), 0, len(data)
+        while True:
+            if stream.closed:
+                return
+            window = min(self._send_window, stream.send_window)
+            if pos < last and (window <= 0 or self._paused):
+                await self._wait(stream)
+                continue
+            take = min(window, last - pos)
+            parts = [head] if head else []
+            parts += frames.data_frames(stream.id, view[pos:pos + take], self.max_frame)
+            head, pos = b"", pos + take
+            self._send_window -= take
+            stream.send_window -= take
+            if pos == last and tail:
+                parts.append(tail)
+            self.write(b"".join(parts))
+            if pos == last:
+                return
+
+    async def _wait(self, stream: call.Stream) -> None:
+        stream.window_waiter = waiter = self._loop.create_future()
+        self._blocked.add(stream)
+        try:
+            await waiter
+        finally:
+            self._blocked.discard(stream)
+            stream.window_waiter = None
+
+    @staticmethod
+    def _wake(stream: call.Stream) -> None:
+        if stream.window_waiter is not None and not stream.window_waiter.done():
+            stream.window_waiter.set_result(None)
+
+    def _wake_all(self) -> None:
+        for stream in list(self._blocked):
+            self._wake(stream)
+
+    # ---- the server's side
+
+    def calls(self) -> Collection[call.Stream]:
+        return self._streams.values()
+
+    def released(self, stream: call.Stream) -> None:
+        if self._streams.get(stream.id) is stream:
+            del self._streams[stream.id]
+
+    def close(self, code: ErrorCode = ErrorCode.NO_ERROR, debug: bytes = b"") -> None:
+        """GOAWAY and close; running calls are cancelled."""
+        if self.closing or self._transport is None:
+            return
+        self.write(frames.goaway(self.last_stream_id, code, debug))
+        if self._batch:
+            self._transport.write(b"".join(self._batch))
+            self._batch.clear()
+        self.closing = True
+        for stream in self._streams.values():
+            stream.cancel()
+        self._transport.close()
+
+    # ---- reading
+
+    def _read(self, data: bytes) -> None:
+        if self._in:
+            self._in += data
+            buf: bytes | bytearray = self._in
+        else:
+            buf = data
+        pos, end = 0, len(buf)
+        if not self._preface:
+            if end < len(frames.PREFACE):
+                if not frames.PREFACE.startswith(bytes(buf)):
+                    raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "not an HTTP/2 client preface")
+                self._in = bytearray(buf)
+                return
+            if buf[:len(frames.PREFACE)] != frames.PREFACE:
+                raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "not an HTTP/2 client preface")
+            self._preface = True
+            pos = len(frames.PREFACE)
+        unpack = frames.HEAD.unpack_from
+        while end - pos >= 9:
+            high, low, ftype, flags, stream_id = unpack(buf, pos)
+            length = high << 16 | low
+            if length > frames.DEFAULT_FRAME:  # our MAX_FRAME_SIZE, never raised
+                raise ConnectionError_(ErrorCode.FRAME_SIZE_ERROR, f"a frame of {length} bytes")
+            if end - pos - 9 < length:
+                break
+            payload = bytes(buf[pos + 9:pos + 9 + length])
+            pos += 9 + length
+            try:
+                self._frame(ftype, flags, stream_id & 0x7FFFFFFF, payload)
+            except StreamError as exc:
+                self._reset(exc.stream_id, exc.code)
+            if self.closing:
+                return
+        self._in = bytearray(buf[pos:]) if pos < end else bytearray()
+
+    def _frame(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._block is not None and (ftype != frames.CONTINUATION or stream_id != self._block[0]):
+            raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "a header block without its CONTINUATION")
+        if not self._settings_seen and not (ftype == frames.SETTINGS and not flags & frames.ACK):
+            raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "the preface's SETTINGS frame is missing")
+        if ftype == frames.DATA:
+            self._data(flags, stream_id, payload)
+        elif ftype == frames.HEADERS:
+            self._headers(flags, stream_id, payload)
+        elif ftype == frames.CONTINUATION:
+            self._continuation(flags, stream_id, payload)
+        elif ftype == frames.SETTINGS:
+            self._settings(flags, stream_id, payload)
+        elif ftype == frames.WINDOW_UPDATE:
+            self._window_update(stream_id, payload)
+        elif ftype == frames.PING:
+            if stream_id:
+                raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
+            if len(payload) != 8:
+                raise ConnectionError_(ErrorCode.FRAME_SIZE_ERROR, "PING not of 8 bytes")
+            if not flags & frames.ACK:
+                self.write(frames.frame(frames.PING, frames.ACK, 0, payload))
+        elif ftype == frames.RST_STREAM:
+            self._rst_stream(stream_id, payload)
+        elif ftype == frames.PRIORITY:
+            if not stream_id:
+                raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
+            if len(payload) != 5:
+                raise StreamError(stream_id, ErrorCode.FRAME_SIZE_ERROR)
+        elif ftype == frames.GOAWAY:
+            if stream_id:
+                raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream")
+            if len(payload) < 8:
+                raise ConnectionError_(ErrorCode.FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
+            # the client starts no more calls; those it started run to their end
+        elif ftype == frames.PUSH_PROMISE:
+            raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+        # other types: extensions, ignored (section 5.5)
+
+    def _check_stream(self, stream_id: int, kind: str) -> None:
+        if not stream_id:
+            raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, f"{kind} on stream 0")
+        if stream_id > self.last_stream_id:
+            raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, f"{kind} on idle stream {stream_id}")
+
+    @staticmethod
+    def _unpad(flags: int, payload: bytes, kind: str) -> tuple[int, int]:
+        """[start, end) of a padded frame's content."""
+        if not flags & frames.PADDED:
+            return 0, len(payload)
+        if not payload or payload[0] >= len(payload):
+            raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, f"{kind} padding longer than the frame")
+        return 1, len(payload) - payload[0]
+
+    def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        self._check_stream(stream_id, "DATA")
+        size = len(payload)
+        self._recv_window -= size
+        if self._recv_window < 0:
+            raise ConnectionError_(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection's window")
+        self._recv_unacked += size  # the connection's window: given back as it arrives
+        if self._recv_unacked >= CONNECTION_WINDOW // 2:
+            self.write(frames.window_update(0, self._recv_unacked))
+            self._recv_window += self._recv_unacked
+            self._recv_unacked = 0
+        start, end = self._unpad(flags, payload, "DATA")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # a call that ended (answered, reset): its client may still be sending
+        if stream.remote_closed:
+            raise StreamError(stream_id, ErrorCode.STREAM_CLOSED)
+        stream.recv_window -= size
+        if stream.recv_window < 0:
+            raise StreamError(stream_id, ErrorCode.FLOW_CONTROL_ERROR)
+        end_stream = bool(flags & frames.END_STREAM)
+        stream.received(payload[start:end] if start or end < size else payload, end_stream)
+        stream.recv_unacked += size
+        # the stream's window: given back while what waits unread fits a request (a client
+        # sending more than the size limit is stopped by its window)
+        if (not end_stream and stream.recv_unacked >= STREAM_WINDOW // 2
+                and stream.buffered() <= self._server.max_msg_size + 5):
+            self.write(frames.window_update(stream_id, stream.recv_unacked))
+            stream.recv_window += stream.recv_unacked
+            stream.recv_unacked = 0
+
+    def _headers(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if not stream_id or not stream_id & 1:
+            raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}")
+        start, end = self._unpad(flags, payload, "HEADERS")
+        if flags & frames.PRIORITY_FLAG:
+            start += 5
+            if start > end:
+                raise ConnectionError_(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+        block = payload[start:end]
+        end_stream = bool(flags & frames.END_STREAM)
+        if flags & frames.END_HEADERS:
+            self._header_block(stream_id, end_stream, block)
+        else:
+            self._block = (stream_id, end_stream, bytearray(block))
+
+    def _continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._block is None:
+            raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+        _, end_stream, block = self._block
+        block += payload
+        if len(block) > MAX_HEADER_BLOCK:
+            raise ConnectionError_(ErrorCode.ENHANCE_YOUR_CALM, "a header block larger than 64 KiB")
+        if flags & frames.END_HEADERS:
+            self._block = None
+            self._header_block(stream_id, end_stream, bytes(block))
+
+    def _header_block(self, stream_id: int, end_stream: bool, block: bytes) -> None:
+        headers = self._decode(block)
+        if stream_id <= self.last_stream_id:
+            stream = self._streams.get(stream_id)
+            if stream is not None and not stream.remote_closed:  # trailers of a request
+                if not end_stream:
+                    raise StreamError(stream_id, ErrorCode.PROTOCOL_ERROR)
+                stream.received(b"", True)
+                return
+            raise ConnectionError_(ErrorCode.STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
+        self.last_stream_id = stream_id
+        if len(self._streams) >= MAX_STREAMS:
+            raise StreamError(stream_id, ErrorCode.REFUSED_STREAM)
+        self._start(stream_id, end_stream, headers)
+
+    def _decode(self, block: bytes) -> Any:
+        """A header block's fields, decoded whatever becomes of its stream
+        (the client's encoder counts on our table). A client repeats its
+        calls' blocks byte for byte once its table holds every field: a
+        block of one-byte indexed fields only reads the table, so its
+        decoding holds until a block that changes the table (hpack's decode
+        costs ~50 us a call)."""
+        found = self._decoded.get(block)
+        if found is not None:
+            return found
+        try:
+            headers = self._decoder.decode(block, raw=True)
+        except hpack.HPACKError as exc:
+            raise ConnectionError_(ErrorCode.COMPRESSION_ERROR, f"a header block that does not decode: {exc}") from None
+        if block.translate(None, _INDEXED):
+            self._decoded.clear()  # the table may have changed
+        elif len(self._decoded) < DECODED_BLOCKS:
+            self._decoded[block] = headers
+        return headers
+
+    def _start(self, stream_id: int, end_stream: bool, headers: Any) -> None:
+        method = path = content_type = timeout = None
+        for name, value in headers:
+            if name == b":path":
+                path = value
+            elif name == b":method":
+                method = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"grpc-timeout":
+                timeout = value
+        if path is None or method is None:
+            raise StreamError(stream_id, ErrorCode.PROTOCOL_ERROR)
+        if method != b"POST":
+            return self._refuse(stream_id, end_stream, frames.http_error_block(405, "gRPC calls are POST requests"))
+        base, _, subtype = (content_type or b"").partition(b"+")
+        if base.split(b";")[0].strip() != frames.CONTENT_TYPE or subtype not in (b"", b"proto"):
+            return self._refuse(stream_id, end_stream, frames.http_error_block(
+                415, f"content-type {(content_type or b'(none)').decode('latin-1')!r} is not application/grpc"))
+        seconds = None
+        if timeout is not None:
+            try:
+                seconds = decode_timeout(timeout.decode("latin-1"))
+            except ValueError:
+                return self._refuse(stream_id, end_stream, frames.RESPONSE_HEADERS + frames.status_block(
+                    Status.INVALID_ARGUMENT, f"malformed grpc-timeout {timeout.decode('latin-1')!r}"))
+        server = self._server
+        handler = server.method(path.decode("latin-1"))
+        stream = call.Stream(self, stream_id, handler, server.codec, server.max_msg_size,
+                             self._initial_window, STREAM_WINDOW)
+        stream.remote_closed = end_stream
+        self._streams[stream_id] = stream
+        stream.task = task = self._loop.create_task(call.run(stream, handler.func))
+        server.started(task)
+        if seconds is not None:
+            stream.timer = self._loop.call_later(seconds, stream.expire)
+
+    def _refuse(self, stream_id: int, end_stream: bool, block: bytes) -> None:
+        """An answer before any call: the request is not one."""
+        self.write(frames.header_frames(stream_id, block, self.max_frame, end_stream=True))
+        if not end_stream:
+            self.write(frames.rst_stream(stream_id, ErrorCode.NO_ERROR))
+
+    def _reset(self, stream_id: int, code: ErrorCode) -> None:
+        self.write(frames.rst_stream(stream_id, code))
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            stream.cancel()
+
+    def _rst_stream(self, stream_id: int, payload: bytes) -> None:
+        self._check_stream(stream_id, "RST_STREAM")
+        if len(payload) != 4:
+            raise ConnectionError_(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM not of 4 bytes")
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            stream.cancel()
+            self._wake(stream)
+
+    def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id:
+            raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & frames.ACK:
+            if payload:
+                raise ConnectionError_(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise ConnectionError_(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS not a multiple of 6 bytes")
+        for at in range(0, len(payload), 6):
+            key, value = int.from_bytes(payload[at:at + 2], "big"), frames.u32(payload[at + 2:at + 6])
+            if key == frames.INITIAL_WINDOW_SIZE:
+                if value > frames.MAX_WINDOW:
+                    raise ConnectionError_(ErrorCode.FLOW_CONTROL_ERROR, f"INITIAL_WINDOW_SIZE {value}")
+                delta, self._initial_window = value - self._initial_window, value
+                for stream in self._streams.values():  # section 6.9.2: open streams' windows move too
+                    stream.send_window += delta
+            elif key == frames.MAX_FRAME_SIZE:
+                if not frames.DEFAULT_FRAME <= value <= frames.MAX_FRAME:
+                    raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, f"MAX_FRAME_SIZE {value}")
+                self.max_frame = value
+            elif key == frames.ENABLE_PUSH and value > 1:
+                raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, f"ENABLE_PUSH {value}")
+            # HEADER_TABLE_SIZE: our answers use no dynamic table; the rest are limits on us we stay under
+        self._settings_seen = True
+        self.write(frames.frame(frames.SETTINGS, frames.ACK, 0))
+        self._wake_all()
+
+    def _window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise ConnectionError_(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE not of 4 bytes")
+        increment = frames.u32(payload) & 0x7FFFFFFF
+        if not stream_id:
+            if not increment:
+                raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            self._send_window += increment
+            if self._send_window > frames.MAX_WINDOW:
+                raise ConnectionError_(ErrorCode.FLOW_CONTROL_ERROR, "the connection's window above 2^31-1")
+            self._wake_all()
+            return
+        self._check_stream(stream_id, "WINDOW_UPDATE")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        if not increment:
+            raise StreamError(stream_id, ErrorCode.PROTOCOL_ERROR)
+        stream.send_window += increment
+        if stream.send_window > frames.MAX_WINDOW:
+            raise StreamError(stream_id, ErrorCode.FLOW_CONTROL_ERROR)
+        self._wake(stream)
