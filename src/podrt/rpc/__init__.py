@@ -15,7 +15,8 @@ betterproto generates (const.Handler, Cardinality), the protobuf codec, and
 the client (tests, cli). hpack decodes request header blocks (its dynamic
 table is the client's to fill); answers are encoded without it.
 
-frames.py: frame and header-block encoding; connection.py: one client
-connection (frames in, flow control); call.py: one call's Stream, what a
-handler reads its request from and writes its answer to.
+frames.py: frames, answers' header blocks, protocol errors; headers.py: a
+request's header block; connection.py: one client connection (frames in,
+flow control); call.py: one call's Stream, what a handler reads its request
+from and writes its answer to.
 """

@@ -86,6 +86,11 @@ class Stream:
         if self.task is not None:
             self.task.cancel()
 
+    def wake_writer(self) -> None:
+        """The flow-control window or the socket opened: an answer waiting on them goes on."""
+        if self.window_waiter is not None and not self.window_waiter.done():
+            self.window_waiter.set_result(None)
+
     def expire(self) -> None:
         self.expired = True
         if self.task is not None:

@@ -15,13 +15,11 @@ import logging
 from collections.abc import Collection
 from typing import Any, Protocol
 
-import hpack
-from grpclib.const import Handler, Status
-from grpclib.metadata import decode_timeout
+from grpclib.const import Handler
 
 from podrt.logutil import RateLimited
-from podrt.rpc import call, frames
-from podrt.rpc.frames import ErrorCode
+from podrt.rpc import call, frames, headers
+from podrt.rpc.frames import ConnectionError_, ErrorCode, StreamError
 
 _log = RateLimited(logging.getLogger(__name__))
 
@@ -29,8 +27,6 @@ MAX_STREAMS = 1000  # calls at once on one connection (grpc-go: unlimited; h2's 
 STREAM_WINDOW = 4 << 20  # what a client may send on a call before our WINDOW_UPDATE
 CONNECTION_WINDOW = 16 << 20  # and on all its calls
 MAX_HEADER_BLOCK = 64 << 10  # the most bytes of a request's header block, compressed or not
-DECODED_BLOCKS = 64  # header blocks kept decoded (Connection._decode)
-_INDEXED = bytes(range(0x81, 0xFF))  # one-byte indexed fields: index 1 to 126
 _LOCAL_SETTINGS = {frames.MAX_CONCURRENT_STREAMS: MAX_STREAMS, frames.INITIAL_WINDOW_SIZE: STREAM_WINDOW}
 
 
@@ -50,32 +46,19 @@ class Server(Protocol):
     def connected(self, conn: Connection, up: bool) -> None: ...
 
 
-class ConnectionError_(Exception):  # noqa: N801 (the builtin ConnectionError is an OSError)
-    """A connection error (RFC 9113 section 5.4.1): GOAWAY with `code`, then close."""
-
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-class StreamError(Exception):
-    """A stream error (section 5.4.2): RST_STREAM with `code`; the connection lives."""
-
-    def __init__(self, stream_id: int, code: ErrorCode) -> None:
-        super().__init__(code.name)
-        self.stream_id, self.code = stream_id, code
-
-
 class Connection(asyncio.Protocol):
+    """A client's connection: its calls by stream id, both directions' windows,
+    and the writes made while a read is handled (acks, window updates,
+    refusals), sent together once it is."""
+
     def __init__(self, server: Server) -> None:
         self._server = server
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._in = bytearray()
-        self._preface = False  # the client's preface, and its SETTINGS after it, came
-        self._settings_seen = False
-        self._decoder = hpack.Decoder(MAX_HEADER_BLOCK)
-        self._decoded: dict[bytes, Any] = {}
+        self._preface = False  # the client's preface came
+        self._settings_seen = False  # and the SETTINGS frame that must follow it
+        self._decoder = headers.Decoder(MAX_HEADER_BLOCK)
         self._streams: dict[int, call.Stream] = {}
         self.last_stream_id = 0
         self._block: tuple[int, bool, bytearray] | None = None  # a header block awaiting CONTINUATION
@@ -131,9 +114,6 @@ class Connection(asyncio.Protocol):
             if out and self._transport is not None and not self._transport.is_closing():
                 self._transport.write(b"".join(out))
 
-    def eof_received(self) -> bool | None:
-        return None  # close: a client that will send nothing more has no calls to make
-
     # ---- writing
 
     def write(self, data: bytes) -> None:
@@ -174,14 +154,9 @@ class Connection(asyncio.Protocol):
             self._blocked.discard(stream)
             stream.window_waiter = None
 
-    @staticmethod
-    def _wake(stream: call.Stream) -> None:
-        if stream.window_waiter is not None and not stream.window_waiter.done():
-            stream.window_waiter.set_result(None)
-
     def _wake_all(self) -> None:
         for stream in list(self._blocked):
-            self._wake(stream)
+            stream.wake_writer()
 
     # ---- the server's side
 
@@ -287,15 +262,6 @@ class Connection(asyncio.Protocol):
         if stream_id > self.last_stream_id:
             raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, f"{kind} on idle stream {stream_id}")
 
-    @staticmethod
-    def _unpad(flags: int, payload: bytes, kind: str) -> tuple[int, int]:
-        """[start, end) of a padded frame's content."""
-        if not flags & frames.PADDED:
-            return 0, len(payload)
-        if not payload or payload[0] >= len(payload):
-            raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, f"{kind} padding longer than the frame")
-        return 1, len(payload) - payload[0]
-
     def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
         self._check_stream(stream_id, "DATA")
         size = len(payload)
@@ -307,7 +273,7 @@ class Connection(asyncio.Protocol):
             self.write(frames.window_update(0, self._recv_unacked))
             self._recv_window += self._recv_unacked
             self._recv_unacked = 0
-        start, end = self._unpad(flags, payload, "DATA")
+        start, end = frames.unpad(flags, payload, "DATA")
         stream = self._streams.get(stream_id)
         if stream is None:
             return  # a call that ended (answered, reset): its client may still be sending
@@ -330,7 +296,7 @@ class Connection(asyncio.Protocol):
     def _headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if not stream_id or not stream_id & 1:
             raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}")
-        start, end = self._unpad(flags, payload, "HEADERS")
+        start, end = frames.unpad(flags, payload, "HEADERS")
         if flags & frames.PRIORITY_FLAG:
             start += 5
             if start > end:
@@ -354,7 +320,7 @@ class Connection(asyncio.Protocol):
             self._header_block(stream_id, end_stream, bytes(block))
 
     def _header_block(self, stream_id: int, end_stream: bool, block: bytes) -> None:
-        headers = self._decode(block)
+        headers = self._decoder.decode(block)
         if stream_id <= self.last_stream_id:
             stream = self._streams.get(stream_id)
             if stream is not None and not stream.remote_closed:  # trailers of a request
@@ -368,54 +334,16 @@ class Connection(asyncio.Protocol):
             raise StreamError(stream_id, ErrorCode.REFUSED_STREAM)
         self._start(stream_id, end_stream, headers)
 
-    def _decode(self, block: bytes) -> Any:
-        """A header block's fields, decoded whatever becomes of its stream
-        (the client's encoder counts on our table). A client repeats its
-        calls' blocks byte for byte once its table holds every field: a
-        block of one-byte indexed fields only reads the table, so its
-        decoding holds until a block that changes the table (hpack's decode
-        costs ~50 us a call)."""
-        found = self._decoded.get(block)
-        if found is not None:
-            return found
-        try:
-            headers = self._decoder.decode(block, raw=True)
-        except hpack.HPACKError as exc:
-            raise ConnectionError_(ErrorCode.COMPRESSION_ERROR, f"a header block that does not decode: {exc}") from None
-        if block.translate(None, _INDEXED):
-            self._decoded.clear()  # the table may have changed
-        elif len(self._decoded) < DECODED_BLOCKS:
-            self._decoded[block] = headers
-        return headers
-
-    def _start(self, stream_id: int, end_stream: bool, headers: Any) -> None:
-        method = path = content_type = timeout = None
-        for name, value in headers:
-            if name == b":path":
-                path = value
-            elif name == b":method":
-                method = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"grpc-timeout":
-                timeout = value
-        if path is None or method is None:
-            raise StreamError(stream_id, ErrorCode.PROTOCOL_ERROR)
-        if method != b"POST":
-            return self._refuse(stream_id, end_stream, frames.http_error_block(405, "gRPC calls are POST requests"))
-        base, _, subtype = (content_type or b"").partition(b"+")
-        if base.split(b";")[0].strip() != frames.CONTENT_TYPE or subtype not in (b"", b"proto"):
-            return self._refuse(stream_id, end_stream, frames.http_error_block(
-                415, f"content-type {(content_type or b'(none)').decode('latin-1')!r} is not application/grpc"))
-        seconds = None
-        if timeout is not None:
-            try:
-                seconds = decode_timeout(timeout.decode("latin-1"))
-            except ValueError:
-                return self._refuse(stream_id, end_stream, frames.RESPONSE_HEADERS + frames.status_block(
-                    Status.INVALID_ARGUMENT, f"malformed grpc-timeout {timeout.decode('latin-1')!r}"))
+    def _start(self, stream_id: int, end_stream: bool, fields: Any) -> None:
+        request = headers.read_request(stream_id, fields)
+        if isinstance(request, bytes):  # refused before any call: the request is not one
+            self.write(frames.header_frames(stream_id, request, self.max_frame, end_stream=True))
+            if not end_stream:
+                self.write(frames.rst_stream(stream_id, ErrorCode.NO_ERROR))
+            return
+        path, seconds = request
         server = self._server
-        handler = server.method(path.decode("latin-1"))
+        handler = server.method(path)
         stream = call.Stream(self, stream_id, handler, server.codec, server.max_msg_size,
                              self._initial_window, STREAM_WINDOW)
         stream.remote_closed = end_stream
@@ -424,12 +352,6 @@ class Connection(asyncio.Protocol):
         server.started(task)
         if seconds is not None:
             stream.timer = self._loop.call_later(seconds, stream.expire)
-
-    def _refuse(self, stream_id: int, end_stream: bool, block: bytes) -> None:
-        """An answer before any call: the request is not one."""
-        self.write(frames.header_frames(stream_id, block, self.max_frame, end_stream=True))
-        if not end_stream:
-            self.write(frames.rst_stream(stream_id, ErrorCode.NO_ERROR))
 
     def _reset(self, stream_id: int, code: ErrorCode) -> None:
         self.write(frames.rst_stream(stream_id, code))
@@ -444,7 +366,7 @@ class Connection(asyncio.Protocol):
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
             stream.cancel()
-            self._wake(stream)
+            stream.wake_writer()
 
     def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
@@ -495,4 +417,4 @@ class Connection(asyncio.Protocol):
         stream.send_window += increment
         if stream.send_window > frames.MAX_WINDOW:
             raise StreamError(stream_id, ErrorCode.FLOW_CONTROL_ERROR)
-        self._wake(stream)
+        stream.wake_writer()

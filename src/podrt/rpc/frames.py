@@ -134,3 +134,28 @@ def http_error_block(http_status: int, message: str) -> bytes:
     """A request HTTP refuses (method, content type): that :status, with gRPC's UNKNOWN for clients that read it."""
     return (_literal(_STATUS_NAME, str(http_status).encode()) + _literal(_CONTENT_TYPE, CONTENT_TYPE)
             + status_block(Status.UNKNOWN, message))
+
+
+class ConnectionError_(Exception):  # noqa: N801 (the builtin ConnectionError is an OSError)
+    """A connection error (RFC 9113 section 5.4.1): GOAWAY with `code`, then close."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class StreamError(Exception):
+    """A stream error (section 5.4.2): RST_STREAM with `code`; the connection lives."""
+
+    def __init__(self, stream_id: int, code: ErrorCode) -> None:
+        super().__init__(code.name)
+        self.stream_id, self.code = stream_id, code
+
+
+def unpad(flags: int, payload: bytes, kind: str) -> tuple[int, int]:
+    """[start, end) of a padded frame's content (DATA, HEADERS)."""
+    if not flags & PADDED:
+        return 0, len(payload)
+    if not payload or payload[0] >= len(payload):
+        raise ConnectionError_(ErrorCode.PROTOCOL_ERROR, f"{kind} padding longer than the frame")
+    return 1, len(payload) - payload[0]
