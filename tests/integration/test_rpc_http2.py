@@ -26,6 +26,7 @@ import pytest
 from grpclib.const import Status
 
 from podrt.api.runtime import v1 as cri
+from tests.integration.test_daemon_lifecycle import _free_port
 from tests.support.client import connect
 from tests.support.daemon import DaemonDirs, DaemonProcess
 from tests.support.h2raw import grpc_frame
@@ -35,12 +36,6 @@ pytestmark = pytest.mark.root
 VERSION = "/runtime.v1.RuntimeService/Version"
 STATUS = "/runtime.v1.RuntimeService/Status"
 EVENTS = "/runtime.v1.RuntimeService/GetContainerEvents"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

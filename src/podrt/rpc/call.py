@@ -81,8 +81,12 @@ class Stream:
             self._data_waiter.set_result(None)
 
     def cancel(self) -> None:
-        """The client reset the stream, or its connection is gone: the handler is cancelled."""
+        """The client reset the stream, or its connection is gone: the handler
+        is cancelled (a task cancelled before its first step never runs
+        run()'s finally: the deadline's timer goes here)."""
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
         if self.task is not None:
             self.task.cancel()
 
