@@ -252,3 +252,15 @@ def _varint(n: int) -> bytes:
         out.append(n & 0x7F | 0x80)
         n >>= 7
     return bytes(out + bytes([n]))
+
+
+async def test_frames_on_a_finished_call_are_dropped_and_the_connection_lives() -> None:
+    """Section 5.1: a client may still send on a stream the server closed."""
+    peer = Peer()
+    sid = peer.request(VERSION, version_request(1))
+    await peer.answer(sid)
+    peer.send(frames.frame(frames.HEADERS, frames.END_HEADERS | frames.END_STREAM, sid, b"\x83")  # :method POST
+              + frames.frame(frames.DATA, 0, sid, b"late") + frames.frame(frames.WINDOW_UPDATE, 0, sid, b"\0\0\0\1")
+              + frames.frame(frames.RST_STREAM, 0, sid, b"\0\0\0\0"))
+    assert not peer.transport.closed
+    assert (await peer.answer(peer.request(VERSION, version_request(2))))[1] == reply(2)

@@ -320,19 +320,21 @@ class Connection(asyncio.Protocol):
             self._header_block(stream_id, end_stream, bytes(block))
 
     def _header_block(self, stream_id: int, end_stream: bool, block: bytes) -> None:
-        headers = self._decoder.decode(block)
+        fields = self._decoder.decode(block)
         if stream_id <= self.last_stream_id:
             stream = self._streams.get(stream_id)
-            if stream is not None and not stream.remote_closed:  # trailers of a request
-                if not end_stream:
-                    raise StreamError(stream_id, ErrorCode.PROTOCOL_ERROR)
-                stream.received(b"", True)
-                return
-            raise ConnectionError_(ErrorCode.STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
+            if stream is None:
+                return  # a call that ended (answered, reset): what its client still sends is dropped
+            if stream.remote_closed:
+                raise StreamError(stream_id, ErrorCode.STREAM_CLOSED)
+            if not end_stream:  # trailers of a request end it
+                raise StreamError(stream_id, ErrorCode.PROTOCOL_ERROR)
+            stream.received(b"", True)
+            return
         self.last_stream_id = stream_id
         if len(self._streams) >= MAX_STREAMS:
             raise StreamError(stream_id, ErrorCode.REFUSED_STREAM)
-        self._start(stream_id, end_stream, headers)
+        self._start(stream_id, end_stream, fields)
 
     def _start(self, stream_id: int, end_stream: bool, fields: Any) -> None:
         request = headers.read_request(stream_id, fields)
