@@ -125,6 +125,35 @@ async def test_restart_releases_a_pod_whose_state_and_run_dir_are_lost(net_dirs:
         restarted.kill()
 
 
+async def test_restart_sweeps_the_dirs_of_a_container_creation_cut_before_its_record(dirs: DaemonDirs) -> None:
+    """A container creation's journal is volatile: after a power loss its dirs may be
+    all that is left of it, an overlay maybe still mounted (state lost by hand). A
+    restart removes them; a dir holding a record, even an unreadable one, stays."""
+    cut, kept = "a" * 64, "b" * 64
+    merged = dirs.root / "containers" / cut / "rootfs" / "merged"
+    merged.mkdir(parents=True)
+    (dirs.runroot / "containers" / cut).mkdir(parents=True)
+    (dirs.runroot / "containers" / cut / "config.json").write_text("{}")
+    (dirs.root / "containers" / kept).mkdir()
+    (dirs.root / "containers" / kept / "state.json").write_text("not a record")
+    mounts.mount("tmpfs", str(merged), "tmpfs", 0, "size=1m")
+    try:
+        daemon = DaemonProcess(dirs).start()
+        try:
+            log = daemon.log()
+            assert f"dir {dirs.root / 'containers' / cut} of a container never created" in log
+            assert f"dir {dirs.runroot / 'containers' / cut} of a container never created" in log
+            assert not (dirs.root / "containers" / cut).exists() and not (dirs.runroot / "containers" / cut).exists()
+            assert (dirs.root / "containers" / kept / "state.json").read_text() == "not a record"
+            assert str(merged) not in Path("/proc/self/mountinfo").read_text()
+        finally:
+            daemon.kill()
+    finally:
+        while mounts.umount(str(merged)):
+            pass
+        shutil.rmtree(dirs.root / "containers" / kept)
+
+
 # ------------------------------------------------- two daemons on one node
 
 def _without_state_paths(dirs: DaemonDirs, runc_root: Path | None) -> None:

@@ -243,9 +243,9 @@ async def test_one_journal_write_per_phase_and_per_rollback_all_off_the_loop(
     real_write, writes = journal_module.atomic_write, []
     loop_thread = threading.get_ident()
 
-    def counted(path: Path, payload: bytes, mode: int = 0o600) -> None:
+    def counted(path: Path, payload: bytes, mode: int = 0o600, **kwargs: Any) -> None:
         writes.append((threading.get_ident(), [e["name"] for e in json.loads(payload)["entries"]], list(rec.events)))
-        real_write(path, payload, mode)
+        real_write(path, payload, mode, **kwargs)
 
     monkeypatch.setattr(journal_module, "atomic_write", counted)
     rec = Recorder()
@@ -302,6 +302,33 @@ async def test_a_commit_file_makes_the_journals_removal_at_commit_need_no_fsync(
     report = await Journal(journals).replay(rec_registry(later))
     assert later.events == [("undo", "cut-a")] and report.transactions == ["cut"]
     assert list(journals.iterdir()) == []
+
+
+async def test_a_volatile_journal_is_written_and_replayed_without_an_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Journal.volatile (a container's creation): the same files, whole, in the
+    same directory, replayed alike after a crash of the daemon; no fsync at
+    all, where the durable journal makes two per write and one per discard."""
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    durable = Journal(tmp_path)
+    jf = durable.volatile().open("cut", "t")
+    jf.intents([("a", "rec", {"step": "a"}), ("b", "rec", {"step": "b"})])
+    jf.done("a", {"step": "a", "pid": 7})
+    jf.flush()
+    assert on_disk(tmp_path / "cut.json")["entries"][0]["data"]["pid"] == 7 and fsyncs == []
+    assert_clean(tmp_path)
+    gone = durable.volatile().open("gone", "t")
+    gone.intents([("a", "rec", {"step": "gone-a"})])
+    gone.discard()
+    assert not (tmp_path / "gone.json").exists() and fsyncs == []
+    durable.open("synced", "t").intents([("a", "rec", {"step": "synced-a"})])
+    assert len(fsyncs) == 2  # the durable one's file and dir
+    rec = Recorder()
+    report = await durable.replay(rec_registry(rec))
+    assert sorted(report.transactions) == ["cut", "synced"] and ("undo", "b") in rec.events
+    assert list(tmp_path.iterdir()) == []
 
 
 class BlockingStep(RecStep):

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from podrt.state.format import CONTAINER_FORMAT
+from podrt.state.store import write_record
 from podrt.steps import spec_files
 from podrt.steps.spec_files import WRITTEN_KEPT, spec_text, write_spec
+from tests.unit.test_state_store import _container
 
 
 def _files(tmp_path: Path, name: str) -> list[str]:
@@ -60,3 +64,19 @@ def test_an_undone_spec_is_gone_from_memory_too(tmp_path: Path) -> None:
     write_spec(files, {"n": 1})
     asyncio.run(Spec.undo(Spec.__new__(Spec), {"files": files}))
     assert asyncio.run(spec_text(Path(files[1]))) is None
+
+
+def test_only_the_copys_data_is_synced_its_dir_by_the_record_after_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundle is not synced at all (the runroot is gone after a reboot); the
+    state dir copy's data is, but not its dir: the record written after it
+    there syncs that dir, and so the copy's rename with its own."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    files = _files(tmp_path, "c")
+    write_spec(files, {"ociVersion": "1.0.2"})
+    state_dir = str(tmp_path / "state" / "c")
+    assert len(synced) == 1 and synced[0].startswith(state_dir + "/.config.json.")  # the copy's temp file
+    write_record(Path(state_dir) / "state.json", CONTAINER_FORMAT, _container())
+    assert synced[1].startswith(state_dir + "/.state.json.") and synced[2:] == [state_dir]

@@ -17,6 +17,7 @@ import threading
 import betterproto
 
 from podrt.api.runtime import v1 as cri
+from podrt.cri import lean_decode
 
 
 def warm_messages() -> None:
@@ -25,6 +26,8 @@ def warm_messages() -> None:
         if inspect.isclass(cls) and issubclass(cls, betterproto.Message):
             cls().parse(b"")  # the class's metadata, and the codec's
             bytes(cls())
+    for cls in lean_decode.LEAN_REQUESTS:  # and the plans of the requests podrt decodes itself
+        lean_decode.warm(cls)
 
 
 def start_warming() -> None:

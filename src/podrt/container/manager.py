@@ -58,14 +58,14 @@ class ContainerManager:
                  journal: Journal, faults: FaultPlan | None, observer: TxObserver | None, events: EventBus,
                  tasks: TaskOwner) -> None:
         self.deps, self.events = deps, events
-        self._table = StateStore(deps.ids, "container", deps.root / "containers", CONTAINER_FORMAT)
+        self._table = StateStore(deps.ids, "container", deps.containers_dir, CONTAINER_FORMAT)
         self.statuses = ContainerStatuses(deps, self._table)
         self.usage = ContainerUsage(deps, self.statuses)
         self.metrics = PodMetrics(deps, self.statuses)  # ListPodSandboxMetrics' readings (cri/metrics.py)
         self.exits = ExitWatcher(deps, self._table, self.statuses, events)
         self.creates = RuntimeCreates(deps, self._table, events, tasks)
         self.creator = ContainerCreator(deps, self._table, self.statuses, sandboxes=sandboxes, images=images,
-                                        events=events, creates=self.creates, journal=journal, faults=faults,
+                                        events=events, creates=self.creates, journal=journal.volatile(), faults=faults,
                                         observer=observer)
         self.lifecycle = ContainerLifecycle(deps, self._table, self.statuses, exits=self.exits, creator=self.creator,
                                             creates=self.creates, events=events, forget=self.usage.forget,

@@ -17,10 +17,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, payload: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+def atomic_write(path: Path, payload: bytes, mode: int = 0o600, *, durable: bool = True, sync_dir: bool = True
+                 ) -> None:
     """Temp file in the same dir, fsync, rename over, fsync dir: the file is always whole.
     `durable=False`: no fsyncs, for a file under the runroot (tmpfs, gone at a reboot
-    anyway): whole for any reader, and after a crash of the daemon alone."""
+    anyway): whole for any reader, and after a crash of the daemon alone.
+    `sync_dir=False`: the file's data is synced, its rename is made durable by the
+    caller's later fsync of the same dir (a record written after it there)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -36,7 +39,7 @@ def atomic_write(path: Path, payload: bytes, mode: int = 0o600, *, durable: bool
         if isinstance(exc, OSError) and not exc.filename:  # a failed write() names no file
             exc.filename = str(path)
         raise
-    if durable:
+    if durable and sync_dir:
         fsync_dir(path.parent)
 
 

@@ -1,8 +1,10 @@
 """At start, after journal replay and restore: release what belongs to no sandbox.
 
 The journal makes this rare (a creation's resources are journaled before they
-exist), but state can also be lost by hand or by an older podrt; this pass
-makes "nothing leaks" hold anyway. Only podrt's own dirs are looked at, and
+exist), but state can also be lost by hand or by an older podrt, and a
+container creation's journal is written without fsyncs (state.journal's
+`volatile`): what a power loss leaves of a creation cut before its record,
+its dirs, is released here. This pass makes "nothing leaks" hold anyway. Only podrt's own dirs are looked at, and
 of the runtime's containers only those whose bundle is one of this daemon's
 run dirs: a runtime root shared with another daemon (or set to runc's own
 /run/runc) holds containers that are not ours to stop.
@@ -20,11 +22,12 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from podrt.host import cgroups, idmap, mounts, procfs
+from podrt.host import cgroups, idmap, mountinfo, mounts, procfs
 from podrt.host.nspin import remove_pin
 from podrt.network.netns import remove_netns
 from podrt.oci.runtime import OciRuntime
 from podrt.sandbox.naming import is_id
+from podrt.state.store import RETIRED_FILE, STATE_FILE
 from podrt.steps.sandbox.cgroups import CgroupParent
 from podrt.steps.sandbox.context import SandboxDeps
 from podrt.steps.sandbox.podns import PINNED_KINDS
@@ -38,7 +41,8 @@ def _children(directory: Path) -> list[Path]:
 
 
 async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
-    """Remove runc containers, netns pins, CNI attachments, cgroups and dirs of unknown IDs."""
+    """Remove runc containers, netns pins, CNI attachments, cgroups and dirs of unknown IDs
+    (a container's: only with no record in its state dir, state.json or removing.json)."""
     released: list[str] = []
 
     async def attempt(what: str, coro: Awaitable[Any]) -> None:
@@ -86,6 +90,10 @@ async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
     for state_dir in _children(deps.root / "sandboxes"):
         if state_dir.name not in known:
             await attempt(f"state dir {state_dir}", _remove_dir(state_dir))
+    for base in (deps.containers_dir, deps.container_runs_dir):  # creations cut before their record
+        for cut in _children(base):
+            if is_id(cut.name) and cut.name not in known and not _has_record(deps.container_dir(cut.name)):
+                await attempt(f"dir {cut} of a container never created", asyncio.to_thread(_remove_tree, cut))
     if released:
         log.warning("released %d orphaned resource(s): %s", len(released), ", ".join(released))
     return released
@@ -158,6 +166,22 @@ def _release_idmaps(owned: Path) -> None:
 async def _remove_default_log(deps: SandboxDeps, sandbox_id: str) -> None:
     """podrt's own log dir `<log_dir>/<id>` (a kubelet-given log dir is unknown without state)."""
     remove_own_log_dir(deps.own_log_dir(sandbox_id))
+
+
+def _has_record(container_dir: Path) -> bool:
+    """A saved container (its record unreadable, maybe), or one whose removal is under way:
+    not the sweep's (a creation's journal is volatile: state.journal)."""
+    return any((container_dir / name).exists() for name in (STATE_FILE, RETIRED_FILE))
+
+
+def _remove_tree(directory: Path) -> None:
+    """A dir, and first whatever is still mounted below it (an overlay, an image volume)."""
+    below = str(directory) + "/"
+    for point in sorted((e.mount_point for e in mountinfo.read() if e.mount_point.startswith(below)),
+                        key=len, reverse=True):
+        while mounts.umount(point):
+            pass
+    shutil.rmtree(directory)
 
 
 async def _remove_dir(directory: Path) -> None:

@@ -20,6 +20,12 @@ worker thread by the transaction runner, never on the event loop):
   at commit needs no fsync, since replay drops, undoing nothing, a journal whose commit
   file exists (the state record is then the commit's only durable write). A transaction that never wrote (no journaled
   step ran) writes nothing at all; `open` writes nothing either (an empty journal undoes nothing).
+
+A `volatile()` journal writes its files without fsyncs: for transactions whose every leftover a
+power loss could keep (a file on the disk, not a mount, a process or a runroot file, which a reboot
+ends) the start-up's orphan sweep removes (a container's creation: its dirs, by
+sandbox.orphans). A crash of the daemon alone keeps the page cache, and so the journal, for
+replay; a power loss may lose the journal, and the sweep then finds what it named.
 """
 
 from __future__ import annotations
@@ -64,8 +70,9 @@ class JournalFile:
 
     def __init__(self, path: Path, tx_id: str, tx_kind: str,
                  entries: list[JournalEntry] | None = None, created: float | None = None,
-                 commit_file: str | None = None) -> None:
+                 commit_file: str | None = None, durable: bool = True) -> None:
         self.path, self.tx_id, self.tx_kind, self.commit_file = path, tx_id, tx_kind, commit_file
+        self.durable = durable  # False: written without fsyncs (Journal.volatile)
         self.created = time.time() if created is None else created
         self._entries, self._dirty = entries or [], False
         self._written = entries is not None  # loaded from its file (else: written at the first intents)
@@ -77,7 +84,7 @@ class JournalFile:
         self.intents([(step_name, kind, data)])
 
     def intents(self, steps: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
-        """Blocking, durable: a phase's steps, written at once before any of them runs."""
+        """Blocking, durable (unless volatile): a phase's steps, written at once before any of them runs."""
         new = [JournalEntry(name, kind, _json_copy(data), "intent") for name, kind, data in steps]
         names = [e.name for e in self._entries] + [e.name for e in new]
         if len(set(names)) != len(names):
@@ -104,7 +111,8 @@ class JournalFile:
         """Blocking: the file goes, durably, or a crash could "undo" a committed tx."""
         if self._written:
             self.path.unlink(missing_ok=True)
-            fsync_dir(self.path.parent)
+            if self.durable:
+                fsync_dir(self.path.parent)
         self._entries, self._dirty, self._written = [], False, False
 
     def discard_committed(self) -> None:
@@ -122,7 +130,7 @@ class JournalFile:
                "entries": [attrs.asdict(e) for e in entries]}
         if self.commit_file is not None:
             doc["commit_file"] = self.commit_file
-        atomic_write(self.path, json.dumps(doc).encode())
+        atomic_write(self.path, json.dumps(doc).encode(), durable=self.durable)
         self._entries, self._dirty, self._written = entries, False, True
 
     @classmethod
@@ -152,10 +160,14 @@ class Journal:
 
     _TX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
-    def __init__(self, directory: Path, *, log: logging.Logger | None = None) -> None:
+    def __init__(self, directory: Path, *, log: logging.Logger | None = None, durable: bool = True) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._log = log or logger
+        self._log, self._durable = log or logger, durable
+
+    def volatile(self) -> Journal:
+        """The same directory (replayed alike), its files written without fsyncs (module doc)."""
+        return Journal(self.directory, log=self._log, durable=False)
 
     def open(self, tx_id: str, tx_kind: str, commit_file: str | None = None) -> JournalFile:
         if not self._TX_ID.fullmatch(tx_id):
@@ -163,7 +175,7 @@ class Journal:
         path = self.directory / f"{tx_id}.json"
         if path.exists():
             raise FileExistsError(f"journal for transaction {tx_id} already exists")
-        return JournalFile(path, tx_id, tx_kind, commit_file=commit_file)  # written at its first intents
+        return JournalFile(path, tx_id, tx_kind, commit_file=commit_file, durable=self._durable)  # written at its first intents
 
     def pending(self) -> list[JournalFile]:
         """Leftover journals, newest first; corrupt ones moved aside. Call only at startup."""

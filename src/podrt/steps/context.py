@@ -61,9 +61,21 @@ class DaemonPaths:
         dirs: nothing removes a tree there, only mount points once unmounted."""
         return self.runroot / "idmap" / owner_id
 
+    @property
+    def containers_dir(self) -> Path:
+        return self.root / "containers"
+
+    def container_dir(self, container_id: str) -> Path:
+        """A container's state dir: its record, its spec's copy, its overlay's upper and work dirs."""
+        return self.containers_dir / container_id
+
+    @property
+    def container_runs_dir(self) -> Path:
+        return self.runroot / "containers"
+
     def container_run_dir(self, container_id: str) -> Path:
         """A container's bundle (runc's config.json), conmon's files, its exec specs."""
-        return self.runroot / "containers" / container_id
+        return self.container_runs_dir / container_id
 
 
 class Named(Protocol):

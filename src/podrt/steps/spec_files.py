@@ -25,14 +25,17 @@ _written_lock = threading.Lock()  # worker threads write specs side by side: the
 def write_spec(files: list[str], spec: dict[str, Any]) -> None:
     """[bundle, state dir copy]: the bundle is under the runroot, which a reboot
     empties (its runc and conmon with it), so only the copy is synced (2 fsyncs
-    fewer on every creation). The text stays in memory for the copy's path:
+    fewer on every creation), and only its data: the record, written after it
+    in the same dir by the creation's last step (and durably, dir and all),
+    makes its rename durable too. Before that the creation has not committed,
+    and its undo removes the copy anyway. The text stays in memory for the copy's path:
     a status asked right after a create reads it there, not from the disk
     in a worker thread (whose wait for the GIL and the loop, with the
     creation's own work going on, was most of the status' time)."""
     payload = json.dumps(spec, indent=1).encode()
     _forget(files)
     for n, f in enumerate(files):
-        atomic_write(Path(f), payload, durable=n > 0)
+        atomic_write(Path(f), payload, durable=n > 0, sync_dir=False)
     if files:
         with _written_lock:
             _written[files[-1]] = payload

@@ -36,9 +36,6 @@ class ContainerDeps(DaemonPaths):
         """conmon's exit files of all containers, in one dir: one listing tells which exited."""
         return self.runroot / "exits"
 
-    def container_dir(self, container_id: str) -> Path:
-        return self.root / "containers" / container_id
-
     def run_dir(self, container_id: str) -> Path:
         return self.container_run_dir(container_id)
 

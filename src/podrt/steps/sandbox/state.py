@@ -37,9 +37,8 @@ class SaveState(SandboxStep):
     async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         if ctx.ips:  # CNI ran beside the infra start, after the spec was written
             ctx.spec["annotations"][IP_ANNOTATION] = ",".join(ctx.ips)
-            await finish_in_thread(write_spec, ctx.spec_files, ctx.spec)
         state = sandbox_record(ctx)
-        await finish_in_thread(write_record, Path(data["path"]), SANDBOX_FORMAT, state)
+        await finish_in_thread(_write, ctx.spec_files if ctx.ips else [], ctx.spec, Path(data["path"]), state)
         ctx.state = state
 
     async def undo(self, data: dict[str, Any]) -> None:
@@ -47,3 +46,10 @@ class SaveState(SandboxStep):
             os.unlink(data["path"])
         except FileNotFoundError:
             pass
+
+
+def _write(spec_files: list[str], spec: dict[str, Any], path: Path, state: SandboxState) -> None:
+    """The spec again (with the IPs), then the record that commits it: one worker trip."""
+    if spec_files:
+        write_spec(spec_files, spec)
+    write_record(path, SANDBOX_FORMAT, state)
