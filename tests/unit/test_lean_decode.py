@@ -1,4 +1,4 @@
-"""cri/lean_decode reads the two largest requests as betterproto does: the same
+"""api/lean_decode reads the two largest requests as betterproto does: the same
 values and is_set answers field by field, the same refusals of bad bytes, and
 the same results (or InvalidArgument messages) from the converters the handlers
 call. The bodies are the fuzzer's: valid, mutated, random, truncated, garbage
@@ -14,9 +14,9 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from podrt.api.lean_decode import Decoded, DecodeError, decode
 from podrt.api.runtime import v1 as cri
 from podrt.cri import container_convert, sandbox_convert
-from podrt.cri.lean_decode import Decoded, DecodeError, LeanRequest, decode
 from podrt.errors import InvalidArgument
 from podrt.server import CriCodec
 from tests.support.fuzz import RPCS, Fuzzer
@@ -97,10 +97,10 @@ def test_unset_fields_read_as_betterprotos_defaults_and_a_message_sent_twice_is_
 
 def test_the_codec_hands_the_handlers_a_decoded_request_and_refuses_bad_bytes_as_invalid() -> None:
     body = bytes(cri.RunPodSandboxRequest(config=cri.PodSandboxConfig(hostname="h"), runtime_handler="runc"))
-    request = CriCodec().decode(body, LeanRequest(cri.RunPodSandboxRequest))
+    request = CriCodec().decode(body, cri.RunPodSandboxRequest)
     assert isinstance(request, Decoded) and request.config.hostname == "h" and request.runtime_handler == "runc"
     with pytest.raises(AttributeError):
         request.no_such_field  # noqa: B018
     with pytest.raises(GRPCError) as refused:
-        CriCodec().decode(body[:-2], LeanRequest(cri.RunPodSandboxRequest))
+        CriCodec().decode(body[:-2], cri.RunPodSandboxRequest)
     assert refused.value.status == Status.INVALID_ARGUMENT and "RunPodSandboxRequest" in (refused.value.message or "")

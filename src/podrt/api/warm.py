@@ -17,7 +17,7 @@ import threading
 import betterproto
 
 from podrt.api.runtime import v1 as cri
-from podrt.cri import lean_decode
+from podrt.api import lean_decode
 
 
 def warm_messages() -> None:

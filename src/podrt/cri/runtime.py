@@ -18,7 +18,6 @@ from podrt.container.manager import ContainerManager, ContainerView
 from podrt.cri import status_wire
 from podrt.cri.containers import ContainerRpcs
 from podrt.cri.events import EventRpcs
-from podrt.cri.lean_decode import LEAN_REQUESTS, LeanRequest
 from podrt.cri.lists import ContainerList, PodList
 from podrt.cri.liststreams import ListStreamRpcs
 from podrt.cri.metrics import MetricRpcs
@@ -66,10 +65,8 @@ class RuntimeService(PodRpcs, ContainerRpcs, EventRpcs, StreamRpcs, StatsRpcs, L
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         """GetContainerEvents gets a handler with the stream in hand (the
-        generated one hides it), to send headers once the subscription is in place.
-        CreateContainer's and RunPodSandbox's requests are decoded by cri/lean_decode."""
-        mapping = {path: h._replace(request_type=LeanRequest(h.request_type))
-                   if h.request_type in LEAN_REQUESTS else h for path, h in super().__mapping__().items()}
+        generated one hides it), to send headers once the subscription is in place."""
+        mapping = super().__mapping__()
         mapping["/runtime.v1.RuntimeService/GetContainerEvents"] = grpclib.const.Handler(
             self._container_events, grpclib.const.Cardinality.UNARY_STREAM,
             cri.GetEventsRequest, cri.ContainerEventResponse)

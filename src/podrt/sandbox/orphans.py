@@ -83,13 +83,13 @@ async def release_orphans(deps: SandboxDeps, known: set[str]) -> list[str]:
     lost_logs = set(lost_pods)
     for run_dir in _children(deps.runroot / "sandboxes"):
         if run_dir.name not in known:
-            await attempt(f"run dir {run_dir}", _remove_dir(run_dir))
+            await attempt(f"run dir {run_dir}", asyncio.to_thread(_remove_tree, run_dir))
             lost_logs.add(run_dir.name)
     for sandbox_id in sorted(lost_logs):
         await attempt(f"default log dir of {sandbox_id}", _remove_default_log(deps, sandbox_id))
     for state_dir in _children(deps.root / "sandboxes"):
         if state_dir.name not in known:
-            await attempt(f"state dir {state_dir}", _remove_dir(state_dir))
+            await attempt(f"state dir {state_dir}", asyncio.to_thread(_remove_tree, state_dir))
     for base in (deps.containers_dir, deps.container_runs_dir):  # creations cut before their record
         for cut in _children(base):
             if is_id(cut.name) and cut.name not in known and not _has_record(deps.container_dir(cut.name)):
@@ -175,17 +175,10 @@ def _has_record(container_dir: Path) -> bool:
 
 
 def _remove_tree(directory: Path) -> None:
-    """A dir, and first whatever is still mounted below it (an overlay, an image volume)."""
+    """A dir, and first whatever is still mounted below it (a pod's shm, a container's overlay or image volume)."""
     below = str(directory) + "/"
     for point in sorted((e.mount_point for e in mountinfo.read() if e.mount_point.startswith(below)),
                         key=len, reverse=True):
         while mounts.umount(point):
             pass
-    shutil.rmtree(directory)
-
-
-async def _remove_dir(directory: Path) -> None:
-    shm = directory / "shm"
-    if shm.exists():
-        mounts.umount(str(shm))
     shutil.rmtree(directory)

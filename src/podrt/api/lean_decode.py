@@ -287,15 +287,4 @@ def warm(cls: type[betterproto.Message]) -> None:
                 warm(nested)
 
 
-LEAN_REQUESTS = (cri.CreateContainerRequest, cri.RunPodSandboxRequest)  # the ones decoded here (RuntimeService)
-
-
-class LeanRequest:
-    """What the codec decodes a request type's bytes with (grpclib's ProtoCodec calls FromString)."""
-
-    def __init__(self, cls: type[betterproto.Message]) -> None:
-        self.cls = cls
-        self.__name__ = cls.__name__
-
-    def FromString(self, data: bytes) -> Decoded:  # noqa: N802  (the codec's name for it)
-        return decode(data, self.cls)
+LEAN_REQUESTS = frozenset({cri.CreateContainerRequest, cri.RunPodSandboxRequest})  # server.CriCodec decodes them here
