@@ -128,13 +128,13 @@ async def test_plugin_timeout_is_a_config_key(net_dirs: DaemonDirs) -> None:
 # ---- 3. pods kept for a retry survive a restart, and still expire ------------------
 
 async def _abandoned_pods(sock: Path, count: int) -> set[str]:
-    """Creations whose clients give up after 50 ms (a creation takes longer):
+    """Creations whose clients give up after 5 ms (a creation takes 30 ms or more):
     each pod is kept for a retry. Until `count` such pods exist."""
     deadline = time.monotonic() + 60
     async with connect(sock) as c:
         while len(pods := await _pod_ids(sock)) < count and time.monotonic() < deadline:
             with contextlib.suppress(asyncio.TimeoutError, GRPCError):
-                await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod_config()), timeout=0.05)
+                await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=pod_config()), timeout=0.005)
             await asyncio.sleep(0.3)
     assert len(pods) == count
     return pods
@@ -168,7 +168,7 @@ async def test_a_retry_after_restart_claims_the_kept_pod(net_dirs: DaemonDirs) -
     try:
         async with connect(net_dirs.socket) as c:
             with contextlib.suppress(asyncio.TimeoutError, GRPCError):
-                await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=config), timeout=0.05)
+                await c.runtime.run_pod_sandbox(cri.RunPodSandboxRequest(config=config), timeout=0.005)
         await asyncio.sleep(1.0)
         kept = await _pod_ids(net_dirs.socket)
         assert len(kept) == 1
