@@ -35,7 +35,7 @@ def write_spec(files: list[str], spec: dict[str, Any], *, synced: bool = True) -
     a status asked right after a create reads it there, not from the disk
     in a worker thread (whose wait for the GIL and the loop, with the
     creation's own work going on, was most of the status' time)."""
-    payload = json.dumps(spec, indent=1).encode()
+    payload = json.dumps(spec, separators=(",", ":")).encode()  # compact: C's encoder (indent takes Python's, ~10x)
     _forget(files)
     for n, f in enumerate(files):
         atomic_write(Path(f), payload, durable=synced and n > 0, sync_dir=False)
