@@ -21,10 +21,11 @@ import attrs
 
 from podrt.aio import await_shielded, finish_in_thread
 from podrt.errors import PodrtError
+from podrt.faults import FaultPlan, When
+from podrt.faults import InjectedFault as InjectedFault  # raised by FaultPlan; imported from here by callers
 
 logger = logging.getLogger(__name__)
 
-When = Literal["before", "after"]
 Outcome = Literal["committed", "rolled_back", "rollback_incomplete"]
 Intent = tuple[str, str, dict[str, Any]]  # a journaled step's name, kind and record
 
@@ -45,8 +46,9 @@ class Step(abc.ABC, Generic[Ctx]):
     # True for a step whose record() reads nothing an earlier phase's do() decides: its intent goes into
     # the journal write of the phase before it. A crash in between leaves an intent whose undo finds nothing.
     record_ahead: bool = False
-    # True for a step whose do() is blocking file work only (do_blocking): alone in a phase that writes
-    # intents, it runs right after them in the same worker-thread trip (a trip costs the loop a wake-up)
+    # True for a step whose do() is blocking host work only (do_blocking): a run of such phases, one step
+    # each, goes to a worker thread in one trip, with their journal writes and fault points (a trip costs
+    # the loop a wake-up, and the step a wait for the GIL and the loop, with other work going on)
     blocking: ClassVar[bool] = False
     _name: str | None = None
 
@@ -63,9 +65,12 @@ class Step(abc.ABC, Generic[Ctx]):
         """JSON data the undo needs; journaled before do() so a crash mid-do is undoable."""
         return {}
 
-    @abc.abstractmethod
     async def do(self, ctx: Ctx, data: dict[str, Any]) -> None:
-        """Complete, or clean up own partial work and raise. May add keys to `data`."""
+        """Complete, or clean up own partial work and raise. May add keys to `data`.
+        A `blocking` step's is its do_blocking in a worker thread (run alone, outside a transaction)."""
+        if not self.blocking:
+            raise NotImplementedError(f"step {self.name} has no do()")
+        await finish_in_thread(self.do_blocking, ctx, data)
 
     @abc.abstractmethod
     async def undo(self, data: dict[str, Any]) -> None:
@@ -157,43 +162,6 @@ class StepRegistry:
         return self._factories[kind]
 
 
-class InjectedFault(Exception):
-    """Raised by an armed fault point."""
-
-
-class FaultPlan:
-    """Debug-only fault points; built from daemon config, never from a request."""
-
-    def __init__(self) -> None:
-        self._armed: dict[tuple[str, str], tuple[BaseException | None, int]] = {}
-
-    def arm(self, step_name: str, when: When, exc: BaseException | None = None, times: int = 1) -> None:
-        if when not in ("before", "after"):
-            raise ValueError(f"fault point {when!r} must be 'before' or 'after'")
-        if times < 1:
-            raise ValueError(f"times must be >= 1, got {times}")
-        self._armed[(step_name, when)] = (exc, times)
-
-    def check(self, step_name: str, when: When) -> None:
-        if (slot := self._armed.pop((step_name, when), None)) is None:
-            return
-        exc, times = slot
-        if times > 1:
-            self._armed[(step_name, when)] = (exc, times - 1)
-        raise exc or InjectedFault(f"injected fault {when} {step_name}")
-
-    @classmethod
-    def parse(cls, specs: Iterable[str]) -> FaultPlan:
-        """Parse "<step>:before" / "<step>:after" specs."""
-        plan = cls()
-        for spec in specs:
-            name, _, when = spec.strip().rpartition(":")
-            if not name or when not in ("before", "after"):
-                raise ValueError(f"bad fault spec {spec!r}: expected '<step>:before' or '<step>:after'")
-            plan.arm(name, when)  # type: ignore[arg-type]
-        return plan
-
-
 def quietly(log: logging.Logger, what: str, fn: Callable[..., Any], *args: Any) -> None:
     """Bookkeeping (journal, metrics) must never abort a rollback."""
     try:
@@ -265,6 +233,7 @@ class Transaction(Generic[C]):
         self._timings: list[StepTiming] = []
         self.completed: list[StepRecord] = []  # live: a last 'state' step persists it with the object
         self._started = False
+        self._current: str | None = None  # the phase under way: a failure's failed_step
 
     async def run(self, ctx: C) -> TxReport:
         """Commit and return the report, or roll back and re-raise the original exception."""
@@ -273,25 +242,30 @@ class Transaction(Generic[C]):
         self._started, start = True, time.monotonic()
         jf = self._journal.open(self.tx_id, self.kind, self._commit_file) if self._journal else None
         records = self.completed
-        current: str | None = None
         in_flight: list[str] = []
         written_ahead: dict[int, list[dict[str, Any]]] = {}  # group index -> its records, journaled with an earlier phase
         try:
-            for n, group in enumerate(self.groups):
-                current = "+".join(step.name for step in group)
+            n = 0
+            while n < len(self.groups):
+                if run := self._blocking_run(n):
+                    await self._run_blocking(jf, n, run, ctx, written_ahead, in_flight)
+                    n += run
+                    continue
+                group = self.groups[n]
+                self._current = "+".join(step.name for step in group)
                 in_flight[:] = [step.name for step in group]
-                datas, done = written_ahead.pop(n, None), False  # done: its do() ran in its intents' trip
+                datas = written_ahead.pop(n, None)
                 if datas is None:
                     datas = [step.record(ctx) for step in group]
-                    done = await self._write_intents(jf, n, group, ctx, datas, written_ahead)
-                if not done:
-                    self._check(group, "before")
-                    await (self._do_group(group, ctx, datas, jf) if len(group) > 1
-                           else self._do_one(group[0], ctx, datas[0]))
+                    await self._write_intents(jf, n, group, ctx, datas, written_ahead)
+                self._check(group, "before")
+                await (self._do_group(group, ctx, datas, jf) if len(group) > 1
+                       else self._do_one(group[0], ctx, datas[0]))
                 if len(group) == 1:
                     self._completed(group[0], datas[0], jf)
                 in_flight.clear()
                 self._check(group, "after")
+                n += 1
             if jf and self._commit_file:  # durable already: the last step wrote the commit file
                 self._discard_later(jf)
             elif jf:  # inside the try: if the commit cannot be made durable, roll back instead
@@ -301,7 +275,7 @@ class Transaction(Generic[C]):
             task = asyncio.ensure_future(self._rollback(records, jf, in_flight))
             cancelled = await await_shielded(task)  # a cancelled RPC must not interrupt rollback
             undos_run, failures = task.result()
-            report = self._finish(start, current, records, undos_run, failures)
+            report = self._finish(start, self._current, records, undos_run, failures)
             for f in failures:
                 exc.add_note(f"undo of step {f.step!r} failed: {f.error!r}")
             exc.undo_failures, exc.tx_report = failures, report  # type: ignore[attr-defined]
@@ -314,18 +288,57 @@ class Transaction(Generic[C]):
         return self._finish(start, None, records, [], [])
 
     async def _write_intents(self, jf: TxJournal | None, n: int, group: list[Step[C]], ctx: C,
-                             datas: list[dict[str, Any]], written_ahead: dict[int, list[dict[str, Any]]]) -> bool:
-        """Group n's intents (and the next phases' that record ahead), durable before any do() of the
-        phase: one write. A lone blocking step runs in that write's trip; whether it did."""
+                             datas: list[dict[str, Any]], written_ahead: dict[int, list[dict[str, Any]]]) -> None:
+        """Group n's intents (and the next phases' that record ahead), durable before any do() of the phase: one write."""
+        if intents := self._intents(jf, n, group, ctx, datas, written_ahead):
+            await finish_in_thread(jf.intents, intents)  # type: ignore[union-attr]  # none without jf
+
+    def _intents(self, jf: TxJournal | None, n: int, group: list[Step[C]], ctx: C, datas: list[dict[str, Any]],
+                 written_ahead: dict[int, list[dict[str, Any]]]) -> list[Intent]:
+        """What group n's journal write holds; none when no step of it is journaled."""
         intents = [(step.name, step.kind, data) for step, data in zip(group, datas) if step.journaled]
         if not (jf and intents):
-            return False
-        intents += self._records_ahead(n, ctx, written_ahead)
-        if len(group) == 1 and group[0].blocking:
-            await self._write_and_do(jf, intents, group[0], ctx, datas[0])
-            return True
-        await finish_in_thread(jf.intents, intents)
-        return False
+            return []
+        return intents + self._records_ahead(n, ctx, written_ahead)
+
+    def _blocking_run(self, n: int) -> int:
+        """How many phases from n on are one blocking step each (0: group n is not)."""
+        run = 0
+        while n + run < len(self.groups) and len(g := self.groups[n + run]) == 1 and g[0].blocking:
+            run += 1
+        return run
+
+    async def _run_blocking(self, jf: TxJournal | None, first: int, count: int, ctx: C,
+                            written_ahead: dict[int, list[dict[str, Any]]], in_flight: list[str]) -> None:
+        """Phases first..first+count-1, each one blocking step, in one worker-thread trip: per
+        phase its record, its journal write (if any), fault point, do_blocking, completion and
+        fault point, as the loop would. Their timings are reported back on the loop."""
+        took: list[tuple[str, float, bool]] = []
+
+        def run() -> None:
+            for n in range(first, first + count):
+                step = self.groups[n][0]
+                self._current, in_flight[:] = step.name, [step.name]
+                ahead = written_ahead.pop(n, None)
+                data = ahead[0] if ahead else step.record(ctx)
+                if ahead is None and (intents := self._intents(jf, n, [step], ctx, [data], written_ahead)):
+                    jf.intents(intents)  # type: ignore[union-attr]  # none without jf
+                self._check([step], "before")
+                t0, ok = time.monotonic(), False
+                try:
+                    step.do_blocking(ctx, data)
+                    ok = True
+                finally:
+                    took.append((step.name, time.monotonic() - t0, ok))
+                self._completed(step, data, jf)
+                in_flight.clear()
+                self._check([step], "after")
+
+        try:
+            await finish_in_thread(run)
+        finally:
+            for name, seconds, ok in took:
+                self._timed(name, "do", seconds, ok)
 
     def _check(self, group: list[Step[C]], point: When) -> None:
         if self._faults:
@@ -351,28 +364,6 @@ class Transaction(Generic[C]):
                 self._log.warning("removal of committed journal %s failed: %r", self.tx_id, error)
 
         asyncio.get_running_loop().run_in_executor(None, jf.discard_committed).add_done_callback(said)
-
-    async def _write_and_do(self, jf: TxJournal, intents: list[Intent], step: Step[C], ctx: C, data: dict[str, Any]
-                            ) -> None:
-        """A blocking step's do() in the worker thread that writes its intents, right after (fault point between)."""
-        took: list[float] = []
-
-        def write_and_do() -> None:
-            jf.intents(intents)
-            self._check([step], "before")
-            t0 = time.monotonic()
-            try:
-                step.do_blocking(ctx, data)
-            finally:
-                took.append(time.monotonic() - t0)
-
-        ok = False
-        try:
-            await finish_in_thread(write_and_do)
-            ok = True
-        finally:
-            if took:
-                self._timed(step.name, "do", took[0], ok)
 
     async def _do_one(self, step: Step[C], ctx: C, data: dict[str, Any]) -> None:
         t0, ok = time.monotonic(), False

@@ -72,7 +72,7 @@ def _injected(record: bytes) -> bool:
     """A traceback whose exception is a fault plan's InjectedFault: the test's
     own doing (one chained from it, raised while handling it, is not)."""
     lines = [line for line in record.splitlines() if line.strip()]
-    return bool(lines) and lines[-1].startswith(b"podrt.rollback.InjectedFault")
+    return bool(lines) and lines[-1].startswith(b"podrt.faults.InjectedFault")
 
 
 class DaemonProcess:

@@ -19,6 +19,7 @@ from podrt.container.events import EventType
 from podrt.container.runtime_create import RuntimeCreates, start_refusal
 from podrt.errors import FailedPrecondition
 from podrt.oci.runtime import ContainerProcess, OciRuntimeError, RuntimeRefused
+from podrt.state.format import CONTAINER_FORMAT
 from podrt.state.store import StateStore
 from tests.unit.test_container_status import make_deps, make_state, make_store
 
@@ -50,6 +51,9 @@ class Harness:
         events: Any = type("Events", (), {"publish": lambda _s, cid, _pod, kind: self.published.append((cid, kind))})()
         self.creates = RuntimeCreates(self.deps, self.table, events, TaskOwner())
         state = make_state(self.deps, "c1")
+        saved = self.deps.container_dir("c1")  # as the creation left them, for make_durable's fsyncs
+        (saved / "state.json").write_bytes(CONTAINER_FORMAT.encode(state))
+        (saved / "config.json").write_text("{}")
         self.table.add("c1", state)
         self.creates.begin(state)
 
@@ -62,7 +66,8 @@ async def test_a_create_gives_the_container_its_pids_in_memory(tmp_path: Path) -
     h.runc.gate.set()
     await waiter
     state = h.table.get("c1")
-    assert (state.pid, state.conmon_pid) == (4242, 42) and not h.table.path("c1").exists()
+    assert (state.pid, state.conmon_pid) == (4242, 42)
+    assert CONTAINER_FORMAT.decode(h.table.path("c1").read_bytes()).pid == 0  # not written: saved with the start
     assert not h.creates.running("c1") and start_refusal(state) is None and h.published == []
 
 

@@ -10,7 +10,7 @@ import pytest
 from tests.support.daemon import DaemonDirs, DaemonProcess
 
 HEAD = "2026-01-01 00:00:00,000 ERROR podrt.x: failed\nTraceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
-INJECTED = HEAD + "podrt.rollback.InjectedFault: injected fault after ctr-state\n"
+INJECTED = HEAD + "podrt.faults.InjectedFault: injected fault after ctr-state\n"
 CHAINED = (INJECTED + "\nDuring handling of the above exception, another exception occurred:\n\n"
            "Traceback (most recent call last):\n  File \"x.py\", line 2, in g\nKeyError: 'a bug in rollback'\n")
 NEVER = "2026-01-01 00:00:01,000 ERROR asyncio: Task exception was never retrieved\n"

@@ -342,9 +342,6 @@ class BlockingStep(RecStep):
         self.journals, self.fail, self.ran_on = journals, fail, 0
         self.journaled_then: list[str] = []
 
-    async def do(self, ctx: Any, data: dict[str, Any]) -> None:  # without an intents write of its phase
-        await asyncio.to_thread(self.do_blocking, ctx, data)
-
     def do_blocking(self, ctx: Any, data: dict[str, Any]) -> None:
         self.ran_on = threading.get_ident()
         self.journaled_then = [e["name"] for f in self.journals.iterdir() for e in on_disk(f)["entries"]]
@@ -373,7 +370,7 @@ async def test_a_blocking_step_runs_in_the_trip_that_journals_its_intent(
     step = BlockingStep(rec, "b", tmp_path)
     await Transaction("t", [RecStep(rec, "a"), step], journal=Journal(tmp_path), tx_id="tx1").run(None)
     assert step.journaled_then == ["a", "b"] and step.ran_on != threading.get_ident()
-    assert trips == ["intents", "write_and_do", "discard"] and rec.events == [("do", "a"), ("do", "b")]
+    assert trips == ["intents", "run", "discard"] and rec.events == [("do", "a"), ("do", "b")]
 
     faults = FaultPlan()
     faults.arm("b", "before")
@@ -381,7 +378,7 @@ async def test_a_blocking_step_runs_in_the_trip_that_journals_its_intent(
     step = BlockingStep(rec, "b", tmp_path)
     with pytest.raises(InjectedFault):
         await Transaction("t", [RecStep(rec, "a"), step], journal=Journal(tmp_path), tx_id="tx2", faults=faults).run(None)
-    assert rec.events == [("do", "a"), ("undo", "a")] and trips[:2] == ["intents", "write_and_do"]
+    assert rec.events == [("do", "a"), ("undo", "a")] and trips[:2] == ["intents", "run"]
 
     rec = Recorder()
     with pytest.raises(RuntimeError, match="blocking do failed"):

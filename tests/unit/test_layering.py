@@ -17,7 +17,7 @@ PODRT = SRC / "podrt"
 STEPS_MAY_NOT = ("podrt.sandbox", "podrt.container")
 HOST_MAY = ("podrt.host", "podrt.errors", "podrt.aio")
 CONFIG_MAY_NOT = ("podrt.images",)  # images/ imports config
-ROLLBACK_MAY = ("podrt.aio", "podrt.errors")  # the runner: state/ (its journal) and steps/ import it
+ROLLBACK_MAY = ("podrt.aio", "podrt.errors", "podrt.faults")  # the runner: state/ (its journal) and steps/ import it
 
 
 def imports(path: Path) -> set[str]:

@@ -25,6 +25,7 @@ import time
 
 import attrs
 
+from podrt.aio import finish_in_thread
 from podrt.aio.tasks import TaskOwner
 from podrt.container.events import EventBus, EventType
 from podrt.errors import SHUTTING_DOWN, FailedPrecondition, Unavailable
@@ -33,6 +34,7 @@ from podrt.state.records import ContainerState
 from podrt.state.store import StateStore
 from podrt.steps.container.context import ContainerDeps
 from podrt.steps.container.create import create_in_runtime, refusal
+from podrt.steps.container.state import make_durable
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class RuntimeCreates:
 
     async def _create(self, state: ContainerState) -> None:
         try:
+            await finish_in_thread(make_durable, self.deps.container_dir(state.id))  # first (steps/container/state.py)
             made = await create_in_runtime(self.deps, state)
         except Exception as exc:  # asyncio.CancelledError: cut by a removal or at shutdown, left CREATED
             said = isinstance(exc, (OciRuntimeError, OSError))

@@ -40,8 +40,11 @@ def _open(on_readable: Callable[[], None]) -> int:
 
 
 def _close(fd: int) -> None:
-    asyncio.get_running_loop().remove_reader(fd)
-    os.close(fd)
+    """In a worker thread, not waited for: closing an inotify instance waits for
+    the kernel's SRCU grace period (1-20 ms under load), which on the loop stalled every RPC."""
+    loop = asyncio.get_running_loop()
+    loop.remove_reader(fd)
+    loop.run_in_executor(None, os.close, fd)
 
 
 def _read(fd: int) -> bytes:

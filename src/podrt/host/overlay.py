@@ -4,22 +4,22 @@ mount(2) takes its options in one page (4096 bytes). Absolute layer paths
 (`/var/lib/podrt/images/l/<26 chars>`, about 50 bytes each) would stop an
 image at about 80 layers; the relative links `l/<26 chars>` (29 bytes) let
 140 through, as containers/storage does. Relative paths resolve against the
-caller's working directory, which threads share, so every mount runs on one
-thread of its own that has unshared its filesystem context (unshare
-CLONE_FS) and changes directory there alone; the rest of the daemon never
-sees its cwd move, and no mount(8) child is forked per container.
+caller's working directory, which threads share, so a mount by relative
+links runs on one thread of its own that has unshared its filesystem
+context (unshare CLONE_FS) and changes directory there alone; the rest of
+the daemon never sees its cwd move, and no mount(8) child is forked per
+container. Most images' absolute links fit in the page: those mount in the
+caller's thread, with no hop to that thread (`mount_blocking`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import os
 import stat
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from podrt.aio import await_shielded
 from podrt.host import mounts
 from podrt.host.libc import error, libc
 
@@ -40,7 +40,7 @@ _thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefi
 
 
 def options(lowers: Sequence[str], upper: Path, work: Path) -> str:
-    """The mount options; `lowers` top layer first, relative to the images dir."""
+    """The mount options; `lowers` top layer first."""
     if not lowers:
         raise ValueError("an overlay needs at least one lower layer")
     text = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
@@ -50,9 +50,7 @@ def options(lowers: Sequence[str], upper: Path, work: Path) -> str:
     return text
 
 
-def _mount(images_dir: Path, opts: str, target: Path, before: Callable[[], None] | None) -> None:
-    if before is not None:
-        before()
+def _mount_relative(images_dir: Path, opts: str, target: Path) -> None:
     os.chdir(images_dir)  # this thread's own cwd (see _own_cwd)
     try:
         mounts.mount("overlay", str(target), "overlay", 0, opts)
@@ -60,15 +58,17 @@ def _mount(images_dir: Path, opts: str, target: Path, before: Callable[[], None]
         os.chdir("/")
 
 
-async def mount(images_dir: Path, lowers: Sequence[str], upper: Path, work: Path, target: Path, *,
-                before: Callable[[], None] | None = None) -> None:
-    """Mount the layers at `target`; a cancel waits for the mount to finish
-    (the caller's undo must find it there to unmount it). `before`: blocking
-    work the mount needs done first (its dirs made), in the same trip to the mount's thread."""
-    opts = options(lowers, upper, work)
-    fut = asyncio.get_running_loop().run_in_executor(_thread, _mount, images_dir, opts, target, before)
-    if await await_shielded(asyncio.ensure_future(fut)):
-        raise asyncio.CancelledError
+def mount_blocking(images_dir: Path, lowers: Sequence[str], upper: Path, work: Path, target: Path) -> None:
+    """Mount the layers at `target` (`lowers` top first, relative to images_dir); blocking.
+    By absolute paths in the caller's thread when they fit in the options' page,
+    else by the relative links on the mount thread, waited for."""
+    try:
+        opts = options([os.path.join(images_dir, lower) for lower in lowers], upper, work)
+    except TooManyLayers:
+        opts = options(lowers, upper, work)  # TooManyLayers when even these do not fit
+        _thread.submit(_mount_relative, images_dir, opts, target).result()
+        return
+    mounts.mount("overlay", str(target), "overlay", 0, opts)
 
 
 def upper_changes(upper: Path, hidden: Collection[str] = ()) -> tuple[list[str], list[str]]:

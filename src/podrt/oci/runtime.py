@@ -285,15 +285,13 @@ class OciRuntime:
     async def stop(self, container_id: str, *, timeout: float, stop_signal: str = "SIGTERM",
                    exit_dir: Path | None = None, pids: tuple[int, int] | None = None, own_pidns: bool = False) -> None:
         """Stop signal, up to `timeout` seconds of grace, then SIGKILL; idempotent.
-
         Waits on the init pid with a pidfd (no polling). With `exit_dir`, also
         waits briefly for conmon's exit file so the exit code is readable on return.
         `pids`: (init, conmon) as recorded at create; while they check out (the
         init is conmon's child, conmon this container's), they spare a `runc state`.
         `own_pidns`: the init is alone in its PID namespace, so a signal to it is
         all `runc kill` does (runc and crun signal the init only): sent through a
-        pidfd, it spares a `runc kill` too.
-        """
+        pidfd, it spares a `runc kill` too."""
         pid = await self._running_pid(container_id, pids)
         if pid is None:
             return
@@ -313,13 +311,15 @@ class OciRuntime:
     async def _signal(self, container_id: str, sig: int | str, direct: tuple[int, int] | None) -> None:
         """`direct`: (init, conmon) to signal through a pidfd; else (or if they do not check out) runc kill."""
         number = sig if isinstance(sig, int) else signals.number(sig)
-        if direct is not None and number is not None and conmon.signal_init(container_id, *direct, number):
+        if direct is not None and number is not None and await asyncio.to_thread(
+                conmon.signal_init, container_id, *direct, number):
             return
         await self.kill(container_id, sig)
 
     async def _running_pid(self, container_id: str, pids: tuple[int, int] | None = None) -> int | None:
-        """The init pid of a created/running/paused container, None when there is nothing to stop."""
-        if pids is not None and conmon.is_monitored(container_id, *pids):
+        """The init pid of a created/running/paused container, None when there is nothing to stop.
+        /proc reads off the loop: a read of an exiting process's files waits for its locks."""
+        if pids is not None and await asyncio.to_thread(conmon.is_monitored, container_id, *pids):
             return pids[0]
         st = await self.state(container_id)
         if st is None or st.get("status") == "stopped":

@@ -59,7 +59,9 @@ class StateStore(Registry[R]):
             return found, bad
         for state_file in sorted(self.directory.glob(f"*/{name}")):
             try:
-                found.append(self.format.decode(state_file.read_bytes()))
+                if not (text := state_file.read_bytes()):  # cut by a power loss before it was durable: never committed
+                    continue
+                found.append(self.format.decode(text))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 bad.append((state_file, f"{type(exc).__name__}: {exc}"))
         return found, bad

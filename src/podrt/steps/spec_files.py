@@ -16,26 +16,29 @@ from podrt.host.fsutil import atomic_write
 from podrt.steps.base import DepsStep
 from podrt.steps.context import Specified
 
+SPEC_COPY = "config.json"  # the spec's name in the bundle and in the state dir
 WRITTEN_KEPT = 64  # specs kept in memory (spec_text): those of the newest pods and containers
 
 _written: dict[str, bytes] = {}  # path -> the JSON text write_spec wrote there
 _written_lock = threading.Lock()  # worker threads write specs side by side: the eviction must not race
 
 
-def write_spec(files: list[str], spec: dict[str, Any]) -> None:
+def write_spec(files: list[str], spec: dict[str, Any], *, synced: bool = True) -> None:
     """[bundle, state dir copy]: the bundle is under the runroot, which a reboot
     empties (its runc and conmon with it), so only the copy is synced (2 fsyncs
     fewer on every creation), and only its data: the record, written after it
     in the same dir by the creation's last step (and durably, dir and all),
     makes its rename durable too. Before that the creation has not committed,
-    and its undo removes the copy anyway. The text stays in memory for the copy's path:
+    and its undo removes the copy anyway. `synced=False`: the copy is not
+    synced either (a container's: steps/container/state.py syncs both after the
+    answer). The text stays in memory for the copy's path:
     a status asked right after a create reads it there, not from the disk
     in a worker thread (whose wait for the GIL and the loop, with the
     creation's own work going on, was most of the status' time)."""
-    payload = json.dumps(spec, indent=1).encode()
+    payload = json.dumps(spec, separators=(",", ":")).encode()  # compact: C's encoder (indent takes Python's, ~10x)
     _forget(files)
     for n, f in enumerate(files):
-        atomic_write(Path(f), payload, durable=n > 0, sync_dir=False)
+        atomic_write(Path(f), payload, durable=synced and n > 0, sync_dir=False)
     if files:
         with _written_lock:
             _written[files[-1]] = payload
@@ -70,9 +73,10 @@ D = TypeVar("D", contravariant=True)
 
 class WriteSpec(DepsStep[S, D]):
     journaled = False  # files in the object's dirs: the storage undo removes them
-    # built in the worker thread that writes it, in one trip (each costs a few tenths of a ms on the
-    # creation's path), for a builder that may block (the container's reads the image's /etc/passwd)
-    build_in_thread: ClassVar[bool] = False
+    # built in the worker thread that writes it, in the creation's trip (the container's builder
+    # reads the image's /etc/passwd and /etc/group; a pod's builds ~1 ms of dicts, off the loop)
+    blocking = True
+    synced: ClassVar[bool] = True  # write_spec's: False where a later step syncs the copy
 
     @abc.abstractmethod
     def files(self, ctx: S) -> list[str]:
@@ -80,31 +84,25 @@ class WriteSpec(DepsStep[S, D]):
 
     @abc.abstractmethod
     def build(self, ctx: S) -> dict[str, Any]:
-        """The spec (also kept in ctx.spec); on the loop unless `build_in_thread`."""
+        """The spec (also kept in ctx.spec); in a worker thread."""
 
     def record(self, ctx: S) -> dict[str, Any]:
         return {"files": self.files(ctx)}
 
-    async def do(self, ctx: S, data: dict[str, Any]) -> None:
-        if not self.build_in_thread:
-            ctx.spec = self.build(ctx)
+    def do_blocking(self, ctx: S, data: dict[str, Any]) -> None:
         try:
-            ctx.spec = await finish_in_thread(self._build_and_write, ctx, data["files"])
+            ctx.spec = self.build(ctx)
+            write_spec(data["files"], ctx.spec, synced=self.synced)
         except BaseException:
-            await self.undo(data)
+            _remove(data["files"])
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
         """In a worker thread: a removal's teardown makes no unlink on the loop."""
-        _forget(data["files"])
         await finish_in_thread(_remove, data["files"])
-
-    def _build_and_write(self, ctx: S, files: list[str]) -> dict[str, Any]:
-        spec = self.build(ctx) if self.build_in_thread else ctx.spec
-        write_spec(files, spec)
-        return spec
 
 
 def _remove(files: list[str]) -> None:
+    _forget(files)
     for f in files:
         Path(f).unlink(missing_ok=True)

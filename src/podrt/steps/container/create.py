@@ -53,6 +53,7 @@ class ContainerCreate(ContainerStep):
     kind = "ctr-create"
     # its do() makes nothing; its record reaches the disk in the state record, before the create runs
     journaled = False
+    blocking = True  # nothing to do: it stays in the creation's one trip to a worker thread
 
     def record(self, ctx: ContainerContext) -> dict[str, Any]:
         run = self.deps.run_dir(ctx.id)
@@ -60,7 +61,7 @@ class ContainerCreate(ContainerStep):
                 "exit_file": str(self.deps.exit_dir / ctx.id), "cgroup": ctx.spec.get("linux", {}).get("cgroupsPath", ""),
                 "deferred": True}
 
-    async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
+    def do_blocking(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
         """Nothing yet: the create runs once the container is saved (see the module's docstring)."""
 
     async def undo(self, data: dict[str, Any]) -> None:

@@ -21,9 +21,6 @@ class ContainerStorage(ContainerStep):
         log_file = "" if os.path.lexists(ctx.log_path) else ctx.log_path
         return {"dirs": [str(self.deps.container_dir(ctx.id)), str(self.deps.run_dir(ctx.id))], "log_file": log_file}
 
-    async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
-        await finish_in_thread(self.do_blocking, ctx, data)
-
     def do_blocking(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
         try:
             for d in data["dirs"]:  # searchable by a user namespace's root: its root is below (steps/rootfs.py)

@@ -10,13 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from podrt.aio import finish_in_thread
 from podrt.steps.base import ContainerStep
 from podrt.steps.container.context import ContainerContext
-from podrt.steps.rootfs import mount_layers, release_scratch, unmount_layers
+from podrt.steps.rootfs import mount_layers, release_scratch, unmount_and_remove
 
 
 class ImageVolumes(ContainerStep):
     kind = "ctr-volumes"
+    blocking = True  # mounts: in the creation's trip to a worker thread
 
     def record(self, ctx: ContainerContext) -> dict[str, Any]:
         base = self.deps.container_dir(ctx.id) / "volumes"
@@ -24,18 +26,23 @@ class ImageVolumes(ContainerStep):
         return {"images": [v.image_id for v in ctx.volumes], "dirs": [str(base / str(v.index)) for v in ctx.volumes],
                 "scratch": [str(i.scratch) for i in ids if i is not None]}
 
-    async def do(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
+    def do_blocking(self, ctx: ContainerContext, data: dict[str, Any]) -> None:
         try:
             for volume, where in zip(ctx.volumes, data["dirs"]):
                 ids = ctx.layer_idmap(self.deps, f"volume-{volume.index}")
-                await mount_layers(self.deps.images_dir, volume.image_name, volume.lowers, Path(where), ids)
+                mount_layers(self.deps.images_dir, volume.image_name, volume.lowers, Path(where), ids)
                 ctx.volume_paths[volume.index] = str(Path(where) / "merged")
         except BaseException:
-            await self.undo(data)
+            _release(data)
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
-        for scratch in data.get("scratch", ()):
-            release_scratch(Path(scratch))
-        for where in data["dirs"]:
-            await unmount_layers(Path(where))
+        await finish_in_thread(_release, data)
+
+
+def _release(data: dict[str, Any]) -> None:
+    """Blocking: the volumes' ID-mapped layers and overlays, and their dirs."""
+    for scratch in data.get("scratch", ()):
+        release_scratch(Path(scratch))
+    for where in data["dirs"]:
+        unmount_and_remove(Path(where))

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from podrt.aio import finish_in_thread
 from podrt.model.sandbox import DnsConfig
 from podrt.steps.base import SandboxStep
 from podrt.steps.sandbox.context import SandboxContext
@@ -31,12 +32,13 @@ def pod_hostname(ctx: SandboxContext) -> str:
 class HostFiles(SandboxStep):
     kind = "files"
     journaled = False  # files in the run dir: the storage undo removes them
+    blocking = True  # file writes: in a worker thread
 
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
         run = self.deps.run_dir(ctx.id)
         return {"hostname": str(run / "hostname"), "resolv_conf": str(run / "resolv.conf")}
 
-    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+    def do_blocking(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         ctx.hostname = pod_hostname(ctx)
         Path(data["hostname"]).write_text(ctx.hostname + "\n")
         ctx.hostname_file = data["hostname"]
@@ -48,8 +50,13 @@ class HostFiles(SandboxStep):
                 os.chown(path, *ctx.config.userns.root)
 
     async def undo(self, data: dict[str, Any]) -> None:
-        for key in ("hostname", "resolv_conf"):
-            try:
-                os.unlink(data[key])
-            except FileNotFoundError:
-                pass
+        """In a worker thread: an unlink waits for its dir's lock (the pod dir's removal may hold it)."""
+        await finish_in_thread(_unlink, [data[key] for key in ("hostname", "resolv_conf")])
+
+
+def _unlink(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
