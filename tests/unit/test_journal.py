@@ -386,3 +386,40 @@ async def test_a_blocking_step_runs_in_the_trip_that_journals_its_intent(
                           journal=Journal(tmp_path), tx_id="tx3").run(None)
     assert rec.events == [("do", "a"), ("do", "b"), ("undo", "a")]
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_run_of_blocking_phases_is_one_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consecutive phases of one blocking step each go to a worker thread in one
+    trip, on one thread, each intent journaled before its do(); a fault point
+    after the second still unwinds the two, newest first, and names it; every
+    step's timing reaches the observer."""
+    from podrt import rollback
+    from podrt.rollback import FaultPlan, InjectedFault
+    from tests.unit.test_rollback import Observer
+
+    trips: list[str] = []
+    real = rollback.finish_in_thread
+
+    async def counted(fn: Any, *args: Any) -> Any:
+        trips.append(getattr(fn, "__name__", "?"))
+        return await real(fn, *args)
+
+    monkeypatch.setattr(rollback, "finish_in_thread", counted)
+    rec, observer = Recorder(), Observer()
+    steps = [BlockingStep(rec, n, tmp_path) for n in "bcd"]
+    report = await Transaction("t", [RecStep(rec, "a"), *steps], journal=Journal(tmp_path), tx_id="tx1",
+                               observer=observer).run(None)
+    assert trips == ["intents", "run", "discard"] and len({s.ran_on for s in steps}) == 1
+    assert [s.journaled_then for s in steps] == [["a", "b"], ["a", "b", "c"], ["a", "b", "c", "d"]]
+    assert [t.name for t in report.timings] == list("abcd") and [s[1] for s in observer.steps] == list("abcd")
+
+    faults = FaultPlan()
+    faults.arm("c", "after")
+    rec, trips[:] = Recorder(), []
+    steps = [BlockingStep(rec, n, tmp_path) for n in "bcd"]
+    with pytest.raises(InjectedFault) as info:
+        await Transaction("t", [RecStep(rec, "a"), *steps], journal=Journal(tmp_path), tx_id="tx2",
+                          faults=faults).run(None)
+    assert rec.events == [("do", "a"), ("do", "b"), ("do", "c"), ("undo", "c"), ("undo", "b"), ("undo", "a")]
+    assert info.value.tx_report.failed_step == "c" and trips[:2] == ["intents", "run"]
+    assert list(tmp_path.iterdir()) == []

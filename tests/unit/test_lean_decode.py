@@ -14,7 +14,7 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from podrt.api.lean_decode import Decoded, DecodeError, decode
+from podrt.api.lean_decode import LEAN_REQUESTS, Decoded, DecodeError, decode
 from podrt.api.runtime import v1 as cri
 from podrt.cri import container_convert, sandbox_convert
 from podrt.errors import InvalidArgument
@@ -57,7 +57,19 @@ def _converted(convert: Any, request: Any) -> Any:
 
 
 CASES = [(cri.CreateContainerRequest, container_convert.container_config),
-         (cri.RunPodSandboxRequest, sandbox_convert.sandbox_config)]
+         (cri.RunPodSandboxRequest, sandbox_convert.sandbox_config),
+         # the small ones: what their handlers read (cri/containers.py, cri/pods.py)
+         (cri.StartContainerRequest, lambda r: r.container_id),
+         (cri.StopContainerRequest, lambda r: (r.container_id, float(max(r.timeout, 0)))),
+         (cri.RemoveContainerRequest, lambda r: r.container_id),
+         (cri.ContainerStatusRequest, lambda r: (r.container_id, bool(r.verbose))),
+         (cri.StopPodSandboxRequest, lambda r: r.pod_sandbox_id),
+         (cri.RemovePodSandboxRequest, lambda r: r.pod_sandbox_id),
+         (cri.PodSandboxStatusRequest, lambda r: (r.pod_sandbox_id, bool(r.verbose)))]
+
+
+def test_every_lean_request_is_tested() -> None:
+    assert {cls for cls, _ in CASES} == set(LEAN_REQUESTS)
 
 
 @pytest.mark.parametrize(("cls", "convert"), CASES, ids=[c.__name__ for c, _ in CASES])

@@ -144,3 +144,36 @@ def test_json_text_goes_into_the_info_as_it_is() -> None:
     info = verbose_info({"pid": 3, "runtimeSpec": json.dumps(spec, indent=1).encode(), "none": None})
     assert json.loads(info["info"]) == {"pid": 3, "runtimeSpec": spec, "none": None}
     assert verbose_info({"pid": 3, "ips": ["a"]})["info"] == json.dumps({"pid": 3, "ips": ["a"]})
+
+
+def test_a_prepared_status_is_served_without_asking_again() -> None:
+    """StartContainer prepares the status asked next (cri/containers.py): the
+    next verbose call finds the status and info encoded, and asks nothing; a
+    prepare whose inspect fails leaves the call to ask, and meet it."""
+    cache = _cache()
+    asked: list[SandboxView] = []
+
+    async def inspect(view: SandboxView) -> dict[str, object]:
+        asked.append(view)
+        if view.state.created_at == 13:
+            raise RuntimeError("gone")
+        return {"pid": len(asked)}
+
+    async def run() -> None:
+        view = _view(4, True, {})
+        cache.prepare(view, inspect)
+        await asyncio.sleep(0)
+        assert len(asked) == 1
+        got = cri.PodSandboxStatusResponse().parse(bytes(await cache.verbose(view, inspect)))
+        assert got.info == verbose_info({"pid": 1}) and len(asked) == 1
+        failing = attrs.evolve(view, state=attrs.evolve(view.state, created_at=13))
+        cache.prepare(failing, inspect)
+        await asyncio.sleep(0)
+        try:
+            await cache.verbose(failing, inspect)
+        except RuntimeError as exc:
+            assert str(exc) == "gone" and len(asked) == 3
+        else:
+            raise AssertionError("the call met no failure")
+
+    asyncio.run(run())

@@ -25,7 +25,7 @@ import time
 
 import attrs
 
-from podrt.aio import finish_in_thread
+from podrt.aio import await_shielded, finish_in_thread
 from podrt.aio.tasks import TaskOwner
 from podrt.container.events import EventBus, EventType
 from podrt.errors import SHUTTING_DOWN, FailedPrecondition, Unavailable
@@ -91,9 +91,15 @@ class RuntimeCreates:
             await asyncio.wait({task})
 
     async def _create(self, state: ContainerState) -> None:
+        # the record and spec synced beside the create (steps/container/state.py), not before it: StartContainer
+        # waits for both, and what runc makes is under the runroot, gone at the reboot a power loss brings
+        durable = asyncio.ensure_future(finish_in_thread(make_durable, self.deps.container_dir(state.id)))
         try:
-            await finish_in_thread(make_durable, self.deps.container_dir(state.id))  # first (steps/container/state.py)
-            made = await create_in_runtime(self.deps, state)
+            try:
+                made = await create_in_runtime(self.deps, state)
+            finally:
+                await await_shielded(durable)
+            durable.result()  # a failed sync fails the create (a runc container made goes with the removal's delete)
         except Exception as exc:  # asyncio.CancelledError: cut by a removal or at shutdown, left CREATED
             said = isinstance(exc, (OciRuntimeError, OSError))
             log.warning("runc create of container %s failed: %s", state.id, exc, exc_info=None if said else exc)

@@ -4,6 +4,8 @@ CheckpointContainer."""
 
 from __future__ import annotations
 
+import asyncio
+
 from podrt.api.runtime import v1 as cri
 from podrt.cri import container_convert as cconv
 from podrt.cri.listcache import whole
@@ -17,8 +19,15 @@ class ContainerRpcs(RpcGroup):
         return cri.CreateContainerResponse(container_id=container_id)
 
     async def start_container(self, start_container_request: cri.StartContainerRequest) -> cri.StartContainerResponse:
-        await self._containers.start(start_container_request.container_id)
+        container_id = self._containers.resolve(start_container_request.container_id)
+        await self._containers.start(container_id)
+        # its status is asked next (the kubelet's relist, critest's benchmark): encoded once this answer is sent
+        asyncio.get_running_loop().call_soon(self._prepare_status, container_id)
         return cri.StartContainerResponse()
+
+    def _prepare_status(self, container_id: str) -> None:
+        if self._containers.known(container_id):  # not removed meanwhile
+            self._container_status_cache.prepare(self._containers.view(container_id), self._containers.inspect)
 
     async def stop_container(self, stop_container_request: cri.StopContainerRequest) -> cri.StopContainerResponse:
         req = stop_container_request

@@ -11,6 +11,7 @@ field 1 and the value as field 2. The info is encoded at each call.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -68,6 +69,13 @@ class StatusCache(Generic[V]):
     def response(self, view: V, info: Mapping[str, str]) -> Any:
         """The response message (its bytes set, not encoded) with `view`'s status and `info`."""
         return encoded(self._response_cls, self._item(view).status + info_entries(info))
+
+    def prepare(self, view: V, inspect: Callable[[V], Awaitable[Mapping[str, object]]]) -> None:
+        """Encode `view`'s status and verbose info now, in a task of its own, for the call
+        that is about to ask them (ContainerStatus after StartContainer's answer): a
+        failure (the item gone meanwhile) is left to that call to meet."""
+        task = asyncio.ensure_future(self.verbose(view, inspect))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def verbose(self, view: V, inspect: Callable[[V], Awaitable[Mapping[str, object]]]) -> Any:
         """The response with `view`'s status and its verbose info (`inspect`,
