@@ -350,22 +350,28 @@ class BlockingStep(RecStep):
             raise RuntimeError("blocking do failed")
 
 
-async def test_a_blocking_step_runs_in_the_trip_that_journals_its_intent(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One trip to a thread for the phase's intents and the blocking step's do(),
-    the intent durable first; a fault point before it still fires after the
-    intent is written; a failed one is not undone (it cleaned up) and its entry goes."""
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions the runner sends to worker threads, in order."""
     from podrt import rollback
-    from podrt.rollback import FaultPlan, InjectedFault
 
-    trips: list[str] = []
+    sent: list[str] = []
     real = rollback.finish_in_thread
 
     async def counted(fn: Any, *args: Any) -> Any:
-        trips.append(getattr(fn, "__name__", "?"))
+        sent.append(getattr(fn, "__name__", "?"))
         return await real(fn, *args)
 
     monkeypatch.setattr(rollback, "finish_in_thread", counted)
+    return sent
+
+
+async def test_a_blocking_step_runs_in_the_trip_that_journals_its_intent(tmp_path: Path, trips: list[str]) -> None:
+    """One trip to a thread for the phase's intents and the blocking step's do(),
+    the intent durable first; a fault point before it still fires after the
+    intent is written; a failed one is not undone (it cleaned up) and its entry goes."""
+    from podrt.rollback import FaultPlan, InjectedFault
+
     rec = Recorder()
     step = BlockingStep(rec, "b", tmp_path)
     await Transaction("t", [RecStep(rec, "a"), step], journal=Journal(tmp_path), tx_id="tx1").run(None)
@@ -388,23 +394,14 @@ async def test_a_blocking_step_runs_in_the_trip_that_journals_its_intent(
     assert list(tmp_path.iterdir()) == []
 
 
-async def test_a_run_of_blocking_phases_is_one_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_run_of_blocking_phases_is_one_trip(tmp_path: Path, trips: list[str]) -> None:
     """Consecutive phases of one blocking step each go to a worker thread in one
     trip, on one thread, each intent journaled before its do(); a fault point
     after the second still unwinds the two, newest first, and names it; every
     step's timing reaches the observer."""
-    from podrt import rollback
     from podrt.rollback import FaultPlan, InjectedFault
     from tests.unit.test_rollback import Observer
 
-    trips: list[str] = []
-    real = rollback.finish_in_thread
-
-    async def counted(fn: Any, *args: Any) -> Any:
-        trips.append(getattr(fn, "__name__", "?"))
-        return await real(fn, *args)
-
-    monkeypatch.setattr(rollback, "finish_in_thread", counted)
     rec, observer = Recorder(), Observer()
     steps = [BlockingStep(rec, n, tmp_path) for n in "bcd"]
     report = await Transaction("t", [RecStep(rec, "a"), *steps], journal=Journal(tmp_path), tx_id="tx1",
