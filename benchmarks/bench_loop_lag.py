@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
-from common import bucket_quantile, busybox_daemon, cpu_seconds, lag_metrics, pct, pod_cycle  # noqa: E402  beside this script
+from common import bucket_quantile, busybox_daemon, cpu_seconds, lag_metrics, loop_thread, pct, pod_cycle  # noqa: E402  beside this script
 
 from podrt.api.runtime import v1 as cri  # noqa: E402
 from tests.support.client import CriClient, connect  # noqa: E402
@@ -66,12 +66,6 @@ async def cycle(c: CriClient, image: str) -> float:
     ctr = cri.ContainerConfig(metadata=cri.ContainerMetadata(name="app"), image=cri.ImageSpec(image=image),
                               command=["sleep", "600"], log_path="app.log")
     return (await pod_cycle(c.runtime, pod_config(), ctr))["cycle"]
-
-
-def loop_thread(pid: int) -> tuple[float, float]:
-    """The daemon's main (loop) thread: (CPU seconds, seconds waiting for a CPU)."""
-    on_cpu, waiting, _ = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
-    return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
 async def run(sock: Path, image: str, port: int, pid: int, concurrency: int, rounds: int) -> None:

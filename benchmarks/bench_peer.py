@@ -43,7 +43,7 @@ from grpclib.client import Channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.support
 
-from common import bucket_quantile, call_raw, lag_metrics, pct, pod_cycle  # noqa: E402  beside this script
+from common import bucket_quantile, call_raw, lag_metrics, loop_thread, pct, pod_cycle  # noqa: E402  beside this script
 from peer_runtimes import (  # noqa: E402
     Runtime,
     containerd_runtime,
@@ -189,7 +189,8 @@ async def concurrent_cycles(stub: cri.RuntimeServiceStub, rt: Runtime, concurren
     """`rounds` times `concurrent` cycles at once: the wall's median, CPU per cycle, podrt's loop
     lag over all of them (one round gives ~70 probes of 10 ms: its p99 would be its max)."""
     lag0 = lag_metrics(rt.metrics_url)
-    cpu0, walls = rt.cgroup.cpu_seconds(), []
+    thread0 = loop_thread(rt.pid) if lag0 else (0.0, 0.0)
+    cpu0, walls, started = rt.cgroup.cpu_seconds(), [], time.perf_counter()
     for _ in range(rounds):
         t = time.perf_counter()
         await asyncio.gather(*(cycle(stub, rt) for _ in range(concurrent)))
@@ -201,6 +202,9 @@ async def concurrent_cycles(stub: cri.RuntimeServiceStub, rt: Runtime, concurren
         diff = {b: lag1[0][b] - lag0[0].get(b, 0.0) for b in lag1[0]}
         out["lag p99"], out["lag max"] = bucket_quantile(diff, .99), lag1[1]
         out["lag samples"] = diff.get(math.inf, 0)
+        thread1 = loop_thread(rt.pid)
+        out["loop cpu"], out["loop waited"] = thread1[0] - thread0[0], thread1[1] - thread0[1]
+        out["loop elapsed"] = time.perf_counter() - started
     print(f"  {rt.name}: {rounds} rounds of {concurrent} concurrent cycles, wall p50 {out['concurrent wall']:.2f} s",
           flush=True)
 
@@ -291,7 +295,9 @@ def table(results: dict[str, Figures], args: argparse.Namespace) -> None:
             text, goal = "n/a (no podrt_event_loop_lag_seconds)", "< 5 ms"
         else:
             text = (f"p99 {'-' if lag is None else f'{lag * 1000:.1f} ms'}, max since start "
-                    f"{'-' if top is None else f'{top * 1000:.1f} ms'} ({p['lag samples']:.0f} samples)")
+                    f"{'-' if top is None else f'{top * 1000:.1f} ms'} ({p['lag samples']:.0f} samples; "
+                    f"loop thread over {p['loop elapsed']:.1f} s: CPU {p['loop cpu']:.2f} s, "
+                    f"waiting for a CPU {p['loop waited']:.2f} s)")
             goal = "< 5 ms" + ("" if lag is None else (" ok" if lag < 0.005 else " missed"))
         print(f"| podrt event-loop lag under {args.concurrent} concurrent cycles | - | {text} | - | {goal} |")
     ids = {name: r.get("image id") for name, r in results.items()}

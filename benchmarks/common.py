@@ -126,6 +126,12 @@ async def pod_cycle(stub: cri.RuntimeServiceStub, pod: cri.PodSandboxConfig, ctr
     return times
 
 
+def loop_thread(pid: int) -> tuple[float, float]:
+    """The daemon's main (loop) thread: (CPU seconds, seconds waiting for a CPU)."""
+    on_cpu, waiting, _ = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
 def lag_metrics(url: str | None) -> tuple[dict[float, float], float | None] | None:
     """podrt's loop-lag histogram buckets (le -> cumulative count) and its max gauge (since the
     daemon started); None where absent. Over a phase: the difference of two readings."""
