@@ -67,7 +67,7 @@ class Step(abc.ABC, Generic[Ctx]):
 
     async def do(self, ctx: Ctx, data: dict[str, Any]) -> None:
         """Complete, or clean up own partial work and raise. May add keys to `data`.
-        A `blocking` step's is its do_blocking in a worker thread (run alone, outside a transaction)."""
+        A `blocking` step's is its do_blocking in a worker thread (where no run of blocking phases takes it: in a group)."""
         if not self.blocking:
             raise NotImplementedError(f"step {self.name} has no do()")
         await finish_in_thread(self.do_blocking, ctx, data)

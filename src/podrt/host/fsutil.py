@@ -9,12 +9,23 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_path(path: Path) -> None:
+    """A file's data, or a dir's entries, on the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    fsync_path(directory)
+
+
+def unlink_all(paths: Iterable[str | Path]) -> None:
+    """Each of `paths` (gone already: fine)."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 def atomic_write(path: Path, payload: bytes, mode: int = 0o600, *, durable: bool = True, sync_dir: bool = True

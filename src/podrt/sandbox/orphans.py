@@ -171,12 +171,9 @@ async def _remove_default_log(deps: SandboxDeps, sandbox_id: str) -> None:
 def _has_record(container_dir: Path) -> bool:
     """A saved container (its record unreadable, maybe), or one whose removal is under way:
     not the sweep's (a creation's journal is volatile: state.journal). An empty record is
-    one a power loss cut before its data reached the disk: never committed, never in runc
-    (steps/container/state.py)."""
-    try:
-        return (container_dir / STATE_FILE).stat().st_size > 0 or (container_dir / RETIRED_FILE).exists()
-    except FileNotFoundError:
-        return (container_dir / RETIRED_FILE).exists()
+    one a power loss cut before its data reached the disk: never committed (steps/container/state.py)."""
+    record = container_dir / STATE_FILE
+    return (record.exists() and record.stat().st_size > 0) or (container_dir / RETIRED_FILE).exists()
 
 
 def _remove_tree(directory: Path) -> None:

@@ -30,9 +30,10 @@ STATE_FILE = "state.json"
 RETIRED_FILE = "removing.json"  # the record of an object whose teardown is under way
 
 
-def write_record(path: Path, fmt: RecordFormat[R], record: R) -> None:
-    """Blocking: the record's file, whole (creation's last step writes it so)."""
-    atomic_write(path, fmt.encode(record))
+def write_record(path: Path, fmt: RecordFormat[R], record: R, *, durable: bool = True) -> None:
+    """Blocking: the record's file, whole (creation's last step writes it so); `durable=False`:
+    no fsyncs (a container's, synced after the answer: steps/container/state.py)."""
+    atomic_write(path, fmt.encode(record), durable=durable)
 
 
 def _rename_durably(source: Path, target: Path) -> None:

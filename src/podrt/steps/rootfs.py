@@ -42,16 +42,17 @@ class Rootfs(DepsStep[Mounted[P], P]):
         ctx.rootfs = str(Path(data["dir"]) / "merged")
 
     async def undo(self, data: dict[str, Any]) -> None:
-        await finish_in_thread(_release, data)
+        await finish_in_thread(release_layers, [data["scratch"]] if data.get("scratch") else [],
+                               [data["dir"]] if data.get("dir") is not None else [])
 
 
-def _release(data: dict[str, Any]) -> None:
-    """Blocking: a rootfs's ID-mapped layers, overlay and dir (an overlay's umount takes ~2 ms,
-    and the writable layer's removal may be large)."""
-    if data.get("scratch"):
-        release_scratch(Path(data["scratch"]))
-    if data.get("dir") is not None:
-        unmount_and_remove(Path(data["dir"]))
+def release_layers(scratches: Sequence[str], bases: Sequence[str]) -> None:
+    """Blocking: ID-mapped layers (their scratch dirs), then overlays and their dirs (an
+    overlay's umount takes ~2 ms, and the writable layer's removal may be large)."""
+    for scratch in scratches:
+        release_scratch(Path(scratch))
+    for base in bases:
+        unmount_and_remove(Path(base))
 
 
 def mount_layers(images_dir: Path, image_name: str, lowers: Sequence[str], base: Path,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from podrt.aio import finish_in_thread
-from podrt.host.fsutil import atomic_write
+from podrt.host.fsutil import atomic_write, unlink_all
 from podrt.steps.base import DepsStep
 from podrt.steps.context import Specified
 
@@ -104,5 +104,4 @@ class WriteSpec(DepsStep[S, D]):
 
 def _remove(files: list[str]) -> None:
     _forget(files)
-    for f in files:
-        Path(f).unlink(missing_ok=True)
+    unlink_all(files)

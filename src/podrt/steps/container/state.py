@@ -1,25 +1,24 @@
 """Persist the container (and its teardown plan) last: from here on it survives restarts.
 
 The record and the spec copy are written without fsyncs (3 of them, ~0.6 ms on
-these disks): `make_durable` syncs them after the answer, before the runc
-create (runtime_create.py), so a container whose files are not durable yet
-never reached runc. A crash of the daemon alone loses nothing (the page cache
-holds them); a power loss before the sync leaves the record whole, missing,
-or empty (the rename reached the disk, the data did not): an empty one is a
-creation that never committed, swept as one without a record (sandbox/orphans.py)."""
+these disks): `make_durable` syncs them after the answer, beside the runc
+create (runtime_create.py), which StartContainer waits for too. A crash of the
+daemon alone loses nothing (the page cache holds them); a power loss before the
+sync ends whatever runc made (under the runroot) and leaves the record whole,
+missing, or empty (the rename reached the disk, the data did not): an empty one
+is a creation that never committed, swept as one without a record (sandbox/orphans.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from podrt.aio import finish_in_thread
-from podrt.host.fsutil import atomic_write, fsync_dir
+from podrt.host.fsutil import fsync_dir, fsync_path
 from podrt.model.container import spec_user
 from podrt.state.format import CONTAINER_FORMAT
 from podrt.state.records import ContainerState, plan_of
-from podrt.state.store import STATE_FILE
+from podrt.state.store import STATE_FILE, write_record
 from podrt.steps.base import ContainerStep
 from podrt.steps.container.context import ContainerContext
 from podrt.steps.spec_files import SPEC_COPY
@@ -40,7 +39,7 @@ class ContainerSaveState(ContainerStep):
             stop_signal=ctx.stop_signal, created_at=ctx.created_at,
             steps=plan_of(ctx.completed), cgroups_path=ctx.spec["linux"]["cgroupsPath"], pid=ctx.pid,
             conmon_pid=ctx.conmon_pid, user=spec_user(ctx.spec))
-        atomic_write(Path(data["path"]), CONTAINER_FORMAT.encode(state), durable=False)
+        write_record(Path(data["path"]), CONTAINER_FORMAT, state, durable=False)
         ctx.state = state
 
     async def undo(self, data: dict[str, Any]) -> None:
@@ -51,13 +50,8 @@ class ContainerSaveState(ContainerStep):
 
 def make_durable(container_dir: Path) -> None:
     """Blocking: the saved container's record and spec copy on the disk, and their names in its dir."""
-    for name in (STATE_FILE, SPEC_COPY):
-        fd = os.open(container_dir / name, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    fsync_dir(container_dir)
+    for path in (container_dir / STATE_FILE, container_dir / SPEC_COPY, container_dir):
+        fsync_path(path)
 
 
 def _unlink_durably(path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from podrt.aio import finish_in_thread
 from podrt.steps.base import ContainerStep
 from podrt.steps.container.context import ContainerContext
-from podrt.steps.rootfs import mount_layers, release_scratch, unmount_and_remove
+from podrt.steps.rootfs import mount_layers, release_layers
 
 
 class ImageVolumes(ContainerStep):
@@ -33,16 +33,8 @@ class ImageVolumes(ContainerStep):
                 mount_layers(self.deps.images_dir, volume.image_name, volume.lowers, Path(where), ids)
                 ctx.volume_paths[volume.index] = str(Path(where) / "merged")
         except BaseException:
-            _release(data)
+            release_layers(data.get("scratch", ()), data["dirs"])
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
-        await finish_in_thread(_release, data)
-
-
-def _release(data: dict[str, Any]) -> None:
-    """Blocking: the volumes' ID-mapped layers and overlays, and their dirs."""
-    for scratch in data.get("scratch", ()):
-        release_scratch(Path(scratch))
-    for where in data["dirs"]:
-        unmount_and_remove(Path(where))
+        await finish_in_thread(release_layers, data.get("scratch", ()), data["dirs"])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from podrt.aio import finish_in_thread
+from podrt.host.fsutil import unlink_all
 from podrt.model.sandbox import DnsConfig
 from podrt.steps.base import SandboxStep
 from podrt.steps.sandbox.context import SandboxContext
@@ -51,12 +52,4 @@ class HostFiles(SandboxStep):
 
     async def undo(self, data: dict[str, Any]) -> None:
         """In a worker thread: an unlink waits for its dir's lock (the pod dir's removal may hold it)."""
-        await finish_in_thread(_unlink, [data[key] for key in ("hostname", "resolv_conf")])
-
-
-def _unlink(paths: list[str]) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        await finish_in_thread(unlink_all, [data[key] for key in ("hostname", "resolv_conf")])
