@@ -58,13 +58,15 @@ def top_bucket(buckets: dict[float, float]) -> float:
 def pod_config() -> cri.PodSandboxConfig:
     return cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=f"lag-{uuid.uuid4().hex[:8]}", uid=uuid.uuid4().hex, namespace="bench"),
-        linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
-            namespace_options=cri.NamespaceOption())))
+        linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(  # as the kubelet sends it
+            namespace_options=cri.NamespaceOption(pid=cri.NamespaceMode.CONTAINER))))  # (POD only with shareProcessNamespace)
 
 
 async def cycle(c: CriClient, image: str) -> float:
     ctr = cri.ContainerConfig(metadata=cri.ContainerMetadata(name="app"), image=cri.ImageSpec(image=image),
-                              command=["sleep", "600"], log_path="app.log")
+                              command=["sleep", "600"], log_path="app.log", linux=cri.LinuxContainerConfig(
+                                  security_context=cri.LinuxContainerSecurityContext(
+                                      namespace_options=cri.NamespaceOption(pid=cri.NamespaceMode.CONTAINER))))
     return (await pod_cycle(c.runtime, pod_config(), ctr))["cycle"]
 
 

@@ -298,7 +298,8 @@ def _serving(name: str, base: Path, argv: list[str], sock: Path, cgroup_name: st
     proc = None
     try:
         with open(base / "daemon.log", "wb") as log:
-            proc = subprocess.Popen(cg.wrap(argv), stdout=subprocess.DEVNULL, stderr=log, env=env)
+            proc = subprocess.Popen(cg.wrap(argv), stdout=subprocess.DEVNULL, stderr=log, env=env,
+                                    start_new_session=True)  # its own session, as a service manager starts it
         asyncio.run(wait_ready(sock, timeout=60))
         try:
             yield proc.pid, cg

@@ -1,9 +1,11 @@
-"""Which threads start and reap children: Popen and Popen.wait, spied."""
+"""Which threads start and reap children: Popen and the reaping waitid, spied."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -11,19 +13,34 @@ import pytest
 
 def popen_threads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     """(starters, reapers): the names of the threads that run each Popen and
-    each Popen.wait from now on, in order."""
+    each reap (a waitid that releases the child, not a WNOWAIT look at its
+    status) from now on, in order."""
     starters: list[str] = []
     reapers: list[str] = []
-    real, real_wait = subprocess.Popen, subprocess.Popen.wait
+    real, real_waitid = subprocess.Popen, os.waitid
+
+    started: set[int] = set()
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         starters.append(threading.current_thread().name)
-        return real(*args, **kwargs)
+        child = real(*args, **kwargs)
+        started.add(child.pid)
+        return child
 
-    def wait_spy(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
-        reapers.append(threading.current_thread().name)
-        return real_wait(self, timeout)
+    def waitid_spy(idtype: int, ident: int, options: int) -> Any:
+        found = real_waitid(idtype, ident, options)
+        if not options & os.WNOWAIT and found is not None and found.si_pid in started:  # not an earlier test's child
+            reapers.append(threading.current_thread().name)
+        return found
 
-    monkeypatch.setattr(subprocess.Popen, "wait", wait_spy)
+    monkeypatch.setattr(os, "waitid", waitid_spy)
     monkeypatch.setattr(subprocess, "Popen", spy)
     return starters, reapers
+
+
+def reaped(reapers: list[str], count: int, timeout: float = 10.0) -> list[str]:
+    """`reapers` once it holds `count` reaps (they come a moment after each exit: aio/reaper.py)."""
+    deadline = time.monotonic() + timeout
+    while len(reapers) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return reapers

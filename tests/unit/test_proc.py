@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from podrt.host import proc
+from podrt.host import proc, procfs
 from podrt.host.procfs import pid_running
-from tests.support.popen_threads import popen_threads
+from tests.support.popen_threads import popen_threads, reaped
 
 
 def _pid(path: Path) -> int:
@@ -75,12 +75,15 @@ def test_run_sync_timeout(tmp_path: Path) -> None:
 
 
 def _reaped(pid: int) -> bool:
-    """Whether our child `pid` was reaped (waitpid finds no such child)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
+    """Whether our child `pid` had exited by now (a zombie at most) and is reaped
+    within a few seconds, by the reaper (aio/reaper.py: a moment after the exit)."""
+    st = procfs.stat(pid)
+    if st is not None and st.state != "Z":
+        return False
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not os.path.exists(f"/proc/{pid}")
 
 
 async def test_children_live_on_a_runner_thread_not_the_loops(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +94,7 @@ async def test_children_live_on_a_runner_thread_not_the_loops(monkeypatch: pytes
                                               timeout=30) for n in range(8)))
     assert results == [(n, f"in{n}".encode(), f"err{n}\n".encode()) for n in range(8)]
     assert len(starters) == 8 and all(name.startswith("podrt-run") for name in starters), starters
-    assert len(reapers) == 8 and all(name.startswith("podrt-run") for name in reapers), reapers
+    assert reaped(reapers, 8) == ["podrt-reaper"] * 8
 
 
 async def test_cancel_reaches_the_thread_at_once(tmp_path: Path) -> None:
@@ -172,6 +175,9 @@ async def test_no_descriptor_outlives_a_call(tmp_path: Path) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    deadline = time.monotonic() + 5  # the last pidfds are the reaper's until it reaps, a moment after the exit
+    while len(os.listdir("/proc/self/fd")) > before and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     assert len(os.listdir("/proc/self/fd")) == before
 
 

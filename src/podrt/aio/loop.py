@@ -11,7 +11,8 @@ the CPUs, and children were half of its long callbacks (issue 20).
 Here Popen runs on a small pool of spawner threads (CPython lets go of the GIL
 around vfork, so the loop runs meanwhile), and the child's exit is watched on
 the loop itself through a pidfd (Linux 5.3), as Python 3.12 does: no thread
-per child. The rest is asyncio's own subprocess transport, adopted with the
+per child; its exit status is read there without reaping it, and the reap
+comes a moment later (aio/reaper.py). The rest is asyncio's own subprocess transport, adopted with the
 child already started, so callers see the same Process, pipes and exit.
 Where pidfd_open is missing, children start as asyncio does.
 """
@@ -28,7 +29,7 @@ from asyncio import unix_events
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from podrt.aio import await_shielded
+from podrt.aio import await_shielded, reaper
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,6 @@ def _pidfd_works() -> bool:
         return True
     except (AttributeError, OSError):
         return False
-
-
-def _wait_exited(child: subprocess.Popen[bytes], pidfd: int) -> int:
-    """The exit code of a child that has exited (a zombie: does not wait), and its
-    pidfd closed. Popen's own wait, under its lock: a Popen.poll that reaped it
-    first (send_signal polls) kept the code."""
-    os.close(pidfd)
-    return child.wait()
 
 
 class _AdoptedTransport(unix_events._UnixSubprocessTransport):  # type: ignore[name-defined]
@@ -100,15 +93,19 @@ class DaemonLoop(asyncio.SelectorEventLoop):
         return transport
 
     def _reap(self, child: subprocess.Popen[bytes], pidfd: int, transport: _AdoptedTransport) -> None:
-        """The child exited (its pidfd is readable): reap it on a spawner thread and tell the transport.
-
-        Not on the loop's thread: the kernel's work to release a zombie runs in
-        the reaper's time, and for a CNI bridge plugin that had joined a pod's
-        network namespace it took 10-40 ms of CPU under 10 concurrent pod
-        cycles, the loop's longest callbacks (issue 20)."""
+        """The child exited (its pidfd is readable): its exit status, read
+        without reaping it, to the transport; the reap comes a moment later,
+        on the reaper's thread (aio/reaper.py: reaping at once cost a CNI
+        bridge plugin 13-160 ms of kernel CPU under 10 concurrent pod cycles)."""
         self._remove_reader(pidfd)  # type: ignore[attr-defined]
+        code = reaper.exit_status(pidfd)
+        if code is not None:
+            reaper.reap_later(pidfd)
+            transport._process_exited(code)
+            return
+        os.close(pidfd)  # a Popen.poll reaped it first (send_signal polls): it kept the code, under Popen's lock
         assert self._spawners is not None  # made with the child
-        reaped = self.run_in_executor(self._spawners, _wait_exited, child, pidfd)
+        reaped = self.run_in_executor(self._spawners, child.wait)
         reaped.add_done_callback(lambda done: transport._process_exited(done.result()))
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from podrt.aio import await_shielded
+from podrt.aio import await_shielded, reaper
 from podrt.host import procfs
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,10 @@ def kill_group(pgid: int, sig: int) -> bool:
 
 
 def group_has_members(pgid: int) -> bool:
-    """Whether any process is still in group `pgid`. Checked before signalling
-    a group whose leader is already reaped: an empty group's ID is free for
-    reuse, and then it is not ours."""
-    return any(st.pgrp == pgid for _, st in procfs.scan())
+    """Whether any live process is still in group `pgid`: whether someone may
+    still hold its leader's pipes (a zombie, the unreaped leader too, holds none).
+    An empty group is not signalled: once its leader is reaped its ID is free for reuse."""
+    return any(st.pgrp == pgid and st.state != "Z" for _, st in procfs.scan())
 
 
 def _describe(argv: Sequence[str]) -> str:
@@ -129,9 +129,9 @@ class _Stop:
 class _Life:
     """One child's life on the calling thread: one poll over its stdin (while
     there is input to write), stdout, stderr, its pidfd and the stop fd, the
-    waits bounded by deadlines. Reaped (Popen.wait, under Popen's lock) as soon
-    as the pidfd says it exited: an unreaped leader would keep its group looking
-    occupied to group_has_members."""
+    waits bounded by deadlines. Its exit status is read as soon as the pidfd
+    says it exited; the reap comes a moment after the call (aio/reaper.py), and
+    until then the zombie leader keeps its group's ID ours."""
 
     def __init__(self, argv: Sequence[str], stdin: bytes | None, env: Mapping[str, str] | None, cwd: str | None,
                  limit: int, stop: int | None) -> None:
@@ -146,7 +146,7 @@ class _Life:
             with self.child:  # its pipes closed, it reaped
                 raise
         self.limit = limit
-        self.exited = self.stopped = False
+        self.exited = self.stopped = self.unreaped = False
         self.code: int | None = None
         self.poll = select.poll()
         self.poll.register(self.pidfd, select.POLLIN)
@@ -177,7 +177,7 @@ class _Life:
             for fd, _ in self.poll.poll(math.ceil(left * 1000)):
                 if fd == self.pidfd:
                     self.poll.unregister(fd)
-                    self.code, self.exited = self.child.wait(), True  # a zombie: does not wait
+                    self._exited()
                 elif fd in self.open:
                     self._read(fd)
                 elif fd == self.stop:
@@ -186,6 +186,14 @@ class _Life:
                 else:
                     self._write()
         return True
+
+    def _exited(self) -> None:
+        """Its exit status, leaving the zombie to the reaper (aio/reaper.py); Popen is
+        told the code, so it never reaps the pid itself (then maybe someone else's)."""
+        code = reaper.exit_status(self.pidfd)
+        self.unreaped = code is not None
+        self.code = self.child.returncode = code if code is not None else self.child.wait()
+        self.exited = True
 
     def piped(self) -> bool:
         return not self.open
@@ -217,7 +225,10 @@ class _Life:
         and is left to Popen, which reaps it later."""
         if not self.exited:
             kill_group(self.pid, signal.SIGKILL)
-        os.close(self.pidfd)
+        if self.unreaped:
+            reaper.reap_later(self.pidfd)
+        else:
+            os.close(self.pidfd)
         for pipe in (self.child.stdin, self.child.stdout, self.child.stderr):
             if pipe is not None:
                 pipe.close()
