@@ -28,7 +28,7 @@ EXPECTED_DEFAULTS = {
         "runroot": "/run/podrt",
         "log_dir": "/var/log/pods",
         "log_level": "info",
-        "loop_nice": -10,
+        "loop_nice": -20,
         "api": {
             "listen": "/run/podrt/podrt.sock",
             "socket_mode": "0660",

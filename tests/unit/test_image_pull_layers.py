@@ -72,16 +72,22 @@ async def test_two_failing_layers_leave_no_unretrieved_task(tmp_path: Path, monk
 
     monkeypatch.setattr(puller, "_manifest", manifest)
 
-    # B's unpack (its own thread, named after its chain ID) starts reading only
-    # once A's failure has cancelled B's download task, which then waits on it
+    # B's unpack (on a thread of its own) starts reading only once A's failure
+    # has cancelled B's download task, which then waits on it
     b_cancelled = threading.Event()
-    real_unpack = store_module.unpack_layer
+    real_unpack, real_add = store_module.unpack_layer, ImageStore._add_layer
+    adding = threading.local()  # the chain ID whose layer this thread adds
+
+    def add_layer(self: ImageStore, chain_id: str, *args: Any) -> None:
+        adding.chain_id = chain_id
+        real_add(self, chain_id, *args)
 
     def unpack(stream: BinaryIO, target: Path, *, media_type: str) -> Any:
-        if threading.current_thread().name == f"unpack {b_chain[7:19]}":
+        if getattr(adding, "chain_id", None) == b_chain:
             assert b_cancelled.wait(30), "layer B's task was never cancelled"
         return real_unpack(stream, target, media_type=media_type)
 
+    monkeypatch.setattr(ImageStore, "_add_layer", add_layer)
     monkeypatch.setattr(store_module, "unpack_layer", unpack)
 
     loop = asyncio.get_running_loop()

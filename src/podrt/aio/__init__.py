@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
@@ -36,10 +36,16 @@ async def finish_in_thread(fn: Callable[..., T], *args: Any) -> T:
     return fut.result()
 
 
-async def finish_in_own_thread(fn: Callable[..., T], *args: Any, name: str) -> T:
+async def finish_in_own_thread(fn: Callable[..., T], *args: Any) -> T:
     """finish_in_thread on a thread of its own, for work that blocks on the
     loop's progress (an unpack reading a download): in the shared executor
-    it could hold every worker while the writes it waits for queue behind it."""
+    it could hold every worker while the writes it waits for queue behind it;
+    or that changes the thread's namespaces (a pod's netns), which no pooled
+    thread may. Started with _thread, not threading.Thread: Thread.start waits
+    until the new thread has run, and the loop's thread (at loop_nice) then stood
+    still until a nice-0 thread got a CPU, 1-10 ms under 10 concurrent pod
+    cycles, twice a pod (issue 20). Such a thread is unnamed and never joined
+    (as a daemon thread): the caller awaits its end anyway."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[T] = loop.create_future()
 
@@ -55,7 +61,7 @@ async def finish_in_own_thread(fn: Callable[..., T], *args: Any, name: str) -> T
         else:
             loop.call_soon_threadsafe(settle, result, None)
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    _thread.start_new_thread(run, ())
     if await await_shielded(fut):
         raise asyncio.CancelledError
     return fut.result()

@@ -193,7 +193,7 @@ class Config:
     log_dir: str = setting("/var/log/pods", absolute)
     log_level: str = setting("info", one_of("debug", "info", "warning", "error"))
     # the event loop's thread runs at this nice value, its threads and children at 0 (aio/priority.py); 0: as started
-    loop_nice: int = setting(-10, in_range(-20, 0))
+    loop_nice: int = setting(-20, in_range(-20, 0))
     api: ApiConfig = attrs.field(factory=ApiConfig)
     runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
     image: ImageConfig = attrs.field(factory=ImageConfig)

@@ -146,7 +146,7 @@ class IdmapSupport:
                         f.write(PROBE_MAP)
                 ns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)  # holds it after the child ends
             try:
-                await finish_in_own_thread(_try_overlay, scratch, ns, name="idmap-probe")
+                await finish_in_own_thread(_try_overlay, scratch, ns)
             finally:
                 os.close(ns)
         except OSError as exc:

@@ -201,24 +201,28 @@ async def create_pod_namespaces(pins: Mapping[str, Path], *, owner: Path | None,
     sysctl the kernel refuses."""
     made: list[Path] = []
     name = hostname if "uts" in pins else ""  # no UTS namespace of its own: the host's name stays
-    try:
+
+    def make_pins() -> None:  # files' creation: off the loop (ext4 may wait for its journal)
         for path in pins.values():
             new_pin(path)
             made.append(path)
+
+    try:
         joined = [("net", str(netns))] if netns is not None else []
         if owner is None:
             def job() -> None:
+                make_pins()
                 set_up_namespaces(name, sysctls)
                 pin_own(pins)
-            await finish_in_own_thread(entering(job, enter=joined, new=list(pins)), name="podrt-podns")
+            await finish_in_own_thread(entering(job, enter=joined, new=list(pins)))
         else:
+            await finish_in_thread(make_pins)
             argv = [tool("nsenter"), f"--user={owner}", "--", tool("unshare"), *(f"--{kind}" for kind in pins), "--"]
             async with holding(argv, f"creating {'/'.join(pins)} namespaces in user namespace {owner}") as pid:
                 for kind, path in pins.items():
                     pin(pid, kind, path)
             joined += [(kind, str(path)) for kind, path in pins.items()]
-            await finish_in_own_thread(entering(lambda: set_up_namespaces(name, sysctls), enter=joined),
-                                       name="podrt-podns")
+            await finish_in_own_thread(entering(lambda: set_up_namespaces(name, sysctls), enter=joined))
     except BaseException:
         for path in made:
             await finish_in_thread(unpin, path)  # waited out however often we are cancelled: never skipped

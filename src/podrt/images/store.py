@@ -253,8 +253,7 @@ class ImageStore:
         """Unpack layer `chain_id` from its blob as it downloads (pipe.py). The
         unpack reads to the pipe's end, which the puller closes only once the
         blob is verified; an aborted pipe fails the unpack and leaves nothing."""
-        await finish_in_own_thread(self._add_layer, chain_id, diff_id, lambda: pipe, media_type,
-                                   name=f"unpack {chain_id[7:19]}")
+        await finish_in_own_thread(self._add_layer, chain_id, diff_id, lambda: pipe, media_type)
 
     def _add_layer(self, chain_id: str, diff_id: str, open_stream: Callable[[], AbstractContextManager[BinaryIO]],
                    media_type: str) -> None:

@@ -49,20 +49,29 @@ async def create_netns(directory: Path, name: str, owner: Path | None = None) ->
     """
     _check_name(name)
     path = directory / name
-    new_pin(path)
+    made = False
+
+    def make_pin() -> None:  # a file's creation: off the loop (ext4 may wait for its journal)
+        nonlocal made
+        new_pin(path)
+        made = True
+
     try:
         if owner is None:
             def job() -> None:
+                make_pin()
                 loopback_up()
                 pin_own({"net": path})
-            await finish_in_own_thread(entering(job, new=["net"]), name="podrt-netns")
+            await finish_in_own_thread(entering(job, new=["net"]))
         else:
+            await finish_in_thread(make_pin)
             argv = [tool("nsenter"), f"--user={owner}", "--", tool("unshare"), "--net", "--"]
             async with holding(argv, f"creating netns {path} in user namespace {owner}") as pid:
                 pin(pid, "net", path)
-            await finish_in_own_thread(entering(loopback_up, enter=[("net", str(path))]), name="podrt-netns")
+            await finish_in_own_thread(entering(loopback_up, enter=[("net", str(path))]))
     except BaseException:
-        await finish_in_thread(unpin, path)  # waited out however often we are cancelled: never skipped
+        if made:  # (the work is waited out however often we are cancelled: `made` is settled)
+            await finish_in_thread(unpin, path)  # waited out however often we are cancelled: never skipped
         raise
     return path
 

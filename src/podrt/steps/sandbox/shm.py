@@ -16,11 +16,12 @@ from podrt.steps.sandbox.context import SandboxContext
 class ShmMount(SandboxStep):
     kind = "shm"
     stop_phase = True
+    blocking = True  # a mkdir and a mount: in a worker thread
 
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
         return {"path": str(self.deps.run_dir(ctx.id) / "shm")}
 
-    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+    def do_blocking(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         path = data["path"]
         Path(path).mkdir(mode=0o1777)
         try:

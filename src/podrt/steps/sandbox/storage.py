@@ -49,6 +49,7 @@ def remove_own_log_dir(log_dir: Path) -> None:
 
 class Storage(SandboxStep):
     kind = "storage"
+    blocking = True  # directories made (ext4 may wait for its journal): in a worker thread
 
     def record(self, ctx: SandboxContext) -> dict[str, Any]:
         log_dir = Path(ctx.log_directory)
@@ -60,7 +61,7 @@ class Storage(SandboxStep):
             "log_dir_own": log_dir == self.deps.own_log_dir(ctx.id),
         }
 
-    async def do(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
+    def do_blocking(self, ctx: SandboxContext, data: dict[str, Any]) -> None:
         try:
             for d in data["dirs"]:  # searchable by a user namespace's root: its root is below (steps/rootfs.py)
                 Path(d).mkdir(parents=True, mode=0o711 if ctx.config.own_userns else 0o700)
@@ -70,7 +71,7 @@ class Storage(SandboxStep):
             log_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
             ensure_sane_log_path(Path(ctx.infra_log_path))
         except BaseException:
-            await self.undo(data)
+            self._remove(data)
             raise
 
     async def undo(self, data: dict[str, Any]) -> None:
