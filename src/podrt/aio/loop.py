@@ -12,8 +12,9 @@ Here Popen runs on a small pool of spawner threads (CPython lets go of the GIL
 around vfork, so the loop runs meanwhile), and the child's exit is watched on
 the loop itself through a pidfd (Linux 5.3), as Python 3.12 does: no thread
 per child; its exit status is read there without reaping it, and the reap
-comes a moment later (aio/reaper.py). The rest is asyncio's own subprocess transport, adopted with the
-child already started, so callers see the same Process, pipes and exit.
+comes a moment later (aio/reaper.py). The rest is asyncio's own subprocess
+transport, adopted with the child already started, so callers see the same
+Process, pipes and exit.
 Where pidfd_open is missing, children start as asyncio does.
 """
 
