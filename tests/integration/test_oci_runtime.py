@@ -9,6 +9,7 @@ test (conmon, runc, container init) is left, zombies included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from podrt.aio import reaper
 from podrt.host import procfs
 from podrt.host.cgroups.hierarchy import CGROUP_ROOT, hierarchies, unified
 from podrt.oci import conmon as conmon_mod
@@ -268,6 +270,15 @@ async def test_stop_escalates_to_sigkill(host: Host) -> None:
     await rt.delete(cid)
 
 
+def _pidfds() -> int:
+    """How many pidfds this process holds."""
+    held = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone by now
+            held += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
+    return held
+
+
 @on_host
 async def test_stop_with_the_recorded_pids_needs_no_runc_state(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     """The init is conmon's child: the recorded pids check out in /proc, so no
@@ -298,9 +309,18 @@ async def test_stop_with_the_recorded_pids_needs_no_runc_state(host: Host, monke
 
     monkeypatch.setattr(rt, "state", counted)
     monkeypatch.setattr(rt, "kill", counted_kill)
-    assert not conmon_mod.signal_init(cid, proc2.pid, proc2.conmon_pid, 0)  # checked first: nothing sent
+    assert conmon_mod.init_pidfd(cid, proc2.pid, proc2.conmon_pid) is None  # does not check out: no pidfd kept
+    reaper.reap_all_now()  # the runc children's pidfds, the reaper's until it reaps them, closed now
+    pidfds, opened, real_open = _pidfds(), [], os.pidfd_open
+
+    def counted_open(pid: int, flags: int = 0) -> int:
+        opened.append(pid)
+        return real_open(pid, flags)
+
+    monkeypatch.setattr(os, "pidfd_open", counted_open)
     await rt.stop(cid, timeout=10, exit_dir=host.exit_dir, pids=(proc.pid, proc.conmon_pid), own_pidns=True)
     assert states == [] and kills == [] and not procfs.pid_running(proc.pid)
+    assert opened == [proc.pid] and _pidfds() == pidfds  # one pidfd of the init, for the check, signal and wait; closed
     assert rt.exit_code(host.exit_dir, cid) is not None  # awaited, not polled for
     await rt.stop(other, timeout=10, exit_dir=host.exit_dir, pids=(proc.pid, proc.conmon_pid),  # stale: cid's
                   own_pidns=True)

@@ -293,39 +293,34 @@ async def wait_exit_file(exit_file: Path, container_id: str, conmon_pid: int, ti
     return not conmon_alive or await inotify.wait_for_file(exit_file, timeout)
 
 
-def signal_init(container_id: str, pid: int, conmon_pid: int, sig: int) -> bool:
-    """Send `sig` to the container's init through a pidfd opened before the pid
-    is checked (is_monitored), so the signal cannot reach a process that took
-    the pid over; False when it does not check out (nothing was sent)."""
+def init_pidfd(container_id: str, pid: int, conmon_pid: int) -> int | None:
+    """A pidfd of the container's init, opened before the pid is checked
+    (is_monitored): a signal sent or an exit waited for through it then concerns
+    that process only, never one that took the pid over; None when it does not
+    check out. /proc reads: off the loop. The caller closes it."""
     try:
         fd = os.pidfd_open(pid)
     except OSError:
-        return False
-    try:
-        if not is_monitored(container_id, pid, conmon_pid):
-            return False
-        signal.pidfd_send_signal(fd, sig)
-        return True
-    except ProcessLookupError:  # exited since the check: the signal's end is reached
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+        return None
+    if is_monitored(container_id, pid, conmon_pid):
+        return fd
+    os.close(fd)
+    return None
 
 
 def _has_option(args: list[bytes], flag: bytes, value: bytes) -> bool:
     return any(a == flag and b == value for a, b in zip(args, args[1:])) or flag + b"=" + value in args
 
 
-async def wait_pid_exit(pid: int, timeout: float) -> bool:
+async def wait_pid_exit(pid: int, timeout: float, pidfd: int | None = None) -> bool:
     """Wait until a process that is not our child exits; False on timeout.
 
     A pidfd turns readable when the process exits (zombie included), so no
-    polling; kernels without pidfd_open fall back to polling /proc.
+    polling; kernels without pidfd_open fall back to polling /proc. `pidfd`:
+    the process's, opened already (init_pidfd; the caller's to close).
     """
     try:
-        fd = os.pidfd_open(pid)
+        fd = os.pidfd_open(pid) if pidfd is None else pidfd
     except ProcessLookupError:
         return True
     except OSError:
@@ -346,7 +341,8 @@ async def wait_pid_exit(pid: int, timeout: float) -> bool:
         return False
     finally:
         loop.remove_reader(fd)
-        os.close(fd)
+        if pidfd is None:
+            os.close(fd)
 
 
 async def _poll_pid_exit(pid: int, timeout: float) -> bool:

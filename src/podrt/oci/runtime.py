@@ -285,42 +285,42 @@ class OciRuntime:
     async def stop(self, container_id: str, *, timeout: float, stop_signal: str = "SIGTERM",
                    exit_dir: Path | None = None, pids: tuple[int, int] | None = None, own_pidns: bool = False) -> None:
         """Stop signal, up to `timeout` seconds of grace, then SIGKILL; idempotent.
-        Waits on the init pid with a pidfd (no polling). With `exit_dir`, also
-        waits briefly for conmon's exit file so the exit code is readable on return.
-        `pids`: (init, conmon) as recorded at create; while they check out (the
-        init is conmon's child, conmon this container's), they spare a `runc state`.
-        `own_pidns`: the init is alone in its PID namespace, so a signal to it is
-        all `runc kill` does (runc and crun signal the init only): sent through a
-        pidfd, it spares a `runc kill` too."""
-        pid = await self._running_pid(container_id, pids)
-        if pid is None:
-            return
-        conmon_pid = pids[1] if pids else 0
-        direct = own_pidns and self._kills_init and pids is not None and pid == pids[0]
-        if timeout > 0:
-            await self._signal(container_id, stop_signal, (pid, conmon_pid) if direct else None)
-            if await conmon.wait_pid_exit(pid, timeout):
-                return await self._after_exit(container_id, exit_dir, conmon_pid)
-            self.log.info("container %s ignored %s for %gs, killing", container_id, stop_signal, timeout)
-        await self._signal(container_id, signal_mod.SIGKILL, (pid, conmon_pid) if direct else None)
-        if not await conmon.wait_pid_exit(pid, KILL_WAIT):
-            raise OciRuntimeError(f"stop container {container_id}: process {pid} still alive "
-                                  f"{KILL_WAIT:g}s after SIGKILL")
-        await self._after_exit(container_id, exit_dir, conmon_pid)
+        Waits for the init through a pidfd (no polling); with `exit_dir`, briefly for
+        conmon's exit file too, so the exit code is readable on return. `pids`: (init,
+        conmon) as recorded at create; while they check out (the init is conmon's
+        child, conmon this container's), one pidfd of the init spares a `runc state`,
+        and with `own_pidns` (the init alone in its PID namespace: a signal to it is
+        all runc's and crun's kill do) a `runc kill` too, the signal sent through it."""
+        pidfd = await asyncio.to_thread(conmon.init_pidfd, container_id, *pids) if pids is not None else None
+        try:
+            pid = pids[0] if pids is not None and pidfd is not None else await self._running_pid(container_id)
+            if pid is None:
+                return
+            conmon_pid, direct = pids[1] if pids else 0, pidfd if own_pidns and self._kills_init else None
+            if timeout > 0:
+                await self._signal(container_id, stop_signal, direct)
+                if await conmon.wait_pid_exit(pid, timeout, pidfd):
+                    return await self._after_exit(container_id, exit_dir, conmon_pid)
+                self.log.info("container %s ignored %s for %gs, killing", container_id, stop_signal, timeout)
+            await self._signal(container_id, signal_mod.SIGKILL, direct)
+            if not await conmon.wait_pid_exit(pid, KILL_WAIT, pidfd):
+                raise OciRuntimeError(f"stop container {container_id}: process {pid} still alive {KILL_WAIT:g}s after SIGKILL")
+            await self._after_exit(container_id, exit_dir, conmon_pid)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
-    async def _signal(self, container_id: str, sig: int | str, direct: tuple[int, int] | None) -> None:
-        """`direct`: (init, conmon) to signal through a pidfd; else (or if they do not check out) runc kill."""
+    async def _signal(self, container_id: str, sig: int | str, pidfd: int | None) -> None:
+        """`pidfd`: the checked init's (conmon.init_pidfd), signalled directly; else runc kill."""
         number = sig if isinstance(sig, int) else signals.number(sig)
-        if direct is not None and number is not None and await asyncio.to_thread(
-                conmon.signal_init, container_id, *direct, number):
+        if pidfd is not None and number is not None:
+            with contextlib.suppress(ProcessLookupError):  # exited since the check: the signal's end is reached
+                signal_mod.pidfd_send_signal(pidfd, number)
             return
         await self.kill(container_id, sig)
 
-    async def _running_pid(self, container_id: str, pids: tuple[int, int] | None = None) -> int | None:
-        """The init pid of a created/running/paused container, None when there is nothing to stop.
-        /proc reads off the loop: a read of an exiting process's files waits for its locks."""
-        if pids is not None and await asyncio.to_thread(conmon.is_monitored, container_id, *pids):
-            return pids[0]
+    async def _running_pid(self, container_id: str) -> int | None:
+        """The init pid of a created/running/paused container, per `runc state`; None when there is nothing to stop."""
         st = await self.state(container_id)
         if st is None or st.get("status") == "stopped":
             return None
