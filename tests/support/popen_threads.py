@@ -1,4 +1,4 @@
-"""Which threads start and reap children: Popen and the reaping waitid, spied."""
+"""Which threads start and reap children: Popen and the reaping waitid, spied; whether a child is gone."""
 
 from __future__ import annotations
 
@@ -36,6 +36,14 @@ def popen_threads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]
     monkeypatch.setattr(os, "waitid", waitid_spy)
     monkeypatch.setattr(subprocess, "Popen", spy)
     return starters, reapers
+
+
+def gone(pid: int, timeout: float = 5.0) -> bool:
+    """Whether process `pid` is gone (reaped: no /proc entry, zombie or not) within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return not os.path.exists(f"/proc/{pid}")
 
 
 def reaped(reapers: list[str], count: int, timeout: float = 10.0) -> list[str]:

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from podrt.aio import reaper
 from podrt.host import proc, procfs
 from podrt.host.procfs import pid_running
-from tests.support.popen_threads import popen_threads, reaped
+from tests.support.popen_threads import gone, popen_threads, reaped
 
 
 def _pid(path: Path) -> int:
@@ -78,12 +79,7 @@ def _reaped(pid: int) -> bool:
     """Whether our child `pid` had exited by now (a zombie at most) and is reaped
     within a few seconds, by the reaper (aio/reaper.py: a moment after the exit)."""
     st = procfs.stat(pid)
-    if st is not None and st.state != "Z":
-        return False
-    deadline = time.monotonic() + 5
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not os.path.exists(f"/proc/{pid}")
+    return (st is None or st.state == "Z") and gone(pid)
 
 
 async def test_children_live_on_a_runner_thread_not_the_loops(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,6 +162,7 @@ async def test_a_missing_program_raises() -> None:
 async def test_no_descriptor_outlives_a_call(tmp_path: Path) -> None:
     """Pipes, pidfd and the stop eventfd are closed, whichever way the call ended."""
     await proc.run(["true"], timeout=30)  # the runner pool's threads exist
+    reaper.reap_all_now()  # its pidfd, the reaper's until it reaps, closed now
     before = len(os.listdir("/proc/self/fd"))
     await proc.run(["cat"], stdin=b"x", timeout=30)
     with pytest.raises(TimeoutError):
@@ -175,9 +172,7 @@ async def test_no_descriptor_outlives_a_call(tmp_path: Path) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    deadline = time.monotonic() + 5  # the last pidfds are the reaper's until it reaps, a moment after the exit
-    while len(os.listdir("/proc/self/fd")) > before and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    reaper.reap_all_now()  # the last pidfds, the reaper's until it reaps (a moment after the exit), closed now
     assert len(os.listdir("/proc/self/fd")) == before
 
 

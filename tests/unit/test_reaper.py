@@ -14,6 +14,7 @@ import pytest
 
 from podrt.aio import reaper
 from podrt.host import proc, procfs
+from tests.support.popen_threads import gone
 
 
 def exited(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
@@ -22,13 +23,6 @@ def exited(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     pidfd = os.pidfd_open(child.pid)
     select.select([pidfd], [], [], 10)
     return child, pidfd
-
-
-def gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return not os.path.exists(f"/proc/{pid}")
 
 
 def test_the_status_is_read_without_reaping_and_the_reap_comes_after_the_delay(monkeypatch: pytest.MonkeyPatch) -> None:

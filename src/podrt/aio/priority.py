@@ -9,8 +9,8 @@ are Go, whose goroutines move to another OS thread when one is preempted;
 here a preempted loop thread stops everything.
 
 So the loop's thread runs at `[podrt] loop_nice` (default -20: at -10 it
-still waited 0.9-1.2 s for a CPU over 100 such cycles, and the loop's lag p99
-was 4-5.3 ms; at -20 0.4-0.6 s and 3.0-4.0 ms), marked
+still waited 0.9-1.3 s for a CPU over 100 such cycles, and the loop's lag p99
+was 4-5.3 ms; at -20 0.4-0.8 s and 3.0-4.0 ms), marked
 SCHED_RESET_ON_FORK: every thread and process it starts begins at nice 0
 again, so no child, and no container under it, inherits the priority (the
 spawner threads that start children are such threads). Where the kernel

@@ -29,7 +29,7 @@ REAP_DELAY = 0.02  # s from the exit to the reap: the exiting threads' own /proc
 
 _lock = threading.Condition()
 _due: collections.deque[tuple[float, int]] = collections.deque()  # (when, pidfd), in order: one delay for all
-_thread: threading.Thread | None = None
+_worker: threading.Thread | None = None
 
 
 def exit_status(pidfd: int) -> int | None:
@@ -46,12 +46,12 @@ def exit_status(pidfd: int) -> int | None:
 
 def reap_later(pidfd: int) -> None:
     """Reap the exited child behind `pidfd` after REAP_DELAY, then close the pidfd (ours from now on)."""
-    global _thread
+    global _worker
     with _lock:
         _due.append((time.monotonic() + REAP_DELAY, pidfd))
-        if _thread is None:
-            _thread = threading.Thread(target=_reap_due, name="podrt-reaper", daemon=True)
-            _thread.start()
+        if _worker is None:
+            _worker = threading.Thread(target=_reap_due, name="podrt-reaper", daemon=True)
+            _worker.start()
         _lock.notify()
 
 

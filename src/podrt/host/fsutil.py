@@ -18,8 +18,7 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_dir(directory: Path) -> None:
-    fsync_path(directory)
+fsync_dir = fsync_path  # a dir's entries: the same call
 
 
 def unlink_all(paths: Iterable[str | Path]) -> None:

@@ -70,7 +70,7 @@ async def create_netns(directory: Path, name: str, owner: Path | None = None) ->
                 pin(pid, "net", path)
             await finish_in_own_thread(entering(loopback_up, enter=[("net", str(path))]))
     except BaseException:
-        if made:  # (the work is waited out however often we are cancelled: `made` is settled)
+        if made:  # settled: the pin's maker is waited out however often we are cancelled
             await finish_in_thread(unpin, path)  # waited out however often we are cancelled: never skipped
         raise
     return path
